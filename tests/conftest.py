@@ -1,0 +1,62 @@
+"""Shared fixtures: paths to ../shared, reference tokenizers, tiny random-init checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+VOCABS = SHARED / "vocab"
+DATA = SHARED / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RUST_BACKTRACE", "0")
+
+
+def require(path: Path) -> Path:
+    """Skip with a clear reason when a file of ../shared is absent (it must exist in CI)."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: ../shared/ must sit beside the checkout")
+    return path
+
+
+def read_sst2(split: str = "dev") -> tuple[list[str], list[int]]:
+    """SST-2 sentences (trailing space kept, as in the file) and 0/1 labels."""
+    texts, labels = [], []
+    with open(require(DATA / "sst2" / f"{split}.tsv"), encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            text, label = line.rstrip("\n").split("\t")
+            texts.append(text)
+            labels.append(int(label))
+    return texts, labels
+
+
+def read_wikitext() -> list[str]:
+    return require(DATA / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8").splitlines()
+
+
+def read_squad() -> list[tuple[str, str]]:
+    """(question, context) pairs of SQuAD v1.1 dev, every question."""
+    import json
+
+    data = json.loads(require(DATA / "squad" / "dev-v1.1.json").read_text(encoding="utf-8"))
+    return [(qa["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+
+
+def read_stsb() -> tuple[list[str], list[str], list[float]]:
+    """STS-B dev sentence pairs and gold scores (quoting disabled: stray quotes in rows)."""
+    s1, s2, scores = [], [], []
+    with open(require(DATA / "stsb" / "dev.tsv"), encoding="utf-8") as f:
+        header = next(f).rstrip("\n").split("\t")
+        i1, i2, isc = header.index("sentence1"), header.index("sentence2"), header.index("score")
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            s1.append(cols[i1])
+            s2.append(cols[i2])
+            scores.append(float(cols[isc]))
+    return s1, s2, scores
