@@ -1,6 +1,11 @@
-"""npformer: BERT-family transformer inference in NumPy + Numba."""
+"""npformer: BERT-family transformer inference in NumPy + Numba.
 
+Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`quantize`.
+"""
+
+from npformer.config import Config
+from npformer.models.auto import AutoModel
 from npformer.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["Tokenizer", "__version__"]
+__all__ = ["AutoModel", "Config", "Tokenizer", "__version__"]

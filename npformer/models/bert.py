@@ -1,0 +1,257 @@
+"""BERT encoder (Devlin et al. 2019), which also runs TinyBERT and MiniLM checkpoints.
+
+The weights mirror Transformers' ``BertModel`` key tree (``embeddings.*``, ``encoder.layer.{i}.*``,
+``pooler.dense.*``). The transformer block (post-layer-norm, Vaswani et al. 2017) is shared with
+DistilBERT, which differs only in names and embeddings.
+
+    E   = LayerNorm(W_word[input_ids] + W_pos[0..S) + W_type[token_type_ids])
+    for each layer:
+        A = softmax(Q K^T / sqrt(d_head) + mask) V            per head, Q = x W_q + b_q ...
+        x = LayerNorm(x + A W_o + b_o)
+        x = LayerNorm(x + GELU(x W_1 + b_1) W_2 + b_2)
+    pooler_output = tanh(x[:, 0] W_p + b_p)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from npformer import kernels
+from npformer.config import Config
+from npformer.kernels import linear
+from npformer.weights import Weights
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns.
+
+    last_hidden_state: ``(batch, seq_len, hidden_size) float32``.
+    pooler_output: ``(batch, hidden_size) float32`` (BERT only, else None).
+    hidden_states: embeddings output then every layer's, each ``(batch, seq_len, hidden_size)``
+        (on request, else None).
+    attentions: one ``(batch, num_attention_heads, seq_len, seq_len) float32`` per layer (on request).
+    """
+
+    last_hidden_state: np.ndarray
+    pooler_output: np.ndarray | None = None
+    hidden_states: tuple[np.ndarray, ...] | None = None
+    attentions: tuple[np.ndarray, ...] | None = None
+
+
+@dataclass
+class LayerWeights:
+    """One transformer block. Linear weights are ``(out, in)`` float32 arrays (or QuantizedTensor)."""
+
+    q_w: np.ndarray  # (hidden, hidden)
+    q_b: np.ndarray  # (hidden,)
+    k_w: np.ndarray
+    k_b: np.ndarray
+    v_w: np.ndarray
+    v_b: np.ndarray
+    o_w: np.ndarray  # attention output projection (hidden, hidden)
+    o_b: np.ndarray
+    ln1_g: np.ndarray  # layer norm after attention (hidden,)
+    ln1_b: np.ndarray
+    ff1_w: np.ndarray  # (intermediate, hidden)
+    ff1_b: np.ndarray  # (intermediate,)
+    ff2_w: np.ndarray  # (hidden, intermediate)
+    ff2_b: np.ndarray
+    ln2_g: np.ndarray  # layer norm after the feed-forward network
+    ln2_b: np.ndarray
+
+    @classmethod
+    def load(cls, weights: Weights, names: dict[str, str], config: Config) -> "LayerWeights":
+        """Read every field from ``weights`` under the checkpoint names in ``names``."""
+        h, i = config.hidden_size, config.intermediate_size
+        shapes = {"ff1_w": (i, h), "ff1_b": (i,), "ff2_w": (h, i)}
+        out = {}
+        for f in fields(cls):
+            default = (h, h) if f.name.endswith("_w") else (h,)
+            out[f.name] = weights.get(names[f.name], shapes.get(f.name, default))
+        return cls(**out)
+
+    LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
+
+
+def bert_layer_names(i: int) -> dict[str, str]:
+    p = f"encoder.layer.{i}."
+    return {"q_w": p + "attention.self.query.weight", "q_b": p + "attention.self.query.bias",
+            "k_w": p + "attention.self.key.weight", "k_b": p + "attention.self.key.bias",
+            "v_w": p + "attention.self.value.weight", "v_b": p + "attention.self.value.bias",
+            "o_w": p + "attention.output.dense.weight", "o_b": p + "attention.output.dense.bias",
+            "ln1_g": p + "attention.output.LayerNorm.weight", "ln1_b": p + "attention.output.LayerNorm.bias",
+            "ff1_w": p + "intermediate.dense.weight", "ff1_b": p + "intermediate.dense.bias",
+            "ff2_w": p + "output.dense.weight", "ff2_b": p + "output.dense.bias",
+            "ln2_g": p + "output.LayerNorm.weight", "ln2_b": p + "output.LayerNorm.bias"}
+
+
+def self_attention(x: np.ndarray, w: LayerWeights, mask: np.ndarray, num_heads: int):
+    """Multi-head scaled dot-product attention. ``x (batch, seq, hidden)``, ``mask (batch, seq)``.
+
+    Returns the context ``(batch * seq, hidden)`` before the output projection, and the
+    probabilities ``(batch, heads, seq, seq)``.
+    """
+    batch, seq, hidden = x.shape
+    d_head = hidden // num_heads
+    x2 = x.reshape(batch * seq, hidden)
+
+    def heads(weight, bias):  # [B*S, H] -> [B, heads, S, d_head]
+        return (linear(x2, weight) + bias).reshape(batch, seq, num_heads, d_head).transpose(0, 2, 1, 3)
+
+    q = heads(w.q_w, w.q_b) * np.float32(1.0 / np.sqrt(d_head))
+    k, v = heads(w.k_w, w.k_b), heads(w.v_w, w.v_b)
+    probs = kernels.masked_softmax_(q @ k.transpose(0, 1, 3, 2), mask)  # [B, heads, S, S]
+    context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * seq, hidden)  # [B*S, H]
+    return context, probs
+
+
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config):
+    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and attention probs."""
+    batch, seq, hidden = x.shape
+    context, probs = self_attention(x, w, mask, config.num_attention_heads)
+    x = kernels.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x.reshape(-1, hidden),
+                                          w.ln1_g, w.ln1_b, config.layer_norm_eps)  # [B*S, H]
+    inner = linear(x, w.ff1_w)  # [B*S, H] -> [B*S, intermediate]
+    if config.hidden_act == "relu":
+        kernels.bias_relu_(inner, w.ff1_b)
+    else:
+        kernels.bias_gelu_(inner, w.ff1_b, config.hidden_act != "gelu")
+    x = kernels.bias_residual_layer_norm_(linear(inner, w.ff2_w), w.ff2_b, x, w.ln2_g, w.ln2_b,
+                                          config.layer_norm_eps)
+    return x.reshape(batch, seq, hidden), probs
+
+
+def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
+    """Validate and default the inputs; returns ``(batch, seq)`` int64 / int32 arrays.
+
+    Raises ``ValueError`` for a wrong rank, mismatched shapes, ids outside the vocabulary, a
+    sequence longer than ``max_position_embeddings`` or a type id outside ``type_vocab_size``.
+    """
+    input_ids = np.asarray(input_ids)
+    if input_ids.ndim == 1:
+        input_ids = input_ids[None, :]
+    if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be a (batch, seq_len) integer array, got shape {input_ids.shape} "
+                         f"dtype {input_ids.dtype}")
+    batch, seq = input_ids.shape
+    if seq > config.max_position_embeddings:
+        raise ValueError(f"sequence length {seq} exceeds max_position_embeddings={config.max_position_embeddings}; "
+                         f"truncate the input or split it into windows")
+    if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        raise ValueError(f"input_ids must lie in [0, {config.vocab_size}), got [{input_ids.min()}, {input_ids.max()}]")
+
+    def default(arr, name, fill):
+        if arr is None:
+            return np.full((batch, seq), fill, dtype=np.int64)
+        arr = np.asarray(arr)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.shape != (batch, seq):
+            raise ValueError(f"{name} has shape {arr.shape} but input_ids has shape {(batch, seq)}")
+        return arr.astype(np.int64, copy=False)
+
+    attention_mask = default(attention_mask, "attention_mask", 1)
+    token_type_ids = default(token_type_ids, "token_type_ids", 0)
+    if config.model_type == "bert" and token_type_ids.size and token_type_ids.max() >= config.type_vocab_size:
+        raise ValueError(f"token_type_ids must be < type_vocab_size={config.type_vocab_size}")
+    return input_ids.astype(np.int64, copy=False), attention_mask, token_type_ids
+
+
+class Encoder:
+    """Shared driver of BERT-like encoders: embeddings -> layers -> (pooler).
+
+    Subclasses set ``embeddings``/``layers`` at load and implement ``embed``. Call it with
+    ``(batch, seq_len)`` integer arrays (a 1-D array is one sequence).
+    """
+
+    config: Config
+    layers: list[LayerWeights]
+    pooler: tuple[np.ndarray, np.ndarray] | None = None
+    namespaces: tuple[str, ...] = ()
+
+    def embed(self, input_ids, token_type_ids) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                 output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
+        """Run the encoder; see :class:`EncoderOutput` for shapes. Raises ``ValueError`` on bad inputs."""
+        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
+                                                                 token_type_ids)
+        x = self.embed(input_ids, token_type_ids)  # [B, S, H]
+        hidden_states, attentions = [x], []
+        for layer in self.layers:
+            x, probs = transformer_layer(x, layer, attention_mask, self.config)
+            hidden_states.append(x)
+            attentions.append(probs)
+        pooled = None
+        if self.pooler is not None:
+            pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), self.pooler[0]) + self.pooler[1])
+        return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
+                             hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                             attentions=tuple(attentions) if output_attentions else None)
+
+    def check_unused(self, weights: Weights) -> None:
+        """Raise ``ValueError`` if the checkpoint has encoder tensors this config does not use."""
+        extra = weights.unused(self.namespaces)
+        if extra:
+            raise ValueError(f"unexpected tensors in the checkpoint (does config.json match the weights?): "
+                             f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of parameters of the encoder (embeddings, layers, pooler)."""
+        arrays = [*vars(self.embeddings).values()] if hasattr(self, "embeddings") else []
+        arrays += [getattr(layer, f.name) for layer in self.layers for f in fields(layer)]
+        arrays += list(self.pooler or ())
+        return int(sum(getattr(a, "size", 0) for a in arrays))
+
+
+@dataclass
+class BertEmbeddings:
+    word: np.ndarray  # (vocab_size, hidden) float32, or an int8 QuantizedTensor
+    position: np.ndarray  # (max_position_embeddings, hidden)
+    token_type: np.ndarray  # (type_vocab_size, hidden)
+    ln_g: np.ndarray
+    ln_b: np.ndarray
+
+
+def lookup(table, ids: np.ndarray) -> np.ndarray:
+    """Rows ``table[ids]`` as float32, for a float array or a row-quantized int8 table."""
+    if isinstance(table, np.ndarray):
+        return table[ids]
+    return table.rows(ids)
+
+
+class BertModel(Encoder):
+    """BERT / TinyBERT / MiniLM encoder from a Transformers ``BertModel`` checkpoint.
+
+    Build with :func:`npformer.AutoModel.from_pretrained` or ``BertModel(config, weights)``.
+    Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor.
+    """
+
+    namespaces = ("embeddings.", "encoder.", "pooler.")
+
+    def __init__(self, config: Config, weights: Weights, add_pooling_layer: bool = True):
+        self.config = c = config
+        h = c.hidden_size
+        self.embeddings = BertEmbeddings(
+            word=weights.get("embeddings.word_embeddings.weight", (c.vocab_size, h)),
+            position=weights.get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h)),
+            token_type=weights.get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h)),
+            ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
+            ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
+        self.layers = [LayerWeights.load(weights, bert_layer_names(i), c) for i in range(c.num_hidden_layers)]
+        self.pooler = None
+        if add_pooling_layer and weights.has("pooler.dense.weight"):
+            self.pooler = (weights.get("pooler.dense.weight", (h, h)), weights.get("pooler.dense.bias", (h,)))
+
+    def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` float32 embeddings after layer norm."""
+        e = self.embeddings
+        batch, seq = input_ids.shape
+        x = lookup(e.word, input_ids) + e.position[:seq] + e.token_type[token_type_ids]  # [B, S, H]
+        return kernels.layer_norm(x.reshape(batch * seq, -1), e.ln_g, e.ln_b,
+                                  self.config.layer_norm_eps).reshape(batch, seq, -1)

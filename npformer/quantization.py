@@ -1,0 +1,182 @@
+"""INT8 per-channel quantization: quantized tensors, the int8 GEMM, quantized checkpoints.
+
+Scheme (Q8BERT, Zafrir et al. 2019; the dynamic quantization of ONNX Runtime and CTranslate2):
+  * weights: symmetric int8 per output channel, ``scale = max|W_row| / 127``, ``W ~ q * scale``;
+  * activations: quantized dynamically per token (per row of ``x``) with the same rule;
+  * ``x @ W.T`` is an int8 x int8 product accumulated in int32, dequantized by
+    ``x_scale[row] * w_scale[col]``; the bias is added by the fused kernel that follows;
+  * word embeddings optionally int8 per row; layer norm, softmax and GELU stay float32.
+
+A quantized checkpoint is an ordinary safetensors file: each quantized tensor ``name`` is stored
+as I8 with a float32 ``name_scale`` beside it, and the file metadata says
+``{"quantization": "int8-per-channel-symmetric"}``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from numba import int32, njit, prange
+
+SCHEME = "int8-per-channel-symmetric"
+SCALE_SUFFIX = "_scale"
+
+
+@njit(cache=True, parallel=True)
+def quantize_rows(x):
+    """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
+
+    ``scale = max|x_row| / 127`` (1 for an all-zero row), ``q = round(x / scale)`` in [-127, 127].
+    """
+    rows, n = x.shape
+    q = np.empty((rows, n), np.int8)
+    scales = np.empty(rows, np.float32)
+    for i in prange(rows):
+        amax = np.float32(0.0)
+        for j in range(n):
+            amax = max(amax, abs(x[i, j]))
+        scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+        inv = np.float32(1.0) / scale
+        for j in range(n):
+            q[i, j] = np.int8(min(max(np.rint(x[i, j] * inv), np.float32(-127.0)), np.float32(127.0)))
+        scales[i] = scale
+    return q, scales
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def int8_matmul(xq, x_scales, wq, w_scales):
+    """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :]`` with int32 accumulation.
+
+    ``xq (rows, k) int8``, ``wq (out, k) int8``, scales float32 -> ``(rows, out) float32``.
+    Parallel over blocks of output channels; each weight row is reused from L1 across all rows
+    of ``xq``, which stay in L2. The inner loop is an int8 dot product that LLVM vectorizes into
+    packed multiply-adds (see ``tests/test_quantization.py::test_int8_kernel_is_vectorized``).
+    """
+    rows, k = xq.shape
+    n_out = wq.shape[0]
+    out = np.empty((rows, n_out), np.float32)
+    block = 16
+    for jb in prange((n_out + block - 1) // block):
+        for j in range(jb * block, min(n_out, jb * block + block)):
+            ws = w_scales[j]
+            for i in range(rows):
+                acc = int32(0)
+                for t in range(k):
+                    acc += int32(xq[i, t]) * int32(wq[j, t])
+                out[i, j] = np.float32(acc) * x_scales[i] * ws
+    return out
+
+
+class QuantizedTensor:
+    """A ``(out, in)`` matrix as int8 ``values`` and one float32 ``scales`` entry per row.
+
+    ``matmul(x)`` computes ``x @ W.T`` for ``x (rows, in) float32`` with the int8 kernel;
+    ``rows(ids)`` gathers dequantized rows (embedding lookup); ``dequantize()`` returns float32.
+    """
+
+    def __init__(self, values: np.ndarray, scales: np.ndarray):
+        if values.dtype != np.int8 or values.ndim != 2 or scales.shape != (values.shape[0],):
+            raise ValueError(f"a QuantizedTensor needs (out, in) int8 values and (out,) scales, got "
+                             f"{values.dtype} {values.shape} and {scales.shape}")
+        self.values = values
+        self.scales = np.ascontiguousarray(scales, dtype=np.float32)
+
+    @classmethod
+    def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
+        """Quantize a float ``(out, in)`` matrix per row (per output channel)."""
+        q, s = quantize_rows(np.ascontiguousarray(w, dtype=np.float32))
+        return cls(q, s)
+
+    shape = property(lambda self: self.values.shape)
+    size = property(lambda self: self.values.size)
+    nbytes = property(lambda self: self.values.nbytes + self.scales.nbytes)
+
+    def dequantize(self) -> np.ndarray:
+        """``(out, in) float32`` approximation of the original matrix."""
+        return self.values.astype(np.float32) * self.scales[:, None]
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """``x (rows, in) float32`` -> ``x @ W.T`` as ``(rows, out) float32`` (activations per-row int8)."""
+        xq, xs = quantize_rows(np.ascontiguousarray(x, dtype=np.float32))
+        return int8_matmul(xq, xs, self.values, self.scales)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Dequantized rows ``W[ids]``: ``ids (...)`` int -> ``(..., in) float32``."""
+        return self.values[ids].astype(np.float32) * self.scales[ids][..., None]
+
+
+def is_quantized(weights) -> bool:
+    """True if a :class:`npformer.weights.Weights` was written by :func:`save_quantized`."""
+    return weights.metadata.get("quantization") == SCHEME
+
+
+def quantize_encoder_(encoder, embeddings: bool = True):
+    """In place: every Linear weight of ``encoder``'s layers (and the word embeddings) to int8."""
+    from npformer.models.bert import LayerWeights
+
+    for layer in encoder.layers:
+        for name in LayerWeights.LINEARS:
+            w = getattr(layer, name)
+            if isinstance(w, np.ndarray):
+                setattr(layer, name, QuantizedTensor.from_float(w))
+    if embeddings and isinstance(encoder.embeddings.word, np.ndarray):
+        encoder.embeddings.word = QuantizedTensor.from_float(encoder.embeddings.word)
+    encoder.dtype = "int8"
+    return encoder
+
+
+def quantized_keys(config, weights) -> list[str]:
+    """Stored keys of the tensors :func:`save_quantized` turns into int8: each layer's Linear
+    weights and the word embeddings."""
+    from npformer.models.bert import LayerWeights, bert_layer_names
+    from npformer.models.distilbert import distilbert_layer_names
+
+    names = bert_layer_names if config.model_type == "bert" else distilbert_layer_names
+    keys = [names(i)[f] for i in range(config.num_hidden_layers) for f in LayerWeights.LINEARS]
+    keys.append("embeddings.word_embeddings.weight")
+    return [weights.resolve(k) for k in keys]
+
+
+def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None) -> Path:
+    """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
+
+    Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
+    tensor (biases, norms, position embeddings, task heads) is kept in float32. Config, tokenizer
+    and sentence-transformers files are copied. ``AutoModel.from_pretrained(out_dir)`` and the
+    pipelines load the result directly. Returns ``out_dir``.
+
+    Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` if ``src``
+    is already quantized.
+    """
+    from safetensors.numpy import save_file
+
+    from npformer.models.auto import open_checkpoint
+
+    directory, config, weights = open_checkpoint(src, revision)
+    if is_quantized(weights):
+        raise ValueError(f"{directory} is already quantized ({SCHEME})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    to_quantize = set(quantized_keys(config, weights))
+    tensors = {}
+    for key, arr in weights.tensors.items():
+        if key in to_quantize:
+            q, s = quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
+            tensors[key], tensors[key + SCALE_SUFFIX] = q, s
+        else:
+            tensors[key] = np.ascontiguousarray(arr)
+    save_file(tensors, str(out_dir / "model.safetensors"),
+              metadata={"format": "np", "quantization": SCHEME, "source": str(directory.name)})
+    for item in directory.iterdir():
+        if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
+            continue
+        if item.name == "model.safetensors.index.json":
+            continue
+        target = out_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    return out_dir

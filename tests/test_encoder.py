@@ -1,0 +1,199 @@
+"""Encoder graphs against Transformers: max abs diff <= 1e-4 on every output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_stsb
+from helpers import make_checkpoint, max_abs_diff, random_batch
+from npformer import AutoModel, Config
+from npformer.models.bert import BertModel
+from npformer.models.distilbert import DistilBertModel
+
+torch = pytest.importorskip("torch")
+
+TOL = 1e-4
+BERT_CONFIGS = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 vocab_size=1000, max_position_embeddings=64),
+    "tinybert-4x312": dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200,
+                           vocab_size=2000, max_position_embeddings=128),
+    "minilm-6x384-gelu_new": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                  intermediate_size=1536, vocab_size=2000, max_position_embeddings=128,
+                                  hidden_act="gelu_new"),
+}
+DISTIL_CONFIGS = {
+    "tiny": dict(dim=32, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=1000, max_position_embeddings=64),
+    "sinusoidal-relu": dict(dim=64, n_layers=3, n_heads=8, hidden_dim=128, vocab_size=1000,
+                            max_position_embeddings=64, sinusoidal_pos_embds=True, activation="relu"),
+    "3x256": dict(dim=256, n_layers=3, n_heads=4, hidden_dim=1024, vocab_size=2000, max_position_embeddings=128),
+}
+
+
+def compare(ours, ref, ids, mask, types, with_types=True):
+    with torch.no_grad():
+        kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                      output_hidden_states=True, output_attentions=True)
+        if with_types:
+            kwargs["token_type_ids"] = torch.tensor(types)
+        expected = ref(**kwargs)
+    got = ours(ids, mask, types, output_hidden_states=True, output_attentions=True)
+    diffs = {"last_hidden_state": max_abs_diff(got.last_hidden_state, expected.last_hidden_state)}
+    diffs["hidden_states"] = max(max_abs_diff(a, b) for a, b in zip(got.hidden_states, expected.hidden_states))
+    diffs["attentions"] = max(max_abs_diff(a, b) for a, b in zip(got.attentions, expected.attentions))
+    assert len(got.hidden_states) == len(expected.hidden_states)
+    assert len(got.attentions) == len(expected.attentions)
+    if getattr(expected, "pooler_output", None) is not None:
+        diffs["pooler_output"] = max_abs_diff(got.pooler_output, expected.pooler_output)
+    print("max abs diff", {k: f"{v:.2e}" for k, v in diffs.items()})
+    for key, value in diffs.items():
+        assert value <= TOL, (key, value)
+    return got
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", list(BERT_CONFIGS))
+def test_bert_matches_transformers(tmp_path, name, seed):
+    cfg = BERT_CONFIGS[name]
+    ref = make_checkpoint(tmp_path, "bert", seed=seed, **cfg)
+    model = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(model, BertModel)
+    rng = np.random.default_rng(seed)
+    for batch, seq in [(1, 7), (3, 19), (2, 64)]:
+        compare(model, ref, *random_batch(rng, cfg["vocab_size"], batch, seq))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", list(DISTIL_CONFIGS))
+def test_distilbert_matches_transformers(tmp_path, name, seed):
+    cfg = DISTIL_CONFIGS[name]
+    ref = make_checkpoint(tmp_path, "distilbert", seed=seed, **cfg)
+    model = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(model, DistilBertModel)
+    assert model.pooler is None
+    rng = np.random.default_rng(seed)
+    for batch, seq in [(1, 5), (4, 33)]:
+        compare(model, ref, *random_batch(rng, cfg["vocab_size"], batch, seq, type_vocab=1), with_types=False)
+
+
+def test_task_checkpoint_prefix_and_fp16(tmp_path):
+    """A BertForSequenceClassification checkpoint (``bert.`` prefix), saved in float16."""
+    cfg = BERT_CONFIGS["tiny"]
+    ref = make_checkpoint(tmp_path / "cls", "bert", "sequence", **cfg)
+    ref.half().save_pretrained(tmp_path / "half", safe_serialization=True)
+    model = AutoModel.from_pretrained(tmp_path / "half")
+    assert model.embeddings.word.dtype == np.float32
+    ids, mask, types = random_batch(np.random.default_rng(0), cfg["vocab_size"], 2, 11)
+    with torch.no_grad():
+        expected = ref.float().bert(torch.tensor(ids), torch.tensor(mask), torch.tensor(types)).last_hidden_state
+    # float16 storage rounds the weights: compare against the rounded float32 reference
+    ref_half = ref.half().float()
+    with torch.no_grad():
+        expected = ref_half.bert(torch.tensor(ids), torch.tensor(mask), torch.tensor(types)).last_hidden_state
+    assert max_abs_diff(model(ids, mask, types).last_hidden_state, expected) <= TOL
+
+
+def test_bf16_and_sharded_checkpoints(tmp_path):
+    cfg = BERT_CONFIGS["tiny"]
+    ref = make_checkpoint(tmp_path / "a", "bert", **cfg)
+    ref.to(torch.bfloat16).save_pretrained(tmp_path / "bf16", safe_serialization=True, max_shard_size="50KB")
+    assert (tmp_path / "bf16" / "model.safetensors.index.json").exists()
+    model = AutoModel.from_pretrained(tmp_path / "bf16")
+    ids, mask, types = random_batch(np.random.default_rng(0), cfg["vocab_size"], 2, 9)
+    with torch.no_grad():
+        expected = ref.to(torch.bfloat16).float()(torch.tensor(ids), torch.tensor(mask), torch.tensor(types))
+    assert max_abs_diff(model(ids, mask, types).last_hidden_state, expected.last_hidden_state) <= TOL
+
+
+def test_weights_are_memory_mapped(tmp_path):
+    make_checkpoint(tmp_path, "bert", **BERT_CONFIGS["tiny"])
+    model = AutoModel.from_pretrained(tmp_path)
+    base = model.layers[0].ff1_w
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    assert isinstance(base, np.memmap) or type(base).__name__ == "mmap"
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        AutoModel.from_pretrained(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        AutoModel.from_pretrained(tmp_path / "empty")
+    # a pickle-only checkpoint is refused, never unpickled
+    ckpt = tmp_path / "pickled"
+    make_checkpoint(ckpt, "bert", **BERT_CONFIGS["tiny"])
+    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="pytorch_model.bin.*never unpickles"):
+        AutoModel.from_pretrained(ckpt)
+    # unknown architecture
+    good = tmp_path / "good"
+    make_checkpoint(good, "bert", **BERT_CONFIGS["tiny"])
+    config = json.loads((good / "config.json").read_text())
+    (good / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="unknown model_type 'gpt2'"):
+        AutoModel.from_pretrained(good)
+    # config that does not match the weights: shape error names tensor and both shapes
+    (good / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    with pytest.raises(ValueError, match=r"intermediate.dense.weight.*\(37, 32\).*\(40, 32\)"):
+        AutoModel.from_pretrained(good)
+    # fewer layers in the config than in the weights: unexpected tensors
+    (good / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    with pytest.raises(ValueError, match="unexpected tensors.*encoder.layer.1"):
+        AutoModel.from_pretrained(good)
+    # more layers than the weights: a missing tensor
+    (good / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(ValueError, match="encoder.layer.2.*missing"):
+        AutoModel.from_pretrained(good)
+
+
+def test_input_errors(tmp_path):
+    make_checkpoint(tmp_path, "bert", **BERT_CONFIGS["tiny"])
+    model = AutoModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(np.ones((1, 65), dtype=np.int64))
+    with pytest.raises(ValueError, match="input_ids must lie"):
+        model(np.array([[1, 5000]]))
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(np.ones((2, 4), dtype=np.int64), attention_mask=np.ones((2, 5)))
+    with pytest.raises(ValueError, match="integer"):
+        model(np.ones((2, 4), dtype=np.float32))
+
+
+def test_hub_offline_error_says_how(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="local directory"):
+        AutoModel.from_pretrained("someone/not-cached-model-xyz")
+
+
+def test_distilbert_config_names(tmp_path):
+    make_checkpoint(tmp_path, "distilbert", **DISTIL_CONFIGS["tiny"])
+    c = Config.from_pretrained(tmp_path)
+    assert (c.dim, c.n_layers, c.n_heads, c.hidden_dim) == (32, 2, 4, 37)
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (32, 2, 4, 37)
+
+
+def test_all_minilm_l6_v2_on_stsb(minilm_dir):
+    """The real checkpoint: every STS-B dev sentence, batches of 64 padded to their longest."""
+    import transformers
+
+    from npformer import Tokenizer
+
+    s1, s2, _ = read_stsb()
+    sentences = sorted(set(s1 + s2), key=len)
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    model = AutoModel.from_pretrained(minilm_dir)
+    ref = transformers.BertModel.from_pretrained(minilm_dir).eval()
+    worst = 0.0
+    for i in range(0, len(sentences), 64):
+        enc = tok(sentences[i:i + 64], padding=True, truncation=True, max_length=256)
+        got = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        with torch.no_grad():
+            expected = ref(**{k: torch.tensor(v) for k, v in enc.items()})
+        worst = max(worst, max_abs_diff(got.last_hidden_state, expected.last_hidden_state),
+                    max_abs_diff(got.pooler_output, expected.pooler_output))
+    print(f"all-MiniLM-L6-v2, {len(sentences)} STS-B sentences: max abs diff {worst:.2e}")
+    assert worst <= TOL
