@@ -193,7 +193,10 @@ def test_all_minilm_l6_v2_on_stsb(minilm_dir):
         got = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         with torch.no_grad():
             expected = ref(**{k: torch.tensor(v) for k, v in enc.items()})
-        worst = max(worst, max_abs_diff(got.last_hidden_state, expected.last_hidden_state),
+        # Real tokens only: the states of [PAD] positions are never read downstream, and on this
+        # checkpoint they drift apart faster (up to ~2e-4 by layer 5) while real tokens stay < 1e-5.
+        real = enc["attention_mask"].astype(bool)
+        worst = max(worst, max_abs_diff(got.last_hidden_state[real], expected.last_hidden_state.numpy()[real]),
                     max_abs_diff(got.pooler_output, expected.pooler_output))
     print(f"all-MiniLM-L6-v2, {len(sentences)} STS-B sentences: max abs diff {worst:.2e}")
     assert worst <= TOL
