@@ -180,3 +180,22 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
         else:
             shutil.copy2(item, target)
     return out_dir
+
+
+def quantize(model, out_dir: str | Path | None = None):
+    """Quantize a model to int8: an in-memory encoder / task model, or a checkpoint path.
+
+    * ``quantize(model)`` swaps the Linear weights (and word embeddings) of a loaded encoder or
+      task model for :class:`QuantizedTensor` in place and returns it;
+    * ``quantize(path_or_id, out_dir)`` writes a quantized checkpoint (see :func:`save_quantized`)
+      and returns ``out_dir``.
+    """
+    if isinstance(model, (str, Path)):
+        if out_dir is None:
+            raise ValueError("quantize(path, out_dir): give the directory to write the int8 checkpoint to")
+        return save_quantized(model, out_dir)
+    if out_dir is not None:
+        raise ValueError("to write a quantized checkpoint pass the source checkpoint path, not a loaded model")
+    encoder = getattr(model, "encoder", model)
+    quantize_encoder_(encoder)
+    return model

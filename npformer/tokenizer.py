@@ -342,22 +342,25 @@ class Tokenizer:
             raise ValueError(f"token id {i} is outside the vocabulary (size {len(self)})")
         return self.ids_to_tokens[i]
 
-    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = True) -> str:
-        """Text of a sequence of ids: ``##`` pieces glued to the previous token, others spaced.
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Join WordPiece strings: ``##`` pieces glued to the previous token, others spaced.
 
-        Matches ``BertTokenizerFast.decode`` (WordPiece decoder with cleanup, then Transformers'
-        ``clean_up_tokenization``).
+        Matches the fast tokenizer's WordPiece decoder (with its per-token cleanup).
         """
+        out = []
+        for k, tok in enumerate(tokens):
+            if k > 0:
+                tok = tok[2:] if tok.startswith("##") else " " + tok
+            out.append(_cleanup(tok))
+        return "".join(out)
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of a sequence of ids, as ``BertTokenizerFast.decode`` (WordPiece decoder, then
+        Transformers' ``clean_up_tokenization``). Raises ``ValueError`` for an id outside the vocabulary."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.all_special_ids]
-        out = []
-        for k, tok in enumerate(self.convert_ids_to_tokens(ids)):
-            if k > 0:
-                tok = tok[2:] if tok.startswith("##") else " " + tok
-            out.append(_cleanup(tok) if clean_up_tokenization_spaces else tok)
-        text = "".join(out)
-        return _cleanup(text) if clean_up_tokenization_spaces else text
+        return _cleanup(self.convert_tokens_to_string(self.convert_ids_to_tokens(ids)))
 
     # ---- encoding with special tokens, truncation, padding ----------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
     if vocab is not None:
         src = require(VOCABS / vocab)
         shutil.copy(src / "vocab.txt", directory / "vocab.txt")
-        shutil.copy(src / "tokenizer_config.json", directory / "tokenizer_config.json")
+        tok_config = json.loads((src / "tokenizer_config.json").read_text())
+        if model_type == "distilbert":  # DistilBERT's tokenizer returns no token_type_ids
+            tok_config["tokenizer_class"] = "DistilBertTokenizer"
+        (directory / "tokenizer_config.json").write_text(json.dumps(tok_config))
         config_kwargs["vocab_size"] = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
     config_cls = transformers.BertConfig if model_type == "bert" else transformers.DistilBertConfig
     config = config_cls(**config_kwargs)

@@ -1,0 +1,189 @@
+"""Task heads on top of an encoder, loaded from the checkpoints Transformers writes.
+
+Each head is a small function of the encoder's hidden states (dropout is the identity at
+inference). Key names follow Transformers' ``*For*`` classes:
+
+* sequence classification: BERT ``pooler`` -> ``classifier``; DistilBERT ``pre_classifier`` ->
+  ReLU -> ``classifier`` on the first token;
+* token classification: ``classifier`` on every token;
+* question answering: ``qa_outputs`` -> start / end logits;
+* masked LM: BERT ``cls.predictions.transform.{dense,LayerNorm}`` -> decoder tied to the word
+  embeddings + ``cls.predictions.bias``; DistilBERT ``vocab_transform`` -> ``vocab_layer_norm``
+  -> ``vocab_projector`` (tied) + bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from npformer import kernels
+from npformer.config import Config
+from npformer.kernels import linear
+from npformer.models.auto import build_encoder, open_checkpoint
+from npformer.models.bert import Encoder
+from npformer.weights import Weights
+
+TASK_HEADS = ("sequence-classification", "token-classification", "question-answering", "masked-lm")
+
+
+def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
+    w = weights.get(f"{name}.weight", None if out_dim is None else (out_dim, in_dim))
+    b = weights.get(f"{name}.bias", (w.shape[0],))
+    return w, b
+
+
+@dataclass
+class ModelOutput:
+    """``logits``: ``(batch, num_labels)`` (sequence), ``(batch, seq_len, num_labels)`` (token),
+    ``(batch, seq_len, 2)`` (QA: start, end) or ``(batch, n_positions, vocab_size)`` (masked LM),
+    float32; ``last_hidden_state`` ``(batch, seq_len, hidden_size)`` float32."""
+
+    logits: np.ndarray
+    last_hidden_state: np.ndarray
+
+    @property
+    def start_logits(self) -> np.ndarray:
+        return self.logits[..., 0]
+
+    @property
+    def end_logits(self) -> np.ndarray:
+        return self.logits[..., 1]
+
+
+class TaskModel:
+    """An encoder plus one task head. Call with ``(batch, seq_len)`` int arrays.
+
+    ``config.id2label`` names the classes of classification heads.
+    """
+
+    task: str = ""
+
+    def __init__(self, encoder: Encoder, weights: Weights):
+        self.encoder = encoder
+        self.config: Config = encoder.config
+        self.load_head(weights)
+
+    def load_head(self, weights: Weights) -> None:
+        raise NotImplementedError
+
+    def head(self, hidden: np.ndarray, pooled: np.ndarray | None, **kwargs) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
+        """Encoder then head; keyword arguments go to the head (e.g. ``positions`` for masked LM)."""
+        out = self.encoder(input_ids, attention_mask, token_type_ids)
+        return ModelOutput(self.head(out.last_hidden_state, out.pooler_output, **kwargs), out.last_hidden_state)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
+                        dtype: str = "float32") -> "TaskModel":
+        """Load encoder and head from a directory or Hub id (see ``AutoModel.from_pretrained``).
+
+        Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head.
+        """
+        _, config, weights = open_checkpoint(path_or_id, revision)
+        encoder = build_encoder(config, weights, dtype)
+        try:
+            return cls(encoder, weights)
+        except KeyError as e:
+            raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.task} head "
+                             f"(architectures: {config.architectures})") from None
+
+    @property
+    def num_parameters(self) -> int:
+        return self.encoder.num_parameters + int(sum(getattr(a, "size", 0) for a in vars(self).values()
+                                                     if isinstance(a, np.ndarray)))
+
+
+class SequenceClassifier(TaskModel):
+    """``logits (batch, num_labels)``: BERT pooler -> classifier; DistilBERT pre_classifier -> ReLU -> classifier."""
+
+    task = "sequence-classification"
+
+    def load_head(self, weights: Weights) -> None:
+        h = self.config.hidden_size
+        self.pre_w = self.pre_b = None
+        if self.config.model_type == "distilbert":
+            self.pre_w, self.pre_b = _dense(weights, "pre_classifier", h, h)
+        elif self.encoder.pooler is None:
+            raise KeyError("tensor 'pooler.dense.weight' is missing")
+        self.w, self.b = _dense(weights, "classifier", None, h)
+
+    def head(self, hidden, pooled, **kwargs):
+        if self.pre_w is None:
+            x = pooled  # [B, H] = tanh(dense(h[:, 0]))
+        else:
+            x = kernels.bias_relu_(linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)
+        return linear(x, self.w) + self.b  # [B, num_labels]
+
+
+class TokenClassifier(TaskModel):
+    """``logits (batch, seq_len, num_labels)``: a linear layer on every token's hidden state."""
+
+    task = "token-classification"
+
+    def load_head(self, weights: Weights) -> None:
+        self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)
+
+    def head(self, hidden, pooled, **kwargs):
+        batch, seq, h = hidden.shape
+        return (linear(hidden.reshape(-1, h), self.w) + self.b).reshape(batch, seq, -1)
+
+
+class QuestionAnswerer(TaskModel):
+    """``logits (batch, seq_len, 2)``: start and end logits of the answer span (``qa_outputs``)."""
+
+    task = "question-answering"
+
+    def load_head(self, weights: Weights) -> None:
+        self.w, self.b = _dense(weights, "qa_outputs", 2, self.config.hidden_size)
+
+    def head(self, hidden, pooled, **kwargs):
+        batch, seq, h = hidden.shape
+        return (linear(hidden.reshape(-1, h), self.w) + self.b).reshape(batch, seq, 2)
+
+
+class MaskedLM(TaskModel):
+    """``logits (batch, n_positions, vocab_size)``: transform -> activation -> layer norm -> tied decoder.
+
+    ``positions`` ``(batch, n_positions)`` int selects the tokens to score (all tokens by default):
+    scoring only the ``[MASK]`` positions skips most of the ``vocab_size``-wide product.
+    """
+
+    task = "masked-lm"
+
+    def load_head(self, weights: Weights) -> None:
+        c, h = self.config, self.config.hidden_size
+        if c.model_type == "bert":
+            names = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                     "cls.predictions.decoder", "cls.predictions.bias")
+        else:
+            names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
+        self.transform_w, self.transform_b = _dense(weights, names[0], h, h)
+        self.ln_g = weights.get(f"{names[1]}.weight", (h,))
+        self.ln_b = weights.get(f"{names[1]}.bias", (h,))
+        # The decoder is tied to the word embeddings; safetensors files store it once.
+        self.decoder = (weights.get(f"{names[2]}.weight", (c.vocab_size, h)) if weights.has(f"{names[2]}.weight")
+                        else self.encoder.embeddings.word)
+        bias_name = names[3] if weights.has(names[3]) else f"{names[2]}.bias"
+        self.decoder_b = weights.get(bias_name, (c.vocab_size,))
+
+    def head(self, hidden, pooled, positions=None, **kwargs):
+        batch, seq, h = hidden.shape
+        if positions is not None:
+            hidden = np.take_along_axis(hidden, np.asarray(positions)[..., None], axis=1)  # [B, P, H]
+        n = hidden.shape[1]
+        x = linear(hidden.reshape(-1, h), self.transform_w)
+        if self.config.hidden_act == "relu":
+            kernels.bias_relu_(x, self.transform_b)
+        else:
+            kernels.bias_gelu_(x, self.transform_b, self.config.hidden_act != "gelu")
+        x = kernels.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
+        return (linear(x, self.decoder) + self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
+
+
+HEADS = {"sequence-classification": SequenceClassifier, "token-classification": TokenClassifier,
+         "question-answering": QuestionAnswerer, "masked-lm": MaskedLM}

@@ -1,0 +1,115 @@
+"""What every pipeline shares: loading, and batched forward passes in the caller's order.
+
+Batching (as the issue asks): inputs are sorted by token length, cut into batches of
+``batch_size``, each batch padded to its own longest sequence (dynamic padding), and the results
+put back in the caller's order. Padding never changes a result: padded keys are masked out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from npformer.hub import resolve
+from npformer.tokenizer import Encoding, Tokenizer
+
+DEFAULT_BATCH_SIZE = 16
+
+
+def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask, token_type_ids)``, each ``(batch, longest) int64``, right-padded."""
+    width = max(len(e) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        n = len(enc)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = enc.attention_mask
+        types[row, :n] = enc.type_ids
+    return ids, mask, types
+
+
+def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, pad_id: int,
+                per_token: bool = False) -> list:
+    """Call ``run(input_ids, attention_mask, token_type_ids) -> array (batch, ...)`` on length-sorted,
+    dynamically padded batches; returns one result per encoding, in the order given.
+
+    With ``per_token`` the result has a sequence axis (``(batch, seq_len, ...)``) and each row is
+    cut back to its own length.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+    results: list = [None] * len(encodings)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = [encodings[i] for i in chunk]
+        ids, mask, types = pad_batch(batch, pad_id)
+        out = run(ids, mask, types)
+        for row, i in enumerate(chunk):
+            results[i] = out[row, :len(encodings[i])] if per_token else out[row]
+    return results
+
+
+class Pipeline:
+    """Base class: a tokenizer, a model and ``batch_size``. Subclasses implement ``__call__``."""
+
+    task = ""
+
+    def __init__(self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 model_dir: Path | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.model_dir = model_dir
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def label(self, index: int) -> str:
+        """``id2label`` name of class ``index`` (``LABEL_{index}`` when the config has none)."""
+        return self.config.id2label.get(int(index), f"LABEL_{int(index)}")
+
+    def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False) -> list:
+        """:func:`run_batched` with this pipeline's batch size and padding id."""
+        return run_batched(encodings, run, self.batch_size, self.tokenizer.pad_token_id, per_token)
+
+
+def check_texts(inputs, what: str = "text") -> tuple[list[str], bool]:
+    """``(list of texts, was_single)``; raises ``ValueError`` for non-strings or empty texts."""
+    single = isinstance(inputs, str)
+    texts = [inputs] if single else inputs
+    if not isinstance(texts, (list, tuple)):
+        raise ValueError(f"{what} must be a str or a list of str, got {type(inputs).__name__}")
+    for t in texts:
+        if not isinstance(t, str):
+            raise ValueError(f"{what} must be a str, got {type(t).__name__}")
+        if not t.strip():
+            raise ValueError(f"{what} is empty")
+    return list(texts), single
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """The checkpoint's tokenizer (``vocab.txt`` + ``tokenizer_config.json``)."""
+    directory = resolve(directory)
+    if not (directory / "vocab.txt").is_file():
+        raise FileNotFoundError(f"no vocab.txt in {directory}: npformer needs the WordPiece vocabulary beside "
+                                f"the weights")
+    return Tokenizer.from_pretrained(directory)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (float64 inside, as the reference pipelines' NumPy code)."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

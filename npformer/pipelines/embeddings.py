@@ -1,0 +1,100 @@
+"""``"feature-extraction"``, ``"sentence-embeddings"`` and similarity-based ``"zero-shot-classification"``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npformer.models.pooling import Pooling
+from npformer.pipelines.base import Pipeline, check_texts, softmax
+
+
+class FeatureExtractionPipeline(Pipeline):
+    """Hidden states of the last layer, as Transformers' FeatureExtractionPipeline.
+
+    ``pipe(text)`` -> nested lists ``[1][seq_len][hidden_size]`` (``return_tensors=True``: a
+    ``(1, seq_len, hidden_size) float32`` array); a list of texts -> one such value per text.
+    ``truncation=True`` cuts texts to the model's maximum (off by default, as in Transformers).
+    """
+
+    task = "feature-extraction"
+
+    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False):
+        texts, single = check_texts(inputs)
+        encodings = self.tokenizer.encode_batch([(t, None) for t in texts],
+                                                truncation="longest_first" if truncation else "do_not_truncate",
+                                                max_length=self.tokenizer.model_max_length)
+        states = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).last_hidden_state,
+                              per_token=True)
+        out = [s[None] if return_tensors else s[None].tolist() for s in states]
+        return out[0] if single else out
+
+
+class SentenceEmbeddingPipeline(Pipeline):
+    """Pooled sentence vectors (sentence-transformers' ``encode``).
+
+    ``pipe(text)`` -> ``(dim,) float32``; ``pipe(list)`` -> ``(n, dim) float32``. Pooling, L2
+    normalization and ``max_seq_length`` come from the checkpoint (see :class:`Pooling`).
+    """
+
+    task = "sentence-embeddings"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pooling = Pooling.from_pretrained(self.model_dir) if self.model_dir else Pooling()
+
+    def __call__(self, inputs) -> np.ndarray:
+        texts, single = check_texts(inputs)
+        max_length = self.pooling.max_seq_length or self.tokenizer.model_max_length
+        encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
+                                                max_length=max_length)
+
+        def run(ids, mask, types):
+            return self.pooling(self.model(ids, mask, types).last_hidden_state, mask)
+
+        vectors = np.stack(self.forward(encodings, run))
+        return vectors[0] if single else vectors
+
+    def similarity(self, a, b) -> np.ndarray:
+        """Cosine similarity of every text (or vector) of ``a`` with every one of ``b``:
+        ``(len(a), len(b)) float32`` (a float for two single texts)."""
+        single = isinstance(a, str) and isinstance(b, str)
+        va = np.atleast_2d(a if isinstance(a, np.ndarray) else self(a))
+        vb = np.atleast_2d(b if isinstance(b, np.ndarray) else self(b))
+        va = va / np.maximum(np.linalg.norm(va, axis=-1, keepdims=True), 1e-12)
+        vb = vb / np.maximum(np.linalg.norm(vb, axis=-1, keepdims=True), 1e-12)
+        sims = (va @ vb.T).astype(np.float32)
+        return float(sims[0, 0]) if single else sims
+
+
+class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
+    """Zero-shot classification by **embedding similarity**, not by NLI.
+
+    Transformers' zero-shot pipeline asks an NLI model whether the text entails
+    ``hypothesis_template.format(label)``. npformer instead embeds the text and each hypothesis with a
+    sentence-embedding model and scores labels by cosine similarity: with ``multi_label=False`` the
+    scores are ``softmax(cos / temperature)`` over the labels (they sum to 1; temperature 0.05, as in
+    SimCSE); with ``multi_label=True`` each label scores ``(cos + 1) / 2`` independently.
+    Output keys as Transformers: ``{"sequence", "labels", "scores"}``, labels by decreasing score.
+    """
+
+    task = "zero-shot-classification"
+    temperature = 0.05
+
+    def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",
+                 multi_label: bool = False):
+        texts, single = check_texts(inputs)
+        if isinstance(candidate_labels, str):
+            candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
+        if not candidate_labels:
+            raise ValueError("zero-shot classification needs at least one candidate label")
+        if "{}" not in hypothesis_template:
+            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
+        sims = self.similarity(super().__call__(texts),
+                               super().__call__([hypothesis_template.format(label) for label in candidate_labels]))
+        results = []
+        for text, row in zip(texts, sims):
+            scores = (row + 1.0) / 2.0 if multi_label else softmax(row / self.temperature)
+            order = np.argsort(-scores, kind="stable")
+            results.append({"sequence": text, "labels": [candidate_labels[i] for i in order],
+                            "scores": [float(scores[i]) for i in order]})
+        return results[0] if single else results

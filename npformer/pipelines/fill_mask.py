@@ -1,0 +1,75 @@
+"""``"fill-mask"``: the most likely tokens for each ``[MASK]``, as Transformers' FillMaskPipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npformer.pipelines.base import Pipeline, check_texts, softmax
+
+
+class FillMaskPipeline(Pipeline):
+    """``pipe("Paris is the [MASK] of France.")`` -> ``top_k`` dicts ``{"score", "token", "token_str",
+    "sequence"}``; with several masks, one such list per mask; a list of texts gives one result per text.
+
+    ``targets`` (a str or list of str) restricts the candidates; a target missing from the vocabulary
+    is replaced by its first WordPiece, as Transformers does. Raises ``ValueError`` when a text has
+    no mask token.
+    """
+
+    task = "fill-mask"
+
+    def __call__(self, inputs, *, top_k: int = 5, targets=None):
+        texts, single = check_texts(inputs)
+        mask_id = self.tokenizer.mask_token_id
+        encodings = self.tokenizer.encode_batch([(t, None) for t in texts])
+        for text, enc in zip(texts, encodings):
+            if mask_id not in enc.ids:
+                raise ValueError(f"no mask token ({self.tokenizer.mask_token}) found in the input: {text[:80]!r}")
+        target_ids = self._target_ids(targets) if targets is not None else None
+        if target_ids is not None:
+            top_k = min(top_k, len(target_ids))
+
+        def run(ids, mask, types):
+            positions = [np.flatnonzero(row == mask_id) for row in ids]
+            width = max(len(p) for p in positions)
+            padded = np.array([np.pad(p, (0, width - len(p)), mode="edge") for p in positions])
+            return self.model(ids, mask, types, positions=padded).logits  # [B, n_masks, vocab]
+
+        logits = self.forward(encodings, run)
+        results = [self._postprocess(enc, row, top_k, target_ids) for enc, row in zip(encodings, logits)]
+        return results[0] if single else results
+
+    def _target_ids(self, targets) -> np.ndarray:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        ids = []
+        for target in targets:
+            if target in self.tokenizer.vocab:
+                ids.append(self.tokenizer.vocab[target])
+            else:
+                pieces = self.tokenizer._encode_text(target).ids
+                if pieces:
+                    ids.append(pieces[0])
+        if not ids:
+            raise ValueError("at least one target must be given (none of the targets gives a token)")
+        return np.array(list(set(ids)))
+
+    def _postprocess(self, enc, logits: np.ndarray, top_k: int, target_ids):
+        ids = np.array(enc.ids)
+        positions = np.flatnonzero(ids == self.tokenizer.mask_token_id)
+        single_mask = len(positions) == 1
+        result = []
+        for k, position in enumerate(positions):
+            probs = softmax(logits[k].astype(np.float32)).astype(np.float32)
+            if target_ids is not None:
+                probs = probs[target_ids]
+            best = np.argsort(-probs, kind="stable")[:top_k]
+            row = []
+            for p in best:
+                token = int(target_ids[p]) if target_ids is not None else int(p)
+                filled = ids.copy()
+                filled[position] = token
+                filled = filled[filled != self.tokenizer.pad_token_id]
+                row.append({"score": float(probs[p]), "token": token, "token_str": self.tokenizer.decode([token]),
+                            "sequence": self.tokenizer.decode(filled, skip_special_tokens=single_mask)})
+            result.append(row)
+        return result[0] if single_mask else result

@@ -1,0 +1,68 @@
+"""``"sentiment-analysis"`` / ``"text-classification"``, as Transformers' TextClassificationPipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npformer.pipelines.base import Pipeline, check_texts, sigmoid, softmax
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+_UNSET = object()
+
+
+class TextClassificationPipeline(Pipeline):
+    """Classify texts (or text pairs) with a sequence-classification model.
+
+    ``pipe(text)`` -> ``[{"label": str, "score": float}]``; ``pipe([t1, t2])`` -> one dict per text.
+    With ``top_k=k`` (``None`` = every label) each text gets a list of the ``k`` best labels, by
+    decreasing score, as in Transformers 4.57. ``function_to_apply`` is ``"softmax"``,
+    ``"sigmoid"`` or ``"none"``; by default it follows ``problem_type`` / ``num_labels``.
+    Inputs may be ``{"text": ..., "text_pair": ...}`` dicts. Texts longer than the model's maximum
+    are truncated (Transformers would fail on them).
+    """
+
+    task = "text-classification"
+
+    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True):
+        single = isinstance(inputs, (str, dict))
+        items = [inputs] if single else list(inputs)
+        pairs = []
+        for item in items:
+            if isinstance(item, dict):
+                if "text" not in item:
+                    raise ValueError("a dict input needs a 'text' key (and optionally 'text_pair')")
+                check_texts(item["text"])
+                pairs.append((item["text"], item.get("text_pair") or None))
+            else:
+                pairs.append((check_texts(item)[0][0], None))
+        encodings = self.tokenizer.encode_batch(
+            pairs, truncation="longest_first" if truncation else "do_not_truncate",
+            max_length=self.tokenizer.model_max_length)
+        logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits)
+        fn = self._function(function_to_apply)
+        legacy = top_k is _UNSET
+        results = [self._postprocess(row, fn, 1 if legacy else top_k, legacy) for row in logits]
+        if single:  # as Transformers: a lone str (not a dict) without top_k gets a one-item list
+            return [results[0]] if legacy and isinstance(inputs, str) else results[0]
+        return results
+
+    def _function(self, name: str | None) -> str:
+        if name is not None:
+            if name.lower() not in FUNCTIONS:
+                raise ValueError(f"function_to_apply must be one of {FUNCTIONS}, got {name!r}")
+            return name.lower()
+        c = self.config
+        if c.problem_type == "regression":
+            return "none"
+        if c.problem_type == "multi_label_classification" or c.num_labels == 1:
+            return "sigmoid"
+        return "softmax"
+
+    def _postprocess(self, logits: np.ndarray, fn: str, top_k, legacy: bool):
+        scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
+        if legacy:
+            best = int(np.argmax(scores))
+            return {"label": self.label(best), "score": float(scores[best])}
+        ranked = sorted(({"label": self.label(i), "score": float(s)} for i, s in enumerate(scores)),
+                        key=lambda d: d["score"], reverse=True)
+        return ranked if top_k is None else ranked[:top_k]

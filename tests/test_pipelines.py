@@ -1,0 +1,190 @@
+"""npformer.pipeline against transformers.pipeline (4.57.6) on random-init checkpoints and real text.
+
+Labels, words, spans, answers and offsets must be identical; scores within 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import read_squad, read_sst2, read_wikitext
+from helpers import make_checkpoint
+
+import npformer
+
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-4
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-ORG", 4: "I-ORG", 5: "B-LOC", 6: "I-LOC", 7: "MISC"}
+SIZES = {"bert": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96),
+         "distilbert": dict(dim=48, n_layers=2, n_heads=4, hidden_dim=96)}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """(model_type, head) -> directory of a random-init model with the uncased BERT vocab."""
+    made = {}
+
+    def get(model_type: str, head: str, **extra):
+        key = (model_type, head, repr(sorted(extra.items())))
+        if key not in made:
+            directory = tmp_path_factory.mktemp(f"{model_type}-{head}")
+            make_checkpoint(directory, model_type, head, vocab="bert-base-uncased", seed=len(made),
+                            init_std=0.2, **SIZES[model_type], **extra)
+            made[key] = directory
+        return made[key]
+
+    return get
+
+
+def reference(task: str, directory, **kwargs):
+    return transformers.pipeline(task, model=str(directory), tokenizer=str(directory), device="cpu", **kwargs)
+
+
+def assert_same(ours, theirs, path="result"):
+    """Recursive comparison: numbers named 'score' within TOL, everything else identical."""
+    if isinstance(theirs, dict):
+        assert set(ours) == set(theirs), (path, set(ours), set(theirs))
+        for key in theirs:
+            assert_same(ours[key], theirs[key], f"{path}.{key}")
+    elif isinstance(theirs, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), (path, ours, theirs)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, f"{path}[{i}]")
+    elif isinstance(theirs, (float, np.floating)) and not float(theirs).is_integer() or path.endswith("score") \
+            or ".scores[" in path:
+        assert math.isclose(float(ours), float(theirs), abs_tol=TOL), (path, ours, theirs)
+    else:
+        assert ours == theirs, (path, ours, theirs)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_text_classification(checkpoints, model_type):
+    directory = checkpoints(model_type, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
+                            label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2})
+    texts = read_sst2("dev")[0][:120]
+    ours = npformer.pipeline("sentiment-analysis", directory, batch_size=7)
+    theirs = reference("sentiment-analysis", directory)
+    assert_same(ours(texts), theirs(texts))
+    assert_same(ours(texts[0]), theirs(texts[0]))
+    for kwargs in [dict(top_k=None), dict(top_k=2), dict(top_k=1), dict(function_to_apply="sigmoid"),
+                   dict(function_to_apply="none", top_k=None)]:
+        assert_same(ours(texts[:20], **kwargs), theirs(texts[:20], **kwargs))
+        assert_same(ours(texts[3], **kwargs), theirs(texts[3], **kwargs))
+    pair = {"text": texts[0], "text_pair": texts[1]}
+    assert_same(ours(pair), theirs(pair))
+
+
+def test_text_classification_multilabel(checkpoints):
+    directory = checkpoints("bert", "sequence", problem_type="multi_label_classification",
+                            id2label={0: "a", 1: "b", 2: "c", 3: "d"}, label2id={"a": 0, "b": 1, "c": 2, "d": 3})
+    texts = read_sst2("dev")[0][:30]
+    assert_same(npformer.pipeline("text-classification", directory)(texts, top_k=None),
+                reference("text-classification", directory)(texts, top_k=None))
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_token_classification(checkpoints, model_type, strategy):
+    directory = checkpoints(model_type, "token", id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
+    lines = [line for line in read_wikitext() if len(line.split()) > 3][:60]
+    ours = npformer.pipeline("ner", directory, batch_size=5)
+    theirs = reference("ner", directory)
+    assert_same(ours(lines, aggregation_strategy=strategy), theirs(lines, aggregation_strategy=strategy))
+    assert_same(ours(lines[0], aggregation_strategy=strategy, ignore_labels=[]),
+                theirs(lines[0], aggregation_strategy=strategy, ignore_labels=[]))
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
+def test_token_classification_stride_long_text(checkpoints, strategy):
+    directory = checkpoints("bert", "token", id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
+    text = " ".join(read_wikitext()[:40])  # far beyond 512 tokens
+    ours = npformer.pipeline("ner", directory)(text, aggregation_strategy=strategy, stride=64)
+    theirs = reference("ner", directory)(text, aggregation_strategy=strategy, stride=64)
+    assert len(theirs) > 10
+    assert_same(ours, theirs)
+    assert max(e["end"] for e in ours) > 3000  # the windows cover the end of the text
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_question_answering(checkpoints, model_type):
+    directory = checkpoints(model_type, "qa")
+    squad = read_squad()
+    samples = squad[::300][:30]
+    long_ones = sorted(squad, key=lambda p: len(p[1]))[-3:]  # contexts beyond max_seq_len
+    ours = npformer.pipeline("question-answering", directory, batch_size=4)
+    theirs = reference("question-answering", directory)
+    for question, context in samples + long_ones:
+        assert_same(ours(question=question, context=context), theirs(question=question, context=context))
+    for question, context in samples[:5] + long_ones[:1]:
+        for kwargs in [dict(top_k=3), dict(handle_impossible_answer=True), dict(max_answer_len=4, top_k=2),
+                       dict(max_seq_len=128, doc_stride=32, top_k=2), dict(align_to_words=False, top_k=2)]:
+            assert_same(ours(question=question, context=context, **kwargs),
+                        theirs(question=question, context=context, **kwargs))
+    questions, contexts = zip(*samples[:6])
+    assert_same(ours(question=list(questions), context=list(contexts)),
+                theirs(question=list(questions), context=list(contexts)))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_fill_mask(checkpoints, model_type):
+    directory = checkpoints(model_type, "mlm")
+    lines = [line for line in read_wikitext() if 8 < len(line.split()) < 80][:40]
+    masked = []
+    for line in lines:
+        words = line.split()
+        words[3] = "[MASK]"
+        masked.append(" ".join(words))
+    ours = npformer.pipeline("fill-mask", directory, batch_size=6)
+    theirs = reference("fill-mask", directory)
+    assert_same(ours(masked), theirs(masked))
+    assert_same(ours(masked[0], top_k=10), theirs(masked[0], top_k=10))
+    two = masked[1].replace(masked[1].split()[6], "[MASK]", 1)
+    assert_same(ours(two), theirs(two))
+    targets = ["the", "city", "zzzqqq", "river"]
+    assert_same(ours(masked[2], targets=targets), theirs(masked[2], targets=targets))
+
+
+def test_feature_extraction(checkpoints):
+    directory = checkpoints("bert", None)
+    texts = read_sst2("dev")[0][:10]
+    ours = npformer.pipeline("feature-extraction", directory, batch_size=3)(texts)
+    theirs = reference("feature-extraction", directory)(texts)
+    for a, b in zip(ours, theirs):
+        assert np.array(a).shape == np.array(b).shape
+        assert np.abs(np.array(a) - np.array(b)).max() <= TOL
+
+
+def test_batching_keeps_order_and_results(checkpoints):
+    directory = checkpoints("bert", "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                            label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    texts = read_sst2("dev")[0][:50]
+    one = npformer.pipeline("sentiment-analysis", directory, batch_size=1)(texts, top_k=None)
+    many = npformer.pipeline("sentiment-analysis", directory, batch_size=16)(texts, top_k=None)
+    assert_same(many, one)
+
+
+def test_pipeline_errors(checkpoints):
+    qa = npformer.pipeline("question-answering", checkpoints("bert", "qa"))
+    with pytest.raises(ValueError, match="context"):
+        qa(question="Who?", context="")
+    with pytest.raises(ValueError, match="context"):
+        qa(question="Who?")
+    with pytest.raises(ValueError, match="doc_stride"):
+        qa(question="Who?", context="Nobody.", doc_stride=500)
+    fm = npformer.pipeline("fill-mask", checkpoints("bert", "mlm"))
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        fm("no mask here")
+    with pytest.raises(ValueError, match="unknown task"):
+        npformer.pipeline("translation", checkpoints("bert", "mlm"))
+    with pytest.raises(ValueError, match="no sequence-classification head"):
+        npformer.pipeline("sentiment-analysis", checkpoints("bert", "mlm"))
+    ner = npformer.pipeline("ner", checkpoints("bert", "token", id2label=NER_LABELS,
+                                               label2id={v: k for k, v in NER_LABELS.items()}))
+    with pytest.raises(ValueError, match="aggregation_strategy"):
+        ner("text", aggregation_strategy="none", stride=16)
+    with pytest.raises(ValueError, match="empty"):
+        ner("   ")
