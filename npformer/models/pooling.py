@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("cls", "max", "mean", "mean_sqrt_len")
+KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
+        "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
 
 
 @dataclass
@@ -42,14 +44,10 @@ class Pooling:
         modes: tuple[str, ...] = ("mean",)
         if pooling_dir is not None and (pooling_dir / "config.json").is_file():
             config = json.loads((pooling_dir / "config.json").read_text(encoding="utf-8"))
-            unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v
-                           and k[len("pooling_mode_"):].replace("_token", "").replace("_tokens", "") not in MODES]
+            unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in KEYS.values()]
             if unsupported:
                 raise ValueError(f"pooling modes {unsupported} are not supported (npformer implements {MODES})")
-            flags = {"cls": config.get("pooling_mode_cls_token"), "max": config.get("pooling_mode_max_tokens"),
-                     "mean": config.get("pooling_mode_mean_tokens"),
-                     "mean_sqrt_len": config.get("pooling_mode_mean_sqrt_len_tokens")}
-            modes = tuple(m for m in MODES if flags[m]) or ("mean",)
+            modes = tuple(m for m in MODES if config.get(KEYS[m])) or ("mean",)
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
         max_seq_length = None
         st_config = directory / "sentence_bert_config.json"

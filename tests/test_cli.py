@@ -1,0 +1,102 @@
+"""The npformer command line: inputs, JSON lines out, one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import make_checkpoint
+from npformer.cli import main
+
+LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+@pytest.fixture(scope="module")
+def sentiment_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    make_checkpoint(d, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=40, id2label=LABELS,
+                    label2id={v: k for k, v in LABELS.items()})
+    return d
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
+    assert main(["sentiment", "--model", str(sentiment_dir), "good movie", "bad movie"]) == 0
+    out = lines(capsys.readouterr().out)
+    assert [r["text"] for r in out] == ["good movie", "bad movie"]
+    assert all(r["label"] in LABELS.values() and 0.5 <= r["score"] <= 1.0 for r in out)
+    # .tsv with --column, --output
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("id\tsentence\n1\tfine film\n2\tawful plot\n3\tquite nice\n")
+    dest = tmp_path / "out.jsonl"
+    assert main(["sentiment", "-m", str(sentiment_dir), "--input", str(tsv), "--column", "sentence",
+                 "--output", str(dest), "--top-k", "2"]) == 0
+    rows = lines(dest.read_text())
+    assert len(rows) == 3 and all(len(r["labels"]) == 2 for r in rows)
+    # .jsonl and .txt
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(jsonl)]) == 0
+    txt = tmp_path / "in.txt"
+    txt.write_text("first line\n\nsecond line\n")
+    assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(txt)]) == 0
+    assert len(lines(capsys.readouterr().out)) == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sentiment", "   "], "empty text"),
+    (["qa", "Who?"], "needs a context"),
+    (["fill-mask", "no mask in here"], "[MASK]"),
+    (["sentiment", "--input", "missing.tsv"], "input file not found"),
+    (["zero-shot", "text"], "--labels"),
+])
+def test_user_errors_are_one_line(sentiment_dir, capsys, argv, message, tmp_path):
+    model = {"sentiment": sentiment_dir}.get(argv[0])
+    if argv[0] in ("qa", "fill-mask", "zero-shot"):
+        model = tmp_path / "m"
+        head = {"qa": "qa", "fill-mask": "mlm", "zero-shot": None}[argv[0]]
+        make_checkpoint(model, "bert", head, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=40)
+    assert main(argv + ["--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npformer: error:") and message in err and err.count("\n") == 1
+
+
+def test_column_that_does_not_exist(sentiment_dir, tmp_path, capsys):
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text("a,b\nx,y\n")
+    assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(csv_file), "--column", "text"]) == 2
+    assert "column 'text' not in in.csv" in capsys.readouterr().err
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    assert main(["sentiment", "--model", str(tmp_path), "hello"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nope")]) == 2
+
+
+def test_info_quantize_and_int8_model(sentiment_dir, tmp_path, capsys):
+    assert main(["info", str(sentiment_dir)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model_type"] == "bert" and data["dtype"] == "float32" and data["id2label"]["1"] == "POSITIVE"
+    out_dir = tmp_path / "q"
+    assert main(["quantize", str(sentiment_dir), str(out_dir)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "int8"
+    assert main(["sentiment", "-m", str(out_dir), "nice"]) == 0
+    assert lines(capsys.readouterr().out)[0]["label"] in LABELS.values()
+
+
+def test_console_script_stdin(sentiment_dir):
+    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "-m", str(sentiment_dir)],
+                          input="one\ntwo\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(lines(proc.stdout)) == 2
