@@ -1,0 +1,129 @@
+"""INT8 path: quantization error bounds, the integer kernels, quantized checkpoints, accuracy."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numba import njit
+
+from conftest import read_stsb
+from helpers import make_checkpoint, random_batch
+from npformer import AutoModel, QuantizedTensor, quantize
+from npformer import quantization as q
+from npformer.models.heads import SequenceClassifier
+
+floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40), elements=floats))
+def test_round_trip_error_is_at_most_half_a_step(w):
+    qt = QuantizedTensor.from_float(w)
+    assert qt.values.dtype == np.int8 and np.abs(qt.values.astype(int)).max(initial=0) <= 127
+    err = np.abs(qt.dequantize() - w)
+    bound = qt.scales[:, None] / 2 * (1 + 1e-5) + 1e-30
+    assert np.all(err <= bound)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 130), st.integers(1, 70), st.integers(0, 2**31))
+def test_int8_kernels_are_exact(rows, k, n_out, seed):
+    """Both kernels equal the int64 product of the quantized operands, dequantized."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, k)).astype(np.float32) * rng.uniform(0.1, 10)
+    w = QuantizedTensor.from_float(rng.standard_normal((n_out, k)).astype(np.float32))
+    xq, xs = q.quantize_rows(x)
+    exact = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
+    portable = q.int8_matmul(xq, xs, w.values, w.scales)
+    np.testing.assert_allclose(portable, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1))
+    np.testing.assert_allclose(w.matmul(x), exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1))
+
+
+def _fresh_asm(kernel, *args) -> str:
+    """Assembly of ``kernel``'s source compiled anew (a cache-loaded dispatcher keeps no assembly)."""
+    fresh = njit(fastmath=True)(kernel.py_func)  # serial: the parallel launcher hides the loop body
+    fresh(*args)
+    return "".join(fresh.inspect_asm(sig) for sig in fresh.signatures)
+
+
+def test_int8_kernel_is_vectorized():
+    """The hot loop must use packed integer multiply-adds, not scalar arithmetic."""
+    w = QuantizedTensor.from_float(np.ones((8, 128), np.float32))
+    xq, xs = q.quantize_rows(np.ones((4, 128), np.float32))
+    portable = _fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales)
+    assert re.search(r"vpmaddwd|vpmaddubsw|vpdpbusd|vpdpwssd", portable), "portable int8 kernel is not vectorized"
+    if q.HAS_VNNI:
+        packed, sums, scales = w.packed()
+        xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), packed.shape[1])
+        vnni = _fresh_asm(q.int8_matmul_vnni, xu, xs, 4, packed, sums, scales, 8)
+        assert len(re.findall(r"vpdpbusd\s+%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
+
+
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=500,
+            max_position_embeddings=64)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_int8_encoder_close_to_float32(tmp_path, model_type):
+    """Stated bound: cosine(float32, int8) of every token's last hidden state >= 0.99 and the mean
+    abs error <= 5% of the mean abs activation, on random weights (init std 0.1)."""
+    cfg = TINY if model_type == "bert" else dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, vocab_size=500,
+                                                 max_position_embeddings=64)
+    make_checkpoint(tmp_path, model_type, **cfg)
+    f32 = AutoModel.from_pretrained(tmp_path)
+    i8 = AutoModel.from_pretrained(tmp_path, dtype="int8")
+    assert isinstance(i8.layers[0].q_w, QuantizedTensor) and i8.dtype == "int8"
+    ids, mask, types = random_batch(np.random.default_rng(0), 500, 4, 40)
+    a = f32(ids, mask, types).last_hidden_state
+    b = i8(ids, mask, types).last_hidden_state
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    rel = np.abs(a - b).mean() / np.abs(a).mean()
+    print(f"{model_type} int8 vs float32: min cosine {cos.min():.4f}, mean rel error {rel:.4f}")
+    assert cos.min() >= 0.99 and rel <= 0.05
+
+
+def test_quantized_checkpoint(tmp_path):
+    src, dst = tmp_path / "f32", tmp_path / "i8"
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    make_checkpoint(src, "bert", "sequence", vocab="bert-base-uncased", hidden_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=256, id2label=labels,
+                    label2id={v: k for k, v in labels.items()})
+    quantize(src, dst)
+    size_f32 = (src / "model.safetensors").stat().st_size
+    size_i8 = (dst / "model.safetensors").stat().st_size
+    print(f"float32 {size_f32} bytes, int8 {size_i8} bytes ({size_i8 / size_f32:.1%})")
+    assert size_i8 <= 0.30 * size_f32
+    assert (dst / "vocab.txt").exists() and (dst / "config.json").exists()
+    loaded = SequenceClassifier.from_pretrained(dst)
+    in_memory = quantize(SequenceClassifier.from_pretrained(src))
+    assert loaded.encoder.dtype == "int8" and isinstance(loaded.encoder.embeddings.word, QuantizedTensor)
+    ids, mask, types = random_batch(np.random.default_rng(1), 30000, 3, 20)
+    # the checkpoint holds exactly what in-memory quantization computes
+    np.testing.assert_allclose(loaded(ids, mask, types).logits, in_memory(ids, mask, types).logits,
+                               rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize(dst, tmp_path / "again")
+
+
+def test_minilm_int8_embeddings(minilm_dir):
+    """Real model: mean cosine(float32, int8) >= 0.99 on STS-B dev sentences; Spearman drop <= 0.5 points."""
+    from scipy.stats import spearmanr
+
+    import npformer
+
+    s1, s2, gold = read_stsb()
+    results = {}
+    for dtype in ("float32", "int8"):
+        pipe = npformer.pipeline("sentence-embeddings", minilm_dir, dtype=dtype, batch_size=64)
+        a, b = pipe(s1), pipe(s2)
+        results[dtype] = (a, b, spearmanr((a * b).sum(1), gold).statistic * 100)
+    (a32, b32, rho32), (a8, b8, rho8) = results["float32"], results["int8"]
+    cos = np.concatenate([(a32 * a8).sum(1), (b32 * b8).sum(1)])  # vectors are unit length
+    print(f"STS-B dev: mean cosine(f32, int8) {cos.mean():.4f}, Spearman f32 {rho32:.2f}, int8 {rho8:.2f}")
+    assert cos.mean() >= 0.99
+    assert rho32 - rho8 <= 0.5
