@@ -1,0 +1,157 @@
+"""Encoder speed and memory: npformer (float32, int8) vs PyTorch eager (float32, dynamic int8) vs
+ONNX Runtime (float32, dynamic int8), DistilBERT-base and BERT-base shapes, in one run.
+
+Random weights with the public configs (distilbert-base-uncased, bert-base-uncased), seq_len 128,
+batch 1 and 32, 2 threads everywhere. Each (engine, model, batch) runs in a fresh process so its
+peak RSS (ru_maxrss, bytes) is its own; time is the median of repeated forward passes (ms).
+Ratios compare engines measured in this same run. Writes a section to benchmarks/RESULTS.md.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_encoder.py
+
+Needs the ``bench`` extra (onnxruntime, onnx, threadpoolctl) and the ``test`` extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from common import append_results, median_ms, peak_rss_bytes, require_clean_blas_env, run_worker
+
+HERE = Path(__file__).resolve()
+CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer" / "bench"))
+SEQ = 128
+THREADS = 2
+CONFIGS = {
+    "distilbert-base": ("distilbert", dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
+                                           max_position_embeddings=512)),
+    "bert-base": ("bert", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                               intermediate_size=3072, max_position_embeddings=512)),
+}
+ENGINES = ["npformer-fp32", "npformer-int8", "torch-fp32", "torch-int8", "ort-fp32", "ort-int8"]
+
+
+def prepare(name: str) -> Path:
+    """Random-init checkpoint (safetensors), its ONNX exports (fp32 + dynamic int8), npformer int8 copy."""
+    import torch
+    import transformers
+
+    import npformer
+
+    model_type, cfg = CONFIGS[name]
+    directory = CACHE / name
+    if not (directory / "model.safetensors").exists():
+        config = (transformers.BertConfig if model_type == "bert" else transformers.DistilBertConfig)(**cfg)
+        torch.manual_seed(0)
+        model = (transformers.BertModel if model_type == "bert" else transformers.DistilBertModel)(config).eval()
+        model.save_pretrained(directory, safe_serialization=True)
+    if not (directory / "model.onnx").exists():
+        model = transformers.AutoModel.from_pretrained(directory).eval()
+        ids = torch.ones((1, SEQ), dtype=torch.long)
+        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(directory / "model.onnx"),
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
+                          opset_version=17, dynamo=False)
+    if not (directory / "model.int8.onnx").exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(directory / "model.onnx"), str(directory / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    if not (directory / "int8" / "model.safetensors").exists():
+        npformer.quantize(directory, directory / "int8")
+    return directory
+
+
+def worker(engine: str, name: str, batch: int, runs: int) -> dict:
+    import numpy as np
+
+    directory = CACHE / name
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, size=(batch, SEQ)).astype(np.int64)
+    mask = np.ones_like(ids)
+    if engine.startswith("npformer"):
+        import numba
+
+        import npformer
+
+        numba.set_num_threads(THREADS)
+        path = directory / "int8" if engine.endswith("int8") else directory
+        model = npformer.AutoModel.from_pretrained(path)
+        weights = (path / "model.safetensors").stat().st_size
+        run = lambda: model(ids, mask)  # noqa: E731
+    elif engine.startswith("torch"):
+        import torch
+        import transformers
+
+        torch.set_num_threads(THREADS)
+        model = transformers.AutoModel.from_pretrained(directory).eval()
+        if engine.endswith("int8"):
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        weights = (directory / "model.safetensors").stat().st_size
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+        def run():
+            with torch.inference_mode():
+                return model(input_ids=t_ids, attention_mask=t_mask)
+    else:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        file = directory / ("model.int8.onnx" if engine.endswith("int8") else "model.onnx")
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        weights = file.stat().st_size
+        run = lambda: session.run(None, {"input_ids": ids, "attention_mask": mask})  # noqa: E731
+    ms, times = median_ms(run, runs, warmup=2)
+    return {"median_ms": ms, "times_ms": [round(t, 2) for t in times], "peak_rss": peak_rss_bytes(),
+            "weights_bytes": weights}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", nargs=4, metavar=("ENGINE", "MODEL", "BATCH", "RUNS"))
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--runs", type=int, default=15, help="timed passes at batch 1 (a quarter at batch 32)")
+    args = parser.parse_args()
+    if args.worker:
+        engine, name, batch, runs = args.worker
+        print(json.dumps(worker(engine, name, int(batch), int(runs))))
+        return
+    require_clean_blas_env()
+    rows = ["| model | batch | engine | median ms | vs npformer-fp32 | vs ort same dtype | peak RSS MB | RSS / weights |",
+            "|---|---|---|---|---|---|---|---|"]
+    raw = {}
+    for name in args.models:
+        prepare(name)
+        for batch in args.batches:
+            runs = args.runs if batch == 1 else max(3, args.runs // 4)
+            res = {}
+            for engine in ENGINES:
+                res[engine] = run_worker(HERE, [engine, name, str(batch), str(runs)])
+                print(name, batch, engine, res[engine].get("median_ms", res[engine]), file=sys.stderr)
+            raw[f"{name}/b{batch}"] = res
+            base = res["npformer-fp32"].get("median_ms")
+            for engine, r in res.items():
+                if "error" in r:
+                    rows.append(f"| {name} | {batch} | {engine} | error: {r['error'][:60]} | | | | |")
+                    continue
+                ort = res["ort-int8" if engine.endswith("int8") else "ort-fp32"].get("median_ms")
+                rows.append(f"| {name} | {batch} | {engine} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | "
+                            f"{r['median_ms'] / ort:.2f} | {r['peak_rss'] / 2**20:.0f} | "
+                            f"{r['peak_rss'] / r['weights_bytes']:.2f} |" if ort else "")
+    body = (f"seq_len {SEQ}, {THREADS} threads, random weights with the public configs; median of {args.runs} "
+            f"passes at batch 1 and {max(3, args.runs // 4)} at batch 32, each engine in its own process. "
+            "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS includes the Python "
+            "interpreter and the engine's libraries; 'RSS / weights' divides by that engine's weight file.\n\n"
+            + "\n".join(rows) + "\n\n<details><summary>raw times (ms)</summary>\n\n```json\n"
+            + json.dumps(raw, indent=1) + "\n```\n</details>")
+    append_results("Encoder speed and memory", "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+                   "benchmarks/bench_encoder.py " + " ".join(sys.argv[1:]), body)
+
+
+if __name__ == "__main__":
+    main()

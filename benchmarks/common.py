@@ -1,0 +1,85 @@
+"""Shared helpers for the benchmarks: environment checks, timing, machine description, RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def require_clean_blas_env() -> None:
+    """Benchmarks must run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they slow NumPy here)."""
+    bad = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    if bad:
+        sys.exit(f"unset {' and '.join(bad)} for benchmarks, e.g.: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
+                 f"python {' '.join(sys.argv)}")
+
+
+def blas_info() -> str:
+    """Which BLAS NumPy uses, with its kernel (threadpoolctl's 'architecture') and threads."""
+    from threadpoolctl import threadpool_info
+
+    rows = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(rows) or "unknown"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+
+
+def median_ms(fn, runs: int, warmup: int = 2) -> tuple[float, list[float]]:
+    """Median wall time of ``fn()`` in ms over ``runs`` calls after ``warmup`` calls; also every time."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_worker(script: Path, args: list[str], env: dict | None = None) -> dict:
+    """Run ``script --worker args`` in a fresh process (clean peak RSS); parse its last JSON line."""
+    proc = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def append_results(title: str, command: str, body: str) -> None:
+    """Append a dated section to benchmarks/RESULTS.md with the machine, BLAS and command."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (f"\n## {title} ({stamp})\n\n- machine: {machine()}\n- BLAS: {blas_info()}\n"
+            f"- command: `{command}`\n\n{body.strip()}\n")
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nEach section is appended by the script named in its command.\n")
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write(text)
+    print(text)

@@ -1,0 +1,72 @@
+"""The built-in INT8 sentiment model: offline, small, right on clear cases, equal to Transformers in float32."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_sst2
+from npformer.cli import main
+from npformer.pipelines import BUILTIN_SENTIMENT
+
+import npformer
+
+CLEAR = [("This movie was absolutely wonderful, I loved every minute of it.", "POSITIVE"),
+         ("A brilliant, moving and beautifully acted film.", "POSITIVE"),
+         ("One of the best films of the year.", "POSITIVE"),
+         ("A dull, boring and painfully bad film.", "NEGATIVE"),
+         ("The worst movie I have ever seen; a complete waste of time.", "NEGATIVE"),
+         ("The plot is a mess and the acting is terrible.", "NEGATIVE")]
+FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
+
+
+def test_builtin_model_is_shipped_int8_and_small():
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    weights = BUILTIN_SENTIMENT / "model.safetensors"
+    assert weights.is_file(), "the built-in model is missing from the package"
+    assert weights.stat().st_size <= 25 * 2**20
+    assert (BUILTIN_SENTIMENT / "README.md").is_file()
+    config = json.loads((BUILTIN_SENTIMENT / "config.json").read_text())
+    assert config["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+
+
+def test_builtin_pipeline_offline_on_clear_sentences():
+    pipe = npformer.pipeline("sentiment-analysis")
+    assert pipe.model.encoder.dtype == "int8"
+    out = pipe([text for text, _ in CLEAR])
+    assert [o["label"] for o in out] == [label for _, label in CLEAR]
+    assert all(o["score"] > 0.8 for o in out)
+
+
+def test_builtin_cli_without_model(capsys):
+    assert main(["sentiment", CLEAR[0][0], CLEAR[3][0]]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["POSITIVE", "NEGATIVE"]
+
+
+def test_builtin_accuracy_on_a_slice_of_sst2_dev():
+    texts, labels = read_sst2("dev")
+    out = npformer.pipeline("sentiment-analysis", batch_size=32)(texts[:200])
+    accuracy = np.mean([(o["label"] == "POSITIVE") == bool(y) for o, y in zip(out, labels[:200])])
+    assert accuracy >= 0.85, accuracy
+
+
+def test_float32_export_matches_transformers():
+    if not (FP32_EXPORT / "model.safetensors").is_file():
+        pytest.skip(f"float32 export not present at {FP32_EXPORT} (kept out of git; made by scripts/train_sst2.py)")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    texts = read_sst2("dev")[0][:64]
+    tok = npformer.Tokenizer.from_pretrained(FP32_EXPORT)
+    enc = tok(texts, padding=True)
+    ours = npformer.SequenceClassifier.from_pretrained(FP32_EXPORT)(enc["input_ids"], enc["attention_mask"],
+                                                                      enc["token_type_ids"]).logits
+    ref = transformers.BertForSequenceClassification.from_pretrained(FP32_EXPORT).eval()
+    with torch.no_grad():
+        expected = ref(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
+    print(f"max abs logit diff vs Transformers: {np.abs(ours - expected).max():.2e}")
+    assert np.abs(ours - expected).max() <= 1e-4
