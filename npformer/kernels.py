@@ -79,6 +79,23 @@ def bias_relu_(x, bias):
     return x
 
 
+@njit(cache=True, inline="always")
+def _layer_norm_row(src, dst, gamma, beta, eps):
+    # reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics in float64.
+    n = src.shape[0]
+    mean = 0.0
+    for j in range(n):
+        mean += src[j]
+    mean /= n
+    var = 0.0
+    for j in range(n):
+        d = src[j] - mean
+        var += d * d
+    inv = 1.0 / math.sqrt(var / n + eps)
+    for j in range(n):
+        dst[j] = F32((src[j] - mean) * inv) * gamma[j] + beta[j]
+
+
 @njit(cache=True, parallel=True)
 def layer_norm(x, gamma, beta, eps):
     """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
@@ -86,20 +103,9 @@ def layer_norm(x, gamma, beta, eps):
     reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics are
     accumulated in float64 so long rows lose no precision.
     """
-    rows, n = x.shape
     out = np.empty_like(x)
-    for i in prange(rows):
-        mean = 0.0
-        for j in range(n):
-            mean += x[i, j]
-        mean /= n
-        var = 0.0
-        for j in range(n):
-            d = x[i, j] - mean
-            var += d * d
-        inv = 1.0 / math.sqrt(var / n + eps)
-        for j in range(n):
-            out[i, j] = F32((x[i, j] - mean) * inv) * gamma[j] + beta[j]
+    for i in prange(x.shape[0]):
+        _layer_norm_row(x[i], out[i], gamma, beta, eps)
     return out
 
 
@@ -112,19 +118,9 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     """
     rows, n = x.shape
     for i in prange(rows):
-        mean = 0.0
         for j in range(n):
-            v = x[i, j] + bias[j] + residual[i, j]
-            x[i, j] = v
-            mean += v
-        mean /= n
-        var = 0.0
-        for j in range(n):
-            d = x[i, j] - mean
-            var += d * d
-        inv = 1.0 / math.sqrt(var / n + eps)
-        for j in range(n):
-            x[i, j] = F32((x[i, j] - mean) * inv) * gamma[j] + beta[j]
+            x[i, j] = x[i, j] + bias[j] + residual[i, j]
+        _layer_norm_row(x[i], x[i], gamma, beta, eps)
     return x
 
 

@@ -28,6 +28,20 @@ SCHEME = "int8-per-channel-symmetric"
 SCALE_SUFFIX = "_scale"
 
 
+@njit(cache=True, inline="always")
+def _row_scale(row):
+    """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero row)."""
+    amax = np.float32(0.0)
+    for j in range(row.shape[0]):
+        amax = max(amax, abs(row[j]))
+    return amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+
+
+@njit(cache=True, inline="always")
+def _round_clip(v):
+    return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
+
+
 @njit(cache=True, parallel=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
@@ -38,13 +52,10 @@ def quantize_rows(x):
     q = np.empty((rows, n), np.int8)
     scales = np.empty(rows, np.float32)
     for i in prange(rows):
-        amax = np.float32(0.0)
-        for j in range(n):
-            amax = max(amax, abs(x[i, j]))
-        scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+        scale = _row_scale(x[i])
         inv = np.float32(1.0) / scale
         for j in range(n):
-            q[i, j] = np.int8(min(max(np.rint(x[i, j] * inv), np.float32(-127.0)), np.float32(127.0)))
+            q[i, j] = np.int8(_round_clip(x[i, j] * inv))
         scales[i] = scale
     return q, scales
 
@@ -143,13 +154,10 @@ def quantize_rows_u8(x, k_padded):
     q = np.full((rows_padded, k_padded), np.uint8(128))
     scales = np.ones(rows_padded, np.float32)
     for i in prange(rows):
-        amax = np.float32(0.0)
-        for j in range(n):
-            amax = max(amax, abs(x[i, j]))
-        scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+        scale = _row_scale(x[i])
         inv = np.float32(1.0) / scale
         for j in range(n):
-            q[i, j] = np.uint8(np.int32(min(max(np.rint(x[i, j] * inv), np.float32(-127.0)), np.float32(127.0))) + 128)
+            q[i, j] = np.uint8(np.int32(_round_clip(x[i, j] * inv)) + 128)
         scales[i] = scale
     return q, scales
 
