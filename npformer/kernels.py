@@ -138,11 +138,13 @@ def masked_softmax_(scores, mask):
         h = bh % heads
         for i in range(q_len):
             row = scores[b, h, i]
-            m = F32(-np.inf)
-            for j in range(k_len):
-                if mask[b, j] != 0 and row[j] > m:
+            m = F32(0.0)
+            valid = 0
+            for j in range(k_len):  # no -inf sentinel: fastmath assumes no infinities
+                if mask[b, j] != 0 and (valid == 0 or row[j] > m):
                     m = row[j]
-            if m == F32(-np.inf):  # nothing to attend to
+                    valid += 1
+            if valid == 0:  # nothing to attend to
                 for j in range(k_len):
                     row[j] = F32(1.0) / k_len
                 continue
