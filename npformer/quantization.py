@@ -28,7 +28,7 @@ SCHEME = "int8-per-channel-symmetric"
 SCALE_SUFFIX = "_scale"
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=True)
 def _row_scale(row):
     """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero row)."""
     amax = np.float32(0.0)
@@ -37,12 +37,12 @@ def _row_scale(row):
     return amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=True)
 def _round_clip(v):
     return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
 
@@ -85,107 +85,151 @@ def int8_matmul(xq, x_scales, wq, w_scales):
 
 
 # ---- AVX-512 VNNI path ---------------------------------------------------------------------------
-# vpdpbusd multiplies 64 unsigned bytes by 64 signed bytes and adds groups of four into 16 int32
-# lanes. Activations are shifted to unsigned (q + 128); the shift is undone with the weight row
-# sums: sum((q + 128) * w) - 128 * sum(w) = sum(q * w). Numba has no vector types, so the micro-
-# kernel (4 activation rows x 4 weight rows, 16 zmm accumulators) is written in LLVM IR.
+# vpdpbusd multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four into one of
+# 16 int32 lanes. Weights are packed so that one 64-byte vector holds 4 consecutive k of 16 output
+# channels; broadcasting 4 bytes of an activation row against it advances 16 dot products at once,
+# with no horizontal sums (the layout of oneDNN's and MLAS's int8 GEMMs). Activations are shifted
+# to unsigned (q + 128) and the shift is undone with the weight row sums:
+# sum((q + 128) * w) - 128 * sum(w) = sum(q * w). Numba has no vector types, so the micro-kernel
+# (8 activation rows x 32 channels = 16 zmm accumulators, dequantization fused into the store) is
+# written in LLVM IR below.
 HAS_VNNI = "+avx512vnni" in llvm_binding.get_host_cpu_features().flatten().split(",")
-MR, NR, KB = 4, 4, 64  # micro-kernel rows, weight rows, bytes per step
-ROW_TILE = 256  # activation rows kept in L2 while every weight row streams past
+MR, NR = 8, 32  # micro-kernel: activation rows, output channels (two 16-lane vectors)
+ROW_TILE = 256  # activation rows kept in L2 while the cores split the channel blocks
+
+
+def _i64(builder, value):
+    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
 
 
 @intrinsic
-def _dot_4x4_vnni(typingctx, x, x_off, ldx, w, w_off, ldw, n_steps):
-    """16 int32 dot products of rows ``x[x_off + a*ldx]`` and ``w[w_off + b*ldw]`` (a, b < 4),
-    ``n_steps * 64`` bytes long, as a tuple ordered ``a * 4 + b``."""
-    sig = types.UniTuple(types.int32, MR * NR)(x, x_off, ldx, w, w_off, ldw, n_steps)
+def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums,
+               w_scales, j_off):
+    """``out[i0+a, j0:j0+32] = (sum_k xu[i0+a, k] * W[j0:j0+32, k] - 128 * w_sums) * xs * w_scales``
+    for a < 8, as 16 zmm accumulators over ``k_steps`` steps of 4 bytes (see the block comment)."""
+    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, j_off)
 
     def codegen(context, builder, sig, args):
-        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-        v16 = ir.VectorType(i32, 16)
-        x_off, ldx, w_off, ldw, n_steps = [builder.sext(a, i64) if a.type.width < 64 else a
-                                           for a in (args[1], args[2], args[4], args[5], args[6])]
-        x_base = builder.gep(builder.bitcast(context.make_array(sig.args[0])(context, builder, args[0]).data,
-                                             i8.as_pointer()), [x_off])
-        w_base = builder.gep(builder.bitcast(context.make_array(sig.args[3])(context, builder, args[3]).data,
-                                             i8.as_pointer()), [w_off])
+        i8, i32, f32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
+        v16, f16 = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
+        x_off, ldx, w_off, w_block, k_steps, o_off, ldo, i_off, j_off = [
+            _i64(builder, args[k]) for k in (1, 2, 4, 5, 6, 8, 9, 11, 14)]
+
+        def data(k, elem):
+            return builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data, elem.as_pointer())
+
+        def at(ptr, *offsets):
+            return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
+
+        def const(v):
+            return ir.Constant(ir.IntType(64), v)
+
+        def splat(scalar, vec_type):
+            undef = ir.Constant(vec_type, ir.Undefined)
+            one = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+
+        x_p, w_p = at(data(0, i8), x_off), at(data(3, i8), w_off)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                                 "llvm.x86.avx512.vpdpbusd.512")
-        reduce_add = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [v16]),
-                                                    "llvm.vector.reduce.add.v16i32")
         entry = builder.basic_block
-        loop = builder.append_basic_block("vnni.loop")
-        done = builder.append_basic_block("vnni.done")
+        loop, done = builder.append_basic_block("vnni.loop"), builder.append_basic_block("vnni.done")
         builder.branch(loop)
         builder.position_at_end(loop)
-        step = builder.phi(i64)
-        step.add_incoming(ir.Constant(i64, 0), entry)
+        t = builder.phi(ir.IntType(64))
+        t.add_incoming(const(0), entry)
         accs = []
-        for _ in range(MR * NR):
+        for _ in range(MR * 2):
             acc = builder.phi(v16)
             acc.add_incoming(ir.Constant(v16, [0] * 16), entry)
             accs.append(acc)
-        offset = builder.mul(step, ir.Constant(i64, KB))
-
-        def load(base, row, ld):
-            ptr = builder.gep(base, [builder.add(builder.mul(ir.Constant(i64, row), ld), offset)])
-            return builder.load(builder.bitcast(ptr, v16.as_pointer()), align=1)
-
-        xs = [load(x_base, a, ldx) for a in range(MR)]
-        ws = [load(w_base, b, ldw) for b in range(NR)]
-        new = [builder.call(dpbusd, [accs[a * NR + b], xs[a], ws[b]]) for a in range(MR) for b in range(NR)]
-        next_step = builder.add(step, ir.Constant(i64, 1))
-        step.add_incoming(next_step, loop)
+        w_step, x_step = builder.mul(t, const(64)), builder.mul(t, const(4))
+        ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()), align=1)
+              for h in range(2)]
+        new = []
+        for a in range(MR):
+            xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(a), ldx), x_step), i32.as_pointer()), align=1)
+            xb = splat(xv, v16)
+            new += [builder.call(dpbusd, [accs[2 * a + h], xb, ws[h]]) for h in range(2)]
+        t_next = builder.add(t, const(1))
+        t.add_incoming(t_next, loop)
         for acc, value in zip(accs, new):
             acc.add_incoming(value, loop)
-        builder.cbranch(builder.icmp_signed("<", next_step, n_steps), loop, done)
+        builder.cbranch(builder.icmp_signed("<", t_next, k_steps), loop, done)
         builder.position_at_end(done)
-        return context.make_tuple(builder, sig.return_type, [builder.call(reduce_add, [v]) for v in new])
+        sums_p, wsc_p, xs_p = at(data(12, i32), j_off), at(data(13, f32), j_off), at(data(10, f32), i_off)
+        out_p = at(data(7, f32), o_off)
+        shift = ir.Constant(v16, [128] * 16)
+        for h in range(2):
+            sums = builder.load(builder.bitcast(at(sums_p, const(16 * h)), v16.as_pointer()), align=4)
+            scales = builder.load(builder.bitcast(at(wsc_p, const(16 * h)), f16.as_pointer()), align=4)
+            correction = builder.mul(sums, shift)
+            for a in range(MR):
+                value = builder.sitofp(builder.sub(new[2 * a + h], correction), f16)
+                x_scale = splat(builder.load(at(xs_p, const(a))), f16)
+                value = builder.fmul(builder.fmul(value, x_scale), scales)
+                dst = at(out_p, builder.mul(const(a), ldo), const(16 * h))
+                builder.store(value, builder.bitcast(dst, f16.as_pointer()), align=4)
+        return context.get_dummy_value()
 
     return sig, codegen
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def quantize_rows_u8(x, k_padded):
     """Per-row int8 quantization, stored shifted to uint8 (``q + 128``) in a buffer padded to
-    ``(rows rounded up to 4, k_padded)`` with the value 128 (a zero). Returns ``(buffer, scales)``."""
+    ``(rows rounded up to 8, k_padded)`` with the value 128 (a zero). Returns ``(buffer, scales)``."""
     rows, n = x.shape
     rows_padded = (rows + MR - 1) // MR * MR
-    q = np.full((rows_padded, k_padded), np.uint8(128))
+    q = np.empty((rows_padded, k_padded), np.uint8)
     scales = np.ones(rows_padded, np.float32)
-    for i in prange(rows):
-        scale = _row_scale(x[i])
-        inv = np.float32(1.0) / scale
-        for j in range(n):
-            q[i, j] = np.uint8(np.int32(_round_clip(x[i, j] * inv)) + 128)
-        scales[i] = scale
+    for i in prange(rows_padded):
+        filled = 0
+        if i < rows:
+            scale = _row_scale(x[i])
+            inv = np.float32(1.0) / scale
+            for j in range(n):
+                q[i, j] = np.uint8(np.int32(_round_clip(x[i, j] * inv)) + 128)
+            scales[i] = scale
+            filled = n
+        for j in range(filled, k_padded):
+            q[i, j] = np.uint8(128)
     return q, scales
 
 
 @njit(cache=True, parallel=True)
-def int8_matmul_vnni(xu, x_scales, rows, wq, w_sums, w_scales, n_out):
-    """VNNI int8 GEMM: ``xu (rows_p, k_p) uint8`` (shifted activations), ``wq (n_p, k_p) int8`` with
-    ``n_p % 4 == 0`` and ``k_p % 64 == 0`` -> ``(rows, n_out) float32`` dequantized.
+def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, n_padded, k_padded):
+    """VNNI int8 GEMM, dequantized: ``xu (rows_p, k_p) uint8`` (shifted activations, ``rows_p % 8 == 0``),
+    ``w_packed`` from :meth:`QuantizedTensor.packed` -> ``(rows_p, n_p) float32``.
 
-    Tiled: 256 activation rows at a time stay in L2 while the two cores split the weight rows.
+    Tiled for the caches: 256 activation rows at a time stay in L2 while the cores split the
+    32-channel blocks; a block's packed weights (``32 * k_p`` bytes) stay in L1 across those rows.
     """
-    k_p = xu.shape[1]
-    n_steps = k_p // KB
-    out = np.empty((rows, n_out), np.float32)
-    for r0 in range(0, xu.shape[0], ROW_TILE):
-        r1 = min(xu.shape[0], r0 + ROW_TILE)
-        for jb in prange(wq.shape[0] // NR):
-            j0 = jb * NR
-            for i0 in range(r0, r1, MR):
-                dots = _dot_4x4_vnni(xu, i0 * k_p, k_p, wq, j0 * k_p, k_p, n_steps)
-                for a in range(MR):
-                    i = i0 + a
-                    if i < rows:
-                        for b in range(NR):
-                            j = j0 + b
-                            if j < n_out:
-                                out[i, j] = np.float32(dots[a * NR + b] - 128 * w_sums[j]) * x_scales[i] * w_scales[j]
+    rows_p = xu.shape[0]
+    out = np.empty((rows_p, n_padded), np.float32)
+    k_steps = k_padded // 4
+    w_block = 16 * k_padded  # bytes of one 16-channel block
+    for r0 in range(0, rows_p, ROW_TILE):
+        for jb in prange(n_padded // NR):
+            for i0 in range(r0, min(rows_p, r0 + ROW_TILE), MR):
+                _vnni_8x32(xu, i0 * k_padded, k_padded, w_packed, jb * 2 * w_block, w_block, k_steps,
+                           out, i0 * n_padded + jb * NR, n_padded, x_scales, i0, w_sums, w_scales, jb * NR)
     return out
+
+
+def pack_vnni(values: np.ndarray, scales: np.ndarray):
+    """Lay out ``(n, k) int8`` weights for :func:`int8_matmul_vnni`: channels padded to 32 and k to 4,
+    blocks of 16 channels, each step of 4 k stored as 64 contiguous bytes. Returns
+    ``(packed (n_p * k_p,) int8, row sums (n_p,) int32, scales (n_p,) float32, n_p, k_p)``."""
+    n, k = values.shape
+    n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+    padded = np.zeros((n_p, k_p), np.int8)
+    padded[:n, :k] = values
+    packed = np.ascontiguousarray(padded.reshape(n_p // 16, 16, k_p // 4, 4).transpose(0, 2, 1, 3)).reshape(-1)
+    sums = padded.astype(np.int32).sum(axis=1, dtype=np.int32)
+    padded_scales = np.zeros(n_p, np.float32)
+    padded_scales[:n] = scales
+    return packed, sums, padded_scales, n_p, k_p
 
 
 class QuantizedTensor:
@@ -201,7 +245,7 @@ class QuantizedTensor:
                              f"{values.dtype} {values.shape} and {scales.shape}")
         self.values = values
         self.scales = np.ascontiguousarray(scales, dtype=np.float32)
-        self._packed = None  # (weights padded for the VNNI kernel, their row sums), made on first use
+        self._packed = None  # the VNNI layout of the weights, made on first use
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
@@ -223,24 +267,16 @@ class QuantizedTensor:
         if not HAS_VNNI:
             xq, xs = quantize_rows(x)
             return int8_matmul(xq, xs, self.values, self.scales)
-        packed, sums, scales = self.packed()
-        xu, xs = quantize_rows_u8(x, packed.shape[1])
-        return int8_matmul_vnni(xu, xs, x.shape[0], packed, sums, scales, self.values.shape[0])
+        packed, sums, scales, n_p, k_p = self.packed()
+        xu, xs = quantize_rows_u8(x, k_p)
+        out = int8_matmul_vnni(xu, xs, packed, sums, scales, n_p, k_p)
+        return out[:x.shape[0], :self.values.shape[0]]
 
-    def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Weights laid out for the VNNI kernel: ``(n_p, k_p) int8`` (rows padded to 4, columns to 64;
-        a view, no copy, when already aligned), row sums ``(n_p,) int32``, scales ``(n_p,) float32``."""
+    def packed(self):
+        """The weights in the VNNI kernel's layout (see :func:`pack_vnni`), made once on first use
+        (an int8 copy: a quarter of the float32 weights)."""
         if self._packed is None:
-            n, k = self.values.shape
-            n_p, k_p = -(-n // NR) * NR, -(-k // KB) * KB
-            w = self.values
-            if (n_p, k_p) != (n, k) or not w.flags.c_contiguous:
-                w = np.zeros((n_p, k_p), np.int8)
-                w[:n, :k] = self.values
-            sums = w.astype(np.int32).sum(axis=1, dtype=np.int32)
-            scales = np.zeros(n_p, np.float32)
-            scales[:n] = self.scales
-            self._packed = (w, sums, scales)
+            self._packed = pack_vnni(self.values, self.scales)
         return self._packed
 
     def rows(self, ids: np.ndarray) -> np.ndarray:

@@ -76,7 +76,7 @@ class Weights:
         with open(file, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(header_len))
-        data = np.memmap(file, dtype=np.uint8, mode="r")
+        data = np.memmap(file, dtype=np.uint8, mode="r").view(np.ndarray)  # plain views, same mapping
         base = 8 + header_len
         out = {}
         for name, info in header.items():
