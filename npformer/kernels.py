@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import int32, njit, prange, types
+from numba.extending import intrinsic
 
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)
@@ -37,6 +39,33 @@ def _erf(x):
     return x * p / q
 
 
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """Reinterpret an int32 as the float32 with those bits (C's memcpy / numpy's view)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _exp(x):
+    # float32 exp (Cephes expf): x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
+    # 2^n built in the exponent bits. Relative error < 2e-7; vectorizes, unlike libm's expf.
+    x = min(max(x, F32(-87.0)), F32(88.0))
+    n = np.rint(x * F32(1.4426950408889634))
+    r = x - n * F32(0.693359375) - n * F32(-2.12194440e-4)
+    p = F32(1.9875691500e-4) * r + F32(1.3981999507e-3)
+    p = p * r + F32(8.3334519073e-3)
+    p = p * r + F32(4.1665795894e-2)
+    p = p * r + F32(1.6666665459e-1)
+    p = p * r + F32(5.0000001201e-1)
+    p = p * r * r + r + F32(1.0)
+    return p * _float_from_bits(int32((int32(n) + int32(127)) << int32(23)))
+
+
 @njit(cache=True, inline="always", fastmath=True)
 def _gelu_erf(x):
     # reference: torch.nn.functional.gelu(x) (approximate="none"): 0.5 x (1 + erf(x / sqrt 2))
@@ -48,7 +77,8 @@ def _gelu_tanh(x):
     # reference: transformers NewGELUActivation / gelu(approximate="tanh"):
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x*x*x, never x**3.
     inner = SQRT_2_OVER_PI * (x + F32(0.044715) * x * x * x)
-    return F32(0.5) * x * (F32(1.0) + math.tanh(inner))
+    e = _exp(F32(2.0) * min(max(inner, F32(-10.0)), F32(10.0)))  # tanh(u) = (e^2u - 1) / (e^2u + 1)
+    return F32(0.5) * x * (F32(1.0) + (e - F32(1.0)) / (e + F32(1.0)))
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -133,29 +163,27 @@ def masked_softmax_(scores, mask):
     uniform there, and here too).
     """
     batch, heads, q_len, k_len = scores.shape
+    lowest = F32(-3.0e38)
     for bh in prange(batch * heads):
         b = bh // heads
         h = bh % heads
+        n_valid = 0
+        for j in range(k_len):
+            n_valid += mask[b, j] != 0
         for i in range(q_len):
             row = scores[b, h, i]
-            m = F32(0.0)
-            valid = 0
-            for j in range(k_len):  # no -inf sentinel: fastmath assumes no infinities
-                if mask[b, j] != 0 and (valid == 0 or row[j] > m):
-                    m = row[j]
-                    valid += 1
-            if valid == 0:  # nothing to attend to
+            if n_valid == 0:  # nothing to attend to
                 for j in range(k_len):
                     row[j] = F32(1.0) / k_len
                 continue
+            m = lowest  # branch-free passes (selects) so that each one vectorizes
+            for j in range(k_len):
+                m = max(m, row[j] if mask[b, j] != 0 else lowest)
             total = F32(0.0)
             for j in range(k_len):
-                if mask[b, j] != 0:
-                    e = math.exp(row[j] - m)
-                    row[j] = e
-                    total += e
-                else:
-                    row[j] = F32(0.0)
+                e = _exp(row[j] - m) if mask[b, j] != 0 else F32(0.0)
+                row[j] = e
+                total += e
             inv = F32(1.0) / total
             for j in range(k_len):
                 row[j] *= inv

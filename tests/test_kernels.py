@@ -40,6 +40,22 @@ def test_gelu(tanh_form):
     assert err.max() <= 2e-6
 
 
+def test_fast_exp():
+    from numba import njit
+
+    @njit
+    def run(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = kernels._exp(x[i])
+        return out
+
+    x = np.linspace(-87, 88, 200001, dtype=np.float32)
+    rel = np.abs(run(x).astype(np.float64) / np.exp(x.astype(np.float64)) - 1)
+    print(f"exp: max relative error {rel.max():.2e}")
+    assert rel.max() <= 1e-6
+
+
 def test_masked_softmax():
     rng = np.random.default_rng(1)
     scores = rng.standard_normal((2, 3, 4, 5)).astype(np.float32) * 5
