@@ -349,6 +349,8 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue
+        if item.resolve() == out_dir.resolve():  # the output directory may sit inside the source
+            continue
         if item.name == "model.safetensors.index.json":
             continue
         target = out_dir / item.name
