@@ -188,3 +188,13 @@ def test_pipeline_errors(checkpoints):
         ner("text", aggregation_strategy="none", stride=16)
     with pytest.raises(ValueError, match="empty"):
         ner("   ")
+
+
+def test_question_longer_than_max_question_len_is_cut(checkpoints):
+    qa = npformer.pipeline("question-answering", checkpoints("bert", "qa"))
+    question, context = read_squad()[0]
+    long_question = " ".join([question] * 20)  # ~200 tokens
+    answer = qa(question=long_question, context=context, max_question_len=16)
+    assert answer["answer"] == context[answer["start"]:answer["end"]]
+    with pytest.raises(ValueError, match="question too long"):
+        qa(question=" ".join([question] * 50), context=context, max_question_len=1000)
