@@ -182,6 +182,7 @@ class Tokenizer:
         longest_first = sorted(set(self.special_tokens), key=len, reverse=True)
         self._special_re = re.compile("|".join(re.escape(t) for t in longest_first))
         self._char_map: dict[str, str] = {}
+        self._reorder_cache: dict[str, bool] = {}
         self._word_cache: dict[str, list[tuple[int, int, int]]] = {}
         self._words = _word_pattern(tokenize_chinese_chars)
 
@@ -240,7 +241,10 @@ class Tokenizer:
 
     def _normalize(self, text: str) -> tuple[str, list[int] | None]:
         """Normalized text and, unless it is char-for-char, the original index of each char."""
-        char_map = [self._normalize_char(c) for c in set(text)]
+        chars = set(text)
+        char_map = [self._normalize_char(c) for c in chars]
+        if self.strip_accents and any(self._may_reorder(c) for c in chars):
+            return self._normalize_reordered(text)
         if all(len(m) == 1 for m in char_map):
             return text.translate(self._TranslateTable(self._char_map)), None
         pieces, align = [], []
@@ -248,6 +252,49 @@ class Tokenizer:
             m = self._char_map[c]
             pieces.append(m)
             align.extend([i] * len(m))
+        return "".join(pieces), align
+
+    def _may_reorder(self, ch: str) -> bool:
+        """Whether NFD's canonical reordering could move ``ch``'s kept (non-Mn) marks across chars."""
+        risky = self._reorder_cache.get(ch)
+        if risky is None:
+            risky = any(unicodedata.combining(d) and unicodedata.category(d) != "Mn"
+                        for d in unicodedata.normalize("NFD", ch))
+            self._reorder_cache[ch] = risky
+        return risky
+
+    def _normalize_reordered(self, text: str) -> tuple[str, list[int]]:
+        # The fast tokenizer decomposes the whole cleaned text, so NFD's canonical reordering can
+        # move combining marks across original characters. Its alignment rule (tokenizers'
+        # NormalizedString::transform): the first char of each decomposition takes the next
+        # original char, in order, and the other chars of a decomposition share the last one taken.
+        # Only marks of class != 0 that are not Mn survive stripping (e.g. U+302E), so only they
+        # can be seen to move; texts without them take the per-char path.
+        items = []  # (char, original index, first char of its decomposition)
+        for i, c in enumerate(text):
+            if c == "\x00" or c == "\ufffd" or _is_control(c):
+                continue
+            for k, d in enumerate(unicodedata.normalize("NFD", " " if c in _WHITESPACE else c)):
+                items.append((d, i, k == 0))
+        firsts = [i for _, i, first in items if first]
+        start = 0
+        while start < len(items):  # canonical ordering: stable sort of each run of marks by class
+            end = start
+            while end < len(items) and unicodedata.combining(items[end][0]):
+                end += 1
+            if end > start + 1:
+                items[start:end] = sorted(items[start:end], key=lambda t: unicodedata.combining(t[0]))
+            start = end + 1 if end == start else end
+        pieces, align, taken = [], [], -1
+        for ch, _, first in items:
+            if first or taken < 0:
+                taken += 1
+            position = firsts[min(taken, len(firsts) - 1)]
+            if unicodedata.category(ch) == "Mn":
+                continue
+            low = ch.lower() if self.do_lower_case else ch
+            pieces.append(low)
+            align.extend([position] * len(low))
         return "".join(pieces), align
 
     class _TranslateTable(dict):

@@ -123,7 +123,7 @@ WHITESPACE = "\t\n\r\x0b\x0c \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\
              "\u200a\u2028\u2029\u202f\u205f\u3000\x1c\x1d\x1e\x1f"
 chars = st.one_of(*[st.characters(min_codepoint=lo, max_codepoint=hi, exclude_categories=["Cs"])
                     for lo, hi in _RANGES],
-                  st.sampled_from(WHITESPACE + "\u200b\u200c\u200d\u2060\ufeff\u00ad\x00\ufffd[]#"),
+                  st.sampled_from(WHITESPACE + "\u200b\u200c\u200d\u2060\ufeff\u00ad\x00\ufffd[]#\u302e\u302f\u0316\u0301"),
                   st.sampled_from(["[MASK]", "[SEP]", "[UNK]", "##", "e\u0301", "\u0130", "\U0001F469\u200d\U0001F4BB"]))
 texts = st.lists(chars, max_size=40).map("".join)
 
@@ -172,6 +172,14 @@ def test_unicode_version_note():
     This test pins our behaviour so that a change is noticed."""
     ours, _ = tokenizers("bert-base-uncased")
     assert ours.tokenize("a\U00011a52b") == ["ab"]
+
+
+def test_canonical_reordering_offsets():
+    """NFD reorders combining marks across characters; the kept mark U+302E (class 224, not Mn)
+    must get the fast tokenizer's alignment (found by hypothesis)."""
+    ours, ref = tokenizers("bert-base-uncased")
+    for text in ["\u302e\u0316", "\u00e9\u302e\u0316", "a\u302e\u0316b\u0301\u302f x"]:
+        assert_same(ours, ref, text, return_offsets_mapping=True)
 
 
 def test_word_ids_keep_continuations():
