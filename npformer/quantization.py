@@ -9,11 +9,14 @@ Scheme (Q8BERT, Zafrir et al. 2019; the dynamic quantization of ONNX Runtime and
 
 A quantized checkpoint is an ordinary safetensors file: each quantized tensor ``name`` is stored
 as I8 with a float32 ``name_scale`` beside it, and the file metadata says
-``{"quantization": "int8-per-channel-symmetric"}``.
+``{"quantization": "int8-per-channel-symmetric"}``. Linear weights are stored in the int8 GEMM's
+packed layout (1-D; their ``(out, in)`` shapes are in the metadata under ``layout``), so the
+kernel reads them straight from the memory map; word embeddings are stored row-major.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -217,45 +220,77 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, n_padded, k_padde
     return out
 
 
-def pack_vnni(values: np.ndarray, scales: np.ndarray):
+def pack_vnni(values: np.ndarray) -> np.ndarray:
     """Lay out ``(n, k) int8`` weights for :func:`int8_matmul_vnni`: channels padded to 32 and k to 4,
-    blocks of 16 channels, each step of 4 k stored as 64 contiguous bytes. Returns
-    ``(packed (n_p * k_p,) int8, row sums (n_p,) int32, scales (n_p,) float32, n_p, k_p)``."""
+    blocks of 16 channels, each step of 4 k stored as 64 contiguous bytes -> ``(n_p * k_p,) int8``."""
     n, k = values.shape
     n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
     padded = np.zeros((n_p, k_p), np.int8)
     padded[:n, :k] = values
-    packed = np.ascontiguousarray(padded.reshape(n_p // 16, 16, k_p // 4, 4).transpose(0, 2, 1, 3)).reshape(-1)
-    sums = padded.astype(np.int32).sum(axis=1, dtype=np.int32)
-    padded_scales = np.zeros(n_p, np.float32)
-    padded_scales[:n] = scales
-    return packed, sums, padded_scales, n_p, k_p
+    return np.ascontiguousarray(padded.reshape(n_p // 16, 16, k_p // 4, 4).transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def unpack_vnni(packed: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Inverse of :func:`pack_vnni`: ``(n_p * k_p,) int8`` -> ``(n, k) int8`` row-major copy."""
+    n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+    rows = packed.reshape(n_p // 16, k_p // 4, 16, 4).transpose(0, 2, 1, 3).reshape(n_p, k_p)
+    return np.ascontiguousarray(rows[:n, :k])
 
 
 class QuantizedTensor:
-    """A ``(out, in)`` matrix as int8 ``values`` and one float32 ``scales`` entry per row.
+    """A ``(out, in)`` matrix as int8 values and one float32 ``scales`` entry per row.
 
+    The values are held row-major (``values``), in the VNNI kernel's packed layout (``packed``,
+    as quantized checkpoints store Linear weights, so they map from the file with no copy), or
+    both; either one is derived from the other on demand.
     ``matmul(x)`` computes ``x @ W.T`` for ``x (rows, in) float32`` with the int8 kernel;
     ``rows(ids)`` gathers dequantized rows (embedding lookup); ``dequantize()`` returns float32.
     """
 
-    def __init__(self, values: np.ndarray, scales: np.ndarray):
-        if values.dtype != np.int8 or values.ndim != 2 or scales.shape != (values.shape[0],):
-            raise ValueError(f"a QuantizedTensor needs (out, in) int8 values and (out,) scales, got "
-                             f"{values.dtype} {values.shape} and {scales.shape}")
-        self.values = values
+    def __init__(self, values: np.ndarray | None, scales: np.ndarray, *, packed: np.ndarray | None = None,
+                 shape: tuple[int, int] | None = None):
+        shape = tuple(shape) if shape is not None else getattr(values, "shape", None)
+        if (values is None) == (packed is None) and values is None or shape is None or len(shape) != 2:
+            raise ValueError("a QuantizedTensor needs (out, in) int8 values, or packed values and their shape")
+        if values is not None and (values.dtype != np.int8 or values.shape != shape):
+            raise ValueError(f"values must be int8 of shape {shape}, got {values.dtype} {values.shape}")
+        if scales.shape != (shape[0],):
+            raise ValueError(f"scales must have shape ({shape[0]},), got {scales.shape}")
+        n_p, k_p = -(-shape[0] // NR) * NR, -(-shape[1] // 4) * 4
+        if packed is not None and (packed.dtype != np.int8 or packed.shape != (n_p * k_p,)):
+            raise ValueError(f"packed values of a {shape} matrix must be ({n_p * k_p},) int8, got "
+                             f"{packed.dtype} {packed.shape}")
+        self.shape = shape
         self.scales = np.ascontiguousarray(scales, dtype=np.float32)
-        self._packed = None  # the VNNI layout of the weights, made on first use
+        self._values = values
+        self._packed = packed
+        self._vnni = None  # (packed, row sums, padded scales, n_p, k_p), made on first matmul
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
         """Quantize a float ``(out, in)`` matrix per row (per output channel)."""
         q, s = quantize_rows(np.ascontiguousarray(w, dtype=np.float32))
-        return cls(q, s)
+        out = cls(q, s)
+        out._owns_values = True
+        return out
 
-    shape = property(lambda self: self.values.shape)
-    size = property(lambda self: self.values.size)
-    nbytes = property(lambda self: self.values.nbytes + self.scales.nbytes)
+    _owns_values = False  # True when the row-major values were made here (not a view of a file)
+    size = property(lambda self: self.shape[0] * self.shape[1])
+    nbytes = property(lambda self: self.size + self.scales.nbytes)
+
+    @property
+    def values(self) -> np.ndarray:
+        """``(out, in) int8`` row-major values (unpacked once if only the packed layout is held)."""
+        if self._values is None:
+            self._values = unpack_vnni(self._packed, *self.shape)
+        return self._values
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The values in :func:`pack_vnni`'s layout (packed once if only row-major values are held)."""
+        if self._packed is None:
+            self._packed = pack_vnni(self._values)
+        return self._packed
 
     def dequantize(self) -> np.ndarray:
         """``(out, in) float32`` approximation of the original matrix."""
@@ -267,17 +302,27 @@ class QuantizedTensor:
         if not HAS_VNNI:
             xq, xs = quantize_rows(x)
             return int8_matmul(xq, xs, self.values, self.scales)
-        packed, sums, scales, n_p, k_p = self.packed()
+        packed, sums, scales, n_p, k_p = self.vnni_operands()
         xu, xs = quantize_rows_u8(x, k_p)
         out = int8_matmul_vnni(xu, xs, packed, sums, scales, n_p, k_p)
-        return out[:x.shape[0], :self.values.shape[0]]
+        return out[:x.shape[0], :self.shape[0]]
 
-    def packed(self):
-        """The weights in the VNNI kernel's layout (see :func:`pack_vnni`), made once on first use
-        (an int8 copy: a quarter of the float32 weights)."""
-        if self._packed is None:
-            self._packed = pack_vnni(self.values, self.scales)
-        return self._packed
+    def vnni_operands(self):
+        """``(packed, row sums (n_p,) int32, scales (n_p,) float32, n_p, k_p)`` for :func:`int8_matmul_vnni`.
+
+        Row-major values made only for packing are released: the kernel needs the packed copy only.
+        """
+        if self._vnni is None:
+            n, k = self.shape
+            n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+            packed = self.packed
+            sums = packed.reshape(n_p // 16, k_p // 4, 16, 4).sum(axis=(1, 3), dtype=np.int32).reshape(n_p)
+            scales = np.zeros(n_p, np.float32)
+            scales[:n] = self.scales
+            self._vnni = (packed, sums, scales, n_p, k_p)
+            if self._owns_values:
+                self._values = None
+        return self._vnni
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized rows ``W[ids]``: ``ids (...)`` int -> ``(..., in) float32``."""
@@ -304,16 +349,15 @@ def quantize_encoder_(encoder, embeddings: bool = True):
     return encoder
 
 
-def quantized_keys(config, weights) -> list[str]:
-    """Stored keys of the tensors :func:`save_quantized` turns into int8: each layer's Linear
-    weights and the word embeddings."""
+def quantized_keys(config, weights) -> tuple[list[str], str]:
+    """Stored keys of what :func:`save_quantized` turns into int8: each layer's Linear weights
+    (written in the packed VNNI layout) and the word embeddings (row-major: looked up by row)."""
     from npformer.models.bert import LayerWeights, bert_layer_names
     from npformer.models.distilbert import distilbert_layer_names
 
     names = bert_layer_names if config.model_type == "bert" else distilbert_layer_names
-    keys = [names(i)[f] for i in range(config.num_hidden_layers) for f in LayerWeights.LINEARS]
-    keys.append("embeddings.word_embeddings.weight")
-    return [weights.resolve(k) for k in keys]
+    linears = [weights.resolve(names(i)[f]) for i in range(config.num_hidden_layers) for f in LayerWeights.LINEARS]
+    return linears, weights.resolve("embeddings.word_embeddings.weight")
 
 
 def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None) -> Path:
@@ -336,16 +380,22 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
         raise ValueError(f"{directory} is already quantized ({SCHEME})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    to_quantize = set(quantized_keys(config, weights))
-    tensors = {}
+    linears, embeddings = quantized_keys(config, weights)
+    tensors, packed_shapes = {}, {}
     for key, arr in weights.tensors.items():
-        if key in to_quantize:
+        if key in linears or key == embeddings:
             q, s = quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
-            tensors[key], tensors[key + SCALE_SUFFIX] = q, s
+            tensors[key + SCALE_SUFFIX] = s
+            if key in linears:
+                tensors[key] = pack_vnni(q)
+                packed_shapes[key] = list(q.shape)
+            else:
+                tensors[key] = q
         else:
             tensors[key] = np.ascontiguousarray(arr)
     save_file(tensors, str(out_dir / "model.safetensors"),
-              metadata={"format": "np", "quantization": SCHEME, "source": str(directory.name)})
+              metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
+                        "source": str(directory.name)})
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue

@@ -48,6 +48,8 @@ class Weights:
             self.tensors.update(self._map(file))
         self.prefixes = prefixes
         self.used: set[str] = set()
+        layout = json.loads(self.metadata.get("layout", "{}"))
+        self.packed_shapes: dict[str, list[int]] = layout.get("packed", {})
 
     @staticmethod
     def _files(directory: Path) -> list[Path]:
@@ -118,7 +120,11 @@ class Weights:
             from npformer.quantization import QuantizedTensor
 
             self.used.add(key + "_scale")
-            arr = QuantizedTensor(arr, self.tensors[key + "_scale"])
+            packed_shape = self.packed_shapes.get(key)
+            if packed_shape is None:
+                arr = QuantizedTensor(arr, self.tensors[key + "_scale"])
+            else:
+                arr = QuantizedTensor(None, self.tensors[key + "_scale"], packed=arr, shape=packed_shape)
         if shape is not None and tuple(arr.shape) != tuple(shape):
             raise ValueError(f"tensor {key!r} has shape {tuple(arr.shape)} but the config implies {tuple(shape)}")
         self.used.add(key)

@@ -58,7 +58,7 @@ def test_int8_kernel_is_vectorized():
     portable = _fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales)
     assert re.search(r"vpmaddwd|vpmaddubsw|vpdpbusd|vpdpwssd", portable), "portable int8 kernel is not vectorized"
     if q.HAS_VNNI:
-        packed, sums, scales, n_p, k_p = w.packed()
+        packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
         vnni = _fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, n_p, k_p)
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
@@ -87,6 +87,13 @@ def test_int8_encoder_close_to_float32(tmp_path, model_type):
     assert cos.min() >= 0.99 and rel <= 0.05
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**31))
+def test_packed_layout_round_trip(n, k, seed):
+    values = np.random.default_rng(seed).integers(-127, 128, size=(n, k)).astype(np.int8)
+    np.testing.assert_array_equal(q.unpack_vnni(q.pack_vnni(values), n, k), values)
+
+
 def test_quantized_checkpoint(tmp_path):
     src, dst = tmp_path / "f32", tmp_path / "i8"
     labels = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -102,6 +109,9 @@ def test_quantized_checkpoint(tmp_path):
     loaded = SequenceClassifier.from_pretrained(dst)
     in_memory = quantize(SequenceClassifier.from_pretrained(src))
     assert loaded.encoder.dtype == "int8" and isinstance(loaded.encoder.embeddings.word, QuantizedTensor)
+    # Linear weights come packed straight from the file's memory map: no copy at load
+    w = loaded.encoder.layers[0].ff1_w
+    assert w._values is None and w.shape == (256, 128) and not w.packed.flags.owndata
     ids, mask, types = random_batch(np.random.default_rng(1), 30000, 3, 20)
     # the checkpoint holds exactly what in-memory quantization computes
     np.testing.assert_allclose(loaded(ids, mask, types).logits, in_memory(ids, mask, types).logits,
