@@ -3,7 +3,7 @@ ONNX Runtime (float32, dynamic int8), DistilBERT-base and BERT-base shapes, in o
 
 Random weights with the public configs (distilbert-base-uncased, bert-base-uncased), seq_len 128,
 batch 1 and 32, 2 threads everywhere. Each (engine, model, batch) runs in a fresh process so its
-peak RSS (ru_maxrss, bytes) is its own; time is the median of repeated forward passes (ms).
+peak RSS (VmHWM, bytes) is its own; time is the median of repeated forward passes (ms).
 Ratios compare engines measured in this same run. Writes a section to benchmarks/RESULTS.md.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_encoder.py
@@ -172,7 +172,7 @@ def main() -> None:
                             f"{(r['peak_rss'] - r['baseline_rss']) / r['weights_bytes']:.2f} |")
     body = (f"seq_len {SEQ}, {THREADS} threads, random weights with the public configs; median of {args.runs} "
             f"passes at batch 1 and {max(3, args.runs // 4)} at batch 32, each engine in its own process. "
-            "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS (ru_maxrss) includes the "
+            "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS (VmHWM) includes the "
             "interpreter and the engine's libraries ('runtime': RSS after imports and, for npformer, loading its "
             "compiled kernels, before the model); the last column divides what the model adds by that engine's "
             "weight file.\n\n"

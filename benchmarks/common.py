@@ -59,9 +59,12 @@ def median_ms(fn, runs: int, warmup: int = 2) -> tuple[float, list[float]]:
 
 
 def peak_rss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """High-water mark of this process's resident set (VmHWM, bytes). Not ru_maxrss: Linux carries
+    that across fork + exec, so a child would report its parent's peak when that was larger."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_worker(script: Path, args: list[str], env: dict | None = None) -> dict:
