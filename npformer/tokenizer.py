@@ -49,6 +49,13 @@ def _is_control(ch: str) -> bool:
     return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs")
 
 
+def _clean_char(ch: str) -> str:
+    """BertNormalizer's clean_text for one char: '' for NUL, U+FFFD and controls, ' ' for whitespace."""
+    if ch == "\x00" or ch == "\ufffd" or _is_control(ch):
+        return ""
+    return " " if ch in _WHITESPACE else ch
+
+
 def _is_punctuation(ch: str) -> bool:
     # ASCII punctuation (incl. symbols such as $ + < = > ^ ` | ~) or a Unicode P* character.
     cp = ord(ch)
@@ -226,12 +233,8 @@ class Tokenizer:
         """What one original character becomes: '' (removed), itself, or several characters."""
         out = self._char_map.get(ch)
         if out is None:
-            if ch == "\x00" or ch == "\ufffd" or _is_control(ch):
-                out = ""
-            elif ch in _WHITESPACE:
-                out = " "
-            else:
-                out = ch
+            out = _clean_char(ch)
+            if out == ch:
                 if self.strip_accents:
                     out = "".join(c for c in unicodedata.normalize("NFD", out) if unicodedata.category(c) != "Mn")
                 if self.do_lower_case:
@@ -272,9 +275,7 @@ class Tokenizer:
         # can be seen to move; texts without them take the per-char path.
         items = []  # (char, original index, first char of its decomposition)
         for i, c in enumerate(text):
-            if c == "\x00" or c == "\ufffd" or _is_control(c):
-                continue
-            for k, d in enumerate(unicodedata.normalize("NFD", " " if c in _WHITESPACE else c)):
+            for k, d in enumerate(unicodedata.normalize("NFD", _clean_char(c))):
                 items.append((d, i, k == 0))
         firsts = [i for _, i, first in items if first]
         start = 0

@@ -52,6 +52,13 @@ reports 89.11%; DistilBERT-base-uncased fine-tuned on SST-2 reports 91.3%. These
 same dev set that selected the checkpoint, so they are slightly optimistic. Reproduce with
 `python benchmarks/eval_sst2.py --dtype int8` (built-in model).
 
+## Recipes tried
+
+One run: the recipe above (lr 1e-4, 3 epochs, seed 42), 63 minutes on one CPU core; best dev accuracy
+90.25% at step 5200 (epoch 2.47); the same run's epoch-1 checkpoint reached 89.79% (float32) / 89.33% (INT8).
+Not tried yet: knowledge distillation from a larger SST-2 teacher (none can be downloaded here), other
+learning rates or seeds.
+
 ## Training log (dev accuracy at each evaluation)
 
 {log}
