@@ -134,7 +134,7 @@ def warm_up_kernels() -> None:
     kernels.bias_gelu_(x.copy(), x[0], False)
     kernels.bias_residual_layer_norm_(x.copy(), x[0], x, x[0], x[0], 1e-12)
     kernels.masked_softmax_(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 4), np.int64))
-    npformer.QuantizedTensor.from_float(x).matmul(x)
+    npformer.QuantizedTensor.from_float(x).matmul(x, x[:, 0])
 
 
 def main() -> None:

@@ -190,13 +190,17 @@ def masked_softmax_(scores, mask):
     return scores
 
 
-def linear(x: np.ndarray, weight) -> np.ndarray:
-    """``x @ weight.T`` without bias: ``x (rows, in) float32`` -> ``(rows, out) float32``.
+def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
+    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``.
 
-    ``weight`` is a ``(out, in) float32`` array (BLAS through NumPy) or a
-    :class:`npformer.quantization.QuantizedTensor` (int8 GEMM), the one switch between the
-    float and the int8 paths. Biases are added by the fused kernel that follows.
+    ``weight`` is a ``(out, in) float32`` array (BLAS through NumPy, bias added in place) or a
+    :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into dequantization), the
+    one switch between the float and the int8 paths. Without ``bias`` the fused kernel that follows
+    adds it (GELU, residual + layer norm).
     """
     if isinstance(weight, np.ndarray):
-        return x @ weight.T
-    return weight.matmul(x)
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+    return weight.matmul(x, bias)

@@ -64,10 +64,10 @@ def quantize_rows(x):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def int8_matmul(xq, x_scales, wq, w_scales):
-    """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :]`` with int32 accumulation (portable kernel).
+def int8_matmul(xq, x_scales, wq, w_scales, bias):
+    """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :] + bias`` with int32 accumulation (portable kernel).
 
-    ``xq (rows, k) int8``, ``wq (out, k) int8``, scales float32 -> ``(rows, out) float32``.
+    ``xq (rows, k) int8``, ``wq (out, k) int8``, scales and ``bias (out,)`` float32 -> ``(rows, out) float32``.
     Used where the CPU lacks AVX-512 VNNI. Parallel over blocks of output channels; each weight
     row is reused from L1 across all rows of ``xq``. LLVM vectorizes the int8 dot product into
     packed multiply-adds (vpmaddwd); see ``tests/test_quantization.py``.
@@ -83,7 +83,7 @@ def int8_matmul(xq, x_scales, wq, w_scales):
                 acc = int32(0)
                 for t in range(k):  # every cast explicit, or Numba widens the sum to int64
                     acc = int32(acc + int32(int32(xq[i, t]) * int32(wq[j, t])))
-                out[i, j] = np.float32(acc) * x_scales[i] * ws
+                out[i, j] = np.float32(acc) * x_scales[i] * ws + bias[j]
     return out
 
 
@@ -107,16 +107,17 @@ def _i64(builder, value):
 
 @intrinsic
 def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums,
-               w_scales, j_off):
-    """``out[i0+a, j0:j0+32] = (sum_k xu[i0+a, k] * W[j0:j0+32, k] - 128 * w_sums) * xs * w_scales``
+               w_scales, bias, j_off):
+    """``out[i0+a, j0:j0+32] = (sum_k xu[i0+a, k] * W[j0:j0+32, k] - 128 * w_sums) * xs * w_scales + bias``
     for a < 8, as 16 zmm accumulators over ``k_steps`` steps of 4 bytes (see the block comment)."""
-    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, j_off)
+    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias,
+                     j_off)
 
     def codegen(context, builder, sig, args):
         i8, i32, f32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
         v16, f16 = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
         x_off, ldx, w_off, w_block, k_steps, o_off, ldo, i_off, j_off = [
-            _i64(builder, args[k]) for k in (1, 2, 4, 5, 6, 8, 9, 11, 14)]
+            _i64(builder, args[k]) for k in (1, 2, 4, 5, 6, 8, 9, 11, 15)]
 
         def data(k, elem):
             return builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data, elem.as_pointer())
@@ -161,16 +162,18 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         builder.cbranch(builder.icmp_signed("<", t_next, k_steps), loop, done)
         builder.position_at_end(done)
         sums_p, wsc_p, xs_p = at(data(12, i32), j_off), at(data(13, f32), j_off), at(data(10, f32), i_off)
+        bias_p = at(data(14, f32), j_off)
         out_p = at(data(7, f32), o_off)
         shift = ir.Constant(v16, [128] * 16)
         for h in range(2):
             sums = builder.load(builder.bitcast(at(sums_p, const(16 * h)), v16.as_pointer()), align=4)
             scales = builder.load(builder.bitcast(at(wsc_p, const(16 * h)), f16.as_pointer()), align=4)
+            biases = builder.load(builder.bitcast(at(bias_p, const(16 * h)), f16.as_pointer()), align=4)
             correction = builder.mul(sums, shift)
             for a in range(MR):
                 value = builder.sitofp(builder.sub(new[2 * a + h], correction), f16)
                 x_scale = splat(builder.load(at(xs_p, const(a))), f16)
-                value = builder.fmul(builder.fmul(value, x_scale), scales)
+                value = builder.fadd(builder.fmul(builder.fmul(value, x_scale), scales), biases)
                 dst = at(out_p, builder.mul(const(a), ldo), const(16 * h))
                 builder.store(value, builder.bitcast(dst, f16.as_pointer()), align=4)
         return context.get_dummy_value()
@@ -201,9 +204,10 @@ def quantize_rows_u8(x, k_padded):
 
 
 @njit(cache=True, parallel=True)
-def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, n_padded, k_padded):
-    """VNNI int8 GEMM, dequantized: ``xu (rows_p, k_p) uint8`` (shifted activations, ``rows_p % 8 == 0``),
-    ``w_packed`` from :meth:`QuantizedTensor.packed` -> ``(rows_p, n_p) float32``.
+def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, n_padded, k_padded):
+    """VNNI int8 GEMM, dequantized, bias added: ``xu (rows_p, k_p) uint8`` (shifted activations,
+    ``rows_p % 8 == 0``), ``w_packed`` from :meth:`QuantizedTensor.packed`, ``bias (n_p,) float32``
+    -> ``(rows_p, n_p) float32``.
 
     Tiled for the caches: 256 activation rows at a time stay in L2 while the cores split the
     32-channel blocks; a block's packed weights (``32 * k_p`` bytes) stay in L1 across those rows.
@@ -216,7 +220,7 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, n_padded, k_padde
         for jb in prange(n_padded // NR):
             for i0 in range(r0, min(rows_p, r0 + ROW_TILE), MR):
                 _vnni_8x32(xu, i0 * k_padded, k_padded, w_packed, jb * 2 * w_block, w_block, k_steps,
-                           out, i0 * n_padded + jb * NR, n_padded, x_scales, i0, w_sums, w_scales, jb * NR)
+                           out, i0 * n_padded + jb * NR, n_padded, x_scales, i0, w_sums, w_scales, bias, jb * NR)
     return out
 
 
@@ -296,16 +300,22 @@ class QuantizedTensor:
         """``(out, in) float32`` approximation of the original matrix."""
         return self.values.astype(np.float32) * self.scales[:, None]
 
-    def matmul(self, x: np.ndarray) -> np.ndarray:
-        """``x (rows, in) float32`` -> ``x @ W.T`` as ``(rows, out) float32`` (activations per-row int8)."""
+    def matmul(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """``x (rows, in) float32`` -> ``x @ W.T + bias`` as ``(rows, out) float32`` (activations per-row
+        int8; the bias ``(out,)`` is added as the int32 sums are dequantized)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        n = self.shape[0]
         if not HAS_VNNI:
             xq, xs = quantize_rows(x)
-            return int8_matmul(xq, xs, self.values, self.scales)
+            b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+            return int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
+        b = np.zeros(n_p, np.float32)
+        if bias is not None:
+            b[:n] = bias
         xu, xs = quantize_rows_u8(x, k_p)
-        out = int8_matmul_vnni(xu, xs, packed, sums, scales, n_p, k_p)
-        return out[:x.shape[0], :self.shape[0]]
+        out = int8_matmul_vnni(xu, xs, packed, sums, scales, b, n_p, k_p)
+        return out[:x.shape[0], :n]
 
     def vnni_operands(self):
         """``(packed, row sums (n_p,) int32, scales (n_p,) float32, n_p, k_p)`` for :func:`int8_matmul_vnni`.

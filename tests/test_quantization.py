@@ -38,10 +38,12 @@ def test_int8_kernels_are_exact(rows, k, n_out, seed):
     x = rng.standard_normal((rows, k)).astype(np.float32) * rng.uniform(0.1, 10)
     w = QuantizedTensor.from_float(rng.standard_normal((n_out, k)).astype(np.float32))
     xq, xs = q.quantize_rows(x)
+    bias = rng.standard_normal(n_out).astype(np.float32)
     exact = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
-    portable = q.int8_matmul(xq, xs, w.values, w.scales)
-    np.testing.assert_allclose(portable, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1))
-    np.testing.assert_allclose(w.matmul(x), exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1))
+    tol = dict(rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1) + 1e-6)
+    np.testing.assert_allclose(q.int8_matmul(xq, xs, w.values, w.scales, bias), exact + bias, **tol)
+    np.testing.assert_allclose(w.matmul(x), exact, **tol)
+    np.testing.assert_allclose(w.matmul(x, bias), exact + bias, **tol)
 
 
 def _fresh_asm(kernel, *args) -> str:
@@ -55,12 +57,12 @@ def test_int8_kernel_is_vectorized():
     """The hot loop must use packed integer multiply-adds, not scalar arithmetic."""
     w = QuantizedTensor.from_float(np.ones((8, 128), np.float32))
     xq, xs = q.quantize_rows(np.ones((4, 128), np.float32))
-    portable = _fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales)
+    portable = _fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales, np.zeros(8, np.float32))
     assert re.search(r"vpmaddwd|vpmaddubsw|vpdpbusd|vpdpwssd", portable), "portable int8 kernel is not vectorized"
     if q.HAS_VNNI:
         packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
-        vnni = _fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, n_p, k_p)
+        vnni = _fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32), n_p, k_p)
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
 
 

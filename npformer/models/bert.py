@@ -102,7 +102,7 @@ def self_attention(x: np.ndarray, w: LayerWeights, mask: np.ndarray, num_heads: 
     x2 = x.reshape(batch * seq, hidden)
 
     def heads(weight, bias):  # [B*S, H] -> [B, heads, S, d_head]
-        return (linear(x2, weight) + bias).reshape(batch, seq, num_heads, d_head).transpose(0, 2, 1, 3)
+        return linear(x2, weight, bias).reshape(batch, seq, num_heads, d_head).transpose(0, 2, 1, 3)
 
     q = heads(w.q_w, w.q_b) * np.float32(1.0 / np.sqrt(d_head))
     k, v = heads(w.k_w, w.k_b), heads(w.v_w, w.v_b)
@@ -219,7 +219,7 @@ class Encoder:
                 attentions.append(probs)
             pooled = None
             if self.pooler is not None:
-                pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), self.pooler[0]) + self.pooler[1])
+                pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)

@@ -117,7 +117,7 @@ class SequenceClassifier(TaskModel):
             x = pooled  # [B, H] = tanh(dense(h[:, 0]))
         else:
             x = kernels.bias_relu_(linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)
-        return linear(x, self.w) + self.b  # [B, num_labels]
+        return linear(x, self.w, self.b)  # [B, num_labels]
 
 
 class TokenClassifier(TaskModel):
@@ -130,7 +130,7 @@ class TokenClassifier(TaskModel):
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape
-        return (linear(hidden.reshape(-1, h), self.w) + self.b).reshape(batch, seq, -1)
+        return linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, -1)
 
 
 class QuestionAnswerer(TaskModel):
@@ -143,7 +143,7 @@ class QuestionAnswerer(TaskModel):
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape
-        return (linear(hidden.reshape(-1, h), self.w) + self.b).reshape(batch, seq, 2)
+        return linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, 2)
 
 
 class MaskedLM(TaskModel):
@@ -182,7 +182,7 @@ class MaskedLM(TaskModel):
         else:
             kernels.bias_gelu_(x, self.transform_b, self.config.hidden_act != "gelu")
         x = kernels.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
-        return (linear(x, self.decoder) + self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
+        return linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
 
 
 HEADS = {"sequence-classification": SequenceClassifier, "token-classification": TokenClassifier,
