@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # What npformer reads: configs, vocabularies, safetensors weights and sentence-transformers modules.
 ALLOW_PATTERNS = ["*.json", "vocab.txt", "*.safetensors", "1_Pooling/*", "2_Normalize/*", "README.md"]
+
+
+def cache_dir() -> Path:
+    """npformer's own cache: ``$NPFORMER_CACHE``, by default ``~/.cache/npformer`` (where
+    ``scripts/fetch_minilm.py`` puts all-MiniLM-L6-v2 and the benchmarks their checkpoints)."""
+    return Path(os.environ.get("NPFORMER_CACHE", Path.home() / ".cache" / "npformer"))
 
 
 def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:

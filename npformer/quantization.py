@@ -254,7 +254,7 @@ class QuantizedTensor:
     def __init__(self, values: np.ndarray | None, scales: np.ndarray, *, packed: np.ndarray | None = None,
                  shape: tuple[int, int] | None = None):
         shape = tuple(shape) if shape is not None else getattr(values, "shape", None)
-        if (values is None) == (packed is None) and values is None or shape is None or len(shape) != 2:
+        if values is None and packed is None or shape is None or len(shape) != 2:
             raise ValueError("a QuantizedTensor needs (out, in) int8 values, or packed values and their shape")
         if values is not None and (values.dtype != np.int8 or values.shape != shape):
             raise ValueError(f"values must be int8 of shape {shape}, got {values.dtype} {values.shape}")
@@ -269,6 +269,7 @@ class QuantizedTensor:
         self._values = values
         self._packed = packed
         self._vnni = None  # (packed, row sums, padded scales, n_p, k_p), made on first matmul
+        self._zero_bias = None  # (n_p,) zeros for calls without a bias
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
@@ -310,8 +311,13 @@ class QuantizedTensor:
             b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
             return int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
-        b = np.zeros(n_p, np.float32)
-        if bias is not None:
+        if bias is None:
+            b = self._zero_bias if self._zero_bias is not None else np.zeros(n_p, np.float32)
+            self._zero_bias = b
+        elif n == n_p:  # aligned (every real model): the bias is used as it is
+            b = np.ascontiguousarray(bias, dtype=np.float32)
+        else:
+            b = np.zeros(n_p, np.float32)
             b[:n] = bias
         xu, xs = quantize_rows_u8(x, k_p)
         out = int8_matmul_vnni(xu, xs, packed, sums, scales, b, n_p, k_p)

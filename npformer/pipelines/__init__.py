@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from npformer.hub import resolve
+from npformer.hub import cache_dir, resolve
 from npformer.models.auto import build_encoder, open_checkpoint
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
@@ -40,7 +39,7 @@ def default_model(task: str) -> str | Path:
     if name == "builtin:sentiment":
         return BUILTIN_SENTIMENT
     if name == MINILM_ID:
-        cache = Path(os.environ.get("NPFORMER_CACHE", Path.home() / ".cache" / "npformer")) / "all-MiniLM-L6-v2"
+        cache = cache_dir() / "all-MiniLM-L6-v2"
         if (cache / "model.safetensors").is_file():
             return cache
     return name

@@ -40,8 +40,6 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
     With ``per_token`` the result has a sequence axis (``(batch, seq_len, ...)``) and each row is
     cut back to its own length.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
     results: list = [None] * len(encodings)
     for start in range(0, len(order), batch_size):
