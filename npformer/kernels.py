@@ -15,6 +15,8 @@ from llvmlite import ir
 from numba import int32, njit, prange, types
 from numba.extending import intrinsic
 
+from npformer import gemm
+
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)
 SQRT_2_OVER_PI = F32(0.7978845608028654)
@@ -154,40 +156,80 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     return x
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def masked_softmax_(scores, mask):
-    """In place softmax over the last axis of ``scores (batch, heads, q_len, k_len) float32``.
-
-    ``mask (batch, k_len)`` int: keys with 0 get probability 0 (reference: Transformers adds the
-    float32 minimum to masked scores before ``softmax``; a row with every key masked becomes
-    uniform there, and here too).
-    """
-    batch, heads, q_len, k_len = scores.shape
-    lowest = F32(-3.0e38)
-    for bh in prange(batch * heads):
-        b = bh // heads
-        h = bh % heads
-        n_valid = 0
+@njit(cache=True, inline="always", fastmath=True)
+def _masked_softmax_row_(row, mask_row, n_valid):
+    # In place softmax of one row of attention scores; keys with mask 0 get probability 0
+    # (reference: Transformers adds the float32 minimum to masked scores before softmax, so a row
+    # with every key masked becomes uniform there, and here too).
+    k_len = mask_row.shape[0]
+    if n_valid == 0:  # nothing to attend to
         for j in range(k_len):
+            row[j] = F32(1.0) / k_len
+        return
+    lowest = F32(-3.0e38)
+    m = lowest  # branch-free passes (selects) so that each one vectorizes
+    for j in range(k_len):
+        m = max(m, row[j] if mask_row[j] != 0 else lowest)
+    total = F32(0.0)
+    for j in range(k_len):
+        e = _exp(row[j] - m) if mask_row[j] != 0 else F32(0.0)
+        row[j] = e
+        total += e
+    inv = F32(1.0) / total
+    for j in range(k_len):
+        row[j] *= inv
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def attention(q, k, v, mask, num_heads, probs):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
+    + mask) V`` for every (sequence, head) pair, in parallel over the pairs.
+
+    ``q, k, v (batch * seq, hidden) float32`` are the projections (heads side by side along hidden),
+    ``mask (batch, seq)`` int (0 = padding key). Returns the context ``(batch * seq, hidden) float32``.
+    ``probs`` is ``(batch, num_heads, seq, seq) float32`` to receive the attention probabilities, or
+    an empty ``(0, 0, 0, 0)`` array when they are not wanted.
+
+    Both products run on the packed micro-kernel of :mod:`npformer.gemm`: per pair, K^T (keys
+    padded to 32) and V (head dimensions padded to 32) are packed into small scratch buffers and
+    the scores of one pair stay in cache from ``Q K^T`` through the softmax to ``P V``.
+    reference: transformers BertSelfAttention (eager) / DistilBERT MultiHeadSelfAttention.
+    """
+    batch, seq = mask.shape
+    hidden = q.shape[1]
+    d = hidden // num_heads
+    keys_p = -(-seq // gemm.NR) * gemm.NR
+    d_p = -(-d // gemm.NR) * gemm.NR
+    scale = F32(1.0 / math.sqrt(d))
+    context = np.empty((batch * seq, hidden), np.float32)
+    zeros = np.zeros(max(keys_p, d_p), np.float32)
+    keep_probs = probs.shape[0] > 0
+    for pair in prange(batch * num_heads):
+        b, h = pair // num_heads, pair % num_heads
+        r0, c0 = b * seq, h * d
+        qh = np.empty((seq, d), np.float32)
+        kt = np.zeros(keys_p * d, np.float32)  # blocks of 16 keys, each [d][16]
+        vp = np.zeros(d_p * seq, np.float32)  # blocks of 16 head dimensions, each [seq][16]
+        for i in range(seq):
+            for t in range(d):
+                qh[i, t] = q[r0 + i, c0 + t] * scale
+                kt[((i // 16) * d + t) * 16 + i % 16] = k[r0 + i, c0 + t]
+                vp[((t // 16) * seq + i) * 16 + t % 16] = v[r0 + i, c0 + t]
+        scores = np.empty((seq, keys_p), np.float32)
+        for jb in range(keys_p // gemm.NR):
+            gemm.tile_rows(qh, 0, d, kt, jb * 32 * d, 16 * d, d, scores, jb * gemm.NR, keys_p, zeros, 0, seq)
+        n_valid = 0
+        for j in range(seq):
             n_valid += mask[b, j] != 0
-        for i in range(q_len):
-            row = scores[b, h, i]
-            if n_valid == 0:  # nothing to attend to
-                for j in range(k_len):
-                    row[j] = F32(1.0) / k_len
-                continue
-            m = lowest  # branch-free passes (selects) so that each one vectorizes
-            for j in range(k_len):
-                m = max(m, row[j] if mask[b, j] != 0 else lowest)
-            total = F32(0.0)
-            for j in range(k_len):
-                e = _exp(row[j] - m) if mask[b, j] != 0 else F32(0.0)
-                row[j] = e
-                total += e
-            inv = F32(1.0) / total
-            for j in range(k_len):
-                row[j] *= inv
-    return scores
+        for i in range(seq):
+            _masked_softmax_row_(scores[i, :seq], mask[b], n_valid)
+            if keep_probs:
+                probs[b, h, i] = scores[i, :seq]
+        ctx = np.empty((seq, d_p), np.float32)
+        for jb in range(d_p // gemm.NR):
+            gemm.tile_rows(scores, 0, keys_p, vp, jb * 32 * seq, 16 * seq, seq, ctx, jb * gemm.NR, d_p, zeros, 0, seq)
+        context[r0:r0 + seq, c0:c0 + d] = ctx[:, :d]
+    return context
 
 
 def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:

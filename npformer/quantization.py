@@ -27,6 +27,8 @@ from numba import int32, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from npformer.gemm import PackedMatrix, array_pointer, i64, splat
+
 SCHEME = "int8-per-channel-symmetric"
 SCALE_SUFFIX = "_scale"
 
@@ -101,10 +103,6 @@ MR, NR = 8, 32  # micro-kernel: activation rows, output channels (two 16-lane ve
 ROW_TILE = 256  # activation rows kept in L2 while the cores split the channel blocks
 
 
-def _i64(builder, value):
-    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
-
-
 @intrinsic
 def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums,
                w_scales, bias, j_off):
@@ -117,21 +115,16 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         i8, i32, f32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
         v16, f16 = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
         x_off, ldx, w_off, w_block, k_steps, o_off, ldo, i_off, j_off = [
-            _i64(builder, args[k]) for k in (1, 2, 4, 5, 6, 8, 9, 11, 15)]
+            i64(builder, args[k]) for k in (1, 2, 4, 5, 6, 8, 9, 11, 15)]
 
         def data(k, elem):
-            return builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data, elem.as_pointer())
+            return array_pointer(context, builder, sig, args, k, elem)
 
         def at(ptr, *offsets):
             return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
 
         def const(v):
             return ir.Constant(ir.IntType(64), v)
-
-        def splat(scalar, vec_type):
-            undef = ir.Constant(vec_type, ir.Undefined)
-            one = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, 16), [0] * 16))
 
         x_p, w_p = at(data(0, i8), x_off), at(data(3, i8), w_off)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
@@ -153,7 +146,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         new = []
         for a in range(MR):
             xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(a), ldx), x_step), i32.as_pointer()), align=1)
-            xb = splat(xv, v16)
+            xb = splat(builder, xv, v16)
             new += [builder.call(dpbusd, [accs[2 * a + h], xb, ws[h]]) for h in range(2)]
         t_next = builder.add(t, const(1))
         t.add_incoming(t_next, loop)
@@ -172,7 +165,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
             correction = builder.mul(sums, shift)
             for a in range(MR):
                 value = builder.sitofp(builder.sub(new[2 * a + h], correction), f16)
-                x_scale = splat(builder.load(at(xs_p, const(a))), f16)
+                x_scale = splat(builder, builder.load(at(xs_p, const(a))), f16)
                 value = builder.fadd(builder.fmul(builder.fmul(value, x_scale), scales), biases)
                 dst = at(out_p, builder.mul(const(a), ldo), const(16 * h))
                 builder.store(value, builder.bitcast(dst, f16.as_pointer()), align=4)
@@ -357,6 +350,8 @@ def quantize_encoder_(encoder, embeddings: bool = True):
     for layer in encoder.layers:
         for name in LayerWeights.LINEARS:
             w = getattr(layer, name)
+            if isinstance(w, PackedMatrix):
+                w = w.dense()
             if isinstance(w, np.ndarray):
                 setattr(layer, name, QuantizedTensor.from_float(w))
     if embeddings and isinstance(encoder.embeddings.word, np.ndarray):

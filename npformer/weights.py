@@ -1,7 +1,7 @@
 """safetensors checkpoints by memory map: tensor lookup, key prefixes, dtype conversion, checks.
 
 The ``safetensors`` library validates each file and reads its header and metadata; the tensors
-themselves are NumPy views into one ``np.memmap`` of the file, so a float32 checkpoint costs no
+themselves are read-only NumPy views into one ``mmap`` of the file, so a float32 checkpoint costs no
 copy (the library's ``get_tensor`` returns an owned copy of every tensor, which would double the
 memory). float16 / bfloat16 tensors are converted to float32 once, at load time.
 Never unpickles: a directory holding only ``pytorch_model.bin`` gets an error saying how to convert it.
@@ -10,6 +10,7 @@ Never unpickles: a directory holding only ``pytorch_model.bin`` gets an error sa
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Weights:
         self.directory = directory
         self.tensors: dict[str, np.ndarray] = {}
         self.metadata: dict[str, str] = {}
+        self._ranges: dict[str, tuple[mmap.mmap, int, int]] = {}  # key -> (mapping, first byte, end)
         for file in files:
             with safe_open(file, framework="numpy") as f:  # validates header and offsets
                 if not self.metadata:
@@ -73,12 +75,12 @@ class Weights:
                 f"`transformers.AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`")
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in {directory}")
 
-    @staticmethod
-    def _map(file: Path) -> dict[str, np.ndarray]:
+    def _map(self, file: Path) -> dict[str, np.ndarray]:
         with open(file, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(header_len))
-        data = np.memmap(file, dtype=np.uint8, mode="r").view(np.ndarray)  # plain views, same mapping
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        data = np.frombuffer(mapping, dtype=np.uint8)  # read-only views into one mapping
         base = 8 + header_len
         out = {}
         for name, info in header.items():
@@ -87,6 +89,7 @@ class Weights:
             if info["dtype"] not in _DTYPES:
                 raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
             start, end = info["data_offsets"]
+            self._ranges[name] = (mapping, base + start, base + end)
             arr = data[base + start: base + end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
             if info["dtype"] == "BF16":
                 arr = _bf16_to_f32(arr)
@@ -129,6 +132,17 @@ class Weights:
             raise ValueError(f"tensor {key!r} has shape {tuple(arr.shape)} but the config implies {tuple(shape)}")
         self.used.add(key)
         return arr
+
+    def release(self, name: str) -> None:
+        """Drop the pages of tensor ``name`` from this process's memory (``madvise(MADV_DONTNEED)``)
+        once a copy of it has been made (packed weights): the file stays mapped and a later read
+        faults the pages back in, so nothing breaks, but peak RSS holds each weight once."""
+        key = self.resolve(name)
+        if key is None or key not in self._ranges or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        mapping, start, end = self._ranges[key]
+        start -= start % mmap.PAGESIZE  # whole pages; a shared neighbour page just faults back in
+        mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def unused(self, namespaces: tuple[str, ...]) -> list[str]:
         """Keys under one of ``namespaces`` (after the prefix) that no module asked for."""

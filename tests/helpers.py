@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from conftest import VOCABS, require
 
@@ -79,3 +80,10 @@ def random_batch(rng: np.random.Generator, vocab_size: int, batch: int, seq: int
 
 def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+
+
+def fresh_asm(kernel, *args) -> str:
+    """Assembly of ``kernel``'s source compiled anew (a cache-loaded dispatcher keeps no assembly)."""
+    fresh = njit(fastmath=True)(kernel.py_func)  # serial: the parallel launcher hides the loop body
+    fresh(*args)
+    return "".join(fresh.inspect_asm(sig) for sig in fresh.signatures)

@@ -9,9 +9,10 @@ import pytest
 
 from conftest import read_stsb
 from helpers import make_checkpoint, max_abs_diff, random_batch
-from npformer import AutoModel, Config
+from npformer import AutoModel, Config, gemm
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
+from npformer.weights import Weights
 
 torch = pytest.importorskip("torch")
 
@@ -108,13 +109,25 @@ def test_bf16_and_sharded_checkpoints(tmp_path):
     assert max_abs_diff(model(ids, mask, types).last_hidden_state, expected.last_hidden_state) <= TOL
 
 
-def test_weights_are_memory_mapped(tmp_path):
+def test_weights_are_memory_mapped_or_packed_once(tmp_path):
+    """Embeddings stay views of the file's mapping; Linear weights are either views too (BLAS path)
+    or packed copies equal to the file's tensors (Numba GEMM path), never both held."""
     make_checkpoint(tmp_path, "bert", **BERT_CONFIGS["tiny"])
     model = AutoModel.from_pretrained(tmp_path)
-    base = model.layers[0].ff1_w
-    while getattr(base, "base", None) is not None:
-        base = base.base
-    assert isinstance(base, np.memmap) or type(base).__name__ == "mmap"
+    file = Weights(tmp_path)
+
+    def mapping_of(arr):
+        while getattr(arr, "base", None) is not None:
+            arr = arr.base
+        return type(getattr(arr, "obj", arr)).__name__  # np.frombuffer(mmap) -> memoryview -> mmap
+
+    assert mapping_of(model.embeddings.word) == "mmap"
+    w = model.layers[0].ff1_w
+    if gemm.HAS_AVX512:
+        assert isinstance(w, gemm.PackedMatrix)
+        np.testing.assert_array_equal(w.dense(), file.get("encoder.layer.0.intermediate.dense.weight"))
+    else:
+        assert mapping_of(w) == "mmap"
 
 
 def test_load_errors(tmp_path):

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from numba import njit
 
 from conftest import read_stsb
-from helpers import make_checkpoint, random_batch
+from helpers import fresh_asm, make_checkpoint, random_batch
 from npformer import AutoModel, QuantizedTensor, quantize
 from npformer import quantization as q
 from npformer.models.heads import SequenceClassifier
@@ -46,23 +45,16 @@ def test_int8_kernels_are_exact(rows, k, n_out, seed):
     np.testing.assert_allclose(w.matmul(x, bias), exact + bias, **tol)
 
 
-def _fresh_asm(kernel, *args) -> str:
-    """Assembly of ``kernel``'s source compiled anew (a cache-loaded dispatcher keeps no assembly)."""
-    fresh = njit(fastmath=True)(kernel.py_func)  # serial: the parallel launcher hides the loop body
-    fresh(*args)
-    return "".join(fresh.inspect_asm(sig) for sig in fresh.signatures)
-
-
 def test_int8_kernel_is_vectorized():
     """The hot loop must use packed integer multiply-adds, not scalar arithmetic."""
     w = QuantizedTensor.from_float(np.ones((8, 128), np.float32))
     xq, xs = q.quantize_rows(np.ones((4, 128), np.float32))
-    portable = _fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales, np.zeros(8, np.float32))
+    portable = fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales, np.zeros(8, np.float32))
     assert re.search(r"vpmaddwd|vpmaddubsw|vpdpbusd|vpdpwssd", portable), "portable int8 kernel is not vectorized"
     if q.HAS_VNNI:
         packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
-        vnni = _fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32), n_p, k_p)
+        vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32), n_p, k_p)
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
 
 

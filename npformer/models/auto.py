@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from npformer.config import Config
+from npformer.gemm import HAS_AVX512
 from npformer.hub import resolve
 from npformer.models.bert import BertModel, Encoder
 from npformer.models.distilbert import DistilBertModel
@@ -27,6 +28,8 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
 
     ``dtype="int8"`` quantizes every Linear weight per output channel (see
     :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``.
+    float32 Linear weights are packed for the Numba GEMM (:mod:`npformer.gemm`) where the CPU has
+    AVX-512, and go through NumPy's BLAS otherwise.
     Raises ``ValueError`` for an unknown dtype, missing/unexpected tensors or a shape mismatch.
     """
     if dtype not in DTYPES:
@@ -42,6 +45,8 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
         quantization.quantize_encoder_(encoder)
+    elif encoder.dtype == "float32" and HAS_AVX512:
+        encoder.pack_linears_(weights)
     return encoder
 
 

@@ -23,6 +23,7 @@ from threadpoolctl import ThreadpoolController
 
 from npformer import kernels
 from npformer.config import Config
+from npformer.gemm import PackedMatrix
 from npformer.kernels import linear
 from npformer.weights import Weights
 
@@ -91,32 +92,17 @@ def bert_layer_names(i: int) -> dict[str, str]:
             "ln2_g": p + "output.LayerNorm.weight", "ln2_b": p + "output.LayerNorm.bias"}
 
 
-def self_attention(x: np.ndarray, w: LayerWeights, mask: np.ndarray, num_heads: int):
-    """Multi-head scaled dot-product attention. ``x (batch, seq, hidden)``, ``mask (batch, seq)``.
-
-    Returns the context ``(batch * seq, hidden)`` before the output projection, and the
-    probabilities ``(batch, heads, seq, seq)``.
-    """
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config,
+                      output_attentions: bool = False):
+    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
+    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None)."""
     batch, seq, hidden = x.shape
-    d_head = hidden // num_heads
-    x2 = x.reshape(batch * seq, hidden)
-
-    def heads(weight, bias):  # [B*S, H] -> [B, heads, S, d_head]
-        return linear(x2, weight, bias).reshape(batch, seq, num_heads, d_head).transpose(0, 2, 1, 3)
-
-    q = heads(w.q_w, w.q_b) * np.float32(1.0 / np.sqrt(d_head))
-    k, v = heads(w.k_w, w.k_b), heads(w.v_w, w.v_b)
-    probs = kernels.masked_softmax_(q @ k.transpose(0, 1, 3, 2), mask)  # [B, heads, S, S]
-    context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * seq, hidden)  # [B*S, H]
-    return context, probs
-
-
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config):
-    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and attention probs."""
-    batch, seq, hidden = x.shape
-    context, probs = self_attention(x, w, mask, config.num_attention_heads)
-    x = kernels.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x.reshape(-1, hidden),
-                                          w.ln1_g, w.ln1_b, config.layer_norm_eps)  # [B*S, H]
+    x = x.reshape(batch * seq, hidden)
+    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions else (0, 0, 0, 0),
+                     np.float32)
+    q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    context = kernels.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
+    x = kernels.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
     inner = linear(x, w.ff1_w)  # [B*S, H] -> [B*S, intermediate]
     if config.hidden_act == "relu":
         kernels.bias_relu_(inner, w.ff1_b)
@@ -124,7 +110,7 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
         kernels.bias_gelu_(inner, w.ff1_b, config.hidden_act != "gelu")
     x = kernels.bias_residual_layer_norm_(linear(inner, w.ff2_w), w.ff2_b, x, w.ln2_g, w.ln2_b,
                                           config.layer_norm_eps)
-    return x.reshape(batch, seq, hidden), probs
+    return x.reshape(batch, seq, hidden), probs if output_attentions else None
 
 
 def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
@@ -167,17 +153,17 @@ _THREADPOOLS = ThreadpoolController()
 
 
 @contextlib.contextmanager
-def one_parallel_runtime(dtype: str):
+def one_parallel_runtime(blas_linears: bool):
     """Let one thread pool own the cores during a forward pass.
 
     OpenBLAS and Numba's OpenMP workers both busy-wait after a parallel call; with both pools
     alive on few cores each steals the other's cycles (measured here: DistilBERT b=1 float32
-    200 ms -> 75 ms, int8 116 ms -> 27 ms). float32 spends its time in BLAS, so Numba's kernels
-    run on the calling thread (``numba.set_num_threads`` is per thread); int8 spends it in
-    Numba's GEMM, so BLAS (only the small attention products) gets one thread. The BLAS limit is
-    process-wide while the pass runs.
+    200 ms -> 75 ms, int8 116 ms -> 27 ms). Normally every product runs in Numba (packed float32
+    or int8 GEMM, attention), so BLAS gets one thread; the limit is process-wide while the pass
+    runs. Where Linear layers go through BLAS (float32 without AVX-512), Numba's kernels run on the
+    calling thread instead (``numba.set_num_threads`` is per thread).
     """
-    if dtype == "int8":
+    if not blas_linears:
         with _THREADPOOLS.limit(limits=1, user_api="blas"):
             yield
         return
@@ -201,6 +187,7 @@ class Encoder:
     pooler: tuple[np.ndarray, np.ndarray] | None = None
     dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
     namespaces: tuple[str, ...] = ()
+    layer_names = staticmethod(bert_layer_names)  # layer i's field -> checkpoint key
 
     def embed(self, input_ids, token_type_ids) -> np.ndarray:
         raise NotImplementedError
@@ -210,11 +197,11 @@ class Encoder:
         """Run the encoder; see :class:`EncoderOutput` for shapes. Raises ``ValueError`` on bad inputs."""
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
-        with one_parallel_runtime(self.dtype):
+        with one_parallel_runtime(isinstance(self.layers[0].q_w, np.ndarray) if self.layers else False):
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
             hidden_states, attentions = [x], []
             for layer in self.layers:
-                x, probs = transformer_layer(x, layer, attention_mask, self.config)
+                x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions)
                 hidden_states.append(x)
                 attentions.append(probs)
             pooled = None
@@ -223,6 +210,24 @@ class Encoder:
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)
+
+    def pack_linears_(self, weights: Weights) -> None:
+        """Hold every float32 Linear weight of the layers and the pooler as a
+        :class:`npformer.gemm.PackedMatrix` (the Numba GEMM's layout), releasing each memory-mapped
+        original as soon as its packed copy exists so that the model holds its weights once."""
+        def pack(w, name):
+            if not isinstance(w, np.ndarray):
+                return w
+            packed = PackedMatrix(w)
+            weights.release(name)
+            return packed
+
+        for i, layer in enumerate(self.layers):
+            names = self.layer_names(i)
+            for f in LayerWeights.LINEARS:
+                setattr(layer, f, pack(getattr(layer, f), names[f]))
+        if self.pooler is not None:
+            self.pooler = (pack(self.pooler[0], "pooler.dense.weight"), self.pooler[1])
 
     def check_unused(self, weights: Weights) -> None:
         """Raise ``ValueError`` if the checkpoint has encoder tensors this config does not use."""
@@ -274,7 +279,7 @@ class BertModel(Encoder):
             token_type=weights.get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h)),
             ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
             ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
-        self.layers = [LayerWeights.load(weights, bert_layer_names(i), c) for i in range(c.num_hidden_layers)]
+        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
         self.pooler = None
         if add_pooling_layer and weights.has("pooler.dense.weight"):
             self.pooler = (weights.get("pooler.dense.weight", (h, h)), weights.get("pooler.dense.bias", (h,)))

@@ -48,6 +48,7 @@ class DistilBertModel(Encoder):
     """
 
     namespaces = ("embeddings.", "transformer.")
+    layer_names = staticmethod(distilbert_layer_names)
 
     def __init__(self, config: Config, weights: Weights):
         self.config = c = config
@@ -57,7 +58,7 @@ class DistilBertModel(Encoder):
             position=weights.get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h)),
             ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
             ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
-        self.layers = [LayerWeights.load(weights, distilbert_layer_names(i), c) for i in range(c.num_hidden_layers)]
+        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
 
     def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """``(batch, seq)`` ids -> ``(batch, seq, dim)`` float32 embeddings after layer norm."""
