@@ -127,14 +127,15 @@ def warm_up_kernels() -> None:
     import numpy as np
 
     import npformer
-    from npformer import kernels
+    from npformer import gemm, kernels
 
     x = np.ones((8, 64), np.float32)
     kernels.layer_norm(x, x[0], x[0], 1e-12)
     kernels.bias_gelu_(x.copy(), x[0], False)
     kernels.bias_residual_layer_norm_(x.copy(), x[0], x, x[0], x[0], 1e-12)
-    kernels.masked_softmax_(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 4), np.int64))
+    kernels.attention(x, x, x, np.ones((2, 4), np.int64), 2, np.empty((0, 0, 0, 0), np.float32))
     npformer.QuantizedTensor.from_float(x).matmul(x, x[:, 0])
+    gemm.PackedMatrix(x).matmul(x, x[:, 0])
 
 
 def main() -> None:
