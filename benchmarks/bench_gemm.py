@@ -1,9 +1,12 @@
-"""The matrix products behind the encoder figures: NumPy's float32 BLAS vs PyTorch's vs npformer's int8.
+"""The matrix products behind the encoder figures: NumPy's float32 BLAS vs PyTorch's vs npformer's
+packed float32 GEMM and int8 GEMM, and the float32 FMA peak of one core.
 
 For the Linear shapes of a BERT-base / DistilBERT layer at seq_len 128 (rows = batch * 128), in one
-run: ``x @ W.T`` through NumPy (OpenBLAS), ``torch.nn.functional.linear`` (oneDNN / MKL), and
-npformer's int8 ``QuantizedTensor.matmul`` (activation quantization included), with 1 and 2
-threads; median of repeated calls, reported as GFLOP/s (GOP/s for int8). Writes a section to
+run: ``x @ W.T`` through NumPy (OpenBLAS), ``torch.nn.functional.linear`` (oneDNN / MKL),
+npformer's ``PackedMatrix.matmul`` (float32, bias included) and ``QuantizedTensor.matmul`` (int8,
+activation quantization included), with 1 and 2 threads; median of repeated calls, reported as
+GFLOP/s (GOP/s for int8). The peak is npformer's 8 x 32 micro-kernel run on operands that stay in
+L1 (no memory traffic): the most any float32 engine can get from one core. Writes a section to
 benchmarks/RESULTS.md.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py
@@ -15,8 +18,26 @@ import argparse
 
 import numpy as np
 from common import append_results, median_ms, require_clean_blas_env
+from numba import njit
+
+from npformer import gemm
 
 SHAPES = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (4096, 768, 3072), (4096, 3072, 768)]
+
+
+@njit(cache=True)
+def _l1_loop(x, w, bias, out, k, reps):
+    for _ in range(reps):
+        gemm.tile_rows(x, 0, k, w, 0, 16 * k, k, out, 0, gemm.NR, bias, 0, gemm.MR)
+
+
+def fma_peak_gflops(runs: int) -> float:
+    """GFLOP/s of the micro-kernel on one core with its operands in L1 (k = 128: 4 KB + 16 KB)."""
+    k, reps = 128, 20000
+    x, w = np.ones((gemm.MR, k), np.float32), gemm.pack_rows(np.ones((gemm.NR, k), np.float32))
+    bias, out = np.zeros(gemm.NR, np.float32), np.empty((gemm.MR, gemm.NR), np.float32)
+    ms, _ = median_ms(lambda: _l1_loop(x, w, bias, out, k, reps), runs)
+    return 2 * gemm.MR * gemm.NR * k * reps / ms / 1e6
 
 
 def main() -> None:
@@ -31,7 +52,10 @@ def main() -> None:
     import npformer
 
     rng = np.random.default_rng(0)
-    rows = ["| threads | rows x in -> out | NumPy float32 | PyTorch float32 | npformer int8 |", "|---|---|---|---|---|"]
+    peak = fma_peak_gflops(args.runs)
+    print(f"float32 FMA peak of one core: {peak:.0f} GFLOP/s")
+    rows = ["| threads | rows x in -> out | NumPy float32 | PyTorch float32 | npformer float32 | npformer int8 |",
+            "|---|---|---|---|---|---|"]
     for threads in (1, 2):
         torch.set_num_threads(threads)
         numba.set_num_threads(threads)
@@ -39,19 +63,23 @@ def main() -> None:
             x = rng.standard_normal((m, k)).astype(np.float32)
             w = rng.standard_normal((n, k)).astype(np.float32)
             q = npformer.QuantizedTensor.from_float(w)
+            p = gemm.PackedMatrix(w)
             tx, tw = torch.from_numpy(x), torch.from_numpy(w)
             runs = args.runs if m < 1000 else max(3, args.runs // 5)
             with threadpool_limits(threads, user_api="blas"):
                 t_np, _ = median_ms(lambda: x @ w.T, runs)
             t_torch, _ = median_ms(lambda: torch.nn.functional.linear(tx, tw), runs)
             with threadpool_limits(1, user_api="blas"):
+                t_p, _ = median_ms(lambda: p.matmul(x), runs)
                 t_q, _ = median_ms(lambda: q.matmul(x), runs)
             ops = 2 * m * k * n / 1e9
             rows.append(f"| {threads} | {m} x {k} -> {n} | {ops / t_np * 1e3:.0f} | {ops / t_torch * 1e3:.0f} | "
-                        f"{ops / t_q * 1e3:.0f} |")
+                        f"{ops / t_p * 1e3:.0f} | {ops / t_q * 1e3:.0f} |")
             print(rows[-1])
     append_results("Matrix products (GFLOP/s; GOP/s for int8)", "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
                    f"python benchmarks/bench_gemm.py --runs {args.runs}",
+                   f"float32 FMA peak of one core (npformer's micro-kernel, operands in L1): {peak:.0f} GFLOP/s; "
+                   f"two cores: at most {2 * peak:.0f}.\n\n"
                    "Median of repeated calls; higher is better. int8 includes quantizing the activations.\n\n"
                    + "\n".join(rows))
 

@@ -35,14 +35,17 @@ def blas_info() -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
+    """CPU model name with its family / model numbers (the name alone can hide the generation)."""
+    info = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = info.get("model name", "unknown CPU")
+    if "cpu family" in info:
+        cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
 
 
