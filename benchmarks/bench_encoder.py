@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve()
 CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer" / "bench"))
 SEQ = 128
 THREADS = 2
+WARMUP_S = 3.0  # seconds of untimed passes before timing, for every engine
 CONFIGS = {
     "distilbert-base": ("distilbert", dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
                                            max_position_embeddings=512)),
@@ -109,7 +110,7 @@ def worker(engine: str, name: str, batch: int, runs: int) -> dict:
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         weights = file.stat().st_size
         run = lambda: session.run(None, {"input_ids": ids, "attention_mask": mask})  # noqa: E731
-    ms, times = median_ms(run, runs, warmup=2)
+    ms, times = median_ms(run, runs, warmup=2, warmup_s=WARMUP_S)
     return {"median_ms": ms, "times_ms": [round(t, 2) for t in times], "peak_rss": peak_rss_bytes(),
             "baseline_rss": baseline, "weights_bytes": weights}
 
@@ -172,7 +173,8 @@ def main() -> None:
                             f"{r['median_ms'] / ort:.2f} | {r['weights_bytes'] / 2**20:.0f} | {r['peak_rss'] / 2**20:.0f} | "
                             f"{(r['peak_rss'] - r['baseline_rss']) / r['weights_bytes']:.2f} |")
     body = (f"seq_len {SEQ}, {THREADS} threads, random weights with the public configs; median of {args.runs} "
-            f"passes at batch 1 and {max(3, args.runs // 4)} at batch 32, each engine in its own process. "
+            f"passes at batch 1 and {max(3, args.runs // 4)} at batch 32 after {WARMUP_S:.0f} s of untimed passes, "
+            "each engine in its own process. "
             "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS (VmHWM) includes the "
             "interpreter and the engine's libraries ('runtime': RSS after imports and, for npformer, loading its "
             "compiled kernels, before the model); the last column divides what the model adds by that engine's "

@@ -49,10 +49,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
 
 
-def median_ms(fn, runs: int, warmup: int = 2) -> tuple[float, list[float]]:
-    """Median wall time of ``fn()`` in ms over ``runs`` calls after ``warmup`` calls; also every time."""
-    for _ in range(warmup):
+def median_ms(fn, runs: int, warmup: int = 2, warmup_s: float = 0.0) -> tuple[float, list[float]]:
+    """Median wall time of ``fn()`` in ms over ``runs`` calls, after ``warmup`` calls and at least
+    ``warmup_s`` seconds of calls (some engines' thread pools settle only after a few seconds:
+    ONNX Runtime float32 was seen at 2.3x its settled time for its first ten passes); also every time."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < warmup_s:
         fn()
+        done += 1
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()

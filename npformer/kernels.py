@@ -1,9 +1,11 @@
-"""Numba kernels: layer norm, GELU, masked softmax, fused bias/residual ops, and the linear layer.
+"""Numba kernels: layer norm, GELU, attention with its masked softmax, fused bias/residual ops, and
+the linear layer.
 
-Every kernel works on float32 arrays, row by row, in parallel over rows (``prange``), and is
-compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__`` instead
-of compiling again. Matrix products of float32 weights go through NumPy (BLAS); int8 weights go
-through :mod:`npformer.quantization`. Each kernel names the reference it reproduces.
+Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
+and is compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__``
+instead of compiling again. Matrix products run on the packed float32 micro-kernel of
+:mod:`npformer.gemm` (NumPy's BLAS for plain arrays) or the int8 GEMM of
+:mod:`npformer.quantization`. Each kernel names the reference it reproduces.
 """
 
 from __future__ import annotations
@@ -236,12 +238,15 @@ def attention(q, k, v, mask, num_heads, probs):
 def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``.
 
-    ``weight`` is a ``(out, in) float32`` array (BLAS through NumPy, bias added in place) or a
-    :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into dequantization), the
-    one switch between the float and the int8 paths. Without ``bias`` the fused kernel that follows
-    adds it (GELU, residual + layer norm).
+    ``weight`` is a :class:`npformer.gemm.PackedMatrix` (float32 GEMM, bias as the accumulators'
+    start), a :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into
+    dequantization) or a plain ``(out, in) float32`` array (BLAS through NumPy, bias added in place):
+    the one switch between the paths. Without ``bias`` the fused kernel that follows adds it (GELU,
+    residual + layer norm). Raises ``ValueError`` when ``x``'s width is not the weight's ``in``.
     """
     if isinstance(weight, np.ndarray):
+        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
         out = x @ weight.T
         if bias is not None:
             out += bias
