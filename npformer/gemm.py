@@ -151,11 +151,12 @@ def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off,
 
 
 @njit(cache=True, parallel=True)
-def sgemm_packed(x, w_packed, bias, n_padded):
+def sgemm_packed(x, w_packed, bias, out):
     """``x (rows, k) float32`` C-contiguous times weights packed by :func:`pack_rows`, plus ``bias
-    (n_padded,) float32`` -> ``(rows, n_padded) float32``. Parallel over 32-channel blocks."""
+    (n_padded,) float32`` -> written to ``out (rows, n_padded) float32`` (C-contiguous), which is
+    returned. Parallel over 32-channel blocks."""
     rows, k = x.shape
-    out = np.empty((rows, n_padded), np.float32)
+    n_padded = out.shape[1]
     w_block = 16 * k  # elements of one 16-channel block
     for r0 in range(0, rows, ROW_TILE):
         r1 = min(rows, r0 + ROW_TILE)
@@ -163,6 +164,20 @@ def sgemm_packed(x, w_packed, bias, n_padded):
             tile_rows(x, r0 * k, k, w_packed, jb * 2 * w_block, w_block, k, out, r0 * n_padded + jb * NR, n_padded,
                       bias, jb * NR, r1 - r0)
     return out
+
+
+def output_buffer(scratch: np.ndarray | None, rows: int, n: int) -> np.ndarray:
+    """A ``(rows, n) float32`` array for a product's result: a view into ``scratch`` (a 1-D float32
+    buffer) when it is given and large enough, else a new array.
+
+    Why reuse: glibc serves allocations above 32 MB (its largest mmap threshold) with fresh pages
+    from the kernel every time, and first-touching them costs more than the product's own writes
+    (measured here: 17.6 ms to fill a new 4096 x 3072 float32 array, 0.3 ms for 4096 x 768). The
+    encoder keeps one such buffer per thread for the feed-forward activations.
+    """
+    if scratch is not None and scratch.size >= rows * n:
+        return scratch[:rows * n].reshape(rows, n)
+    return np.empty((rows, n), np.float32)
 
 
 def pack_rows(w: np.ndarray) -> np.ndarray:
@@ -205,8 +220,10 @@ class PackedMatrix:
         """The ``(out, in) float32`` matrix (a new array)."""
         return unpack_rows(self.packed, *self.shape)
 
-    def matmul(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-        """``x (rows, in) float32`` -> ``x @ W.T + bias`` as ``(rows, out) float32``."""
+    def matmul(self, x: np.ndarray, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+        """``x (rows, in) float32`` -> ``x @ W.T + bias`` as ``(rows, out) float32``; with ``scratch``
+        (see :func:`output_buffer`) the result is a view into it. Raises ``ValueError`` on a width
+        mismatch."""
         n, k = self.shape
         if x.ndim != 2 or x.shape[1] != k:
             raise ValueError(f"cannot multiply activations of shape {x.shape} by a ({n}, {k}) weight")
@@ -218,5 +235,5 @@ class PackedMatrix:
         else:
             b = self._zero_bias.copy()
             b[:n] = bias
-        out = sgemm_packed(x, self.packed, b, self.n_padded)
+        out = sgemm_packed(x, self.packed, b, output_buffer(scratch, x.shape[0], self.n_padded))
         return out if n == self.n_padded else np.ascontiguousarray(out[:, :n])

@@ -235,14 +235,16 @@ def attention(q, k, v, mask, num_heads, probs):
     return context
 
 
-def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
+def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``.
 
     ``weight`` is a :class:`npformer.gemm.PackedMatrix` (float32 GEMM, bias as the accumulators'
     start), a :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into
     dequantization) or a plain ``(out, in) float32`` array (BLAS through NumPy, bias added in place):
     the one switch between the paths. Without ``bias`` the fused kernel that follows adds it (GELU,
-    residual + layer norm). Raises ``ValueError`` when ``x``'s width is not the weight's ``in``.
+    residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer
+    the result may be written to (see :func:`npformer.gemm.output_buffer`). Raises ``ValueError``
+    when ``x``'s width is not the weight's ``in``.
     """
     if isinstance(weight, np.ndarray):
         if x.ndim != 2 or x.shape[1] != weight.shape[1]:
@@ -251,4 +253,4 @@ def linear(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
         if bias is not None:
             out += bias
         return out
-    return weight.matmul(x, bias)
+    return weight.matmul(x, bias, scratch)

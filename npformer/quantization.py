@@ -27,7 +27,7 @@ from numba import int32, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.gemm import PackedMatrix, array_pointer, i64, splat
+from npformer.gemm import PackedMatrix, array_pointer, i64, output_buffer, splat
 
 SCHEME = "int8-per-channel-symmetric"
 SCALE_SUFFIX = "_scale"
@@ -197,16 +197,15 @@ def quantize_rows_u8(x, k_padded):
 
 
 @njit(cache=True, parallel=True)
-def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, n_padded, k_padded):
+def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded):
     """VNNI int8 GEMM, dequantized, bias added: ``xu (rows_p, k_p) uint8`` (shifted activations,
     ``rows_p % 8 == 0``), ``w_packed`` from :meth:`QuantizedTensor.packed`, ``bias (n_p,) float32``
-    -> ``(rows_p, n_p) float32``.
+    -> written to ``out (rows_p, n_p) float32`` (C-contiguous), which is returned.
 
     Tiled for the caches: 256 activation rows at a time stay in L2 while the cores split the
     32-channel blocks; a block's packed weights (``32 * k_p`` bytes) stay in L1 across those rows.
     """
-    rows_p = xu.shape[0]
-    out = np.empty((rows_p, n_padded), np.float32)
+    rows_p, n_padded = out.shape
     k_steps = k_padded // 4
     w_block = 16 * k_padded  # bytes of one 16-channel block
     for r0 in range(0, rows_p, ROW_TILE):
@@ -294,9 +293,10 @@ class QuantizedTensor:
         """``(out, in) float32`` approximation of the original matrix."""
         return self.values.astype(np.float32) * self.scales[:, None]
 
-    def matmul(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    def matmul(self, x: np.ndarray, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
         """``x (rows, in) float32`` -> ``x @ W.T + bias`` as ``(rows, out) float32`` (activations per-row
-        int8; the bias ``(out,)`` is added as the int32 sums are dequantized)."""
+        int8; the bias ``(out,)`` is added as the int32 sums are dequantized). With ``scratch`` (a
+        1-D float32 buffer, see :func:`npformer.gemm.output_buffer`) the result is a view into it."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = self.shape[0]
         if not HAS_VNNI:
@@ -313,7 +313,7 @@ class QuantizedTensor:
             b = np.zeros(n_p, np.float32)
             b[:n] = bias
         xu, xs = quantize_rows_u8(x, k_p)
-        out = int8_matmul_vnni(xu, xs, packed, sums, scales, b, n_p, k_p)
+        out = int8_matmul_vnni(xu, xs, packed, sums, scales, b, output_buffer(scratch, xu.shape[0], n_p), k_p)
         return out[:x.shape[0], :n]
 
     def vnni_operands(self):

@@ -130,6 +130,27 @@ def test_weights_are_memory_mapped_or_packed_once(tmp_path):
         assert mapping_of(w) == "mmap"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_threads_share_a_model(tmp_path, dtype):
+    """Several threads calling one model at once get the answers of a serial run (per-thread
+    scratch buffers), and a result is not overwritten by the next call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = BERT_CONFIGS["tiny"]
+    make_checkpoint(tmp_path, "bert", **cfg)
+    model = AutoModel.from_pretrained(tmp_path, dtype=dtype)
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng, cfg["vocab_size"], 1 + i % 3, 5 + 7 * i) for i in range(8)]
+    serial = [model(*b).last_hidden_state for b in batches]
+    kept = [s.copy() for s in serial]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda b: model(*b).last_hidden_state, batches * 3))
+    for i, out in enumerate(parallel):
+        np.testing.assert_array_equal(out, kept[i % len(batches)])
+    for s, k in zip(serial, kept):
+        np.testing.assert_array_equal(s, k)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         AutoModel.from_pretrained(tmp_path / "nope")

@@ -54,6 +54,7 @@ def test_shape_mismatch_is_named():
 def test_micro_kernel_is_register_blocked():
     """The hot loop must be 16 zmm fused multiply-adds with broadcast activations per step of k."""
     w = gemm.pack_rows(np.ones((32, 16), np.float32))
-    asm = fresh_asm(gemm.sgemm_packed, np.ones((8, 16), np.float32), w, np.zeros(32, np.float32), 32)
+    asm = fresh_asm(gemm.sgemm_packed, np.ones((8, 16), np.float32), w, np.zeros(32, np.float32),
+                    np.empty((8, 32), np.float32))
     fmas = re.findall(r"vfmadd\d+ps\s+[^\n]*%zmm", asm)
     assert len(fmas) >= 16, "packed GEMM lost its zmm FMA micro-kernel"

@@ -54,7 +54,8 @@ def test_int8_kernel_is_vectorized():
     if q.HAS_VNNI:
         packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
-        vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32), n_p, k_p)
+        vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32),
+                         np.empty((xu.shape[0], n_p), np.float32), k_p)
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
 
 

@@ -15,6 +15,7 @@ DistilBERT, which differs only in names and embeddings.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, fields
 
 import numba
@@ -23,7 +24,7 @@ from threadpoolctl import ThreadpoolController
 
 from npformer import kernels
 from npformer.config import Config
-from npformer.gemm import PackedMatrix
+from npformer.gemm import MR, NR, PackedMatrix
 from npformer.kernels import linear
 from npformer.weights import Weights
 
@@ -93,9 +94,10 @@ def bert_layer_names(i: int) -> dict[str, str]:
 
 
 def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config,
-                      output_attentions: bool = False):
+                      output_attentions: bool = False, scratch: np.ndarray | None = None):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
-    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None)."""
+    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
+    ``scratch`` is a reusable float32 buffer for the feed-forward activations (see ``linear``)."""
     batch, seq, hidden = x.shape
     x = x.reshape(batch * seq, hidden)
     probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions else (0, 0, 0, 0),
@@ -103,7 +105,7 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
     q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
     context = kernels.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
     x = kernels.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
-    inner = linear(x, w.ff1_w)  # [B*S, H] -> [B*S, intermediate]
+    inner = linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
     if config.hidden_act == "relu":
         kernels.bias_relu_(inner, w.ff1_b)
     else:
@@ -201,7 +203,8 @@ class Encoder:
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
             hidden_states, attentions = [x], []
             for layer in self.layers:
-                x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions)
+                x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions,
+                                             self.scratch(x.shape[0] * x.shape[1]))
                 hidden_states.append(x)
                 attentions.append(probs)
             pooled = None
@@ -210,6 +213,17 @@ class Encoder:
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)
+
+    def scratch(self, rows: int) -> np.ndarray:
+        """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
+        (rows and channels padded as the GEMMs write them); grown on demand, never shared between
+        threads, so one model can serve several threads."""
+        local = self.__dict__.setdefault("_scratch", threading.local())
+        size = (-(-rows // MR) * MR) * (-(-self.config.intermediate_size // NR) * NR)
+        buffer = getattr(local, "buffer", None)
+        if buffer is None or buffer.size < size:
+            local.buffer = buffer = np.empty(size, np.float32)
+        return buffer
 
     def pack_linears_(self, weights: Weights) -> None:
         """Hold every float32 Linear weight of the layers and the pooler as a
