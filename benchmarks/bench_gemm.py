@@ -2,10 +2,11 @@
 packed float32 GEMM and int8 GEMM, and the float32 FMA peak of one core.
 
 For the Linear shapes of a BERT-base / DistilBERT layer at seq_len 128 (rows = batch * 128), in one
-run: ``x @ W.T`` through NumPy (OpenBLAS), ``torch.nn.functional.linear`` (oneDNN / MKL),
-npformer's ``PackedMatrix.matmul`` (float32, bias included) and ``QuantizedTensor.matmul`` (int8,
-activation quantization included), with 1 and 2 threads; median of repeated calls, reported as
-GFLOP/s (GOP/s for int8). The peak is npformer's 8 x 32 micro-kernel run on operands that stay in
+run: ``x @ W.T`` through NumPy (OpenBLAS), ``torch.matmul`` (oneDNN / MKL), npformer's
+``PackedMatrix.matmul`` (float32) and ``QuantizedTensor.matmul`` (int8, activation quantization
+included), with 1 and 2 threads, each writing into a preallocated output (a fresh 50 MB array costs
+more in page faults than the product's own stores); median of repeated calls, reported as GFLOP/s
+(GOP/s for int8). The peak is npformer's 8 x 32 micro-kernel run on operands that stay in
 L1 (no memory traffic): the most any float32 engine can get from one core. Writes a section to
 benchmarks/RESULTS.md.
 
@@ -66,12 +67,15 @@ def main() -> None:
             p = gemm.PackedMatrix(w)
             tx, tw = torch.from_numpy(x), torch.from_numpy(w)
             runs = args.runs if m < 1000 else max(3, args.runs // 5)
+            out = np.empty((m, n), np.float32)  # every engine writes into a preallocated output
+            t_out = torch.from_numpy(out)
+            scratch = np.empty(-(-m // gemm.MR) * gemm.MR * -(-n // gemm.NR) * gemm.NR, np.float32)
             with threadpool_limits(threads, user_api="blas"):
-                t_np, _ = median_ms(lambda: x @ w.T, runs)
-            t_torch, _ = median_ms(lambda: torch.nn.functional.linear(tx, tw), runs)
+                t_np, _ = median_ms(lambda: np.matmul(x, w.T, out=out), runs)
+            t_torch, _ = median_ms(lambda: torch.matmul(tx, tw.T, out=t_out), runs)
             with threadpool_limits(1, user_api="blas"):
-                t_p, _ = median_ms(lambda: p.matmul(x), runs)
-                t_q, _ = median_ms(lambda: q.matmul(x), runs)
+                t_p, _ = median_ms(lambda: p.matmul(x, scratch=scratch), runs)
+                t_q, _ = median_ms(lambda: q.matmul(x, scratch=scratch), runs)
             ops = 2 * m * k * n / 1e9
             rows.append(f"| {threads} | {m} x {k} -> {n} | {ops / t_np * 1e3:.0f} | {ops / t_torch * 1e3:.0f} | "
                         f"{ops / t_p * 1e3:.0f} | {ops / t_q * 1e3:.0f} |")
@@ -80,7 +84,8 @@ def main() -> None:
                    f"python benchmarks/bench_gemm.py --runs {args.runs}",
                    f"float32 FMA peak of one core (npformer's micro-kernel, operands in L1): {peak:.0f} GFLOP/s; "
                    f"two cores: at most {2 * peak:.0f}.\n\n"
-                   "Median of repeated calls; higher is better. int8 includes quantizing the activations.\n\n"
+                   "Median of repeated calls into preallocated outputs; higher is better. int8 includes quantizing "
+                   "the activations.\n\n"
                    + "\n".join(rows))
 
 

@@ -80,6 +80,21 @@ def test_distilbert_matches_transformers(tmp_path, name, seed):
         compare(model, ref, *random_batch(rng, cfg["vocab_size"], batch, seq, type_vocab=1), with_types=False)
 
 
+@pytest.mark.parametrize("model_type,name", [("bert", "tinybert-4x312"), ("distilbert", "3x256")])
+def test_blas_fallback_matches_transformers(tmp_path, monkeypatch, model_type, name):
+    """Without AVX-512 the float32 Linear layers stay memory-mapped arrays and go through BLAS."""
+    import npformer.models.auto
+
+    monkeypatch.setattr(npformer.models.auto, "HAS_AVX512", False)
+    cfg = (BERT_CONFIGS if model_type == "bert" else DISTIL_CONFIGS)[name]
+    ref = make_checkpoint(tmp_path, model_type, **cfg)
+    model = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(model.layers[0].q_w, np.ndarray)
+    ids, mask, types = random_batch(np.random.default_rng(3), cfg["vocab_size"], 3, 21,
+                                    type_vocab=2 if model_type == "bert" else 1)
+    compare(model, ref, ids, mask, types, with_types=model_type == "bert")
+
+
 def test_task_checkpoint_prefix_and_fp16(tmp_path):
     """A BertForSequenceClassification checkpoint (``bert.`` prefix), saved in float16."""
     cfg = BERT_CONFIGS["tiny"]
