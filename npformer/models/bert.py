@@ -201,12 +201,14 @@ class Encoder:
                                                                  token_type_ids)
         with one_parallel_runtime(isinstance(self.layers[0].q_w, np.ndarray) if self.layers else False):
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
-            hidden_states, attentions = [x], []
+            hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for layer in self.layers:
                 x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions,
                                              self.scratch(x.shape[0] * x.shape[1]))
-                hidden_states.append(x)
-                attentions.append(probs)
+                if output_hidden_states:
+                    hidden_states.append(x)
+                if output_attentions:
+                    attentions.append(probs)
             pooled = None
             if self.pooler is not None:
                 pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
