@@ -145,6 +145,18 @@ def test_weights_are_memory_mapped_or_packed_once(tmp_path):
         assert mapping_of(w) == "mmap"
 
 
+def test_released_tensors_read_back_from_the_file(tmp_path):
+    """After ``release`` (MADV_DONTNEED) a tensor's pages fault back in from the file: same values,
+    never zeros (which a private copy-on-write mapping would give)."""
+    make_checkpoint(tmp_path, "bert", **BERT_CONFIGS["tiny"])
+    weights = Weights(tmp_path)
+    name = "encoder.layer.1.output.dense.weight"
+    before = weights.get(name).copy()
+    assert np.abs(before).max() > 0
+    weights.release(name)
+    np.testing.assert_array_equal(weights.get(name), before)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_threads_share_a_model(tmp_path, dtype):
     """Several threads calling one model at once get the answers of a serial run (per-thread
