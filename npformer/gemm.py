@@ -11,10 +11,10 @@
   * the two cores split the 32-channel blocks (``prange``); a block's weights stream from L2 while
     a tile of 128 activation rows stays there.
 
-On this machine (AMD EPYC Zen 4, measured in ``benchmarks/bench_gemm.py``) it runs the BERT-base
-layer shapes at b=1 within a few percent of the FMA peak, faster than NumPy's OpenBLAS, and it
-lets the whole forward pass run in one thread pool (Numba's) instead of two that spin against
-each other. Numba has no vector types, so the micro-kernel is LLVM IR (``llvm.fmuladd`` on
+On the development machine (AMD EPYC Zen 4, ``benchmarks/bench_gemm.py``) it runs the BERT-base
+layer shapes at b=1 at 83-97% of the measured one-core FMA peak, faster than NumPy's OpenBLAS and
+PyTorch there, and it lets the whole forward pass run in one thread pool (Numba's) instead of two
+that spin against each other. Numba has no vector types, so the micro-kernel is LLVM IR (``llvm.fmuladd`` on
 ``<16 x float>``: fused where the CPU has FMA, correct everywhere). Without AVX-512 the packed
 path is not used and Linear layers go through BLAS.
 """

@@ -89,7 +89,7 @@ def test_blas_fallback_matches_transformers(tmp_path, monkeypatch, model_type, n
     cfg = (BERT_CONFIGS if model_type == "bert" else DISTIL_CONFIGS)[name]
     ref = make_checkpoint(tmp_path, model_type, **cfg)
     model = AutoModel.from_pretrained(tmp_path)
-    assert isinstance(model.layers[0].q_w, np.ndarray)
+    assert model.blas_linears and isinstance(model.layers[0].q_w, np.ndarray)
     ids, mask, types = random_batch(np.random.default_rng(3), cfg["vocab_size"], 3, 21,
                                     type_vocab=2 if model_type == "bert" else 1)
     compare(model, ref, ids, mask, types, with_types=model_type == "bert")

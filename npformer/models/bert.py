@@ -199,7 +199,7 @@ class Encoder:
         """Run the encoder; see :class:`EncoderOutput` for shapes. Raises ``ValueError`` on bad inputs."""
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
-        with one_parallel_runtime(isinstance(self.layers[0].q_w, np.ndarray) if self.layers else False):
+        with one_parallel_runtime(self.blas_linears):
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for layer in self.layers:
@@ -215,6 +215,12 @@ class Encoder:
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)
+
+    @property
+    def blas_linears(self) -> bool:
+        """True when the Linear weights are plain float32 arrays multiplied by NumPy's BLAS (a CPU
+        without AVX-512); False for packed float32 and int8 weights (Numba GEMMs)."""
+        return bool(self.layers) and isinstance(self.layers[0].q_w, np.ndarray)
 
     def scratch(self, rows: int) -> np.ndarray:
         """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
