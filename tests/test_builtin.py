@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import ROOT, read_sst2
 from npformer.cli import main
@@ -55,18 +54,49 @@ def test_builtin_accuracy_on_a_slice_of_sst2_dev():
     assert accuracy >= 0.85, accuracy
 
 
-def test_float32_export_matches_transformers():
-    if not (FP32_EXPORT / "model.safetensors").is_file():
-        pytest.skip(f"float32 export not present at {FP32_EXPORT} (kept out of git; made by scripts/train_sst2.py)")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+def float32_checkpoint(directory: Path) -> Path:
+    """The float32 export of the built-in model when it is present (made by scripts/train_sst2.py,
+    kept out of git), else a float32 checkpoint written to ``directory`` from the built-in INT8
+    weights, dequantized (every other tensor as stored)."""
+    if (FP32_EXPORT / "model.safetensors").is_file():
+        return FP32_EXPORT
+    from safetensors.numpy import save_file
+
+    from npformer.weights import Weights
+
+    weights = Weights(BUILTIN_SENTIMENT)
+    tensors = {}
+    for key in weights.tensors:
+        if not key.endswith("_scale"):
+            t = weights.get(key)
+            tensors[key] = t.dequantize() if isinstance(t, npformer.QuantizedTensor) else np.ascontiguousarray(t)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    for item in BUILTIN_SENTIMENT.iterdir():
+        if item.suffix in (".json", ".txt"):
+            (directory / item.name).write_bytes(item.read_bytes())
+    return directory
+
+
+def test_float32_model_matches_transformers_and_int8_agrees(tmp_path):
+    """The trained model's float32 graph equals Transformers' (<= 1e-4 on logits), and the shipped
+    INT8 model predicts the same labels on SST-2 dev sentences with logits close to float32's."""
+    import torch
+    import transformers
+
+    directory = float32_checkpoint(tmp_path)
     texts = read_sst2("dev")[0][:64]
-    tok = npformer.Tokenizer.from_pretrained(FP32_EXPORT)
+    tok = npformer.Tokenizer.from_pretrained(directory)
     enc = tok(texts, padding=True)
-    ours = npformer.SequenceClassifier.from_pretrained(FP32_EXPORT)(enc["input_ids"], enc["attention_mask"],
-                                                                      enc["token_type_ids"]).logits
-    ref = transformers.BertForSequenceClassification.from_pretrained(FP32_EXPORT).eval()
+    ours = npformer.SequenceClassifier.from_pretrained(directory)(enc["input_ids"], enc["attention_mask"],
+                                                                   enc["token_type_ids"]).logits
+    ref = transformers.BertForSequenceClassification.from_pretrained(directory).eval()
     with torch.no_grad():
         expected = ref(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
-    print(f"max abs logit diff vs Transformers: {np.abs(ours - expected).max():.2e}")
+    int8 = npformer.SequenceClassifier.from_pretrained(BUILTIN_SENTIMENT)(enc["input_ids"], enc["attention_mask"],
+                                                                          enc["token_type_ids"]).logits
+    agreement = np.mean(int8.argmax(-1) == ours.argmax(-1))
+    print(f"{directory.name}: max abs logit diff vs Transformers {np.abs(ours - expected).max():.2e}; "
+          f"int8 vs float32: agreement {agreement:.3f}, max abs logit diff {np.abs(int8 - ours).max():.3f}")
     assert np.abs(ours - expected).max() <= 1e-4
+    assert agreement >= 0.95
+    assert np.abs(int8 - ours).max() <= 0.5
