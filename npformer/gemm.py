@@ -59,6 +59,45 @@ def vector_at(builder, ptr, offset, vec_type):
     return builder.bitcast(builder.gep(ptr, [offset]), vec_type.as_pointer())
 
 
+def counted_loop(builder, name, count, inits, step):
+    """Emit ``for t in range(count): values = step(t, values)`` where ``values`` (IR values, e.g. a
+    micro-kernel's accumulators) start at ``inits`` and live in phi nodes; ``count`` is an i64.
+    Returns the values after the loop (``inits`` when ``count <= 0``), with the builder after it."""
+    i64_t = ir.IntType(64)
+    zero, one = ir.Constant(i64_t, 0), ir.Constant(i64_t, 1)
+    entry = builder.basic_block
+    loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
+    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
+    builder.position_at_end(loop)
+    t = builder.phi(i64_t)
+    t.add_incoming(zero, entry)
+    values = []
+    for init in inits:
+        value = builder.phi(init.type)
+        value.add_incoming(init, entry)
+        values.append(value)
+    new = step(t, values)
+    body_end, t_next = builder.basic_block, builder.add(t, one)
+    t.add_incoming(t_next, body_end)
+    for value, updated in zip(values, new):
+        value.add_incoming(updated, body_end)
+    builder.cbranch(builder.icmp_signed("<", t_next, count), loop, done)
+    builder.position_at_end(done)
+    results = []
+    for init, updated in zip(inits, new):
+        result = builder.phi(init.type)
+        result.add_incoming(init, entry)
+        result.add_incoming(updated, body_end)
+        results.append(result)
+    return results
+
+
+@njit(cache=True, inline="always")
+def round_up(n, multiple):
+    """``n`` rounded up to a multiple of ``multiple`` (the padded sizes of packed operands)."""
+    return -(-n // multiple) * multiple
+
+
 def _fma_kernel(mr):
     """The ``mr x 32`` micro-kernel (``mr`` in 1, 2, 4, 8) as a Numba intrinsic:
 
@@ -86,37 +125,19 @@ def _fma_kernel(mr):
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16] * 3),
                                                      "llvm.fmuladd.v16f32")
             biases = [builder.load(vector_at(builder, b_p, const(16 * h), f16), align=4) for h in range(2)]
-            entry = builder.basic_block
-            loop, done = builder.append_basic_block("fma.loop"), builder.append_basic_block("fma.done")
-            builder.cbranch(builder.icmp_signed(">", k, const(0)), loop, done)
-            builder.position_at_end(loop)
-            t = builder.phi(ir.IntType(64))
-            t.add_incoming(const(0), entry)
-            accs = []
-            for a in range(mr * 2):
-                acc = builder.phi(f16)
-                acc.add_incoming(biases[a % 2], entry)
-                accs.append(acc)
-            w_t = builder.mul(t, const(16))
-            ws = [builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16), align=4)
-                  for h in range(2)]
-            new = []
-            for a in range(mr):
-                xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(a), ldx), t)]), align=4)
-                xb = splat(builder, xa, f16)
-                new += [builder.call(fmuladd, [xb, ws[h], accs[2 * a + h]]) for h in range(2)]
-            t_next = builder.add(t, const(1))
-            t.add_incoming(t_next, loop)
-            for acc, value in zip(accs, new):
-                acc.add_incoming(value, loop)
-            builder.cbranch(builder.icmp_signed("<", t_next, k), loop, done)
-            builder.position_at_end(done)
-            results = []
-            for a in range(mr * 2):  # k == 0 leaves the bias
-                result = builder.phi(f16)
-                result.add_incoming(biases[a % 2], entry)
-                result.add_incoming(new[a], loop)
-                results.append(result)
+
+            def step(t, accs):
+                w_t = builder.mul(t, const(16))
+                ws = [builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16),
+                                   align=4) for h in range(2)]
+                new = []
+                for a in range(mr):
+                    xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(a), ldx), t)]), align=4)
+                    xb = splat(builder, xa, f16)
+                    new += [builder.call(fmuladd, [xb, ws[h], accs[2 * a + h]]) for h in range(2)]
+                return new
+
+            results = counted_loop(builder, "fma", k, [biases[a % 2] for a in range(mr * 2)], step)
             for a in range(mr):
                 for h in range(2):
                     dst = vector_at(builder, out_p, builder.add(builder.mul(const(a), ldo), const(16 * h)), f16)
@@ -184,7 +205,7 @@ def pack_rows(w: np.ndarray) -> np.ndarray:
     """Lay out ``(n, k) float32`` weights for :func:`sgemm_packed`: channels padded to a multiple of
     32 with zeros, blocks of 16 channels each stored ``[k][16]`` -> ``(n_padded * k,) float32``."""
     n, k = w.shape
-    n_p = -(-n // NR) * NR
+    n_p = round_up(n, NR)
     padded = np.zeros((n_p, k), np.float32)
     padded[:n] = w
     return np.ascontiguousarray(padded.reshape(n_p // 16, 16, k).transpose(0, 2, 1)).reshape(-1)
@@ -192,7 +213,7 @@ def pack_rows(w: np.ndarray) -> np.ndarray:
 
 def unpack_rows(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """Inverse of :func:`pack_rows`: ``(n_padded * k,) float32`` -> ``(n, k) float32`` row-major copy."""
-    n_p = -(-n // NR) * NR
+    n_p = round_up(n, NR)
     return np.ascontiguousarray(packed.reshape(n_p // 16, k, 16).transpose(0, 2, 1).reshape(n_p, k)[:n])
 
 
@@ -209,7 +230,7 @@ class PackedMatrix:
         if w.ndim != 2:
             raise ValueError(f"a PackedMatrix needs an (out, in) matrix, got shape {w.shape}")
         self.shape = tuple(w.shape)
-        self.n_padded = -(-w.shape[0] // NR) * NR
+        self.n_padded = round_up(w.shape[0], NR)
         self.packed = pack_rows(np.asarray(w, dtype=np.float32))
         self._zero_bias = np.zeros(self.n_padded, np.float32)
 

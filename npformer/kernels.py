@@ -201,8 +201,7 @@ def attention(q, k, v, mask, num_heads, probs):
     batch, seq = mask.shape
     hidden = q.shape[1]
     d = hidden // num_heads
-    keys_p = -(-seq // gemm.NR) * gemm.NR
-    d_p = -(-d // gemm.NR) * gemm.NR
+    keys_p, d_p = gemm.round_up(seq, gemm.NR), gemm.round_up(d, gemm.NR)
     scale = F32(1.0 / math.sqrt(d))
     context = np.empty((batch * seq, hidden), np.float32)
     zeros = np.zeros(max(keys_p, d_p), np.float32)
@@ -220,7 +219,7 @@ def attention(q, k, v, mask, num_heads, probs):
                 vp[((t // 16) * seq + i) * 16 + t % 16] = v[r0 + i, c0 + t]
         scores = np.empty((seq, keys_p), np.float32)
         for jb in range(keys_p // gemm.NR):
-            gemm.tile_rows(qh, 0, d, kt, jb * 32 * d, 16 * d, d, scores, jb * gemm.NR, keys_p, zeros, 0, seq)
+            gemm.tile_rows(qh, 0, d, kt, jb * gemm.NR * d, 16 * d, d, scores, jb * gemm.NR, keys_p, zeros, 0, seq)
         n_valid = 0
         for j in range(seq):
             n_valid += mask[b, j] != 0
@@ -230,7 +229,7 @@ def attention(q, k, v, mask, num_heads, probs):
                 probs[b, h, i] = scores[i, :seq]
         ctx = np.empty((seq, d_p), np.float32)
         for jb in range(d_p // gemm.NR):
-            gemm.tile_rows(scores, 0, keys_p, vp, jb * 32 * seq, 16 * seq, seq, ctx, jb * gemm.NR, d_p, zeros, 0, seq)
+            gemm.tile_rows(scores, 0, keys_p, vp, jb * gemm.NR * seq, 16 * seq, seq, ctx, jb * gemm.NR, d_p, zeros, 0, seq)
         context[r0:r0 + seq, c0:c0 + d] = ctx[:, :d]
     return context
 

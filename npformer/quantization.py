@@ -27,7 +27,7 @@ from numba import int32, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.gemm import PackedMatrix, array_pointer, i64, output_buffer, splat
+from npformer.gemm import PackedMatrix, array_pointer, counted_loop, i64, output_buffer, round_up, splat
 
 SCHEME = "int8-per-channel-symmetric"
 SCALE_SUFFIX = "_scale"
@@ -129,31 +129,20 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         x_p, w_p = at(data(0, i8), x_off), at(data(3, i8), w_off)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                                 "llvm.x86.avx512.vpdpbusd.512")
-        entry = builder.basic_block
-        loop, done = builder.append_basic_block("vnni.loop"), builder.append_basic_block("vnni.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        t = builder.phi(ir.IntType(64))
-        t.add_incoming(const(0), entry)
-        accs = []
-        for _ in range(MR * 2):
-            acc = builder.phi(v16)
-            acc.add_incoming(ir.Constant(v16, [0] * 16), entry)
-            accs.append(acc)
-        w_step, x_step = builder.mul(t, const(64)), builder.mul(t, const(4))
-        ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()), align=1)
-              for h in range(2)]
-        new = []
-        for a in range(MR):
-            xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(a), ldx), x_step), i32.as_pointer()), align=1)
-            xb = splat(builder, xv, v16)
-            new += [builder.call(dpbusd, [accs[2 * a + h], xb, ws[h]]) for h in range(2)]
-        t_next = builder.add(t, const(1))
-        t.add_incoming(t_next, loop)
-        for acc, value in zip(accs, new):
-            acc.add_incoming(value, loop)
-        builder.cbranch(builder.icmp_signed("<", t_next, k_steps), loop, done)
-        builder.position_at_end(done)
+
+        def step(t, accs):
+            w_step, x_step = builder.mul(t, const(64)), builder.mul(t, const(4))
+            ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()),
+                               align=1) for h in range(2)]
+            new = []
+            for a in range(MR):
+                xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(a), ldx), x_step), i32.as_pointer()),
+                                  align=1)
+                xb = splat(builder, xv, v16)
+                new += [builder.call(dpbusd, [accs[2 * a + h], xb, ws[h]]) for h in range(2)]
+            return new
+
+        accs = counted_loop(builder, "vnni", k_steps, [ir.Constant(v16, [0] * 16)] * (MR * 2), step)
         sums_p, wsc_p, xs_p = at(data(12, i32), j_off), at(data(13, f32), j_off), at(data(10, f32), i_off)
         bias_p = at(data(14, f32), j_off)
         out_p = at(data(7, f32), o_off)
@@ -164,7 +153,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
             biases = builder.load(builder.bitcast(at(bias_p, const(16 * h)), f16.as_pointer()), align=4)
             correction = builder.mul(sums, shift)
             for a in range(MR):
-                value = builder.sitofp(builder.sub(new[2 * a + h], correction), f16)
+                value = builder.sitofp(builder.sub(accs[2 * a + h], correction), f16)
                 x_scale = splat(builder, builder.load(at(xs_p, const(a))), f16)
                 value = builder.fadd(builder.fmul(builder.fmul(value, x_scale), scales), biases)
                 dst = at(out_p, builder.mul(const(a), ldo), const(16 * h))
@@ -220,7 +209,7 @@ def pack_vnni(values: np.ndarray) -> np.ndarray:
     """Lay out ``(n, k) int8`` weights for :func:`int8_matmul_vnni`: channels padded to 32 and k to 4,
     blocks of 16 channels, each step of 4 k stored as 64 contiguous bytes -> ``(n_p * k_p,) int8``."""
     n, k = values.shape
-    n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+    n_p, k_p = round_up(n, NR), round_up(k, 4)
     padded = np.zeros((n_p, k_p), np.int8)
     padded[:n, :k] = values
     return np.ascontiguousarray(padded.reshape(n_p // 16, 16, k_p // 4, 4).transpose(0, 2, 1, 3)).reshape(-1)
@@ -228,7 +217,7 @@ def pack_vnni(values: np.ndarray) -> np.ndarray:
 
 def unpack_vnni(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """Inverse of :func:`pack_vnni`: ``(n_p * k_p,) int8`` -> ``(n, k) int8`` row-major copy."""
-    n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+    n_p, k_p = round_up(n, NR), round_up(k, 4)
     rows = packed.reshape(n_p // 16, k_p // 4, 16, 4).transpose(0, 2, 1, 3).reshape(n_p, k_p)
     return np.ascontiguousarray(rows[:n, :k])
 
@@ -252,7 +241,7 @@ class QuantizedTensor:
             raise ValueError(f"values must be int8 of shape {shape}, got {values.dtype} {values.shape}")
         if scales.shape != (shape[0],):
             raise ValueError(f"scales must have shape ({shape[0]},), got {scales.shape}")
-        n_p, k_p = -(-shape[0] // NR) * NR, -(-shape[1] // 4) * 4
+        n_p, k_p = round_up(shape[0], NR), round_up(shape[1], 4)
         if packed is not None and (packed.dtype != np.int8 or packed.shape != (n_p * k_p,)):
             raise ValueError(f"packed values of a {shape} matrix must be ({n_p * k_p},) int8, got "
                              f"{packed.dtype} {packed.shape}")
@@ -323,7 +312,7 @@ class QuantizedTensor:
         """
         if self._vnni is None:
             n, k = self.shape
-            n_p, k_p = -(-n // NR) * NR, -(-k // 4) * 4
+            n_p, k_p = round_up(n, NR), round_up(k, 4)
             packed = self.packed
             sums = packed.reshape(n_p // 16, k_p // 4, 16, 4).sum(axis=(1, 3), dtype=np.int32).reshape(n_p)
             scales = np.zeros(n_p, np.float32)

@@ -24,7 +24,7 @@ from threadpoolctl import ThreadpoolController
 
 from npformer import kernels
 from npformer.config import Config
-from npformer.gemm import MR, NR, PackedMatrix
+from npformer.gemm import MR, NR, PackedMatrix, round_up
 from npformer.kernels import linear
 from npformer.weights import Weights
 
@@ -227,7 +227,7 @@ class Encoder:
         (rows and channels padded as the GEMMs write them); grown on demand, never shared between
         threads, so one model can serve several threads."""
         local = self.__dict__.setdefault("_scratch", threading.local())
-        size = (-(-rows // MR) * MR) * (-(-self.config.intermediate_size // NR) * NR)
+        size = round_up(rows, MR) * round_up(self.config.intermediate_size, NR)
         buffer = getattr(local, "buffer", None)
         if buffer is None or buffer.size < size:
             local.buffer = buffer = np.empty(size, np.float32)
