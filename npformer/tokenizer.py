@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+from array import array
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -35,9 +36,11 @@ SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 
-# CJK Unified Ideographs blocks, as BERT's ``_is_chinese_char`` defines them.
+# CJK Unified Ideographs blocks, as the fast tokenizer's ``is_chinese_char`` (tokenizers
+# ``normalizers/bert.rs``) lists them. Google's ``_is_chinese_char`` starts the Extension E block at
+# 0x2B820; the fast tokenizer starts it at 0x2B920, so U+2B820..U+2B91F are not isolated: we follow it.
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+               (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 # Rust's ``char::is_whitespace`` (Unicode White_Space), which the fast tokenizer uses.
 _WHITESPACE = frozenset("\t\n\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                         "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\x0b\x0c")
@@ -83,6 +86,8 @@ class Encoding:
     into the original text of the sequence each token came from, ``(0, 0)`` for special tokens.
     ``word_ids`` index the pre-tokenized words of that sequence (None for special tokens);
     ``sequence_ids`` are 0 (first text), 1 (second text) or None (special tokens).
+    ``truncated`` is True when tokens of the input(s) are not in this window (truncation cut them
+    or they are in other overflow windows).
     """
 
     ids: list[int]
@@ -94,13 +99,10 @@ class Encoding:
     special_tokens_mask: list[int] = field(default_factory=list)
     attention_mask: list[int] = field(default_factory=list)
     overflow_to_sample: int = 0
+    truncated: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def _slice(self, start: int, stop: int) -> "Encoding":
-        return Encoding(self.ids[start:stop], self.tokens[start:stop], self.offsets[start:stop],
-                        self.word_ids[start:stop], self.sequence_ids[start:stop])
 
     def pad(self, length: int, pad_id: int, pad_token: str) -> None:
         """Right-pad in place to ``length`` tokens (attention 0, special mask 1, offsets (0, 0))."""
@@ -115,6 +117,35 @@ class Encoding:
         self.type_ids += [0] * n
         self.special_tokens_mask += [1] * n
         self.attention_mask += [0] * n
+
+
+@dataclass
+class Pieces:
+    """The WordPiece tokens of one text, without special tokens, kept compact for long texts.
+
+    ``ids``, ``starts``, ``ends`` (character offsets into the text) and ``word_ids`` are
+    ``(n_tokens,) int32`` arrays: 16 bytes per token, where Python lists of ints and offset
+    tuples cost about 300. Windows of it become list-based :class:`Encoding` objects.
+    """
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    word_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def window(self, start: int, stop: int, ids_to_tokens: dict[int, str], sequence_id: int) -> Encoding:
+        """Tokens ``start:stop`` as an :class:`Encoding` whose ``sequence_ids`` are ``sequence_id``."""
+        ids = self.ids[start:stop].tolist()
+        offsets = list(zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist()))
+        return Encoding(ids, [ids_to_tokens[i] for i in ids], offsets, self.word_ids[start:stop].tolist(),
+                        [sequence_id] * len(ids))
+
+
+def _int32(values: array, n: int) -> np.ndarray:
+    return np.frombuffer(values, dtype=np.int32)[:n].copy() if n else np.zeros(0, np.int32)
 
 
 class BatchEncoding(dict):
@@ -242,20 +273,23 @@ class Tokenizer:
             self._char_map[ch] = out
         return out
 
-    def _normalize(self, text: str) -> tuple[str, list[int] | None]:
+    def _normalize(self, text: str) -> tuple[str, array | None]:
         """Normalized text and, unless it is char-for-char, the original index of each char."""
         chars = set(text)
         char_map = [self._normalize_char(c) for c in chars]
         if self.strip_accents and any(self._may_reorder(c) for c in chars):
             return self._normalize_reordered(text)
+        normalized = text.translate(self._TranslateTable(self._char_map))
         if all(len(m) == 1 for m in char_map):
-            return text.translate(self._TranslateTable(self._char_map)), None
-        pieces, align = [], []
+            return normalized, None
+        align = array("i")  # 4 bytes per normalized char
         for i, c in enumerate(text):
-            m = self._char_map[c]
-            pieces.append(m)
-            align.extend([i] * len(m))
-        return "".join(pieces), align
+            n = len(self._char_map[c])
+            if n == 1:
+                align.append(i)
+            elif n:
+                align.extend([i] * n)
+        return normalized, align
 
     def _may_reorder(self, ch: str) -> bool:
         """Whether NFD's canonical reordering could move ``ch``'s kept (non-Mn) marks across chars."""
@@ -333,24 +367,36 @@ class Tokenizer:
             self._word_cache[word] = pieces
         return pieces
 
-    def _encode_text(self, text: str) -> Encoding:
-        """Tokenize one text without special tokens: ids, tokens, offsets and word ids."""
+    def _segments(self, text: str):
+        """``(start, end, special_id)``: runs of ordinary text (special_id None) and the special
+        tokens written in ``text``, in order."""
+        cursor = 0
+        for m in self._special_re.finditer(text):
+            yield cursor, m.start(), None
+            yield m.start(), m.end(), self.vocab[m.group()]
+            cursor = m.end()
+        yield cursor, len(text), None
+
+    def pieces(self, text: str, max_tokens: int | None = None) -> Pieces:
+        """The WordPiece tokens of ``text`` without special tokens, as compact arrays.
+
+        With ``max_tokens`` tokenizing stops once that many tokens are found (what a truncating
+        caller keeps), so a 10 MB text costs no more than its first window. Memory: the normalized
+        text plus 16 bytes per token (and 4 bytes per character when normalization changes lengths).
+        Raises ``ValueError`` when ``text`` is not a str.
+        """
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
-        ids, offsets, word_ids = [], [], []
+        ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
         word = 0
-        cursor = 0
-        segments = []
-        for m in self._special_re.finditer(text):
-            segments.append((cursor, m.start(), None))
-            segments.append((m.start(), m.end(), self.vocab[m.group()]))
-            cursor = m.end()
-        segments.append((cursor, len(text), None))
-        for seg_start, seg_end, special_id in segments:
+        for seg_start, seg_end, special_id in self._segments(text):
+            if max_tokens is not None and len(ids) >= max_tokens:
+                break
             if special_id is not None:
                 ids.append(special_id)
-                offsets.append((seg_start, seg_end))
-                word_ids.append(word)
+                starts.append(seg_start)
+                ends.append(seg_end)
+                words.append(word)
                 word += 1
                 continue
             if seg_start == seg_end:
@@ -361,17 +407,34 @@ class Tokenizer:
                 for piece_id, s, e in self._wordpiece(m.group()):
                     ids.append(piece_id)
                     if align is None:
-                        offsets.append((seg_start + s0 + s, seg_start + s0 + e))
+                        starts.append(seg_start + s0 + s)
+                        ends.append(seg_start + s0 + e)
                     else:
-                        offsets.append((seg_start + align[s0 + s], seg_start + align[s0 + e - 1] + 1))
-                    word_ids.append(word)
+                        starts.append(seg_start + align[s0 + s])
+                        ends.append(seg_start + align[s0 + e - 1] + 1)
+                    words.append(word)
                 word += 1
-        tokens = [self.ids_to_tokens[i] for i in ids]
-        return Encoding(ids, tokens, offsets, word_ids, [0] * len(ids))
+                if max_tokens is not None and len(ids) >= max_tokens:
+                    break
+        n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+        return Pieces(_int32(ids, n), _int32(starts, n), _int32(ends, n), _int32(words, n))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
+        """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;
+        ``add_special_tokens`` wraps it in ``[CLS] ... [SEP]``. Raises ``ValueError`` for a non-str."""
+        pieces = self.pieces(text)
+        enc = pieces.window(0, len(pieces), self.ids_to_tokens, 0)
+        return self._add_special_tokens(enc, None) if add_special_tokens else enc
+
+    def is_empty(self, text: str) -> bool:
+        """True when ``text`` gives no token at all: nothing is left after normalization (it held
+        only whitespace, control or format characters such as ``\\x00`` or ``\\u200b``, or
+        accents that are stripped). Such a text encodes as ``[CLS] [SEP]``."""
+        return not self.pieces(text, max_tokens=1).ids.size
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece strings of ``text`` without special tokens, e.g. ``["un", "##aff", "##able"]``."""
-        return self._encode_text(text).tokens
+        return self.encode(text).tokens
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         """Vocabulary id of each token; unknown strings map to the unknown token's id."""
@@ -413,41 +476,54 @@ class Tokenizer:
     # ---- encoding with special tokens, truncation, padding ----------------------------------
 
     def encode_batch(self, pairs: list[tuple[str, str | None]], *, truncation: str = "do_not_truncate",
-                     max_length: int | None = None, stride: int = 0) -> list[Encoding]:
-        """Encode ``(text, text_pair or None)`` pairs; returns every window, in Transformers' order.
+                     max_length: int | None = None, stride: int = 0, overflow: bool = True) -> list[Encoding]:
+        """Encode ``(text, text_pair or None)`` pairs.
 
-        Each returned ``Encoding`` has ``overflow_to_sample`` set to the index of its input pair.
-        Raises ``ValueError`` as ``__call__`` does.
+        With ``overflow`` (the default) every truncation window is returned, in Transformers'
+        order; with ``overflow=False`` exactly one ``Encoding`` per pair (the first window), and a
+        lone text is tokenized only as far as that window reaches. Each ``Encoding`` has
+        ``overflow_to_sample`` set to the index of its pair and ``truncated`` set when tokens of
+        the pair are not in it. Raises ``ValueError`` as ``__call__`` does, and for a negative stride.
         """
         if truncation not in TRUNCATION_STRATEGIES:
             raise ValueError(f"unknown truncation strategy {truncation!r}; use one of {TRUNCATION_STRATEGIES}")
+        if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 0:
+            raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
+        truncate = truncation != "do_not_truncate" and max_length is not None
         out = []
         for sample, (text, pair) in enumerate(pairs):
-            first = self._encode_text(text)
-            second = self._encode_text(pair) if pair is not None else None
-            if second is not None:
-                second.sequence_ids = [1] * len(second)
-            if truncation != "do_not_truncate" and max_length is not None:
-                windows = self._truncate(first, second, truncation, max_length, stride)
-            else:
-                windows = [(first, second)]
-            for a, b in windows:
+            # one window of a lone text never holds more than max_length - 2 tokens: stop one after
+            cap = max(max_length - 1, 0) if truncate and not overflow and pair is None else None
+            first = self.pieces(text, cap)
+            second = self.pieces(pair) if pair is not None else None
+            n_b = len(second) if second is not None else None
+            spans = self._truncate(len(first), n_b, truncation, max_length, stride) if truncate \
+                else [((0, len(first)), None if n_b is None else (0, n_b))]
+            whole = len(first) + (n_b or 0)
+            for a_span, b_span in spans[:None if overflow else 1]:
+                a = first.window(*a_span, self.ids_to_tokens, 0)
+                b = second.window(*b_span, self.ids_to_tokens, 1) if second is not None else None
                 enc = self._add_special_tokens(a, b)
                 enc.overflow_to_sample = sample
+                enc.truncated = len(a) + (len(b) if b is not None else 0) < whole
                 out.append(enc)
         return out
 
-    def _truncate(self, first: Encoding, second: Encoding | None, strategy: str, max_length: int,
-                  stride: int) -> list[tuple[Encoding, Encoding | None]]:
+    @staticmethod
+    def _truncate(n_a: int, n_b: int | None, strategy: str, max_length: int,
+                  stride: int) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
+        """Token spans ``((a_start, a_stop), (b_start, b_stop) or None)`` of each window of a text
+        of ``n_a`` tokens and an optional pair of ``n_b`` tokens."""
         # Reference: tokenizers ``utils/truncation.rs::truncate_encodings`` and ``Encoding::merge_with``.
-        budget = max_length - (3 if second is not None else 2)
-        n_a, n_b = len(first), len(second) if second is not None else 0
+        has_pair = n_b is not None
+        n_b = n_b or 0
+        budget = max_length - (3 if has_pair else 2)
         if n_a + n_b <= budget:
-            return [(first, second)]
+            return [((0, n_a), (0, n_b) if has_pair else None)]
         if budget < 0:
             raise ValueError(f"max_length={max_length} leaves no room for the special tokens")
         if strategy == "longest_first":
-            if second is None:
+            if not has_pair:
                 len_a, len_b = budget, 0
             else:
                 short, long_ = sorted((n_a, n_b))
@@ -457,7 +533,7 @@ class Tokenizer:
                 len_a, len_b = (long_, short) if n_a > n_b else (short, long_)
         else:
             target = n_a if strategy == "only_first" else n_b
-            if strategy == "only_second" and second is None:
+            if strategy == "only_second" and not has_pair:
                 raise ValueError("truncation='only_second' needs a second text (text_pair)")
             to_remove = n_a + n_b - budget
             if target <= to_remove:
@@ -468,8 +544,8 @@ class Tokenizer:
                     f"(use a larger max_length or truncation='longest_first')")
             len_a = n_a - to_remove if strategy == "only_first" else n_a
             len_b = n_b - to_remove if strategy == "only_second" else n_b
-        parts_a = _windows(first, len_a, stride)
-        parts_b = _windows(second, len_b, stride) if second is not None else [None]
+        parts_a = _windows(n_a, len_a, stride)
+        parts_b = _windows(n_b, len_b, stride) if has_pair else [None]
         out = [(parts_a[0], parts_b[0])]
         for a in parts_a[1:]:
             out += [(a, b) for b in parts_b]
@@ -522,14 +598,8 @@ class Tokenizer:
         pad = _padding_strategy(padding)
         if max_length is None and (strategy != "do_not_truncate" or pad == "max_length"):
             max_length = self.model_max_length
-        encodings = self.encode_batch(pairs, truncation=strategy, max_length=max_length, stride=stride)
-        if not return_overflowing_tokens:
-            firsts, seen = [], set()
-            for enc in encodings:
-                if enc.overflow_to_sample not in seen:
-                    seen.add(enc.overflow_to_sample)
-                    firsts.append(enc)
-            encodings = firsts
+        encodings = self.encode_batch(pairs, truncation=strategy, max_length=max_length, stride=stride,
+                                      overflow=return_overflowing_tokens)
         width = max(len(e) for e in encodings)
         if pad == "max_length":
             width = max(width, max_length)
@@ -552,20 +622,20 @@ class Tokenizer:
         return BatchEncoding(data, encodings)
 
 
-def _windows(enc: Encoding, max_len: int, stride: int) -> list[Encoding]:
-    """Split into windows of ``max_len`` tokens, each starting ``max_len - stride`` after the last."""
-    if len(enc) <= max_len:
-        return [enc]
+def _windows(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of windows of ``max_len`` of ``n`` tokens, each ``max_len - stride`` after the last."""
+    if n <= max_len:
+        return [(0, n)]
     if max_len == 0:
-        return [enc._slice(0, 0), enc._slice(0, len(enc))]
+        return [(0, 0), (0, n)]
     if stride >= max_len:
         raise ValueError(f"stride={stride} must be smaller than the {max_len} tokens left for the truncated "
                          f"text after the other text and special tokens")
     parts = []
-    for start in range(0, len(enc), max_len - stride):
-        stop = min(start + max_len, len(enc))
-        parts.append(enc._slice(start, stop))
-        if stop == len(enc):
+    for start in range(0, n, max_len - stride):
+        stop = min(start + max_len, n)
+        parts.append((start, stop))
+        if stop == n:
             break
     return parts
 

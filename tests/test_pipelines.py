@@ -167,27 +167,59 @@ def test_batching_keeps_order_and_results(checkpoints):
     assert_same(many, one)
 
 
-def test_pipeline_errors(checkpoints):
-    qa = npformer.pipeline("question-answering", checkpoints("bert", "qa"))
-    with pytest.raises(ValueError, match="context"):
-        qa(question="Who?", context="")
-    with pytest.raises(ValueError, match="context"):
-        qa(question="Who?")
-    with pytest.raises(ValueError, match="doc_stride"):
-        qa(question="Who?", context="Nobody.", doc_stride=500)
-    fm = npformer.pipeline("fill-mask", checkpoints("bert", "mlm"))
-    with pytest.raises(ValueError, match=r"\[MASK\]"):
-        fm("no mask here")
-    with pytest.raises(ValueError, match="unknown task"):
-        npformer.pipeline("translation", checkpoints("bert", "mlm"))
-    with pytest.raises(ValueError, match="no sequence-classification head"):
-        npformer.pipeline("sentiment-analysis", checkpoints("bert", "mlm"))
-    ner = npformer.pipeline("ner", checkpoints("bert", "token", id2label=NER_LABELS,
-                                               label2id={v: k for k, v in NER_LABELS.items()}))
-    with pytest.raises(ValueError, match="aggregation_strategy"):
-        ner("text", aggregation_strategy="none", stride=16)
-    with pytest.raises(ValueError, match="empty"):
-        ner("   ")
+NER_KW = dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
+PIPELINE_ERRORS = {
+    "qa-empty-context": ("question-answering", ("bert", "qa"), dict(question="Who?", context=""), "context"),
+    "qa-no-context": ("question-answering", ("bert", "qa"), dict(question="Who?"), "context"),
+    "qa-doc-stride-too-large": ("question-answering", ("bert", "qa"),
+                                dict(question="Who?", context="Nobody.", doc_stride=500), "doc_stride"),
+    "qa-negative-doc-stride": ("question-answering", ("bert", "qa"),
+                               dict(question="Who?", context="Nobody.", doc_stride=-3), "doc_stride"),
+    "qa-max-seq-len-over-model": ("question-answering", ("bert", "qa"),
+                                  dict(question="Who?", context="Nobody.", max_seq_len=4096), "max_seq_len"),
+    "fill-mask-no-mask": ("fill-mask", ("bert", "mlm"), dict(inputs="no mask here"), r"\[MASK\]"),
+    "fill-mask-second-input-no-mask": ("fill-mask", ("bert", "mlm"), dict(inputs=["a [MASK].", "none"]),
+                                       "input 1"),
+    "ner-stride-without-aggregation": ("ner", ("bert", "token"),
+                                       dict(inputs="text", aggregation_strategy="none", stride=16), "aggregation"),
+    "ner-negative-stride": ("ner", ("bert", "token"),
+                            dict(inputs="text", aggregation_strategy="simple", stride=-200), "stride"),
+    "ner-non-str-in-list": ("ner", ("bert", "token"), dict(inputs=["fine", 12345]), "text 1 must be a str"),
+    "classification-truncation-false": ("sentiment-analysis", ("bert", "sequence"),
+                                        dict(inputs=["short", "word " * 600], truncation=False), "input 1 is longer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PIPELINE_ERRORS))
+def test_pipeline_errors(checkpoints, case):
+    task, (model_type, head), kwargs, message = PIPELINE_ERRORS[case]
+    pipe = npformer.pipeline(task, checkpoints(model_type, head, **(NER_KW if head == "token" else {})))
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)
+
+
+@pytest.mark.parametrize("task, head, message", [("translation", "mlm", "unknown task"),
+                                                 ("sentiment-analysis", "mlm", "no sequence-classification head")])
+def test_pipeline_construction_errors(checkpoints, task, head, message):
+    with pytest.raises(ValueError, match=message):
+        npformer.pipeline(task, checkpoints("bert", head))
+
+
+@pytest.mark.parametrize("task, head", [("ner", "token"), ("sentiment-analysis", "sequence"),
+                                        ("feature-extraction", None)])
+def test_content_free_texts_as_transformers(checkpoints, task, head):
+    """Texts with nothing left after normalization are accepted, as Transformers does: NER gives
+    no entity, classification and feature extraction see ``[CLS] [SEP]``."""
+    directory = checkpoints("bert", head, **(NER_KW if head == "token" else {}))
+    texts = ["", "   ", "\x00\x00", "\u200b"]
+    ours = npformer.pipeline(task, directory)(texts)
+    theirs = reference(task, directory)(texts)
+    if task == "feature-extraction":
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= TOL
+    else:
+        assert_same(ours, theirs)
+    assert all(npformer.Tokenizer.from_pretrained(directory).is_empty(t) for t in texts)
 
 
 def test_question_longer_than_max_question_len_is_cut(checkpoints):

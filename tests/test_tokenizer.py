@@ -243,3 +243,69 @@ def test_bad_input_errors(tmp_path):
         ours(["a", "a b c"])
     with pytest.raises(ValueError, match="truncation"):
         ours("a", truncation="sideways")
+
+
+def _range_boundaries() -> list[int]:
+    """Every boundary (first - 1, first, last, last + 1) of every code point range the tokenizer
+    tests, of the CJK blocks it isolates, and of its ASCII punctuation classes."""
+    from npformer.tokenizer import _CJK_RANGES
+
+    ascii_punct = [(33, 47), (58, 64), (91, 96), (123, 126)]
+    bounds = set()
+    for lo, hi in [*_RANGES, *_CJK_RANGES, *ascii_punct, (0x2B820, 0x2B91F)]:
+        bounds.update(cp for cp in (lo - 1, lo, hi, hi + 1) if 0 < cp < 0x110000)
+    return sorted(bounds - {ord(c) for c in UNICODE_VERSION_DIVERGENCES})
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "bert-base-chinese"])
+def test_every_range_boundary_and_the_extension_e_gap(name):
+    """U+2B820..U+2B91F: Google's ``_is_chinese_char`` isolates them, the fast tokenizer does not;
+    we follow the fast tokenizer. Every range boundary tokenizes as the fast tokenizer does."""
+    ours, ref = tokenizers(name)
+    code_points = _range_boundaries() + list(range(0x2B820, 0x2B920))
+    for cp in code_points:
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        text = f"a{chr(cp)}b {chr(cp)}{chr(cp)}"
+        a = ours(text, return_offsets_mapping=True)
+        b = ref(text, return_offsets_mapping=True)
+        assert a["input_ids"][0].tolist() == b["input_ids"], hex(cp)
+        assert a["offset_mapping"][0].tolist() == [list(o) for o in b["offset_mapping"]], hex(cp)
+
+
+def test_truncating_stops_tokenizing_at_the_window():
+    """A 2 MB text truncated to 512 tokens is tokenized only up to the window: same encoding as the
+    full tokenization, cut, and far fewer tokens computed."""
+    ours, ref = tokenizers("bert-base-uncased")
+    text = "the plot is thin but the acting is superb. " * 50_000
+    pieces = ours.pieces(text, max_tokens=511)
+    assert len(pieces) == 511
+    full = ours.pieces(text[:20_000])
+    np.testing.assert_array_equal(pieces.ids, full.ids[:511])
+    np.testing.assert_array_equal(pieces.ends, full.ends[:511])
+    a = ours(text, truncation=True, max_length=512, return_offsets_mapping=True)
+    b = ref(text[:20_000], truncation=True, max_length=512, return_offsets_mapping=True, return_tensors="np")
+    for key in ("input_ids", "offset_mapping", "attention_mask"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_tokenizer_memory_is_a_small_multiple_of_the_text():
+    """10 MB of '!' (one token per character) used to take ~3 GB; the compact encoding keeps the
+    tokenizer's peak within 40 bytes per character (text, normalized copy, 16 bytes per token)."""
+    import tracemalloc
+
+    ours, _ = tokenizers("bert-base-uncased")
+    text = "!" * 2_000_000
+    tracemalloc.start()
+    pieces = ours.pieces(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(pieces) == len(text) and pieces.ends[-1] == len(text)
+    assert peak < 40 * len(text), f"peak {peak / len(text):.1f} bytes per character"
+
+
+@pytest.mark.parametrize("stride", [-1, -200, 1.5, True])
+def test_stride_must_be_a_non_negative_integer(stride):
+    ours, _ = tokenizers("bert-base-uncased")
+    with pytest.raises(ValueError, match="stride must be an integer >= 0"):
+        ours("word " * 100, truncation=True, max_length=16, stride=stride, return_overflowing_tokens=True)

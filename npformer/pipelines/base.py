@@ -70,6 +70,27 @@ class Pipeline:
     def config(self):
         return self.model.config
 
+    @property
+    def max_length(self) -> int:
+        """Most tokens one forward pass takes: the tokenizer's ``model_max_length``, at most the
+        model's ``max_position_embeddings``."""
+        return min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
+
+    def encode_one_window(self, pairs: Sequence[tuple[str, str | None]], truncation: bool,
+                          max_length: int | None = None) -> list[Encoding]:
+        """Exactly one :class:`Encoding` per ``(text, text_pair)``, in order, for the tasks that read
+        one window. Over-long inputs are cut to ``max_length`` (default :attr:`max_length`) tokens
+        with ``truncation``; without it they raise ``ValueError`` naming the input's index."""
+        max_length = max_length or self.max_length
+        encodings = self.tokenizer.encode_batch(pairs, truncation="longest_first", max_length=max_length,
+                                                overflow=False)
+        if not truncation:
+            for i, enc in enumerate(encodings):
+                if enc.truncated:
+                    raise ValueError(f"input {i} is longer than the model's maximum of {max_length} tokens; "
+                                     f"pass truncation=True to cut it to that length")
+        return encodings
+
     def label(self, index: int) -> str:
         """``id2label`` name of class ``index`` (``LABEL_{index}`` when the config has none)."""
         return self.config.id2label.get(int(index), f"LABEL_{int(index)}")
@@ -79,17 +100,23 @@ class Pipeline:
         return run_batched(encodings, run, self.batch_size, self.tokenizer.pad_token_id, per_token)
 
 
-def check_texts(inputs, what: str = "text") -> tuple[list[str], bool]:
-    """``(list of texts, was_single)``; raises ``ValueError`` for non-strings or empty texts."""
+def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[list[str], bool]:
+    """``(list of texts, was_single)`` from a str or a list / tuple of str.
+
+    ``allow_empty`` accepts texts that are empty or hold only whitespace (Transformers' text
+    classification and feature extraction accept ``""``; it encodes as ``[CLS] [SEP]``).
+    Raises ``ValueError`` naming the index of a non-str (or, without ``allow_empty``, empty) text.
+    """
     single = isinstance(inputs, str)
     texts = [inputs] if single else inputs
     if not isinstance(texts, (list, tuple)):
         raise ValueError(f"{what} must be a str or a list of str, got {type(inputs).__name__}")
-    for t in texts:
+    for i, t in enumerate(texts):
+        where = what if single else f"{what} {i}"
         if not isinstance(t, str):
-            raise ValueError(f"{what} must be a str, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"{what} is empty")
+            raise ValueError(f"{where} must be a str, got {type(t).__name__}")
+        if not allow_empty and not t.strip():
+            raise ValueError(f"{where} is empty")
     return list(texts), single
 
 

@@ -13,16 +13,16 @@ class FeatureExtractionPipeline(Pipeline):
 
     ``pipe(text)`` -> nested lists ``[1][seq_len][hidden_size]`` (``return_tensors=True``: a
     ``(1, seq_len, hidden_size) float32`` array); a list of texts -> one such value per text.
-    ``truncation=True`` cuts texts to the model's maximum (off by default, as in Transformers).
+    One result per input. ``truncation=True`` cuts texts to the model's maximum; by default (as in
+    Transformers) an over-long text is a ``ValueError`` naming its index. An empty text gives the
+    states of ``[CLS] [SEP]``.
     """
 
     task = "feature-extraction"
 
     def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False):
-        texts, single = check_texts(inputs)
-        encodings = self.tokenizer.encode_batch([(t, None) for t in texts],
-                                                truncation="longest_first" if truncation else "do_not_truncate",
-                                                max_length=self.tokenizer.model_max_length)
+        texts, single = check_texts(inputs, allow_empty=True)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation)
         states = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).last_hidden_state,
                               per_token=True)
         out = [s[None] if return_tensors else s[None].tolist() for s in states]
@@ -34,6 +34,11 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     ``pipe(text)`` -> ``(dim,) float32``; ``pipe(list)`` -> ``(n, dim) float32``. Pooling, L2
     normalization and ``max_seq_length`` come from the checkpoint (see :class:`Pooling`).
+
+    One vector per input. Texts longer than ``max_seq_length`` (else the model's maximum) are cut
+    to it, as sentence-transformers does; ``truncation=False`` makes an over-long text a
+    ``ValueError`` naming its index. An empty text (or one with nothing left after
+    normalization) is embedded as ``[CLS] [SEP]``, as sentence-transformers does.
     """
 
     task = "sentence-embeddings"
@@ -42,11 +47,10 @@ class SentenceEmbeddingPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.pooling = Pooling.from_pretrained(self.model_dir) if self.model_dir else Pooling()
 
-    def __call__(self, inputs) -> np.ndarray:
-        texts, single = check_texts(inputs)
-        max_length = self.pooling.max_seq_length or self.tokenizer.model_max_length
-        encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
-                                                max_length=max_length)
+    def __call__(self, inputs, *, truncation: bool = True) -> np.ndarray:
+        texts, single = check_texts(inputs, allow_empty=True)
+        max_length = min(self.pooling.max_seq_length or self.max_length, self.max_length)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
 
         def run(ids, mask, types):
             return self.pooling(self.model(ids, mask, types).last_hidden_state, mask)
@@ -75,22 +79,23 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
     scores are ``softmax(cos / temperature)`` over the labels (they sum to 1; temperature 0.05, as in
     SimCSE); with ``multi_label=True`` each label scores ``(cos + 1) / 2`` independently.
     Output keys as Transformers: ``{"sequence", "labels", "scores"}``, labels by decreasing score.
+    One result per input; texts are truncated as in :class:`SentenceEmbeddingPipeline`.
     """
 
     task = "zero-shot-classification"
     temperature = 0.05
 
     def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",
-                 multi_label: bool = False):
-        texts, single = check_texts(inputs)
+                 multi_label: bool = False, truncation: bool = True):
+        texts, single = check_texts(inputs, allow_empty=True)
         if isinstance(candidate_labels, str):
             candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
         if not candidate_labels:
             raise ValueError("zero-shot classification needs at least one candidate label")
         if "{}" not in hypothesis_template:
             raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
-        sims = self.similarity(super().__call__(texts),
-                               super().__call__([hypothesis_template.format(label) for label in candidate_labels]))
+        hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
+        sims = self.similarity(super().__call__(texts, truncation=truncation), super().__call__(hypotheses))
         results = []
         for text, row in zip(texts, sims):
             scores = (row + 1.0) / 2.0 if multi_label else softmax(row / self.temperature)

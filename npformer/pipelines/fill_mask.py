@@ -12,19 +12,24 @@ class FillMaskPipeline(Pipeline):
     "sequence"}``; with several masks, one such list per mask; a list of texts gives one result per text.
 
     ``targets`` (a str or list of str) restricts the candidates; a target missing from the vocabulary
-    is replaced by its first WordPiece, as Transformers does. Raises ``ValueError`` when a text has
-    no mask token.
+    is replaced by its first WordPiece, as Transformers does. One result per input. A text longer
+    than the model's maximum is a ``ValueError`` naming its index, unless ``truncation=True`` (then
+    its masks must lie in the kept window). Raises ``ValueError`` when a text has no mask token.
     """
 
     task = "fill-mask"
 
-    def __call__(self, inputs, *, top_k: int = 5, targets=None):
+    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool = False):
         texts, single = check_texts(inputs)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
         mask_id = self.tokenizer.mask_token_id
-        encodings = self.tokenizer.encode_batch([(t, None) for t in texts])
-        for text, enc in zip(texts, encodings):
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation)
+        for i, (text, enc) in enumerate(zip(texts, encodings, strict=True)):
             if mask_id not in enc.ids:
-                raise ValueError(f"no mask token ({self.tokenizer.mask_token}) found in the input: {text[:80]!r}")
+                where = "the input" if single else f"input {i}"
+                cut = " within the model's maximum length" if enc.truncated else ""
+                raise ValueError(f"no mask token ({self.tokenizer.mask_token}) found{cut} in {where}: {text[:80]!r}")
         target_ids = self._target_ids(targets) if targets is not None else None
         if target_ids is not None:
             top_k = min(top_k, len(target_ids))
@@ -36,7 +41,7 @@ class FillMaskPipeline(Pipeline):
             return self.model(ids, mask, types, positions=padded).logits  # [B, n_masks, vocab]
 
         logits = self.forward(encodings, run)
-        results = [self._postprocess(enc, row, top_k, target_ids) for enc, row in zip(encodings, logits)]
+        results = [self._postprocess(enc, row, top_k, target_ids) for enc, row in zip(encodings, logits, strict=True)]
         return results[0] if single else results
 
     def _target_ids(self, targets) -> np.ndarray:
@@ -46,7 +51,7 @@ class FillMaskPipeline(Pipeline):
             if target in self.tokenizer.vocab:
                 ids.append(self.tokenizer.vocab[target])
             else:
-                pieces = self.tokenizer._encode_text(target).ids
+                pieces = self.tokenizer.encode(target).ids
                 if pieces:
                     ids.append(pieces[0])
         if not ids:

@@ -45,9 +45,14 @@ class QuestionAnsweringPipeline(Pipeline):
         if max_answer_len < 1:
             raise ValueError(f"max_answer_len must be >= 1, got {max_answer_len}")
         if max_seq_len is None:
-            max_seq_len = min(self.tokenizer.model_max_length, 384)
+            max_seq_len = min(self.max_length, 384)
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, 128)
+        if not isinstance(max_seq_len, int) or not 4 <= max_seq_len <= self.max_length:
+            raise ValueError(f"max_seq_len must be an integer in [4, {self.max_length}] (the model's maximum), "
+                             f"got {max_seq_len!r}")
+        if not isinstance(doc_stride, int) or isinstance(doc_stride, bool) or doc_stride < 0:
+            raise ValueError(f"doc_stride must be an integer >= 0, got {doc_stride!r}")
         if doc_stride > max_seq_len:
             raise ValueError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
         pairs = [(self._cut_question(q, max_question_len), c) for q, c in pairs]
@@ -59,19 +64,19 @@ class QuestionAnsweringPipeline(Pipeline):
                 from None
         logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits, per_token=True)
         per_sample = [[] for _ in pairs]
-        for enc, row in zip(encodings, logits):
+        for enc, row in zip(encodings, logits, strict=True):
             per_sample[enc.overflow_to_sample].append((enc, row))
         results = [self._answers(context, windows, top_k, max_answer_len, handle_impossible_answer, align_to_words)
-                   for (_, context), windows in zip(pairs, per_sample)]
+                   for (_, context), windows in zip(pairs, per_sample, strict=True)]
         return results[0] if single else results
 
     def _cut_question(self, question: str, max_question_len: int) -> str:
-        enc = self.tokenizer._encode_text(question)
-        return question if len(enc) <= max_question_len else question[:enc.offsets[max_question_len - 1][1]]
+        pieces = self.tokenizer.pieces(question, max_tokens=max_question_len + 1)
+        return question if len(pieces) <= max_question_len else question[:int(pieces.ends[max_question_len - 1])]
 
     def _answers(self, context: str, windows, top_k, max_answer_len, handle_impossible, align_to_words):
         min_null_score = 1000000.0
-        answers: list[dict] = []
+        answers: dict[str, dict] = {}  # lower-cased answer text -> its first span, scores summed
         pre_top_k = top_k * 2 + 10 if align_to_words else top_k  # alignment may merge candidates
         for enc, logits in windows:
             # tokens that may be part of an answer: the context, and [CLS] (for "no answer")
@@ -84,14 +89,15 @@ class QuestionAnsweringPipeline(Pipeline):
             for s, e, score in _best_spans(start, end, pre_top_k, max_answer_len, allowed):
                 lo, hi = _char_span(enc, s, e, align_to_words)
                 text = context[lo:hi]
-                same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+                same = answers.get(text.lower())
                 if same is not None:
                     same["score"] += score
                 else:
-                    answers.append({"score": score, "start": lo, "end": hi, "answer": text})
+                    answers[text.lower()] = {"score": score, "start": lo, "end": hi, "answer": text}
+        ranked = list(answers.values())
         if handle_impossible:
-            answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
-        answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+            ranked.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(ranked, key=lambda a: a["score"], reverse=True)[:top_k]
         return answers[0] if len(answers) == 1 else answers
 
 

@@ -17,8 +17,14 @@ class TextClassificationPipeline(Pipeline):
     With ``top_k=k`` (``None`` = every label) each text gets a list of the ``k`` best labels, by
     decreasing score, as in Transformers 4.57. ``function_to_apply`` is ``"softmax"``,
     ``"sigmoid"`` or ``"none"``; by default it follows ``problem_type`` / ``num_labels``.
-    Inputs may be ``{"text": ..., "text_pair": ...}`` dicts. Texts longer than the model's maximum
-    are truncated (Transformers would fail on them).
+    Inputs may be ``{"text": ..., "text_pair": ...}`` dicts.
+
+    One result per input, always. The model reads one window: texts longer than its maximum
+    (``model_max_length``, at most ``max_position_embeddings``) are cut to it by default, as
+    sentence-transformers does (Transformers would fail on them); ``truncation=False`` makes an
+    over-long input a ``ValueError`` naming its index. An empty text, or one with nothing left
+    after normalization (only whitespace or control / format characters), is classified as
+    ``[CLS] [SEP]``, as Transformers does: its label reflects the model, not the text.
     """
 
     task = "text-classification"
@@ -31,13 +37,13 @@ class TextClassificationPipeline(Pipeline):
             if isinstance(item, dict):
                 if "text" not in item:
                     raise ValueError("a dict input needs a 'text' key (and optionally 'text_pair')")
-                check_texts(item["text"])
+                check_texts(item["text"], allow_empty=True)
+                if item.get("text_pair") is not None:
+                    check_texts(item["text_pair"], "text_pair", allow_empty=True)
                 pairs.append((item["text"], item.get("text_pair") or None))
             else:
-                pairs.append((check_texts(item)[0][0], None))
-        encodings = self.tokenizer.encode_batch(
-            pairs, truncation="longest_first" if truncation else "do_not_truncate",
-            max_length=self.tokenizer.model_max_length)
+                pairs.append((check_texts(item, allow_empty=True)[0][0], None))
+        encodings = self.encode_one_window(pairs, truncation)
         logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits)
         fn = self._function(function_to_apply)
         legacy = top_k is _UNSET

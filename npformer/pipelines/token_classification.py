@@ -23,33 +23,36 @@ class TokenClassificationPipeline(Pipeline):
 
     Entity keys: ``entity``, ``score``, ``index``, ``word``, ``start``, ``end`` (strategy ``none``)
     or ``entity_group``, ``score``, ``word``, ``start``, ``end`` (other strategies); ``start`` /
-    ``end`` are character offsets into the text.
+    ``end`` are character offsets into the text. One list per input (empty for an empty text).
+    Without ``stride`` a text longer than the model's maximum is read up to that maximum, as
+    Transformers does; with ``stride`` (an integer >= 0) overlapping windows cover all of it.
     """
 
     task = "token-classification"
 
     def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None, stride: int | None = None):
-        texts, single = check_texts(inputs)
+        texts, single = check_texts(inputs, allow_empty=True)
         strategy = str(aggregation_strategy).lower()
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy must be one of {STRATEGIES}, got {aggregation_strategy!r}")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
-        max_length = self.tokenizer.model_max_length
+        max_length = self.max_length
         if stride is not None:
+            if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
+                raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
             if stride >= max_length:
                 raise ValueError(f"stride ({stride}) must be smaller than the model's max length ({max_length})")
             if strategy == "none":
                 raise ValueError("stride covers long texts with several windows, which needs an aggregation_strategy "
                                  "other than 'none'")
+        # without a stride Transformers keeps only the first window of a long text
         encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
-                                                max_length=max_length, stride=stride or 0)
-        if stride is None:  # without a stride Transformers keeps only the first window
-            encodings = [e for k, e in enumerate(encodings) if k == 0 or e.overflow_to_sample !=
-                         encodings[k - 1].overflow_to_sample]
+                                                max_length=max_length, stride=stride or 0,
+                                                overflow=stride is not None)
         logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits, per_token=True)
         results = [[] for _ in texts]
         windows = [0] * len(texts)
-        for enc, row in zip(encodings, logits):
+        for enc, row in zip(encodings, logits, strict=True):
             sample = enc.overflow_to_sample
             windows[sample] += 1
             entities = self._aggregate(self._pre_entities(texts[sample], enc, softmax(row)), strategy)
