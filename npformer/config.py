@@ -3,11 +3,77 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 GELU_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+DISTILBERT_NAMES = {"vocab_size": "vocab_size", "hidden_size": "dim", "num_hidden_layers": "n_layers",
+                    "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
+
+
+def read_json(file: Path):
+    """The JSON value in ``file``. Raises ``ValueError`` naming the file when it is empty, not
+    UTF-8, or not JSON (with the line and column of the problem)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if not text.strip():
+        raise ValueError(f"{file} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v, name: str, source: str) -> int:
+    if not _is_int(v) or v < 1:
+        raise ValueError(f"{source}: field {name!r} must be a positive integer, got {v!r}")
+    return v
+
+
+def _bool(v, name: str, source: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{source}: field {name!r} must be true or false, got {v!r}")
+    return v
+
+
+def _layer_norm_eps(v, source: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
+        raise ValueError(f"{source}: field 'layer_norm_eps' must be a finite number in (0, 1), got {v!r}")
+    return float(v)
+
+
+def _id2label(v, source: str) -> dict[int, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"{source}: field 'id2label' must be an object {{\"0\": label, ...}}, got {v!r}")
+    out = {}
+    for k, label in v.items():
+        if not (isinstance(k, str) and k.isdigit() or _is_int(k)) or not isinstance(label, str):
+            raise ValueError(f"{source}: field 'id2label' maps {k!r} to {label!r}; expected integer ids to str labels")
+        out[int(k)] = label
+    if sorted(out) != list(range(len(out))):
+        raise ValueError(f"{source}: field 'id2label' has ids {sorted(out)}; expected 0..{len(out) - 1}")
+    return out
+
+
+def _label2id(v, source: str) -> dict[str, int]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(isinstance(k, str) and (_is_int(i) or isinstance(i, str) and i.isdigit())
+                                          for k, i in v.items()):
+        raise ValueError(f"{source}: field 'label2id' must map str labels to integer ids, got {v!r}")
+    return {k: int(i) for k, i in v.items()}
 
 
 @dataclass
@@ -35,57 +101,77 @@ class Config:
     label2id: dict[str, int] = field(default_factory=dict)
     problem_type: str | None = None
     architectures: list[str] = field(default_factory=list)
-    torch_dtype: str | None = None
-    raw: dict = field(default_factory=dict, repr=False)
+    source: str = field(default="config.json", repr=False)  # the file it came from, for error messages
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        """Parse a ``config.json`` dict. Raises ``ValueError`` for an unknown ``model_type``,
-        a missing key, or an unsupported activation / position embedding type."""
+    def from_dict(cls, d: dict, source: str = "config.json") -> "Config":
+        """Parse and validate a ``config.json`` dict.
+
+        Raises ``ValueError``, one line starting with ``source``, for: an unknown ``model_type``;
+        a missing key; a field of the wrong type or out of range (sizes must be positive integers,
+        ``layer_norm_eps`` a positive finite number, ``id2label`` keys ``0..n-1`` naming str labels);
+        an unsupported activation or position embedding type.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"{source} holds a JSON {type(d).__name__}, expected an object of fields")
         model_type = d.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"unknown model_type {model_type!r}: npformer supports {SUPPORTED_MODEL_TYPES} "
+            raise ValueError(f"{source}: unknown model_type {model_type!r}: npformer supports {SUPPORTED_MODEL_TYPES} "
                              f"(BERT, TinyBERT, MiniLM, DistilBERT)")
-        try:
-            if model_type == "distilbert":
-                common = dict(hidden_size=d["dim"], num_hidden_layers=d["n_layers"],
-                              num_attention_heads=d["n_heads"], intermediate_size=d["hidden_dim"],
-                              hidden_act=d.get("activation", "gelu"), layer_norm_eps=1e-12,
-                              type_vocab_size=0, sinusoidal_pos_embds=bool(d.get("sinusoidal_pos_embds", False)))
-            else:
-                common = dict(hidden_size=d["hidden_size"], num_hidden_layers=d["num_hidden_layers"],
-                              num_attention_heads=d["num_attention_heads"],
-                              intermediate_size=d["intermediate_size"], hidden_act=d.get("hidden_act", "gelu"),
-                              layer_norm_eps=d.get("layer_norm_eps", 1e-12),
-                              type_vocab_size=d.get("type_vocab_size", 2))
-                if d.get("position_embedding_type", "absolute") != "absolute":
-                    raise ValueError(f"position_embedding_type {d['position_embedding_type']!r} is not supported "
-                                     "(only 'absolute')")
-            vocab_size = d["vocab_size"]
-        except KeyError as e:
-            raise ValueError(f"config.json of a {model_type} model lacks {e.args[0]!r}") from None
-        if common["hidden_act"] not in GELU_ACTIVATIONS + ("relu",):
-            raise ValueError(f"activation {common['hidden_act']!r} is not supported; use one of "
+        # our name -> the name in this model type's config.json
+        names = DISTILBERT_NAMES if model_type == "distilbert" else {k: k for k in DISTILBERT_NAMES}
+        missing = [names[k] for k in REQUIRED if names[k] not in d]
+        if missing:
+            raise ValueError(f"{source}: a {model_type} config needs {missing[0]!r}, which is missing")
+        fields = {k: _positive_int(d[names[k]], names[k], source) for k in REQUIRED}
+        fields["max_position_embeddings"] = _positive_int(d.get("max_position_embeddings", 512),
+                                                          "max_position_embeddings", source)
+        if model_type == "distilbert":
+            fields.update(hidden_act=d.get("activation", "gelu"), layer_norm_eps=1e-12, type_vocab_size=0,
+                          sinusoidal_pos_embds=_bool(d.get("sinusoidal_pos_embds", False), "sinusoidal_pos_embds",
+                                                     source))
+        else:
+            fields.update(hidden_act=d.get("hidden_act", "gelu"),
+                          layer_norm_eps=_layer_norm_eps(d.get("layer_norm_eps", 1e-12), source),
+                          type_vocab_size=_positive_int(d.get("type_vocab_size", 2), "type_vocab_size", source))
+            if d.get("position_embedding_type", "absolute") != "absolute":
+                raise ValueError(f"{source}: position_embedding_type {d['position_embedding_type']!r} is not "
+                                 "supported (only 'absolute')")
+        act_name = "activation" if model_type == "distilbert" else "hidden_act"
+        if fields["hidden_act"] not in GELU_ACTIVATIONS + ("relu",):
+            raise ValueError(f"{source}: {act_name} {fields['hidden_act']!r} is not supported; use one of "
                              f"{GELU_ACTIVATIONS + ('relu',)}")
-        if common["hidden_size"] % common["num_attention_heads"]:
-            raise ValueError(f"hidden_size {common['hidden_size']} is not a multiple of num_attention_heads "
-                             f"{common['num_attention_heads']}")
-        id2label = {int(k): v for k, v in (d.get("id2label") or {}).items()}
-        label2id = {k: int(v) for k, v in (d.get("label2id") or {}).items()}
-        return cls(model_type=model_type, vocab_size=vocab_size,
-                   max_position_embeddings=d.get("max_position_embeddings", 512),
-                   pad_token_id=d.get("pad_token_id", 0) or 0, id2label=id2label, label2id=label2id,
-                   problem_type=d.get("problem_type"), architectures=list(d.get("architectures") or []),
-                   torch_dtype=d.get("torch_dtype") or d.get("dtype"), raw=dict(d), **common)
+        if fields["hidden_size"] % fields["num_attention_heads"]:
+            raise ValueError(f"{source}: {names['hidden_size']} {fields['hidden_size']} is not a multiple of "
+                             f"{names['num_attention_heads']} {fields['num_attention_heads']}")
+        pad_token_id = d.get("pad_token_id", 0)
+        if pad_token_id is None:
+            pad_token_id = 0
+        if not _is_int(pad_token_id) or not 0 <= pad_token_id < fields["vocab_size"]:
+            raise ValueError(f"{source}: field 'pad_token_id' must be an integer in [0, {fields['vocab_size']}), "
+                             f"got {pad_token_id!r}")
+        problem_type = d.get("problem_type")
+        if problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"{source}: field 'problem_type' must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+        architectures = d.get("architectures") or []
+        if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+            raise ValueError(f"{source}: field 'architectures' must be a list of str, got {architectures!r}")
+        return cls(model_type=model_type, pad_token_id=pad_token_id, id2label=_id2label(d.get("id2label"), source),
+                   label2id=_label2id(d.get("label2id"), source), problem_type=problem_type,
+                   architectures=list(architectures), source=source, **fields)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Config":
-        """Read ``path/config.json`` (or a config file). Raises ``FileNotFoundError`` if absent."""
+        """Read and validate ``path/config.json`` (or a config file).
+
+        Raises ``FileNotFoundError`` if absent and ``ValueError`` naming the file when it is empty,
+        not UTF-8 JSON, not an object, or has a bad field (see :meth:`from_dict`).
+        """
         path = Path(path)
         file = path / "config.json" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face checkpoint directory")
-        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        return cls.from_dict(read_json(file), source=str(file))
 
     @property
     def head_dim(self) -> int:

@@ -29,8 +29,7 @@ from numba.extending import intrinsic
 
 from npformer.gemm import PackedMatrix, array_pointer, counted_loop, i64, output_buffer, round_up, splat
 
-SCHEME = "int8-per-channel-symmetric"
-SCALE_SUFFIX = "_scale"
+from npformer.weights import QUANTIZED_SCHEME as SCHEME, SCALE_SUFFIX
 
 
 @njit(cache=True, inline="always", fastmath=True)

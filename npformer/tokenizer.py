@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from npformer.config import read_json
+
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
@@ -196,8 +198,7 @@ class Tokenizer:
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise FileNotFoundError(f"vocabulary file not found: {vocab_file}")
-        with open(vocab_file, encoding="utf-8") as f:
-            tokens = [line.rstrip("\n") for line in f]
+        tokens = _read_vocab(vocab_file)
         self.vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             self.vocab.setdefault(tok, i)
@@ -230,7 +231,9 @@ class Tokenizer:
 
         Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``
         and the special tokens from the config; keyword ``overrides`` win over the file.
-        Raises ``FileNotFoundError`` when the directory or its ``vocab.txt`` is missing.
+        Raises ``FileNotFoundError`` when the directory or its ``vocab.txt`` is missing, and
+        ``ValueError`` naming the file when ``tokenizer_config.json`` is not a JSON object of the
+        right field types or ``vocab.txt`` is not UTF-8 text.
         """
         path = Path(path)
         if not path.is_dir():
@@ -238,15 +241,20 @@ class Tokenizer:
         kwargs: dict = {}
         config_file = path / "tokenizer_config.json"
         if config_file.is_file():
-            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config = read_json(config_file)
+            if not isinstance(config, dict):
+                raise ValueError(f"{config_file} holds a JSON {type(config).__name__}, expected an object of fields")
             for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", *SPECIAL_TOKEN_KEYS):
                 value = config.get(key)
                 if isinstance(value, dict):  # serialized AddedToken
                     value = value.get("content")
+                expected = str if key in SPECIAL_TOKEN_KEYS else bool
+                if value is not None and not isinstance(value, expected):
+                    raise ValueError(f"{config_file}: field {key!r} must be a {expected.__name__}, got {value!r}")
                 if value is not None or key == "strip_accents":
                     kwargs[key] = value
             max_len = config.get("model_max_length")
-            if isinstance(max_len, int) and max_len < 1_000_000:
+            if isinstance(max_len, int) and not isinstance(max_len, bool) and 0 < max_len < 1_000_000:
                 kwargs["model_max_length"] = max_len
         kwargs.update(overrides)
         return cls(path / "vocab.txt", **kwargs)
@@ -620,6 +628,20 @@ class Tokenizer:
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = np.array([e.overflow_to_sample for e in encodings], dtype=np.int64)
         return BatchEncoding(data, encodings)
+
+
+def _read_vocab(file: Path) -> list[str]:
+    """Tokens of a ``vocab.txt``, one per line. Raises ``ValueError`` naming the file and line when
+    it is not UTF-8 text (a binary file, say)."""
+    tokens = []
+    with open(file, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                tokens.append(raw.decode("utf-8").rstrip("\n"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{file} line {n} is not UTF-8 text (byte {e.start}: 0x{raw[e.start]:02x}); "
+                                 f"a vocab.txt holds one token per line") from None
+    return tokens
 
 
 def _windows(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:

@@ -17,8 +17,51 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
+from npformer.config import read_json
+
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "U8": np.uint8,
            "I32": np.int32, "I64": np.int64, "F64": np.float64, "BOOL": np.bool_}
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+SCALE_SUFFIX = "_scale"  # an int8 tensor ``name`` of a quantized checkpoint has float32 ``name_scale``
+QUANTIZED_SCHEME = "int8-per-channel-symmetric"  # metadata "quantization" of a quantized checkpoint
+_CHUNK = 1 << 20  # elements per finiteness check (a 1 MB temporary)
+
+
+def first_non_finite(arr: np.ndarray) -> int | None:
+    """Flat index of the first NaN or infinity in ``arr`` (None if all are finite), checked in
+    chunks so that a large tensor needs no tensor-sized temporary."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        ok = np.isfinite(flat[start:start + _CHUNK])
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a ``model.safetensors.index.json`` names. Raises ``ValueError`` naming the
+    index when it is not JSON, has no ``weight_map`` of names to files, or names a file outside the
+    checkpoint directory (an absolute path, ``..``, or a symlink pointing out; a Hub cache
+    snapshot's links into its own ``blobs/`` are allowed); ``FileNotFoundError`` for missing shards."""
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ValueError(f"{index}: expected an object with a 'weight_map' of tensor names to shard files")
+    directory = index.parent.resolve()
+    roots = [directory]
+    if directory.parent.name == "snapshots":  # huggingface_hub cache: snapshots/<rev>/* -> ../../blobs/<sha>
+        roots.append(directory.parent.parent / "blobs")
+    files = []
+    for name in sorted(set(weight_map.values())):
+        path = index.parent / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or \
+                not any(path.resolve().is_relative_to(root) for root in roots):
+            raise ValueError(f"{index}: shard {name!r} lies outside the checkpoint directory; refusing to read it")
+        files.append(path)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{index} lists shards that are missing: {missing}")
+    return files
 
 
 def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -42,16 +85,25 @@ class Weights:
         self.directory = directory
         self.tensors: dict[str, np.ndarray] = {}
         self.metadata: dict[str, str] = {}
+        self.stored: dict[str, tuple[Path, str]] = {}  # key -> (file, safetensors dtype)
         self._ranges: dict[str, tuple[mmap.mmap, int, int]] = {}  # key -> (mapping, first byte, end)
         for file in files:
-            with safe_open(file, framework="numpy") as f:  # validates header and offsets
-                if not self.metadata:
-                    self.metadata = dict(f.metadata() or {})
+            try:
+                with safe_open(file, framework="numpy") as f:  # validates header and offsets
+                    metadata = dict(f.metadata() or {})
+            except Exception as e:  # SafetensorError, OSError: truncated file, bad header, offsets out of range
+                raise ValueError(f"{file} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+            if not self.metadata:
+                self.metadata = metadata
             self.tensors.update(self._map(file))
         self.prefixes = prefixes
         self.used: set[str] = set()
-        layout = json.loads(self.metadata.get("layout", "{}"))
-        self.packed_shapes: dict[str, list[int]] = layout.get("packed", {})
+        self.quantized = self.metadata.get("quantization") == QUANTIZED_SCHEME
+        try:
+            layout = json.loads(self.metadata.get("layout", "{}"))
+            self.packed_shapes: dict[str, list[int]] = dict(layout.get("packed", {}))
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            raise ValueError(f"{files[0]}: metadata 'layout' is not a JSON object of packed shapes") from None
 
     @staticmethod
     def _files(directory: Path) -> list[Path]:
@@ -59,12 +111,7 @@ class Weights:
             raise FileNotFoundError(f"checkpoint directory not found: {directory}")
         index = directory / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            files = [directory / f for f in sorted(set(weight_map.values()))]
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise FileNotFoundError(f"{index} lists shards that are missing: {missing}")
-            return files
+            return _shards(index)
         if (directory / "model.safetensors").is_file():
             return [directory / "model.safetensors"]
         pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
@@ -87,9 +134,10 @@ class Weights:
             if name == "__metadata__":
                 continue
             if info["dtype"] not in _DTYPES:
-                raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
+                raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {info['dtype']}")
             start, end = info["data_offsets"]
             self._ranges[name] = (mapping, base + start, base + end)
+            self.stored[name] = (file, info["dtype"])
             arr = data[base + start: base + end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
             if info["dtype"] == "BF16":
                 arr = _bf16_to_f32(arr)
@@ -109,29 +157,69 @@ class Weights:
         return self.resolve(name) is not None
 
     def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """Tensor ``name``; with ``shape``, checked against it.
+        """Tensor ``name`` as float32 (or a ``QuantizedTensor`` for an int8 tensor with scales);
+        with ``shape``, checked against it.
 
-        Raises ``KeyError`` naming the tensor when it is missing and ``ValueError`` naming the
-        tensor and both shapes when the shape differs from what the config implies.
+        Every tensor is validated on first use: stored as a float type (or int8 with a
+        ``name_scale`` tensor beside it), all values finite, quantization scales positive.
+
+        Raises ``KeyError`` naming the tensor when it is missing, and ``ValueError`` naming the
+        file and tensor when its dtype, values or shape (against what the config implies) are wrong.
         """
         key = self.resolve(name)
         if key is None:
             raise KeyError(f"tensor {name!r} is missing from the checkpoint in {self.directory} "
                            f"(looked for prefixes {list(self.prefixes)})")
+        file, stored = self.stored[key]
         arr = self.tensors[key]
-        if arr.dtype == np.int8 and key + "_scale" in self.tensors:  # an int8 tensor of a quantized checkpoint
-            from npformer.quantization import QuantizedTensor
-
-            self.used.add(key + "_scale")
-            packed_shape = self.packed_shapes.get(key)
-            if packed_shape is None:
-                arr = QuantizedTensor(arr, self.tensors[key + "_scale"])
-            else:
-                arr = QuantizedTensor(None, self.tensors[key + "_scale"], packed=arr, shape=packed_shape)
+        if stored == "I8" and (self.quantized or key + SCALE_SUFFIX in self.tensors):
+            arr = self._quantized(key)
+        elif stored not in FLOAT_DTYPES:
+            raise ValueError(f"{file}: tensor {key!r} is stored as {stored}; expected a float type "
+                             f"({', '.join(FLOAT_DTYPES)})")
+        else:
+            self._check_finite(key)
         if shape is not None and tuple(arr.shape) != tuple(shape):
-            raise ValueError(f"tensor {key!r} has shape {tuple(arr.shape)} but the config implies {tuple(shape)}")
+            raise ValueError(f"{file}: tensor {key!r} has shape {tuple(arr.shape)} but the config implies "
+                             f"{tuple(shape)}")
         self.used.add(key)
         return arr
+
+    def _check_finite(self, key: str) -> None:
+        if key in self.used:
+            return
+        bad = first_non_finite(self.tensors[key])
+        if bad is not None:
+            file, _ = self.stored[key]
+            value = self.tensors[key].reshape(-1)[bad]
+            raise ValueError(f"{file}: tensor {key!r} holds {value} at flat index {bad}; weights must be finite")
+        if self.tensors[key].nbytes >= _CHUNK:
+            self.release(key)  # the check read every page; uses fault them back in from the file
+
+    def _quantized(self, key: str):
+        from npformer.quantization import QuantizedTensor
+
+        file, _ = self.stored[key]
+        scale_key = key + SCALE_SUFFIX
+        if scale_key not in self.tensors:
+            raise ValueError(f"{file}: int8 tensor {key!r} has no {scale_key!r} beside it; a quantized tensor "
+                             f"needs its float32 per-row scales")
+        if self.stored[scale_key][1] not in FLOAT_DTYPES:
+            raise ValueError(f"{file}: tensor {scale_key!r} is stored as {self.stored[scale_key][1]}; expected float")
+        self._check_finite(scale_key)
+        scales = self.tensors[scale_key]
+        if scales.size and scales.min() <= 0:
+            raise ValueError(f"{file}: tensor {scale_key!r} holds a scale <= 0 ({scales.min()}); scales must be "
+                             f"positive")
+        self.used.add(scale_key)
+        values = self.tensors[key]
+        packed_shape = self.packed_shapes.get(key)
+        try:
+            if packed_shape is None:
+                return QuantizedTensor(values, scales)
+            return QuantizedTensor(None, scales, packed=values, shape=packed_shape)
+        except ValueError as e:
+            raise ValueError(f"{file}: tensor {key!r}: {e}") from None
 
     def release(self, name: str) -> None:
         """Drop the pages of tensor ``name`` from this process's memory (``madvise(MADV_DONTNEED)``)

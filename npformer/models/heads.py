@@ -35,6 +35,13 @@ def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
     return w, b
 
 
+def _check_labels(config: Config, w, name: str) -> None:
+    """``id2label`` must name one label per row of the classifier."""
+    if config.id2label and len(config.id2label) != w.shape[0]:
+        raise ValueError(f"{config.source}: id2label names {len(config.id2label)} labels but tensor "
+                         f"'{name}.weight' has {w.shape[0]} rows, one per label")
+
+
 @dataclass
 class ModelOutput:
     """``logits``: ``(batch, num_labels)`` (sequence), ``(batch, seq_len, num_labels)`` (token),
@@ -111,6 +118,7 @@ class SequenceClassifier(TaskModel):
         elif self.encoder.pooler is None:
             raise KeyError("tensor 'pooler.dense.weight' is missing")
         self.w, self.b = _dense(weights, "classifier", None, h)
+        _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
         if self.pre_w is None:
@@ -127,6 +135,7 @@ class TokenClassifier(TaskModel):
 
     def load_head(self, weights: Weights) -> None:
         self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)
+        _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape

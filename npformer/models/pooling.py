@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from npformer.config import read_json
+
 MODES = ("cls", "max", "mean", "mean_sqrt_len")
 KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
         "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
@@ -38,21 +40,31 @@ class Pooling:
         modules_file = directory / "modules.json"
         if not modules_file.is_file():
             return cls()
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        pooling_dir = next((directory / m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")),
-                           None)
+        modules = read_json(modules_file)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise ValueError(f"{modules_file} must hold a list of module objects, got {type(modules).__name__}")
+        pooling_dir = next((directory / str(m.get("path", "")) for m in modules
+                            if str(m.get("type", "")).endswith("Pooling")), None)
         modes: tuple[str, ...] = ("mean",)
         if pooling_dir is not None and (pooling_dir / "config.json").is_file():
-            config = json.loads((pooling_dir / "config.json").read_text(encoding="utf-8"))
+            config = read_json(pooling_dir / "config.json")
+            if not isinstance(config, dict):
+                raise ValueError(f"{pooling_dir / 'config.json'} must hold a JSON object of pooling_mode_* fields")
             unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in KEYS.values()]
             if unsupported:
-                raise ValueError(f"pooling modes {unsupported} are not supported (npformer implements {MODES})")
+                raise ValueError(f"{pooling_dir / 'config.json'}: pooling modes {unsupported} are not supported "
+                                 f"(npformer implements {MODES})")
             modes = tuple(m for m in MODES if config.get(KEYS[m])) or ("mean",)
-        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+        normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
         max_seq_length = None
         st_config = directory / "sentence_bert_config.json"
         if st_config.is_file():
-            max_seq_length = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+            data = read_json(st_config)
+            max_seq_length = data.get("max_seq_length") if isinstance(data, dict) else None
+            if max_seq_length is not None and (not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool)
+                                               or max_seq_length < 1):
+                raise ValueError(f"{st_config}: field 'max_seq_length' must be a positive integer, "
+                                 f"got {max_seq_length!r}")
         return cls(modes, normalize, max_seq_length)
 
     def __call__(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
