@@ -11,67 +11,43 @@
     npformer quantize MODEL OUT_DIR
 
 Texts come from the arguments, from ``--input FILE`` (``.txt`` one text per line, ``.jsonl``,
-``.csv`` / ``.tsv`` with ``--column``), or from stdin (one per line). User errors print one line
-``npformer: error: ...`` and exit with status 2; no traceback.
+``.csv`` / ``.tsv`` with ``--column``), or from stdin (one per line); see :mod:`npformer.records`.
+Results go to stdout or ``--output FILE`` (see :mod:`npformer.output`: an existing file is kept
+unless ``--overwrite``, and is only replaced when the run completes).
+
+Exit status: 0 when every record was processed; 1 when some records failed (each is written with
+an ``"error"`` field, or skipped, as ``--on-error`` says; a summary line goes to stderr); 2 for a
+problem with the command itself (bad option, missing file, unreadable checkpoint), printed as one
+line ``npformer: error: ...`` with no traceback; 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-CHUNK = 256  # texts handed to a pipeline at a time (it batches them by --batch-size)
+from npformer.output import JsonLines, NonFiniteError, OutputError
+from npformer.records import InputError, Record, Source
+
+CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
+ON_ERROR = ("record", "skip", "abort")
+EMPTY_WARNING = ("the text has no tokens after normalization (only whitespace, control or format characters): "
+                 "the result is the model's output for an empty input")
 
 
 class UserError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
 
-def read_records(path: str | None, texts: list[str], column: str | None) -> Iterator[dict]:
-    """Records ``{"text": ...}`` (plus every column of the file) from args, a file or stdin."""
-    if texts:
-        yield from ({"text": t} for t in texts)
-        return
-    if path is None:
-        if sys.stdin.isatty():
-            raise UserError("no input: give texts as arguments, --input FILE, or pipe lines to stdin")
-        yield from ({"text": line.rstrip("\n")} for line in sys.stdin if line.strip())
-        return
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"input file not found: {file}")
-    suffix = file.suffix.lower()
-    with open(file, encoding="utf-8", newline="") as f:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",",
-                                    quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
-            name = column or "text"
-            if name not in (reader.fieldnames or []):
-                raise UserError(f"column {name!r} not in {file.name} (columns: {', '.join(reader.fieldnames or [])}); "
-                                f"choose one with --column")
-            for row in reader:
-                yield {**row, "text": row[name]}
-        elif suffix == ".jsonl":
-            name = column or "text"
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{file.name} line {n} is not JSON: {e}") from None
-                if not isinstance(row, dict) or name not in row:
-                    raise UserError(f"{file.name} line {n} has no field {name!r}; choose one with --column")
-                yield {**row, "text": row[name]}
-        else:
-            yield from ({"text": line.rstrip("\n")} for line in f if line.strip())
+class Aborted(Exception):
+    """``--on-error abort`` met a bad record."""
 
 
-def chunks(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     chunk = []
     for record in records:
         chunk.append(record)
@@ -82,61 +58,96 @@ def chunks(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def to_json(value):
-    """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists."""
-    import numpy as np
+def process(pipe, fn: Callable, chunk: list[Record], source: Source) -> list[dict]:
+    """One output dict per record of ``chunk``, in order: ``fn``'s result, or ``{"error": ...}``.
 
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    ``fn(pipe, records) -> list of dicts`` runs on the chunk's good records at once; when it
+    raises ``ValueError`` (a record the task cannot take), each record is run alone so that only
+    the bad one gets the error.
+    """
+    good = [r for r in chunk if r.error is None]
+    try:
+        results = fn(pipe, good) if good else []
+    except ValueError:
+        results = []
+        for record in good:
+            try:
+                results.append(fn(pipe, [record])[0])
+            except ValueError as e:
+                results.append({"error": f"{source.where(record.line)}: {str(e).splitlines()[0]}"})
+    if len(results) != len(good):
+        raise RuntimeError(f"{len(results)} results for {len(good)} records")  # never: one result per input
+    by_record = iter(results)
+    out = []
+    for record in chunk:
+        result = {"error": record.error} if record.error else dict(next(by_record))
+        if "error" not in result and record.text is not None and pipe.tokenizer.is_empty(record.text):
+            result["warning"] = EMPTY_WARNING
+        if source.kind != "args":
+            result = {"line": record.line, **result}
+        if "error" in result and record.text is not None:
+            result.setdefault("text", record.text)
+        out.append(result)
+    return out
 
 
-def run_task(args, pipe, fn) -> None:
-    """Feed records to ``fn(pipe, records) -> list of dicts`` chunk by chunk, writing JSON lines."""
-    records = read_records(args.input, args.texts, args.column)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+def run_task(args, pipe, fn: Callable, source: Source, output: JsonLines) -> tuple[int, int]:
+    """Process every record of ``source``, writing one JSON line per record (or skipping bad ones);
+    returns ``(records, errors)``. On any failure the records done are kept as ``OUT.partial``."""
     progress = None
-    if args.input and sys.stderr.isatty():
+    if source.kind != "args" and sys.stderr.isatty():
         from tqdm import tqdm
 
         progress = tqdm(unit="text", file=sys.stderr)
+    records = errors = 0
+    output.open()
     try:
-        for chunk in chunks(records, CHUNK):
-            for record in chunk:
-                if not isinstance(record["text"], str) or not record["text"].strip():
-                    raise UserError(f"empty text in the input ({len(chunk)} texts in this chunk)")
-            for result in fn(pipe, chunk):
-                out.write(json.dumps(to_json(result), ensure_ascii=False) + "\n")
+        for chunk in chunks(source, CHUNK):
+            for result in process(pipe, fn, chunk, source):
+                records += 1
+                if "error" not in result:
+                    try:
+                        output.write(result)
+                        continue
+                    except NonFiniteError as e:
+                        where = source.where(result.get("line", records))
+                        result = {k: result[k] for k in ("line", "text") if k in result} | {"error": f"{where}: {e}"}
+                errors += 1
+                if args.on_error == "abort":
+                    raise Aborted(result["error"])
+                if args.on_error == "record":
+                    output.write(result)
             if progress is not None:
                 progress.update(len(chunk))
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
     finally:
         if progress is not None:
             progress.close()
-        if out is not sys.stdout:
-            out.close()
+    return records, errors
+
+
+def _texts(records: list[Record]) -> list[str]:
+    return [r.text for r in records]
 
 
 def _sentiment(args):
-    def fn(pipe, chunk):
-        texts = [r["text"] for r in chunk]
+    def fn(pipe, records):
+        texts = _texts(records)
         if args.top_k is None:
-            return [{"text": t, **r} for t, r in zip(texts, pipe(texts))]
-        return [{"text": t, "labels": r} for t, r in zip(texts, pipe(texts, top_k=args.top_k))]
-    return "sentiment-analysis", fn
+            return [{"text": t, **r} for t, r in zip(texts, pipe(texts), strict=True)]
+        return [{"text": t, "labels": r} for t, r in zip(texts, pipe(texts, top_k=args.top_k), strict=True)]
+    return "sentiment-analysis", fn, ()
 
 
 def _ner(args):
-    def fn(pipe, chunk):
-        texts = [r["text"] for r in chunk]
+    def fn(pipe, records):
+        texts = _texts(records)
         found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride)
-        return [{"text": t, "entities": e} for t, e in zip(texts, found)]
-    return "ner", fn
+        return [{"text": t, "entities": e} for t, e in zip(texts, found, strict=True)]
+    return "ner", fn, ()
 
 
 def _qa(args):
@@ -145,58 +156,57 @@ def _qa(args):
         path = Path(args.context_file)
         if not path.is_file():
             raise UserError(f"context file not found: {path}")
-        context = path.read_text(encoding="utf-8")
+        try:
+            context = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if context is not None and not context.strip():
+        raise UserError("the context is empty")
 
-    def fn(pipe, chunk):
+    def fn(pipe, records):
         out = []
-        for record in chunk:
-            ctx = context if context is not None else record.get(args.context_column)
+        for record in records:
+            ctx = context if context is not None else record.fields.get(args.context_column)
             if not isinstance(ctx, str) or not ctx.strip():
-                raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
-                                f"{args.context_column!r} field in each input record")
-            answer = pipe(question=record["text"], context=ctx, top_k=args.top_k or 1)
-            out.append({"question": record["text"], **answer} if isinstance(answer, dict)
-                       else {"question": record["text"], "answers": answer})
+                raise ValueError("question answering needs a context: --context TEXT, --context-file FILE, or a "
+                                 f"{args.context_column!r} field in each input record")
+            answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1)
+            out.append({"question": record.text, **answer} if isinstance(answer, dict)
+                       else {"question": record.text, "answers": answer})
         return out
-    return "question-answering", fn
+    return "question-answering", fn, () if context is not None else (args.context_column,)
 
 
 def _fill_mask(args):
-    def fn(pipe, chunk):
-        texts = [r["text"] for r in chunk]
-        missing = [t for t in texts if pipe.tokenizer.mask_token not in t]
-        if missing:
-            raise UserError(f"no {pipe.tokenizer.mask_token} in the text: {missing[0][:80]!r}")
-        return [{"text": t, "predictions": p} for t, p in zip(texts, pipe(texts, top_k=args.top_k or 5))]
-    return "fill-mask", fn
+    def fn(pipe, records):
+        texts = _texts(records)
+        return [{"text": t, "predictions": p} for t, p in zip(texts, pipe(texts, top_k=args.top_k or 5), strict=True)]
+    return "fill-mask", fn, ()
 
 
 def _embed(args):
-    def fn(pipe, chunk):
-        texts = [r["text"] for r in chunk]
-        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts))]
-    return "sentence-embeddings", fn
+    def fn(pipe, records):
+        texts = _texts(records)
+        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts), strict=True)]
+    return "sentence-embeddings", fn, ()
 
 
 def _similarity(args):
-    import numpy as np
+    from npformer.models.pooling import l2_normalize
 
     if args.texts and len(args.texts) != 2:
         raise UserError("similarity takes exactly two texts (or --input FILE with --column and --pair-column)")
-    texts = args.texts
-    args.texts = [texts[0]] if texts else []
+    pair_given = args.texts[1] if args.texts else None
+    args.texts = args.texts[:1]
 
-    def fn(pipe, chunk):
-        if texts:
-            return [{"text": texts[0], "text_pair": texts[1], "score": pipe.similarity(texts[0], texts[1])}]
-        pairs = [r.get(args.pair_column) for r in chunk]
+    def fn(pipe, records):
+        pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
         if any(not isinstance(p, str) or not p.strip() for p in pairs):
-            raise UserError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
-        a = pipe([r["text"] for r in chunk])
-        b = pipe(pairs)
-        scores = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-        return [{"text": r["text"], "text_pair": p, "score": float(s)} for r, p, s in zip(chunk, pairs, scores)]
-    return "sentence-embeddings", fn
+            raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
+        scores = (l2_normalize(pipe(_texts(records))) * l2_normalize(pipe(pairs))).sum(-1)
+        return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
+                                                                                       strict=True)]
+    return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
 
 
 def _zero_shot(args):
@@ -204,9 +214,9 @@ def _zero_shot(args):
     if not labels:
         raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking")
 
-    def fn(pipe, chunk):
-        return pipe([r["text"] for r in chunk], labels, multi_label=args.multi_label)
-    return "zero-shot-classification", fn
+    def fn(pipe, records):
+        return pipe(_texts(records), labels, multi_label=args.multi_label)
+    return "zero-shot-classification", fn, ()
 
 
 TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mask, "embed": _embed,
@@ -214,9 +224,8 @@ TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mas
 
 
 def info(model: str) -> dict:
-    """Architecture, size, labels and dtype of a checkpoint."""
+    """Architecture, size, labels and dtype of a checkpoint (loading, and so validating, its encoder)."""
     from npformer.models.auto import build_encoder, open_checkpoint
-    from npformer.quantization import is_quantized
 
     directory, config, weights = open_checkpoint(model)
     encoder = build_encoder(config, weights)
@@ -229,9 +238,21 @@ def info(model: str) -> dict:
                                   if not k.endswith("_scale") and t.dtype.kind in "fi" and t.dtype != "int64")),
             "encoder_parameters": encoder.num_parameters,
             "size_bytes": int(sum(f.stat().st_size for f in files)),
-            "dtype": "int8" if is_quantized(weights) else "float32",
+            "dtype": "int8" if weights.quantized else "float32",
             "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
             "id2label": {str(k): v for k, v in config.id2label.items()}}
+
+
+def _positive(name: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+        if n < (0 if name == "--stride" else 1):
+            raise argparse.ArgumentTypeError(f"{name} must be {'>= 0' if name == '--stride' else '>= 1'}, got {n}")
+        return n
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,16 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("texts", nargs="*", help="texts (otherwise --input or stdin)")
         p.add_argument("--input", "-i", help="a .txt (one text per line), .jsonl, .csv or .tsv file")
         p.add_argument("--column", help="field / column holding the text (default: text)")
-        p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
+        p.add_argument("--delimiter", help="field separator of a CSV file (default: ',' for .csv, tab for .tsv)")
+        p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
+        p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+        p.add_argument("--on-error", choices=ON_ERROR, default="record",
+                       help="a bad record is written with an \"error\" field (record, the default), left out "
+                            "(skip), or stops the run (abort); the exit status is 1 if any record failed")
         p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's default)")
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
-        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
         if name in ("sentiment", "qa", "fill-mask"):
-            p.add_argument("--top-k", type=int, default=None)
+            p.add_argument("--top-k", type=_positive("--top-k"), default=None)
         if name == "ner":
             p.add_argument("--aggregation-strategy", default="simple",
                            choices=["none", "simple", "first", "average", "max"])
-            p.add_argument("--stride", type=int, default=None, help="cover long texts with overlapping windows")
+            p.add_argument("--stride", type=_positive("--stride"), default=None,
+                           help="cover long texts with windows overlapping by this many tokens")
         if name == "qa":
             p.add_argument("--context", help="the context text")
             p.add_argument("--context-file", help="a file holding the context")
@@ -270,12 +297,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="write an INT8 copy of a checkpoint")
     p.add_argument("model")
     p.add_argument("out_dir")
+    p.add_argument("--overwrite", action="store_true", help="replace the weights in OUT_DIR if there are some")
     return parser
+
+
+def _error(message: str) -> None:
+    print(f"npformer: error: {message.splitlines()[0] if message.strip() else 'failed'}", file=sys.stderr)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Ctrl-C, also when it surfaces as the SystemError of a Numba parallel region it interrupted."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    output = JsonLines(getattr(args, "output", None), getattr(args, "overwrite", False))
     try:
         if args.command == "info":
             print(json.dumps(info(args.model), indent=2))
@@ -283,23 +325,52 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "quantize":
             from npformer.quantization import save_quantized
 
-            out = save_quantized(args.model, args.out_dir)
+            out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
             return 0
-        if args.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
-        task, fn = TASKS[args.command](args)
+        task, fn, extra_columns = TASKS[args.command](args)
+        source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns)
+        if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
+            raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
+                            f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
+                            if args.command == "qa" else
+                            "similarity takes exactly two texts, or a .jsonl / .csv / .tsv input with a "
+                            f"{args.pair_column!r} field (--pair-column)")
+        inputs = [source.path] if source.path is not None else []
+        if args.command == "qa" and args.context_file:
+            inputs.append(Path(args.context_file))
+        output.check(inputs)
         from npformer.pipelines import pipeline
 
         pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size)
-        run_task(args, pipe, fn)
-        return 0
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"npformer: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
-        return 2
+        records, errors = run_task(args, pipe, fn, source, output)
+        if errors or source.kind != "args":
+            where = f"; results in {args.output}" if args.output else ""
+            what = {"record": "written with an \"error\" field", "skip": "left out"}[args.on_error]
+            print(f"npformer: {records} records, {errors} errors ({what}){where}", file=sys.stderr)
+        return 1 if errors else 0
+    except Aborted as e:
+        _error(f"{e} (--on-error abort){_kept(output)}")
+        return 1
     except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except (UserError, InputError, OutputError, ValueError, FileNotFoundError) as e:
+        _error(f"{e}{_kept(output)}")
+        return 2
+    except OSError as e:  # writing the output: a full disk, a read-only file system...
+        target = getattr(args, "output", None) or "stdout"
+        _error(f"cannot write {target}: {e.strerror or e}{_kept(output)}")
+        return 2
+    except (KeyboardInterrupt, SystemError) as e:
+        if not _interrupted(e):
+            raise
+        print(f"npformer: interrupted{_kept(output)}", file=sys.stderr)
+        return 130
+
+
+def _kept(output: JsonLines) -> str:
+    return f"; the {output.written} records done are in {output.partial}" if output.partial else ""
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ kernel reads them straight from the memory map; word embeddings are stored row-m
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -326,11 +327,6 @@ class QuantizedTensor:
         return self.values[ids].astype(np.float32) * self.scales[ids][..., None]
 
 
-def is_quantized(weights) -> bool:
-    """True if a :class:`npformer.weights.Weights` was written by :func:`save_quantized`."""
-    return weights.metadata.get("quantization") == SCHEME
-
-
 def quantize_encoder_(encoder, embeddings: bool = True):
     """In place: every Linear weight of ``encoder``'s layers (and the word embeddings) to int8."""
     from npformer.models.bert import LayerWeights
@@ -359,7 +355,8 @@ def quantized_keys(config, weights) -> tuple[list[str], str]:
     return linears, weights.resolve("embeddings.word_embeddings.weight")
 
 
-def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None) -> Path:
+def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None,
+                   overwrite: bool = False) -> Path:
     """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
 
     Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
@@ -367,17 +364,27 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     and sentence-transformers files are copied. ``AutoModel.from_pretrained(out_dir)`` and the
     pipelines load the result directly. Returns ``out_dir``.
 
+    The weights are written to a temporary file and renamed into place once complete.
+
     Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` if ``src``
-    is already quantized.
+    is already quantized, ``out_dir`` is the source directory, or ``out_dir`` already holds
+    weights and ``overwrite`` is not set.
     """
     from safetensors.numpy import save_file
 
     from npformer.models.auto import open_checkpoint
 
     directory, config, weights = open_checkpoint(src, revision)
-    if is_quantized(weights):
+    if weights.quantized:
         raise ValueError(f"{directory} is already quantized ({SCHEME})")
     out_dir = Path(out_dir)
+    if out_dir.resolve() == directory.resolve() or out_dir.exists() and out_dir.samefile(directory):
+        raise ValueError(f"the output directory {out_dir} is the source checkpoint; write the int8 copy elsewhere")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the output {out_dir} is a file; give a directory")
+    existing = [p.name for p in out_dir.glob("*.safetensors*")] if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise ValueError(f"{out_dir} already holds {existing[0]}; pass --overwrite (overwrite=True) to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     linears, embeddings = quantized_keys(config, weights)
     tensors, packed_shapes = {}, {}
@@ -392,9 +399,11 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
                 tensors[key] = q
         else:
             tensors[key] = np.ascontiguousarray(arr)
-    save_file(tensors, str(out_dir / "model.safetensors"),
+    temp = out_dir / ".model.safetensors.tmp"
+    save_file(tensors, str(temp),
               metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
                         "source": str(directory.name)})
+    os.replace(temp, out_dir / "model.safetensors")
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue

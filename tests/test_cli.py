@@ -51,22 +51,30 @@ def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sentiment", "   "], "empty text"),
     (["qa", "Who?"], "needs a context"),
-    (["fill-mask", "no mask in here"], "[MASK]"),
     (["sentiment", "--input", "missing.tsv"], "input file not found"),
     (["zero-shot", "text"], "--labels"),
+    (["similarity", "only one"], "exactly two texts"),
+    (["sentiment", "--batch-size", "0", "x"], "--batch-size must be >= 1"),
 ])
 def test_user_errors_are_one_line(sentiment_dir, capsys, argv, message, tmp_path):
     model = {"sentiment": sentiment_dir}.get(argv[0])
-    if argv[0] in ("qa", "fill-mask", "zero-shot"):
+    if argv[0] in ("qa", "zero-shot", "similarity"):
         model = tmp_path / "m"
-        head = {"qa": "qa", "fill-mask": "mlm", "zero-shot": None}[argv[0]]
+        head = {"qa": "qa", "zero-shot": None, "similarity": None}[argv[0]]
         make_checkpoint(model, "bert", head, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=40)
-    assert main(argv + ["--model", str(model)]) == 2
+    if argv[1] == "--batch-size":
+        with pytest.raises(SystemExit) as e:
+            main(argv + ["--model", str(model)])
+        assert e.value.code == 2
+    else:
+        assert main(argv + ["--model", str(model)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("npformer: error:") and message in err and err.count("\n") == 1
+    if argv[1] == "--batch-size":  # argparse: usage line, then one error line
+        err = err.splitlines()[-1] + "\n"
+    prefix = "npformer sentiment: error:" if argv[1] == "--batch-size" else "npformer: error:"
+    assert err.startswith(prefix) and message in err and err.count("\n") == 1
 
 
 def test_column_that_does_not_exist(sentiment_dir, tmp_path, capsys):

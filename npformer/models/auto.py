@@ -36,7 +36,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
     from npformer import quantization
 
-    quantized = quantization.is_quantized(weights)
+    quantized = weights.quantized
     try:
         encoder = ENCODERS[config.model_type](config, weights)
     except KeyError as e:

@@ -22,6 +22,12 @@ KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean
         "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
 
 
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x (..., dim)`` divided by their L2 norm (at least 1e-12), as
+    ``torch.nn.functional.normalize`` (sentence-transformers' ``Normalize``); float32 in, float32 out."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
+
+
 @dataclass
 class Pooling:
     """How to pool: ``modes`` (subset of :data:`MODES`), ``normalize``, ``max_seq_length`` (tokens or None)."""
@@ -83,6 +89,4 @@ class Pooling:
             else:
                 parts.append((hidden * mask).sum(axis=1) / np.sqrt(counts))
         out = np.concatenate(parts, axis=-1).astype(np.float32)
-        if self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-        return out
+        return l2_normalize(out) if self.normalize else out

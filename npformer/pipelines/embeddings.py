@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npformer.models.pooling import Pooling
+from npformer.models.pooling import Pooling, l2_normalize
 from npformer.pipelines.base import Pipeline, check_texts, softmax
 
 
@@ -64,9 +64,7 @@ class SentenceEmbeddingPipeline(Pipeline):
         single = isinstance(a, str) and isinstance(b, str)
         va = np.atleast_2d(a if isinstance(a, np.ndarray) else self(a))
         vb = np.atleast_2d(b if isinstance(b, np.ndarray) else self(b))
-        va = va / np.maximum(np.linalg.norm(va, axis=-1, keepdims=True), 1e-12)
-        vb = vb / np.maximum(np.linalg.norm(vb, axis=-1, keepdims=True), 1e-12)
-        sims = (va @ vb.T).astype(np.float32)
+        sims = (l2_normalize(va) @ l2_normalize(vb).T).astype(np.float32)
         return float(sims[0, 0]) if single else sims
 
 

@@ -1,0 +1,147 @@
+"""JSON lines output for the command line that never loses a user's file.
+
+* Checked before anything is written (:meth:`JsonLines.check`): the target is not a directory,
+  not the input file, not an existing file unless ``overwrite``, and its directory is writable.
+* Written to a temporary file beside the target and renamed into place when the run completes
+  (``os.replace``, atomic on one file system), so an existing file is never truncated by a run
+  that fails. A run that fails or is interrupted keeps what it did as ``TARGET.partial``.
+* Special files (``/dev/stdout``, ``/dev/null``, a FIFO) are written directly.
+* Standard JSON only: ``NaN`` / ``Infinity`` are refused (:class:`NonFiniteError`), never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class OutputError(ValueError):
+    """The output cannot be written where asked; one line."""
+
+
+class NonFiniteError(ValueError):
+    """A result holds NaN or infinity, which standard JSON cannot carry."""
+
+
+def to_json(value):
+    """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def dumps(record: dict) -> str:
+    """One JSON line (no trailing newline). Raises :class:`NonFiniteError` for NaN / infinity."""
+    try:
+        return json.dumps(to_json(record), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise NonFiniteError("the result holds NaN or infinity (not valid JSON)") from None
+
+
+class JsonLines:
+    """Where results go: stdout (``path`` None) or a file, written as described in the module.
+
+    Use :meth:`check` before loading anything, then ``open()``, ``write(record)`` for each result,
+    and ``commit()`` at the end; on failure ``abandon()`` keeps the records written as ``.partial``.
+    Raises :class:`OutputError` (from :meth:`check` / :meth:`open`) and ``OSError`` while writing.
+    """
+
+    def __init__(self, path: str | None, overwrite: bool = False):
+        self.path = Path(path) if path is not None else None
+        self.overwrite = overwrite
+        self.file = None
+        self.temp: Path | None = None
+        self.written = 0  # records written
+        self.partial: Path | None = None  # where abandon() kept them
+
+    @property
+    def direct(self) -> bool:
+        """Written in place: stdout or a special file (device, FIFO), not a regular file."""
+        return self.path is None or self.path.exists() and not self.path.is_file()
+
+    def check(self, inputs: list[Path] = ()) -> None:
+        """Refuse a target that is a directory, an input file, an existing file without
+        ``overwrite``, or in a directory that is missing or not writable."""
+        if self.path is None:
+            return
+        target = self.path
+        if target.is_dir():
+            raise OutputError(f"--output {target} is a directory; give a file name")
+        for source in inputs:
+            if target.exists() and source.exists() and (target.resolve() == source.resolve()
+                                                        or target.samefile(source)):
+                raise OutputError(f"--output {target} is the input file; write the results to another file")
+        if self.direct:
+            return
+        if target.exists() and not self.overwrite:
+            raise OutputError(f"--output {target} exists; pass --overwrite to replace it")
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"cannot write --output {target}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write --output {target}: directory {parent} is not writable")
+
+    def open(self) -> None:
+        if self.path is None:
+            self.file = sys.stdout
+            return
+        if self.direct:
+            self.file = open(self.path, "w", encoding="utf-8")
+            return
+        try:
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as e:
+            raise OutputError(f"cannot write --output {self.path}: {e.strerror}") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0600
+        self.temp = Path(name)
+        self.file = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        """Write one record as a JSON line. Raises :class:`NonFiniteError` (nothing written) or OSError."""
+        line = dumps(record)
+        self.file.write(line + "\n")
+        self.written += 1
+
+    def commit(self) -> None:
+        """Flush and move the finished file into place."""
+        if self.file is sys.stdout:
+            self.file.flush()
+            return
+        self.file.flush()
+        if self.temp is not None:
+            os.fsync(self.file.fileno())
+        self.file.close()
+        if self.temp is not None:
+            os.replace(self.temp, self.path)
+            self.temp = None
+
+    def abandon(self) -> Path | None:
+        """After a failure: keep the records written so far as ``TARGET.partial`` (returned), or
+        remove the temporary file when there are none. Never touches the target itself."""
+        if self.file is None or self.file is sys.stdout:
+            return None
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        if self.temp is None:
+            return None
+        if self.written == 0:
+            self.temp.unlink(missing_ok=True)
+            return None
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        os.replace(self.temp, self.partial)
+        return self.partial
