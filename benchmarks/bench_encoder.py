@@ -143,7 +143,7 @@ def warm_up_kernels() -> None:
     import numpy as np
 
     import npformer
-    from npformer import gemm, kernels
+    from npformer.kernels import gemm_f32 as gemm, ops as kernels
 
     x = np.ones((8, 64), np.float32)
     kernels.layer_norm(x, x[0], x[0], 1e-12)

@@ -21,7 +21,8 @@ import numpy as np
 from common import append_results, median_ms, require_clean_blas_env
 from numba import njit
 
-from npformer import gemm
+from npformer.kernels import gemm_f32 as gemm
+from npformer.kernels.llvm_ir import LANES, MR, NR
 
 SHAPES = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (4096, 768, 3072), (4096, 3072, 768)]
 
@@ -29,16 +30,16 @@ SHAPES = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (4096, 768, 3072)
 @njit(cache=True)
 def _l1_loop(x, w, bias, out, k, reps):
     for _ in range(reps):
-        gemm.tile_rows(x, 0, k, w, 0, 16 * k, k, out, 0, gemm.NR, bias, 0, gemm.MR)
+        gemm.tile_rows(x, 0, k, w, 0, LANES * k, k, out, 0, NR, bias, 0, MR)
 
 
 def fma_peak_gflops(runs: int) -> float:
     """GFLOP/s of the micro-kernel on one core with its operands in L1 (k = 128: 4 KB + 16 KB)."""
     k, reps = 128, 20000
-    x, w = np.ones((gemm.MR, k), np.float32), gemm.pack_rows(np.ones((gemm.NR, k), np.float32))
-    bias, out = np.zeros(gemm.NR, np.float32), np.empty((gemm.MR, gemm.NR), np.float32)
+    x, w = np.ones((MR, k), np.float32), gemm.pack_rows(np.ones((NR, k), np.float32))
+    bias, out = np.zeros(NR, np.float32), np.empty((MR, NR), np.float32)
     ms, _ = median_ms(lambda: _l1_loop(x, w, bias, out, k, reps), runs)
-    return 2 * gemm.MR * gemm.NR * k * reps / ms / 1e6
+    return 2 * MR * NR * k * reps / ms / 1e6
 
 
 def main() -> None:
@@ -69,7 +70,7 @@ def main() -> None:
             runs = args.runs if m < 1000 else max(3, args.runs // 5)
             out = np.empty((m, n), np.float32)  # every engine writes into a preallocated output
             t_out = torch.from_numpy(out)
-            scratch = np.empty(-(-m // gemm.MR) * gemm.MR * -(-n // gemm.NR) * gemm.NR, np.float32)
+            scratch = np.empty(-(-m // MR) * MR * -(-n // NR) * NR, np.float32)
             with threadpool_limits(threads, user_api="blas"):
                 t_np, _ = median_ms(lambda: np.matmul(x, w.T, out=out), runs)
             t_torch, _ = median_ms(lambda: torch.matmul(tx, tw.T, out=t_out), runs)

@@ -90,9 +90,10 @@ def main() -> None:
     rows.append(f"| sentiment, built-in INT8 | one 10 MB line + a short text | {r.get('seconds', float('nan')):.2f} | "
                 f"| {r.get('peak_rss_mb', float('nan')):.0f} |")
     t = run_worker(Path(__file__), ["tokenizer", "0"])
-    body = "\n".join(rows) + (
-        f"\n\nTokenizer on 10 MB of `!` (10 M tokens): {t['seconds']:.1f} s, peak {t['bytes_per_char']:.1f} bytes "
-        f"per input character (tracemalloc).\n\nSentiment results: `{json.dumps(r.get('results'))}`\n")
+    tokenizer = (f"{t['seconds']:.1f} s, peak {t['bytes_per_char']:.1f} bytes per input character (tracemalloc)"
+                 if "error" not in t else f"failed: {t['error']}")
+    body = "\n".join(rows) + (f"\n\nTokenizer on 10 MB of `!` (10 M tokens): {tokenizer}.\n\n"
+                               f"Sentiment results: `{json.dumps(r.get('results', r.get('error')))}`\n")
     append_results("Long inputs (QA scaling, 10 MB sentiment line, tokenizer memory)",
                    "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_long_inputs.py", body)
 

@@ -4,12 +4,16 @@ Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`qua
 """
 
 from npformer.config import Config
-from npformer.models.auto import AutoModel
+from npformer.convert import quantize, save_quantized
+from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+                                  AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from npformer.pipelines import pipeline
-from npformer.quantization import QuantizedTensor, quantize
+from npformer.quantization import QuantizedTensor
 from npformer.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["AutoModel", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier",
-           "TokenClassifier", "Tokenizer", "pipeline", "quantize", "__version__"]
+__all__ = ["AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
+           "AutoModelForTokenClassification", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
+           "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "save_quantized",
+           "__version__"]

@@ -30,7 +30,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from npformer.convert import save_quantized
+from npformer.models.auto import build_encoder, open_checkpoint
+from npformer.models.pooling import l2_normalize
 from npformer.output import JsonLines, NonFiniteError, OutputError
+from npformer.pipelines import pipeline
+from npformer.quantization import is_quantized
 from npformer.records import InputError, Record, Source
 
 CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
@@ -192,8 +197,6 @@ def _embed(args):
 
 
 def _similarity(args):
-    from npformer.models.pooling import l2_normalize
-
     if args.texts and len(args.texts) != 2:
         raise UserError("similarity takes exactly two texts (or --input FILE with --column and --pair-column)")
     pair_given = args.texts[1] if args.texts else None
@@ -225,8 +228,6 @@ TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mas
 
 def info(model: str) -> dict:
     """Architecture, size, labels and dtype of a checkpoint (loading, and so validating, its encoder)."""
-    from npformer.models.auto import build_encoder, open_checkpoint
-
     directory, config, weights = open_checkpoint(model)
     encoder = build_encoder(config, weights)
     files = list(directory.glob("*.safetensors"))
@@ -238,7 +239,7 @@ def info(model: str) -> dict:
                                   if not k.endswith("_scale") and t.dtype.kind in "fi" and t.dtype != "int64")),
             "encoder_parameters": encoder.num_parameters,
             "size_bytes": int(sum(f.stat().st_size for f in files)),
-            "dtype": "int8" if weights.quantized else "float32",
+            "dtype": "int8" if is_quantized(weights) else "float32",
             "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
             "id2label": {str(k): v for k, v in config.id2label.items()}}
 
@@ -323,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(info(args.model), indent=2))
             return 0
         if args.command == "quantize":
-            from npformer.quantization import save_quantized
-
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
             return 0
@@ -340,8 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qa" and args.context_file:
             inputs.append(Path(args.context_file))
         output.check(inputs)
-        from npformer.pipelines import pipeline
-
         pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size)
         records, errors = run_task(args, pipe, fn, source, output)
         if errors or source.kind != "args":

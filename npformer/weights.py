@@ -22,8 +22,6 @@ from npformer.config import read_json
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "U8": np.uint8,
            "I32": np.int32, "I64": np.int64, "F64": np.float64, "BOOL": np.bool_}
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
-SCALE_SUFFIX = "_scale"  # an int8 tensor ``name`` of a quantized checkpoint has float32 ``name_scale``
-QUANTIZED_SCHEME = "int8-per-channel-symmetric"  # metadata "quantization" of a quantized checkpoint
 _CHUNK = 1 << 20  # elements per finiteness check (a 1 MB temporary)
 
 
@@ -85,7 +83,7 @@ class Weights:
         self.directory = directory
         self.tensors: dict[str, np.ndarray] = {}
         self.metadata: dict[str, str] = {}
-        self.stored: dict[str, tuple[Path, str]] = {}  # key -> (file, safetensors dtype)
+        self._stored: dict[str, tuple[Path, str]] = {}  # key -> (file, safetensors dtype)
         self._ranges: dict[str, tuple[mmap.mmap, int, int]] = {}  # key -> (mapping, first byte, end)
         for file in files:
             try:
@@ -96,14 +94,9 @@ class Weights:
             if not self.metadata:
                 self.metadata = metadata
             self.tensors.update(self._map(file))
+        self.files = files
         self.prefixes = prefixes
         self.used: set[str] = set()
-        self.quantized = self.metadata.get("quantization") == QUANTIZED_SCHEME
-        try:
-            layout = json.loads(self.metadata.get("layout", "{}"))
-            self.packed_shapes: dict[str, list[int]] = dict(layout.get("packed", {}))
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise ValueError(f"{files[0]}: metadata 'layout' is not a JSON object of packed shapes") from None
 
     @staticmethod
     def _files(directory: Path) -> list[Path]:
@@ -137,7 +130,7 @@ class Weights:
                 raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {info['dtype']}")
             start, end = info["data_offsets"]
             self._ranges[name] = (mapping, base + start, base + end)
-            self.stored[name] = (file, info["dtype"])
+            self._stored[name] = (file, info["dtype"])
             arr = data[base + start: base + end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
             if info["dtype"] == "BF16":
                 arr = _bf16_to_f32(arr)
@@ -156,28 +149,34 @@ class Weights:
     def has(self, name: str) -> bool:
         return self.resolve(name) is not None
 
-    def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """Tensor ``name`` as float32 (or a ``QuantizedTensor`` for an int8 tensor with scales);
-        with ``shape``, checked against it.
-
-        Every tensor is validated on first use: stored as a float type (or int8 with a
-        ``name_scale`` tensor beside it), all values finite, quantization scales positive.
-
-        Raises ``KeyError`` naming the tensor when it is missing, and ``ValueError`` naming the
-        file and tensor when its dtype, values or shape (against what the config implies) are wrong.
-        """
+    def stored(self, name: str) -> tuple[str, str, Path]:
+        """``(key, safetensors dtype, file)`` of tensor ``name``. Raises ``KeyError`` naming it when missing."""
         key = self.resolve(name)
         if key is None:
             raise KeyError(f"tensor {name!r} is missing from the checkpoint in {self.directory} "
                            f"(looked for prefixes {list(self.prefixes)})")
-        file, stored = self.stored[key]
-        arr = self.tensors[key]
-        if stored == "I8" and (self.quantized or key + SCALE_SUFFIX in self.tensors):
-            arr = self._quantized(key)
-        elif stored not in FLOAT_DTYPES:
-            raise ValueError(f"{file}: tensor {key!r} is stored as {stored}; expected a float type "
+        file, dtype = self._stored[key]
+        return key, dtype, file
+
+    def raw(self, key: str) -> np.ndarray:
+        """The tensor stored under ``key`` as it is in the file (any dtype, unchecked; float16 /
+        bfloat16 as float32), for a caller that owns its format (e.g. int8 tensors)."""
+        self.used.add(key)
+        return self.tensors[key]
+
+    def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Float tensor ``name`` as float32; with ``shape``, checked against it.
+
+        Validated on first use: stored as a float type (F32, F16, BF16, F64) and all values finite.
+        Raises ``KeyError`` naming the tensor when it is missing, and ``ValueError`` naming the
+        file and tensor when its dtype, values or shape (against what the config implies) are wrong.
+        """
+        key, dtype, file = self.stored(name)
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{file}: tensor {key!r} is stored as {dtype}; expected a float type "
                              f"({', '.join(FLOAT_DTYPES)})")
-        else:
+        arr = self.tensors[key]
+        if key not in self.used:
             self._check_finite(key)
         if shape is not None and tuple(arr.shape) != tuple(shape):
             raise ValueError(f"{file}: tensor {key!r} has shape {tuple(arr.shape)} but the config implies "
@@ -186,40 +185,13 @@ class Weights:
         return arr
 
     def _check_finite(self, key: str) -> None:
-        if key in self.used:
-            return
         bad = first_non_finite(self.tensors[key])
         if bad is not None:
-            file, _ = self.stored[key]
+            file, _ = self._stored[key]
             value = self.tensors[key].reshape(-1)[bad]
             raise ValueError(f"{file}: tensor {key!r} holds {value} at flat index {bad}; weights must be finite")
         if self.tensors[key].nbytes >= _CHUNK:
             self.release(key)  # the check read every page; uses fault them back in from the file
-
-    def _quantized(self, key: str):
-        from npformer.quantization import QuantizedTensor
-
-        file, _ = self.stored[key]
-        scale_key = key + SCALE_SUFFIX
-        if scale_key not in self.tensors:
-            raise ValueError(f"{file}: int8 tensor {key!r} has no {scale_key!r} beside it; a quantized tensor "
-                             f"needs its float32 per-row scales")
-        if self.stored[scale_key][1] not in FLOAT_DTYPES:
-            raise ValueError(f"{file}: tensor {scale_key!r} is stored as {self.stored[scale_key][1]}; expected float")
-        self._check_finite(scale_key)
-        scales = self.tensors[scale_key]
-        if scales.size and scales.min() <= 0:
-            raise ValueError(f"{file}: tensor {scale_key!r} holds a scale <= 0 ({scales.min()}); scales must be "
-                             f"positive")
-        self.used.add(scale_key)
-        values = self.tensors[key]
-        packed_shape = self.packed_shapes.get(key)
-        try:
-            if packed_shape is None:
-                return QuantizedTensor(values, scales)
-            return QuantizedTensor(None, scales, packed=values, shape=packed_shape)
-        except ValueError as e:
-            raise ValueError(f"{file}: tensor {key!r}: {e}") from None
 
     def release(self, name: str) -> None:
         """Drop the pages of tensor ``name`` from this process's memory (``madvise(MADV_DONTNEED)``)

@@ -23,7 +23,7 @@ import npformer
 from helpers import make_checkpoint
 from npformer.cli import main
 from npformer.models.auto import AutoModel
-from npformer.quantization import save_quantized
+from npformer.convert import save_quantized
 
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 

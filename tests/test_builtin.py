@@ -62,13 +62,14 @@ def float32_checkpoint(directory: Path) -> Path:
         return FP32_EXPORT
     from safetensors.numpy import save_file
 
+    from npformer.quantization import SCALE_SUFFIX, read_matrix
     from npformer.weights import Weights
 
     weights = Weights(BUILTIN_SENTIMENT)
     tensors = {}
     for key in weights.tensors:
-        if not key.endswith("_scale"):
-            t = weights.get(key)
+        if not key.endswith(SCALE_SUFFIX):
+            t = read_matrix(weights, key) if weights.stored(key)[1] == "I8" else weights.get(key)
             tensors[key] = t.dequantize() if isinstance(t, npformer.QuantizedTensor) else np.ascontiguousarray(t)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     for item in BUILTIN_SENTIMENT.iterdir():
@@ -87,12 +88,12 @@ def test_float32_model_matches_transformers_and_int8_agrees(tmp_path):
     texts = read_sst2("dev")[0][:64]
     tok = npformer.Tokenizer.from_pretrained(directory)
     enc = tok(texts, padding=True)
-    ours = npformer.SequenceClassifier.from_pretrained(directory)(enc["input_ids"], enc["attention_mask"],
+    ours = npformer.AutoModelForSequenceClassification.from_pretrained(directory)(enc["input_ids"], enc["attention_mask"],
                                                                    enc["token_type_ids"]).logits
     ref = transformers.BertForSequenceClassification.from_pretrained(directory).eval()
     with torch.no_grad():
         expected = ref(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
-    int8 = npformer.SequenceClassifier.from_pretrained(BUILTIN_SENTIMENT)(enc["input_ids"], enc["attention_mask"],
+    int8 = npformer.AutoModelForSequenceClassification.from_pretrained(BUILTIN_SENTIMENT)(enc["input_ids"], enc["attention_mask"],
                                                                           enc["token_type_ids"]).logits
     agreement = np.mean(int8.argmax(-1) == ours.argmax(-1))
     print(f"{directory.name}: max abs logit diff vs Transformers {np.abs(ours - expected).max():.2e}; "

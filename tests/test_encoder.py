@@ -9,7 +9,9 @@ import pytest
 
 from conftest import read_stsb
 from helpers import make_checkpoint, max_abs_diff, random_batch
-from npformer import AutoModel, Config, gemm
+from npformer import AutoModel, Config
+from npformer.kernels import gemm_f32 as gemm
+from npformer.kernels.llvm_ir import HAS_AVX512
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.weights import Weights
@@ -138,7 +140,7 @@ def test_weights_are_memory_mapped_or_packed_once(tmp_path):
 
     assert mapping_of(model.embeddings.word) == "mmap"
     w = model.layers[0].ff1_w
-    if gemm.HAS_AVX512:
+    if HAS_AVX512:
         assert isinstance(w, gemm.PackedMatrix)
         np.testing.assert_array_equal(w.dense(), file.get("encoder.layer.0.intermediate.dense.weight"))
     else:

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import fresh_asm
-from npformer import gemm
+from npformer.kernels import gemm_f32 as gemm
+from npformer.kernels.llvm_ir import HAS_AVX512
 
 
 @settings(max_examples=60, deadline=None)
@@ -50,7 +51,7 @@ def test_shape_mismatch_is_named():
         gemm.PackedMatrix(np.ones((4, 6), np.float32)).matmul(np.ones((3, 5), np.float32))
 
 
-@pytest.mark.skipif(not gemm.HAS_AVX512, reason="the zmm check needs AVX-512 (the micro-kernel is portable)")
+@pytest.mark.skipif(not HAS_AVX512, reason="the zmm check needs AVX-512 (the micro-kernel is portable)")
 def test_micro_kernel_is_register_blocked():
     """The hot loop must be 16 zmm fused multiply-adds with broadcast activations per step of k."""
     w = gemm.pack_rows(np.ones((32, 16), np.float32))

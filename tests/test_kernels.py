@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from npformer import kernels
+from npformer.kernels import ops as kernels
 
 
 def test_layer_norm_and_fused_residual():
@@ -96,14 +96,15 @@ def test_attention(batch, seq, num_heads, d_head):
 
 CHILD = """
 import json, numpy as np
-from npformer import gemm, kernels, quantization
+from npformer import quantization
+from npformer.kernels import gemm_f32 as gemm, gemm_int8, ops as kernels
 x = np.ones((4, 64), np.float32)
 kernels.layer_norm(x, x[0], x[0], 1e-12)
 kernels.bias_gelu_(x.copy(), x[0], False)
 quantization.QuantizedTensor.from_float(x).matmul(x, x[:, 0])
 gemm.PackedMatrix(x).matmul(x)
 kernels.attention(x, x, x, np.ones((1, 4), np.int64), 2, np.empty((0, 0, 0, 0), np.float32))
-used = (kernels.layer_norm, kernels.bias_gelu_, quantization.quantize_rows, gemm.sgemm_packed, kernels.attention)
+used = (kernels.layer_norm, kernels.bias_gelu_, gemm_int8.quantize_rows, gemm.sgemm_packed, kernels.attention)
 print(json.dumps({"misses": sum(sum(d.stats.cache_misses.values()) for d in used),
                   "hits": sum(sum(d.stats.cache_hits.values()) for d in used)}))
 """

@@ -13,8 +13,9 @@ from hypothesis.extra import numpy as hnp
 from conftest import read_stsb
 from helpers import fresh_asm, make_checkpoint, random_batch
 from npformer import AutoModel, QuantizedTensor, quantize
-from npformer import quantization as q
-from npformer.models.heads import SequenceClassifier
+from npformer.kernels import gemm_int8 as q
+from npformer.kernels.llvm_ir import HAS_VNNI
+from npformer.models.auto import AutoModelForSequenceClassification
 
 floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
@@ -51,7 +52,7 @@ def test_int8_kernel_is_vectorized():
     xq, xs = q.quantize_rows(np.ones((4, 128), np.float32))
     portable = fresh_asm(q.int8_matmul, xq, xs, w.values, w.scales, np.zeros(8, np.float32))
     assert re.search(r"vpmaddwd|vpmaddubsw|vpdpbusd|vpdpwssd", portable), "portable int8 kernel is not vectorized"
-    if q.HAS_VNNI:
+    if HAS_VNNI:
         packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
         vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32),
@@ -101,8 +102,8 @@ def test_quantized_checkpoint(tmp_path):
     print(f"float32 {size_f32} bytes, int8 {size_i8} bytes ({size_i8 / size_f32:.1%})")
     assert size_i8 <= 0.30 * size_f32
     assert (dst / "vocab.txt").exists() and (dst / "config.json").exists()
-    loaded = SequenceClassifier.from_pretrained(dst)
-    in_memory = quantize(SequenceClassifier.from_pretrained(src))
+    loaded = AutoModelForSequenceClassification.from_pretrained(dst)
+    in_memory = quantize(AutoModelForSequenceClassification.from_pretrained(src))
     assert loaded.encoder.dtype == "int8" and isinstance(loaded.encoder.embeddings.word, QuantizedTensor)
     # Linear weights come packed straight from the file's memory map: no copy at load
     w = loaded.encoder.layers[0].ff1_w

@@ -1,23 +1,30 @@
-"""``model_type`` -> encoder class, and ``from_pretrained`` for encoders and task models."""
+"""The one ``model_type`` registry, and every ``from_pretrained``: encoders and task models.
+
+Names as Transformers': :class:`AutoModel` loads the bare encoder, ``AutoModelFor<Task>`` an
+encoder with that task's head (:mod:`npformer.models.heads`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from npformer.config import Config
-from npformer.gemm import HAS_AVX512
 from npformer.hub import resolve
-from npformer.models.bert import BertModel, Encoder
+from npformer.kernels.llvm_ir import HAS_AVX512
+from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
+from npformer.models.encoder import Encoder
+from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
+from npformer.quantization import is_quantized
 from npformer.weights import Weights
 
 ENCODERS = {"bert": BertModel, "distilbert": DistilBertModel}
-PREFIXES = {"bert": ("", "bert."), "distilbert": ("", "distilbert.")}
+PREFIXES = {"bert": ("", "bert."), "distilbert": ("", "distilbert.")}  # task checkpoints nest the encoder
 DTYPES = ("float32", "int8")
 
 
 def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tuple[Path, Config, Weights]:
-    """Resolve a directory or Hub id and open its config and weights (memory-mapped)."""
+    """Resolve a directory or Hub id and open its config and weights (memory-mapped, validated on use)."""
     directory = resolve(path_or_id, revision)
     config = Config.from_pretrained(directory)
     return directory, config, Weights(directory, PREFIXES[config.model_type])
@@ -28,15 +35,13 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
 
     ``dtype="int8"`` quantizes every Linear weight per output channel (see
     :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``.
-    float32 Linear weights are packed for the Numba GEMM (:mod:`npformer.gemm`) where the CPU has
-    AVX-512, and go through NumPy's BLAS otherwise.
+    float32 Linear weights are packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where
+    the CPU has AVX-512, and go through NumPy's BLAS otherwise.
     Raises ``ValueError`` for an unknown dtype, missing/unexpected tensors or a shape mismatch.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
-    from npformer import quantization
-
-    quantized = weights.quantized
+    quantized = is_quantized(weights)
     try:
         encoder = ENCODERS[config.model_type](config, weights)
     except KeyError as e:
@@ -44,7 +49,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     encoder.check_unused(weights)
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
-        quantization.quantize_encoder_(encoder)
+        encoder.quantize_()
     elif encoder.dtype == "float32" and HAS_AVX512:
         encoder.pack_linears_(weights)
     return encoder
@@ -64,7 +69,48 @@ class AutoModel:
 
         Raises:
             FileNotFoundError: no such directory, no config.json / safetensors, Hub unreachable.
-            ValueError: unknown model_type, missing or mis-shaped tensors, unknown dtype.
+            ValueError: unknown model_type, missing, mis-typed, non-finite or mis-shaped tensors,
+                unknown dtype (one line naming the file and tensor or field).
         """
         _, config, weights = open_checkpoint(path_or_id, revision)
         return build_encoder(config, weights, dtype)
+
+
+class _AutoTaskModel:
+    head: type[TaskModel]
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
+                        dtype: str = "float32") -> TaskModel:
+        """Encoder and task head from a directory or Hub id (see :meth:`AutoModel.from_pretrained`).
+
+        Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head,
+        and as :meth:`AutoModel.from_pretrained` does.
+        """
+        _, config, weights = open_checkpoint(path_or_id, revision)
+        encoder = build_encoder(config, weights, dtype)
+        try:
+            return cls.head(encoder, weights)
+        except KeyError as e:
+            raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.head.task} head "
+                             f"(architectures: {config.architectures})") from None
+
+
+class AutoModelForSequenceClassification(_AutoTaskModel):
+    """Encoder + :class:`SequenceClassifier` (``*ForSequenceClassification`` checkpoints)."""
+    head = SequenceClassifier
+
+
+class AutoModelForTokenClassification(_AutoTaskModel):
+    """Encoder + :class:`TokenClassifier` (``*ForTokenClassification`` checkpoints)."""
+    head = TokenClassifier
+
+
+class AutoModelForQuestionAnswering(_AutoTaskModel):
+    """Encoder + :class:`QuestionAnswerer` (``*ForQuestionAnswering`` checkpoints)."""
+    head = QuestionAnswerer
+
+
+class AutoModelForMaskedLM(_AutoTaskModel):
+    """Encoder + :class:`MaskedLM` (``*ForMaskedLM`` checkpoints)."""
+    head = MaskedLM

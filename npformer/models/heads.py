@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from npformer import kernels
 from npformer.config import Config
-from npformer.kernels import linear
-from npformer.models.auto import build_encoder, open_checkpoint
-from npformer.models.bert import Encoder
+from npformer.kernels import ops
+from npformer.kernels.ops import linear
+from npformer.models.encoder import Encoder
 from npformer.weights import Weights
-
-TASK_HEADS = ("sequence-classification", "token-classification", "question-answering", "masked-lm")
 
 
 def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
@@ -63,7 +60,9 @@ class ModelOutput:
 class TaskModel:
     """An encoder plus one task head. Call with ``(batch, seq_len)`` int arrays.
 
-    ``config.id2label`` names the classes of classification heads.
+    ``config.id2label`` names the classes of classification heads. Load one with the matching
+    ``AutoModelFor*`` class of :mod:`npformer.models.auto`; building from ``(encoder, weights)``
+    raises ``KeyError`` naming a missing head tensor and ``ValueError`` for a mis-shaped one.
     """
 
     task: str = ""
@@ -83,21 +82,6 @@ class TaskModel:
         """Encoder then head; keyword arguments go to the head (e.g. ``positions`` for masked LM)."""
         out = self.encoder(input_ids, attention_mask, token_type_ids)
         return ModelOutput(self.head(out.last_hidden_state, out.pooler_output, **kwargs), out.last_hidden_state)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
-                        dtype: str = "float32") -> "TaskModel":
-        """Load encoder and head from a directory or Hub id (see ``AutoModel.from_pretrained``).
-
-        Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head.
-        """
-        _, config, weights = open_checkpoint(path_or_id, revision)
-        encoder = build_encoder(config, weights, dtype)
-        try:
-            return cls(encoder, weights)
-        except KeyError as e:
-            raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.task} head "
-                             f"(architectures: {config.architectures})") from None
 
     @property
     def num_parameters(self) -> int:
@@ -124,7 +108,7 @@ class SequenceClassifier(TaskModel):
         if self.pre_w is None:
             x = pooled  # [B, H] = tanh(dense(h[:, 0]))
         else:
-            x = kernels.bias_relu_(linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)
+            x = ops.bias_relu_(linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)  # DistilBERT's ReLU
         return linear(x, self.w, self.b)  # [B, num_labels]
 
 
@@ -186,13 +170,6 @@ class MaskedLM(TaskModel):
             hidden = np.take_along_axis(hidden, np.asarray(positions)[..., None], axis=1)  # [B, P, H]
         n = hidden.shape[1]
         x = linear(hidden.reshape(-1, h), self.transform_w)
-        if self.config.hidden_act == "relu":
-            kernels.bias_relu_(x, self.transform_b)
-        else:
-            kernels.bias_gelu_(x, self.transform_b, self.config.hidden_act != "gelu")
-        x = kernels.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
+        ops.bias_activation_(x, self.transform_b, self.config.hidden_act)
+        x = ops.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
         return linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
-
-
-HEADS = {"sequence-classification": SequenceClassifier, "token-classification": TokenClassifier,
-         "question-answering": QuestionAnswerer, "masked-lm": MaskedLM}

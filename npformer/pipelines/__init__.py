@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from npformer.hub import cache_dir, resolve
-from npformer.models.auto import build_encoder, open_checkpoint
-from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
+from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+                                  AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
 from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEmbeddingPipeline,
                                            ZeroShotClassificationPipeline)
@@ -18,15 +18,16 @@ from npformer.pipelines.token_classification import TokenClassificationPipeline
 BUILTIN_SENTIMENT = Path(__file__).resolve().parents[1] / "builtin" / "sentiment"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
-# task -> (pipeline class, head class or None for the bare encoder, default model)
+# task -> (pipeline class, the model loader, default model)
 TASKS = {
-    "text-classification": (TextClassificationPipeline, SequenceClassifier, "builtin:sentiment"),
-    "token-classification": (TokenClassificationPipeline, TokenClassifier, "dslim/bert-base-NER"),
-    "question-answering": (QuestionAnsweringPipeline, QuestionAnswerer, "distilbert/distilbert-base-cased-distilled-squad"),
-    "fill-mask": (FillMaskPipeline, MaskedLM, "google-bert/bert-base-uncased"),
-    "feature-extraction": (FeatureExtractionPipeline, None, MINILM_ID),
-    "sentence-embeddings": (SentenceEmbeddingPipeline, None, MINILM_ID),
-    "zero-shot-classification": (ZeroShotClassificationPipeline, None, MINILM_ID),
+    "text-classification": (TextClassificationPipeline, AutoModelForSequenceClassification, "builtin:sentiment"),
+    "token-classification": (TokenClassificationPipeline, AutoModelForTokenClassification, "dslim/bert-base-NER"),
+    "question-answering": (QuestionAnsweringPipeline, AutoModelForQuestionAnswering,
+                           "distilbert/distilbert-base-cased-distilled-squad"),
+    "fill-mask": (FillMaskPipeline, AutoModelForMaskedLM, "google-bert/bert-base-uncased"),
+    "feature-extraction": (FeatureExtractionPipeline, AutoModel, MINILM_ID),
+    "sentence-embeddings": (SentenceEmbeddingPipeline, AutoModel, MINILM_ID),
+    "zero-shot-classification": (ZeroShotClassificationPipeline, AutoModel, MINILM_ID),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification",
            "embeddings": "sentence-embeddings", "sentence-similarity": "sentence-embeddings"}
@@ -65,13 +66,9 @@ def pipeline(task: str, model: str | Path | None = None, *, dtype: str = "float3
     key = ALIASES.get(task, task)
     if key not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
-    pipeline_cls, head_cls, _ = TASKS[key]
+    pipeline_cls, loader, _ = TASKS[key]
     directory = resolve(model if model is not None else default_model(key), revision)
-    if head_cls is None:
-        _, config, weights = open_checkpoint(directory)
-        net = build_encoder(config, weights, dtype)
-    else:
-        net = head_cls.from_pretrained(directory, dtype=dtype)
+    net = loader.from_pretrained(directory, dtype=dtype)
     return pipeline_cls(net, load_tokenizer(directory), batch_size=batch_size, model_dir=directory)
 
 

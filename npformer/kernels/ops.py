@@ -4,7 +4,7 @@ the linear layer.
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
 and is compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__``
 instead of compiling again. Matrix products run on the packed float32 micro-kernel of
-:mod:`npformer.gemm` (NumPy's BLAS for plain arrays) or the int8 GEMM of
+:mod:`npformer.kernels.gemm_f32` (NumPy's BLAS for plain arrays) or the int8 GEMM of
 :mod:`npformer.quantization`. Each kernel names the reference it reproduces.
 """
 
@@ -17,7 +17,8 @@ from llvmlite import ir
 from numba import int32, njit, prange, types
 from numba.extending import intrinsic
 
-from npformer import gemm
+from npformer.kernels.gemm_f32 import tile_rows
+from npformer.kernels.llvm_ir import LANES, NR, round_up
 
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)
@@ -113,6 +114,23 @@ def bias_relu_(x, bias):
     return x
 
 
+# The one activation registry: config.json's ``hidden_act`` -> the kernel that reproduces it.
+ACTIVATIONS = {
+    "gelu": "erf",  # torch.nn.functional.gelu(x), exact: 0.5 x (1 + erf(x / sqrt 2))
+    "gelu_new": "tanh",  # transformers NewGELUActivation: the tanh approximation
+    "gelu_pytorch_tanh": "tanh",  # torch gelu(approximate="tanh"), the same formula
+    "gelu_fast": "tanh",  # transformers FastGELUActivation, the same formula
+    "relu": "relu",  # max(x, 0)
+}
+
+
+def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
+    """In place: ``x = act(x + bias)`` for ``x (rows, n) float32``, ``bias (n,) float32``, with the
+    kernel :data:`ACTIVATIONS` names for ``hidden_act``. Raises ``KeyError`` for an unknown name."""
+    form = ACTIVATIONS[hidden_act]
+    return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
+
+
 @njit(cache=True, inline="always", fastmath=True)
 def _layer_norm_row(src, dst, gamma, beta, eps):
     # reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics in
@@ -193,7 +211,7 @@ def attention(q, k, v, mask, num_heads, probs):
     ``probs`` is ``(batch, num_heads, seq, seq) float32`` to receive the attention probabilities, or
     an empty ``(0, 0, 0, 0)`` array when they are not wanted.
 
-    Both products run on the packed micro-kernel of :mod:`npformer.gemm`: per pair, K^T (keys
+    Both products run on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32`: per pair, K^T (keys
     padded to 32) and V (head dimensions padded to 32) are packed into small scratch buffers and
     the scores of one pair stay in cache from ``Q K^T`` through the softmax to ``P V``.
     reference: transformers BertSelfAttention (eager) / DistilBERT MultiHeadSelfAttention.
@@ -201,7 +219,7 @@ def attention(q, k, v, mask, num_heads, probs):
     batch, seq = mask.shape
     hidden = q.shape[1]
     d = hidden // num_heads
-    keys_p, d_p = gemm.round_up(seq, gemm.NR), gemm.round_up(d, gemm.NR)
+    keys_p, d_p = round_up(seq, NR), round_up(d, NR)
     scale = F32(1.0 / math.sqrt(d))
     context = np.empty((batch * seq, hidden), np.float32)
     zeros = np.zeros(max(keys_p, d_p), np.float32)
@@ -218,8 +236,8 @@ def attention(q, k, v, mask, num_heads, probs):
                 kt[((i // 16) * d + t) * 16 + i % 16] = k[r0 + i, c0 + t]
                 vp[((t // 16) * seq + i) * 16 + t % 16] = v[r0 + i, c0 + t]
         scores = np.empty((seq, keys_p), np.float32)
-        for jb in range(keys_p // gemm.NR):
-            gemm.tile_rows(qh, 0, d, kt, jb * gemm.NR * d, 16 * d, d, scores, jb * gemm.NR, keys_p, zeros, 0, seq)
+        for jb in range(keys_p // NR):
+            tile_rows(qh, 0, d, kt, jb * NR * d, LANES * d, d, scores, jb * NR, keys_p, zeros, 0, seq)
         n_valid = 0
         for j in range(seq):
             n_valid += mask[b, j] != 0
@@ -228,8 +246,8 @@ def attention(q, k, v, mask, num_heads, probs):
             if keep_probs:
                 probs[b, h, i] = scores[i, :seq]
         ctx = np.empty((seq, d_p), np.float32)
-        for jb in range(d_p // gemm.NR):
-            gemm.tile_rows(scores, 0, keys_p, vp, jb * gemm.NR * seq, 16 * seq, seq, ctx, jb * gemm.NR, d_p, zeros, 0, seq)
+        for jb in range(d_p // NR):
+            tile_rows(scores, 0, keys_p, vp, jb * NR * seq, LANES * seq, seq, ctx, jb * NR, d_p, zeros, 0, seq)
         context[r0:r0 + seq, c0:c0 + d] = ctx[:, :d]
     return context
 
@@ -237,12 +255,12 @@ def attention(q, k, v, mask, num_heads, probs):
 def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``.
 
-    ``weight`` is a :class:`npformer.gemm.PackedMatrix` (float32 GEMM, bias as the accumulators'
+    ``weight`` is a :class:`npformer.kernels.gemm_f32.PackedMatrix` (float32 GEMM, bias as the accumulators'
     start), a :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into
     dequantization) or a plain ``(out, in) float32`` array (BLAS through NumPy, bias added in place):
     the one switch between the paths. Without ``bias`` the fused kernel that follows adds it (GELU,
     residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer
-    the result may be written to (see :func:`npformer.gemm.output_buffer`). Raises ``ValueError``
+    the result may be written to (see :func:`npformer.kernels.gemm_f32.output_buffer`). Raises ``ValueError``
     when ``x``'s width is not the weight's ``in``.
     """
     if isinstance(weight, np.ndarray):

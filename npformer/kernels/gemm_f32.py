@@ -21,81 +21,15 @@ path is not used and Linear layers go through BLAS.
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-HAS_AVX512 = "+avx512f" in llvm_binding.get_host_cpu_features().flatten().split(",")
-MR, NR = 8, 32  # micro-kernel tile: activation rows x output channels (two 16-lane vectors)
-ROW_TILE = 128  # activation rows kept in L2 while the cores split the channel blocks
+from npformer.kernels.llvm_ir import F32_ROW_TILE, LANES, NR, Args, const, counted_loop, round_up, splat, vector_at
 
-
-# --- LLVM IR helpers shared with the int8 kernel (npformer.quantization) ---------------------------
-
-def i64(builder, value):
-    """Widen an integer IR value to i64 (offsets and strides arrive as the caller's int type)."""
-    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
-
-
-def array_pointer(context, builder, sig, args, k, elem):
-    """Pointer to the first element of array argument ``k``, as ``elem*``."""
-    data = context.make_array(sig.args[k])(context, builder, args[k]).data
-    return builder.bitcast(data, elem.as_pointer())
-
-
-def splat(builder, scalar, vec_type):
-    """Broadcast ``scalar`` to every lane of ``vec_type``."""
-    i32 = ir.IntType(32)
-    undef = ir.Constant(vec_type, ir.Undefined)
-    one = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vec_type.count), [0] * vec_type.count))
-
-
-def vector_at(builder, ptr, offset, vec_type):
-    """``ptr + offset`` (in elements) as a pointer to ``vec_type``."""
-    return builder.bitcast(builder.gep(ptr, [offset]), vec_type.as_pointer())
-
-
-def counted_loop(builder, name, count, inits, step):
-    """Emit ``for t in range(count): values = step(t, values)`` where ``values`` (IR values, e.g. a
-    micro-kernel's accumulators) start at ``inits`` and live in phi nodes; ``count`` is an i64.
-    Returns the values after the loop (``inits`` when ``count <= 0``), with the builder after it."""
-    i64_t = ir.IntType(64)
-    zero, one = ir.Constant(i64_t, 0), ir.Constant(i64_t, 1)
-    entry = builder.basic_block
-    loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
-    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
-    builder.position_at_end(loop)
-    t = builder.phi(i64_t)
-    t.add_incoming(zero, entry)
-    values = []
-    for init in inits:
-        value = builder.phi(init.type)
-        value.add_incoming(init, entry)
-        values.append(value)
-    new = step(t, values)
-    body_end, t_next = builder.basic_block, builder.add(t, one)
-    t.add_incoming(t_next, body_end)
-    for value, updated in zip(values, new):
-        value.add_incoming(updated, body_end)
-    builder.cbranch(builder.icmp_signed("<", t_next, count), loop, done)
-    builder.position_at_end(done)
-    results = []
-    for init, updated in zip(inits, new):
-        result = builder.phi(init.type)
-        result.add_incoming(init, entry)
-        result.add_incoming(updated, body_end)
-        results.append(result)
-    return results
-
-
-@njit(cache=True, inline="always")
-def round_up(n, multiple):
-    """``n`` rounded up to a multiple of ``multiple`` (the padded sizes of packed operands)."""
-    return -(-n // multiple) * multiple
+FMA_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k", "out", "o_off", "ldo", "bias", "j_off")
 
 
 def _fma_kernel(mr):
@@ -112,36 +46,34 @@ def _fma_kernel(mr):
 
         def codegen(context, builder, sig, args):
             f32 = ir.FloatType()
-            f16 = ir.VectorType(f32, 16)
-            x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = [i64(builder, args[a]) for a in (1, 2, 4, 5, 6, 8, 9, 11)]
-
-            def const(v):
-                return ir.Constant(ir.IntType(64), v)
-
-            x_p = builder.gep(array_pointer(context, builder, sig, args, 0, f32), [x_off])
-            w_p = builder.gep(array_pointer(context, builder, sig, args, 3, f32), [w_off])
-            out_p = builder.gep(array_pointer(context, builder, sig, args, 7, f32), [o_off])
-            b_p = builder.gep(array_pointer(context, builder, sig, args, 10, f32), [j_off])
+            f16 = ir.VectorType(f32, LANES)
+            a = Args(context, builder, sig, args, FMA_ARGS)
+            x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k", "o_off",
+                                                                      "ldo", "j_off")
+            x_p = builder.gep(a.ptr("x", f32), [x_off])
+            w_p = builder.gep(a.ptr("w", f32), [w_off])
+            out_p = builder.gep(a.ptr("out", f32), [o_off])
+            b_p = builder.gep(a.ptr("bias", f32), [j_off])
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16] * 3),
                                                      "llvm.fmuladd.v16f32")
-            biases = [builder.load(vector_at(builder, b_p, const(16 * h), f16), align=4) for h in range(2)]
+            biases = [builder.load(vector_at(builder, b_p, const(LANES * h), f16), align=4) for h in range(2)]
 
             def step(t, accs):
-                w_t = builder.mul(t, const(16))
+                w_t = builder.mul(t, const(LANES))
                 ws = [builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16),
                                    align=4) for h in range(2)]
                 new = []
-                for a in range(mr):
-                    xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(a), ldx), t)]), align=4)
+                for row in range(mr):
+                    xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(row), ldx), t)]), align=4)
                     xb = splat(builder, xa, f16)
-                    new += [builder.call(fmuladd, [xb, ws[h], accs[2 * a + h]]) for h in range(2)]
+                    new += [builder.call(fmuladd, [xb, ws[h], accs[2 * row + h]]) for h in range(2)]
                 return new
 
-            results = counted_loop(builder, "fma", k, [biases[a % 2] for a in range(mr * 2)], step)
-            for a in range(mr):
+            results = counted_loop(builder, "fma", k, [biases[i % 2] for i in range(mr * 2)], step)
+            for row in range(mr):
                 for h in range(2):
-                    dst = vector_at(builder, out_p, builder.add(builder.mul(const(a), ldo), const(16 * h)), f16)
-                    builder.store(results[2 * a + h], dst, align=4)
+                    dst = vector_at(builder, out_p, builder.add(builder.mul(const(row), ldo), const(LANES * h)), f16)
+                    builder.store(results[2 * row + h], dst, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -178,9 +110,9 @@ def sgemm_packed(x, w_packed, bias, out):
     returned. Parallel over 32-channel blocks."""
     rows, k = x.shape
     n_padded = out.shape[1]
-    w_block = 16 * k  # elements of one 16-channel block
-    for r0 in range(0, rows, ROW_TILE):
-        r1 = min(rows, r0 + ROW_TILE)
+    w_block = LANES * k  # elements of one 16-channel block
+    for r0 in range(0, rows, F32_ROW_TILE):
+        r1 = min(rows, r0 + F32_ROW_TILE)
         for jb in prange(n_padded // NR):
             tile_rows(x, r0 * k, k, w_packed, jb * 2 * w_block, w_block, k, out, r0 * n_padded + jb * NR, n_padded,
                       bias, jb * NR, r1 - r0)
@@ -208,13 +140,13 @@ def pack_rows(w: np.ndarray) -> np.ndarray:
     n_p = round_up(n, NR)
     padded = np.zeros((n_p, k), np.float32)
     padded[:n] = w
-    return np.ascontiguousarray(padded.reshape(n_p // 16, 16, k).transpose(0, 2, 1)).reshape(-1)
+    return np.ascontiguousarray(padded.reshape(n_p // LANES, LANES, k).transpose(0, 2, 1)).reshape(-1)
 
 
 def unpack_rows(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """Inverse of :func:`pack_rows`: ``(n_padded * k,) float32`` -> ``(n, k) float32`` row-major copy."""
     n_p = round_up(n, NR)
-    return np.ascontiguousarray(packed.reshape(n_p // 16, k, 16).transpose(0, 2, 1).reshape(n_p, k)[:n])
+    return np.ascontiguousarray(packed.reshape(n_p // LANES, k, LANES).transpose(0, 2, 1).reshape(n_p, k)[:n])
 
 
 class PackedMatrix:

@@ -1,0 +1,98 @@
+"""Writing checkpoints: an int8 copy of a float32 checkpoint (the format of :mod:`npformer.quantization`).
+
+:func:`save_quantized` quantizes with the same kernels the runtime uses, so loading the copy gives
+the model that ``dtype="int8"`` builds at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from npformer.kernels.gemm_int8 import pack_vnni, quantize_rows
+from npformer.models.auto import ENCODERS, open_checkpoint
+from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
+
+
+def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None,
+                   overwrite: bool = False) -> Path:
+    """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
+
+    Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
+    tensor (biases, norms, position embeddings, task heads) is kept in float32. Config, tokenizer
+    and sentence-transformers files are copied. ``AutoModel.from_pretrained(out_dir)`` and the
+    pipelines load the result directly. Returns ``out_dir``.
+
+    The weights are written to a temporary file and renamed into place once complete.
+
+    Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` if ``src``
+    is already quantized, ``out_dir`` is the source directory, or ``out_dir`` already holds
+    weights and ``overwrite`` is not set.
+    """
+    directory, config, weights = open_checkpoint(src, revision)
+    if is_quantized(weights):
+        raise ValueError(f"{directory} is already quantized ({SCHEME})")
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == directory.resolve() or out_dir.exists() and out_dir.samefile(directory):
+        raise ValueError(f"the output directory {out_dir} is the source checkpoint; write the int8 copy elsewhere")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the output {out_dir} is a file; give a directory")
+    existing = [p.name for p in out_dir.glob("*.safetensors*")] if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise ValueError(f"{out_dir} already holds {existing[0]}; pass --overwrite (overwrite=True) to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = ENCODERS[config.model_type](config, weights)  # reads and validates every encoder tensor
+    *linears, embeddings = [weights.resolve(name) for name in encoder.quantized_names()]
+    tensors, packed_shapes = {}, {}
+    for key, arr in weights.tensors.items():
+        if key in linears or key == embeddings:
+            q, s = quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
+            tensors[key + SCALE_SUFFIX] = s
+            if key in linears:
+                tensors[key] = pack_vnni(q)
+                packed_shapes[key] = list(q.shape)
+            else:
+                tensors[key] = q
+        else:
+            tensors[key] = np.ascontiguousarray(arr)
+    temp = out_dir / ".model.safetensors.tmp"
+    save_file(tensors, str(temp),
+              metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
+                        "source": str(directory.name)})
+    os.replace(temp, out_dir / "model.safetensors")
+    for item in directory.iterdir():
+        if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
+            continue
+        if item.resolve() == out_dir.resolve():  # the output directory may sit inside the source
+            continue
+        if item.name == "model.safetensors.index.json":
+            continue
+        target = out_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    return out_dir
+
+
+def quantize(model, out_dir: str | Path | None = None):
+    """Quantize a model to int8: an in-memory encoder / task model, or a checkpoint path.
+
+    * ``quantize(model)`` swaps the Linear weights (and word embeddings) of a loaded encoder or
+      task model for :class:`QuantizedTensor` in place and returns it;
+    * ``quantize(path_or_id, out_dir)`` writes a quantized checkpoint (see :func:`save_quantized`)
+      and returns ``out_dir``.
+    """
+    if isinstance(model, (str, Path)):
+        if out_dir is None:
+            raise ValueError("quantize(path, out_dir): give the directory to write the int8 checkpoint to")
+        return save_quantized(model, out_dir)
+    if out_dir is not None:
+        raise ValueError("to write a quantized checkpoint pass the source checkpoint path, not a loaded model")
+    getattr(model, "encoder", model).quantize_()
+    return model

@@ -1,0 +1,103 @@
+"""What the hand-written micro-kernels share: CPU features, tile sizes, packed-layout strides and
+LLVM IR helpers. Numba has no vector types, so the float32 FMA kernel (:mod:`gemm_f32`) and the
+int8 VNNI kernel (:mod:`gemm_int8`) are written as LLVM IR in Numba intrinsics; every constant
+they agree on is defined here once.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm_binding
+from llvmlite import ir
+from numba import njit
+
+CPU_FEATURES = frozenset(llvm_binding.get_host_cpu_features().flatten().split(","))
+HAS_AVX512 = "+avx512f" in CPU_FEATURES  # packed float32 GEMM (else NumPy's BLAS)
+HAS_VNNI = "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM (else the portable int8 kernel)
+
+LANES = 16  # float32 / int32 lanes of a 512-bit vector: one packed block holds LANES output channels
+MR, NR = 8, 2 * LANES  # micro-kernel tile: activation rows x output channels (two vectors)
+VNNI_K = 4  # bytes of k that vpdpbusd sums into one int32 lane: packed int8 rows are padded to it
+F32_ROW_TILE = 128  # float32 GEMM: activation rows kept in L2 while the cores split channel blocks
+INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
+
+
+@njit(cache=True, inline="always")
+def round_up(n, multiple):
+    """``n`` rounded up to a multiple of ``multiple`` (the padded sizes of packed operands)."""
+    return -(-n // multiple) * multiple
+
+
+def i64(builder, value):
+    """Widen an integer IR value to i64 (offsets and strides arrive as the caller's int type)."""
+    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
+
+
+def const(value: int):
+    """An i64 IR constant."""
+    return ir.Constant(ir.IntType(64), value)
+
+
+class Args:
+    """An intrinsic's codegen arguments by name: ``ints(...)`` widened to i64, ``ptr(name, elem)``
+    the first element of an array argument as ``elem*``. ``names`` lists the intrinsic's
+    parameters in order (after ``typingctx``)."""
+
+    def __init__(self, context, builder, sig, args, names: tuple[str, ...]):
+        if len(names) != len(args):
+            raise TypeError(f"{len(names)} names for {len(args)} arguments")
+        self.context, self.builder, self.sig, self.args = context, builder, sig, args
+        self.index = {name: k for k, name in enumerate(names)}
+
+    def ints(self, *names: str):
+        return [i64(self.builder, self.args[self.index[n]]) for n in names]
+
+    def ptr(self, name: str, elem):
+        k = self.index[name]
+        data = self.context.make_array(self.sig.args[k])(self.context, self.builder, self.args[k]).data
+        return self.builder.bitcast(data, elem.as_pointer())
+
+
+def splat(builder, scalar, vec_type):
+    """Broadcast ``scalar`` to every lane of ``vec_type``."""
+    i32 = ir.IntType(32)
+    undef = ir.Constant(vec_type, ir.Undefined)
+    one = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vec_type.count), [0] * vec_type.count))
+
+
+def vector_at(builder, ptr, offset, vec_type):
+    """``ptr + offset`` (in elements) as a pointer to ``vec_type``."""
+    return builder.bitcast(builder.gep(ptr, [offset]), vec_type.as_pointer())
+
+
+def counted_loop(builder, name, count, inits, step):
+    """Emit ``for t in range(count): values = step(t, values)`` where ``values`` (IR values, e.g. a
+    micro-kernel's accumulators) start at ``inits`` and live in phi nodes; ``count`` is an i64.
+    Returns the values after the loop (``inits`` when ``count <= 0``), with the builder after it."""
+    i64_t = ir.IntType(64)
+    zero, one = ir.Constant(i64_t, 0), ir.Constant(i64_t, 1)
+    entry = builder.basic_block
+    loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
+    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
+    builder.position_at_end(loop)
+    t = builder.phi(i64_t)
+    t.add_incoming(zero, entry)
+    values = []
+    for init in inits:
+        value = builder.phi(init.type)
+        value.add_incoming(init, entry)
+        values.append(value)
+    new = step(t, values)
+    body_end, t_next = builder.basic_block, builder.add(t, one)
+    t.add_incoming(t_next, body_end)
+    for value, updated in zip(values, new):
+        value.add_incoming(updated, body_end)
+    builder.cbranch(builder.icmp_signed("<", t_next, count), loop, done)
+    builder.position_at_end(done)
+    results = []
+    for init, updated in zip(inits, new):
+        result = builder.phi(init.type)
+        result.add_incoming(init, entry)
+        result.add_incoming(updated, body_end)
+        results.append(result)
+    return results

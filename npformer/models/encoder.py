@@ -1,0 +1,331 @@
+"""The shared transformer encoder: embeddings, the post-layer-norm block, and the driver.
+
+BERT (Devlin et al. 2019; also TinyBERT and MiniLM checkpoints) and DistilBERT (Sanh et al. 2019)
+run the same block (Vaswani et al. 2017), and differ only in checkpoint names, token type
+embeddings and the pooler (see :mod:`npformer.models.bert`, :mod:`npformer.models.distilbert`):
+
+    E   = LayerNorm(W_word[input_ids] + W_pos[0..S) (+ W_type[token_type_ids]))
+    for each layer:
+        A = softmax(Q K^T / sqrt(d_head) + mask) V            per head, Q = x W_q + b_q ...
+        x = LayerNorm(x + A W_o + b_o)
+        x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)
+    pooler_output = tanh(x[:, 0] W_p + b_p)                  (BERT)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, fields
+
+import numba
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from npformer.config import Config
+from npformer.kernels import ops
+from npformer.kernels.gemm_f32 import PackedMatrix
+from npformer.kernels.llvm_ir import MR, NR, round_up
+from npformer.kernels.ops import linear
+from npformer.quantization import QuantizedTensor, read_matrix
+from npformer.weights import Weights
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns.
+
+    last_hidden_state: ``(batch, seq_len, hidden_size) float32``.
+    pooler_output: ``(batch, hidden_size) float32`` (BERT only, else None).
+    hidden_states: embeddings output then every layer's, each ``(batch, seq_len, hidden_size)``
+        (on request, else None).
+    attentions: one ``(batch, num_attention_heads, seq_len, seq_len) float32`` per layer (on request).
+    """
+
+    last_hidden_state: np.ndarray
+    pooler_output: np.ndarray | None = None
+    hidden_states: tuple[np.ndarray, ...] | None = None
+    attentions: tuple[np.ndarray, ...] | None = None
+
+
+@dataclass
+class LayerWeights:
+    """One transformer block's weights, float32. Linear weights (``*_w``) are ``(out, in)`` arrays,
+    or a :class:`PackedMatrix` / :class:`QuantizedTensor` once packed or quantized."""
+
+    q_w: np.ndarray  # (hidden_size, hidden_size) query projection
+    q_b: np.ndarray  # (hidden_size,)
+    k_w: np.ndarray  # (hidden_size, hidden_size) key projection
+    k_b: np.ndarray  # (hidden_size,)
+    v_w: np.ndarray  # (hidden_size, hidden_size) value projection
+    v_b: np.ndarray  # (hidden_size,)
+    o_w: np.ndarray  # (hidden_size, hidden_size) attention output projection
+    o_b: np.ndarray  # (hidden_size,)
+    ln1_g: np.ndarray  # (hidden_size,) layer norm after attention: scale
+    ln1_b: np.ndarray  # (hidden_size,) and shift
+    ff1_w: np.ndarray  # (intermediate_size, hidden_size) feed-forward in
+    ff1_b: np.ndarray  # (intermediate_size,)
+    ff2_w: np.ndarray  # (hidden_size, intermediate_size) feed-forward out
+    ff2_b: np.ndarray  # (hidden_size,)
+    ln2_g: np.ndarray  # (hidden_size,) layer norm after the feed-forward network: scale
+    ln2_b: np.ndarray  # (hidden_size,) and shift
+
+    @classmethod
+    def load(cls, weights: Weights, names: dict[str, str], config: Config) -> "LayerWeights":
+        """Read every field from ``weights`` under the checkpoint names in ``names`` (Linear weights
+        through :func:`read_matrix`, which also reads int8 checkpoints)."""
+        h, i = config.hidden_size, config.intermediate_size
+        shapes = {"ff1_w": (i, h), "ff1_b": (i,), "ff2_w": (h, i)}
+        out = {}
+        for f in fields(cls):
+            shape = shapes.get(f.name, (h, h) if f.name.endswith("_w") else (h,))
+            read = read_matrix if f.name in cls.LINEARS else Weights.get
+            out[f.name] = read(weights, names[f.name], shape)
+        return cls(**out)
+
+    LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
+
+
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config,
+                      output_attentions: bool = False, scratch: np.ndarray | None = None):
+    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
+    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
+    ``scratch`` is a reusable float32 buffer for the feed-forward activations (see ``linear``)."""
+    batch, seq, hidden = x.shape
+    x = x.reshape(batch * seq, hidden)
+    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions else (0, 0, 0, 0),
+                     np.float32)
+    q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
+    x = ops.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
+    inner = linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
+    ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
+    x = ops.bias_residual_layer_norm_(linear(inner, w.ff2_w), w.ff2_b, x, w.ln2_g, w.ln2_b,
+                                          config.layer_norm_eps)
+    return x.reshape(batch, seq, hidden), probs if output_attentions else None
+
+
+def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
+    """Validate and default the inputs; returns ``(batch, seq)`` int64 / int32 arrays.
+
+    Raises ``ValueError`` for a wrong rank, mismatched shapes, ids outside the vocabulary, a
+    sequence longer than ``max_position_embeddings`` or a type id outside ``type_vocab_size``.
+    """
+    input_ids = np.asarray(input_ids)
+    if input_ids.ndim == 1:
+        input_ids = input_ids[None, :]
+    if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be a (batch, seq_len) integer array, got shape {input_ids.shape} "
+                         f"dtype {input_ids.dtype}")
+    batch, seq = input_ids.shape
+    if seq > config.max_position_embeddings:
+        raise ValueError(f"sequence length {seq} exceeds max_position_embeddings={config.max_position_embeddings}; "
+                         f"truncate the input or split it into windows")
+    if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        raise ValueError(f"input_ids must lie in [0, {config.vocab_size}), got [{input_ids.min()}, {input_ids.max()}]")
+
+    def default(arr, name, fill):
+        if arr is None:
+            return np.full((batch, seq), fill, dtype=np.int64)
+        arr = np.asarray(arr)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.shape != (batch, seq):
+            raise ValueError(f"{name} has shape {arr.shape} but input_ids has shape {(batch, seq)}")
+        return arr.astype(np.int64, copy=False)
+
+    attention_mask = default(attention_mask, "attention_mask", 1)
+    token_type_ids = default(token_type_ids, "token_type_ids", 0)
+    if config.model_type == "bert" and token_type_ids.size and token_type_ids.max() >= config.type_vocab_size:
+        raise ValueError(f"token_type_ids must be < type_vocab_size={config.type_vocab_size}")
+    return input_ids.astype(np.int64, copy=False), attention_mask, token_type_ids
+
+
+_THREADPOOLS = ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_parallel_runtime(blas_linears: bool):
+    """Let one thread pool own the cores during a forward pass.
+
+    OpenBLAS and Numba's OpenMP workers both busy-wait after a parallel call; with both pools
+    alive on few cores each steals the other's cycles (measured here: DistilBERT b=1 float32
+    200 ms -> 75 ms, int8 116 ms -> 27 ms). Normally every product runs in Numba (packed float32
+    or int8 GEMM, attention), so BLAS gets one thread; the limit is process-wide while the pass
+    runs. Where Linear layers go through BLAS (float32 without AVX-512), Numba's kernels run on the
+    calling thread instead (``numba.set_num_threads`` is per thread).
+    """
+    if not blas_linears:
+        with _THREADPOOLS.limit(limits=1, user_api="blas"):
+            yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+class Encoder:
+    """Shared driver of BERT-like encoders: embeddings -> layers -> (pooler).
+
+    An architecture subclass names its checkpoint keys: ``layer_names(i)`` (field of
+    :class:`LayerWeights` -> key), ``namespaces`` (its key prefixes), whether it has token type
+    embeddings and a pooler. Call the encoder with ``(batch, seq_len)`` integer arrays (a 1-D
+    array is one sequence). Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor,
+    and ``ValueError`` for an activation the kernels do not implement.
+    """
+
+    namespaces: tuple[str, ...] = ()
+    token_types: bool = True  # token type (segment) embeddings
+    pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
+    dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
+
+    @staticmethod
+    def layer_names(i: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def __init__(self, config: Config, weights: Weights):
+        if config.hidden_act not in ops.ACTIVATIONS:
+            raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
+                             f"{sorted(ops.ACTIVATIONS)}")
+        self.config = c = config
+        self.embeddings = Embeddings.load(weights, c, self.token_types)
+        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
+        h = c.hidden_size
+        self.pooler = None  # (weight (hidden_size, hidden_size), bias (hidden_size,))
+        if self.pooler_name is not None and weights.has(f"{self.pooler_name}.weight"):
+            self.pooler = (weights.get(f"{self.pooler_name}.weight", (h, h)),
+                           weights.get(f"{self.pooler_name}.bias", (h,)))
+
+    def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm."""
+        return self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                 output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
+        """Run the encoder; see :class:`EncoderOutput` for shapes. Raises ``ValueError`` on bad inputs."""
+        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
+                                                                 token_type_ids)
+        with one_parallel_runtime(self.blas_linears):
+            x = self.embed(input_ids, token_type_ids)  # [B, S, H]
+            hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
+            for layer in self.layers:
+                x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions,
+                                             self.scratch(x.shape[0] * x.shape[1]))
+                if output_hidden_states:
+                    hidden_states.append(x)
+                if output_attentions:
+                    attentions.append(probs)
+            pooled = None
+            if self.pooler is not None:
+                pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
+        return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
+                             hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                             attentions=tuple(attentions) if output_attentions else None)
+
+    @property
+    def blas_linears(self) -> bool:
+        """True when the Linear weights are plain float32 arrays multiplied by NumPy's BLAS (a CPU
+        without AVX-512); False for packed float32 and int8 weights (Numba GEMMs)."""
+        return bool(self.layers) and isinstance(self.layers[0].q_w, np.ndarray)
+
+    def scratch(self, rows: int) -> np.ndarray:
+        """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
+        (rows and channels padded as the GEMMs write them); grown on demand, never shared between
+        threads, so one model can serve several threads."""
+        local = self.__dict__.setdefault("_scratch", threading.local())
+        size = round_up(rows, MR) * round_up(self.config.intermediate_size, NR)
+        buffer = getattr(local, "buffer", None)
+        if buffer is None or buffer.size < size:
+            local.buffer = buffer = np.empty(size, np.float32)
+        return buffer
+
+    def pack_linears_(self, weights: Weights) -> None:
+        """Hold every float32 Linear weight of the layers and the pooler as a
+        :class:`PackedMatrix` (the Numba GEMM's layout), releasing each memory-mapped
+        original as soon as its packed copy exists so that the model holds its weights once."""
+        def pack(w, name):
+            if not isinstance(w, np.ndarray):
+                return w
+            packed = PackedMatrix(w)
+            weights.release(name)
+            return packed
+
+        for i, layer in enumerate(self.layers):
+            names = self.layer_names(i)
+            for f in LayerWeights.LINEARS:
+                setattr(layer, f, pack(getattr(layer, f), names[f]))
+        if self.pooler is not None:
+            self.pooler = (pack(self.pooler[0], f"{self.pooler_name}.weight"), self.pooler[1])
+
+    def quantize_(self) -> "Encoder":
+        """In place: every Linear weight of the layers, and the word embeddings, to int8 per output
+        channel / per row (:class:`QuantizedTensor`); returns the encoder."""
+        for layer in self.layers:
+            for name in LayerWeights.LINEARS:
+                w = getattr(layer, name)
+                if isinstance(w, PackedMatrix):
+                    w = w.dense()
+                if isinstance(w, np.ndarray):
+                    setattr(layer, name, QuantizedTensor.from_float(w))
+        if isinstance(self.embeddings.word, np.ndarray):
+            self.embeddings.word = QuantizedTensor.from_float(self.embeddings.word)
+        self.dtype = "int8"
+        return self
+
+    def quantized_names(self) -> list[str]:
+        """Checkpoint names (before prefixes) of what :meth:`quantize_` makes int8: each layer's
+        Linear weights, then the word embeddings."""
+        names = [self.layer_names(i)[f] for i in range(len(self.layers)) for f in LayerWeights.LINEARS]
+        return names + [WORD_EMBEDDINGS]
+
+    def check_unused(self, weights: Weights) -> None:
+        """Raise ``ValueError`` if the checkpoint has encoder tensors this config does not use."""
+        extra = weights.unused(self.namespaces)
+        if extra:
+            raise ValueError(f"unexpected tensors in the checkpoint (does config.json match the weights?): "
+                             f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of parameters of the encoder (embeddings, layers, pooler)."""
+        arrays = [*vars(self.embeddings).values()] if hasattr(self, "embeddings") else []
+        arrays += [getattr(layer, f.name) for layer in self.layers for f in fields(layer)]
+        arrays += list(self.pooler or ())
+        return int(sum(getattr(a, "size", 0) for a in arrays))
+
+
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+@dataclass
+class Embeddings:
+    """Token embeddings of BERT (word + position + token type) and DistilBERT (no token types),
+    then layer norm: ``E = LayerNorm(W_word[input_ids] + W_pos[0..S) (+ W_type[token_type_ids]))``."""
+
+    word: np.ndarray  # (vocab_size, hidden_size) float32, or an int8 QuantizedTensor
+    position: np.ndarray  # (max_position_embeddings, hidden_size)
+    token_type: np.ndarray | None  # (type_vocab_size, hidden_size); None for DistilBERT
+    ln_g: np.ndarray  # (hidden_size,) layer norm scale
+    ln_b: np.ndarray  # (hidden_size,) layer norm shift
+
+    @classmethod
+    def load(cls, weights: Weights, config: Config, token_types: bool) -> "Embeddings":
+        c, h = config, config.hidden_size
+        return cls(word=read_matrix(weights, WORD_EMBEDDINGS, (c.vocab_size, h)),
+                   position=weights.get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h)),
+                   token_type=weights.get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h))
+                   if token_types else None,
+                   ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
+                   ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32."""
+        batch, seq = input_ids.shape
+        word = self.word[input_ids] if isinstance(self.word, np.ndarray) else self.word.rows(input_ids)
+        x = word + self.position[:seq]  # [B, S, H]
+        if self.token_type is not None:
+            x = x + self.token_type[token_type_ids]
+        return ops.layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)
