@@ -7,26 +7,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npformer.files import read_json
+
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 DISTILBERT_NAMES = {"vocab_size": "vocab_size", "hidden_size": "dim", "num_hidden_layers": "n_layers",
                     "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
-
-
-def read_json(file: Path):
-    """The JSON value in ``file``. Raises ``ValueError`` naming the file when it is empty, not
-    UTF-8, or not JSON (with the line and column of the problem)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{file} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-    if not text.strip():
-        raise ValueError(f"{file} is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
 
 
 def _is_int(v) -> bool:

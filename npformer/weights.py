@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from npformer.config import read_json
+from npformer.files import read_json
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "U8": np.uint8,
            "I32": np.int32, "I64": np.int64, "F64": np.float64, "BOOL": np.bool_}

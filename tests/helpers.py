@@ -82,6 +82,21 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
+def assert_close(ours, reference, tol: float, what: str = "result") -> float:
+    """Parity check that says what it saw: fails with the max abs diff, where it is and both values;
+    returns the max abs diff (printed, so a passing run shows the margin too)."""
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs reference {b.shape}"
+    diff = np.abs(a - b)
+    worst = float(diff.max()) if diff.size else 0.0
+    print(f"{what}: max abs diff {worst:.2e} (tolerance {tol:.0e})")
+    if not worst <= tol:
+        at = np.unravel_index(int(np.nanargmax(diff)), diff.shape)
+        raise AssertionError(f"{what}: max abs diff {worst:.3e} > {tol:.0e} at {tuple(int(i) for i in at)} "
+                             f"(ours {a[at]:.6g}, reference {b[at]:.6g})")
+    return worst
+
+
 def fresh_asm(kernel, *args) -> str:
     """Assembly of ``kernel``'s source compiled anew (a cache-loaded dispatcher keeps no assembly)."""
     fresh = njit(fastmath=True)(kernel.py_func)  # serial: the parallel launcher hides the loop body

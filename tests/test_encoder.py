@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import read_stsb
-from helpers import make_checkpoint, max_abs_diff, random_batch
+from helpers import assert_close, make_checkpoint, max_abs_diff, random_batch
 from npformer import AutoModel, Config
 from npformer.kernels import gemm_f32 as gemm
 from npformer.kernels.llvm_ir import HAS_AVX512
@@ -53,7 +53,7 @@ def compare(ours, ref, ids, mask, types, with_types=True):
         diffs["pooler_output"] = max_abs_diff(got.pooler_output, expected.pooler_output)
     print("max abs diff", {k: f"{v:.2e}" for k, v in diffs.items()})
     for key, value in diffs.items():
-        assert value <= TOL, (key, value)
+        assert value <= TOL, f"{key}: max abs diff {value:.3e} > {TOL:.0e}"
     return got
 
 
@@ -111,7 +111,7 @@ def test_task_checkpoint_prefix_and_fp16(tmp_path):
     ref_half = ref.half().float()
     with torch.no_grad():
         expected = ref_half.bert(torch.tensor(ids), torch.tensor(mask), torch.tensor(types)).last_hidden_state
-    assert max_abs_diff(model(ids, mask, types).last_hidden_state, expected) <= TOL
+    assert_close(model(ids, mask, types).last_hidden_state, expected, TOL, "fp16 checkpoint")
 
 
 def test_bf16_and_sharded_checkpoints(tmp_path):
@@ -123,7 +123,7 @@ def test_bf16_and_sharded_checkpoints(tmp_path):
     ids, mask, types = random_batch(np.random.default_rng(0), cfg["vocab_size"], 2, 9)
     with torch.no_grad():
         expected = ref.to(torch.bfloat16).float()(torch.tensor(ids), torch.tensor(mask), torch.tensor(types))
-    assert max_abs_diff(model(ids, mask, types).last_hidden_state, expected.last_hidden_state) <= TOL
+    assert_close(model(ids, mask, types).last_hidden_state, expected.last_hidden_state, TOL, "bf16 sharded")
 
 
 def test_weights_are_memory_mapped_or_packed_once(tmp_path):
@@ -180,37 +180,39 @@ def test_threads_share_a_model(tmp_path, dtype):
         np.testing.assert_array_equal(s, k)
 
 
-def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
-        AutoModel.from_pretrained(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        AutoModel.from_pretrained(tmp_path / "empty")
-    # a pickle-only checkpoint is refused, never unpickled
-    ckpt = tmp_path / "pickled"
-    make_checkpoint(ckpt, "bert", **BERT_CONFIGS["tiny"])
-    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match="pytorch_model.bin.*never unpickles"):
-        AutoModel.from_pretrained(ckpt)
-    # unknown architecture
-    good = tmp_path / "good"
-    make_checkpoint(good, "bert", **BERT_CONFIGS["tiny"])
-    config = json.loads((good / "config.json").read_text())
-    (good / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="unknown model_type 'gpt2'"):
-        AutoModel.from_pretrained(good)
-    # config that does not match the weights: shape error names tensor and both shapes
-    (good / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
-    with pytest.raises(ValueError, match=r"intermediate.dense.weight.*\(37, 32\).*\(40, 32\)"):
-        AutoModel.from_pretrained(good)
-    # fewer layers in the config than in the weights: unexpected tensors
-    (good / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
-    with pytest.raises(ValueError, match="unexpected tensors.*encoder.layer.1"):
-        AutoModel.from_pretrained(good)
-    # more layers than the weights: a missing tensor
-    (good / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
-    with pytest.raises(ValueError, match="encoder.layer.2.*missing"):
-        AutoModel.from_pretrained(good)
+def _pickled(d):
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+
+
+def _config(**changes):
+    def edit(d):
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, **changes}))
+    return edit
+
+
+# name -> (how to break a good tiny BERT checkpoint (None: no checkpoint), where to load from, error, message)
+LOAD_ERRORS = {
+    "no-such-directory": (None, "nope", FileNotFoundError, "not found"),
+    "empty-directory": (lambda d: [p.unlink() for p in d.iterdir()], "", FileNotFoundError, "config.json"),
+    "pickle-only-refused": (_pickled, "", FileNotFoundError, "pytorch_model.bin.*never unpickles"),
+    "unknown-architecture": (_config(model_type="gpt2"), "", ValueError, "unknown model_type 'gpt2'"),
+    "config-disagrees-with-shapes": (_config(intermediate_size=40), "", ValueError,
+                                     r"intermediate.dense.weight.*\(37, 32\).*\(40, 32\)"),
+    "fewer-layers-than-weights": (_config(num_hidden_layers=1), "", ValueError, "unexpected tensors.*encoder.layer.1"),
+    "more-layers-than-weights": (_config(num_hidden_layers=3), "", ValueError, "encoder.layer.2.*missing"),
+    "unsupported-activation": (_config(hidden_act="swish"), "", ValueError, "config.json: activation 'swish'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOAD_ERRORS))
+def test_load_errors(tmp_path, case):
+    damage, where, error, message = LOAD_ERRORS[case]
+    if damage is not None:
+        make_checkpoint(tmp_path, "bert", **BERT_CONFIGS["tiny"])
+        damage(tmp_path)
+    with pytest.raises(error, match=message):
+        AutoModel.from_pretrained(tmp_path / where)
 
 
 def test_input_errors(tmp_path):

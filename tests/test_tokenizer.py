@@ -248,7 +248,7 @@ def test_bad_input_errors(tmp_path):
 def _range_boundaries() -> list[int]:
     """Every boundary (first - 1, first, last, last + 1) of every code point range the tokenizer
     tests, of the CJK blocks it isolates, and of its ASCII punctuation classes."""
-    from npformer.tokenizer import _CJK_RANGES
+    from npformer.tokenizer.pre_tokenizer import CJK_RANGES as _CJK_RANGES
 
     ascii_punct = [(33, 47), (58, 64), (91, 96), (123, 126)]
     bounds = set()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npformer.config import read_json
+from npformer.files import read_json
 
 MODES = ("cls", "max", "mean", "mean_sqrt_len")
 KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",

@@ -14,22 +14,9 @@ import numpy as np
 
 from npformer.hub import resolve
 from npformer.tokenizer import Encoding, Tokenizer
+from npformer.tokenizer.encoding import pad
 
 DEFAULT_BATCH_SIZE = 16
-
-
-def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(input_ids, attention_mask, token_type_ids)``, each ``(batch, longest) int64``, right-padded."""
-    width = max(len(e) for e in encodings)
-    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(encodings), width), dtype=np.int64)
-    types = np.zeros((len(encodings), width), dtype=np.int64)
-    for row, enc in enumerate(encodings):
-        n = len(enc)
-        ids[row, :n] = enc.ids
-        mask[row, :n] = enc.attention_mask
-        types[row, :n] = enc.type_ids
-    return ids, mask, types
 
 
 def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, pad_id: int,
@@ -45,8 +32,8 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = [encodings[i] for i in chunk]
-        ids, mask, types = pad_batch(batch, pad_id)
-        out = run(ids, mask, types)
+        arrays = pad(batch, pad_id)  # (batch, longest) int64 each
+        out = run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
         for row, i in enumerate(chunk):
             results[i] = out[row, :len(encodings[i])] if per_token else out[row]
     return results

@@ -1,0 +1,342 @@
+"""WordPiece tokenizer with exact parity with Transformers' ``BertTokenizerFast``.
+
+Algorithm: Google BERT's BasicTokenizer + WordpieceTokenizer (Devlin et al. 2019,
+``tokenization.py``), in the form Hugging Face ``tokenizers`` runs it, in its four stages, one
+module each:
+
+  1. :mod:`.normalizer` (``BertNormalizer``): clean text (drop NUL, U+FFFD and control chars; any
+     whitespace -> space) -> strip accents (NFD, drop Mn) -> lowercase, keeping which original
+     character each output character came from;
+  2. :mod:`.pre_tokenizer` (``BertPreTokenizer``): split on spaces, isolate each punctuation and
+     CJK character;
+  3. :mod:`.wordpiece`: greedy longest-match-first, ``##`` continuations, ``[UNK]`` for a word that
+     cannot be covered;
+  4. :mod:`.encoding` (BERT's ``TemplateProcessing`` and truncation): ``[CLS] A [SEP] (B [SEP])``,
+     ``longest_first`` / ``only_first`` / ``only_second`` with stride windows, padding.
+
+Special tokens written in the text (``[MASK]``, ``[SEP]`` ...) are split out first and matched
+verbatim. Where the slow ``BertTokenizer`` disagrees with the fast one we follow the fast one (see
+``tests/test_tokenizer.py::test_fast_and_slow_disagree``).
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from pathlib import Path
+
+import numpy as np
+
+from npformer.files import read_json, read_vocab
+from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
+                                         truncate, truncation_strategy)
+from npformer.tokenizer.normalizer import BertNormalizer
+from npformer.tokenizer.pre_tokenizer import word_pattern
+from npformer.tokenizer.wordpiece import WordPiece, cleanup, tokens_to_string
+
+SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+class Tokenizer:
+    """BERT WordPiece tokenizer (uncased, cased and multilingual vocabularies).
+
+    Args:
+        vocab_file: path to ``vocab.txt`` (one token per line; the line number is the id).
+        do_lower_case: lowercase the text (and strip accents unless ``strip_accents`` says otherwise).
+        strip_accents: None follows ``do_lower_case``, as in Transformers.
+        tokenize_chinese_chars: isolate each CJK ideograph as its own word.
+        model_max_length: the default ``max_length`` for truncation and ``padding="max_length"``.
+        max_input_chars_per_word: longer words become one unknown token (100, as BERT).
+
+    Raises:
+        FileNotFoundError: ``vocab_file`` does not exist.
+        ValueError: a special token is missing from the vocabulary.
+    """
+
+    def __init__(self, vocab_file: str | Path, do_lower_case: bool = True, strip_accents: bool | None = None,
+                 tokenize_chinese_chars: bool = True, model_max_length: int = 512,
+                 unk_token: str = "[UNK]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
+                 cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100):
+        vocab_file = Path(vocab_file)
+        if not vocab_file.is_file():
+            raise FileNotFoundError(f"vocabulary file not found: {vocab_file}")
+        tokens = read_vocab(vocab_file)
+        self.vocab: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            self.vocab.setdefault(tok, i)
+        self.ids_to_tokens = dict(enumerate(tokens))
+        self.do_lower_case = do_lower_case
+        self.strip_accents = do_lower_case if strip_accents is None else strip_accents
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.model_max_length = model_max_length
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
+        self.cls_token, self.mask_token = cls_token, mask_token
+        for name in SPECIAL_TOKEN_KEYS:
+            if getattr(self, name) not in self.vocab:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not in {vocab_file}")
+        self.special_tokens = [unk_token, sep_token, pad_token, cls_token, mask_token]
+        self.all_special_ids = sorted({self.vocab[t] for t in self.special_tokens})
+        self.unk_token_id, self.sep_token_id = self.vocab[unk_token], self.vocab[sep_token]
+        self.pad_token_id, self.cls_token_id = self.vocab[pad_token], self.vocab[cls_token]
+        self.mask_token_id = self.vocab[mask_token]
+        longest_first = sorted(set(self.special_tokens), key=len, reverse=True)
+        self._special_re = re.compile("|".join(re.escape(t) for t in longest_first))
+        # the four stages of Hugging Face tokenizers' BERT pipeline
+        self.normalizer = BertNormalizer(do_lower_case, self.strip_accents)
+        self._words = word_pattern(tokenize_chinese_chars)  # pre-tokenizer
+        self.wordpiece = WordPiece(self.vocab, self.unk_token_id, max_input_chars_per_word)
+        # post-processing (special tokens, truncation, padding): _add_special_tokens and .encoding
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> "Tokenizer":
+        """Build from a directory with ``vocab.txt`` and optionally ``tokenizer_config.json``.
+
+        Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``
+        and the special tokens from the config; keyword ``overrides`` win over the file.
+        Raises ``FileNotFoundError`` when the directory or its ``vocab.txt`` is missing, and
+        ``ValueError`` naming the file when ``tokenizer_config.json`` is not a JSON object of the
+        right field types or ``vocab.txt`` is not UTF-8 text.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"tokenizer directory not found: {path}")
+        kwargs: dict = {}
+        config_file = path / "tokenizer_config.json"
+        if config_file.is_file():
+            config = read_json(config_file)
+            if not isinstance(config, dict):
+                raise ValueError(f"{config_file} holds a JSON {type(config).__name__}, expected an object of fields")
+            for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", *SPECIAL_TOKEN_KEYS):
+                value = config.get(key)
+                if isinstance(value, dict):  # serialized AddedToken
+                    value = value.get("content")
+                expected = str if key in SPECIAL_TOKEN_KEYS else bool
+                if value is not None and not isinstance(value, expected):
+                    raise ValueError(f"{config_file}: field {key!r} must be a {expected.__name__}, got {value!r}")
+                if value is not None or key == "strip_accents":
+                    kwargs[key] = value
+            max_len = config.get("model_max_length")
+            if isinstance(max_len, int) and not isinstance(max_len, bool) and 0 < max_len < 1_000_000:
+                kwargs["model_max_length"] = max_len
+        kwargs.update(overrides)
+        return cls(path / "vocab.txt", **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.ids_to_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.ids_to_tokens)
+
+    def _segments(self, text: str):
+        """``(start, end, special_id)``: runs of ordinary text (special_id None) and the special
+        tokens written in ``text``, in order."""
+        cursor = 0
+        for m in self._special_re.finditer(text):
+            yield cursor, m.start(), None
+            yield m.start(), m.end(), self.vocab[m.group()]
+            cursor = m.end()
+        yield cursor, len(text), None
+
+    def pieces(self, text: str, max_tokens: int | None = None) -> Pieces:
+        """The WordPiece tokens of ``text`` without special tokens, as compact arrays.
+
+        With ``max_tokens`` tokenizing stops once that many tokens are found (what a truncating
+        caller keeps), so a 10 MB text costs no more than its first window. Memory: the normalized
+        text plus 16 bytes per token (and 4 bytes per character when normalization changes lengths).
+        Raises ``ValueError`` when ``text`` is not a str.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
+        word = 0
+        for seg_start, seg_end, special_id in self._segments(text):
+            if max_tokens is not None and len(ids) >= max_tokens:
+                break
+            if special_id is not None:
+                ids.append(special_id)
+                starts.append(seg_start)
+                ends.append(seg_end)
+                words.append(word)
+                word += 1
+                continue
+            if seg_start == seg_end:
+                continue
+            normalized, align = self.normalizer(text[seg_start:seg_end])
+            for m in self._words.finditer(normalized):
+                s0 = m.start()
+                for piece_id, s, e in self.wordpiece(m.group()):
+                    ids.append(piece_id)
+                    if align is None:
+                        starts.append(seg_start + s0 + s)
+                        ends.append(seg_start + s0 + e)
+                    else:
+                        starts.append(seg_start + align[s0 + s])
+                        ends.append(seg_start + align[s0 + e - 1] + 1)
+                    words.append(word)
+                word += 1
+                if max_tokens is not None and len(ids) >= max_tokens:
+                    break
+        n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+        return Pieces(int32_array(ids, n), int32_array(starts, n), int32_array(ends, n), int32_array(words, n))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
+        """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;
+        ``add_special_tokens`` wraps it in ``[CLS] ... [SEP]``. Raises ``ValueError`` for a non-str."""
+        pieces = self.pieces(text)
+        enc = pieces.window(0, len(pieces), self.ids_to_tokens, 0)
+        return self._add_special_tokens(enc, None) if add_special_tokens else enc
+
+    def is_empty(self, text: str) -> bool:
+        """True when ``text`` gives no token at all: nothing is left after normalization (it held
+        only whitespace, control or format characters such as ``\\x00`` or ``\\u200b``, or
+        accents that are stripped). Such a text encodes as ``[CLS] [SEP]``."""
+        return not self.pieces(text, max_tokens=1).ids.size
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece strings of ``text`` without special tokens, e.g. ``["un", "##aff", "##able"]``."""
+        return self.encode(text).tokens
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Vocabulary id of each token; unknown strings map to the unknown token's id."""
+        if isinstance(tokens, str):
+            return self.vocab.get(tokens, self.unk_token_id)
+        return [self.vocab.get(t, self.unk_token_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
+        """Token string of each id. Raises ``ValueError`` for an id outside the vocabulary."""
+        if isinstance(ids, (int, np.integer)):
+            return self._id_to_token(int(ids))
+        return [self._id_to_token(int(i)) for i in ids]
+
+    def _id_to_token(self, i: int) -> str:
+        if i not in self.ids_to_tokens:
+            raise ValueError(f"token id {i} is outside the vocabulary (size {len(self)})")
+        return self.ids_to_tokens[i]
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Join WordPiece strings: ``##`` pieces glued to the previous token, others spaced.
+
+        Matches the fast tokenizer's WordPiece decoder (with its per-token cleanup).
+        """
+        return tokens_to_string(tokens)
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of a sequence of ids, as ``BertTokenizerFast.decode`` (WordPiece decoder, then
+        Transformers' ``clean_up_tokenization``). Raises ``ValueError`` for an id outside the vocabulary."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self.all_special_ids]
+        return cleanup(tokens_to_string(self.convert_ids_to_tokens(ids)))
+
+    # ---- special tokens, truncation, padding (see .encoding)
+
+    def encode_batch(self, pairs: list[tuple[str, str | None]], *, truncation: bool | str = "do_not_truncate",
+                     max_length: int | None = None, stride: int = 0, overflow: bool = True) -> list[Encoding]:
+        """Encode ``(text, text_pair or None)`` pairs.
+
+        With ``overflow`` (the default) every truncation window is returned, in Transformers'
+        order; with ``overflow=False`` exactly one ``Encoding`` per pair (the first window), and a
+        lone text is tokenized only as far as that window reaches. Each ``Encoding`` has
+        ``overflow_to_sample`` set to the index of its pair and ``truncated`` set when tokens of
+        the pair are not in it. Raises ``ValueError`` as ``__call__`` does, and for a negative stride.
+        """
+        truncation = truncation_strategy(truncation)
+        if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 0:
+            raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
+        truncating = truncation != "do_not_truncate" and max_length is not None
+        out = []
+        for sample, (text, pair) in enumerate(pairs):
+            # one window of a lone text never holds more than max_length - 2 tokens: stop one after
+            cap = max(max_length - 1, 0) if truncating and not overflow and pair is None else None
+            first = self.pieces(text, cap)
+            second = self.pieces(pair) if pair is not None else None
+            n_b = len(second) if second is not None else None
+            spans = truncate(len(first), n_b, truncation, max_length, stride) if truncating \
+                else [((0, len(first)), None if n_b is None else (0, n_b))]
+            whole = len(first) + (n_b or 0)
+            for a_span, b_span in spans[:None if overflow else 1]:
+                a = first.window(*a_span, self.ids_to_tokens, 0)
+                b = second.window(*b_span, self.ids_to_tokens, 1) if second is not None else None
+                enc = self._add_special_tokens(a, b)
+                enc.overflow_to_sample = sample
+                enc.truncated = len(a) + (len(b) if b is not None else 0) < whole
+                out.append(enc)
+        return out
+    def _add_special_tokens(self, a: Encoding, b: Encoding | None) -> Encoding:
+        cls_, sep = self.cls_token_id, self.sep_token_id
+        ids = [cls_] + a.ids + [sep]
+        tokens = [self.cls_token] + a.tokens + [self.sep_token]
+        offsets = [(0, 0)] + a.offsets + [(0, 0)]
+        word_ids = [None] + a.word_ids + [None]
+        seq_ids = [None] + [0] * len(a) + [None]
+        type_ids = [0] * (len(a) + 2)
+        special = [1] + [0] * len(a) + [1]
+        if b is not None:
+            ids += b.ids + [sep]
+            tokens += b.tokens + [self.sep_token]
+            offsets += b.offsets + [(0, 0)]
+            word_ids += b.word_ids + [None]
+            seq_ids += [1] * len(b) + [None]
+            type_ids += [1] * (len(b) + 1)
+            special += [0] * len(b) + [1]
+        return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
+    def __call__(self, text, text_pair=None, *, truncation: bool | str = False, max_length: int | None = None,
+                 padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,
+                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False) -> BatchEncoding:
+        """Encode a text, a pair, or a batch of texts/pairs into ``(batch, seq_len)`` int64 arrays.
+
+        Args:
+            text: a str, a list of str, or a list of ``(text, text_pair)`` tuples.
+            text_pair: a str (with a str ``text``) or a list of str (with a list ``text``).
+            truncation: True/``"longest_first"``, ``"only_first"``, ``"only_second"`` or False.
+            max_length: total length with special tokens; defaults to ``model_max_length``.
+            padding: True/``"longest"``, ``"max_length"`` or False.
+            stride: tokens shared by consecutive overflowing windows.
+            return_overflowing_tokens: return every window, and ``overflow_to_sample_mapping``.
+
+        Returns a ``BatchEncoding`` with the keys and values of
+        ``BertTokenizerFast(..., return_tensors="np")``.
+
+        Raises:
+            ValueError: text is not a str (or list of them); unknown strategy; rows of different
+                lengths without padding; stride not smaller than the room left by truncation;
+                a pair whose truncated text cannot be shortened enough.
+        """
+        pairs = _as_pairs(text, text_pair)
+        strategy = truncation_strategy(truncation)
+        padding = padding_strategy(padding)
+        if max_length is None and (strategy != "do_not_truncate" or padding == "max_length"):
+            max_length = self.model_max_length
+        encodings = self.encode_batch(pairs, truncation=strategy, max_length=max_length, stride=stride,
+                                      overflow=return_overflowing_tokens)
+        width = max(len(e) for e in encodings)
+        if padding == "max_length":
+            width = max(width, max_length)
+        if padding == "do_not_pad" and len({len(e) for e in encodings}) > 1:
+            raise ValueError("the encoded texts have different lengths; pass padding=True (or 'max_length') "
+                             "to get arrays")
+        keys = ("input_ids", "token_type_ids", "attention_mask") + \
+            ("special_tokens_mask",) * return_special_tokens_mask + ("offset_mapping",) * return_offsets_mapping
+        data = pad(encodings, self.pad_token_id, width, keys)
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = np.array([e.overflow_to_sample for e in encodings], dtype=np.int64)
+        return BatchEncoding(data, encodings, self.pad_token)
+
+
+def _as_pairs(text, text_pair) -> list[tuple[str, str | None]]:
+    if isinstance(text, str):
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise ValueError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
+        # As Transformers: an empty text_pair beside a single text means no pair at all.
+        return [(text, text_pair or None)]
+    if not isinstance(text, (list, tuple)):
+        raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}")
+    if text_pair is not None:
+        if isinstance(text_pair, str) or len(text_pair) != len(text):
+            raise ValueError("text_pair must be a list of str as long as text")
+        return list(zip(text, text_pair))
+    return [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]
+
+
+__all__ = ["BatchEncoding", "Encoding", "Pieces", "Tokenizer"]

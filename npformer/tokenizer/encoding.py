@@ -1,0 +1,208 @@
+"""Encodings and what happens to them after WordPiece: special tokens' places, truncation with
+overflowing stride windows, and padding (each once).
+
+Reference: Hugging Face tokenizers ``tokenizer/encoding.rs`` and ``utils/truncation.rs``
+(``truncate_encodings``, ``Encoding::merge_with``), as ``BertTokenizerFast`` runs them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+
+
+@dataclass
+class Encoding:
+    """One encoded sequence (or one overflow window), as ``tokenizers.Encoding``.
+
+    All lists have the same length ``seq_len``. ``offsets`` are ``(start, end)`` character offsets
+    into the original text of the sequence each token came from, ``(0, 0)`` for special tokens.
+    ``word_ids`` index the pre-tokenized words of that sequence (None for special tokens);
+    ``sequence_ids`` are 0 (first text), 1 (second text) or None (special tokens).
+    ``truncated`` is True when tokens of the input(s) are not in this window (truncation cut them
+    or they are in other overflow windows).
+    """
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+    sequence_ids: list[int | None]
+    type_ids: list[int] = field(default_factory=list)
+    special_tokens_mask: list[int] = field(default_factory=list)
+    attention_mask: list[int] = field(default_factory=list)
+    overflow_to_sample: int = 0
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Pieces:
+    """The WordPiece tokens of one text, without special tokens, kept compact for long texts.
+
+    ``ids``, ``starts``, ``ends`` (character offsets into the text) and ``word_ids`` are
+    ``(n_tokens,) int32`` arrays: 16 bytes per token, where Python lists of ints and offset
+    tuples cost about 300. Windows of it become list-based :class:`Encoding` objects.
+    """
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    word_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def window(self, start: int, stop: int, ids_to_tokens: dict[int, str], sequence_id: int) -> Encoding:
+        """Tokens ``start:stop`` as an :class:`Encoding` whose ``sequence_ids`` are ``sequence_id``."""
+        ids = self.ids[start:stop].tolist()
+        offsets = list(zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist()))
+        return Encoding(ids, [ids_to_tokens[i] for i in ids], offsets, self.word_ids[start:stop].tolist(),
+                        [sequence_id] * len(ids))
+
+
+def int32_array(values: array, n: int) -> np.ndarray:
+    return np.frombuffer(values, dtype=np.int32)[:n].copy() if n else np.zeros(0, np.int32)
+
+
+class BatchEncoding(dict):
+    """A dict of ``(batch, seq_len)`` int64 NumPy arrays plus the per-row ``Encoding`` objects.
+
+    Keys as ``BertTokenizerFast(..., return_tensors="np")``: ``input_ids``, ``token_type_ids``,
+    ``attention_mask`` and on request ``offset_mapping`` ``(batch, seq_len, 2)``,
+    ``special_tokens_mask``, ``overflow_to_sample_mapping`` ``(batch,)``. The per-row views below
+    cover the padding too (None / the pad token), as Transformers' do.
+    """
+
+    def __init__(self, data: dict, encodings: list[Encoding], pad_token: str = "[PAD]"):
+        super().__init__(data)
+        self.encodings = encodings
+        self.pad_token = pad_token
+
+    def _padding(self, batch_index: int) -> int:
+        return self["input_ids"].shape[1] - len(self.encodings[batch_index])
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Word index of each token of row ``batch_index`` (None for special/padding tokens)."""
+        return list(self.encodings[batch_index].word_ids) + [None] * self._padding(batch_index)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """0/1 for tokens of the first/second text of row ``batch_index``, None otherwise."""
+        return list(self.encodings[batch_index].sequence_ids) + [None] * self._padding(batch_index)
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The WordPiece strings of row ``batch_index`` (continuations keep their ``##``)."""
+        return list(self.encodings[batch_index].tokens) + [self.pad_token] * self._padding(batch_index)
+
+
+def pad(encodings: list[Encoding], pad_id: int, width: int | None = None,
+        keys: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")) -> dict[str, np.ndarray]:
+    """The one padding routine: ``encodings`` right-padded to ``width`` (default: the longest) as
+    ``(batch, width) int64`` arrays under Transformers' names (``offset_mapping`` is
+    ``(batch, width, 2)``). Padding: ``pad_id``, attention 0, token type 0, special mask 1,
+    offsets ``(0, 0)``. The encodings are not changed."""
+    width = max(len(e) for e in encodings) if width is None else width
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1,
+            "offset_mapping": 0}
+    field_of = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids",
+                "special_tokens_mask": "special_tokens_mask", "offset_mapping": "offsets"}
+    out = {}
+    for key in keys:
+        shape = (len(encodings), width, 2) if key == "offset_mapping" else (len(encodings), width)
+        arr = np.full(shape, fill[key], dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            values = getattr(enc, field_of[key])
+            if values:
+                arr[row, :len(enc)] = values
+        out[key] = arr
+    return out
+
+
+def truncation_strategy(truncation) -> str:
+    """The one truncation check: True / a strategy name / False -> a name of :data:`TRUNCATION_STRATEGIES`."""
+    if truncation is True:
+        return "longest_first"
+    if truncation is False or truncation is None:
+        return "do_not_truncate"
+    if truncation not in TRUNCATION_STRATEGIES:
+        raise ValueError(f"unknown truncation strategy {truncation!r}; use one of {TRUNCATION_STRATEGIES}")
+    return truncation
+
+
+def padding_strategy(padding) -> str:
+    """True / a strategy name / False -> a name of :data:`PADDING_STRATEGIES`."""
+    if padding is True:
+        return "longest"
+    if padding is False or padding is None:
+        return "do_not_pad"
+    if padding not in PADDING_STRATEGIES:
+        raise ValueError(f"unknown padding strategy {padding!r}; use one of {PADDING_STRATEGIES}")
+    return padding
+
+
+def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int,
+             stride: int) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
+    """Token spans ``((a_start, a_stop), (b_start, b_stop) or None)`` of each window of a text
+    of ``n_a`` tokens and an optional pair of ``n_b`` tokens."""
+    # Reference: tokenizers ``utils/truncation.rs::truncate_encodings`` and ``Encoding::merge_with``.
+    has_pair = n_b is not None
+    n_b = n_b or 0
+    budget = max_length - (3 if has_pair else 2)
+    if n_a + n_b <= budget:
+        return [((0, n_a), (0, n_b) if has_pair else None)]
+    if budget < 0:
+        raise ValueError(f"max_length={max_length} leaves no room for the special tokens")
+    if strategy == "longest_first":
+        if not has_pair:
+            len_a, len_b = budget, 0
+        else:
+            short, long_ = sorted((n_a, n_b))
+            long_ = short if short > budget else max(short, budget - short)
+            if short + long_ > budget:
+                short, long_ = budget // 2, budget // 2 + budget % 2
+            len_a, len_b = (long_, short) if n_a > n_b else (short, long_)
+    else:
+        target = n_a if strategy == "only_first" else n_b
+        if strategy == "only_second" and not has_pair:
+            raise ValueError("truncation='only_second' needs a second text (text_pair)")
+        to_remove = n_a + n_b - budget
+        if target <= to_remove:
+            which = "first" if strategy == "only_first" else "second"
+            raise ValueError(
+                f"truncation={strategy!r} cannot fit max_length={max_length}: the {which} text has "
+                f"{target} tokens but {to_remove} must be removed; the other text is too long "
+                f"(use a larger max_length or truncation='longest_first')")
+        len_a = n_a - to_remove if strategy == "only_first" else n_a
+        len_b = n_b - to_remove if strategy == "only_second" else n_b
+    parts_a = windows(n_a, len_a, stride)
+    parts_b = windows(n_b, len_b, stride) if has_pair else [None]
+    out = [(parts_a[0], parts_b[0])]
+    for a in parts_a[1:]:
+        out += [(a, b) for b in parts_b]
+    out += [(parts_a[0], b) for b in parts_b[1:]]
+    return out
+
+
+def windows(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of windows of ``max_len`` of ``n`` tokens, each ``max_len - stride`` after the last."""
+    if n <= max_len:
+        return [(0, n)]
+    if max_len == 0:
+        return [(0, 0), (0, n)]
+    if stride >= max_len:
+        raise ValueError(f"stride={stride} must be smaller than the {max_len} tokens left for the truncated "
+                         f"text after the other text and special tokens")
+    parts = []
+    for start in range(0, n, max_len - stride):
+        stop = min(start + max_len, n)
+        parts.append((start, stop))
+        if stop == n:
+            break
+    return parts
