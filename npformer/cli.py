@@ -30,9 +30,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from npformer.convert import save_quantized
 from npformer.models.auto import build_encoder, open_checkpoint
-from npformer.models.pooling import l2_normalize
+from npformer.models.pooling import cosine_similarity
 from npformer.output import JsonLines, NonFiniteError, OutputError
 from npformer.pipelines import pipeline
 from npformer.quantization import is_quantized
@@ -206,7 +208,7 @@ def _similarity(args):
         pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
         if any(not isinstance(p, str) or not p.strip() for p in pairs):
             raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
-        scores = (l2_normalize(pipe(_texts(records))) * l2_normalize(pipe(pairs))).sum(-1)
+        scores = np.diagonal(cosine_similarity(pipe(_texts(records)), pipe(pairs)))  # pair i: row i with row i
         return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
                                                                                        strict=True)]
     return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)

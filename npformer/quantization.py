@@ -111,7 +111,6 @@ class QuantizedTensor:
 
     _owns_values = False  # True when the row-major values were made here (not a view of a file)
     size = property(lambda self: self.shape[0] * self.shape[1])
-    nbytes = property(lambda self: self.size + self.scales.nbytes)
 
     @property
     def values(self) -> np.ndarray:

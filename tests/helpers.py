@@ -64,6 +64,17 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
     return model
 
 
+SENTIMENT_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def make_sentiment_checkpoint(directory: Path, num_hidden_layers: int = 1) -> Path:
+    """A tiny random-init BERT sequence classifier with NEGATIVE / POSITIVE labels and the uncased vocab."""
+    make_checkpoint(directory, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32,
+                    num_hidden_layers=num_hidden_layers, num_attention_heads=2, intermediate_size=40,
+                    id2label=SENTIMENT_LABELS, label2id={v: k for k, v in SENTIMENT_LABELS.items()})
+    return Path(directory)
+
+
 def random_batch(rng: np.random.Generator, vocab_size: int, batch: int, seq: int, type_vocab: int = 2):
     """``(input_ids, attention_mask, token_type_ids)`` int64 ``(batch, seq)`` with ragged padding."""
     ids = rng.integers(5, vocab_size, size=(batch, seq))

@@ -20,21 +20,17 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import npformer
-from helpers import make_checkpoint
+from helpers import SENTIMENT_LABELS, make_sentiment_checkpoint
 from npformer.cli import main
 from npformer.models.auto import AutoModel
 from npformer.convert import save_quantized
 
-LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+LABELS = SENTIMENT_LABELS
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("good")
-    make_checkpoint(d, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=2, intermediate_size=40, id2label=LABELS,
-                    label2id={v: k for k, v in LABELS.items()})
-    return d
+    return make_sentiment_checkpoint(tmp_path_factory.mktemp("good"), num_hidden_layers=2)
 
 
 @pytest.fixture(scope="module")

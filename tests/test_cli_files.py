@@ -19,19 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_checkpoint
+from helpers import SENTIMENT_LABELS, make_checkpoint, make_sentiment_checkpoint
 from npformer.cli import main
 
-LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+LABELS = SENTIMENT_LABELS
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("cls")
-    make_checkpoint(d, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40, id2label=LABELS,
-                    label2id={v: k for k, v in LABELS.items()})
-    return str(d)
+    return str(make_sentiment_checkpoint(tmp_path_factory.mktemp("cls")))
 
 
 def strict_lines(path_or_text) -> list[dict]:

@@ -107,7 +107,8 @@ def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off,
 def sgemm_packed(x, w_packed, bias, out):
     """``x (rows, k) float32`` C-contiguous times weights packed by :func:`pack_rows`, plus ``bias
     (n_padded,) float32`` -> written to ``out (rows, n_padded) float32`` (C-contiguous), which is
-    returned. Parallel over 32-channel blocks."""
+    returned. Parallel over 32-channel blocks. Reference: ``x @ W.T + b`` in float64, in
+    ``tests/test_gemm.py`` (rtol 1e-5; 1e-4 absolute at encoder shapes)."""
     rows, k = x.shape
     n_padded = out.shape[1]
     w_block = LANES * k  # elements of one 16-channel block
@@ -167,7 +168,6 @@ class PackedMatrix:
         self._zero_bias = np.zeros(self.n_padded, np.float32)
 
     size = property(lambda self: self.shape[0] * self.shape[1])
-    nbytes = property(lambda self: self.packed.nbytes)
 
     def dense(self) -> np.ndarray:
         """The ``(out, in) float32`` matrix (a new array)."""

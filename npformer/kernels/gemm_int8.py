@@ -174,6 +174,8 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
 
     Tiled for the caches: 256 activation rows at a time stay in L2 while the cores split the
     32-channel blocks; a block's packed weights (``32 * k_p`` bytes) stay in L1 across those rows.
+    Exact (integer sums, then one float32 rounding) against the int64 reference product in
+    ``tests/test_quantization.py::test_int8_kernels_are_exact``.
     """
     rows_p, n_padded = out.shape
     k_steps = k_padded // VNNI_K

@@ -91,7 +91,7 @@ def bias_gelu_(x, bias, tanh_form):
     """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
 
     ``tanh_form`` selects the tanh approximation (``gelu_new``, ``gelu_pytorch_tanh``) instead of
-    the exact erf form (``gelu``).
+    the exact erf form (``gelu``). Tested against torch's GELU in ``tests/test_kernels.py::test_gelu``.
     """
     rows, n = x.shape
     for i in prange(rows):
@@ -154,7 +154,8 @@ def layer_norm(x, gamma, beta, eps):
     """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
 
     reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics are
-    accumulated in float64 so long rows lose no precision.
+    accumulated in float64 so long rows lose no precision. Tested against NumPy float64 in
+    ``tests/test_kernels.py::test_layer_norm_and_fused_residual`` (1e-5).
     """
     out = np.empty_like(x)
     for i in prange(x.shape[0]):
@@ -168,6 +169,7 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
 
     The "Add & Norm" step after attention and after the feed-forward network (Vaswani et al. 2017;
     reference: transformers BertSelfOutput / BertOutput, DistilBERT's sa_layer_norm / output_layer_norm).
+    Tested in ``tests/test_kernels.py::test_layer_norm_and_fused_residual`` (1e-4).
     """
     rows, n = x.shape
     for i in prange(rows):
@@ -214,7 +216,8 @@ def attention(q, k, v, mask, num_heads, probs):
     Both products run on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32`: per pair, K^T (keys
     padded to 32) and V (head dimensions padded to 32) are packed into small scratch buffers and
     the scores of one pair stay in cache from ``Q K^T`` through the softmax to ``P V``.
-    reference: transformers BertSelfAttention (eager) / DistilBERT MultiHeadSelfAttention.
+    reference: transformers BertSelfAttention (eager) / DistilBERT MultiHeadSelfAttention; tested
+    against a float64 NumPy attention in ``tests/test_kernels.py::test_attention``.
     """
     batch, seq = mask.shape
     hidden = q.shape[1]

@@ -96,12 +96,12 @@ class SequenceClassifier(TaskModel):
 
     def load_head(self, weights: Weights) -> None:
         h = self.config.hidden_size
-        self.pre_w = self.pre_b = None
+        self.pre_w = self.pre_b = None  # DistilBERT: (hidden_size, hidden_size), (hidden_size,)
         if self.config.model_type == "distilbert":
             self.pre_w, self.pre_b = _dense(weights, "pre_classifier", h, h)
         elif self.encoder.pooler is None:
             raise KeyError("tensor 'pooler.dense.weight' is missing")
-        self.w, self.b = _dense(weights, "classifier", None, h)
+        self.w, self.b = _dense(weights, "classifier", None, h)  # (num_labels, hidden_size), (num_labels,)
         _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
@@ -118,7 +118,7 @@ class TokenClassifier(TaskModel):
     task = "token-classification"
 
     def load_head(self, weights: Weights) -> None:
-        self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)
+        self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)  # (num_labels, hidden_size)
         _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
@@ -132,7 +132,7 @@ class QuestionAnswerer(TaskModel):
     task = "question-answering"
 
     def load_head(self, weights: Weights) -> None:
-        self.w, self.b = _dense(weights, "qa_outputs", 2, self.config.hidden_size)
+        self.w, self.b = _dense(weights, "qa_outputs", 2, self.config.hidden_size)  # (2, hidden_size), (2,)
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape
@@ -155,14 +155,14 @@ class MaskedLM(TaskModel):
                      "cls.predictions.decoder", "cls.predictions.bias")
         else:
             names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
-        self.transform_w, self.transform_b = _dense(weights, names[0], h, h)
-        self.ln_g = weights.get(f"{names[1]}.weight", (h,))
-        self.ln_b = weights.get(f"{names[1]}.bias", (h,))
+        self.transform_w, self.transform_b = _dense(weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
+        self.ln_g = weights.get(f"{names[1]}.weight", (h,))  # (hidden_size,)
+        self.ln_b = weights.get(f"{names[1]}.bias", (h,))  # (hidden_size,)
         # The decoder is tied to the word embeddings; safetensors files store it once.
         self.decoder = (weights.get(f"{names[2]}.weight", (c.vocab_size, h)) if weights.has(f"{names[2]}.weight")
                         else self.encoder.embeddings.word)
         bias_name = names[3] if weights.has(names[3]) else f"{names[2]}.bias"
-        self.decoder_b = weights.get(bias_name, (c.vocab_size,))
+        self.decoder_b = weights.get(bias_name, (c.vocab_size,))  # (vocab_size,); decoder (vocab_size, hidden_size)
 
     def head(self, hidden, pooled, positions=None, **kwargs):
         batch, seq, h = hidden.shape

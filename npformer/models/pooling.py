@@ -28,6 +28,12 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
 
 
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a (n, dim)`` with every row of ``b (m, dim)``:
+    ``(n, m) float32`` (sentence-transformers' ``cos_sim``)."""
+    return (l2_normalize(np.atleast_2d(a)) @ l2_normalize(np.atleast_2d(b)).T).astype(np.float32)
+
+
 @dataclass
 class Pooling:
     """How to pool: ``modes`` (subset of :data:`MODES`), ``normalize``, ``max_seq_length`` (tokens or None)."""

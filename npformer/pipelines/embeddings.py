@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npformer.models.pooling import Pooling, l2_normalize
+from npformer.models.pooling import Pooling, cosine_similarity
 from npformer.pipelines.base import Pipeline, check_texts, softmax
 
 
@@ -62,9 +62,7 @@ class SentenceEmbeddingPipeline(Pipeline):
         """Cosine similarity of every text (or vector) of ``a`` with every one of ``b``:
         ``(len(a), len(b)) float32`` (a float for two single texts)."""
         single = isinstance(a, str) and isinstance(b, str)
-        va = np.atleast_2d(a if isinstance(a, np.ndarray) else self(a))
-        vb = np.atleast_2d(b if isinstance(b, np.ndarray) else self(b))
-        sims = (l2_normalize(va) @ l2_normalize(vb).T).astype(np.float32)
+        sims = cosine_similarity(a if isinstance(a, np.ndarray) else self(a), b if isinstance(b, np.ndarray) else self(b))
         return float(sims[0, 0]) if single else sims
 
 

@@ -125,26 +125,23 @@ def pad(encodings: list[Encoding], pad_id: int, width: int | None = None,
     return out
 
 
+def _strategy(value, names: tuple[str, ...], what: str) -> str:
+    """Transformers' spelling of a strategy: True -> ``names[0]``, False / None -> ``names[-1]``, or a name."""
+    if value is True or value is False or value is None:
+        return names[0] if value else names[-1]
+    if value not in names:
+        raise ValueError(f"unknown {what} strategy {value!r}; use one of {names}")
+    return value
+
+
 def truncation_strategy(truncation) -> str:
     """The one truncation check: True / a strategy name / False -> a name of :data:`TRUNCATION_STRATEGIES`."""
-    if truncation is True:
-        return "longest_first"
-    if truncation is False or truncation is None:
-        return "do_not_truncate"
-    if truncation not in TRUNCATION_STRATEGIES:
-        raise ValueError(f"unknown truncation strategy {truncation!r}; use one of {TRUNCATION_STRATEGIES}")
-    return truncation
+    return _strategy(truncation, TRUNCATION_STRATEGIES, "truncation")
 
 
 def padding_strategy(padding) -> str:
     """True / a strategy name / False -> a name of :data:`PADDING_STRATEGIES`."""
-    if padding is True:
-        return "longest"
-    if padding is False or padding is None:
-        return "do_not_pad"
-    if padding not in PADDING_STRATEGIES:
-        raise ValueError(f"unknown padding strategy {padding!r}; use one of {PADDING_STRATEGIES}")
-    return padding
+    return _strategy(padding, PADDING_STRATEGIES, "padding")
 
 
 def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int,
