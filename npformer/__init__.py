@@ -7,13 +7,16 @@ from npformer.config import Config
 from npformer.convert import quantize, save_quantized
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
+from npformer.models.encoder import get_num_threads, set_num_threads
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from npformer.pipelines import pipeline
 from npformer.quantization import QuantizedTensor
+from npformer.search import quantize_embeddings, semantic_search, similarity
 from npformer.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 __all__ = ["AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
            "AutoModelForTokenClassification", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
-           "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "save_quantized",
+           "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "quantize_embeddings", "save_quantized",
+           "semantic_search", "similarity", "get_num_threads", "set_num_threads",
            "__version__"]

@@ -28,205 +28,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-import numpy as np
-
+from npformer import __version__
+from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
 from npformer.convert import save_quantized
 from npformer.models.auto import build_encoder, open_checkpoint
-from npformer.models.pooling import cosine_similarity
-from npformer.output import JsonLines, NonFiniteError, OutputError
+from npformer.models.encoder import set_num_threads
+from npformer.output import JsonLines, OutputError
 from npformer.pipelines import pipeline
 from npformer.quantization import is_quantized
-from npformer.records import InputError, Record, Source
-
-CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
-ON_ERROR = ("record", "skip", "abort")
-EMPTY_WARNING = ("the text has no tokens after normalization (only whitespace, control or format characters): "
-                 "the result is the model's output for an empty input")
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; printed as one line."""
-
-
-class Aborted(Exception):
-    """``--on-error abort`` met a bad record."""
-
-
-def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def process(pipe, fn: Callable, chunk: list[Record], source: Source) -> list[dict]:
-    """One output dict per record of ``chunk``, in order: ``fn``'s result, or ``{"error": ...}``.
-
-    ``fn(pipe, records) -> list of dicts`` runs on the chunk's good records at once; when it
-    raises ``ValueError`` (a record the task cannot take), each record is run alone so that only
-    the bad one gets the error.
-    """
-    good = [r for r in chunk if r.error is None]
-    try:
-        results = fn(pipe, good) if good else []
-    except ValueError:
-        results = []
-        for record in good:
-            try:
-                results.append(fn(pipe, [record])[0])
-            except ValueError as e:
-                results.append({"error": f"{source.where(record.line)}: {str(e).splitlines()[0]}"})
-    if len(results) != len(good):
-        raise RuntimeError(f"{len(results)} results for {len(good)} records")  # never: one result per input
-    by_record = iter(results)
-    out = []
-    for record in chunk:
-        result = {"error": record.error} if record.error else dict(next(by_record))
-        if "error" not in result and record.text is not None and pipe.tokenizer.is_empty(record.text):
-            result["warning"] = EMPTY_WARNING
-        if source.kind != "args":
-            result = {"line": record.line, **result}
-        if "error" in result and record.text is not None:
-            result.setdefault("text", record.text)
-        out.append(result)
-    return out
-
-
-def run_task(args, pipe, fn: Callable, source: Source, output: JsonLines) -> tuple[int, int]:
-    """Process every record of ``source``, writing one JSON line per record (or skipping bad ones);
-    returns ``(records, errors)``. On any failure the records done are kept as ``OUT.partial``."""
-    progress = None
-    if source.kind != "args" and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(unit="text", file=sys.stderr)
-    records = errors = 0
-    output.open()
-    try:
-        for chunk in chunks(source, CHUNK):
-            for result in process(pipe, fn, chunk, source):
-                records += 1
-                if "error" not in result:
-                    try:
-                        output.write(result)
-                        continue
-                    except NonFiniteError as e:
-                        where = source.where(result.get("line", records))
-                        result = {k: result[k] for k in ("line", "text") if k in result} | {"error": f"{where}: {e}"}
-                errors += 1
-                if args.on_error == "abort":
-                    raise Aborted(result["error"])
-                if args.on_error == "record":
-                    output.write(result)
-            if progress is not None:
-                progress.update(len(chunk))
-        output.commit()
-    except BaseException:
-        output.abandon()
-        raise
-    finally:
-        if progress is not None:
-            progress.close()
-    return records, errors
-
-
-def _texts(records: list[Record]) -> list[str]:
-    return [r.text for r in records]
-
-
-def _sentiment(args):
-    def fn(pipe, records):
-        texts = _texts(records)
-        if args.top_k is None:
-            return [{"text": t, **r} for t, r in zip(texts, pipe(texts), strict=True)]
-        return [{"text": t, "labels": r} for t, r in zip(texts, pipe(texts, top_k=args.top_k), strict=True)]
-    return "sentiment-analysis", fn, ()
-
-
-def _ner(args):
-    def fn(pipe, records):
-        texts = _texts(records)
-        found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride)
-        return [{"text": t, "entities": e} for t, e in zip(texts, found, strict=True)]
-    return "ner", fn, ()
-
-
-def _qa(args):
-    context = args.context
-    if args.context_file:
-        path = Path(args.context_file)
-        if not path.is_file():
-            raise UserError(f"context file not found: {path}")
-        try:
-            context = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-    if context is not None and not context.strip():
-        raise UserError("the context is empty")
-
-    def fn(pipe, records):
-        out = []
-        for record in records:
-            ctx = context if context is not None else record.fields.get(args.context_column)
-            if not isinstance(ctx, str) or not ctx.strip():
-                raise ValueError("question answering needs a context: --context TEXT, --context-file FILE, or a "
-                                 f"{args.context_column!r} field in each input record")
-            answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1)
-            out.append({"question": record.text, **answer} if isinstance(answer, dict)
-                       else {"question": record.text, "answers": answer})
-        return out
-    return "question-answering", fn, () if context is not None else (args.context_column,)
-
-
-def _fill_mask(args):
-    def fn(pipe, records):
-        texts = _texts(records)
-        return [{"text": t, "predictions": p} for t, p in zip(texts, pipe(texts, top_k=args.top_k or 5), strict=True)]
-    return "fill-mask", fn, ()
-
-
-def _embed(args):
-    def fn(pipe, records):
-        texts = _texts(records)
-        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts), strict=True)]
-    return "sentence-embeddings", fn, ()
-
-
-def _similarity(args):
-    if args.texts and len(args.texts) != 2:
-        raise UserError("similarity takes exactly two texts (or --input FILE with --column and --pair-column)")
-    pair_given = args.texts[1] if args.texts else None
-    args.texts = args.texts[:1]
-
-    def fn(pipe, records):
-        pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
-        if any(not isinstance(p, str) or not p.strip() for p in pairs):
-            raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
-        scores = np.diagonal(cosine_similarity(pipe(_texts(records)), pipe(pairs)))  # pair i: row i with row i
-        return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
-                                                                                       strict=True)]
-    return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
-
-
-def _zero_shot(args):
-    labels = [s.strip() for s in (args.labels or "").split(",") if s.strip()]
-    if not labels:
-        raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking")
-
-    def fn(pipe, records):
-        return pipe(_texts(records), labels, multi_label=args.multi_label)
-    return "zero-shot-classification", fn, ()
-
-
-TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mask, "embed": _embed,
-         "similarity": _similarity, "zero-shot": _zero_shot}
-
+from npformer.records import InputError, Source
 
 def info(model: str) -> dict:
     """Architecture, size, labels and dtype of a checkpoint (loading, and so validating, its encoder)."""
@@ -260,12 +71,14 @@ def _positive(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npformer", description="BERT-family inference in NumPy + Numba.")
+    parser.add_argument("--version", action="version", version=f"npformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [("sentiment", "classify the sentiment of texts (default: the built-in INT8 model)"),
                             ("ner", "named entities"), ("qa", "answer questions about a context"),
                             ("fill-mask", "fill the [MASK] token"), ("embed", "sentence embeddings"),
                             ("similarity", "cosine similarity of two texts"),
-                            ("zero-shot", "classify against your labels by embedding similarity")]:
+                            ("zero-shot", "classify against your labels by embedding similarity"),
+                            ("search", "find the corpus texts closest to each query (semantic search)")]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("texts", nargs="*", help="texts (otherwise --input or stdin)")
         p.add_argument("--input", "-i", help="a .txt (one text per line), .jsonl, .csv or .tsv file")
@@ -279,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's default)")
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
         p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
+        p.add_argument("--threads", type=_positive("--threads"), default=None,
+                       help="threads per forward pass (default: every core Numba started with)")
         if name in ("sentiment", "qa", "fill-mask"):
             p.add_argument("--top-k", type=_positive("--top-k"), default=None)
         if name == "ner":
@@ -292,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--context-column", default="context", help="field holding a per-record context")
         if name == "similarity":
             p.add_argument("--pair-column", default="text_pair", help="field holding the second text")
+        if name == "embed":
+            p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl",
+                           help="npy: one (n, dim) float32 array in --output, rows in input order")
+        if name == "search":
+            p.add_argument("--corpus", required=True, help="the texts to search: .txt, .jsonl, .csv or .tsv "
+                                                           "(--column names its text column)")
+            p.add_argument("--query-column", help="the queries' column when they come from --input")
+            p.add_argument("--top-k", type=_positive("--top-k"), default=10)
+            p.add_argument("--embeddings", help="the corpus embeddings saved by --save-embeddings (.npy)")
+            p.add_argument("--save-embeddings", help="write the corpus embeddings here (.npy) for later runs")
         if name == "zero-shot":
             p.add_argument("--labels", help="comma-separated candidate labels")
             p.add_argument("--multi-label", action="store_true")
@@ -329,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
             return 0
+        if args.command == "embed" and args.format == "npy" and not args.output:
+            raise UserError("--format npy needs --output FILE.npy (a binary array is not written to a terminal)")
+        if args.threads is not None:
+            set_num_threads(args.threads)
         task, fn, extra_columns = TASKS[args.command](args)
         source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns)
         if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
@@ -342,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             inputs.append(Path(args.context_file))
         output.check(inputs)
         pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size)
+        if args.command == "embed" and args.format == "npy":
+            return run_npy(pipe, source, output)
         records, errors = run_task(args, pipe, fn, source, output)
         if errors or source.kind != "args":
             where = f"; results in {args.output}" if args.output else ""

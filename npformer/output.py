@@ -1,4 +1,4 @@
-"""JSON lines output for the command line that never loses a user's file.
+"""Output files for the command line (JSON lines, ``.npy`` arrays) that never lose a user's file.
 
 * Checked before anything is written (:meth:`JsonLines.check`): the target is not a directory,
   not the input file, not an existing file unless ``overwrite``, and its directory is writable.
@@ -57,9 +57,10 @@ class JsonLines:
     Raises :class:`OutputError` (from :meth:`check` / :meth:`open`) and ``OSError`` while writing.
     """
 
-    def __init__(self, path: str | None, overwrite: bool = False):
+    def __init__(self, path: str | None, overwrite: bool = False, option: str = "--output"):
         self.path = Path(path) if path is not None else None
         self.overwrite = overwrite
+        self.option = option  # how messages name the target
         self.file = None
         self.temp: Path | None = None
         self.written = 0  # records written
@@ -77,20 +78,20 @@ class JsonLines:
             return
         target = self.path
         if target.is_dir():
-            raise OutputError(f"--output {target} is a directory; give a file name")
+            raise OutputError(f"{self.option} {target} is a directory; give a file name")
         for source in inputs:
             if target.exists() and source.exists() and (target.resolve() == source.resolve()
                                                         or target.samefile(source)):
-                raise OutputError(f"--output {target} is the input file; write the results to another file")
+                raise OutputError(f"{self.option} {target} is the input file; write the results to another file")
         if self.direct:
             return
         if target.exists() and not self.overwrite:
-            raise OutputError(f"--output {target} exists; pass --overwrite to replace it")
+            raise OutputError(f"{self.option} {target} exists; pass --overwrite to replace it")
         parent = target.parent if str(target.parent) else Path(".")
         if not parent.is_dir():
-            raise OutputError(f"cannot write --output {target}: directory {parent} does not exist")
+            raise OutputError(f"cannot write {self.option} {target}: directory {parent} does not exist")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write --output {target}: directory {parent} is not writable")
+            raise OutputError(f"cannot write {self.option} {target}: directory {parent} is not writable")
 
     def open(self) -> None:
         if self.path is None:
@@ -102,7 +103,7 @@ class JsonLines:
         try:
             fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as e:
-            raise OutputError(f"cannot write --output {self.path}: {e.strerror}") from None
+            raise OutputError(f"cannot write {self.option} {self.path}: {e.strerror}") from None
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0600
@@ -145,3 +146,30 @@ class JsonLines:
         self.partial = self.path.with_name(self.path.name + ".partial")
         os.replace(self.temp, self.partial)
         return self.partial
+
+
+def save_array(target: JsonLines, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file to ``target.path`` (checked with :meth:`JsonLines.check`
+    first): to a temporary file beside it, then renamed into place."""
+    path = target.path
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def load_array(path: str, option: str) -> np.ndarray:
+    """A ``.npy`` array (never unpickled). Raises :class:`OutputError`-style ``ValueError`` naming the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"{option} {path} not found") from None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{option} {path} is not a readable .npy array ({str(e).splitlines()[0]})") from None

@@ -97,7 +97,7 @@ def test_overwrite_replaces_when_the_run_completes(model, tmp_path, capsys):
 
 
 def test_failure_mid_run_keeps_a_partial_file(model, tmp_path, capsys, monkeypatch):
-    from npformer import cli
+    from npformer import commands as cli
 
     txt = tmp_path / "in.txt"
     txt.write_text("".join(f"text number {i}\n" for i in range(600)))

@@ -31,9 +31,33 @@ from npformer.quantization import QuantizedTensor, read_matrix
 from npformer.weights import Weights
 
 
+class OutputAccess:
+    """Transformers' ``ModelOutput`` access on a dataclass: ``out["last_hidden_state"]``, ``out[0]``
+    (the first field that is not None), ``out.to_tuple()``, ``out.keys()``, iteration over the keys."""
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
 @dataclass
-class EncoderOutput:
-    """What an encoder returns.
+class EncoderOutput(OutputAccess):
+    """What an encoder returns (indexable as Transformers' ``ModelOutput``, see :class:`OutputAccess`).
 
     last_hidden_state: ``(batch, seq_len, hidden_size) float32``.
     pooler_output: ``(batch, hidden_size) float32`` (BERT only, else None).
@@ -142,6 +166,22 @@ def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
 
 
 _THREADPOOLS = ThreadpoolController()
+_NUM_THREADS: list[int | None] = [None]  # set_num_threads; None: all the threads Numba started with
+
+
+def set_num_threads(n: int) -> None:
+    """Threads every forward pass uses (its GEMMs, attention and, on CPUs without AVX-512, BLAS),
+    from 1 to the number Numba started with (``NUMBA_NUM_THREADS``, by default the cores).
+    Raises ``ValueError`` outside that range."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= limit:
+        raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
+    _NUM_THREADS[0] = n
+
+
+def get_num_threads() -> int:
+    """The threads a forward pass uses (see :func:`set_num_threads`)."""
+    return _NUM_THREADS[0] or numba.config.NUMBA_NUM_THREADS
 
 
 @contextlib.contextmanager
@@ -155,14 +195,11 @@ def one_parallel_runtime(blas_linears: bool):
     runs. Where Linear layers go through BLAS (float32 without AVX-512), Numba's kernels run on the
     calling thread instead (``numba.set_num_threads`` is per thread).
     """
-    if not blas_linears:
-        with _THREADPOOLS.limit(limits=1, user_api="blas"):
-            yield
-        return
     previous = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(1 if blas_linears else get_num_threads())
     try:
-        yield
+        with _THREADPOOLS.limit(limits=get_num_threads() if blas_linears else 1, user_api="blas"):
+            yield
     finally:
         numba.set_num_threads(previous)
 

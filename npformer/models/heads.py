@@ -15,14 +15,13 @@ inference). Key names follow Transformers' ``*For*`` classes:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from npformer.config import Config
 from npformer.kernels import ops
 from npformer.kernels.ops import linear
-from npformer.models.encoder import Encoder
+from npformer.models.encoder import Encoder, OutputAccess
 from npformer.weights import Weights
 
 
@@ -40,7 +39,7 @@ def _check_labels(config: Config, w, name: str) -> None:
 
 
 @dataclass
-class ModelOutput:
+class ModelOutput(OutputAccess):
     """``logits``: ``(batch, num_labels)`` (sequence), ``(batch, seq_len, num_labels)`` (token),
     ``(batch, seq_len, 2)`` (QA: start, end) or ``(batch, n_positions, vocab_size)`` (masked LM),
     float32; ``last_hidden_state`` ``(batch, seq_len, hidden_size)`` float32."""

@@ -9,7 +9,6 @@ pooling without normalization, sentence-transformers' default for it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +25,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows of ``x (..., dim)`` divided by their L2 norm (at least 1e-12), as
     ``torch.nn.functional.normalize`` (sentence-transformers' ``Normalize``); float32 in, float32 out."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every row of ``a (n, dim)`` with every row of ``b (m, dim)``:
-    ``(n, m) float32`` (sentence-transformers' ``cos_sim``)."""
-    return (l2_normalize(np.atleast_2d(a)) @ l2_normalize(np.atleast_2d(b)).T).astype(np.float32)
 
 
 @dataclass

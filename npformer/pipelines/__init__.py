@@ -47,7 +47,7 @@ def default_model(task: str) -> str | Path:
 
 
 def pipeline(task: str, model: str | Path | None = None, *, dtype: str = "float32",
-             batch_size: int = DEFAULT_BATCH_SIZE, revision: str | None = None) -> Pipeline:
+             batch_size: int = DEFAULT_BATCH_SIZE, revision: str | None = None, device: str = "cpu") -> Pipeline:
     """Build a pipeline.
 
     Args:
@@ -58,11 +58,14 @@ def pipeline(task: str, model: str | Path | None = None, *, dtype: str = "float3
         dtype: ``"float32"`` or ``"int8"`` (quantize at load; a quantized checkpoint stays int8).
         batch_size: texts (or windows) per forward pass, sorted by length and padded per batch.
         revision: Hub branch, tag or commit.
+        device: ``"cpu"`` (or ``-1``), as Transformers spells it; npformer runs on the CPU only.
 
     Raises:
-        ValueError: unknown task or dtype, a checkpoint without the task's head.
+        ValueError: unknown task, dtype or device, a checkpoint without the task's head.
         FileNotFoundError: model not found (or not fetchable offline), no vocab.txt.
     """
+    if device not in ("cpu", -1, None):
+        raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
     key = ALIASES.get(task, task)
     if key not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")

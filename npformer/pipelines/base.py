@@ -20,12 +20,12 @@ DEFAULT_BATCH_SIZE = 16
 
 
 def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, pad_id: int,
-                per_token: bool = False) -> list:
+                per_token: bool = False, progress: Callable[[int], None] | None = None) -> list:
     """Call ``run(input_ids, attention_mask, token_type_ids) -> array (batch, ...)`` on length-sorted,
     dynamically padded batches; returns one result per encoding, in the order given.
 
     With ``per_token`` the result has a sequence axis (``(batch, seq_len, ...)``) and each row is
-    cut back to its own length.
+    cut back to its own length. ``progress(n)`` is called after each batch of ``n`` encodings.
     """
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
     results: list = [None] * len(encodings)
@@ -36,6 +36,8 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
         out = run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
         for row, i in enumerate(chunk):
             results[i] = out[row, :len(encodings[i])] if per_token else out[row]
+        if progress is not None:
+            progress(len(chunk))
     return results
 
 
@@ -82,22 +84,28 @@ class Pipeline:
         """``id2label`` name of class ``index`` (``LABEL_{index}`` when the config has none)."""
         return self.config.id2label.get(int(index), f"LABEL_{int(index)}")
 
-    def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False) -> list:
-        """:func:`run_batched` with this pipeline's batch size and padding id."""
-        return run_batched(encodings, run, self.batch_size, self.tokenizer.pad_token_id, per_token)
+    def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False,
+                batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> list:
+        """:func:`run_batched` with this pipeline's batch size (unless given) and padding id."""
+        return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token,
+                           progress)
 
 
 def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[list[str], bool]:
-    """``(list of texts, was_single)`` from a str or a list / tuple of str.
+    """``(list of texts, was_single)`` from a str or any iterable of str (a list, a tuple, a NumPy
+    array, a pandas Series, a generator).
 
     ``allow_empty`` accepts texts that are empty or hold only whitespace (Transformers' text
     classification and feature extraction accept ``""``; it encodes as ``[CLS] [SEP]``).
     Raises ``ValueError`` naming the index of a non-str (or, without ``allow_empty``, empty) text.
     """
     single = isinstance(inputs, str)
-    texts = [inputs] if single else inputs
-    if not isinstance(texts, (list, tuple)):
-        raise ValueError(f"{what} must be a str or a list of str, got {type(inputs).__name__}")
+    if single:
+        texts = [inputs]
+    elif isinstance(inputs, (bytes, dict)) or not hasattr(inputs, "__iter__"):
+        raise ValueError(f"{what} must be a str or an iterable of str, got {type(inputs).__name__}")
+    else:
+        texts = list(inputs)
     for i, t in enumerate(texts):
         where = what if single else f"{what} {i}"
         if not isinstance(t, str):

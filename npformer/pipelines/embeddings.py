@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from npformer.models.pooling import Pooling, cosine_similarity
+from npformer.models.pooling import Pooling, l2_normalize
 from npformer.pipelines.base import Pipeline, check_texts, softmax
+from npformer.search import PRECISIONS, quantize_embeddings, similarity
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -48,21 +49,65 @@ class SentenceEmbeddingPipeline(Pipeline):
         self.pooling = Pooling.from_pretrained(self.model_dir) if self.model_dir else Pooling()
 
     def __call__(self, inputs, *, truncation: bool = True) -> np.ndarray:
-        texts, single = check_texts(inputs, allow_empty=True)
+        return self.encode(inputs, truncation=truncation)
+
+    def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
+               output_value: str = "sentence_embedding", precision: str = "float32",
+               normalize_embeddings: bool = False, truncation: bool = True):
+        """sentence-transformers' ``SentenceTransformer.encode``, with its arguments' meanings.
+
+        Args:
+            sentences: a str or any iterable of str.
+            batch_size: texts per forward pass (default: the pipeline's).
+            show_progress_bar: a tqdm bar over the texts on stderr (default: off).
+            output_value: ``"sentence_embedding"`` (pooled, ``(n, dim)``) or ``"token_embeddings"``
+                (a list of ``(tokens_i, hidden_size)`` arrays, ``[CLS]`` and ``[SEP]`` included).
+            precision: ``"float32"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"`` (see
+                :func:`npformer.search.quantize_embeddings`; int8 ranges come from these embeddings).
+            normalize_embeddings: L2-normalize sentence embeddings (after the model's own modules).
+            truncation: cut texts longer than ``max_seq_length`` (else ``ValueError`` naming the input).
+
+        Returns ``(dim,)`` for one str, ``(n, dim)`` for several (float32 or the precision's dtype),
+        or the token embeddings as described. Raises ``ValueError`` for a bad argument or text.
+        """
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        texts, single = check_texts(sentences, allow_empty=True)
         max_length = min(self.pooling.max_seq_length or self.max_length, self.max_length)
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
+        tokens = output_value == "token_embeddings"
 
         def run(ids, mask, types):
-            return self.pooling(self.model(ids, mask, types).last_hidden_state, mask)
+            hidden = self.model(ids, mask, types).last_hidden_state
+            return hidden if tokens else self.pooling(hidden, mask)
 
-        vectors = np.stack(self.forward(encodings, run))
+        bar = None
+        if show_progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(encodings), unit="text", desc="encode")
+        try:
+            rows = self.forward(encodings, run, per_token=tokens, batch_size=batch_size,
+                                progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        if tokens:
+            out = quantize_embeddings([np.ascontiguousarray(r) for r in rows], precision) if rows else []
+            return out[0] if single else out
+        vectors = np.stack(rows) if rows else np.zeros((0, self.config.hidden_size), np.float32)
+        if normalize_embeddings:
+            vectors = l2_normalize(vectors)
+        vectors = quantize_embeddings(vectors, precision)
         return vectors[0] if single else vectors
 
     def similarity(self, a, b) -> np.ndarray:
         """Cosine similarity of every text (or vector) of ``a`` with every one of ``b``:
         ``(len(a), len(b)) float32`` (a float for two single texts)."""
         single = isinstance(a, str) and isinstance(b, str)
-        sims = cosine_similarity(a if isinstance(a, np.ndarray) else self(a), b if isinstance(b, np.ndarray) else self(b))
+        sims = similarity(a if isinstance(a, np.ndarray) else self(a), b if isinstance(b, np.ndarray) else self(b))
         return float(sims[0, 0]) if single else sims
 
 

@@ -1,0 +1,248 @@
+"""What each ``npformer`` command does with the records it reads: the task functions (records ->
+one result dict per record) and the loop that feeds them chunk by chunk, turns a record the task
+cannot take into an error record, and writes every result (see :mod:`npformer.output`).
+The argument parser and the exit statuses are in :mod:`npformer.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from npformer.output import JsonLines, NonFiniteError, load_array, save_array
+from npformer.records import Record, Source
+from npformer.search import semantic_search, similarity
+
+CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
+ON_ERROR = ("record", "skip", "abort")
+EMPTY_WARNING = ("the text has no tokens after normalization (only whitespace, control or format characters): "
+                 "the result is the model's output for an empty input")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+class Aborted(Exception):
+    """``--on-error abort`` met a bad record."""
+
+
+def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def process(pipe, fn: Callable, chunk: list[Record], source: Source) -> list[dict]:
+    """One output dict per record of ``chunk``, in order: ``fn``'s result, or ``{"error": ...}``.
+
+    ``fn(pipe, records) -> list of dicts`` runs on the chunk's good records at once; when it
+    raises ``ValueError`` (a record the task cannot take), each record is run alone so that only
+    the bad one gets the error.
+    """
+    good = [r for r in chunk if r.error is None]
+    try:
+        results = fn(pipe, good) if good else []
+    except ValueError:
+        results = []
+        for record in good:
+            try:
+                results.append(fn(pipe, [record])[0])
+            except ValueError as e:
+                results.append({"error": f"{source.where(record.line)}: {str(e).splitlines()[0]}"})
+    if len(results) != len(good):
+        raise RuntimeError(f"{len(results)} results for {len(good)} records")  # never: one result per input
+    by_record = iter(results)
+    out = []
+    for record in chunk:
+        result = {"error": record.error} if record.error else dict(next(by_record))
+        if "error" not in result and record.text is not None and pipe.tokenizer.is_empty(record.text):
+            result["warning"] = EMPTY_WARNING
+        if source.kind != "args":
+            result = {"line": record.line, **result}
+        if "error" in result and record.text is not None:
+            result.setdefault("text", record.text)
+        out.append(result)
+    return out
+
+
+def run_task(args, pipe, fn: Callable, source: Source, output: JsonLines) -> tuple[int, int]:
+    """Process every record of ``source``, writing one JSON line per record (or skipping bad ones);
+    returns ``(records, errors)``. On any failure the records done are kept as ``OUT.partial``."""
+    progress = None
+    if source.kind != "args" and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(unit="text", file=sys.stderr)
+    records = errors = 0
+    output.open()
+    try:
+        for chunk in chunks(source, CHUNK):
+            for result in process(pipe, fn, chunk, source):
+                records += 1
+                if "error" not in result:
+                    try:
+                        output.write(result)
+                        continue
+                    except NonFiniteError as e:
+                        where = source.where(result.get("line", records))
+                        result = {k: result[k] for k in ("line", "text") if k in result} | {"error": f"{where}: {e}"}
+                errors += 1
+                if args.on_error == "abort":
+                    raise Aborted(result["error"])
+                if args.on_error == "record":
+                    output.write(result)
+            if progress is not None:
+                progress.update(len(chunk))
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    return records, errors
+
+
+def _texts(records: list[Record]) -> list[str]:
+    return [r.text for r in records]
+
+
+def _sentiment(args):
+    def fn(pipe, records):
+        texts = _texts(records)
+        if args.top_k is None:
+            return [{"text": t, **r} for t, r in zip(texts, pipe(texts), strict=True)]
+        return [{"text": t, "labels": r} for t, r in zip(texts, pipe(texts, top_k=args.top_k), strict=True)]
+    return "sentiment-analysis", fn, ()
+
+
+def _ner(args):
+    def fn(pipe, records):
+        texts = _texts(records)
+        found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride)
+        return [{"text": t, "entities": e} for t, e in zip(texts, found, strict=True)]
+    return "ner", fn, ()
+
+
+def _qa(args):
+    context = args.context
+    if args.context_file:
+        path = Path(args.context_file)
+        if not path.is_file():
+            raise UserError(f"context file not found: {path}")
+        try:
+            context = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if context is not None and not context.strip():
+        raise UserError("the context is empty")
+
+    def fn(pipe, records):
+        out = []
+        for record in records:
+            ctx = context if context is not None else record.fields.get(args.context_column)
+            if not isinstance(ctx, str) or not ctx.strip():
+                raise ValueError("question answering needs a context: --context TEXT, --context-file FILE, or a "
+                                 f"{args.context_column!r} field in each input record")
+            answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1)
+            out.append({"question": record.text, **answer} if isinstance(answer, dict)
+                       else {"question": record.text, "answers": answer})
+        return out
+    return "question-answering", fn, () if context is not None else (args.context_column,)
+
+
+def _fill_mask(args):
+    def fn(pipe, records):
+        texts = _texts(records)
+        return [{"text": t, "predictions": p} for t, p in zip(texts, pipe(texts, top_k=args.top_k or 5), strict=True)]
+    return "fill-mask", fn, ()
+
+
+def _embed(args):
+    def fn(pipe, records):
+        texts = _texts(records)
+        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts), strict=True)]
+    return "sentence-embeddings", fn, ()
+
+
+def _similarity(args):
+    if args.texts and len(args.texts) != 2:
+        raise UserError("similarity takes exactly two texts (or --input FILE with --column and --pair-column)")
+    pair_given = args.texts[1] if args.texts else None
+    args.texts = args.texts[:1]
+
+    def fn(pipe, records):
+        pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
+        if any(not isinstance(p, str) or not p.strip() for p in pairs):
+            raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
+        scores = np.diagonal(similarity(pipe(_texts(records)), pipe(pairs)))  # pair i: row i with row i
+        return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
+                                                                                       strict=True)]
+    return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
+
+
+def _zero_shot(args):
+    labels = [s.strip() for s in (args.labels or "").split(",") if s.strip()]
+    if not labels:
+        raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking")
+
+    def fn(pipe, records):
+        return pipe(_texts(records), labels, multi_label=args.multi_label)
+    return "zero-shot-classification", fn, ()
+
+
+def _search(args):
+    """Queries against a corpus embedded once (or read from --embeddings); corpus records that cannot
+    be used are left out of the corpus and counted on stderr."""
+    corpus = list(Source(args.corpus, [], args.column, args.delimiter))
+    kept = [r for r in corpus if r.error is None]
+    if not kept:
+        raise UserError(f"the corpus {args.corpus} has no usable record"
+                        + (f" ({corpus[0].error})" if corpus else ""))
+    if len(kept) < len(corpus):
+        first = next(r.error for r in corpus if r.error)
+        print(f"npformer: {len(corpus) - len(kept)} corpus records left out (first: {first})", file=sys.stderr)
+    stored = load_array(args.embeddings, "--embeddings") if args.embeddings else None
+    if stored is not None and (stored.ndim != 2 or len(stored) != len(kept)):
+        raise UserError(f"--embeddings {args.embeddings} has {stored.shape[0] if stored.ndim else 0} rows but the "
+                        f"corpus has {len(kept)} records; embed this corpus again (--save-embeddings)")
+    save = JsonLines(args.save_embeddings, args.overwrite, "--save-embeddings") if args.save_embeddings else None
+    if save is not None:
+        save.check([Path(args.corpus)])
+    state = {"embeddings": stored}
+    args.column = args.query_column  # the queries' own column, if they come from a file
+
+    def fn(pipe, records):
+        if state["embeddings"] is None:
+            state["embeddings"] = pipe.encode([r.text for r in kept], show_progress_bar=sys.stderr.isatty())
+            if save is not None:
+                save_array(save, state["embeddings"])
+        hits = semantic_search(pipe.encode(_texts(records)), state["embeddings"], top_k=args.top_k)
+        return [{"query": r.text, "hits": [{**h, "text": kept[h["corpus_id"]].text, "line": kept[h["corpus_id"]].line}
+                                          for h in found]} for r, found in zip(records, hits, strict=True)]
+    return "sentence-embeddings", fn, ()
+
+
+TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mask, "embed": _embed,
+         "similarity": _similarity, "zero-shot": _zero_shot, "search": _search}
+
+
+def run_npy(pipe, source: Source, target: JsonLines) -> int:
+    """``embed --format npy``: every record's embedding as one ``(n, dim) float32`` array, rows in
+    input order. A bad record stops the run before anything is written (rows must align)."""
+    records = list(source)
+    bad = next((r for r in records if r.error), None)
+    if bad is not None:
+        raise Aborted(f"{bad.error}; --format npy needs every record (rows align with the input)")
+    save_array(target, pipe.encode(_texts(records), show_progress_bar=sys.stderr.isatty()))
+    print(f"npformer: {len(records)} records, 0 errors; embeddings in {target.path}", file=sys.stderr)
+    return 0

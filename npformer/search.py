@@ -1,0 +1,88 @@
+"""Similarity and search over sentence embeddings, with sentence-transformers' names and outputs
+(``sentence_transformers.util.cos_sim`` / ``semantic_search`` and
+``sentence_transformers.quantization.quantize_embeddings``), in NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npformer.models.pooling import l2_normalize
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+def similarity(a, b) -> np.ndarray:
+    """Cosine similarity of every row of ``a (n, dim)`` with every row of ``b (m, dim)`` (1-D inputs
+    are one row): ``(n, m) float32``, as sentence-transformers' ``cos_sim`` / ``model.similarity``."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float32)), np.atleast_2d(np.asarray(b, dtype=np.float32))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embeddings of different sizes: {a.shape[1]} and {b.shape[1]}")
+    return (l2_normalize(a) @ l2_normalize(b).T).astype(np.float32)
+
+
+def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10) -> list[list[dict]]:
+    """For each query, the ``top_k`` corpus entries by cosine similarity, best first:
+    ``[[{"corpus_id": int, "score": float}, ...], ...]`` (one list per query, also for a single 1-D
+    query), as sentence-transformers' ``util.semantic_search``. Equal scores keep corpus order.
+
+    Args:
+        query_embeddings: ``(n_queries, dim)`` or ``(dim,)`` float.
+        corpus_embeddings: ``(n_corpus, dim)`` float.
+        top_k: hits per query (at most the corpus size).
+
+    Raises ``ValueError`` for ``top_k < 1`` or embeddings of different sizes.
+    """
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    scores = similarity(query_embeddings, corpus_embeddings)  # (n_queries, n_corpus)
+    k = min(top_k, scores.shape[1])
+    out = []
+    for row in scores:
+        best = np.argsort(-row, kind="stable")[:k]
+        out.append([{"corpus_id": int(i), "score": float(row[i])} for i in best])
+    return out
+
+
+def quantize_embeddings(embeddings, precision: str, ranges: np.ndarray | None = None,
+                        calibration_embeddings: np.ndarray | None = None):
+    """Embeddings in a smaller type, by sentence-transformers' rules (``quantize_embeddings``):
+
+    * ``"float32"``: as they are;
+    * ``"int8"`` / ``"uint8"``: per dimension, 256 buckets between the minimum and maximum of
+      ``ranges`` ``(2, dim)`` (else of ``calibration_embeddings``, else of ``embeddings`` themselves):
+      ``(x - min) / step`` truncated (``- 128`` for int8); values outside the ranges go to the end
+      buckets and a dimension whose range is empty to its lowest (where sentence-transformers' casts
+      overflow or divide by zero);
+    * ``"binary"`` / ``"ubinary"``: one bit per dimension (``x > 0``), packed 8 to a byte
+      (``(n, ceil(dim / 8))``), as int8 shifted by -128 / as uint8.
+
+    ``embeddings`` is ``(n, dim)`` float, or a list of such arrays (token embeddings), which are
+    quantized together and split again. Raises ``ValueError`` for an unknown precision or integer input.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    lengths = None
+    if isinstance(embeddings, list):
+        lengths = [len(e) for e in embeddings]
+        embeddings = np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32)
+    embeddings = np.asarray(embeddings)
+    if embeddings.dtype.kind not in "f":
+        raise ValueError(f"embeddings to quantize must be float, got {embeddings.dtype}")
+    if precision == "float32":
+        out = embeddings.astype(np.float32)
+    elif precision.endswith("int8"):
+        if ranges is None:
+            source = embeddings if calibration_embeddings is None else np.asarray(calibration_embeddings)
+            ranges = np.vstack((source.min(axis=0), source.max(axis=0)))
+        starts = ranges[0]
+        steps = (ranges[1] - ranges[0]) / 255
+        steps = np.where(steps > 0, steps, 1.0)
+        buckets = np.clip((embeddings - starts) / steps, 0, 255)  # values outside the ranges: the end buckets
+        out = buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+    else:
+        packed = np.packbits(embeddings > 0, axis=-1)
+        out = packed if precision == "ubinary" else (packed.astype(np.int16) - 128).astype(np.int8)
+    if lengths is not None:
+        return np.split(out, np.cumsum(lengths)[:-1])
+    return out

@@ -1,0 +1,208 @@
+"""sentence-transformers' surface: ``encode`` (normalize, precisions, token embeddings, progress bar),
+``similarity``, ``semantic_search`` and ``quantize_embeddings`` against sentence-transformers itself
+(5.1, the test-only reference) on the real all-MiniLM-L6-v2 and STS-B sentences; the CLI's
+``npformer search`` and ``npformer embed --format npy``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_stsb
+from helpers import assert_close
+from npformer.cli import main
+
+import npformer
+
+st = pytest.importorskip("sentence_transformers")
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models(minilm_dir):
+    return (npformer.pipeline("sentence-embeddings", minilm_dir, batch_size=32),
+            st.SentenceTransformer(str(minilm_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    s1, s2, _ = read_stsb()
+    return s1[:60] + s2[:60]
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_encode_matches_sentence_transformers(models, sentences, normalize):
+    ours, ref = models
+    got = ours.encode(sentences, normalize_embeddings=normalize, batch_size=16)
+    expected = ref.encode(sentences, normalize_embeddings=normalize, batch_size=16)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert_close(got, expected, TOL, "encode")
+    one = ours.encode(sentences[0])
+    assert one.shape == (384,)
+    assert_close(one, expected[0], TOL, "encode(str)")
+
+
+def test_token_embeddings_match(models, sentences):
+    ours, ref = models
+    got = ours.encode(sentences[:8], output_value="token_embeddings")
+    expected = ref.encode(sentences[:8], output_value="token_embeddings", convert_to_numpy=True)
+    assert len(got) == 8
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, np.asarray(e), TOL, "token embeddings")
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8", "uint8", "binary", "ubinary"])
+def test_quantize_embeddings_matches(models, sentences, precision):
+    """Same function on the same float embeddings: identical output; encode(precision=...) is that
+    function applied to encode()'s floats."""
+    ours, _ = models
+    floats = ours.encode(sentences)
+    from sentence_transformers.quantization import quantize_embeddings as reference
+
+    got = npformer.quantize_embeddings(floats, precision)
+    expected = reference(floats, precision)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(ours.encode(sentences, precision=precision), got)
+
+
+def test_similarity_and_semantic_search_match(models, sentences):
+    ours, ref = models
+    queries, corpus = ours.encode(sentences[:5]), ours.encode(sentences[5:])
+    assert_close(npformer.similarity(queries, corpus), st.util.cos_sim(queries, corpus).numpy(), 1e-6, "cos_sim")
+    got = npformer.semantic_search(queries, corpus, top_k=7)
+    expected = st.util.semantic_search(queries, corpus, top_k=7)
+    reference_sims = st.util.cos_sim(queries, corpus).numpy()
+    for q, (g, e) in enumerate(zip(got, expected, strict=True)):
+        # the same scores, best first, each the reference similarity of the id it names; ids may
+        # swap only between scores equal within 1e-6 (STS-B repeats sentences)
+        assert_close([h["score"] for h in g], [h["score"] for h in e], 1e-6, "hit scores")
+        assert_close([h["score"] for h in g], [reference_sims[q, h["corpus_id"]] for h in g], 1e-6, "id scores")
+        for a, b in zip(g, e):
+            assert a["corpus_id"] == b["corpus_id"] or abs(a["score"] - b["score"]) <= 1e-6
+    assert npformer.semantic_search(queries[0], corpus, top_k=500)[0][-1]["corpus_id"] in range(len(corpus))
+    with pytest.raises(ValueError, match="top_k"):
+        npformer.semantic_search(queries, corpus, top_k=0)
+
+
+def test_any_iterable_of_str(models, sentences):
+    ours, _ = models
+    expected = ours.encode(sentences[:6])
+
+    class Column:  # what a pandas Series or a dataset column looks like to Python
+        def __iter__(self):
+            return iter(sentences[:6])
+
+    makers = (lambda: np.array(sentences[:6]), lambda: (s for s in sentences[:6]), lambda: tuple(sentences[:6]),
+              Column)
+    for make in makers:
+        np.testing.assert_array_equal(ours.encode(make()), expected)
+        np.testing.assert_array_equal(ours(make()), expected)
+    with pytest.raises(ValueError, match="text 1 must be a str"):
+        ours.encode(["fine", 3])
+
+
+def test_progress_bar_counts_every_text(models, sentences, capsys):
+    ours, _ = models
+    ours.encode(sentences[:40], show_progress_bar=True, batch_size=8)
+    assert "40/40" in capsys.readouterr().err
+
+
+def test_cli_search(minilm_dir, tmp_path, capsys, sentences):
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("sentence\tid\n" + "".join(f"{s}\t{i}\n" for i, s in enumerate(sentences[:40])))
+    saved = tmp_path / "corpus.npy"
+    query = sentences[3]
+    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
+                 "--top-k", "3", "--save-embeddings", str(saved), query]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 1 and rows[0]["query"] == query
+    hits = rows[0]["hits"]
+    assert hits[0]["corpus_id"] == 3 and hits[0]["text"] == query and hits[0]["line"] == 5
+    pipe = npformer.pipeline("sentence-embeddings", minilm_dir)
+    expected = npformer.semantic_search(pipe.encode(query), pipe.encode(sentences[:40]), top_k=3)[0]
+    assert [h["corpus_id"] for h in hits] == [h["corpus_id"] for h in expected]
+    # the saved corpus embeddings are reused, and must match the corpus
+    assert np.load(saved).shape == (40, 384)
+    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
+                 "--embeddings", str(saved), query]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["corpus_id"] == 3
+    np.save(tmp_path / "short.npy", np.zeros((5, 384), np.float32))
+    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
+                 "--embeddings", str(tmp_path / "short.npy"), query]) == 2
+    assert "5 rows but the corpus has 40 records" in capsys.readouterr().err
+
+
+def test_cli_embed_npy(minilm_dir, tmp_path, capsys, sentences):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(sentences[:10]) + "\n")
+    out = tmp_path / "emb.npy"
+    assert main(["embed", "--model", str(minilm_dir), "-i", str(src), "--format", "npy", "-o", str(out)]) == 0
+    pipe = npformer.pipeline("sentence-embeddings", minilm_dir)
+    np.testing.assert_allclose(np.load(out), pipe.encode(sentences[:10]), atol=1e-6)
+    assert main(["embed", "--model", str(minilm_dir), "-i", str(src), "--format", "npy", "-o", str(out)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["embed", "--model", str(minilm_dir), "-i", str(src), "--format", "npy"]) == 2
+    assert "--format npy needs --output" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 5}\n')
+    assert main(["embed", "--model", str(minilm_dir), "-i", str(bad), "--format", "npy", "-o",
+                 str(tmp_path / "b.npy")]) == 1
+    assert "line 2" in capsys.readouterr().err and not (tmp_path / "b.npy").exists()
+
+
+# ---- Transformers habits (issue 12, part) ---------------------------------------------------------
+
+def test_outputs_index_like_transformers(tmp_path):
+    import torch
+
+    from helpers import make_checkpoint, random_batch
+
+    ref = make_checkpoint(tmp_path, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32,
+                          num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
+    ids, mask, types = random_batch(np.random.default_rng(0), ref.config.vocab_size, 2, 9)
+    with torch.no_grad():
+        expected = ref.bert(torch.tensor(ids), torch.tensor(mask), torch.tensor(types), output_hidden_states=True)
+        expected_logits = ref(torch.tensor(ids), torch.tensor(mask), torch.tensor(types))
+    encoder = npformer.AutoModel.from_pretrained(tmp_path)
+    out = encoder(ids, mask, types, output_hidden_states=True)
+    assert list(out.keys()) == list(expected.keys()) == list(out)
+    assert_close(out[0], expected[0].numpy(), TOL, "out[0]")
+    assert_close(out["pooler_output"], expected["pooler_output"].numpy(), TOL, "out['pooler_output']")
+    assert len(out.to_tuple()) == len(expected.to_tuple())
+    with pytest.raises(KeyError):
+        out["attentions"]  # not requested: absent, as in Transformers
+    task = npformer.AutoModelForSequenceClassification.from_pretrained(tmp_path)(ids, mask, types)
+    assert_close(task[0], expected_logits[0].numpy(), TOL, "logits as out[0]")
+
+
+def test_threads_device_and_version(tmp_path, capsys, monkeypatch):
+    import numba
+
+    from helpers import make_sentiment_checkpoint
+    from npformer.kernels import ops
+
+    d = make_sentiment_checkpoint(tmp_path)
+    texts = ["a fine film", "an awful one", "so so"]
+    seen = []
+    attention = ops.attention
+    monkeypatch.setattr(ops, "attention", lambda *a: seen.append(numba.get_num_threads()) or attention(*a))
+    default = npformer.pipeline("sentiment-analysis", d, device="cpu")(texts)
+    try:
+        npformer.set_num_threads(1)
+        assert npformer.get_num_threads() == 1
+        assert npformer.pipeline("sentiment-analysis", d)(texts) == default
+        assert seen[0] == numba.config.NUMBA_NUM_THREADS and seen[-1] == 1  # in force inside the pass
+        with pytest.raises(ValueError, match="threads must be an integer from 1 to"):
+            npformer.set_num_threads(0)
+    finally:
+        npformer.set_num_threads(__import__("numba").config.NUMBA_NUM_THREADS)
+    with pytest.raises(ValueError, match="CPU only"):
+        npformer.pipeline("sentiment-analysis", d, device="cuda:0")
+    assert main(["sentiment", "-m", str(d), "--threads", "1", "a fine film"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"npformer {npformer.__version__}"
