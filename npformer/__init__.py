@@ -3,6 +3,8 @@
 Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`quantize`.
 """
 
+import logging
+
 from npformer.config import Config
 from npformer.convert import quantize, save_quantized
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
@@ -13,10 +15,12 @@ from npformer.pipelines import pipeline
 from npformer.quantization import QuantizedTensor
 from npformer.search import quantize_embeddings, semantic_search, similarity
 from npformer.tokenizer import Tokenizer
+from npformer.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
            "AutoModelForTokenClassification", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
            "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "quantize_embeddings", "save_quantized",
            "semantic_search", "similarity", "get_num_threads", "set_num_threads",
            "__version__"]
+
+logging.getLogger("npformer").addHandler(logging.NullHandler())  # the application decides what is shown

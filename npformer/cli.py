@@ -25,36 +25,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
-from npformer import __version__
 from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
 from npformer.convert import save_quantized
 from npformer.models.auto import build_encoder, open_checkpoint
 from npformer.models.encoder import set_num_threads
 from npformer.output import JsonLines, OutputError
 from npformer.pipelines import pipeline
-from npformer.quantization import is_quantized
+from npformer.provenance import describe
 from npformer.records import InputError, Source
+from npformer.version import __version__
 
-def info(model: str) -> dict:
-    """Architecture, size, labels and dtype of a checkpoint (loading, and so validating, its encoder)."""
-    directory, config, weights = open_checkpoint(model)
-    encoder = build_encoder(config, weights)
-    files = list(directory.glob("*.safetensors"))
-    return {"path": str(directory), "model_type": config.model_type, "architectures": config.architectures,
-            "num_hidden_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
-            "num_attention_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
-            "vocab_size": config.vocab_size, "max_position_embeddings": config.max_position_embeddings,
-            "parameters": int(sum(t.size for k, t in weights.tensors.items()
-                                  if not k.endswith("_scale") and t.dtype.kind in "fi" and t.dtype != "int64")),
-            "encoder_parameters": encoder.num_parameters,
-            "size_bytes": int(sum(f.stat().st_size for f in files)),
-            "dtype": "int8" if is_quantized(weights) else "float32",
-            "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
-            "id2label": {str(k): v for k, v in config.id2label.items()}}
+# CLI command -> the pipeline task names it also answers to
+COMMAND_ALIASES = {"sentiment": ["sentiment-analysis", "text-classification"], "ner": ["token-classification"],
+                   "qa": ["question-answering"], "embed": ["sentence-embeddings", "embeddings"],
+                   "similarity": ["sentence-similarity"], "zero-shot": ["zero-shot-classification"]}
+
+
+def info(model: str, revision: str | None = None) -> dict:
+    """What ``npformer info`` prints (see :func:`npformer.provenance.describe`); loading the encoder
+    validates the checkpoint."""
+    directory, config, weights = open_checkpoint(model, revision)
+    return describe(directory, config, weights, build_encoder(config, weights))
 
 
 def _positive(name: str):
@@ -69,6 +65,11 @@ def _positive(name: str):
     return parse
 
 
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr (-vv: debugging detail)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary unless records failed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npformer", description="BERT-family inference in NumPy + Numba.")
     parser.add_argument("--version", action="version", version=f"npformer {__version__}")
@@ -79,19 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
                             ("similarity", "cosine similarity of two texts"),
                             ("zero-shot", "classify against your labels by embedding similarity"),
                             ("search", "find the corpus texts closest to each query (semantic search)")]:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, aliases=COMMAND_ALIASES.get(name, []))
+        p.set_defaults(command=name)
         p.add_argument("texts", nargs="*", help="texts (otherwise --input or stdin)")
         p.add_argument("--input", "-i", help="a .txt (one text per line), .jsonl, .csv or .tsv file")
         p.add_argument("--column", help="field / column holding the text (default: text)")
         p.add_argument("--delimiter", help="field separator of a CSV file (default: ',' for .csv, tab for .tsv)")
+        p.add_argument("--keep-columns", help="comma-separated input columns each result carries under \"input\" "
+                                              "(default: every column of a .jsonl / .csv / .tsv input; '' for none)")
+        p.add_argument("--stdin-format", choices=["txt", "jsonl"], default="txt",
+                       help="what stdin holds: a text per line (txt) or a JSON object per line (jsonl)")
         p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
         p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
         p.add_argument("--on-error", choices=ON_ERROR, default="record",
                        help="a bad record is written with an \"error\" field (record, the default), left out "
                             "(skip), or stops the run (abort); the exit status is 1 if any record failed")
         p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's default)")
+        p.add_argument("--revision", help="Hub branch, tag or commit of --model (pins what is downloaded)")
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
         p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
+        p.add_argument("--max-length", type=_positive("--max-length"), default=None,
+                       help="tokens per window, special tokens included (default: the model's maximum)")
+        _verbosity(p)
         p.add_argument("--threads", type=_positive("--threads"), default=None,
                        help="threads per forward pass (default: every core Numba started with)")
         if name in ("sentiment", "qa", "fill-mask"):
@@ -101,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                            choices=["none", "simple", "first", "average", "max"])
             p.add_argument("--stride", type=_positive("--stride"), default=None,
                            help="cover long texts with windows overlapping by this many tokens")
+            p.add_argument("--min-score", type=float, default=0.0, help="leave out entities scoring below this")
+            p.add_argument("--probabilities", action="store_true",
+                           help="give each entity its label probabilities and their entropy (nats)")
         if name == "qa":
             p.add_argument("--context", help="the context text")
             p.add_argument("--context-file", help="a file holding the context")
@@ -119,12 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--save-embeddings", help="write the corpus embeddings here (.npy) for later runs")
         if name == "zero-shot":
             p.add_argument("--labels", help="comma-separated candidate labels")
-            p.add_argument("--multi-label", action="store_true")
+            p.add_argument("--label", action="append", default=[],
+                           help="one candidate label (repeat it; a label may hold commas)")
+            p.add_argument("--hypothesis-template", default="This example is {}.",
+                           help="the sentence each label is put in ({} is the label)")
+            p.add_argument("--multi-label", action="store_true",
+                           help="score each label alone by raw cosine similarity (-1..1), not a softmax")
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
+    _verbosity(p)
     p.add_argument("model")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the model")
     p = sub.add_parser("quantize", help="write an INT8 copy of a checkpoint")
+    _verbosity(p)
     p.add_argument("model")
     p.add_argument("out_dir")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the model")
     p.add_argument("--overwrite", action="store_true", help="replace the weights in OUT_DIR if there are some")
     return parser
 
@@ -145,13 +167,15 @@ def _interrupted(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet or not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="npformer: %(message)s", stream=sys.stderr, force=True)
     output = JsonLines(getattr(args, "output", None), getattr(args, "overwrite", False))
     try:
         if args.command == "info":
-            print(json.dumps(info(args.model), indent=2))
+            print(json.dumps(info(args.model, args.revision), indent=2))
             return 0
         if args.command == "quantize":
-            out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite)
+            out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
             return 0
         if args.command == "embed" and args.format == "npy" and not args.output:
@@ -159,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             set_num_threads(args.threads)
         task, fn, extra_columns = TASKS[args.command](args)
-        source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns)
+        keep = None if args.keep_columns is None else tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
+        source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns, keep, args.stdin_format)
         if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
             raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
                             f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
@@ -170,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qa" and args.context_file:
             inputs.append(Path(args.context_file))
         output.check(inputs)
-        pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size)
+        pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision)
         if args.command == "embed" and args.format == "npy":
-            return run_npy(pipe, source, output)
+            return run_npy(pipe, source, output, args.max_length)
         records, errors = run_task(args, pipe, fn, source, output)
-        if errors or source.kind != "args":
+        if errors or source.kind != "args" and not args.quiet:
             where = f"; results in {args.output}" if args.output else ""
             what = {"record": "written with an \"error\" field", "skip": "left out"}[args.on_error]
             print(f"npformer: {records} records, {errors} errors ({what}){where}", file=sys.stderr)

@@ -68,6 +68,9 @@ def process(pipe, fn: Callable, chunk: list[Record], source: Source) -> list[dic
             result["warning"] = EMPTY_WARNING
         if source.kind != "args":
             result = {"line": record.line, **result}
+        kept = source.kept(record)
+        if kept:
+            result["input"] = kept
         if "error" in result and record.text is not None:
             result.setdefault("text", record.text)
         out.append(result)
@@ -78,10 +81,10 @@ def run_task(args, pipe, fn: Callable, source: Source, output: JsonLines) -> tup
     """Process every record of ``source``, writing one JSON line per record (or skipping bad ones);
     returns ``(records, errors)``. On any failure the records done are kept as ``OUT.partial``."""
     progress = None
-    if source.kind != "args" and sys.stderr.isatty():
+    if source.kind != "args" and sys.stderr.isatty() and not getattr(args, "quiet", False):
         from tqdm import tqdm
 
-        progress = tqdm(unit="text", file=sys.stderr)
+        progress = tqdm(unit="text", file=sys.stderr, total=source.count())
     records = errors = 0
     output.open()
     try:
@@ -120,16 +123,19 @@ def _sentiment(args):
     def fn(pipe, records):
         texts = _texts(records)
         if args.top_k is None:
-            return [{"text": t, **r} for t, r in zip(texts, pipe(texts), strict=True)]
-        return [{"text": t, "labels": r} for t, r in zip(texts, pipe(texts, top_k=args.top_k), strict=True)]
+            return [{"text": t, **r} for t, r in zip(texts, pipe(texts, max_length=args.max_length), strict=True)]
+        return [{"text": t, "labels": r}
+                for t, r in zip(texts, pipe(texts, top_k=args.top_k, max_length=args.max_length), strict=True)]
     return "sentiment-analysis", fn, ()
 
 
 def _ner(args):
     def fn(pipe, records):
         texts = _texts(records)
-        found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride)
-        return [{"text": t, "entities": e} for t, e in zip(texts, found, strict=True)]
+        found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride,
+                     return_probabilities=args.probabilities, max_length=args.max_length)
+        return [{"text": t, "entities": [x for x in e if x["score"] >= args.min_score]}
+                for t, e in zip(texts, found, strict=True)]
     return "ner", fn, ()
 
 
@@ -153,7 +159,7 @@ def _qa(args):
             if not isinstance(ctx, str) or not ctx.strip():
                 raise ValueError("question answering needs a context: --context TEXT, --context-file FILE, or a "
                                  f"{args.context_column!r} field in each input record")
-            answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1)
+            answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1, max_seq_len=args.max_length)
             out.append({"question": record.text, **answer} if isinstance(answer, dict)
                        else {"question": record.text, "answers": answer})
         return out
@@ -163,14 +169,15 @@ def _qa(args):
 def _fill_mask(args):
     def fn(pipe, records):
         texts = _texts(records)
-        return [{"text": t, "predictions": p} for t, p in zip(texts, pipe(texts, top_k=args.top_k or 5), strict=True)]
+        found = pipe(texts, top_k=args.top_k or 5, max_length=args.max_length)
+        return [{"text": t, "predictions": p} for t, p in zip(texts, found, strict=True)]
     return "fill-mask", fn, ()
 
 
 def _embed(args):
     def fn(pipe, records):
         texts = _texts(records)
-        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts), strict=True)]
+        return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts, max_length=args.max_length), strict=True)]
     return "sentence-embeddings", fn, ()
 
 
@@ -184,19 +191,23 @@ def _similarity(args):
         pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
         if any(not isinstance(p, str) or not p.strip() for p in pairs):
             raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
-        scores = np.diagonal(similarity(pipe(_texts(records)), pipe(pairs)))  # pair i: row i with row i
+        scores = np.diagonal(similarity(pipe(_texts(records), max_length=args.max_length),
+                                        pipe(pairs, max_length=args.max_length)))  # pair i: row i with row i
         return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
                                                                                        strict=True)]
     return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
 
 
 def _zero_shot(args):
-    labels = [s.strip() for s in (args.labels or "").split(",") if s.strip()]
+    labels = [s.strip() for s in (args.labels or "").split(",") if s.strip()] + [s for s in args.label if s.strip()]
     if not labels:
-        raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking")
+        raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking (or --label repeated)")
+    if "{}" not in args.hypothesis_template:
+        raise UserError(f"--hypothesis-template must contain {{}} for the label, got {args.hypothesis_template!r}")
 
     def fn(pipe, records):
-        return pipe(_texts(records), labels, multi_label=args.multi_label)
+        return pipe(_texts(records), labels, multi_label=args.multi_label, hypothesis_template=args.hypothesis_template,
+                    max_length=args.max_length)
     return "zero-shot-classification", fn, ()
 
 
@@ -223,10 +234,12 @@ def _search(args):
 
     def fn(pipe, records):
         if state["embeddings"] is None:
-            state["embeddings"] = pipe.encode([r.text for r in kept], show_progress_bar=sys.stderr.isatty())
+            state["embeddings"] = pipe.encode([r.text for r in kept], max_length=args.max_length,
+                                              show_progress_bar=sys.stderr.isatty() and not args.quiet)
             if save is not None:
                 save_array(save, state["embeddings"])
-        hits = semantic_search(pipe.encode(_texts(records)), state["embeddings"], top_k=args.top_k)
+        hits = semantic_search(pipe.encode(_texts(records), max_length=args.max_length), state["embeddings"],
+                               top_k=args.top_k)
         return [{"query": r.text, "hits": [{**h, "text": kept[h["corpus_id"]].text, "line": kept[h["corpus_id"]].line}
                                           for h in found]} for r, found in zip(records, hits, strict=True)]
     return "sentence-embeddings", fn, ()
@@ -236,13 +249,13 @@ TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mas
          "similarity": _similarity, "zero-shot": _zero_shot, "search": _search}
 
 
-def run_npy(pipe, source: Source, target: JsonLines) -> int:
+def run_npy(pipe, source: Source, target: JsonLines, max_length: int | None = None) -> int:
     """``embed --format npy``: every record's embedding as one ``(n, dim) float32`` array, rows in
     input order. A bad record stops the run before anything is written (rows must align)."""
     records = list(source)
     bad = next((r for r in records if r.error), None)
     if bad is not None:
         raise Aborted(f"{bad.error}; --format npy needs every record (rows align with the input)")
-    save_array(target, pipe.encode(_texts(records), show_progress_bar=sys.stderr.isatty()))
+    save_array(target, pipe.encode(_texts(records), max_length=max_length, show_progress_bar=sys.stderr.isatty()))
     print(f"npformer: {len(records)} records, 0 errors; embeddings in {target.path}", file=sys.stderr)
     return 0

@@ -16,7 +16,9 @@ from safetensors.numpy import save_file
 
 from npformer.kernels.gemm_int8 import pack_vnni, quantize_rows
 from npformer.models.auto import ENCODERS, open_checkpoint
+from npformer.provenance import quantized_card
 from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
+from npformer.version import __version__
 
 
 def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None,
@@ -65,6 +67,7 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
               metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
                         "source": str(directory.name)})
     os.replace(temp, out_dir / "model.safetensors")
+    source_name = str(src) if not Path(str(src)).exists() else str(directory)
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue
@@ -77,6 +80,9 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
             shutil.copytree(item, target, dirs_exist_ok=True)
         else:
             shutil.copy2(item, target)
+    sizes = {"model.safetensors (int8)": (out_dir / "model.safetensors").stat().st_size,
+             "source weights (float32)": sum(f.stat().st_size for f in weights.files)}
+    (out_dir / "README.md").write_text(quantized_card(directory, source_name, __version__, sizes), encoding="utf-8")
     return out_dir
 
 

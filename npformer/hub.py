@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger("npformer")
+
+# Models that ship inside the package, by the names every command accepts.
+BUILTIN = {"builtin:sentiment": Path(__file__).resolve().parent / "builtin" / "sentiment"}
 
 # What npformer reads: configs, vocabularies, safetensors weights and sentence-transformers modules.
 ALLOW_PATTERNS = ["*.json", "vocab.txt", "*.safetensors", "1_Pooling/*", "2_Normalize/*", "README.md"]
@@ -15,9 +21,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NPFORMER_CACHE", Path.home() / ".cache" / "npformer"))
 
 
+def hub_commit(directory: Path) -> str | None:
+    """The Hub commit a directory of ``huggingface_hub``'s cache holds (``.../snapshots/<commit>``), else None."""
+    directory = Path(directory)
+    return directory.name if directory.parent.name == "snapshots" and len(directory.name) == 40 else None
+
+
 def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
     """Return a directory holding the checkpoint ``path_or_id``.
 
+    ``builtin:sentiment`` names the model shipped in the package (:data:`BUILTIN`).
     A path that exists is used as it is. Anything else is taken for a Hub repository id and
     fetched with ``huggingface_hub.snapshot_download`` (config, tokenizer and ``*.safetensors``
     files only; ``revision`` pins a branch, tag or commit). ``HF_HUB_OFFLINE=1`` is honoured:
@@ -27,6 +40,8 @@ def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
         FileNotFoundError: the path does not exist and the id cannot be fetched (offline and not
             cached, unknown repository, no network); the message says how to pass a local path.
     """
+    if str(path_or_id) in BUILTIN:
+        return BUILTIN[str(path_or_id)]
     path = Path(path_or_id).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -39,6 +54,7 @@ def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
     from huggingface_hub.errors import HFValidationError
 
     try:
+        log.info("fetching %s (revision %s) with huggingface_hub", name, revision or "main")
         return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS))
     except HFValidationError as e:
         raise FileNotFoundError(f"{name!r} is neither a local directory nor a valid Hub id: {e}") from None

@@ -76,16 +76,21 @@ class Source:
         column: the field / column holding the text (default ``text``; ``.txt`` and stdin have none).
         delimiter: the field separator of a CSV/TSV file (default ``,`` for .csv, tab for .tsv).
         extra_columns: other fields each record must have as valid text (e.g. a QA context column).
+        keep_columns: the input fields each output record carries under ``"input"`` (default: all
+            of a .jsonl / .csv / .tsv row except the text; ``()``: none).
+        stdin_format: ``"txt"`` (a text per line) or ``"jsonl"`` (a JSON object per line) for stdin.
 
     Raises:
         InputError: no input at all, the file is missing or unreadable, the header lacks the column.
     """
 
     def __init__(self, path: str | None, texts: list[str], column: str | None = None,
-                 delimiter: str | None = None, extra_columns: tuple[str, ...] = ()):
+                 delimiter: str | None = None, extra_columns: tuple[str, ...] = (),
+                 keep_columns: tuple[str, ...] | None = None, stdin_format: str = "txt"):
         self.texts = texts
         self.column = column or "text"
         self.extra_columns = extra_columns
+        self.keep_columns = keep_columns
         self.path = Path(path) if path is not None else None
         self.name = str(self.path) if self.path is not None else "stdin"
         self.delimiter = delimiter
@@ -95,7 +100,9 @@ class Source:
         if self.path is None:
             if sys.stdin is None or sys.stdin.isatty():
                 raise InputError("no input: give texts as arguments, --input FILE, or pipe lines to stdin")
-            self.kind = "lines"
+            if stdin_format not in ("txt", "jsonl"):
+                raise InputError(f"--stdin-format must be txt or jsonl, got {stdin_format!r}")
+            self.kind = "lines" if stdin_format == "txt" else "jsonl"
             return
         if not self.path.exists():
             raise InputError(f"input file not found: {self.path}")
@@ -143,7 +150,7 @@ class Source:
                 yield self._record(n, {"text": text}, "text")
         elif self.path is None:
             stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
-            yield from self._lines(stream)
+            yield from (self._lines if self.kind == "lines" else self._jsonl)(stream)
         else:
             with self._open() as f:
                 yield from {"lines": self._lines, "jsonl": self._jsonl, "table": self._table}[self.kind](f)
@@ -152,18 +159,39 @@ class Source:
         """How messages name record ``n``: ``FILE line n`` (``stdin line n``, ``argument n``)."""
         return f"argument {n}" if self.kind == "args" else f"{self.name} line {n}"
 
+    def kept(self, record: Record) -> dict:
+        """The input fields ``record``'s output carries (see ``keep_columns``): all but the text,
+        of a .jsonl / .csv / .tsv row."""
+        if self.kind not in ("jsonl", "table"):
+            return {}
+        names = self.keep_columns if self.keep_columns is not None else record.fields
+        return {k: record.fields[k] for k in names if k in record.fields and k != self.column}
+
+    def count(self) -> int | None:
+        """About how many records a file holds (its lines, less a header), for a progress bar."""
+        if self.path is None or self.kind == "args":
+            return None
+        with open(self.path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return max(lines - (self.kind == "table"), 0)
+
     def _record(self, n: int, fields: dict, name: str) -> Record:
         error = check_text(fields.get(name), name)
         for extra in self.extra_columns:
             error = error or (check_text(fields.get(extra), extra) if extra in fields else None)
+        for key, value in fields.items():  # every field goes to the output: no invalid UTF-8 there
+            if error is None and isinstance(value, str) and _bad_utf8(value):
+                error = f"field {key!r} has {_bad_utf8(value)}"
         text = fields.get(name) if error is None else None
         return Record(n, text, fields, f"{self.where(n)}: {error}" if error else None)
 
     def _lines(self, f) -> Iterator[Record]:
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(f, 1):  # a blank line keeps its place, as an error record
             line = line.rstrip("\r\n")
             if line.strip():
                 yield self._record(n, {"text": line}, "text")
+            else:
+                yield Record(n, None, {}, f"{self.where(n)}: the line is empty")
 
     def _jsonl(self, f) -> Iterator[Record]:
         for n, line in enumerate(f, 1):

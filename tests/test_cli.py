@@ -48,7 +48,7 @@ def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
     jsonl.write_text('{"text": "a"}\n{"text": "b"}\n')
     assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(jsonl)]) == 0
     txt = tmp_path / "in.txt"
-    txt.write_text("first line\n\nsecond line\n")
+    txt.write_text("first line\nsecond line\n")
     assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(txt)]) == 0
     assert len(lines(capsys.readouterr().out)) == 4
 
@@ -111,3 +111,32 @@ def test_console_script_stdin(sentiment_dir):
                           input="one\ntwo\n", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(lines(proc.stdout)) == 2
+
+
+def test_ner_min_score_and_probabilities(tmp_path, capsys):
+    labels = {0: "O", 1: "B-PER", 2: "I-PER"}
+    make_checkpoint(tmp_path, "bert", "token", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=40, id2label=labels,
+                    label2id={v: k for k, v in labels.items()}, init_std=0.5)
+    text = "ada lovelace met charles babbage in london in eighteen thirty three"
+    assert main(["ner", "-m", str(tmp_path), "--aggregation-strategy", "none", "--probabilities", text]) == 0
+    every = lines(capsys.readouterr().out)[0]["entities"]
+    assert every and all(set(e["probabilities"]) <= set(labels.values()) and e["entropy"] >= 0 for e in every)
+    cut = sorted(e["score"] for e in every)[len(every) // 2]
+    assert main(["ner", "-m", str(tmp_path), "--aggregation-strategy", "none", "--min-score", str(cut), text]) == 0
+    kept = lines(capsys.readouterr().out)[0]["entities"]
+    assert [e["index"] for e in kept] == [e["index"] for e in every if e["score"] >= cut] and len(kept) < len(every)
+
+
+def test_verbose_quiet_and_max_length(sentiment_dir, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("a fine film " * 30 + "\nshort\n")
+    assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(txt), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "npformer: loaded a bert encoder" in err and "2 records, 0 errors" in err
+    assert main(["sentiment", "-m", str(sentiment_dir), "-i", str(txt), "-q", "--max-length", "8"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    rows = lines(captured.out)
+    expected = npformer.pipeline("sentiment", sentiment_dir)("a fine film " * 30, max_length=8)[0]
+    assert {"label": rows[0]["label"], "score": rows[0]["score"]} == expected

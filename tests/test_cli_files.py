@@ -300,3 +300,36 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_partial_file(model, tmp_pa
     assert proc.returncode == 130, err
     assert err.count("\n") == 1 and err.startswith("npformer: interrupted; the ") and "out.jsonl.partial" in err
     assert not out.exists() and len(strict_lines(tmp_path / "out.jsonl.partial")) >= 256
+
+
+# ---- the user's data: columns kept, lines in place (issue 12) ------------------------------------
+
+def test_input_columns_are_kept_under_input(model, tmp_path, capsys):
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("id\tsentence\tlabel\n7\ta fine film\t1\n8\tan awful film\t0\n")
+    assert main(["sentiment", "-m", model, "-i", str(tsv), "--column", "sentence"]) == 0
+    rows = strict_lines(capsys.readouterr().out)
+    assert [r["input"] for r in rows] == [{"id": "7", "label": "1"}, {"id": "8", "label": "0"}]
+    assert all(r["label"] in LABELS.values() for r in rows)  # the prediction, beside the gold label
+    assert main(["sentiment", "-m", model, "-i", str(tsv), "--column", "sentence", "--keep-columns", "id"]) == 0
+    assert [r["input"] for r in strict_lines(capsys.readouterr().out)] == [{"id": "7"}, {"id": "8"}]
+    assert main(["sentiment", "-m", model, "-i", str(tsv), "--column", "sentence", "--keep-columns", ""]) == 0
+    assert all("input" not in r for r in strict_lines(capsys.readouterr().out))
+
+
+def test_blank_lines_keep_their_place(model, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("a fine film\n\n   \nan awful film\n")
+    assert main(["sentiment", "-m", model, "-i", str(txt)]) == 1
+    rows = strict_lines(capsys.readouterr().out)
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["error"] == f"{txt} line 2: the line is empty" and "label" in rows[3]
+
+
+def test_jsonl_on_stdin(model):
+    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "-m", model, "--stdin-format", "jsonl"],
+                          input=b'{"text": "a fine film", "id": 1}\n{"text": 2}\n', capture_output=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    rows = strict_lines(proc.stdout.decode())
+    assert rows[0]["text"] == "a fine film" and rows[0]["input"] == {"id": 1}
+    assert "stdin line 2: field 'text' is a number (2)" in rows[1]["error"]

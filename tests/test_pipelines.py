@@ -230,3 +230,41 @@ def test_question_longer_than_max_question_len_is_cut(checkpoints):
     assert answer["answer"] == context[answer["start"]:answer["end"]]
     with pytest.raises(ValueError, match="question too long"):
         qa(question=" ".join([question] * 50), context=context, max_question_len=1000)
+
+
+def test_entropy_against_numpy():
+    from npformer.pipelines.base import softmax
+    from npformer.pipelines.token_classification import entropy
+
+    rng = np.random.default_rng(0)
+    for scale in (0.1, 1.0, 10.0, 80.0):
+        logits = rng.normal(size=(50, 9)) * scale
+        for row in logits:
+            p = np.exp(row - row.max())
+            p /= p.sum()
+            reference = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0))
+            assert entropy(softmax(row)) == pytest.approx(reference, abs=1e-12)
+    assert entropy([1.0, 0.0, 0.0]) == 0.0
+    assert entropy(np.full(4, 0.25)) == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "average"])
+def test_token_probabilities_and_entropy(checkpoints, strategy):
+    """return_probabilities adds, to the same entities, each one's label distribution (its argmax is
+    the label, its max or mean the score) and its entropy."""
+    directory = checkpoints("bert", "token", id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
+    ner = npformer.pipeline("ner", directory)
+    texts = read_sst2("dev")[0][:10]
+    plain = ner(texts, aggregation_strategy=strategy, ignore_labels=[])
+    rich = ner(texts, aggregation_strategy=strategy, ignore_labels=[], return_probabilities=True)
+    from npformer.pipelines.token_classification import entropy
+
+    for a, b in zip(plain, rich, strict=True):
+        assert [{k: v for k, v in e.items() if k not in ("probabilities", "entropy")} for e in b] == a
+        for e in b:
+            probs = np.array(list(e["probabilities"].values()))
+            assert probs.sum() == pytest.approx(1.0, abs=1e-6) and set(e["probabilities"]) == set(NER_LABELS.values())
+            assert e["entropy"] == pytest.approx(entropy(probs)) and 0 <= e["entropy"] <= np.log(len(probs)) + 1e-9
+            label = max(e["probabilities"], key=e["probabilities"].get)
+            if strategy == "none":
+                assert label == e["entity"] and e["score"] == pytest.approx(probs.max())

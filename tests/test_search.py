@@ -206,3 +206,63 @@ def test_threads_device_and_version(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"npformer {npformer.__version__}"
+
+
+def test_cli_zero_shot_labels_and_template(minilm_dir, capsys):
+    text = "the pasta needs more salt and garlic"
+    argv = ["zero-shot", "--model", str(minilm_dir), "--label", "food, cooking", "--label", "sports",
+            "--hypothesis-template", "This text is about {}.", "--multi-label", text]
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    pipe = npformer.pipeline("zero-shot-classification", minilm_dir)
+    expected = pipe(text, ["food, cooking", "sports"], hypothesis_template="This text is about {}.", multi_label=True)
+    assert row["labels"] == expected["labels"] == ["food, cooking", "sports"]
+    assert row["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    assert -1 <= row["scores"][1] < row["scores"][0] <= 1
+    assert main(["zero-shot", "--model", str(minilm_dir), "--label", "x", "--hypothesis-template", "no slot", text]) == 2
+    assert "must contain {}" in capsys.readouterr().err
+
+
+def test_task_names_and_revision(tmp_path, capsys, monkeypatch):
+    """Pipeline task names and CLI command names are interchangeable; --revision reaches the Hub."""
+    import huggingface_hub
+
+    from helpers import make_sentiment_checkpoint
+
+    d = make_sentiment_checkpoint(tmp_path / "m")
+    expected = npformer.pipeline("sentiment-analysis", d)("a fine film")
+    assert npformer.pipeline("sentiment", d)("a fine film") == expected
+    outputs = []
+    for command in ("sentiment", "text-classification", "sentiment-analysis"):
+        assert main([command, "-m", str(d), "a fine film"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] == outputs[2] == {"text": "a fine film", **expected[0]}
+    asked = []
+
+    def fake_download(repo_id, revision=None, **kwargs):
+        asked.append((repo_id, revision))
+        return str(d)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    assert main(["sentiment", "--model", "acme/tiny-sentiment", "--revision", "v1.2", "a fine film"]) == 0
+    assert main(["info", "acme/tiny-sentiment", "--revision", "abc123"]) == 0
+    assert asked == [("acme/tiny-sentiment", "v1.2"), ("acme/tiny-sentiment", "abc123")]
+
+
+def test_pipeline_from_loaded_model_and_tokenizer(tmp_path):
+    from helpers import make_sentiment_checkpoint
+
+    d = make_sentiment_checkpoint(tmp_path)
+    expected = npformer.pipeline("sentiment", d)(["a fine film", "awful"])
+    model = npformer.AutoModelForSequenceClassification.from_pretrained(d)
+    assert npformer.pipeline("sentiment", model=model, tokenizer=d)(["a fine film", "awful"]) == expected
+    tok = npformer.Tokenizer.from_pretrained(d)
+    assert npformer.pipeline("sentiment", model=model, tokenizer=tok)(["a fine film", "awful"]) == expected
+    with pytest.raises(ValueError, match="needs tokenizer="):
+        npformer.pipeline("sentiment", model=model)
+    with pytest.raises(ValueError, match="needs a SequenceClassifier model"):
+        npformer.pipeline("sentiment", model=npformer.AutoModel.from_pretrained(d), tokenizer=tok)
+    short = npformer.pipeline("sentiment", d)(["a fine film " * 20], max_length=8)
+    assert short == npformer.pipeline("sentiment", d)(["a fine film a fine film"])  # 6 tokens + [CLS] [SEP]
+    with pytest.raises(ValueError, match="max_length must be an integer from 2 to"):
+        npformer.pipeline("sentiment", d)("x", max_length=100_000)

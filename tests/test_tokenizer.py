@@ -309,3 +309,22 @@ def test_stride_must_be_a_non_negative_integer(stride):
     ours, _ = tokenizers("bert-base-uncased")
     with pytest.raises(ValueError, match="stride must be an integer >= 0"):
         ours("word " * 100, truncation=True, max_length=16, stride=stride, return_overflowing_tokens=True)
+
+
+@pytest.mark.parametrize("kwargs", [dict(return_tensors="np"), dict(return_attention_mask=False),
+                                    dict(return_token_type_ids=False),
+                                    dict(return_attention_mask=False, return_token_type_ids=False, padding=True)])
+def test_transformers_keyword_arguments(kwargs):
+    ours, ref = tokenizers("bert-base-uncased")
+    texts = ["a first text", "and a second, longer one"]
+    a = ours(texts, padding=True, **{k: v for k, v in kwargs.items() if k != "padding"})
+    b = ref(texts, padding=True, **{"return_tensors": "np", **{k: v for k, v in kwargs.items() if k != "padding"}})
+    assert sorted(a) == sorted(b.keys())
+    for key in b:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_other_frameworks_are_refused():
+    ours, _ = tokenizers("bert-base-uncased")
+    with pytest.raises(ValueError, match="NumPy arrays only"):
+        ours("text", return_tensors="pt")

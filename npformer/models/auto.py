@@ -6,6 +6,8 @@ encoder with that task's head (:mod:`npformer.models.heads`).
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from npformer.config import Config
@@ -18,6 +20,7 @@ from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier
 from npformer.quantization import is_quantized
 from npformer.weights import Weights
 
+log = logging.getLogger("npformer")
 ENCODERS = {"bert": BertModel, "distilbert": DistilBertModel}
 PREFIXES = {"bert": ("", "bert."), "distilbert": ("", "distilbert.")}  # task checkpoints nest the encoder
 DTYPES = ("float32", "int8")
@@ -41,6 +44,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
+    started = time.perf_counter()
     quantized = is_quantized(weights)
     try:
         encoder = ENCODERS[config.model_type](config, weights)
@@ -52,6 +56,8 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
         encoder.quantize_()
     elif encoder.dtype == "float32" and HAS_AVX512:
         encoder.pack_linears_(weights)
+    log.info("loaded a %s encoder (%d layers, %s) from %s in %.0f ms", config.model_type, config.num_hidden_layers,
+             encoder.dtype, weights.directory, (time.perf_counter() - started) * 1e3)
     return encoder
 
 

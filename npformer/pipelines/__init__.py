@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from npformer.hub import cache_dir, resolve
+from npformer.hub import BUILTIN, cache_dir, resolve
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
+from npformer.models.encoder import Encoder
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
+from npformer.tokenizer import Tokenizer
 from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEmbeddingPipeline,
                                            ZeroShotClassificationPipeline)
 from npformer.pipelines.fill_mask import FillMaskPipeline
@@ -15,7 +17,7 @@ from npformer.pipelines.question_answering import QuestionAnsweringPipeline
 from npformer.pipelines.text_classification import TextClassificationPipeline
 from npformer.pipelines.token_classification import TokenClassificationPipeline
 
-BUILTIN_SENTIMENT = Path(__file__).resolve().parents[1] / "builtin" / "sentiment"
+BUILTIN_SENTIMENT = BUILTIN["builtin:sentiment"]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # task -> (pipeline class, the model loader, default model)
@@ -29,8 +31,11 @@ TASKS = {
     "sentence-embeddings": (SentenceEmbeddingPipeline, AutoModel, MINILM_ID),
     "zero-shot-classification": (ZeroShotClassificationPipeline, AutoModel, MINILM_ID),
 }
-ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification",
-           "embeddings": "sentence-embeddings", "sentence-similarity": "sentence-embeddings"}
+# other names of the tasks: Transformers' and the CLI's command names
+ALIASES = {"sentiment-analysis": "text-classification", "sentiment": "text-classification",
+           "ner": "token-classification", "qa": "question-answering", "embed": "sentence-embeddings",
+           "embeddings": "sentence-embeddings", "sentence-similarity": "sentence-embeddings",
+           "similarity": "sentence-embeddings", "zero-shot": "zero-shot-classification"}
 
 
 def default_model(task: str) -> str | Path:
@@ -46,22 +51,45 @@ def default_model(task: str) -> str | Path:
     return name
 
 
-def pipeline(task: str, model: str | Path | None = None, *, dtype: str = "float32",
-             batch_size: int = DEFAULT_BATCH_SIZE, revision: str | None = None, device: str = "cpu") -> Pipeline:
-    """Build a pipeline.
+def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE,
+             revision: str | None = None, device: str | int | None = "cpu") -> Pipeline:
+    """Build a pipeline, as ``transformers.pipeline`` (4.57) does.
+
+    Tasks (aliases in parentheses), what a call takes and returns, and the default model:
+
+    * ``"text-classification"`` (``"sentiment-analysis"``, ``"sentiment"``): ``pipe(texts, top_k=,
+      function_to_apply=, truncation=True, max_length=)`` -> ``[{"label", "score"}]`` per text;
+      default the built-in INT8 SST-2 model (``"builtin:sentiment"``).
+    * ``"token-classification"`` (``"ner"``): ``pipe(texts, aggregation_strategy=, ignore_labels=,
+      stride=, return_probabilities=, max_length=)`` -> a list of entities per text
+      (``entity``/``entity_group``, ``score``, ``word``, ``start``, ``end``); default ``dslim/bert-base-NER``.
+    * ``"question-answering"`` (``"qa"``): ``pipe(question=, context=, top_k=, doc_stride=,
+      max_answer_len=, max_seq_len=, handle_impossible_answer=)`` -> ``{"score", "start", "end",
+      "answer"}``; default ``distilbert/distilbert-base-cased-distilled-squad``.
+    * ``"fill-mask"``: ``pipe(texts, top_k=5, targets=, truncation=False, max_length=)`` -> per mask
+      ``[{"score", "token", "token_str", "sequence"}]``; default ``google-bert/bert-base-uncased``.
+    * ``"feature-extraction"``: ``pipe(texts, return_tensors=, truncation=False, max_length=)`` ->
+      ``(1, seq_len, hidden_size)`` per text; default all-MiniLM-L6-v2.
+    * ``"sentence-embeddings"`` (``"embed"``, ``"similarity"``): ``pipe(texts)`` / ``pipe.encode(...)``
+      (sentence-transformers' arguments) -> ``(n, dim) float32``; ``pipe.similarity(a, b)``; default
+      all-MiniLM-L6-v2 (fetched by ``scripts/fetch_minilm.py`` when offline).
+    * ``"zero-shot-classification"`` (``"zero-shot"``): ``pipe(texts, candidate_labels,
+      hypothesis_template=, multi_label=)`` -> ``{"sequence", "labels", "scores"}`` by embedding
+      similarity (not NLI); default all-MiniLM-L6-v2.
 
     Args:
-        task: ``"sentiment-analysis"``/``"text-classification"``, ``"ner"``/``"token-classification"``,
-            ``"question-answering"``, ``"fill-mask"``, ``"feature-extraction"``, ``"sentence-embeddings"``,
-            ``"zero-shot-classification"``.
-        model: checkpoint directory or Hub id (default: see :func:`default_model`).
+        task: one of the names above.
+        model: checkpoint directory, Hub id or ``"builtin:sentiment"`` (default: the task's), or a
+            model already loaded (``AutoModel`` / ``AutoModelFor*``), which then needs ``tokenizer``.
+        tokenizer: a :class:`Tokenizer` or a directory holding one (default: the model's directory).
         dtype: ``"float32"`` or ``"int8"`` (quantize at load; a quantized checkpoint stays int8).
         batch_size: texts (or windows) per forward pass, sorted by length and padded per batch.
         revision: Hub branch, tag or commit.
         device: ``"cpu"`` (or ``-1``), as Transformers spells it; npformer runs on the CPU only.
 
     Raises:
-        ValueError: unknown task, dtype or device, a checkpoint without the task's head.
+        ValueError: unknown task, dtype or device, a checkpoint without the task's head, a loaded
+            model of the wrong kind or without a tokenizer.
         FileNotFoundError: model not found (or not fetchable offline), no vocab.txt.
     """
     if device not in ("cpu", -1, None):
@@ -70,9 +98,21 @@ def pipeline(task: str, model: str | Path | None = None, *, dtype: str = "float3
     if key not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
     pipeline_cls, loader, _ = TASKS[key]
+    if model is not None and not isinstance(model, (str, Path)):  # a loaded model
+        expected = getattr(loader, "head", Encoder)
+        if not isinstance(model, expected):
+            raise ValueError(f"task {task!r} needs a {expected.__name__} model, got {type(model).__name__}")
+        if tokenizer is None:
+            raise ValueError("a loaded model needs tokenizer= (a Tokenizer or the checkpoint directory)")
+        directory = resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
+        return pipeline_cls(model, tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(directory),
+                            batch_size=batch_size, model_dir=directory)
     directory = resolve(model if model is not None else default_model(key), revision)
     net = loader.from_pretrained(directory, dtype=dtype)
-    return pipeline_cls(net, load_tokenizer(directory), batch_size=batch_size, model_dir=directory)
+    if isinstance(tokenizer, Tokenizer):
+        return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)
+    return pipeline_cls(net, load_tokenizer(tokenizer if tokenizer is not None else directory),
+                        batch_size=batch_size, model_dir=directory)
 
 
 __all__ = ["pipeline", "Pipeline", "TASKS", "default_model"]

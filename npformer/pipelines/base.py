@@ -69,8 +69,9 @@ class Pipeline:
                           max_length: int | None = None) -> list[Encoding]:
         """Exactly one :class:`Encoding` per ``(text, text_pair)``, in order, for the tasks that read
         one window. Over-long inputs are cut to ``max_length`` (default :attr:`max_length`) tokens
-        with ``truncation``; without it they raise ``ValueError`` naming the input's index."""
-        max_length = max_length or self.max_length
+        with ``truncation``; without it they raise ``ValueError`` naming the input's index. A
+        ``max_length`` outside ``[2, model maximum]`` raises ``ValueError``."""
+        max_length = self.check_max_length(max_length)
         encodings = self.tokenizer.encode_batch(pairs, truncation="longest_first", max_length=max_length,
                                                 overflow=False)
         if not truncation:
@@ -79,6 +80,16 @@ class Pipeline:
                     raise ValueError(f"input {i} is longer than the model's maximum of {max_length} tokens; "
                                      f"pass truncation=True to cut it to that length")
         return encodings
+
+    def check_max_length(self, max_length: int | None) -> int:
+        """``max_length`` (tokens, special tokens included) if it is an integer in ``[2, max_length]``;
+        None gives the model's maximum. Raises ``ValueError`` otherwise."""
+        if max_length is None:
+            return self.max_length
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or not 2 <= max_length <= self.max_length:
+            raise ValueError(f"max_length must be an integer from 2 to {self.max_length} (the model's maximum), "
+                             f"got {max_length!r}")
+        return max_length
 
     def label(self, index: int) -> str:
         """``id2label`` name of class ``index`` (``LABEL_{index}`` when the config has none)."""

@@ -21,9 +21,9 @@ class FeatureExtractionPipeline(Pipeline):
 
     task = "feature-extraction"
 
-    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False):
+    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False, max_length: int | None = None):
         texts, single = check_texts(inputs, allow_empty=True)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
         states = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).last_hidden_state,
                               per_token=True)
         out = [s[None] if return_tensors else s[None].tolist() for s in states]
@@ -48,12 +48,12 @@ class SentenceEmbeddingPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.pooling = Pooling.from_pretrained(self.model_dir) if self.model_dir else Pooling()
 
-    def __call__(self, inputs, *, truncation: bool = True) -> np.ndarray:
-        return self.encode(inputs, truncation=truncation)
+    def __call__(self, inputs, *, truncation: bool = True, max_length: int | None = None) -> np.ndarray:
+        return self.encode(inputs, truncation=truncation, max_length=max_length)
 
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                output_value: str = "sentence_embedding", precision: str = "float32",
-               normalize_embeddings: bool = False, truncation: bool = True):
+               normalize_embeddings: bool = False, truncation: bool = True, max_length: int | None = None):
         """sentence-transformers' ``SentenceTransformer.encode``, with its arguments' meanings.
 
         Args:
@@ -66,6 +66,7 @@ class SentenceEmbeddingPipeline(Pipeline):
                 :func:`npformer.search.quantize_embeddings`; int8 ranges come from these embeddings).
             normalize_embeddings: L2-normalize sentence embeddings (after the model's own modules).
             truncation: cut texts longer than ``max_seq_length`` (else ``ValueError`` naming the input).
+            max_length: a shorter window than ``max_seq_length``, in tokens.
 
         Returns ``(dim,)`` for one str, ``(n, dim)`` for several (float32 or the precision's dtype),
         or the token embeddings as described. Raises ``ValueError`` for a bad argument or text.
@@ -75,8 +76,9 @@ class SentenceEmbeddingPipeline(Pipeline):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         texts, single = check_texts(sentences, allow_empty=True)
-        max_length = min(self.pooling.max_seq_length or self.max_length, self.max_length)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
+        default = min(self.pooling.max_seq_length or self.max_length, self.max_length)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation,
+                                           self.check_max_length(max_length) if max_length else default)
         tokens = output_value == "token_embeddings"
 
         def run(ids, mask, types):
@@ -116,9 +118,14 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
 
     Transformers' zero-shot pipeline asks an NLI model whether the text entails
     ``hypothesis_template.format(label)``. npformer instead embeds the text and each hypothesis with a
-    sentence-embedding model and scores labels by cosine similarity: with ``multi_label=False`` the
-    scores are ``softmax(cos / temperature)`` over the labels (they sum to 1; temperature 0.05, as in
-    SimCSE); with ``multi_label=True`` each label scores ``(cos + 1) / 2`` independently.
+    sentence-embedding model and scores labels by cosine similarity:
+
+    * ``multi_label=False``: ``softmax(cos / temperature)`` over the labels, which sum to 1
+      (``temperature`` 0.05 by default, as in SimCSE);
+    * ``multi_label=True``: each label's **raw cosine similarity** in [-1, 1], independently. It is not
+      a probability: choose a threshold for your model and labels (for all-MiniLM-L6-v2, related
+      texts typically score above 0.3 and unrelated ones near 0).
+
     Output keys as Transformers: ``{"sequence", "labels", "scores"}``, labels by decreasing score.
     One result per input; texts are truncated as in :class:`SentenceEmbeddingPipeline`.
     """
@@ -127,7 +134,8 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
     temperature = 0.05
 
     def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",
-                 multi_label: bool = False, truncation: bool = True):
+                 multi_label: bool = False, truncation: bool = True, temperature: float | None = None,
+                 max_length: int | None = None):
         texts, single = check_texts(inputs, allow_empty=True)
         if isinstance(candidate_labels, str):
             candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
@@ -135,11 +143,15 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
             raise ValueError("zero-shot classification needs at least one candidate label")
         if "{}" not in hypothesis_template:
             raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
+        temperature = self.temperature if temperature is None else temperature
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
-        sims = self.similarity(super().__call__(texts, truncation=truncation), super().__call__(hypotheses))
+        sims = self.similarity(super().__call__(texts, truncation=truncation, max_length=max_length),
+                               super().__call__(hypotheses))
         results = []
         for text, row in zip(texts, sims):
-            scores = (row + 1.0) / 2.0 if multi_label else softmax(row / self.temperature)
+            scores = row.astype(np.float64) if multi_label else softmax(row / temperature)
             order = np.argsort(-scores, kind="stable")
             results.append({"sequence": text, "labels": [candidate_labels[i] for i in order],
                             "scores": [float(scores[i]) for i in order]})

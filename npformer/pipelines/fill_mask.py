@@ -19,12 +19,20 @@ class FillMaskPipeline(Pipeline):
 
     task = "fill-mask"
 
-    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool = False):
+    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool = False, max_length: int | None = None):
+        """Predict every mask token of each text (see the class docstring).
+
+        ``inputs`` is a str or an iterable of str; ``targets`` a str or list of str; ``max_length``
+        tokens per text (default the model's maximum). Returns, per text, ``top_k`` dicts ``{"score":
+        float (softmax probability), "token": int, "token_str": str, "sequence": str}`` (one list per
+        mask when a text has several), as Transformers 4.57. Raises ``ValueError`` naming the input
+        without a mask token or longer than the model's maximum (unless ``truncation=True``).
+        """
         texts, single = check_texts(inputs)
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
         mask_id = self.tokenizer.mask_token_id
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
         for i, (text, enc) in enumerate(zip(texts, encodings, strict=True)):
             if mask_id not in enc.ids:
                 where = "the input" if single else f"input {i}"

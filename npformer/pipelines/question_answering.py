@@ -39,6 +39,15 @@ class QuestionAnsweringPipeline(Pipeline):
     def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,
                  max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
                  handle_impossible_answer: bool = False, align_to_words: bool = True):
+        """Answer each question from its context (see the class docstring for the arguments).
+
+        ``question`` and ``context`` are a str each, or lists of equal length (one question for
+        several contexts is repeated). Returns ``{"score": float, "start": int, "end": int,
+        "answer": str}`` per pair (``start``/``end`` are character offsets into the context; with
+        ``top_k > 1`` a list of such dicts, best first), as Transformers 4.57's pipeline. Windows of
+        ``max_seq_len`` tokens overlapping by ``doc_stride`` cover a context of any length, so the
+        cost grows linearly with it. Raises ``ValueError`` as the class docstring says.
+        """
         pairs, single = _pairs(question, context)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")

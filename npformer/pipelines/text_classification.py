@@ -22,14 +22,15 @@ class TextClassificationPipeline(Pipeline):
     One result per input, always. The model reads one window: texts longer than its maximum
     (``model_max_length``, at most ``max_position_embeddings``) are cut to it by default, as
     sentence-transformers does (Transformers would fail on them); ``truncation=False`` makes an
-    over-long input a ``ValueError`` naming its index. An empty text, or one with nothing left
+    over-long input a ``ValueError`` naming its index; ``max_length`` sets a shorter window. An empty text, or one with nothing left
     after normalization (only whitespace or control / format characters), is classified as
     ``[CLS] [SEP]``, as Transformers does: its label reflects the model, not the text.
     """
 
     task = "text-classification"
 
-    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True):
+    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True,
+                 max_length: int | None = None):
         single = isinstance(inputs, (str, dict))
         items = [inputs] if single else list(inputs)
         pairs = []
@@ -43,7 +44,7 @@ class TextClassificationPipeline(Pipeline):
                 pairs.append((item["text"], item.get("text_pair") or None))
             else:
                 pairs.append((check_texts(item, allow_empty=True)[0][0], None))
-        encodings = self.encode_one_window(pairs, truncation)
+        encodings = self.encode_one_window(pairs, truncation, max_length)
         logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits)
         fn = self._function(function_to_apply)
         legacy = top_k is _UNSET

@@ -30,13 +30,30 @@ class TokenClassificationPipeline(Pipeline):
 
     task = "token-classification"
 
-    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None, stride: int | None = None):
+    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None, stride: int | None = None,
+                 return_probabilities: bool = False, max_length: int | None = None):
+        """Entities of each text (see the class docstring), as Transformers' TokenClassificationPipeline.
+
+        Args:
+            inputs: a str or an iterable of str.
+            aggregation_strategy: ``"none"``, ``"simple"``, ``"first"``, ``"average"`` or ``"max"``.
+            ignore_labels: labels left out (default ``["O"]``).
+            stride: tokens shared by consecutive windows of a long text (an integer >= 0, smaller
+                than the model's maximum); None reads the first window only, as Transformers.
+            return_probabilities: also give each entity ``"probabilities"`` (label -> softmax
+                probability of its token, or the mean over a group's tokens / words) and their
+                ``"entropy"`` in nats (0 = certain, ``ln(num_labels)`` = uniform), to flag ambiguous
+                tokens and boundaries. npformer's addition; Transformers has no such output.
+            max_length: tokens per window (default: the model's maximum).
+
+        Raises ``ValueError`` for an unknown strategy, a bad stride, or a non-str input.
+        """
         texts, single = check_texts(inputs, allow_empty=True)
         strategy = str(aggregation_strategy).lower()
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy must be one of {STRATEGIES}, got {aggregation_strategy!r}")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
-        max_length = self.max_length
+        max_length = self.check_max_length(max_length)
         if stride is not None:
             if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
                 raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
@@ -58,6 +75,11 @@ class TokenClassificationPipeline(Pipeline):
             entities = self._aggregate(self._pre_entities(texts[sample], enc, softmax(row)), strategy)
             results[sample] += [e for e in entities if e.get("entity", e.get("entity_group")) not in ignore]
         results = [_merge_overlapping(r) if n > 1 else r for r, n in zip(results, windows)]
+        for entity in (e for r in results for e in r):
+            probs = entity.pop("_probs")
+            if return_probabilities:
+                entity["probabilities"] = {self.label(i): float(p) for i, p in enumerate(probs)}
+                entity["entropy"] = entropy(probs)
         return results[0] if single else results
 
     def _pre_entities(self, text: str, enc, scores: np.ndarray) -> list[dict]:
@@ -80,7 +102,7 @@ class TokenClassificationPipeline(Pipeline):
             for p in pre:
                 best = int(p["scores"].argmax())
                 entities.append({"entity": self.label(best), "score": float(p["scores"][best]), "index": p["index"],
-                                 "word": p["word"], "start": p["start"], "end": p["end"]})
+                                 "word": p["word"], "start": p["start"], "end": p["end"], "_probs": p["scores"]})
         else:
             entities, group = [], []
             for p in pre:
@@ -102,7 +124,7 @@ class TokenClassificationPipeline(Pipeline):
         best = int(scores.argmax())
         return {"entity": self.label(best), "score": float(scores[best]),
                 "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in tokens]),
-                "start": tokens[0]["start"], "end": tokens[-1]["end"]}
+                "start": tokens[0]["start"], "end": tokens[-1]["end"], "_probs": scores}
 
     def _group(self, entities: list[dict]) -> list[dict]:
         groups, current = [], []
@@ -122,7 +144,15 @@ class TokenClassificationPipeline(Pipeline):
         return {"entity_group": entities[0]["entity"].split("-", 1)[-1],
                 "score": float(np.nanmean([e["score"] for e in entities])),
                 "word": self.tokenizer.convert_tokens_to_string([e["word"] for e in entities]),
-                "start": entities[0]["start"], "end": entities[-1]["end"]}
+                "start": entities[0]["start"], "end": entities[-1]["end"],
+                "_probs": np.mean([e["_probs"] for e in entities], axis=0)}
+
+
+def entropy(probs: np.ndarray) -> float:
+    """Shannon entropy ``-sum p ln p`` of a probability vector, in nats (``0 ln 0 = 0``)."""
+    p = np.asarray(probs, dtype=np.float64)
+    nonzero = p[p > 0]
+    return float(-(nonzero * np.log(nonzero)).sum())
 
 
 def _tag(name: str) -> tuple[str, str]:

@@ -283,7 +283,9 @@ class Tokenizer:
         return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
     def __call__(self, text, text_pair=None, *, truncation: bool | str = False, max_length: int | None = None,
                  padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,
-                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
+                 return_attention_mask: bool = True, return_token_type_ids: bool = True,
+                 return_tensors: str | None = "np") -> BatchEncoding:
         """Encode a text, a pair, or a batch of texts/pairs into ``(batch, seq_len)`` int64 arrays.
 
         Args:
@@ -294,6 +296,9 @@ class Tokenizer:
             padding: True/``"longest"``, ``"max_length"`` or False.
             stride: tokens shared by consecutive overflowing windows.
             return_overflowing_tokens: return every window, and ``overflow_to_sample_mapping``.
+            return_attention_mask, return_token_type_ids: leave those arrays out when False.
+            return_tensors: ``"np"`` (or None): NumPy arrays are what npformer returns; ``"pt"``,
+                ``"tf"`` and ``"jax"`` are refused with a ValueError.
 
         Returns a ``BatchEncoding`` with the keys and values of
         ``BertTokenizerFast(..., return_tensors="np")``.
@@ -303,6 +308,9 @@ class Tokenizer:
                 lengths without padding; stride not smaller than the room left by truncation;
                 a pair whose truncated text cannot be shortened enough.
         """
+        if return_tensors not in (None, "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}: npformer returns NumPy arrays only "
+                             f"(return_tensors='np'); convert them yourself if you need another framework")
         pairs = _as_pairs(text, text_pair)
         strategy = truncation_strategy(truncation)
         padding = padding_strategy(padding)
@@ -316,7 +324,8 @@ class Tokenizer:
         if padding == "do_not_pad" and len({len(e) for e in encodings}) > 1:
             raise ValueError("the encoded texts have different lengths; pass padding=True (or 'max_length') "
                              "to get arrays")
-        keys = ("input_ids", "token_type_ids", "attention_mask") + \
+        keys = ("input_ids",) + ("token_type_ids",) * return_token_type_ids + \
+            ("attention_mask",) * return_attention_mask + \
             ("special_tokens_mask",) * return_special_tokens_mask + ("offset_mapping",) * return_offsets_mapping
         data = pad(encodings, self.pad_token_id, width, keys)
         if return_overflowing_tokens:
