@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in [("sentiment", "classify the sentiment of texts (default: the built-in INT8 model)"),
                             ("ner", "named entities"), ("qa", "answer questions about a context"),
                             ("fill-mask", "fill the [MASK] token"), ("embed", "sentence embeddings"),
+                            ("feature-extraction", "the last layer's hidden states of every token"),
                             ("similarity", "cosine similarity of two texts"),
                             ("zero-shot", "classify against your labels by embedding similarity"),
                             ("search", "find the corpus texts closest to each query (semantic search)")]:
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "embed":
             p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl",
                            help="npy: one (n, dim) float32 array in --output, rows in input order")
+        if name == "feature-extraction":
+            p.add_argument("--truncation", action="store_true", help="cut texts longer than the model's maximum")
         if name == "search":
             p.add_argument("--corpus", required=True, help="the texts to search: .txt, .jsonl, .csv or .tsv "
                                                            "(--column names its text column)")

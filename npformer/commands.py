@@ -181,6 +181,14 @@ def _embed(args):
     return "sentence-embeddings", fn, ()
 
 
+def _features(args):
+    def fn(pipe, records):
+        texts = _texts(records)
+        states = pipe(texts, return_tensors=True, truncation=args.truncation, max_length=args.max_length)
+        return [{"text": t, "features": s[0]} for t, s in zip(texts, states, strict=True)]
+    return "feature-extraction", fn, ()
+
+
 def _similarity(args):
     if args.texts and len(args.texts) != 2:
         raise UserError("similarity takes exactly two texts (or --input FILE with --column and --pair-column)")
@@ -246,6 +254,7 @@ def _search(args):
 
 
 TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mask, "embed": _embed,
+         "feature-extraction": _features,
          "similarity": _similarity, "zero-shot": _zero_shot, "search": _search}
 
 

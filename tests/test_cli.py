@@ -140,3 +140,21 @@ def test_verbose_quiet_and_max_length(sentiment_dir, tmp_path, capsys):
     rows = lines(captured.out)
     expected = npformer.pipeline("sentiment", sentiment_dir)("a fine film " * 30, max_length=8)[0]
     assert {"label": rows[0]["label"], "score": rows[0]["score"]} == expected
+
+
+def test_every_pipeline_name_is_a_command(tmp_path, capsys):
+    """feature-extraction too: per-token hidden states, equal to the pipeline's."""
+    make_checkpoint(tmp_path, "bert", None, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=40)
+    assert main(["feature-extraction", "-m", str(tmp_path), "a short text"]) == 0
+    row = lines(capsys.readouterr().out)[0]
+    expected = npformer.pipeline("feature-extraction", tmp_path)("a short text", return_tensors=True)[0]
+    assert len(row["features"]) == expected.shape[0] and len(row["features"][0]) == 32
+    import numpy as np
+
+    np.testing.assert_allclose(np.array(row["features"]), expected, atol=1e-6)
+    from npformer.cli import build_parser
+    from npformer.pipelines import ALIASES, TASKS
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert (set(TASKS) | set(ALIASES)) - commands == set()
