@@ -333,3 +333,15 @@ def test_jsonl_on_stdin(model):
     rows = strict_lines(proc.stdout.decode())
     assert rows[0]["text"] == "a fine film" and rows[0]["input"] == {"id": 1}
     assert "stdin line 2: field 'text' is a number (2)" in rows[1]["error"]
+
+
+def test_progress_total_counts_records(tmp_path):
+    from npformer.records import Source
+
+    txt = tmp_path / "a.txt"
+    txt.write_text("one\ntwo\n\nfour\n")
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("text\tid\nx\t1\ny\t2\n")
+    assert Source(str(txt), []).count() == 4 == len(list(Source(str(txt), [])))
+    assert Source(str(tsv), []).count() == 2 == len(list(Source(str(tsv), [])))
+    assert Source(None, ["a", "b"]).count() is None
