@@ -204,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         records, errors = run_task(args, pipe, fn, source, output)
         if errors or source.kind != "args" and not args.quiet:
             where = f"; results in {args.output}" if args.output else ""
-            what = {"record": "written with an \"error\" field", "skip": "left out"}[args.on_error]
-            print(f"npformer: {records} records, {errors} errors ({what}){where}", file=sys.stderr)
+            what = {"record": " (written with an \"error\" field)", "skip": " (left out)"}[args.on_error] if errors else ""
+            counts = f"{records} record{'s' * (records != 1)}, {errors} error{'s' * (errors != 1)}"
+            print(f"npformer: {counts}{what}{where}", file=sys.stderr)
         return 1 if errors else 0
     except Aborted as e:
         _error(f"{e} (--on-error abort){_kept(output)}")
