@@ -72,9 +72,13 @@ class TaskModel:
         self.load_head(weights)
 
     def load_head(self, weights: Weights) -> None:
+        """Read the head's tensors from ``weights`` (names as Transformers' ``*For*`` classes).
+        Raises ``KeyError`` naming a missing tensor and ``ValueError`` for a mis-shaped one."""
         raise NotImplementedError
 
     def head(self, hidden: np.ndarray, pooled: np.ndarray | None, **kwargs) -> np.ndarray:
+        """``hidden (batch, seq_len, hidden_size) float32`` and ``pooled (batch, hidden_size)`` (BERT's
+        pooler, else None) -> the task's logits, float32 (shapes in :class:`ModelOutput`)."""
         raise NotImplementedError
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:

@@ -20,7 +20,7 @@ class QuestionAnsweringPipeline(Pipeline):
     the ``top_k`` best). Lists of questions and contexts (or one question for several contexts)
     give one result per pair.
 
-    Args:
+    Call arguments:
         top_k: answers per question (default 1).
         doc_stride: tokens shared by consecutive windows (default ``min(max_seq_len // 2, 128)``).
         max_answer_len: longest answer, in tokens (default 15).

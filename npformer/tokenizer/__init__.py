@@ -296,7 +296,8 @@ class Tokenizer:
             padding: True/``"longest"``, ``"max_length"`` or False.
             stride: tokens shared by consecutive overflowing windows.
             return_overflowing_tokens: return every window, and ``overflow_to_sample_mapping``.
-            return_attention_mask, return_token_type_ids: leave those arrays out when False.
+            return_attention_mask: leave ``attention_mask`` out when False.
+            return_token_type_ids: leave ``token_type_ids`` out when False.
             return_tensors: ``"np"`` (or None): NumPy arrays are what npformer returns; ``"pt"``,
                 ``"tf"`` and ``"jax"`` are refused with a ValueError.
 
