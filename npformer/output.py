@@ -28,6 +28,16 @@ class NonFiniteError(ValueError):
     """A result holds NaN or infinity, which standard JSON cannot carry."""
 
 
+def temp_beside(path: Path, mode: str):
+    """An open temporary file in ``path``'s directory (``.NAME.*.tmp``), with the permissions a plain
+    ``open()`` would give (mkstemp's are 0600), and its path. Raises ``OSError``."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})), Path(name)
+
+
 def to_json(value):
     """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists."""
     if isinstance(value, dict):
@@ -101,14 +111,9 @@ class JsonLines:
             self.file = open(self.path, "w", encoding="utf-8")
             return
         try:
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            self.file, self.temp = temp_beside(self.path, "w")
         except OSError as e:
             raise OutputError(f"cannot write {self.option} {self.path}: {e.strerror}") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0600
-        self.temp = Path(name)
-        self.file = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         """Write one record as a JSON line. Raises :class:`NonFiniteError` (nothing written) or OSError."""
@@ -151,17 +156,13 @@ class JsonLines:
 def save_array(target: JsonLines, array: np.ndarray) -> None:
     """Write ``array`` as a ``.npy`` file to ``target.path`` (checked with :meth:`JsonLines.check`
     first): to a temporary file beside it, then renamed into place."""
-    path = target.path
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    f, temp = temp_beside(target.path, "wb")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
+        with f:
             np.save(f, array, allow_pickle=False)
-        os.replace(name, path)
+        os.replace(temp, target.path)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

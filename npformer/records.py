@@ -6,7 +6,8 @@ parse...). Bad records are reported, not raised, so that one bad row never sinks
 Everything that concerns the whole input (the file is missing, a column is not in the header) is
 checked when the :class:`Source` is made, before any output is written.
 
-Formats: ``.txt`` (one text per line, blank lines skipped), ``.jsonl`` (one JSON object per
+Formats: ``.txt`` (one text per line; a blank line is an error record, so that output lines align
+with input lines), ``.jsonl`` (one JSON object per
 line), ``.csv`` / ``.tsv`` (header row; ``--column`` picks the text; ``--delimiter`` overrides the
 suffix's). Files are read as UTF-8 with an optional byte-order mark (as Excel writes it); an
 invalid byte makes that record bad and names its line and byte. Reading streams: memory does not
@@ -44,11 +45,16 @@ class Record:
 
 
 def _bad_utf8(value: str) -> str | None:
-    """A description of the first byte that was not UTF-8 (decoded with ``surrogateescape``)."""
-    for i, ch in enumerate(value):
+    """A description of the first byte that was not UTF-8 (decoded with ``surrogateescape``), or
+    of a lone surrogate (from a JSON ``\\ud800`` escape); None when ``value`` can be written as UTF-8."""
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        i, ch = e.start, value[e.start]
         if "\udc80" <= ch <= "\udcff":
             return f"invalid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i})"
-    return None
+        return f"a lone surrogate U+{ord(ch):04X} at character {i}"
 
 
 def check_text(value, name: str) -> str | None:
@@ -130,12 +136,6 @@ class Source:
         except OSError as e:
             raise InputError(f"cannot read {self.path}: {e.strerror}") from None
 
-    def is_file(self, path: Path) -> bool:
-        """True when ``path`` is this source's input file (the same file under any name)."""
-        if self.path is None or not path.exists():
-            return False
-        return path.resolve() == self.path.resolve() or path.samefile(self.path)
-
     def _open(self):
         # utf-8-sig drops a leading byte-order mark; surrogateescape keeps invalid bytes visible
         return open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -180,8 +180,9 @@ class Source:
         for extra in self.extra_columns:
             error = error or (check_text(fields.get(extra), extra) if extra in fields else None)
         for key, value in fields.items():  # every field goes to the output: no invalid UTF-8 there
-            if error is None and isinstance(value, str) and _bad_utf8(value):
-                error = f"field {key!r} has {_bad_utf8(value)}"
+            bad = _bad_utf8(value) if error is None and key != name and isinstance(value, str) else None
+            if bad:
+                error = f"field {key!r} has {bad}"
         text = fields.get(name) if error is None else None
         return Record(n, text, fields, f"{self.where(n)}: {error}" if error else None)
 

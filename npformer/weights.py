@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import safe_open
 
 from npformer.files import read_json
+from npformer.hub import hub_commit
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "U8": np.uint8,
            "I32": np.int32, "I64": np.int64, "F64": np.float64, "BOOL": np.bool_}
@@ -47,7 +48,7 @@ def _shards(index: Path) -> list[Path]:
         raise ValueError(f"{index}: expected an object with a 'weight_map' of tensor names to shard files")
     directory = index.parent.resolve()
     roots = [directory]
-    if directory.parent.name == "snapshots":  # huggingface_hub cache: snapshots/<rev>/* -> ../../blobs/<sha>
+    if hub_commit(directory):  # huggingface_hub cache: snapshots/<commit>/* -> ../../blobs/<sha>
         roots.append(directory.parent.parent / "blobs")
     files = []
     for name in sorted(set(weight_map.values())):

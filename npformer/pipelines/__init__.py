@@ -104,15 +104,13 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
             raise ValueError(f"task {task!r} needs a {expected.__name__} model, got {type(model).__name__}")
         if tokenizer is None:
             raise ValueError("a loaded model needs tokenizer= (a Tokenizer or the checkpoint directory)")
-        directory = resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
-        return pipeline_cls(model, tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(directory),
-                            batch_size=batch_size, model_dir=directory)
-    directory = resolve(model if model is not None else default_model(key), revision)
-    net = loader.from_pretrained(directory, dtype=dtype)
-    if isinstance(tokenizer, Tokenizer):
-        return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)
-    return pipeline_cls(net, load_tokenizer(tokenizer if tokenizer is not None else directory),
-                        batch_size=batch_size, model_dir=directory)
+        net, directory = model, resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
+    else:
+        directory = resolve(model if model is not None else default_model(key), revision)
+        net = loader.from_pretrained(directory, dtype=dtype)
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
+    return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)
 
 
 __all__ = ["pipeline", "Pipeline", "TASKS", "default_model"]

@@ -77,8 +77,7 @@ class SentenceEmbeddingPipeline(Pipeline):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         texts, single = check_texts(sentences, allow_empty=True)
         default = min(self.pooling.max_seq_length or self.max_length, self.max_length)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation,
-                                           self.check_max_length(max_length) if max_length else default)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or default)
         tokens = output_value == "token_embeddings"
 
         def run(ids, mask, types):
@@ -97,12 +96,13 @@ class SentenceEmbeddingPipeline(Pipeline):
             if bar is not None:
                 bar.close()
         if tokens:
-            out = quantize_embeddings([np.ascontiguousarray(r) for r in rows], precision) if rows else []
+            out = quantize_embeddings(rows, precision) if rows and precision != "float32" else rows
             return out[0] if single else out
         vectors = np.stack(rows) if rows else np.zeros((0, self.config.hidden_size), np.float32)
         if normalize_embeddings:
             vectors = l2_normalize(vectors)
-        vectors = quantize_embeddings(vectors, precision)
+        if precision != "float32":
+            vectors = quantize_embeddings(vectors, precision)
         return vectors[0] if single else vectors
 
     def similarity(self, a, b) -> np.ndarray:

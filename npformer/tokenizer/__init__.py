@@ -191,8 +191,9 @@ class Tokenizer:
     def is_empty(self, text: str) -> bool:
         """True when ``text`` gives no token at all: nothing is left after normalization (it held
         only whitespace, control or format characters such as ``\\x00`` or ``\\u200b``, or
-        accents that are stripped). Such a text encodes as ``[CLS] [SEP]``."""
-        return not self.pieces(text, max_tokens=1).ids.size
+        accents that are stripped). Such a text encodes as ``[CLS] [SEP]``. Stops at the first
+        character that survives normalization: every such character starts a word."""
+        return all(not out.strip(" ") for out in map(self.normalizer.char, text))
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece strings of ``text`` without special tokens, e.g. ``["un", "##aff", "##able"]``."""
