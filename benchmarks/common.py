@@ -26,7 +26,9 @@ def require_clean_blas_env() -> None:
 
 
 def blas_info() -> str:
-    """Which BLAS NumPy uses, with its kernel (threadpoolctl's 'architecture') and threads."""
+    """Which BLAS NumPy uses, with its kernel (threadpoolctl's 'architecture') and threads. NumPy is
+    imported first: threadpoolctl only sees libraries already loaded in this process."""
+    import numpy  # noqa: F401
     from threadpoolctl import threadpool_info
 
     rows = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
