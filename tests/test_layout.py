@@ -107,7 +107,7 @@ def test_every_module_imports_on_its_own():
 
 def test_import_npformer_imports_nothing_optional():
     code = ("import sys, npformer\n"
-            "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'uvicorn', 'dask',\n"
+            "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'dask',\n"
             "         'pyarrow', 'sklearn', 'pandas']\n"  # (numba itself imports scipy when it is installed)
             "print([m for m in heavy if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

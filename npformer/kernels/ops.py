@@ -180,10 +180,12 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
 
 
 @njit(cache=True, inline="always", fastmath=True)
-def _masked_softmax_row_(row, mask_row, n_valid):
+def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
     # In place softmax of one row of attention scores; keys with mask 0 get probability 0
     # (reference: Transformers adds the float32 minimum to masked scores before softmax, so a row
-    # with every key masked becomes uniform there, and here too).
+    # with every key masked becomes uniform there, and here too). The passes stop at ``n_keys``
+    # (one past the last unmasked key): padding after it never changes the order of the sum, so
+    # a row's result does not depend on how long its batch-mates are.
     k_len = mask_row.shape[0]
     if n_valid == 0:  # nothing to attend to
         for j in range(k_len):
@@ -191,16 +193,18 @@ def _masked_softmax_row_(row, mask_row, n_valid):
         return
     lowest = F32(-3.0e38)
     m = lowest  # branch-free passes (selects) so that each one vectorizes
-    for j in range(k_len):
+    for j in range(n_keys):
         m = max(m, row[j] if mask_row[j] != 0 else lowest)
     total = F32(0.0)
-    for j in range(k_len):
+    for j in range(n_keys):
         e = _exp(row[j] - m) if mask_row[j] != 0 else F32(0.0)
         row[j] = e
         total += e
     inv = F32(1.0) / total
-    for j in range(k_len):
+    for j in range(n_keys):
         row[j] *= inv
+    for j in range(n_keys, k_len):
+        row[j] = F32(0.0)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -241,11 +245,13 @@ def attention(q, k, v, mask, num_heads, probs):
         scores = np.empty((seq, keys_p), np.float32)
         for jb in range(keys_p // NR):
             tile_rows(qh, 0, d, kt, jb * NR * d, LANES * d, d, scores, jb * NR, keys_p, zeros, 0, seq)
-        n_valid = 0
+        n_valid = n_keys = 0
         for j in range(seq):
-            n_valid += mask[b, j] != 0
+            if mask[b, j] != 0:
+                n_valid += 1
+                n_keys = j + 1
         for i in range(seq):
-            _masked_softmax_row_(scores[i, :seq], mask[b], n_valid)
+            _masked_softmax_row_(scores[i, :seq], mask[b], n_valid, n_keys)
             if keep_probs:
                 probs[b, h, i] = scores[i, :seq]
         ctx = np.empty((seq, d_p), np.float32)

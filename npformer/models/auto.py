@@ -54,8 +54,8 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
         encoder.quantize_()
-    elif encoder.dtype == "float32" and HAS_AVX512:
-        encoder.pack_linears_(weights)
+    if HAS_AVX512:  # the pooler stays float32 in int8 models: packed too
+        encoder.pack_linears_(weights, layers=encoder.dtype == "float32")
     log.info("loaded a %s encoder (%d layers, %s) from %s in %.0f ms", config.model_type, config.num_hidden_layers,
              encoder.dtype, weights.directory, (time.perf_counter() - started) * 1e3)
     return encoder

@@ -279,10 +279,11 @@ class Encoder:
             local.buffer = buffer = np.empty(size, np.float32)
         return buffer
 
-    def pack_linears_(self, weights: Weights) -> None:
-        """Hold every float32 Linear weight of the layers and the pooler as a
-        :class:`PackedMatrix` (the Numba GEMM's layout), releasing each memory-mapped
-        original as soon as its packed copy exists so that the model holds its weights once."""
+    def pack_linears_(self, weights: Weights, layers: bool = True) -> None:
+        """Hold every float32 Linear weight of the layers (unless ``layers`` is False) and the pooler
+        as a :class:`PackedMatrix` (the Numba GEMM's layout), releasing each memory-mapped
+        original as soon as its packed copy exists so that the model holds its weights once.
+        The packed GEMM computes each row alike whatever the number of rows (BLAS does not)."""
         def pack(w, name):
             if not isinstance(w, np.ndarray):
                 return w
@@ -290,7 +291,7 @@ class Encoder:
             weights.release(name)
             return packed
 
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers if layers else ()):
             names = self.layer_names(i)
             for f in LayerWeights.LINEARS:
                 setattr(layer, f, pack(getattr(layer, f), names[f]))

@@ -20,15 +20,19 @@ import numpy as np
 
 from npformer.config import Config
 from npformer.kernels import ops
+from npformer.kernels.gemm_f32 import PackedMatrix
+from npformer.kernels.llvm_ir import HAS_AVX512
 from npformer.kernels.ops import linear
 from npformer.models.encoder import Encoder, OutputAccess
 from npformer.weights import Weights
 
 
 def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
+    """``(weight, bias)`` of a head's dense layer; the weight packed for the Numba GEMM where the
+    CPU has AVX-512, which computes each row alike whatever the batch (BLAS does not)."""
     w = weights.get(f"{name}.weight", None if out_dim is None else (out_dim, in_dim))
     b = weights.get(f"{name}.bias", (w.shape[0],))
-    return w, b
+    return (PackedMatrix(w) if HAS_AVX512 else w), b
 
 
 def _check_labels(config: Config, w, name: str) -> None:
@@ -88,8 +92,8 @@ class TaskModel:
 
     @property
     def num_parameters(self) -> int:
-        return self.encoder.num_parameters + int(sum(getattr(a, "size", 0) for a in vars(self).values()
-                                                     if isinstance(a, np.ndarray)))
+        return self.encoder.num_parameters + int(sum(int(np.prod(a.shape)) for a in vars(self).values()
+                                                     if isinstance(a, (np.ndarray, PackedMatrix))))
 
 
 class SequenceClassifier(TaskModel):

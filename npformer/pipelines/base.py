@@ -45,6 +45,8 @@ class Pipeline:
     """Base class: a tokenizer, a model and ``batch_size``. Subclasses implement ``__call__``."""
 
     task = ""
+    # Set by ``npformer serve``: runs forward passes on its shared batcher (see npformer.serving.batcher)
+    executor: Callable | None = None
 
     def __init__(self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  model_dir: Path | None = None):
@@ -95,9 +97,25 @@ class Pipeline:
         """``id2label`` name of class ``index`` (``LABEL_{index}`` when the config has none)."""
         return self.config.id2label.get(int(index), f"LABEL_{int(index)}")
 
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """The model's ``logits`` for one padded batch (a ``run`` for :meth:`forward`)."""
+        return self.model(input_ids, attention_mask, token_type_ids).logits
+
+    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                      token_type_ids: np.ndarray) -> np.ndarray:
+        """The last layer's hidden states ``(batch, seq_len, hidden_size) float32`` for one padded batch."""
+        return self.model(input_ids, attention_mask, token_type_ids).last_hidden_state
+
     def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False,
                 batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> list:
-        """:func:`run_batched` with this pipeline's batch size (unless given) and padding id."""
+        """:func:`run_batched` with this pipeline's batch size (unless given) and padding id.
+
+        ``run(input_ids, attention_mask, token_type_ids)`` must compute each row independently of
+        the others. When :attr:`executor` is set (by the server), the encodings go to it instead,
+        which may run them in one forward pass with other requests' rows that share the same ``run``
+        (a bound method such as :meth:`logits`, so that requests can be matched)."""
+        if self.executor is not None:
+            return self.executor(encodings, run, per_token, self.tokenizer.pad_token_id)
         return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token,
                            progress)
 

@@ -24,8 +24,7 @@ class FeatureExtractionPipeline(Pipeline):
     def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False, max_length: int | None = None):
         texts, single = check_texts(inputs, allow_empty=True)
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
-        states = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).last_hidden_state,
-                              per_token=True)
+        states = self.forward(encodings, self.hidden_states, per_token=True)
         out = [s[None] if return_tensors else s[None].tolist() for s in states]
         return out[0] if single else out
 
@@ -79,11 +78,7 @@ class SentenceEmbeddingPipeline(Pipeline):
         default = min(self.pooling.max_seq_length or self.max_length, self.max_length)
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or default)
         tokens = output_value == "token_embeddings"
-
-        def run(ids, mask, types):
-            hidden = self.model(ids, mask, types).last_hidden_state
-            return hidden if tokens else self.pooling(hidden, mask)
-
+        run = self.hidden_states if tokens else self.pooled
         bar = None
         if show_progress_bar:
             from tqdm import tqdm
@@ -104,6 +99,11 @@ class SentenceEmbeddingPipeline(Pipeline):
         if precision != "float32":
             vectors = quantize_embeddings(vectors, precision)
         return vectors[0] if single else vectors
+
+    def pooled(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """Pooled sentence vectors ``(batch, dim) float32`` of one padded batch (before
+        ``normalize_embeddings``; the checkpoint's own Normalize module included)."""
+        return self.pooling(self.hidden_states(input_ids, attention_mask, token_type_ids), attention_mask)
 
     def similarity(self, a, b) -> np.ndarray:
         """Cosine similarity of every text (or vector) of ``a`` with every one of ``b``:

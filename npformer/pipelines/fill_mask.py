@@ -41,16 +41,17 @@ class FillMaskPipeline(Pipeline):
         target_ids = self._target_ids(targets) if targets is not None else None
         if target_ids is not None:
             top_k = min(top_k, len(target_ids))
-
-        def run(ids, mask, types):
-            positions = [np.flatnonzero(row == mask_id) for row in ids]
-            width = max(len(p) for p in positions)
-            padded = np.array([np.pad(p, (0, width - len(p)), mode="edge") for p in positions])
-            return self.model(ids, mask, types, positions=padded).logits  # [B, n_masks, vocab]
-
-        logits = self.forward(encodings, run)
+        logits = self.forward(encodings, self.mask_logits)
         results = [self._postprocess(enc, row, top_k, target_ids) for enc, row in zip(encodings, logits, strict=True)]
         return results[0] if single else results
+
+    def mask_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """Logits at each row's mask positions, ``(batch, n_masks, vocab_size) float32`` (a row with
+        fewer masks than the batch's most repeats its last one)."""
+        positions = [np.flatnonzero(row == self.tokenizer.mask_token_id) for row in input_ids]
+        width = max(len(p) for p in positions)
+        padded = np.array([np.pad(p, (0, width - len(p)), mode="edge") for p in positions])
+        return self.model(input_ids, attention_mask, token_type_ids, positions=padded).logits
 
     def _target_ids(self, targets) -> np.ndarray:
         targets = [targets] if isinstance(targets, str) else list(targets)

@@ -71,7 +71,7 @@ class QuestionAnsweringPipeline(Pipeline):
         except ValueError as e:
             raise ValueError(f"question too long for max_seq_len={max_seq_len} and doc_stride={doc_stride}: {e}") \
                 from None
-        logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits, per_token=True)
+        logits = self.forward(encodings, self.logits, per_token=True)
         per_sample = [[] for _ in pairs]
         for enc, row in zip(encodings, logits, strict=True):
             per_sample[enc.overflow_to_sample].append((enc, row))

@@ -45,7 +45,7 @@ class TextClassificationPipeline(Pipeline):
             else:
                 pairs.append((check_texts(item, allow_empty=True)[0][0], None))
         encodings = self.encode_one_window(pairs, truncation, max_length)
-        logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits)
+        logits = self.forward(encodings, self.logits)
         fn = self._function(function_to_apply)
         legacy = top_k is _UNSET
         results = [self._postprocess(row, fn, 1 if legacy else top_k, legacy) for row in logits]

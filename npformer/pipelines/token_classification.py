@@ -66,7 +66,7 @@ class TokenClassificationPipeline(Pipeline):
         encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
                                                 max_length=max_length, stride=stride or 0,
                                                 overflow=stride is not None)
-        logits = self.forward(encodings, lambda ids, mask, types: self.model(ids, mask, types).logits, per_token=True)
+        logits = self.forward(encodings, self.logits, per_token=True)
         results = [[] for _ in texts]
         windows = [0] * len(texts)
         for enc, row in zip(encodings, logits, strict=True):

@@ -1,0 +1,235 @@
+"""The ASGI application of ``npformer serve`` (Starlette), its metrics (prometheus_client) and errors.
+
+Each POST request: refused at once with 429 when ``max_concurrent_requests`` are in flight; body
+read up to ``payload_limit`` bytes (else 413); parsed as JSON (else 422); then the route's work
+(:mod:`npformer.serving.routes`) runs in a worker thread, whose forward passes go to the shared
+:class:`~npformer.serving.batcher.Batcher`. Responses carry TEI's timing headers (ms):
+``x-compute-time``, ``x-tokenization-time``, ``x-queue-time``, ``x-inference-time``, plus
+``x-compute-tokens``. Errors are ``{"error": str, "error_type": str}`` (TEI's body).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import Callable
+
+from npformer.extras import require_extra
+
+require_extra("server", "starlette", "uvicorn", "prometheus_client")
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,  # noqa: E402
+                               disable_created_metrics, generate_latest)
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from npformer.serving import routes  # noqa: E402
+from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
+from npformer.serving.protocol import ApiError, invalid  # noqa: E402
+from npformer.serving.routes import CLASSIFIER_TASKS, EMBEDDING_TASKS, Limits, Served  # noqa: E402
+from npformer.version import __version__  # noqa: E402
+
+log = logging.getLogger("npformer.serve")
+DRAIN = 16 * 2**20  # bytes of an over-limit body read and dropped before answering 413
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The server's Prometheus metrics, in their own registry (``/metrics``)."""
+
+    def __init__(self):
+        disable_created_metrics()  # no *_created series: they double /metrics for nothing a dashboard reads
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("npformer_requests", "Requests answered, by route, model and status", ["route", "model", "status"], registry=r)
+        self.errors = Counter("npformer_request_errors", "Requests that failed, by route and error type", ["route", "error_type"], registry=r)
+        self.in_flight = Gauge("npformer_requests_in_flight", "Requests being answered", registry=r)
+        self.duration = Histogram("npformer_request_duration_seconds", "Time from request to response", ["route"], buckets=SECONDS, registry=r)
+        self.queue = Histogram("npformer_request_queue_duration_seconds", "Time a request's rows waited for a forward pass", buckets=SECONDS, registry=r)
+        self.inference = Histogram("npformer_request_inference_duration_seconds", "Time of the forward passes a request's rows ran in", buckets=SECONDS, registry=r)
+        self.batch_size = Histogram("npformer_batch_size", "Rows per forward pass", buckets=SIZES, registry=r)
+        self.batch_requests = Histogram("npformer_batch_requests", "Requests whose rows shared one forward pass", buckets=SIZES, registry=r)
+        self.batch_tokens = Histogram("npformer_batch_tokens", "Padded tokens per forward pass", buckets=tuple(64 * s for s in SIZES), registry=r)
+        self.batch_duration = Histogram("npformer_batch_duration_seconds", "Time of one forward pass", buckets=SECONDS, registry=r)
+
+    def on_batch(self, stats: BatchStats) -> None:
+        self.batch_size.observe(stats.rows)
+        self.batch_requests.observe(stats.requests)
+        self.batch_tokens.observe(stats.tokens)
+        self.batch_duration.observe(stats.seconds)
+
+
+def error_response(e: ApiError) -> JSONResponse:
+    return JSONResponse({"error": e.message, "error_type": e.error_type}, status_code=e.status)
+
+
+class Server:
+    """The application: served ``models`` (the first of each kind answers TEI's routes unless a
+    ``?model=NAME`` query names another), ``limits`` and the ``batcher`` their pipelines share.
+    ``app`` is the Starlette application."""
+
+    def __init__(self, models: list[Served], limits: Limits, batcher: Batcher, metrics: Metrics):
+        self.models = {m.name: m for m in models}
+        self.limits, self.batcher, self.metrics = limits, batcher, metrics
+        self.in_flight = 0
+        for m in models:
+            m.pipe.executor = batcher.submit
+        post = [("/predict", routes.predict, CLASSIFIER_TASKS), ("/rerank", routes.rerank, CLASSIFIER_TASKS),
+                ("/embed", routes.embed, EMBEDDING_TASKS), ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
+                ("/similarity", routes.similarity_route, EMBEDDING_TASKS), ("/tokenize", routes.tokenize, None),
+                ("/decode", routes.decode, None)]
+        self.app = Starlette(routes=[
+            *[Route(path, self._tei(path, fn, tasks), methods=["POST"]) for path, fn, tasks in post],
+            Route("/v1/embeddings", self._openai, methods=["POST"]),
+            Route("/models/{name}", self._inference, methods=["POST"]),
+            Route("/models", self._list, methods=["GET"]),
+            Route("/info", self._info, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+        ], exception_handlers={404: self._not_found, 405: self._not_allowed}, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        yield
+        self.close()
+
+    def close(self) -> None:
+        """Finish queued forward passes and stop the inference thread (at shutdown)."""
+        self.batcher.close(timeout=60)
+
+    # ---- models
+
+    def pick(self, request: Request, tasks: tuple[str, ...] | None, route: str, name: str | None = None) -> Served:
+        """The model a request names (``?model=NAME``), else the first one serving ``tasks``."""
+        name = name or request.query_params.get("model")
+        if name is not None:
+            if name not in self.models:
+                raise ApiError(404, f"model {name!r} is not served; served: {sorted(self.models)}", "NotFound")
+            return routes.require(self.models[name], tasks, route) if tasks else self.models[name]
+        fits = [m for m in self.models.values() if tasks is None or m.task in tasks]
+        # /rerank: the first cross-encoder (one label), else the first classifier (which then explains)
+        found = next((m for m in fits if m.is_reranker or route != "/rerank"), fits[0] if fits else None)
+        if found is None:
+            raise ApiError(404, f"no {' or '.join(tasks)} model is served; {route} needs one "
+                                f"(npformer serve --model NAME=PATH@{tasks[0]})", "NotFound")
+        return found
+
+    # ---- handlers
+
+    def _tei(self, route: str, fn: Callable, tasks):
+        async def handler(request: Request):
+            return await self.answer(request, route, lambda body: (self.pick(request, tasks, route), body),
+                                     lambda model, body, timings: fn(model, body, self.limits))
+        return handler
+
+    async def _openai(self, request: Request):
+        def choose(body):
+            name = body.get("model") if isinstance(body, dict) else None
+            named = isinstance(name, str) and name in self.models
+            return self.pick(request, EMBEDDING_TASKS, "/v1/embeddings", name if named else None), body
+        return await self.answer(request, "/v1/embeddings", choose,
+                                 lambda model, body, timings: routes.openai_embeddings(model, body, self.limits, timings))
+
+    async def _inference(self, request: Request):
+        name = request.path_params["name"]
+        return await self.answer(request, "/models", lambda body: (self.pick(request, None, "/models", name), body),
+                                 lambda model, body, timings: routes.inference(model, body, self.limits))
+
+    async def answer(self, request: Request, route: str, choose: Callable, work: Callable) -> Response:
+        """Run one POST request: backpressure, body, model, work in a thread, headers, metrics."""
+        start = time.perf_counter()
+        model_name, status = "", 200
+        if self.in_flight >= self.limits.max_concurrent_requests:
+            return self._failed(route, "", ApiError(429, "Model is overloaded: "
+                                f"{self.limits.max_concurrent_requests} requests in flight (--max-concurrent-requests)",
+                                "Overloaded"), start)
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            model, body = choose(await self._body(request))
+            model_name = model.name
+
+            def run():
+                with self.batcher.request() as timings:
+                    started = time.perf_counter()
+                    return work(model, body, timings), timings, started
+
+            result, timings, started = await run_in_threadpool(run)
+            self.metrics.queue.observe(timings.queue)
+            self.metrics.inference.observe(timings.inference)
+            ms = lambda s: str(int(round(s * 1000)))  # noqa: E731
+            headers = {"x-compute-time": ms(time.perf_counter() - start), "x-queue-time": ms(timings.queue),
+                       "x-inference-time": ms(timings.inference), "x-compute-tokens": str(timings.tokens),
+                       "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference))}
+            response = JSONResponse(result, headers=headers)
+        except ApiError as e:
+            return self._failed(route, model_name, e, start)
+        except ValueError as e:  # a pipeline's own check of the input: over-long text, bad parameter value
+            return self._failed(route, model_name, invalid(str(e)), start)
+        except Exception as e:  # noqa: BLE001 - answered, logged, and the server goes on
+            log.exception("%s failed", route)
+            return self._failed(route, model_name, ApiError(500, f"{type(e).__name__}: {e}", "Backend"), start)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+        self.metrics.requests.labels(route, model_name, str(status)).inc()
+        self.metrics.duration.labels(route).observe(time.perf_counter() - start)
+        return response
+
+    def _failed(self, route: str, model: str, e: ApiError, start: float) -> JSONResponse:
+        self.metrics.requests.labels(route, model, str(e.status)).inc()
+        self.metrics.errors.labels(route, e.error_type).inc()
+        self.metrics.duration.labels(route).observe(time.perf_counter() - start)
+        return error_response(e)
+
+    async def _body(self, request: Request):
+        """The request's JSON body, at most ``payload_limit`` bytes (413 above, 422 if not JSON).
+
+        An over-limit body is read on (and dropped) up to :data:`DRAIN` more bytes, so that the
+        client, still sending, receives the 413 rather than a broken connection."""
+        limit = self.limits.payload_limit
+        size, chunks = 0, []
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > limit + DRAIN:
+                break
+        if size > limit:
+            raise ApiError(413, f"request body of {size}{'+' if size > limit + DRAIN else ''} bytes is over the payload "
+                                f"limit of {limit} bytes (--payload-limit)", "PayloadTooLarge")
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise invalid(f"the request body is not valid JSON: {e}") from None
+
+    async def _info(self, request: Request):
+        try:
+            model = self.pick(request, None, "/info")
+        except ApiError as e:
+            return error_response(e)
+        info = routes.model_info(model, self.limits, __version__)
+        info["models"] = [{"name": m.name, "task": m.task, "model_id": m.model_id} for m in self.models.values()]
+        return JSONResponse(info)
+
+    async def _list(self, request: Request):
+        return JSONResponse([routes.model_info(m, self.limits, __version__) for m in self.models.values()])
+
+    async def _health(self, request: Request):
+        if not self.batcher.alive:
+            return error_response(ApiError(503, "the inference thread has stopped", "Unhealthy"))
+        return Response(status_code=200)
+
+    async def _metrics(self, request: Request):
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _not_found(self, request: Request, exc):
+        return error_response(ApiError(404, f"no route {request.url.path}; see GET /info", "NotFound"))
+
+    async def _not_allowed(self, request: Request, exc):
+        return error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}", "Validation"))

@@ -1,0 +1,258 @@
+"""Dynamic batching: concurrent requests' rows coalesced into shared forward passes.
+
+Request threads tokenize and post-process; one inference thread runs every forward pass, so
+the cores belong to one pass at a time (two passes on two cores would only slow each other). A
+request's :class:`npformer.pipelines.Pipeline` hands its encodings to :meth:`Batcher.submit`,
+which queues them and blocks until its rows come back. The inference thread takes the oldest
+queued rows and adds rows of other requests that share the same ``run`` (the same pipeline
+method, e.g. ``pipe.logits``) until ``max_batch_size`` rows or ``max_batch_tokens`` padded tokens,
+pads them to their longest row, and runs ``run`` once.
+
+It waits for more rows at most ``max_wait_ms`` after the oldest arrived, and only while some
+request is still being tokenized (so a request alone is never held back for a batch that will
+not come). Rows are computed independently of their batch-mates (padding keys are masked, int8
+activations are quantized per row), so batching does not change results; the server tests
+compare every response with the in-process pipeline. The scheme is continuous batching as in
+Hugging Face text-embeddings-inference's queue (``router/src/queue.rs``), without its GPU parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from npformer.tokenizer import Encoding
+from npformer.tokenizer.encoding import pad
+
+
+@dataclass
+class Timings:
+    """One request's times, in seconds: waiting in the queue (from submitting its first rows to
+    the start of the first pass that holds them) and inside forward passes (the passes its rows
+    ran in, whole). Both summed over the request's submissions."""
+
+    queue: float = 0.0
+    inference: float = 0.0
+    rows: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class _Job:
+    encodings: Sequence[Encoding]
+    run: Callable
+    per_token: bool
+    pad_id: int
+    timings: Timings
+    queued_at: float
+    order: list[int]  # rows by increasing length: consecutive passes pad little
+    future: Future = field(default_factory=Future)
+    taken: int = 0  # rows of ``order`` handed to a pass
+    done: int = 0  # rows whose results are in
+    started: bool = False
+    results: list = field(default_factory=list)
+
+    def key(self):
+        return self.run, self.per_token, self.pad_id
+
+
+@dataclass
+class BatchStats:
+    """What one forward pass held: rows, padded tokens (rows x longest), its duration (s) and the
+    number of requests whose rows it ran."""
+
+    rows: int
+    tokens: int
+    seconds: float
+    requests: int
+
+
+class Batcher:
+    """Coalesces concurrent requests' rows into forward passes run on one inference thread.
+
+    Args:
+        max_batch_tokens: most padded tokens (rows x longest row) in one pass; must hold the
+            longest row any served model takes (checked by the server at start).
+        max_batch_size: most rows in one pass (>= 1).
+        max_wait_ms: longest wait for more rows after the oldest queued row, while another request
+            is being tokenized (0: never wait).
+        on_batch: called with a :class:`BatchStats` after each pass (for metrics).
+        enabled: False runs each submission on its own, at once (no coalescing; for comparison).
+
+    Raises ``ValueError`` for limits out of range. Use :meth:`submit` from request threads (as a
+    pipeline's ``executor``), :meth:`request` around each request's work, :meth:`close` at exit.
+    """
+
+    def __init__(self, max_batch_tokens: int, max_batch_size: int, max_wait_ms: float,
+                 on_batch: Callable[[BatchStats], None] | None = None, enabled: bool = True):
+        for name, value, low in (("max_batch_tokens", max_batch_tokens, 2), ("max_batch_size", max_batch_size, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= max_wait_ms <= 10_000:
+            raise ValueError(f"max_wait_ms must be from 0 to 10000, got {max_wait_ms!r}")
+        self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.enabled = enabled
+        self.on_batch = on_batch
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._preparing = 0  # request threads working outside submit (they may submit soon)
+        self._closing = False
+        self._local = threading.local()
+        self._thread = threading.Thread(target=self._loop, name="npformer-inference", daemon=True)
+        self._thread.start()
+
+    # ---- request side
+
+    @contextlib.contextmanager
+    def request(self):
+        """Wrap one request's work (tokenizing, :meth:`submit`, post-processing); yields its
+        :class:`Timings`. While a request is inside, the inference thread may wait (up to
+        ``max_wait_ms``) for its rows."""
+        timings = Timings()
+        self._local.timings = timings
+        with self._cond:
+            self._preparing += 1
+        try:
+            yield timings
+        finally:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify()
+            self._local.timings = None
+
+    def submit(self, encodings: Sequence[Encoding], run: Callable, per_token: bool, pad_id: int) -> list:
+        """Run ``run(input_ids, attention_mask, token_type_ids)`` on ``encodings`` in shared passes;
+        returns one result row per encoding, in order (cut to its length with ``per_token``).
+        Blocks the calling thread; raises what ``run`` raised, or ``RuntimeError`` after :meth:`close`."""
+        if not encodings:
+            return []
+        timings = getattr(self._local, "timings", None) or Timings()
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+        job = _Job(encodings, run, per_token, pad_id, timings, time.perf_counter(), order,
+                   results=[None] * len(encodings))
+        inside = getattr(self._local, "timings", None) is not None
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the server is shutting down")
+            self._queue.append(job)
+            if inside:
+                self._preparing -= 1
+            self._cond.notify()
+        try:
+            return job.future.result()
+        finally:
+            if inside:
+                with self._cond:
+                    self._preparing += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued rows, then stop the inference thread (waits up to ``timeout`` s)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the inference thread runs (``/health`` reports it)."""
+        return self._thread.is_alive()
+
+    # ---- inference thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                self._wait_for_more()
+                batch = self._take()
+            self._run(batch)
+
+    def _wait_for_more(self) -> None:
+        """Hold the oldest rows while more may come: until the pass is full, ``max_wait_ms`` after
+        they arrived, or no request is being tokenized (called with the lock held)."""
+        if not self.enabled:
+            return
+        deadline = self._queue[0].queued_at + self.max_wait
+        while not self._closing and self._preparing > 0 and not self._full():
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
+    def _candidates(self):
+        """(job, row) pairs a pass would take next: the oldest job's key, in queue order."""
+        key = self._queue[0].key()
+        for job in self._queue:
+            if job.key() == key:
+                for row in job.order[job.taken:]:
+                    yield job, row
+            if not self.enabled:
+                return
+
+    def _full(self) -> bool:
+        rows = longest = 0
+        for job, row in self._candidates():
+            longest = max(longest, len(job.encodings[row]))
+            rows += 1
+            if rows >= self.max_batch_size or rows * longest >= self.max_batch_tokens:
+                return True
+        return False
+
+    def _take(self) -> list[tuple[_Job, int]]:
+        """Rows for the next pass, within the limits (at least one row), removed from the queue."""
+        taken: list[tuple[_Job, int]] = []
+        longest = 0
+        for job, row in self._candidates():
+            length = max(longest, len(job.encodings[row]))
+            if taken and (len(taken) + 1 > self.max_batch_size or (len(taken) + 1) * length > self.max_batch_tokens):
+                break
+            taken.append((job, row))
+            longest = length
+            if not self.enabled and len(taken) == len(job.order):
+                break
+        for job, _ in taken:
+            job.taken += 1
+        while self._queue and self._queue[0].taken == len(self._queue[0].order):
+            self._queue.popleft()
+        for job in [j for j in self._queue if j.taken == len(j.order)]:
+            self._queue.remove(job)
+        return taken
+
+    def _run(self, batch: list[tuple[_Job, int]]) -> None:
+        start = time.perf_counter()
+        jobs = list({id(job): job for job, _ in batch}.values())
+        for job in jobs:
+            if not job.started:
+                job.started = True
+                job.timings.queue += start - job.queued_at
+        first = batch[0][0]
+        arrays = pad([job.encodings[row] for job, row in batch], first.pad_id)
+        try:
+            out = first.run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
+        except BaseException as e:  # a failed pass fails the requests in it, never the thread
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(e)
+            return
+        seconds = time.perf_counter() - start
+        for i, (job, row) in enumerate(batch):
+            job.results[row] = out[i, :len(job.encodings[row])] if job.per_token else out[i]
+            job.done += 1
+        tokens = len(batch) * arrays["input_ids"].shape[1]
+        for job in jobs:
+            job.timings.inference += seconds
+            job.timings.rows += sum(1 for j, _ in batch if j is job)
+            job.timings.tokens += sum(len(job.encodings[r]) for j, r in batch if j is job)
+            if job.done == len(job.order) and not job.future.done():
+                job.future.set_result(job.results)
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(len(batch), tokens, seconds, len(jobs)))

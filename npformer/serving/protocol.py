@@ -1,0 +1,234 @@
+"""Request and response shapes of ``npformer serve``, checked field by field.
+
+Two protocols, both answered by the same pipelines:
+
+* Hugging Face text-embeddings-inference (TEI, ``router/src/http/types.rs`` and ``server.rs``):
+  ``/embed``, ``/embed_all``, ``/predict``, ``/rerank``, ``/similarity``, ``/tokenize``,
+  ``/decode`` and the OpenAI-compatible ``/v1/embeddings``, with TEI's field names, defaults and
+  error body ``{"error": str, "error_type": str}``.
+* The Hugging Face Inference API (``POST /models/{name}``): ``{"inputs": ..., "parameters": {...}}``
+  with each pipeline's own parameters and outputs (as Transformers' pipelines, see
+  :func:`npformer.pipeline`).
+
+Every check raises :class:`ApiError` with the status and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+REQUIRED = object()
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message, "error_type": error_type}`` with HTTP ``status``
+    (422 ``Validation``, 404 ``NotFound``, 413 ``PayloadTooLarge``, 429 ``Overloaded``, 503 ``Unhealthy``)."""
+
+    def __init__(self, status: int, message: str, error_type: str = "Validation"):
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(422, message)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- field checks: (test, what the field must be)
+
+def is_bool(v) -> bool:
+    return isinstance(v, bool)
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def is_str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def is_str_or_list(v) -> bool:
+    return isinstance(v, str) or is_str_list(v)
+
+
+KINDS: dict[Callable, str] = {is_bool: "a boolean", is_int: "an integer", is_number: "a number", is_str: "a string",
+                              is_str_list: "a list of strings", is_str_or_list: "a string or a list of strings"}
+
+
+def get(body: dict, name: str, test: Callable, default=REQUIRED, where: str = ""):
+    """``body[name]`` if it passes ``test`` (one of the ``is_*`` checks); ``default`` when absent or
+    null; :class:`ApiError` 422 when required and absent, or of the wrong kind."""
+    value = body.get(name)
+    if value is None:
+        if default is REQUIRED:
+            raise invalid(f"missing field `{where}{name}`")
+        return default
+    if not test(value):
+        raise invalid(f"`{where}{name}` must be {KINDS[test]}, got {_show(value)}")
+    return value
+
+
+def check_fields(body, allowed: set[str], where: str = "") -> dict:
+    """``body`` if it is a JSON object whose keys are all in ``allowed``; else :class:`ApiError` 422."""
+    if not isinstance(body, dict):
+        raise invalid(f"the {'request body' if not where else '`' + where.rstrip('.') + '`'} must be a JSON object, "
+                      f"got {type(body).__name__ if body is not None else 'null'}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid(f"unknown field `{where}{unknown[0]}`; expected one of {sorted(allowed)}")
+    return body
+
+
+def texts(value, name: str, limit: int) -> tuple[list[str], bool]:
+    """``(texts, was_single)`` from a str or a non-empty list of at most ``limit`` str; each text must
+    hold more than whitespace (TEI: "`inputs` cannot be empty")."""
+    if isinstance(value, str):
+        items, single = [value], True
+    elif isinstance(value, list):
+        items, single = value, False
+        if not items:
+            raise invalid(f"`{name}` cannot be empty")
+    else:
+        raise invalid(f"`{name}` must be a string or a list of strings, got {_show(value)}")
+    check_batch_size(len(items), limit)
+    for i, t in enumerate(items):
+        where = name if single else f"{name}[{i}]"
+        if not isinstance(t, str):
+            what = "token ids (send text)" if isinstance(t, (int, list)) else type(t).__name__
+            raise invalid(f"`{where}` must be a string, got {what}")
+        if not t.strip():
+            raise invalid(f"`{where}` cannot be empty")
+    return list(items), single
+
+
+def check_batch_size(n: int, limit: int) -> None:
+    if n > limit:
+        raise invalid(f"batch size {n} > maximum allowed batch size {limit} (--max-client-batch-size)")
+
+
+def predict_inputs(value, limit: int) -> tuple[list[tuple[str, str | None]], bool]:
+    """TEI's ``/predict`` inputs: a string, a pair ``[a, b]``, or a batch ``[[a], [a, b], ...]``;
+    returns ``(pairs, was_single)``."""
+    if isinstance(value, str):
+        return [(texts(value, "inputs", limit)[0][0], None)], True
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if len(value) > 2:
+            raise invalid("`inputs` must be a string, a pair of strings [string, string] or a batch "
+                          f"[[string], [string, string], ...]; got a list of {len(value)} strings")
+        items, single = [value], True
+    elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        items, single = value, False
+    else:
+        raise invalid("`inputs` must be a string, a pair of strings [string, string] or a batch "
+                      f"[[string], [string, string], ...]; got {_show(value)}")
+    check_batch_size(len(items), limit)
+    pairs = []
+    for i, item in enumerate(items):
+        where = "inputs" if single else f"inputs[{i}]"
+        if not 1 <= len(item) <= 2 or not all(isinstance(s, str) for s in item):
+            raise invalid(f"`{where}` must be [string] or [string, string], got {_show(item)}")
+        for j, s in enumerate(item):
+            if not s.strip():
+                raise invalid(f"`{where}[{j}]` cannot be empty")
+        pairs.append((item[0], item[1] if len(item) == 2 else None))
+    return pairs, single
+
+
+def truncate_flag(body: dict, auto_truncate: bool, where: str = "") -> bool:
+    """TEI's ``truncate``: default ``--auto-truncate``; ``truncation_direction`` must be Right."""
+    direction = get(body, "truncation_direction", is_str, "Right", where)
+    if direction.lower() != "right":
+        raise invalid(f"`{where}truncation_direction` {direction!r} is not supported; npformer truncates on the Right")
+    return get(body, "truncate", is_bool, auto_truncate, where)
+
+
+def floats(array) -> list:
+    """Nested lists of Python floats from an array (what JSON carries)."""
+    return np.asarray(array, dtype=np.float32).tolist()
+
+
+def base64_floats(vector) -> str:
+    """OpenAI's ``encoding_format: "base64"``: the little-endian float32 bytes, base64-encoded."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def jsonable(value: Any):
+    """Pipeline outputs as JSON values: NumPy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---- the Inference API's parameters per task: name -> check
+
+def _is_top_k(v) -> bool:
+    return is_int(v) and v >= 1
+
+
+KINDS[_is_top_k] = "an integer >= 1"
+
+TRUNCATION = {"truncation": is_bool, "max_length": is_int}
+PARAMETERS: dict[str, dict[str, Callable]] = {
+    "text-classification": {"top_k": _is_top_k, "function_to_apply": is_str, **TRUNCATION},
+    "token-classification": {"aggregation_strategy": is_str, "ignore_labels": is_str_list, "stride": is_int,
+                             "return_probabilities": is_bool, "max_length": is_int},
+    "question-answering": {"top_k": _is_top_k, "doc_stride": is_int, "max_answer_len": is_int, "max_seq_len": is_int,
+                           "max_question_len": is_int, "handle_impossible_answer": is_bool, "align_to_words": is_bool},
+    "fill-mask": {"top_k": _is_top_k, "targets": is_str_or_list, **TRUNCATION},
+    "feature-extraction": dict(TRUNCATION),
+    "sentence-embeddings": {"normalize_embeddings": is_bool, "precision": is_str, **TRUNCATION},
+    "zero-shot-classification": {"candidate_labels": is_str_or_list, "multi_label": is_bool,
+                                 "hypothesis_template": is_str, "temperature": is_number, **TRUNCATION},
+}
+
+
+def parameters(task: str, value) -> dict:
+    """The ``parameters`` object of an Inference API request, checked against the task's table."""
+    if value is None:
+        return {}
+    table = PARAMETERS[task]
+    check_fields(value, set(table), "parameters.")
+    return {name: get(value, name, test, None, "parameters.") for name, test in table.items() if value.get(name) is not None}
+
+
+def qa_inputs(value, limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """Question answering's ``inputs``: ``{"question", "context"}`` or a list of them."""
+    single = isinstance(value, dict)
+    items = [value] if single else value
+    if not isinstance(items, list) or not items:
+        raise invalid('`inputs` must be {"question": string, "context": string} or a non-empty list of them, '
+                      f"got {_show(value)}")
+    check_batch_size(len(items), limit)
+    pairs = []
+    for i, item in enumerate(items):
+        where = "inputs." if single else f"inputs[{i}]."
+        check_fields(item, {"question", "context"}, where)
+        question, context = get(item, "question", is_str, where=where), get(item, "context", is_str, where=where)
+        for name, text in (("question", question), ("context", context)):
+            if not text.strip():
+                raise invalid(f"`{where}{name}` cannot be empty")
+        pairs.append((question, context))
+    return pairs, single

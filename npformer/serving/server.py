@@ -1,0 +1,146 @@
+"""``npformer serve``: load the named models, check the limits, and run the HTTP server (uvicorn).
+
+Models are given as ``NAME=PATH_OR_ID[@task]`` (repeatable); without any, the built-in INT8
+sentiment model is served as ``sentiment``, so the server works offline with no configuration.
+A model's task, when not given, comes from its checkpoint: sentence-transformers files
+(``modules.json``) make an embedding model, else the head named in ``architectures``.
+
+Limits that contradict each other are refused before anything is loaded or bound, with a message
+naming the flags (a forward pass must hold the longest input a model takes, for instance), so a
+server never starts that could hang on a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+from npformer.config import Config
+from npformer.hub import hub_commit, resolve
+from npformer.models.encoder import set_num_threads
+from npformer.pipelines import ALIASES, TASKS, pipeline
+from npformer.serving.app import Metrics, Server
+from npformer.serving.batcher import Batcher
+from npformer.serving.routes import Limits, Served
+
+import uvicorn  # noqa: E402 - checked by npformer.serving.app's require_extra
+
+log = logging.getLogger("npformer.serve")
+HEADS = {"ForSequenceClassification": "text-classification", "ForTokenClassification": "token-classification",
+         "ForQuestionAnswering": "question-answering", "ForMaskedLM": "fill-mask"}
+
+
+def parse_model(spec: str) -> tuple[str, str, str | None]:
+    """``NAME=PATH_OR_ID[@task]`` (or just ``PATH_OR_ID[@task]``, named after its last path part)
+    -> ``(name, path_or_id, task or None)``. Raises ``ValueError`` for an empty name or unknown task."""
+    name, sep, rest = spec.partition("=")
+    if not sep:
+        name, rest = "", spec
+    source, at, task = rest.rpartition("@")
+    if not at:
+        source, task = rest, None
+    elif task not in TASKS and task not in ALIASES:
+        raise ValueError(f"--model {spec!r}: unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
+    if not source:
+        raise ValueError(f"--model {spec!r}: no checkpoint; use NAME=PATH_OR_ID[@task]")
+    name = name or Path(source.rstrip("/")).name.replace("builtin:", "")
+    if not name or "/" in name:
+        raise ValueError(f"--model {spec!r}: a model name must be non-empty and hold no '/'")
+    return name, source, ALIASES.get(task, task) if task else None
+
+
+def infer_task(directory: Path) -> str:
+    """The task a checkpoint serves when none is given (see the module docstring)."""
+    if (directory / "modules.json").is_file():
+        return "sentence-embeddings"
+    for architecture in Config.from_pretrained(directory).architectures:
+        for suffix, task in HEADS.items():
+            if architecture.endswith(suffix):
+                return task
+    return "sentence-embeddings"
+
+
+def check_limits(limits: Limits, models: list[Served]) -> None:
+    """Refuse limits that contradict each other or the models (``ValueError`` naming the flags)."""
+    for flag, value in (("--max-batch-tokens", limits.max_batch_tokens), ("--max-batch-size", limits.max_batch_size),
+                        ("--max-concurrent-requests", limits.max_concurrent_requests),
+                        ("--max-client-batch-size", limits.max_client_batch_size),
+                        ("--payload-limit", limits.payload_limit)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
+    if not 0 <= limits.max_wait_ms <= 10_000:
+        raise ValueError(f"--max-wait-ms must be from 0 to 10000, got {limits.max_wait_ms!r}")
+    for m in models:
+        if m.pipe.max_length > limits.max_batch_tokens:
+            raise ValueError(f"--max-batch-tokens {limits.max_batch_tokens} is less than model {m.name!r}'s longest "
+                             f"input ({m.pipe.max_length} tokens): such a request could never run; raise "
+                             f"--max-batch-tokens to at least {m.pipe.max_length}")
+    if limits.payload_limit < 64:
+        raise ValueError(f"--payload-limit {limits.payload_limit} bytes cannot hold any request; use at least 64")
+
+
+def load_models(specs: list[str], dtype: str, revision: str | None = None) -> list[Served]:
+    """One :class:`Served` per ``--model`` spec (the built-in sentiment model when there are none)."""
+    specs = specs or ["sentiment=builtin:sentiment@text-classification"]
+    served, names = [], set()
+    for spec in specs:
+        name, source, task = parse_model(spec)
+        if name in names:
+            raise ValueError(f"--model {spec!r}: the name {name!r} is taken; give each model its own NAME=")
+        names.add(name)
+        directory = resolve(source, revision)
+        task = task or infer_task(directory)
+        log.info("loading %s (%s) from %s", name, task, directory)
+        pipe = pipeline(task, str(directory), dtype=dtype)
+        encoder = getattr(pipe.model, "encoder", pipe.model)  # a head model holds its encoder
+        served.append(Served(name, task, pipe, source, getattr(encoder, "dtype", dtype), hub_commit(directory)))
+    return served
+
+
+def warm_up(model: Served) -> None:
+    """Answer one short request, so that compiling and first-touch costs are paid before the port opens."""
+    pipe = model.pipe
+    if model.task == "question-answering":
+        pipe(question="What warms up?", context="The server warms up.")
+    elif model.task == "fill-mask":
+        pipe(f"The server warms {pipe.tokenizer.mask_token}.")
+    elif model.task == "zero-shot-classification":
+        pipe("The server warms up.", ["warm", "cold"])
+    else:
+        pipe("The server warms up.")
+
+
+def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,
+          limits: Limits | None = None, threads: int | None = None, batching: bool = True,
+          revision: str | None = None, log_level: str = "info") -> int:
+    """Load the models, check the limits, then answer HTTP on ``host:port`` until SIGTERM or Ctrl-C.
+
+    SIGTERM stops accepting connections, lets in-flight requests finish (up to 60 s), drains
+    the batcher and returns 0. ``batching=False`` runs each request's rows in their own forward
+    passes (for comparison). Raises ``ValueError`` / ``FileNotFoundError`` before binding for a bad
+    model or limit. Returns the exit status.
+    """
+    limits = limits or Limits()
+    if threads is not None:
+        set_num_threads(threads)
+    models = load_models(specs, dtype, revision)
+    check_limits(limits, models)
+    metrics = Metrics()
+    batcher = Batcher(limits.max_batch_tokens, limits.max_batch_size, limits.max_wait_ms, metrics.on_batch,
+                      enabled=batching)
+    server = Server(models, limits, batcher, metrics)
+    for model in models:  # through the batcher: its inference thread is the one that runs passes later
+        warm_up(model)
+    config = uvicorn.Config(server.app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=60, lifespan="on")
+    # uvicorn re-raises the signal it stopped on once it is done; a SIGTERM that ended a graceful
+    # shutdown is then ignored, so the process exits 0
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        log.warning("serving %s on http://%s:%d", ", ".join(f"{m.name} ({m.task})" for m in models), host, port)
+        uvicorn.Server(config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        batcher.close(timeout=60)
+    return 0
