@@ -74,16 +74,19 @@ def sentences() -> list[str]:
 
 def float32_copy(directory: Path) -> Path:
     """The built-in model with its int8 weights dequantized, as a Transformers checkpoint."""
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     from npformer.hub import BUILTIN
-    from npformer.quantization import SCALE_SUFFIX
+    from npformer.quantization import SCALE_SUFFIX, read_matrix
+    from npformer.weights import Weights
 
     src = BUILTIN["builtin:sentiment"]
-    tensors = load_file(str(src / "model.safetensors"))
-    out = {k: (v.astype(np.float32) * tensors[k + SCALE_SUFFIX][:, None] if k + SCALE_SUFFIX in tensors else v)
-           for k, v in tensors.items() if not k.endswith(SCALE_SUFFIX)}
+    weights = Weights(src)
+    out = {}
+    for key in list(weights.tensors):
+        if not key.endswith(SCALE_SUFFIX):
+            value = read_matrix(weights, key)
+            out[key] = value.dequantize() if hasattr(value, "dequantize") else value
     save_file(out, str(directory / "model.safetensors"))
     for name in ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         if (src / name).exists():

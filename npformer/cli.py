@@ -99,6 +99,49 @@ def _serve_parser(sub) -> None:
     _verbosity(p)
 
 
+def _fit_head_parser(sub) -> None:
+    p = sub.add_parser("fit-head", help="fit a few-shot classifier head on a frozen encoder's features (needs pip "
+                                        "install \"npformer[train]\")")
+    p.add_argument("--model", "-m", required=True, help="encoder checkpoint directory or Hub id")
+    p.add_argument("--train", required=True, help="labelled examples: .csv, .tsv or .jsonl")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--delimiter", help="field separator of a CSV file")
+    p.add_argument("--output", "-o", required=True, help="new checkpoint directory")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--features", default="pooled",
+                   help="pooled (sentence-embedding pooling), cls, mean, or layers:LIST (e.g. layers:-1,-2,-3,-4: "
+                        "each layer's mean over tokens, concatenated)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalize the features")
+    p.add_argument("--C", type=float, default=1.0, help="inverse regularization strength")
+    p.add_argument("--revision", help="Hub branch, tag or commit of --model")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
+    _verbosity(p)
+
+
+def _fit_head(args) -> int:
+    few_shot = importlib.import_module("npformer.few_shot")  # scikit-learn (the [train] extra) only here
+    source = Source(args.train, [], args.text_column, args.delimiter, ())
+    if source.kind not in ("table", "jsonl"):
+        raise UserError(f"--train {args.train}: give a .csv, .tsv or .jsonl file with {args.text_column!r} and "
+                        f"{args.label_column!r} columns")
+    texts, labels = [], []
+    for record in source:
+        if record.error is not None:
+            raise UserError(record.error)
+        if record.fields.get(args.label_column) in (None, ""):
+            raise UserError(f"{source.where(record.line)}: no {args.label_column!r} value (--label-column)")
+        texts.append(record.text)
+        labels.append(record.fields[args.label_column])
+    fitted = few_shot.fit_head(args.model, texts, labels, args.output, features=args.features,
+                               normalize=args.normalize, C=args.C, batch_size=args.batch_size,
+                               overwrite=args.overwrite, revision=args.revision)
+    accuracy = float(fitted.estimator.score(fitted.features.astype("float64"), [fitted.labels.index(str(v)) for v in labels]))
+    print(json.dumps({"output": str(fitted.directory), "labels": fitted.labels, "examples": len(texts),
+                      "train_accuracy": round(accuracy, 4)}))
+    return 0
+
+
 def _serve(args) -> int:
     server = importlib.import_module("npformer.serving.server")  # the [server] extra, imported only here
     limits = server.Limits(args.max_batch_tokens, args.max_batch_size, args.max_wait_ms, args.max_concurrent_requests,
@@ -136,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(skip), or stops the run (abort); the exit status is 1 if any record failed")
         p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's default)")
         p.add_argument("--revision", help="Hub branch, tag or commit of --model (pins what is downloaded)")
+        p.add_argument("--adapter", help="a PEFT LoRA adapter directory merged into --model (or give the adapter "
+                                         "as --model when its config names the base)")
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
         p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
         p.add_argument("--max-length", type=_positive("--max-length"), default=None,
@@ -180,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--multi-label", action="store_true",
                            help="score each label alone by raw cosine similarity (-1..1), not a softmax")
     _serve_parser(sub)
+    _fit_head_parser(sub)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
     _verbosity(p)
     p.add_argument("model")
@@ -218,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "fit-head":
+            return _fit_head(args)
         if args.command == "quantize":
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
@@ -239,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qa" and args.context_file:
             inputs.append(Path(args.context_file))
         output.check(inputs)
-        pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision)
+        pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision,
+                        adapter=args.adapter)
         if args.command == "embed" and args.format == "npy":
             return run_npy(pipe, source, output, args.max_length)
         records, errors = run_task(args, pipe, fn, source, output)
@@ -255,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except (UserError, InputError, OutputError, ValueError, FileNotFoundError, ImportError) as e:
+    except (UserError, InputError, OutputError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         _error(f"{e}{_kept(output)}")
         return 2
     except OSError as e:  # writing the output: a full disk, a read-only file system...

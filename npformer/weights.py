@@ -205,6 +205,16 @@ class Weights:
         start -= start % mmap.PAGESIZE  # whole pages; a shared neighbour page just faults back in
         mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 
+    def replace(self, name: str, value: np.ndarray, source: Path) -> None:
+        """Serve ``value`` (float32) for tensor ``name`` from now on, in place of the stored one (or
+        as a new tensor, named without prefix); ``source`` is named in later errors. Adapters use it
+        to load merged weights (see :mod:`npformer.adapters`)."""
+        key = self.resolve(name) or name
+        self.tensors[key] = np.ascontiguousarray(value, dtype=np.float32)
+        self._stored[key] = (Path(source), "F32")
+        self._ranges.pop(key, None)
+        self.used.discard(key)
+
     def unused(self, namespaces: tuple[str, ...]) -> list[str]:
         """Keys under one of ``namespaces`` (after the prefix) that no module asked for."""
         out = []

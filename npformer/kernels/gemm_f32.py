@@ -103,7 +103,7 @@ def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off,
         _fma_1x32(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def sgemm_packed(x, w_packed, bias, out):
     """``x (rows, k) float32`` C-contiguous times weights packed by :func:`pack_rows`, plus ``bias
     (n_padded,) float32`` -> written to ``out (rows, n_padded) float32`` (C-contiguous), which is

@@ -36,7 +36,7 @@ def _round_clip(v):
     return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
 
@@ -54,7 +54,7 @@ def quantize_rows(x):
     return q, scales
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def int8_matmul(xq, x_scales, wq, w_scales, bias):
     """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :] + bias`` with int32 accumulation (portable kernel).
 
@@ -144,7 +144,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
     return sig, codegen
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def quantize_rows_u8(x, k_padded):
     """Per-row int8 quantization, stored shifted to uint8 (``q + 128``) in a buffer padded to
     ``(rows rounded up to 8, k_padded)`` with the value 128 (a zero). Returns ``(buffer, scales)``."""
@@ -166,7 +166,7 @@ def quantize_rows_u8(x, k_padded):
     return q, scales
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded):
     """VNNI int8 GEMM, dequantized, bias added: ``xu (rows_p, k_p) uint8`` (shifted activations,
     ``rows_p % 8 == 0``), ``w_packed`` from :meth:`QuantizedTensor.packed`, ``bias (n_p,) float32``

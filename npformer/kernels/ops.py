@@ -86,7 +86,7 @@ def _gelu_tanh(x):
     return F32(0.5) * x * (F32(1.0) + (e - F32(1.0)) / (e + F32(1.0)))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def bias_gelu_(x, bias, tanh_form):
     """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
 
@@ -104,7 +104,7 @@ def bias_gelu_(x, bias, tanh_form):
     return x
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def bias_relu_(x, bias):
     """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
     rows, n = x.shape
@@ -149,7 +149,7 @@ def _layer_norm_row(src, dst, gamma, beta, eps):
         dst[j] = (src[j] - mean32) * inv * gamma[j] + beta[j]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def layer_norm(x, gamma, beta, eps):
     """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
 
@@ -163,7 +163,7 @@ def layer_norm(x, gamma, beta, eps):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     """In place: ``x = LayerNorm(x + bias + residual)``; all ``(rows, n)`` / ``(n,)`` float32.
 
@@ -207,7 +207,7 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
         row[j] = F32(0.0)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def attention(q, k, v, mask, num_heads, probs):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + mask) V`` for every (sequence, head) pair, in parallel over the pairs.

@@ -10,15 +10,19 @@ import logging
 import time
 from pathlib import Path
 
+from npformer.adapters import WEIGHTS as ADAPTER_WEIGHTS
+from npformer.adapters import AdapterSet, read_adapter
 from npformer.config import Config
+from npformer.files import read_json
 from npformer.hub import resolve
 from npformer.kernels.llvm_ir import HAS_AVX512
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.models.encoder import Encoder
+from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClassifier
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
 from npformer.quantization import is_quantized
-from npformer.weights import Weights
+from npformer.weights import FLOAT_DTYPES, Weights
 
 log = logging.getLogger("npformer")
 ENCODERS = {"bert": BertModel, "distilbert": DistilBertModel}
@@ -61,17 +65,43 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     return encoder
 
 
+def open_adapters(weights: Weights, adapter: str | Path | None) -> AdapterSet:
+    """The model's :class:`AdapterSet`, reading base tensors from ``weights``; with ``adapter``, that
+    adapter is read and its merged tensors replace the base's in ``weights`` before the model is
+    built (so int8 quantizes the merged weights). Raises as :func:`read_adapter`, and ``ValueError``
+    when an adapted tensor of the base is stored quantized."""
+    def read_base(name: str):
+        if not weights.has(name):
+            return None
+        key, dtype, file = weights.stored(name)
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{file}: tensor {key!r} is stored as {dtype}; an adapter merges into a float checkpoint "
+                             f"(load the float one and pass dtype='int8')")
+        return weights.get(name)
+
+    adapters = AdapterSet(read_base)
+    if adapter is not None:
+        adapters.add("default", read_adapter(resolve(adapter)))
+        for name, value in adapters.values("default").items():
+            weights.replace(name, value, adapters.adapters["default"].directory / ADAPTER_WEIGHTS)
+        adapters.active = "default"
+    return adapters
+
+
 class AutoModel:
     """Loads the encoder a checkpoint's ``config.json`` names (``bert`` or ``distilbert``)."""
 
     @staticmethod
-    def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, dtype: str = "float32") -> Encoder:
+    def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, dtype: str = "float32",
+                        adapter: str | Path | None = None) -> Encoder:
         """Encoder from a local directory or a Hub id (config.json + *.safetensors).
 
         Args:
             path_or_id: checkpoint directory, or a Hub id fetched with ``huggingface_hub``.
             revision: Hub branch, tag or commit to pin.
-            dtype: ``"float32"`` or ``"int8"`` (quantize at load).
+            dtype: ``"float32"`` or ``"int8"`` (quantize at load; an adapter is merged in float32 first).
+            adapter: a PEFT LoRA adapter directory merged into the weights as ``"default"`` (see
+                :mod:`npformer.adapters`); more can be added with ``load_adapter`` / ``set_adapter``.
 
         Raises:
             FileNotFoundError: no such directory, no config.json / safetensors, Hub unreachable.
@@ -79,7 +109,10 @@ class AutoModel:
                 unknown dtype (one line naming the file and tensor or field).
         """
         _, config, weights = open_checkpoint(path_or_id, revision)
-        return build_encoder(config, weights, dtype)
+        adapters = open_adapters(weights, adapter)
+        encoder = build_encoder(config, weights, dtype)
+        encoder.adapter_set = adapters
+        return encoder
 
 
 class _AutoTaskModel:
@@ -87,19 +120,28 @@ class _AutoTaskModel:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
-                        dtype: str = "float32") -> TaskModel:
+                        dtype: str = "float32", adapter: str | Path | None = None) -> TaskModel:
         """Encoder and task head from a directory or Hub id (see :meth:`AutoModel.from_pretrained`).
 
         Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head,
         and as :meth:`AutoModel.from_pretrained` does.
         """
-        _, config, weights = open_checkpoint(path_or_id, revision)
+        directory, config, weights = open_checkpoint(path_or_id, revision)
+        if cls.head is SequenceClassifier and (directory / HEAD_FILE).is_file():  # a few-shot feature head
+            raw = read_json(directory / "config.json")
+            if isinstance(raw, dict) and CONFIG_KEY in raw:
+                if adapter is not None:
+                    raise ValueError(f"{directory} holds a few-shot head on a frozen encoder; it takes no adapter")
+                return FeatureHeadClassifier.load(directory, build_encoder(config, weights, dtype), raw)
+        adapters = open_adapters(weights, adapter)
         encoder = build_encoder(config, weights, dtype)
         try:
-            return cls.head(encoder, weights)
+            model = cls.head(encoder, weights)
         except KeyError as e:
             raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.head.task} head "
                              f"(architectures: {config.architectures})") from None
+        model.adapter_set = adapters
+        return model
 
 
 class AutoModelForSequenceClassification(_AutoTaskModel):

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from npformer.adapters import Adaptable
 from npformer.config import Config
 from npformer.kernels import ops
 from npformer.kernels.gemm_f32 import PackedMatrix
@@ -166,6 +167,7 @@ def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
 
 
 _THREADPOOLS = ThreadpoolController()
+_ONE_PASS = threading.Lock()
 _NUM_THREADS: list[int | None] = [None]  # set_num_threads; None: all the threads Numba started with
 
 
@@ -188,6 +190,10 @@ def get_num_threads() -> int:
 def one_parallel_runtime(blas_linears: bool):
     """Let one thread pool own the cores during a forward pass.
 
+    One pass at a time in the process: the kernels release the GIL (``nogil``), so other Python
+    threads (a server's tokenizers, its event loop) run meanwhile, but two passes from two threads
+    wait for each other rather than split the cores between two thread pools.
+
     OpenBLAS and Numba's OpenMP workers both busy-wait after a parallel call; with both pools
     alive on few cores each steals the other's cycles (measured here: DistilBERT b=1 float32
     200 ms -> 75 ms, int8 116 ms -> 27 ms). Normally every product runs in Numba (packed float32
@@ -195,16 +201,31 @@ def one_parallel_runtime(blas_linears: bool):
     runs. Where Linear layers go through BLAS (float32 without AVX-512), Numba's kernels run on the
     calling thread instead (``numba.set_num_threads`` is per thread).
     """
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1 if blas_linears else get_num_threads())
-    try:
-        with _THREADPOOLS.limit(limits=get_num_threads() if blas_linears else 1, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+    with _ONE_PASS:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1 if blas_linears else get_num_threads())
+        try:
+            with _THREADPOOLS.limit(limits=get_num_threads() if blas_linears else 1, user_api="blas"):
+                yield
+        finally:
+            numba.set_num_threads(previous)
 
 
-class Encoder:
+def converted(current, value: np.ndarray, name: str):
+    """``value`` (float32) stored as ``current`` is: quantized, packed or a plain array. Raises
+    ``ValueError`` when the shapes differ."""
+    value = np.ascontiguousarray(value, dtype=np.float32)
+    if tuple(value.shape) != tuple(current.shape):
+        raise ValueError(f"tensor {name!r}: the new value has shape {tuple(value.shape)}, the model's "
+                         f"{tuple(current.shape)}")
+    if isinstance(current, QuantizedTensor):
+        return QuantizedTensor.from_float(value)
+    if isinstance(current, PackedMatrix):
+        return PackedMatrix(value)
+    return value
+
+
+class Encoder(Adaptable):
     """Shared driver of BERT-like encoders: embeddings -> layers -> (pooler).
 
     An architecture subclass names its checkpoint keys: ``layer_names(i)`` (field of
@@ -298,6 +319,25 @@ class Encoder:
         if self.pooler is not None:
             self.pooler = (pack(self.pooler[0], f"{self.pooler_name}.weight"), self.pooler[1])
 
+    def replace_tensor(self, name: str, value: np.ndarray) -> None:
+        """Set checkpoint tensor ``name`` (without the architecture prefix, e.g.
+        ``encoder.layer.0.attention.self.query.weight``) to ``value``, stored as loading stored it.
+        Raises ``KeyError`` for a name the encoder does not have, ``ValueError`` for a wrong shape."""
+        for i, layer in enumerate(self.layers):
+            for f, key in self.layer_names(i).items():
+                if key == name:
+                    setattr(layer, f, converted(getattr(layer, f), value, name))
+                    return
+        if self.pooler is not None and name in (f"{self.pooler_name}.weight", f"{self.pooler_name}.bias"):
+            w, b = self.pooler
+            self.pooler = (converted(w, value, name), b) if name.endswith("weight") else (w, converted(b, value, name))
+            return
+        field = EMBEDDING_FIELDS.get(name)
+        if field is not None and getattr(self.embeddings, field, None) is not None:
+            setattr(self.embeddings, field, converted(getattr(self.embeddings, field), value, name))
+            return
+        raise KeyError(f"the model has no tensor {name!r}")
+
     def quantize_(self) -> "Encoder":
         """In place: every Linear weight of the layers, and the word embeddings, to int8 per output
         channel / per row (:class:`QuantizedTensor`); returns the encoder."""
@@ -336,6 +376,9 @@ class Encoder:
 
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+EMBEDDING_FIELDS = {WORD_EMBEDDINGS: "word", "embeddings.position_embeddings.weight": "position",
+                    "embeddings.token_type_embeddings.weight": "token_type", "embeddings.LayerNorm.weight": "ln_g",
+                    "embeddings.LayerNorm.bias": "ln_b"}
 
 
 @dataclass

@@ -23,7 +23,8 @@ from npformer.kernels import ops
 from npformer.kernels.gemm_f32 import PackedMatrix
 from npformer.kernels.llvm_ir import HAS_AVX512
 from npformer.kernels.ops import linear
-from npformer.models.encoder import Encoder, OutputAccess
+from npformer.adapters import Adaptable
+from npformer.models.encoder import Encoder, OutputAccess, converted
 from npformer.weights import Weights
 
 
@@ -60,7 +61,7 @@ class ModelOutput(OutputAccess):
         return self.logits[..., 1]
 
 
-class TaskModel:
+class TaskModel(Adaptable):
     """An encoder plus one task head. Call with ``(batch, seq_len)`` int arrays.
 
     ``config.id2label`` names the classes of classification heads. Load one with the matching
@@ -69,6 +70,7 @@ class TaskModel:
     """
 
     task: str = ""
+    head_tensors: dict[str, str] = {}  # the head's checkpoint names -> attributes (for adapters)
 
     def __init__(self, encoder: Encoder, weights: Weights):
         self.encoder = encoder
@@ -85,6 +87,18 @@ class TaskModel:
         pooler, else None) -> the task's logits, float32 (shapes in :class:`ModelOutput`)."""
         raise NotImplementedError
 
+    def replace_tensor(self, name: str, value: np.ndarray) -> None:
+        """Set checkpoint tensor ``name`` (head names as ``classifier.weight``; encoder names without
+        the architecture prefix) to ``value``, stored as loading stored it (see
+        :meth:`Encoder.replace_tensor`)."""
+        attribute = self.head_tensors.get(name)
+        if attribute is None:
+            self.encoder.replace_tensor(name, value)
+        elif getattr(self, attribute, None) is None:
+            raise KeyError(f"the model has no tensor {name!r}")
+        else:
+            setattr(self, attribute, converted(getattr(self, attribute), value, name))
+
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
         """Encoder then head; keyword arguments go to the head (e.g. ``positions`` for masked LM)."""
         out = self.encoder(input_ids, attention_mask, token_type_ids)
@@ -100,6 +114,8 @@ class SequenceClassifier(TaskModel):
     """``logits (batch, num_labels)``: BERT pooler -> classifier; DistilBERT pre_classifier -> ReLU -> classifier."""
 
     task = "sequence-classification"
+    head_tensors = {"classifier.weight": "w", "classifier.bias": "b", "pre_classifier.weight": "pre_w",
+                    "pre_classifier.bias": "pre_b"}
 
     def load_head(self, weights: Weights) -> None:
         h = self.config.hidden_size
@@ -123,6 +139,7 @@ class TokenClassifier(TaskModel):
     """``logits (batch, seq_len, num_labels)``: a linear layer on every token's hidden state."""
 
     task = "token-classification"
+    head_tensors = {"classifier.weight": "w", "classifier.bias": "b"}
 
     def load_head(self, weights: Weights) -> None:
         self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)  # (num_labels, hidden_size)
@@ -137,6 +154,7 @@ class QuestionAnswerer(TaskModel):
     """``logits (batch, seq_len, 2)``: start and end logits of the answer span (``qa_outputs``)."""
 
     task = "question-answering"
+    head_tensors = {"qa_outputs.weight": "w", "qa_outputs.bias": "b"}
 
     def load_head(self, weights: Weights) -> None:
         self.w, self.b = _dense(weights, "qa_outputs", 2, self.config.hidden_size)  # (2, hidden_size), (2,)
@@ -162,6 +180,8 @@ class MaskedLM(TaskModel):
                      "cls.predictions.decoder", "cls.predictions.bias")
         else:
             names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
+        self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
+                             f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
         self.transform_w, self.transform_b = _dense(weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
         self.ln_g = weights.get(f"{names[1]}.weight", (h,))  # (hidden_size,)
         self.ln_b = weights.get(f"{names[1]}.bias", (h,))  # (hidden_size,)

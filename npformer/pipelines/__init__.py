@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from npformer.adapters import adapter_base, is_adapter
 from npformer.hub import BUILTIN, cache_dir, resolve
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.models.encoder import Encoder
+from npformer.models.feature_head import FeatureHeadClassifier
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
 from npformer.tokenizer import Tokenizer
 from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEmbeddingPipeline,
@@ -52,7 +54,7 @@ def default_model(task: str) -> str | Path:
 
 
 def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE,
-             revision: str | None = None, device: str | int | None = "cpu") -> Pipeline:
+             revision: str | None = None, device: str | int | None = "cpu", adapter=None) -> Pipeline:
     """Build a pipeline, as ``transformers.pipeline`` (4.57) does.
 
     Tasks (aliases in parentheses), what a call takes and returns, and the default model:
@@ -86,6 +88,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
         batch_size: texts (or windows) per forward pass, sorted by length and padded per batch.
         revision: Hub branch, tag or commit.
         device: ``"cpu"`` (or ``-1``), as Transformers spells it; npformer runs on the CPU only.
+        adapter: a PEFT LoRA adapter directory merged into ``model`` (see :mod:`npformer.adapters`).
+            ``model`` may itself be an adapter directory whose ``adapter_config.json`` names its base
+            (``base_model_name_or_path``).
 
     Raises:
         ValueError: unknown task, dtype or device, a checkpoint without the task's head, a loaded
@@ -100,14 +105,24 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
     pipeline_cls, loader, _ = TASKS[key]
     if model is not None and not isinstance(model, (str, Path)):  # a loaded model
         expected = getattr(loader, "head", Encoder)
+        if key == "text-classification":
+            expected = (expected, FeatureHeadClassifier)
         if not isinstance(model, expected):
-            raise ValueError(f"task {task!r} needs a {expected.__name__} model, got {type(model).__name__}")
+            names = " or ".join(e.__name__ for e in (expected if isinstance(expected, tuple) else (expected,)))
+            raise ValueError(f"task {task!r} needs a {names} model, got {type(model).__name__}")
         if tokenizer is None:
             raise ValueError("a loaded model needs tokenizer= (a Tokenizer or the checkpoint directory)")
+        if adapter is not None:
+            raise ValueError("adapter= applies when loading; on a loaded model use model.load_adapter(name, directory, "
+                             "activate=True)")
         net, directory = model, resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
     else:
         directory = resolve(model if model is not None else default_model(key), revision)
-        net = loader.from_pretrained(directory, dtype=dtype)
+        if is_adapter(directory) and not (directory / "config.json").is_file():  # an adapter naming its base
+            if adapter is not None:
+                raise ValueError(f"{directory} is an adapter; pass the base checkpoint as model= with adapter=")
+            adapter, directory = directory, resolve(adapter_base(directory), revision)
+        net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter)
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
     return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)

