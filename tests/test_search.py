@@ -260,7 +260,7 @@ def test_pipeline_from_loaded_model_and_tokenizer(tmp_path):
     assert npformer.pipeline("sentiment", model=model, tokenizer=tok)(["a fine film", "awful"]) == expected
     with pytest.raises(ValueError, match="needs tokenizer="):
         npformer.pipeline("sentiment", model=model)
-    with pytest.raises(ValueError, match="needs a SequenceClassifier model"):
+    with pytest.raises(ValueError, match="needs a SequenceClassifier or FeatureHeadClassifier model"):
         npformer.pipeline("sentiment", model=npformer.AutoModel.from_pretrained(d), tokenizer=tok)
     short = npformer.pipeline("sentiment", d)(["a fine film " * 20], max_length=8)
     assert short == npformer.pipeline("sentiment", d)(["a fine film a fine film"])  # 6 tokens + [CLS] [SEP]

@@ -313,7 +313,13 @@ def test_errors(server, path, body, status, needle):
 
 def test_over_long_text_is_cut_on_request(server, pipes):
     text = "long " * 600
-    close_scores(server.ok("/predict", {"inputs": text, "truncate": True}), pipes["sentiment"](text, top_k=None))
+    cut = server.ok("/predict", {"inputs": text, "truncate": True})
+    close_scores(cut, server.ok("/predict", {"inputs": "long " * 510}))  # [CLS] + 510 tokens + [SEP]
+    # Across processes this input is looser than 1e-6: 512 identical tokens sit on int8 rounding
+    # ties, and one CI run's test process (whose history of compiled kernels differs) answered
+    # 0.9109 where the server and a fresh process answer 0.9121 (noted in the closing note)
+    np.testing.assert_allclose([d["score"] for d in cut], [d["score"] for d in pipes["sentiment"](text, top_k=None)],
+                               atol=5e-3)
 
 
 def test_payload_limit(server):
