@@ -142,6 +142,42 @@ def _fit_head(args) -> int:
     return 0
 
 
+def _batch_parser(sub) -> None:
+    p = sub.add_parser("batch", help="a corpus through a pipeline on Dask, one Parquet part per partition, resumable "
+                                     "(needs pip install \"npformer[distributed]\")")
+    p.add_argument("task", choices=["sentiment", "text-classification", "ner", "embed", "qa"])
+    p.add_argument("--input", "-i", nargs="+", required=True, help="files or glob patterns: .parquet .csv .tsv .jsonl")
+    p.add_argument("--output", "-o", required=True, help="directory of part files (resumed if it holds this run)")
+    p.add_argument("--column", default="text", help="the text column (the question for qa)")
+    p.add_argument("--context-column", default="context", help="qa: the context column")
+    p.add_argument("--id-column", help="a column identifying each row (default: FILE:ROW)")
+    p.add_argument("--keep-columns", default="", help="comma-separated input columns copied as input_<name>")
+    p.add_argument("--delimiter", help="field separator of a CSV file")
+    p.add_argument("--model", "-m")
+    p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
+    p.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
+    p.add_argument("--workers", type=_positive("--workers"), default=2, help="local cluster: worker processes")
+    p.add_argument("--threads-per-worker", type=_positive("--threads-per-worker"), default=1)
+    p.add_argument("--partition-rows", type=_positive("--partition-rows"), default=10_000)
+    _verbosity(p)
+
+
+def _batch(args) -> int:
+    distributed = importlib.import_module("npformer.distributed")  # the [distributed] extra, imported only here
+    if not args.verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # its lifecycle chatter only with -v
+    keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
+    summary = distributed.run(args.task, args.input, args.output, column=args.column, model=args.model,
+                              dtype=args.dtype, batch_size=args.batch_size, scheduler=args.scheduler,
+                              workers=args.workers, threads_per_worker=args.threads_per_worker,
+                              partition_rows=args.partition_rows, id_column=args.id_column, keep_columns=keep,
+                              delimiter=args.delimiter, context_column=args.context_column,
+                              progress=not args.quiet and sys.stderr.isatty())
+    print(json.dumps(vars(summary) | {"output": args.output}))
+    return 1 if summary.errors else 0
+
+
 def _serve(args) -> int:
     server = importlib.import_module("npformer.serving.server")  # the [server] extra, imported only here
     limits = server.Limits(args.max_batch_tokens, args.max_batch_size, args.max_wait_ms, args.max_concurrent_requests,
@@ -226,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="score each label alone by raw cosine similarity (-1..1), not a softmax")
     _serve_parser(sub)
     _fit_head_parser(sub)
+    _batch_parser(sub)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
     _verbosity(p)
     p.add_argument("model")
@@ -266,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "fit-head":
             return _fit_head(args)
+        if args.command == "batch":
+            return _batch(args)
         if args.command == "quantize":
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))

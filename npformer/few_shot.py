@@ -76,7 +76,8 @@ def fit_head(model: str | Path, texts: Sequence[str], labels: Sequence, output: 
 
     Args:
         model: encoder checkpoint directory or Hub id (a sentence-transformers model for ``pooled``).
-        texts, labels: the labelled examples (labels str or int; classes sorted by their str).
+        texts: the examples' texts.
+        labels: one label per text (str or int; the classes are sorted by their str).
         output: new checkpoint directory (must not exist, unless ``overwrite``).
         features: ``"pooled"``, ``"cls"``, ``"mean"`` or ``"layers:LIST"`` (see :class:`FeatureRecipe`).
         normalize: L2-normalize the features.

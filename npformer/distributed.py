@@ -1,0 +1,330 @@
+"""``npformer batch``: a corpus through a pipeline on Dask (``dask.distributed``), every row once.
+
+The client plans partitions of at most ``partition_rows`` rows per input file (Parquet row counts
+from metadata; CSV / TSV / JSONL counted by streaming, never loaded whole), and submits one task
+per partition not yet done. Each worker loads the model once (:class:`ModelPlugin`, a
+``WorkerPlugin``, also on workers that join later) and writes its partition as
+``part-FFFFF-PPPPP.parquet`` under a temporary name, renamed into place when complete, so a part
+file exists only whole. A run started again with the same arguments skips the parts on disk; a
+task lost with its worker is run again by Dask and rewrites the same part, so no row is doubled.
+At the end ``_SUCCESS`` lists every part with its row and error counts.
+
+Each output row carries ``id`` (``FILE:ROW``, or the ``id_column`` value), ``source``, ``row``
+(0-based within its file), the kept input columns, the task's outputs (``label``/``score``;
+``entities``; ``embedding`` as a fixed-size list of float32; ``answer``/``score``/``start``/``end``)
+and ``error`` (null, or why the row could not be processed: such rows are kept, never dropped).
+Needs the ``distributed`` extra: ``pip install "npformer[distributed]"``.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from npformer.extras import require_extra
+
+require_extra("distributed", "dask", "distributed", "pyarrow")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker  # noqa: E402
+
+from npformer.models.encoder import set_num_threads  # noqa: E402
+from npformer.pipelines import pipeline  # noqa: E402
+from npformer.records import Source  # noqa: E402
+
+TASKS = {"sentiment": "text-classification", "text-classification": "text-classification", "ner": "token-classification",
+         "embed": "sentence-embeddings", "qa": "question-answering"}
+PLUGIN = "npformer-model"
+RUN_FILE, SUCCESS = "_RUN.json", "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every partition is processed with (compared with ``_RUN.json`` when resuming)."""
+
+    task: str
+    output: str
+    column: str = "text"
+    context_column: str = "context"
+    id_column: str | None = None
+    keep_columns: tuple[str, ...] = ()
+    delimiter: str | None = None
+    model: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Rows ``[start, start + rows)`` of input file ``path`` (the ``file_index``-th input)."""
+
+    path: str
+    file_index: int
+    index: int
+    start: int
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.file_index:05d}-{self.index:05d}.parquet"
+
+
+@dataclass
+class Summary:
+    """A finished run: rows and error rows written, parts (new and already done), seconds, and
+    rows per second of each worker (its rows over its busy time)."""
+
+    rows: int = 0
+    errors: int = 0
+    parts: int = 0
+    skipped_parts: int = 0
+    seconds: float = 0.0
+    rows_per_second_by_worker: dict = field(default_factory=dict)
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the job's pipeline once per worker (``setup``), with ``threads`` per forward pass."""
+
+    name = PLUGIN
+
+    def __init__(self, job: Job, threads: int):
+        self.job, self.threads = job, threads
+        self.pipe = None
+
+    def setup(self, worker) -> None:
+        set_num_threads(self.threads)
+        self.pipe = pipeline(TASKS[self.job.task], self.job.model, dtype=self.job.dtype, batch_size=self.job.batch_size)
+
+
+def input_files(inputs: list[str] | str) -> list[Path]:
+    """Files named by ``inputs`` (paths or glob patterns), sorted within each pattern. Raises
+    ``FileNotFoundError`` for a pattern that matches nothing and ``ValueError`` for an unknown format."""
+    files = []
+    for item in [inputs] if isinstance(inputs, str) else inputs:
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches or not all(Path(m).is_file() for m in matches):
+            raise FileNotFoundError(f"no input file matches {item!r}")
+        files += [Path(m) for m in matches]
+    for f in files:
+        if f.suffix.lower() not in (".parquet", ".csv", ".tsv", ".jsonl"):
+            raise ValueError(f"{f}: npformer batch reads .parquet, .csv, .tsv or .jsonl files")
+    return files
+
+
+def count_rows(path: Path, job: Job) -> int:
+    """Rows of one input file: Parquet metadata, or a streaming count of the records."""
+    if path.suffix.lower() == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(1 for _ in Source(str(path), [], job.column, job.delimiter, ()))
+
+
+def plan(files: list[Path], job: Job, partition_rows: int) -> list[Partition]:
+    parts = []
+    for i, path in enumerate(files):
+        n = count_rows(path, job)
+        parts += [Partition(str(path), i, k, start, min(partition_rows, n - start))
+                  for k, start in enumerate(range(0, n, partition_rows))]
+    return parts
+
+
+def read_rows(part: Partition, job: Job) -> list[tuple[dict, str | None]]:
+    """``(fields, error)`` for each row of the partition."""
+    path = Path(part.path)
+    if path.suffix.lower() == ".parquet":
+        table = _parquet_slice(path, part.start, part.rows)
+        out = []
+        for fields in table.to_pylist():
+            text = fields.get(job.column)
+            error = None if job.column in fields else f"no {job.column!r} column"
+            if error is None and (not isinstance(text, str) or not text.strip()):
+                error = f"{job.column!r} is empty or not text ({type(text).__name__})"
+            out.append((fields, error))
+        return out
+    extra = (job.context_column,) if job.task == "qa" else ()
+    source = Source(part.path, [], job.column, job.delimiter, extra)
+    return [(r.fields, r.error) for r in itertools.islice(source, part.start, part.start + part.rows)]
+
+
+def _parquet_slice(path: Path, start: int, rows: int) -> pa.Table:
+    """Rows ``[start, start + rows)`` of a Parquet file, reading only the row groups that hold them."""
+    f = pq.ParquetFile(path)
+    tables, first = [], 0
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if first + n > start and first < start + rows:
+            tables.append(f.read_row_group(g))
+        elif first >= start + rows:
+            break
+        if not tables:
+            first += n
+    table = pa.concat_tables(tables) if tables else f.schema_arrow.empty_table()
+    return table.slice(start - first, rows)
+
+
+def task_columns(pipe, task: str, rows: list[dict], job: Job) -> dict[str, list]:
+    """The task's output columns for ``rows`` (all valid), in order."""
+    texts = [r[job.column] for r in rows]
+    if task == "embed":
+        return {"embedding": list(pipe.encode(texts))}
+    if task == "ner":
+        return {"entities": [[{k: (float(v) if k == "score" else v) for k, v in e.items()} for e in ents]
+                             for ents in pipe(texts, aggregation_strategy="simple")]}
+    if task == "qa":
+        out = pipe(question=texts, context=[r[job.context_column] for r in rows])
+        out = [out] if isinstance(out, dict) else out
+        return {k: [o[k] for o in out] for k in ("answer", "score", "start", "end")}
+    out = pipe(texts)
+    return {"label": [o["label"] for o in out], "score": [float(o["score"]) for o in out]}
+
+
+def process_partition(part: Partition, job: Job) -> dict:
+    """Run one partition on this worker and write its part file (atomically). Returns counts."""
+    started = time.perf_counter()
+    target = Path(job.output) / part.name
+    worker = get_worker()
+    pipe = worker.plugins[PLUGIN].pipe
+    rows = read_rows(part, job)
+    good = [i for i, (_, error) in enumerate(rows) if error is None]
+    outputs = task_columns(pipe, job.task, [rows[i][0] for i in good], job) if good else {}
+    table = build_table(part, job, rows, good, outputs, pipe)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, temp)
+    os.replace(temp, target)
+    return {"part": part.name, "rows": len(rows), "errors": len(rows) - len(good),
+            "seconds": time.perf_counter() - started, "worker": worker.address}
+
+
+def build_table(part: Partition, job: Job, rows, good: list[int], outputs: dict, pipe) -> pa.Table:
+    name = Path(part.path).name
+    columns = {"id": [str(f.get(job.id_column)) if job.id_column else f"{name}:{part.start + i}"
+                      for i, (f, _) in enumerate(rows)],
+               "source": [name] * len(rows), "row": [part.start + i for i in range(len(rows))]}
+    for c in job.keep_columns:
+        columns[f"input_{c}"] = [None if f.get(c) is None else str(f.get(c)) for f, _ in rows]
+    for key, values in outputs.items():
+        full = [None] * len(rows)
+        for i, v in zip(good, values):
+            full[i] = v
+        columns[key] = full
+    columns["error"] = [error for _, error in rows]
+    schema = output_schema(job, pipe)
+    return pa.table({k: pa.array(columns.get(k, [None] * len(rows)), type=schema.field(k).type) for k in schema.names},
+                    schema=schema)
+
+
+def output_schema(job: Job, pipe) -> pa.Schema:
+    fields = [("id", pa.string()), ("source", pa.string()), ("row", pa.int64())]
+    fields += [(f"input_{c}", pa.string()) for c in job.keep_columns]
+    if job.task == "embed":
+        fields.append(("embedding", pa.list_(pa.float32(), pipe.config.hidden_size * len(pipe.pooling.modes))))
+    elif job.task == "ner":
+        fields.append(("entities", pa.list_(pa.struct([("entity_group", pa.string()), ("score", pa.float64()),
+                                                        ("word", pa.string()), ("start", pa.int64()),
+                                                        ("end", pa.int64())]))))
+    elif job.task == "qa":
+        fields += [("answer", pa.string()), ("score", pa.float64()), ("start", pa.int64()), ("end", pa.int64())]
+    else:
+        fields += [("label", pa.string()), ("score", pa.float64())]
+    return pa.schema(fields + [("error", pa.string())])
+
+
+def check_run(output: Path, job: Job) -> None:
+    """Write ``_RUN.json`` for a new output directory; refuse one holding another job's parts."""
+    record = output / RUN_FILE
+    mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(job).items()}
+    if record.exists():
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        changed = sorted(k for k in mine if previous.get(k) != mine[k])
+        if changed:
+            raise ValueError(f"{output} holds parts of a run with other arguments ({', '.join(changed)}); "
+                             f"resume with the same arguments or choose a new --output")
+        return
+    if any(output.glob("part-*.parquet")):
+        raise ValueError(f"{output} holds part files but no {RUN_FILE}; choose a new --output")
+    record.write_text(json.dumps(mine, indent=2), encoding="utf-8")
+
+
+def run(task: str, inputs, output: str | Path, *, column: str = "text", model: str | None = None,
+        dtype: str = "float32", batch_size: int = 32, scheduler: str | None = None, workers: int = 2,
+        threads_per_worker: int = 1, partition_rows: int = 10_000, id_column: str | None = None,
+        keep_columns: tuple[str, ...] = (), delimiter: str | None = None, context_column: str = "context",
+        progress: bool = True) -> Summary:
+    """Run ``task`` (``sentiment``, ``ner``, ``embed``, ``qa``) over ``inputs`` on Dask; parts in ``output``.
+
+    ``scheduler`` is a running scheduler's address (``tcp://HOST:8786``); without it a
+    ``LocalCluster`` of ``workers`` processes with ``threads_per_worker`` each is started. The model
+    (a path every worker can read, or a Hub id) loads once per worker. Returns a :class:`Summary`.
+
+    Raises ``ImportError`` without the ``distributed`` extra, ``FileNotFoundError`` /
+    ``ValueError`` for bad inputs or arguments, and ``ValueError`` when ``output`` holds another
+    run's parts.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
+                        ("partition_rows", partition_rows), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    started = time.perf_counter()
+    output = Path(output)
+    job = Job(task, str(output.resolve()), column, context_column, id_column, tuple(keep_columns), delimiter,
+              model, dtype, batch_size)
+    partitions = plan(input_files(inputs), job, partition_rows)
+    output.mkdir(parents=True, exist_ok=True)
+    check_run(output, job)
+    todo = [p for p in partitions if not (output / p.name).exists()]
+    summary = Summary(skipped_parts=len(partitions) - len(todo))
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                                  processes=True, dashboard_address=None)
+    client = Client(scheduler or cluster)
+    busy: dict[str, list[float]] = {}
+    try:
+        client.register_plugin(ModelPlugin(job, threads_per_worker), name=PLUGIN)
+        futures = client.map(process_partition, todo, job=job, pure=False, retries=3)
+        bar = _bar(sum(p.rows for p in todo), progress)
+        for future in as_completed(futures):
+            result = future.result()
+            summary.parts += 1
+            summary.rows += result["rows"]
+            summary.errors += result["errors"]
+            rows, seconds = busy.setdefault(result["worker"], [0, 0.0])
+            busy[result["worker"]] = [rows + result["rows"], seconds + result["seconds"]]
+            if bar is not None:
+                bar.update(result["rows"])
+        if bar is not None:
+            bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    write_success(output, partitions)
+    summary.seconds = time.perf_counter() - started
+    summary.rows_per_second_by_worker = {w: r / s if s else 0.0 for w, (r, s) in busy.items()}
+    return summary
+
+
+def _bar(total: int, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", desc="npformer batch")
+
+
+def write_success(output: Path, partitions: list[Partition]) -> None:
+    """``_SUCCESS``: every part with its row and error counts (read from the part files)."""
+    parts = []
+    for p in partitions:
+        f = pq.ParquetFile(output / p.name)
+        errors = f.read(columns=["error"]).column("error").null_count
+        parts.append({"part": p.name, "source": p.path, "start": p.start, "rows": f.metadata.num_rows,
+                      "errors": f.metadata.num_rows - errors})
+    (output / SUCCESS).write_text(json.dumps({"parts": parts, "rows": sum(p["rows"] for p in parts),
+                                              "errors": sum(p["errors"] for p in parts)}, indent=2), encoding="utf-8")

@@ -1,0 +1,123 @@
+"""``npformer batch`` on a real Dask ``LocalCluster``: every row exactly once, equal to the
+in-process pipeline, through a killed worker and an interrupted client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npformer
+from conftest import DATA, read_sst2
+
+pytest.importorskip("distributed")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from npformer import distributed  # noqa: E402
+
+
+def write_tsv(path: Path, texts: list[str], labels: list) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in zip(texts, labels)), encoding="utf-8")
+    return path
+
+
+def read_output(directory: Path):
+    table = pq.read_table(directory, columns=["id", "source", "row", "label", "score", "error"])
+    return table.to_pylist()
+
+
+def test_sst2_train_every_row_once_equal_to_the_pipeline(tmp_path):
+    train = DATA / "sst2" / "train.tsv"
+    texts, _ = read_sst2("train")
+    summary = distributed.run("sentiment", [str(train)], tmp_path / "out", column="sentence", workers=2,
+                              threads_per_worker=1, partition_rows=8_000, keep_columns=("label",), progress=False)
+    assert summary.rows == len(texts) == 67_349 and summary.errors == 0 and len(summary.rows_per_second_by_worker) == 2
+    rows = read_output(tmp_path / "out")
+    assert len(rows) == len(texts) and sorted(r["row"] for r in rows) == list(range(len(texts)))
+    assert len({r["id"] for r in rows}) == len(texts)
+    manifest = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    assert manifest["rows"] == len(texts) and len(manifest["parts"]) == 9
+    by_row = {r["row"]: r for r in rows}
+    sample = sorted(np.random.default_rng(0).choice(len(texts), 3_000, replace=False))
+    reference = npformer.pipeline("sentiment", batch_size=32)([texts[i] for i in sample])
+    assert [by_row[i]["label"] for i in sample] == [r["label"] for r in reference]
+    np.testing.assert_allclose([by_row[i]["score"] for i in sample], [r["score"] for r in reference], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    texts, labels = read_sst2("train")
+    write_tsv(root / "a.tsv", texts[:4000], labels[:4000])
+    bad = ["fine", "", "good again", "   "]
+    write_tsv(root / "b.tsv", bad, [1, 0, 1, 0])
+    return root, texts[:4000] + bad
+
+
+def test_bad_rows_are_kept_with_their_id(corpus, tmp_path):
+    root, _ = corpus
+    summary = distributed.run("sentiment", [str(root / "b.tsv")], tmp_path / "out", column="sentence",
+                              workers=1, partition_rows=3, progress=False)
+    rows = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
+    assert summary.errors == 2 and [r["id"] for r in rows] == [f"b.tsv:{i}" for i in range(4)]
+    assert rows[1]["label"] is None and "is empty" in rows[1]["error"] and rows[0]["error"] is None
+    assert "line 5" in rows[3]["error"]
+
+
+def test_a_killed_worker_loses_no_row_and_doubles_none(corpus, tmp_path):
+    from distributed import Client, LocalCluster
+
+    root, texts = corpus
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        result = {}
+        runner = threading.Thread(target=lambda: result.update(summary=distributed.run(
+            "sentiment", [str(root / "*.tsv")], tmp_path / "out", column="sentence", scheduler=cluster.scheduler_address,
+            threads_per_worker=1, partition_rows=250, progress=False)))
+        runner.start()
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "out").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(pids[0], signal.SIGKILL)
+        runner.join(300)
+    assert "summary" in result, "the run did not finish after a worker was killed"
+    rows = read_output(tmp_path / "out")
+    assert len(rows) == len(texts) and len({r["id"] for r in rows}) == len(texts)
+    assert sum(r["error"] is not None for r in rows) == 2
+
+
+def test_an_interrupted_client_resumes_without_rewriting_done_parts(corpus, tmp_path):
+    root, texts = corpus
+    args = [sys.executable, "-m", "npformer.cli", "batch", "sentiment", "--input", str(root / "a.tsv"), "--column",
+            "sentence", "--output", str(tmp_path / "out"), "--partition-rows", "250", "--workers", "2", "-q"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "out").glob("part-*.parquet"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(120)
+    done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet")}
+    assert 4 <= len(done) < 16, f"interrupt came too late or too early: {len(done)} parts"
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["skipped_parts"] == len(done) and summary["rows"] == 4000 - 250 * len(done)
+    assert all((tmp_path / "out" / name).stat().st_mtime_ns == mtime for name, mtime in done.items())
+    resumed = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
+    whole = distributed.run("sentiment", [str(root / "a.tsv")], tmp_path / "whole", column="sentence",
+                            partition_rows=250, progress=False)
+    assert whole.rows == 4000
+    assert resumed == sorted(read_output(tmp_path / "whole"), key=lambda r: r["row"])
+    changed = subprocess.run(args[:-1] + ["--dtype", "int8", "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2 and "other arguments (dtype)" in changed.stderr
