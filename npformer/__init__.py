@@ -15,9 +15,10 @@ from npformer.pipelines import pipeline
 from npformer.quantization import QuantizedTensor
 from npformer.search import quantize_embeddings, semantic_search, similarity
 from npformer.tokenizer import Tokenizer
+from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
-__all__ = ["AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
+__all__ = ["trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
            "AutoModelForTokenClassification", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
            "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "quantize_embeddings", "save_quantized",
            "semantic_search", "similarity", "get_num_threads", "set_num_threads",

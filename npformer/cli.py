@@ -36,7 +36,8 @@ from npformer.convert import save_quantized
 from npformer.models.auto import build_encoder, open_checkpoint
 from npformer.models.encoder import set_num_threads
 from npformer.output import JsonLines, OutputError
-from npformer.pipelines import pipeline
+from npformer.explain import explain_data, write_page
+from npformer.pipelines import ALIASES, pipeline
 from npformer.provenance import describe
 from npformer.records import InputError, Source
 from npformer.version import __version__
@@ -178,6 +179,30 @@ def _batch(args) -> int:
     return 1 if summary.errors else 0
 
 
+def _explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="one self-contained HTML page: tokens, prediction, attention heads, hidden-state "
+                                       "norms")
+    p.add_argument("task", choices=["sentiment", "text-classification", "ner", "qa", "fill-mask"])
+    p.add_argument("text", help="the text (the question, for qa)")
+    p.add_argument("--context", help="qa: the context")
+    p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's)")
+    p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+    p.add_argument("--top-k", type=_positive("--top-k"), default=3, help="answers or candidates shown")
+    p.add_argument("--output", "-o", help="the page (default: explain-TASK.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    _verbosity(p)
+
+
+def _explain(args) -> int:
+    task = ALIASES.get(args.task, args.task)
+    pipe = pipeline(task, args.model, dtype=args.dtype)
+    data = explain_data(pipe, args.text, context=args.context, top_k=args.top_k,
+                        model_name=str(args.model or "default"))
+    path = write_page(args.output or f"explain-{args.task}.html", data, overwrite=args.overwrite)
+    print(json.dumps({"output": str(path), "task": task, "tokens": len(data["tokens"])}))
+    return 0
+
+
 def _serve(args) -> int:
     server = importlib.import_module("npformer.serving.server")  # the [server] extra, imported only here
     limits = server.Limits(args.max_batch_tokens, args.max_batch_size, args.max_wait_ms, args.max_concurrent_requests,
@@ -263,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _fit_head_parser(sub)
     _batch_parser(sub)
+    _explain_parser(sub)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
     _verbosity(p)
     p.add_argument("model")
@@ -305,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fit_head(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "explain":
+            return _explain(args)
         if args.command == "quantize":
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import numba
 import numpy as np
@@ -28,6 +29,7 @@ from npformer.kernels import ops
 from npformer.kernels.gemm_f32 import PackedMatrix
 from npformer.kernels.llvm_ir import MR, NR, round_up
 from npformer.kernels.ops import linear
+from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
 from npformer.quantization import QuantizedTensor, read_matrix
 from npformer.weights import Weights
 
@@ -112,22 +114,58 @@ class LayerWeights:
 
 
 def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config,
-                      output_attentions: bool = False, scratch: np.ndarray | None = None):
+                      output_attentions: bool = False, scratch: np.ndarray | None = None,
+                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
     probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
-    ``scratch`` is a reusable float32 buffer for the feed-forward activations (see ``linear``)."""
+    ``scratch`` is a reusable float32 buffer for the feed-forward activations (see ``linear``).
+    ``record(name, array)``, when given, receives each intermediate under the Transformers module
+    name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
     batch, seq, hidden = x.shape
     x = x.reshape(batch * seq, hidden)
-    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions else (0, 0, 0, 0),
+    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
                      np.float32)
     q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    if record:
+        for name, value in (("query", q), ("key", k), ("value", v)):
+            record(names[name], value.reshape(batch, seq, hidden).copy())
     context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
-    x = ops.bias_residual_layer_norm_(linear(context, w.o_w), w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
+    if record:
+        record(names["probs"], probs)
+        record(names["attention"], context.reshape(batch, seq, hidden).copy())
+    attended = linear(context, w.o_w)
+    if record:
+        record(names["attention_dense"], (attended + w.o_b).reshape(batch, seq, hidden))
+    x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
+    if record:
+        record(names["ln1"], x.reshape(batch, seq, hidden).copy())
     inner = linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
     ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
-    x = ops.bias_residual_layer_norm_(linear(inner, w.ff2_w), w.ff2_b, x, w.ln2_g, w.ln2_b,
-                                          config.layer_norm_eps)
+    if record:
+        record(names["activation"], inner.reshape(batch, seq, -1).copy())
+    out = linear(inner, w.ff2_w)
+    if record:
+        record(names["output_dense"], (out + w.ff2_b).reshape(batch, seq, hidden))
+    x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
+    if record:
+        record(names["ln2"], x.reshape(batch, seq, hidden).copy())
     return x.reshape(batch, seq, hidden), probs if output_attentions else None
+
+
+def module_names(layer_keys: dict[str, str]) -> dict[str, str]:
+    """The Transformers module names of one layer's intermediates, from its checkpoint keys
+    (``layer_names(i)``): ``query``/``key``/``value``, the attention module (its context output) and
+    its ``probs`` / ``scores``, the attention output dense and LayerNorm, the feed-forward activation
+    (BERT's ``intermediate``, DistilBERT's ``ffn.activation``), output dense and LayerNorm."""
+    module = {f: key.rsplit(".", 1)[0] for f, key in layer_keys.items()}
+    attention = module["q_w"].rsplit(".", 1)[0]
+    ffn = module["ff1_w"].rsplit(".", 1)[0]
+    # BERT's attention.self returns the context; DistilBERT's attention module includes out_lin
+    context = attention if attention.endswith(".self") else attention + ".context"
+    return {"query": module["q_w"], "key": module["k_w"], "value": module["v_w"], "attention": context,
+            "scores": attention + ".scores", "probs": attention + ".probs", "attention_dense": module["o_w"],
+            "ln1": module["ln1_g"], "activation": ffn if ffn.endswith("intermediate") else ffn + ".activation",
+            "output_dense": module["ff2_w"], "ln2": module["ln2_g"]}
 
 
 def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
@@ -262,16 +300,21 @@ class Encoder(Adaptable):
         return self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
-        """Run the encoder; see :class:`EncoderOutput` for shapes. Raises ``ValueError`` on bad inputs."""
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 record: Callable[[str, np.ndarray], None] | None = None) -> EncoderOutput:
+        """Run the encoder; see :class:`EncoderOutput` for shapes. ``record(name, array)`` receives
+        every named intermediate (see :func:`npformer.tracing.trace`). Raises ``ValueError`` on bad inputs."""
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
         with one_parallel_runtime(self.blas_linears):
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
+            if record:
+                record("embeddings", x)
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
+                names = module_names(self.layer_names(i)) if record else None
                 x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions,
-                                             self.scratch(x.shape[0] * x.shape[1]))
+                                             self.scratch(x.shape[0] * x.shape[1]), record, names)
                 if output_hidden_states:
                     hidden_states.append(x)
                 if output_attentions:
@@ -279,6 +322,8 @@ class Encoder(Adaptable):
             pooled = None
             if self.pooler is not None:
                 pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
+                if record:
+                    record(self.pooler_name.rsplit(".", 1)[0], pooled)
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
                              attentions=tuple(attentions) if output_attentions else None)
@@ -373,40 +418,3 @@ class Encoder(Adaptable):
         arrays += [getattr(layer, f.name) for layer in self.layers for f in fields(layer)]
         arrays += list(self.pooler or ())
         return int(sum(getattr(a, "size", 0) for a in arrays))
-
-
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-EMBEDDING_FIELDS = {WORD_EMBEDDINGS: "word", "embeddings.position_embeddings.weight": "position",
-                    "embeddings.token_type_embeddings.weight": "token_type", "embeddings.LayerNorm.weight": "ln_g",
-                    "embeddings.LayerNorm.bias": "ln_b"}
-
-
-@dataclass
-class Embeddings:
-    """Token embeddings of BERT (word + position + token type) and DistilBERT (no token types),
-    then layer norm: ``E = LayerNorm(W_word[input_ids] + W_pos[0..S) (+ W_type[token_type_ids]))``."""
-
-    word: np.ndarray  # (vocab_size, hidden_size) float32, or an int8 QuantizedTensor
-    position: np.ndarray  # (max_position_embeddings, hidden_size)
-    token_type: np.ndarray | None  # (type_vocab_size, hidden_size); None for DistilBERT
-    ln_g: np.ndarray  # (hidden_size,) layer norm scale
-    ln_b: np.ndarray  # (hidden_size,) layer norm shift
-
-    @classmethod
-    def load(cls, weights: Weights, config: Config, token_types: bool) -> "Embeddings":
-        c, h = config, config.hidden_size
-        return cls(word=read_matrix(weights, WORD_EMBEDDINGS, (c.vocab_size, h)),
-                   position=weights.get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h)),
-                   token_type=weights.get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h))
-                   if token_types else None,
-                   ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
-                   ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
-
-    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float) -> np.ndarray:
-        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32."""
-        batch, seq = input_ids.shape
-        word = self.word[input_ids] if isinstance(self.word, np.ndarray) else self.word.rows(input_ids)
-        x = word + self.position[:seq]  # [B, S, H]
-        if self.token_type is not None:
-            x = x + self.token_type[token_type_ids]
-        return ops.layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)

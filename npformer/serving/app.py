@@ -25,9 +25,11 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from npformer.explain import TASKS as EXPLAIN_TASKS  # noqa: E402
+from npformer.explain import render_page  # noqa: E402
 from npformer.serving import routes  # noqa: E402
 from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
 from npformer.serving.protocol import ApiError, invalid  # noqa: E402
@@ -88,6 +90,8 @@ class Server:
             Route("/v1/embeddings", self._openai, methods=["POST"]),
             Route("/models/{name}", self._inference, methods=["POST"]),
             Route("/models", self._list, methods=["GET"]),
+            Route("/", self._page, methods=["GET"]),
+            Route("/explain/{name}", self._explain, methods=["POST"]),
             Route("/info", self._info, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -207,6 +211,16 @@ class Server:
             return json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as e:
             raise invalid(f"the request body is not valid JSON: {e}") from None
+
+    async def _page(self, request: Request):
+        """The explain page (:mod:`npformer.explain`) for the models it can show."""
+        models = [{"name": m.name, "task": m.task} for m in self.models.values() if m.task in EXPLAIN_TASKS]
+        return HTMLResponse(render_page(None, "npformer serve", models))
+
+    async def _explain(self, request: Request):
+        name = request.path_params["name"]
+        return await self.answer(request, "/explain", lambda body: (self.pick(request, EXPLAIN_TASKS, "/explain", name), body),
+                                 lambda model, body, timings: routes.explain_route(model, body, self.limits))
 
     async def _info(self, request: Request):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from npformer.explain import explain_data
 from npformer.pipelines import Pipeline
 from npformer.search import similarity
 from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, floats, get,
@@ -208,6 +209,14 @@ def _classification_inputs(inputs, limit: int):
         else:
             texts(item, where, 1)
     return inputs
+
+
+def explain_route(model: Served, body, limits: Limits) -> dict:
+    """``POST /explain/{name}``: ``{"inputs": text, "context": text (QA)}`` -> the explain page's data."""
+    check_fields(body, {"inputs", "context"})
+    text, _ = texts(get(body, "inputs", is_str), "inputs", 1)
+    context = get(body, "context", is_str, None)
+    return explain_data(model.pipe, text[0], context=context, model_name=model.name)
 
 
 def model_info(model: Served, limits: Limits, version: str) -> dict:

@@ -1,0 +1,94 @@
+"""``npformer explain``: one self-contained HTML page showing what a model did with one text.
+
+The page shows three things:
+
+* the WordPiece tokens, with their character offsets;
+* the prediction: label scores, entities highlighted in the text (score, per-token entropy), the
+  QA answer highlighted in its context (top-k spans), or the fill-mask candidates;
+* the attention: a layers x heads grid of small heatmaps, where a click opens that head's
+  token-to-token view (as bertviz's head view draws it), and the norm of every token's hidden
+  state after each layer.
+
+The page is one file, with inline CSS and JS and no network. :func:`explain_data` builds its data
+(JSON) from :func:`npformer.tracing.trace` and the pipeline's own output. The server
+(``npformer serve``) serves the same page at ``GET /``; there the page fetches the data from
+``POST /explain/{model}``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from npformer.tracing import trace
+
+PAGE = Path(__file__).with_name("explain.html")
+TASKS = ("text-classification", "token-classification", "question-answering", "fill-mask")
+
+
+def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3, model_name: str = "") -> dict:
+    """The page's data for ``text`` (the question, for QA, with ``context``): tokens, prediction,
+    attention ``[layer][head][query][key]`` (3 decimals) and hidden-state norms ``[layer][token]``.
+    Raises ``ValueError`` for a task the page does not show, an empty text, or QA without context."""
+    task = pipe.task
+    if task not in TASKS:
+        raise ValueError(f"explain shows {', '.join(TASKS)}; this pipeline is {task!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text is empty")
+    if task == "question-answering" and not (isinstance(context, str) and context.strip()):
+        raise ValueError("question answering needs a context")
+    pair = context if task == "question-answering" else None
+    enc = pipe.tokenizer.encode_batch([(text, pair)], truncation="only_second" if pair else "longest_first",
+                                      max_length=pipe.max_length, overflow=False)[0]
+    t = trace(pipe.model, text, pair, tokenizer=pipe.tokenizer, max_length=pipe.max_length)
+    if len(t.tokens) != len(enc.ids):
+        raise ValueError(f"the text and question do not fit one window of {pipe.max_length} tokens")
+    tokens = [{"token": tok, "start": a, "end": b, "special": s is None, "segment": s}
+              for tok, (a, b), s in zip(enc.tokens, enc.offsets, enc.sequence_ids)]
+    attentions = [np.round(a[0], 3).tolist() for a in t.attentions()]
+    norms = [np.round(np.linalg.norm(h[0], axis=-1), 3).tolist() for h in t.hidden_states()]
+    return {"task": task, "model": model_name, "text": text, "context": context, "tokens": tokens,
+            "prediction": _prediction(pipe, text, context, top_k), "layers": len(attentions),
+            "heads": len(attentions[0]) if attentions else 0, "attentions": attentions, "norms": norms}
+
+
+def _prediction(pipe, text: str, context: str | None, top_k: int) -> dict:
+    task = pipe.task
+    if task == "text-classification":
+        return {"scores": [{"label": d["label"], "score": float(d["score"])} for d in pipe(text, top_k=None)]}
+    if task == "token-classification":
+        entities = pipe(text, aggregation_strategy="simple")
+        per_token = pipe(text, aggregation_strategy="none", ignore_labels=[], return_probabilities=True)
+        return {"entities": [{"label": e["entity_group"], "score": float(e["score"]), "start": int(e["start"]),
+                              "end": int(e["end"]), "word": e["word"]} for e in entities],
+                "token_entropy": [{"start": int(e["start"]), "end": int(e["end"]), "label": e["entity"],
+                                   "entropy": float(e["entropy"])} for e in per_token]}
+    if task == "question-answering":
+        answers = pipe(question=text, context=context, top_k=top_k)
+        answers = [answers] if isinstance(answers, dict) else answers
+        return {"answers": [{"answer": a["answer"], "score": float(a["score"]), "start": int(a["start"]),
+                             "end": int(a["end"])} for a in answers]}
+    out = pipe(text, top_k=top_k)
+    out = out if out and isinstance(out[0], list) else [out]
+    return {"masks": [[{"token": c["token_str"], "score": float(c["score"])} for c in candidates]
+                      for candidates in out]}
+
+
+def render_page(data: dict | None, title: str = "npformer explain", models: list[dict] | None = None) -> str:
+    """The HTML page: with ``data``, a static page for one text; with ``models`` (the server's
+    served models, ``[{"name", "task"}]``) a form that asks ``POST /explain/{name}`` instead."""
+    template = PAGE.read_text(encoding="utf-8")
+    payload = json.dumps({"data": data, "models": models}).replace("</", "<\\/")  # no early </script>
+    return template.replace("__TITLE__", html.escape(title)).replace("__PAYLOAD__", payload)
+
+
+def write_page(path: str | Path, data: dict, overwrite: bool = False) -> Path:
+    """Write the static page to ``path`` (refusing to replace a file unless ``overwrite``)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another --output or pass --overwrite")
+    path.write_text(render_page(data, f"npformer explain: {data['task']}"), encoding="utf-8")
+    return path
