@@ -5,7 +5,8 @@
 For the built-in sentiment model in float32 (its int8 weights dequantized, as bench_server.py does)
 and int8: rows/s of ``npformer.pipeline`` in this process (2 threads), then of
 ``npformer.distributed.run`` on a ``LocalCluster`` of 1 worker x 1 thread, 1 worker x 2 threads and
-2 workers x 1 thread (partitions of 2,000 rows), both as a user sees it (wall time with the cluster's start and the
+2 workers x 1 thread (threads: each worker's threads per forward pass; Dask runs one partition at a
+time per worker; partitions of 2,000 rows), both as a user sees it (wall time with the cluster's start and the
 model loads) and over the span of the partitions' work (from the first one's start to the last one's
 end). Peak RSS per worker is read from ``/proc`` by a worker-side call at the end.
 """
@@ -63,7 +64,7 @@ def main() -> None:
         rows.append(f"| {dtype} | in-process pipeline, 2 threads | {plain:.0f} | 1.00x | {plain:.0f} | 1.00x | - |")
         for workers, threads in ((1, 1), (1, 2), (2, 1)):
             t0 = time.perf_counter()
-            with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                               dashboard_address=None) as cluster, Client(cluster) as client:
                 out = tmp / f"out-{dtype}-{workers}x{threads}"
                 summary = distributed.run("sentiment", [str(tmp / "train.tsv")], out, column="sentence", model=model,

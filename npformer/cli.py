@@ -159,7 +159,8 @@ def _batch_parser(sub) -> None:
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
     p.add_argument("--workers", type=_positive("--workers"), default=2, help="local cluster: worker processes")
-    p.add_argument("--threads-per-worker", type=_positive("--threads-per-worker"), default=1)
+    p.add_argument("--threads-per-worker", type=_positive("--threads-per-worker"), default=1,
+                   help="threads of each worker's forward passes (each worker runs one partition at a time)")
     p.add_argument("--partition-rows", type=_positive("--partition-rows"), default=10_000)
     _verbosity(p)
 
