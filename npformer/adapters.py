@@ -88,10 +88,13 @@ class Adapter:
     def merged(self, name: str, base: np.ndarray | None) -> np.ndarray:
         """The value of tensor ``name`` (canonical) with this adapter merged into ``base`` (the
         base checkpoint's float32 value, or None when the base lacks it)."""
-        if name in self.tensors:
-            return self.tensors[name]
         module, _, kind = name.rpartition(".")
-        m = self.modules[module]
+        m = self.modules.get(module)
+        if name in self.tensors:  # a trained bias or a saved module (plus lora_B's bias, with lora_bias)
+            value = self.tensors[name]
+            if kind == "bias" and m is not None and m.b_bias is not None:
+                value = (value + np.float32(m.scaling) * m.b_bias).astype(np.float32)
+            return value
         if base is None:
             raise ValueError(f"{self.directory / WEIGHTS}: the base checkpoint has no tensor {name!r} to adapt")
         if kind == "bias":

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
-from npformer.convert import save_quantized
+from npformer.convert import convert_bin, save_quantized
 from npformer.models.auto import build_encoder, open_checkpoint
 from npformer.models.encoder import set_num_threads
 from npformer.output import JsonLines, OutputError
@@ -290,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_head_parser(sub)
     _batch_parser(sub)
     _explain_parser(sub)
+    p = sub.add_parser("convert", help="convert a PyTorch .bin checkpoint to safetensors, without torch and without "
+                                       "running code from the file")
+    p.add_argument("src", help="a checkpoint directory with pytorch_model.bin (or its shards), or a .bin file")
+    p.add_argument("out_dir", help="the new checkpoint directory")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
+    _verbosity(p)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
     _verbosity(p)
     p.add_argument("model")
@@ -334,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             return _batch(args)
         if args.command == "explain":
             return _explain(args)
+        if args.command == "convert":
+            out = convert_bin(args.src, args.out_dir, overwrite=args.overwrite)
+            print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
+            return 0
         if args.command == "quantize":
             out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))

@@ -18,6 +18,7 @@ from npformer.kernels.gemm_int8 import pack_vnni, quantize_rows
 from npformer.models.auto import ENCODERS, open_checkpoint
 from npformer.provenance import quantized_card
 from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
+from npformer.torch_bin import read_torch_bin
 from npformer.version import __version__
 
 
@@ -102,3 +103,51 @@ def quantize(model, out_dir: str | Path | None = None):
         raise ValueError("to write a quantized checkpoint pass the source checkpoint path, not a loaded model")
     getattr(model, "encoder", model).quantize_()
     return model
+
+
+BESIDE_WEIGHTS = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+                  "modules.json", "sentence_bert_config.json", "README.md")
+
+
+def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Convert a PyTorch checkpoint (``pytorch_model.bin``, or the shards of a
+    ``pytorch_model.bin.index.json``) to safetensors in ``out_dir``, without torch and without
+    running code from the file (see :mod:`npformer.torch_bin`). Tensors are copied bit for bit
+    (bfloat16 widened to float32); config, tokenizer and sentence-transformers files come along;
+    the safetensors metadata names the source (``converted_from``) and the npformer version.
+
+    Raises ``FileNotFoundError`` when ``src`` has no .bin, :class:`~npformer.torch_bin.UnsafeCheckpointError`
+    for a pickle asking for code, ``ValueError`` for a corrupted file, ``FileExistsError`` when
+    ``out_dir`` exists (unless ``overwrite``) or is ``src``.
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    directory = src.parent if src.is_file() else src
+    index = directory / "pytorch_model.bin.index.json"
+    if src.is_file():
+        files = [src]
+    elif index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    else:
+        files = [directory / "pytorch_model.bin"]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no {missing[0].name} in {directory}")
+    if out_dir.resolve() == directory.resolve():
+        raise FileExistsError(f"{out_dir} is the source directory; write the conversion elsewhere")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or pass --overwrite")
+    tensors: dict[str, np.ndarray] = {}
+    for f in files:
+        tensors.update(read_torch_bin(f))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in BESIDE_WEIGHTS:
+        if (directory / name).is_file():
+            shutil.copyfile(directory / name, out_dir / name)
+    for sub in (p for p in directory.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+        shutil.copytree(sub, out_dir / sub.name, dirs_exist_ok=True)
+    metadata = {"format": "pt", "converted_from": ", ".join(f.name for f in files), "npformer_version": __version__}
+    temp = out_dir / ".model.safetensors.tmp"
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(temp), metadata=metadata)
+    os.replace(temp, out_dir / "model.safetensors")
+    return out_dir

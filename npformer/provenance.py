@@ -58,7 +58,8 @@ def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder
             "sentence_transformers": {"pooling": list(pooling.modes), "normalize": pooling.normalize,
                                       "max_seq_length": pooling.max_seq_length}
             if (directory / "modules.json").is_file() else None,
-            "model_card": card_metadata(directory)}
+            "model_card": card_metadata(directory),
+            "converted_from": weights.metadata.get("converted_from")}
 
 
 def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str, int]) -> str:

@@ -112,8 +112,8 @@ class Weights:
         if pickled:
             raise FileNotFoundError(
                 f"{directory} has {pickled[0]} but no model.safetensors. npformer never unpickles checkpoints "
-                f"(loading a pickle can run arbitrary code). Convert it once where torch is installed: "
-                f"`transformers.AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`")
+                f"when loading (a pickle can run arbitrary code). Convert it once, without torch and without "
+                f"running code from the file: `npformer convert {directory} {directory}-safetensors`")
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in {directory}")
 
     def _map(self, file: Path) -> dict[str, np.ndarray]:

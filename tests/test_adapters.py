@@ -221,3 +221,11 @@ def test_embedding_targets_and_pickles_are_refused(bases, tmp_path):
     with pytest.raises(ValueError, match="stored as I8; an adapter merges into a float checkpoint"):
         AutoModelForSequenceClassification.from_pretrained(npformer.hub.BUILTIN["builtin:sentiment"],
                                                            adapter=tmp_path / "plain")
+
+
+def test_trained_biases_with_lora_bias_match_peft(bases, tmp_path):
+    peft_model = make_adapter(bases / "bert_seq", tmp_path / "a", "SEQ_CLS", r=4, lora_alpha=8,
+                              target_modules=["query", "value"], bias="lora_only", lora_bias=True)
+    ids, mask, types = batch(peft_model.config.vocab_size)
+    model = AutoModelForSequenceClassification.from_pretrained(bases / "bert_seq", adapter=tmp_path / "a")
+    assert_close(model(ids, mask, types).logits, reference_logits(peft_model, ids, mask, types), TOL)

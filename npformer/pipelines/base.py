@@ -145,11 +145,11 @@ def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The checkpoint's tokenizer (``vocab.txt`` + ``tokenizer_config.json``)."""
+    """The checkpoint's tokenizer (``tokenizer.json`` or ``vocab.txt``, + ``tokenizer_config.json``)."""
     directory = resolve(directory)
-    if not (directory / "vocab.txt").is_file():
-        raise FileNotFoundError(f"no vocab.txt in {directory}: npformer needs the WordPiece vocabulary beside "
-                                f"the weights")
+    if not (directory / "vocab.txt").is_file() and not (directory / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"no vocab.txt or tokenizer.json in {directory}: npformer needs the WordPiece "
+                                f"vocabulary beside the weights")
     return Tokenizer.from_pretrained(directory)
 
 

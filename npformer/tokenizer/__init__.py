@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from npformer.files import read_json, read_vocab
+from npformer.tokenizer.fast_json import read_tokenizer_json
 from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
                                          truncate, truncation_strategy)
 from npformer.tokenizer.normalizer import BertNormalizer
@@ -53,14 +54,17 @@ class Tokenizer:
         ValueError: a special token is missing from the vocabulary.
     """
 
-    def __init__(self, vocab_file: str | Path, do_lower_case: bool = True, strip_accents: bool | None = None,
+    def __init__(self, vocab_file: str | Path | list[str], do_lower_case: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, model_max_length: int = 512,
                  unk_token: str = "[UNK]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
                  cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100):
-        vocab_file = Path(vocab_file)
-        if not vocab_file.is_file():
-            raise FileNotFoundError(f"vocabulary file not found: {vocab_file}")
-        tokens = read_vocab(vocab_file)
+        if isinstance(vocab_file, list):  # tokens in id order, e.g. from tokenizer.json
+            tokens, vocab_file = vocab_file, "the vocabulary"
+        else:
+            vocab_file = Path(vocab_file)
+            if not vocab_file.is_file():
+                raise FileNotFoundError(f"vocabulary file not found: {vocab_file}")
+            tokens = read_vocab(vocab_file)
         self.vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             self.vocab.setdefault(tok, i)
@@ -90,7 +94,10 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides) -> "Tokenizer":
-        """Build from a directory with ``vocab.txt`` and optionally ``tokenizer_config.json``.
+        """Build from a directory with ``tokenizer.json`` (see
+        :func:`~npformer.tokenizer.fast_json.read_tokenizer_json`; its vocabulary and normalizer
+        flags win, as in Transformers' fast tokenizer) or ``vocab.txt``, and optionally
+        ``tokenizer_config.json``.
 
         Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``
         and the special tokens from the config; keyword ``overrides`` win over the file.
@@ -119,8 +126,14 @@ class Tokenizer:
             max_len = config.get("model_max_length")
             if isinstance(max_len, int) and not isinstance(max_len, bool) and 0 < max_len < 1_000_000:
                 kwargs["model_max_length"] = max_len
+        vocab: Path | list[str] = path / "vocab.txt"
+        if (path / "tokenizer.json").is_file():  # what the fast tokenizer reads: its vocabulary and flags win
+            vocab, fast = read_tokenizer_json(path / "tokenizer.json")
+            kwargs.update(fast)
+        elif not vocab.is_file():
+            raise FileNotFoundError(f"no vocab.txt or tokenizer.json in {path}")
         kwargs.update(overrides)
-        return cls(path / "vocab.txt", **kwargs)
+        return cls(vocab, **kwargs)
 
     def __len__(self) -> int:
         return len(self.ids_to_tokens)
