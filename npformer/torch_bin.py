@@ -2,18 +2,19 @@
 code from the file.
 
 A ``.bin`` file is a zip archive: ``ARCHIVE/data.pkl`` (a pickle of the state dict) and one file per
-tensor storage (``ARCHIVE/data/KEY``). Unpickling can call any importable function the file names,
-so this reader allows only the globals that rebuild tensors and ordered dicts, as
-``torch.load(weights_only=True)`` does (torch's ``_weights_only_unpickler``): ``collections.
-OrderedDict``, ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` and the typed storage
-classes (``torch.FloatStorage``...). Any other global stops the read with ``UnsafeCheckpointError``
-naming it, before anything is called. Storages are read from the archive into NumPy arrays.
+tensor storage (``ARCHIVE/data/KEY``). A pickle is a program: its ``GLOBAL`` and ``REDUCE`` opcodes
+import and call whatever the file names. This reader never hands the file to ``pickle``: it walks the
+opcodes with ``pickletools.genops`` (a parser that executes nothing) and interprets the few that
+rebuild a state dict, on a stack of its own. Globals are resolved from an allowlist only, as
+torch's weights-only loader restricts them: ``collections.OrderedDict``,
+``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` and the typed storage classes
+(``torch.FloatStorage``...). Any other global or opcode stops the read with
+``UnsafeCheckpointError`` naming it. Storages are read from the archive into NumPy arrays.
 """
-
 from __future__ import annotations
 
 import collections
-import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 
@@ -53,21 +54,99 @@ ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter}
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, source: Path):
-        super().__init__(file)
+MARK = object()
+CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+PUSH_ARG = {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2", "LONG1",
+            "INT", "LONG", "BINFLOAT", "FLOAT", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+IGNORED = {"PROTO", "FRAME", "STOP"}
+
+
+class _Reader:
+    """A stack machine for the opcodes of a state-dict pickle; nothing from the file is imported or run."""
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, source: Path):
         self.archive, self.prefix, self.source = archive, prefix, source
         self.storages: dict[str, np.ndarray] = {}
 
-    def find_class(self, module: str, name: str):
+    def refuse(self, what: str):
+        raise UnsafeCheckpointError(f"{self.source}: the pickle asks for {what}, which is not needed to rebuild "
+                                    f"tensors; refused, nothing from the file was run")
+
+    def resolve(self, module: str, name: str):
         if (module, name) in ALLOWED:
             return ALLOWED[(module, name)]
         if module == "torch" and name in STORAGES:
             return _Storage(name)
-        raise UnsafeCheckpointError(f"{self.source}: the pickle asks for {module}.{name}, which is not needed to "
-                                    f"rebuild tensors; refused, nothing from the file was run")
+        self.refuse(f"{module}.{name}")
 
-    def persistent_load(self, pid):
+    def run(self, data: bytes):
+        stack: list = []
+        memo: dict = {}
+
+        def pop_mark() -> list:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is MARK:
+                    items = stack[i + 1:]
+                    del stack[i:]
+                    return items
+            raise ValueError("MARK missing")
+
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in IGNORED:
+                continue
+            if name in PUSH_ARG:
+                stack.append(arg)
+            elif name in CONSTANTS:
+                stack.append(CONSTANTS[name])
+            elif name == "MARK":
+                stack.append(MARK)
+            elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
+                stack.append({} if name == "EMPTY_DICT" else [] if name == "EMPTY_LIST" else ())
+            elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
+                n = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name)
+                items = pop_mark() if n is None else [stack.pop() for _ in range(n)][::-1]
+                stack.append(tuple(items))
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                stack.append(memo[arg])
+            elif name == "GLOBAL":
+                module, _, attr = arg.partition(" ")
+                stack.append(self.resolve(module, attr))
+            elif name == "STACK_GLOBAL":
+                attr, module = stack.pop(), stack.pop()
+                stack.append(self.resolve(str(module), str(attr)))
+            elif name == "BINPERSID":
+                stack.append(self.storage(stack.pop()))
+            elif name == "REDUCE":
+                args, func = stack.pop(), stack.pop()
+                if not any(func is f for f in ALLOWED.values()):
+                    self.refuse(f"a call of {func!r}")
+                stack.append(func(*args))
+            elif name == "BUILD":  # state set on an object (an OrderedDict's _metadata): not needed
+                stack.pop()
+            elif name == "SETITEM":
+                value, key = stack.pop(), stack.pop()
+                stack[-1][key] = value
+            elif name == "SETITEMS":
+                items = pop_mark()
+                stack[-1].update(zip(items[::2], items[1::2]))
+            elif name == "APPEND":
+                value = stack.pop()
+                stack[-1].append(value)
+            elif name == "APPENDS":
+                items = pop_mark()
+                stack[-1].extend(items)
+            else:
+                self.refuse(f"the opcode {name}")
+        if len(stack) != 1:
+            raise ValueError(f"the pickle leaves {len(stack)} values, not one")
+        return stack[0]
+
+    def storage(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):
             raise UnsafeCheckpointError(f"{self.source}: unexpected persistent id {str(pid)[:80]!r}")
         _, storage, key, _location, numel = pid
@@ -101,11 +180,10 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
         prefix = pickles[0][:-len("data.pkl")]
         try:
-            with archive.open(pickles[0]) as f:
-                state = _Unpickler(f, archive, prefix, path).load()
+            state = _Reader(archive, prefix, path).run(archive.read(pickles[0]))
         except UnsafeCheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, TypeError, IndexError) as e:
+        except (ValueError, EOFError, zipfile.BadZipFile, TypeError, IndexError, KeyError) as e:
             raise ValueError(f"{path}: the pickle cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state.items()):
         raise ValueError(f"{path} does not hold a state dict of tensors")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -167,19 +167,6 @@ def floats(array) -> list:
 def base64_floats(vector) -> str:
     """OpenAI's ``encoding_format: "base64"``: the little-endian float32 bytes, base64-encoded."""
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def jsonable(value: Any):
-    """Pipeline outputs as JSON values: NumPy scalars and arrays become Python numbers and lists."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ---- the Inference API's parameters per task: name -> check

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from npformer.explain import explain_data
+from npformer.output import to_json
 from npformer.pipelines import Pipeline
 from npformer.search import similarity
 from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, floats, get,
-                                       invalid, is_bool, is_int, is_str, jsonable, parameters, predict_inputs,
+                                       invalid, is_bool, is_int, is_str, parameters, predict_inputs,
                                        qa_inputs, texts, truncate_flag)
 
 EMBEDDING_TASKS = ("sentence-embeddings",)
@@ -177,20 +178,20 @@ def inference(model: Served, body, limits: Limits):
     if task == "question-answering":
         pairs, single = qa_inputs(inputs, limit)
         if single:
-            return jsonable(pipe(question=pairs[0][0], context=pairs[0][1], **params))
-        return jsonable(pipe(question=[q for q, _ in pairs], context=[c for _, c in pairs], **params))
+            return to_json(pipe(question=pairs[0][0], context=pairs[0][1], **params))
+        return to_json(pipe(question=[q for q, _ in pairs], context=[c for _, c in pairs], **params))
     if task == "sentence-embeddings" and isinstance(inputs, dict):  # the Inference API's sentence-similarity
         return similarity_route(model, {"inputs": inputs, "parameters": {"truncate": params.get("truncation", True)}},
                                 limits)
     if task == "text-classification":
         items = _classification_inputs(inputs, limit)
-        return jsonable(pipe(items, **params))
+        return to_json(pipe(items, **params))
     items, single = texts(inputs, "inputs", limit)
     if task == "zero-shot-classification" and "candidate_labels" not in params:
         raise invalid("missing field `parameters.candidate_labels`")
     if task == "sentence-embeddings":
         return floats(pipe.encode(items[0] if single else items, **params))
-    return jsonable(pipe(items[0] if single else items, **params))
+    return to_json(pipe(items[0] if single else items, **params))
 
 
 def _classification_inputs(inputs, limit: int):
