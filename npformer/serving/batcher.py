@@ -220,14 +220,9 @@ class Batcher:
                 break
             taken.append((job, row))
             longest = length
-            if not self.enabled and len(taken) == len(job.order):
-                break
         for job, _ in taken:
             job.taken += 1
-        while self._queue and self._queue[0].taken == len(self._queue[0].order):
-            self._queue.popleft()
-        for job in [j for j in self._queue if j.taken == len(j.order)]:
-            self._queue.remove(job)
+        self._queue = deque(j for j in self._queue if j.taken < len(j.order))  # jobs with rows left to run
         return taken
 
     def _run(self, batch: list[tuple[_Job, int]]) -> None:

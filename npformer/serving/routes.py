@@ -8,7 +8,7 @@ request body (already parsed JSON) and the server's :class:`Limits`, and raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from npformer.explain import explain_data
 from npformer.output import to_json
@@ -47,7 +47,6 @@ class Served:
     model_id: str
     dtype: str
     model_sha: str | None = None
-    usage: dict = field(default_factory=dict)
 
     @property
     def is_reranker(self) -> bool:
