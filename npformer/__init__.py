@@ -1,12 +1,13 @@
 """npformer: BERT-family transformer inference in NumPy + Numba.
 
-Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`quantize`.
+Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`quantize`, :func:`convert`.
+(``npformer.convert`` is the function; its module is imported as ``from npformer.convert import ...``.)
 """
 
 import logging
 
 from npformer.config import Config
-from npformer.convert import quantize, save_quantized
+from npformer.convert import convert, quantize, save_quantized
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.models.encoder import get_num_threads, set_num_threads
@@ -19,7 +20,7 @@ from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = ["trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
-           "AutoModelForTokenClassification", "Config", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
+           "AutoModelForTokenClassification", "Config", "convert", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
            "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "quantize_embeddings", "save_quantized",
            "semantic_search", "similarity", "get_num_threads", "set_num_threads",
            "__version__"]

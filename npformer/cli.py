@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 
 from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
-from npformer.convert import convert_bin, save_quantized
-from npformer.models.auto import build_encoder, open_checkpoint
+from npformer.convert import convert, save_quantized
+from npformer.models.auto import DTYPES, build_encoder, open_checkpoint
 from npformer.models.encoder import set_num_threads
 from npformer.output import JsonLines, OutputError
 from npformer.explain import explain_data, write_page
@@ -290,10 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_head_parser(sub)
     _batch_parser(sub)
     _explain_parser(sub)
-    p = sub.add_parser("convert", help="convert a PyTorch .bin checkpoint to safetensors, without torch and without "
-                                       "running code from the file")
-    p.add_argument("src", help="a checkpoint directory with pytorch_model.bin (or its shards), or a .bin file")
+    p = sub.add_parser("convert", help="convert a PyTorch .bin checkpoint or an ONNX export (float32, int8, 4-bit) to "
+                                       "safetensors, without torch or ONNX Runtime and without running code from the file")
+    p.add_argument("src", help="a checkpoint directory with pytorch_model.bin (or its shards) or an ONNX export "
+                               "(model.onnx, onnx/model_quantized.onnx, ...), or the .bin / .onnx file itself")
     p.add_argument("out_dir", help="the new checkpoint directory")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="int8: quantize the converted float32 weights npformer's way (per-channel int8)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
     _verbosity(p)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "explain":
             return _explain(args)
         if args.command == "convert":
-            out = convert_bin(args.src, args.out_dir, overwrite=args.overwrite)
+            out = convert(args.src, args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
             print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
             return 0
         if args.command == "quantize":

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from npformer.files import write_checkpoint
 from npformer.kernels.gemm_int8 import pack_vnni, quantize_rows
-from npformer.models.auto import ENCODERS, open_checkpoint
+from npformer.models.auto import DTYPES, ENCODERS, load_architecture, open_checkpoint
+from npformer.onnx_import import convert_onnx, find_onnx
 from npformer.provenance import quantized_card
 from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
 from npformer.torch_bin import read_torch_bin
@@ -23,7 +25,7 @@ from npformer.version import __version__
 
 
 def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, source_name: str | None = None) -> Path:
     """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
 
     Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
@@ -31,7 +33,9 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     and sentence-transformers files are copied. ``AutoModel.from_pretrained(out_dir)`` and the
     pipelines load the result directly. Returns ``out_dir``.
 
-    The weights are written to a temporary file and renamed into place once complete.
+    The weights are written to a temporary file and renamed into place once complete. The model card
+    names the source as ``source_name`` (default: ``src``); a ``converted_from`` in the source's
+    metadata is carried over.
 
     Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` if ``src``
     is already quantized, ``out_dir`` is the source directory, or ``out_dir`` already holds
@@ -66,9 +70,10 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     temp = out_dir / ".model.safetensors.tmp"
     save_file(tensors, str(temp),
               metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
-                        "source": str(directory.name)})
+                        "source": str(directory.name),
+                        **{k: v for k, v in weights.metadata.items() if k == "converted_from"}})
     os.replace(temp, out_dir / "model.safetensors")
-    source_name = str(src) if not Path(str(src)).exists() else str(directory)
+    source_name = source_name or (str(src) if not Path(str(src)).exists() else str(directory))
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue
@@ -105,8 +110,59 @@ def quantize(model, out_dir: str | Path | None = None):
     return model
 
 
-BESIDE_WEIGHTS = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
-                  "modules.json", "sentence_bert_config.json", "README.md")
+def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", overwrite: bool = False) -> Path:
+    """Convert the checkpoint a user has into npformer's format in ``out_dir``: a PyTorch ``.bin``
+    (:func:`convert_bin`, bit for bit) or an ONNX export, float32, int8 or 4-bit
+    (:func:`npformer.onnx_import.convert_onnx`, dequantized to float32 exactly). ``dtype="int8"``
+    then quantizes npformer's way (:func:`save_quantized`). ``src`` is a file or a directory; a
+    directory with both takes the ``.bin`` (the original float weights).
+
+    The result is written to a temporary directory beside ``out_dir``, loaded once as the model its
+    config's ``architectures`` names (so a checkpoint that would not load is never left behind),
+    then moved into ``out_dir``. Returns ``out_dir``.
+
+    Raises ``FileNotFoundError`` (nothing to convert), ``FileExistsError`` (``out_dir`` is the
+    source, or not empty without ``overwrite``), ``ValueError`` for an unknown dtype, and the
+    readers' errors (:class:`~npformer.torch_bin.UnsafeCheckpointError`,
+    :class:`~npformer.onnx_import.OnnxImportError`, ``ImportError`` without the ``onnx`` extra).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.exists():
+        raise FileNotFoundError(f"nothing to convert: {src} does not exist")
+    directory = src.parent if src.is_file() else src
+    is_onnx = src.suffix == ".onnx" if src.is_file() else (
+        not any(src.glob("*.bin")) and not any(src.glob("*.bin.index.json")) and find_onnx(src) is not None)
+    if out_dir.resolve() in (directory.resolve(), src.resolve()):
+        raise FileExistsError(f"{out_dir} is the source; write the conversion elsewhere")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or pass --overwrite")
+    temp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        if is_onnx:
+            convert_onnx(src, temp)
+        else:
+            convert_bin(src, temp)
+        try:
+            load_architecture(temp)  # refuse a conversion that does not load, before anything is replaced
+        except ValueError as e:
+            raise ValueError(f"{src} does not convert to a complete model: {str(e).replace(str(temp), str(out_dir))}") \
+                from None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*out_dir.glob("*.safetensors"), out_dir / "model.safetensors.index.json"]:
+            stale.unlink(missing_ok=True)  # --overwrite: no old shard index may outrank the new weights
+        if dtype == "int8":
+            return save_quantized(temp, out_dir, overwrite=True, source_name=str(src))
+        for item in temp.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
+            else:
+                os.replace(item, out_dir / item.name)
+        return out_dir
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -140,14 +196,5 @@ def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False
     tensors: dict[str, np.ndarray] = {}
     for f in files:
         tensors.update(read_torch_bin(f))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in BESIDE_WEIGHTS:
-        if (directory / name).is_file():
-            shutil.copyfile(directory / name, out_dir / name)
-    for sub in (p for p in directory.iterdir() if p.is_dir() and (p / "config.json").is_file()):
-        shutil.copytree(sub, out_dir / sub.name, dirs_exist_ok=True)
     metadata = {"format": "pt", "converted_from": ", ".join(f.name for f in files), "npformer_version": __version__}
-    temp = out_dir / ".model.safetensors.tmp"
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(temp), metadata=metadata)
-    os.replace(temp, out_dir / "model.safetensors")
-    return out_dir
+    return write_checkpoint(tensors, metadata, directory, out_dir)

@@ -13,6 +13,9 @@ BUILTIN = {"builtin:sentiment": Path(__file__).resolve().parent / "builtin" / "s
 
 # What npformer reads: configs, vocabularies, safetensors weights and sentence-transformers modules.
 ALLOW_PATTERNS = ["*.json", "vocab.txt", "*.safetensors", "1_Pooling/*", "2_Normalize/*", "README.md"]
+# A repository without safetensors may hold an ONNX export (transformers.js layout); the one taken,
+# in this order: float32 first, since it converts exactly, then the int8 and 4-bit copies.
+ONNX_FILES = ("model.onnx", "model_quantized.onnx", "model_int8.onnx", "model_uint8.onnx", "model_q4.onnx")
 
 
 def cache_dir() -> Path:
@@ -27,13 +30,36 @@ def hub_commit(directory: Path) -> str | None:
     return directory.name if directory.parent.name == "snapshots" and len(directory.name) == 40 else None
 
 
+def fetch_onnx(repo_id: str, revision: str | None) -> Path | None:
+    """Download the first of :data:`ONNX_FILES` the repository has (top level or ``onnx/``) into the
+    Hub cache beside its config, with its external-data file if it has one; None if it has none.
+    Raises ``huggingface_hub``'s errors for anything but a missing file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for folder in ("onnx/", ""):
+        for name in ONNX_FILES:
+            try:
+                file = Path(hf_hub_download(repo_id, folder + name, revision=revision))
+            except EntryNotFoundError:
+                continue
+            try:  # weights over 2 GB live beside the graph
+                hf_hub_download(repo_id, folder + name + "_data", revision=revision)
+            except EntryNotFoundError:
+                pass
+            log.info("%s has no safetensors; fetched its ONNX export %s", repo_id, folder + name)
+            return file
+    return None
+
+
 def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
     """Return a directory holding the checkpoint ``path_or_id``.
 
     ``builtin:sentiment`` names the model shipped in the package (:data:`BUILTIN`).
     A path that exists is used as it is. Anything else is taken for a Hub repository id and
     fetched with ``huggingface_hub.snapshot_download`` (config, tokenizer and ``*.safetensors``
-    files only; ``revision`` pins a branch, tag or commit). ``HF_HUB_OFFLINE=1`` is honoured:
+    files only; ``revision`` pins a branch, tag or commit); a repository without safetensors gets
+    its ONNX export fetched too (:func:`fetch_onnx`), which loading converts. ``HF_HUB_OFFLINE=1`` is honoured:
     then only the local Hub cache is read.
 
     Raises:
@@ -55,7 +81,10 @@ def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
 
     try:
         log.info("fetching %s (revision %s) with huggingface_hub", name, revision or "main")
-        return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS))
+        snapshot = Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS))
+        if not any(snapshot.glob("*.safetensors")):
+            fetch_onnx(name, revision)
+        return snapshot
     except HFValidationError as e:
         raise FileNotFoundError(f"{name!r} is neither a local directory nor a valid Hub id: {e}") from None
     except Exception as e:  # offline and not cached, no network, unknown repository, gated model

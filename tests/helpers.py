@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-from conftest import VOCABS, require
+from conftest import ROOT, VOCABS, require
+from safetensors.numpy import save_file
+
+import npformer
+from npformer.pipelines import BUILTIN_SENTIMENT
+from npformer.quantization import SCALE_SUFFIX, read_matrix
+from npformer.weights import Weights
+
+FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
 
 # Transformers class names per (model_type, head)
 CLASSES = {
@@ -113,3 +122,57 @@ def fresh_asm(kernel, *args) -> str:
     fresh = njit(fastmath=True)(kernel.py_func)  # serial: the parallel launcher hides the loop body
     fresh(*args)
     return "".join(fresh.inspect_asm(sig) for sig in fresh.signatures)
+
+
+def float32_checkpoint(directory: Path) -> Path:
+    """The float32 export of the built-in model when it is present (made by scripts/train_sst2.py,
+    kept out of git), else a float32 checkpoint written to ``directory`` from the built-in INT8
+    weights, dequantized (every other tensor as stored)."""
+    if (FP32_EXPORT / "model.safetensors").is_file():
+        return FP32_EXPORT
+    weights = Weights(BUILTIN_SENTIMENT)
+    tensors = {}
+    for key in weights.tensors:
+        if not key.endswith(SCALE_SUFFIX):
+            t = read_matrix(weights, key) if weights.stored(key)[1] == "I8" else weights.get(key)
+            tensors[key] = t.dequantize() if isinstance(t, npformer.QuantizedTensor) else np.ascontiguousarray(t)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    for item in BUILTIN_SENTIMENT.iterdir():
+        if item.suffix in (".json", ".txt"):
+            (directory / item.name).write_bytes(item.read_bytes())
+    return directory
+
+
+def export_onnx(model, directory: Path, opset: int = 14) -> Path:
+    """``torch.onnx.export`` (the TorchScript exporter, as Optimum and transformers.js use) of a
+    Transformers model to ``directory/onnx/model.onnx``, with dynamic batch and sequence axes."""
+    import torch
+
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.model_type == "bert" else [])
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
+                 for n in names)
+    file = Path(directory) / "onnx" / "model.onnx"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model.eval(), args, str(file), input_names=names, opset_version=opset, dynamo=False,
+                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    return file
+
+
+def quantize_onnx(file: Path, kind: str) -> Path:
+    """ONNX Runtime's copies of an export, named as transformers.js names them: ``int8`` /
+    ``int8-channel`` (``quantize_dynamic``, int8 weights, per tensor / per channel) -> ``model_quantized.onnx``; ``q4`` / ``q4-asym``
+    (``MatMulNBitsQuantizer``, 4 bits, block 32, symmetric or with zero points) -> ``model_q4.onnx``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if kind.startswith("int8"):  # "int8-channel": one scale and zero point per output channel
+        out = file.with_name("model_quantized.onnx")
+        quantize_dynamic(str(file), str(out), weight_type=QuantType.QInt8, per_channel=kind == "int8-channel")
+        return out
+    out = file.with_name("model_q4.onnx")
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(file)), block_size=32, is_symmetric=kind == "q4")
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out), False)
+    return out

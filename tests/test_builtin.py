@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT, read_sst2
+from conftest import read_sst2
+from helpers import float32_checkpoint
 from npformer.cli import main
 from npformer.pipelines import BUILTIN_SENTIMENT
 
@@ -20,7 +19,6 @@ CLEAR = [("This movie was absolutely wonderful, I loved every minute of it.", "P
          ("A dull, boring and painfully bad film.", "NEGATIVE"),
          ("The worst movie I have ever seen; a complete waste of time.", "NEGATIVE"),
          ("The plot is a mess and the acting is terrible.", "NEGATIVE")]
-FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
 
 
 def test_builtin_model_is_shipped_int8_and_small():
@@ -51,30 +49,6 @@ def test_builtin_accuracy_on_a_slice_of_sst2_dev():
     out = npformer.pipeline("sentiment-analysis", batch_size=32)(texts[:200])
     accuracy = np.mean([(o["label"] == "POSITIVE") == bool(y) for o, y in zip(out, labels[:200])])
     assert accuracy >= 0.85, accuracy
-
-
-def float32_checkpoint(directory: Path) -> Path:
-    """The float32 export of the built-in model when it is present (made by scripts/train_sst2.py,
-    kept out of git), else a float32 checkpoint written to ``directory`` from the built-in INT8
-    weights, dequantized (every other tensor as stored)."""
-    if (FP32_EXPORT / "model.safetensors").is_file():
-        return FP32_EXPORT
-    from safetensors.numpy import save_file
-
-    from npformer.quantization import SCALE_SUFFIX, read_matrix
-    from npformer.weights import Weights
-
-    weights = Weights(BUILTIN_SENTIMENT)
-    tensors = {}
-    for key in weights.tensors:
-        if not key.endswith(SCALE_SUFFIX):
-            t = read_matrix(weights, key) if weights.stored(key)[1] == "I8" else weights.get(key)
-            tensors[key] = t.dequantize() if isinstance(t, npformer.QuantizedTensor) else np.ascontiguousarray(t)
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    for item in BUILTIN_SENTIMENT.iterdir():
-        if item.suffix in (".json", ".txt"):
-            (directory / item.name).write_bytes(item.read_bytes())
-    return directory
 
 
 def test_float32_model_matches_transformers_and_int8_agrees(tmp_path):

@@ -21,6 +21,7 @@ from npformer.models.distilbert import DistilBertModel
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClassifier
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
+from npformer.onnx_import import find_onnx, onnx_checkpoint
 from npformer.quantization import is_quantized
 from npformer.weights import FLOAT_DTYPES, Weights
 
@@ -31,8 +32,12 @@ DTYPES = ("float32", "int8")
 
 
 def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tuple[Path, Config, Weights]:
-    """Resolve a directory or Hub id and open its config and weights (memory-mapped, validated on use)."""
+    """Resolve a directory or Hub id and open its config and weights (memory-mapped, validated on use).
+    A directory with an ONNX export and no safetensors is converted once into npformer's cache
+    (:func:`npformer.onnx_import.onnx_checkpoint`; needs the ``onnx`` extra)."""
     directory = resolve(path_or_id, revision)
+    if not any(directory.glob("*.safetensors")) and find_onnx(directory) is not None:
+        directory = onnx_checkpoint(directory)  # converted once into npformer's cache
     config = Config.from_pretrained(directory)
     return directory, config, Weights(directory, PREFIXES[config.model_type])
 
@@ -162,3 +167,19 @@ class AutoModelForQuestionAnswering(_AutoTaskModel):
 class AutoModelForMaskedLM(_AutoTaskModel):
     """Encoder + :class:`MaskedLM` (``*ForMaskedLM`` checkpoints)."""
     head = MaskedLM
+
+
+ARCHITECTURE_HEADS = {"ForSequenceClassification": AutoModelForSequenceClassification,
+                      "ForTokenClassification": AutoModelForTokenClassification,
+                      "ForQuestionAnswering": AutoModelForQuestionAnswering, "ForMaskedLM": AutoModelForMaskedLM}
+
+
+def load_architecture(path_or_id: str | Path, dtype: str = "float32") -> Encoder | TaskModel:
+    """The model ``config.json``'s ``architectures`` names: the task model of the first ``*For<Task>``
+    entry, else the bare encoder. Raises as :meth:`AutoModel.from_pretrained`."""
+    _, config, _ = open_checkpoint(path_or_id)
+    for architecture in config.architectures:
+        for suffix, loader in ARCHITECTURE_HEADS.items():
+            if architecture.endswith(suffix):
+                return loader.from_pretrained(path_or_id, dtype=dtype)
+    return AutoModel.from_pretrained(path_or_id, dtype=dtype)
