@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub.repocard import metadata_load
-
 from npformer.config import Config
 from npformer.hub import BUILTIN, hub_commit
 from npformer.models.encoder import Encoder
@@ -31,6 +29,8 @@ def card_metadata(directory: Path) -> dict:
     card = Path(directory) / "README.md"
     if not card.is_file():
         return {}
+    from huggingface_hub.repocard import metadata_load  # 0.15 s of imports: only when a card is read
+
     try:
         data = metadata_load(card) or {}
     except Exception as e:  # yaml errors: a broken card is a one-line error, not a traceback

@@ -185,6 +185,18 @@ def test_every_code_point_of_the_ranges():
     assert differ == UNICODE_VERSION_DIVERGENCES
 
 
+def test_no_punctuation_beyond_the_scanned_range():
+    """The pre-tokenizer scans code points below PUNCTUATION_END for punctuation; this Python's
+    Unicode data has none above it (so the shortened scan builds the same pattern)."""
+    import unicodedata
+
+    from npformer.tokenizer.pre_tokenizer import PUNCTUATION_END, is_punctuation
+
+    assert not [hex(cp) for cp in range(PUNCTUATION_END, 0x110000) if is_punctuation(chr(cp))]
+    assert any(is_punctuation(chr(cp)) for cp in range(0x10000, PUNCTUATION_END))  # the scan reaches plane 1
+    assert unicodedata.unidata_version
+
+
 def test_unicode_version_note():
     """Known divergence (documented): characters whose Unicode properties changed after the
     fast tokenizer's tables, e.g. U+11A52 SOYOMBO VOWEL SIGN UE (a combining mark in Python's

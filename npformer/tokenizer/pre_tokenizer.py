@@ -24,12 +24,19 @@ def is_punctuation(ch: str) -> bool:
     return unicodedata.category(ch).startswith("P")
 
 
+# Unicode assigns punctuation (P*) only below U+20000: planes 2 and 3 are reserved for ideographs,
+# 14 for tags and variation selectors, 15 and 16 for private use (the Unicode roadmap). Scanning
+# 0x20000 code points instead of 0x110000 keeps a one-off command's start fast;
+# tests/test_tokenizer.py checks the full range against this limit.
+PUNCTUATION_END = 0x20000
+
+
 @functools.cache
 def word_pattern(isolate_cjk: bool) -> re.Pattern:
     """Regex for pre-tokenization: one isolated punctuation (or CJK) char, or a run of other chars.
 
     Isolating a CJK ideograph is what BERT's "pad it with spaces" amounts to after the split.
     """
-    cls = "".join(re.escape(chr(cp)) for cp in range(0x110000) if is_punctuation(chr(cp)))
+    cls = "".join(re.escape(chr(cp)) for cp in range(PUNCTUATION_END) if is_punctuation(chr(cp)))
     cjk = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in CJK_RANGES) if isolate_cjk else ""
     return re.compile(f"[{cls}{cjk}]|[^ {cls}{cjk}]+")
