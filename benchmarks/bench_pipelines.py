@@ -1,0 +1,237 @@
+"""End to end on real text (issue 15): whole pipelines, tokenizer included, against ONNX Runtime with
+the Rust fast tokenizer and against PyTorch; plus cold start of a one-off command.
+
+Jobs (both read ../shared):
+* sentiment: the built-in model on the 872 SST-2 dev sentences (npformer int8 = the shipped model;
+  float32 = its weights dequantized, which ONNX Runtime and PyTorch run; ONNX Runtime int8 =
+  ``quantize_dynamic`` of that export);
+* embeddings: all-MiniLM-L6-v2 (mean pooling, normalized) on the 3,000 STS-B dev sentences.
+
+Batch 32: the whole set, every engine sorting by token length and padding each batch to its
+longest (npformer's pipelines do this themselves; ONNX Runtime and PyTorch get the same sort here;
+sentence-transformers sorts by itself); reported as seconds for the set. Batch 1: ms per sentence
+over the first 200 sentences. Each (job, engine) runs in a fresh process with 2 threads, rounds
+interleaved; medians over rounds. Cold start: medians of fresh processes of ``import npformer``
+and ``npformer sentiment "text"``. The ISA row names the kernels that ran (this machine: AVX-512).
+
+Usage (``test`` + ``bench`` extras, ../shared beside the checkout, MiniLM fetched)::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_pipelines.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from common import ROOT, append_results, require_clean_blas_env, run_worker  # noqa: E402
+
+THREADS = 2
+BATCH = 32
+LATENCY_N = 200
+CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer-bench")) / "pipelines"
+ENGINES = ["npformer-int8", "ort-int8", "npformer-fp32", "ort-fp32", "torch-fp32"]
+JOBS = ("sentiment", "embeddings")
+
+
+def texts_of(job: str) -> list[str]:
+    from conftest import read_sst2, read_stsb
+
+    if job == "sentiment":
+        return read_sst2("dev")[0]
+    s1, s2, _ = read_stsb()
+    return s1 + s2
+
+
+def minilm() -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fetch()
+
+
+def prepare(job: str) -> dict[str, Path]:
+    """float32 checkpoint directory, its ONNX export and the int8 copy (made once, cached)."""
+    import transformers
+
+    from helpers import export_onnx, float32_checkpoint, quantize_onnx
+
+    directory = CACHE / job
+    if job == "sentiment":
+        fp32 = directory / "fp32"
+        if not (fp32 / "model.safetensors").is_file():
+            fp32.mkdir(parents=True, exist_ok=True)
+            float32_checkpoint(fp32)
+        loader = transformers.AutoModelForSequenceClassification
+    else:
+        fp32 = minilm()
+        loader = transformers.AutoModel
+    onnx = directory / "onnx" / "model.onnx"
+    if not onnx.is_file():
+        export_onnx(loader.from_pretrained(fp32), directory, opset=17)
+    if not onnx.with_name("model_quantized.onnx").is_file():
+        quantize_onnx(onnx, "int8")
+    return {"fp32": fp32, "onnx": onnx, "onnx_int8": onnx.with_name("model_quantized.onnx")}
+
+
+def length_batches(tokenizer, texts: list[str], size: int):
+    """Batches of ``size`` texts in order of token length, each padded to its longest (numpy int64)."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    for start in range(0, len(order), size):
+        chunk = [texts[i] for i in order[start:start + size]]
+        yield tokenizer(chunk, padding=True, truncation=True, return_tensors="np")
+
+
+def engine_fn(engine: str, job: str, paths: dict[str, Path]):
+    """``run(texts, batch_size)`` doing the job's whole work (tokenize, forward, post-process)."""
+    import numpy as np
+
+    if engine.startswith("npformer"):
+        import npformer
+
+        npformer.set_num_threads(THREADS)
+        if job == "sentiment":
+            source = "builtin:sentiment" if engine.endswith("int8") else paths["fp32"]
+            pipe = npformer.pipeline("sentiment-analysis", model=source, batch_size=BATCH)
+        else:
+            pipe = npformer.pipeline("sentence-embeddings", model=paths["fp32"], batch_size=BATCH,
+                                     dtype="int8" if engine.endswith("int8") else "float32")
+        return lambda texts, size: pipe(texts)  # batches of BATCH by length; one text is a batch of 1
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(paths["fp32"])  # BertTokenizerFast (Rust)
+
+    def post(outputs, mask):
+        if job == "sentiment":
+            z = np.exp(outputs - outputs.max(-1, keepdims=True))
+            return z / z.sum(-1, keepdims=True)
+        summed = (outputs * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        return summed / np.linalg.norm(summed, axis=1, keepdims=True)
+
+    if engine.startswith("ort"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+        session = ort.InferenceSession(str(paths["onnx_int8" if engine.endswith("int8") else "onnx"]), options,
+                                       providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def forward(enc):
+            return post(session.run(None, {n: enc[n].astype(np.int64) for n in names})[0], enc["attention_mask"])
+    else:
+        import torch
+
+        torch.set_num_threads(THREADS)
+        if job == "embeddings":
+            from sentence_transformers import SentenceTransformer
+
+            st = SentenceTransformer(str(paths["fp32"]), device="cpu")
+            return lambda texts, size: st.encode(texts, batch_size=size)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(paths["fp32"]).eval()
+
+        def forward(enc):
+            with torch.inference_mode():
+                logits = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+            return post(logits, enc["attention_mask"])
+
+    return lambda texts, size: [forward(enc) for enc in length_batches(tokenizer, texts, size)]
+
+
+def worker(engine: str, job: str) -> dict:
+    paths = {k: Path(v) for k, v in json.loads(os.environ["BENCH_PATHS"]).items()}
+    texts = texts_of(job)
+    run = engine_fn(engine, job, paths)
+    run(texts[:64], BATCH)  # warm up: kernels, thread pools, caches
+    for text in texts[:10]:
+        run([text], 1)
+    t0 = time.perf_counter()
+    run(texts, BATCH)
+    batch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for text in texts[:LATENCY_N]:
+        run([text], 1)
+    latency_ms = (time.perf_counter() - t0) / LATENCY_N * 1e3
+    return {"batch_s": batch_s, "latency_ms": latency_ms, "n": len(texts)}
+
+
+def cold_start(runs: int) -> dict:
+    """Median wall seconds of fresh processes: ``import npformer`` and a one-off sentiment command."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    commands = {"import npformer": [sys.executable, "-c", "import npformer"],
+                "npformer sentiment TEXT": [sys.executable, "-m", "npformer.cli", "sentiment", "a fine film"]}
+    out = {}
+    for name, command in commands.items():
+        subprocess.run(command, env=env, capture_output=True, check=True)  # warm disk and Numba caches
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(command, env=env, capture_output=True, check=True)
+            times.append(time.perf_counter() - t0)
+        out[name] = (statistics.median(times), min(times), max(times))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "JOB"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold-runs", type=int, default=9)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker)))
+        return
+    require_clean_blas_env()
+    from npformer.kernels.llvm_ir import HAS_AVX512, HAS_VNNI
+
+    isa = f"AVX-512 float32 GEMM: {HAS_AVX512}, VNNI int8 GEMM: {HAS_VNNI}; NPFORMER_ISA=avx2 is not built"
+    paths = {job: prepare(job) for job in JOBS}
+    results: dict = {}
+    for r in range(args.rounds):
+        for job in JOBS:
+            env = {"BENCH_PATHS": json.dumps({k: str(v) for k, v in paths[job].items()})}
+            for engine in ENGINES:
+                out = run_worker(Path(__file__), [engine, job], env)
+                print(r, job, engine, out, flush=True)
+                results.setdefault((job, engine), []).append(out)
+    rows = ["| job | engine | batch 32: s for the set | batch 1: ms per sentence |", "|---|---|---|---|"]
+    med = {}
+    for (job, engine), outs in results.items():
+        ok = [o for o in outs if "error" not in o]
+        if not ok:
+            rows.append(f"| {job} | {engine} | error: {outs[0]['error']} | |")
+            continue
+        med[job, engine] = (statistics.median(o["batch_s"] for o in ok), statistics.median(o["latency_ms"] for o in ok))
+        spread = f"{min(o['batch_s'] for o in ok):.2f}-{max(o['batch_s'] for o in ok):.2f}"
+        rows.append(f"| {job} ({ok[0]['n']}) | {engine} | {med[job, engine][0]:.2f} ({spread}) | "
+                    f"{med[job, engine][1]:.2f} |")
+    ratios = ["", "| job | ratio (ONNX Runtime or PyTorch time / npformer time; > 1: npformer faster) | batch 32 | batch 1 |",
+              "|---|---|---|---|"]
+    for job in JOBS:
+        for ours, theirs in (("npformer-int8", "ort-int8"), ("npformer-fp32", "ort-fp32"), ("npformer-fp32", "torch-fp32"),
+                             ("npformer-int8", "torch-fp32")):
+            if (job, ours) in med and (job, theirs) in med:
+                a, b = med[job, ours], med[job, theirs]
+                ratios.append(f"| {job} | {theirs} / {ours} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
+    cold = cold_start(args.cold_runs)
+    cold_rows = ["", f"Cold start, fresh processes, warm disk and Numba caches ({args.cold_runs} runs):", "",
+                 "| command | median s | min-max s |", "|---|---|---|"]
+    cold_rows += [f"| `{k}` | {m:.3f} | {lo:.3f}-{hi:.3f} |" for k, (m, lo, hi) in cold.items()]
+    body = "\n".join([f"- kernels: {isa}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios
+                     + cold_rows)
+    append_results("Pipelines end to end and cold start (bench_pipelines.py)",
+                   f"python benchmarks/bench_pipelines.py --rounds {args.rounds} --cold-runs {args.cold_runs}", body)
+
+
+if __name__ == "__main__":
+    main()
