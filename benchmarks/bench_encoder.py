@@ -35,7 +35,8 @@ CONFIGS = {
     "bert-base": ("bert", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                intermediate_size=3072, max_position_embeddings=512)),
 }
-ENGINES = ["npformer-fp32", "npformer-int8", "torch-fp32", "torch-int8", "ort-fp32", "ort-int8"]
+ENGINES = ["npformer-fp32", "npformer-int8", "npformer-fp32@avx2", "npformer-int8@avx2", "torch-fp32", "torch-int8",
+           "ort-fp32", "ort-int8"]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
 
 
 def prepare(name: str) -> Path:
@@ -71,6 +72,7 @@ def prepare(name: str) -> Path:
 def worker(engine: str, name: str, batch: int, runs: int) -> dict:
     import numpy as np
 
+    engine = engine.split("@")[0]  # the ISA came in through NPFORMER_ISA
     directory = CACHE / name
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(batch, SEQ)).astype(np.int64)
@@ -161,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--runs", type=int, default=15, help="timed passes at batch 1 (a quarter at batch 32)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per engine, interleaved")
+    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
     args = parser.parse_args()
     if args.worker:
         engine, name, batch, runs = args.worker
@@ -174,20 +177,23 @@ def main() -> None:
         prepare(name)
         for batch in args.batches:
             runs = args.runs if batch == 1 else max(3, args.runs // 4)
-            rounds = {engine: [] for engine in ENGINES}
+            engines = args.engines
+            rounds = {engine: [] for engine in engines}
             for r in range(args.rounds):  # engines interleaved, the order rotated each round
-                for engine in ENGINES[r % len(ENGINES):] + ENGINES[:r % len(ENGINES)]:
-                    out = run_worker(HERE, [engine, name, str(batch), str(runs)])
+                for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+                    isa = {"NPFORMER_ISA": engine.split("@")[1]} if "@" in engine else None
+                    out = run_worker(HERE, [engine, name, str(batch), str(runs)], isa)
                     rounds[engine].append(out)
                     print(name, batch, engine, out.get("median_ms", out), file=sys.stderr)
             res = {engine: combine(outs) for engine, outs in rounds.items()}
             raw[f"{name}/b{batch}"] = res
-            base = res["npformer-fp32"].get("median_ms")
+            base = res.get("npformer-fp32", {}).get("median_ms", float("nan"))
             for engine, r in res.items():
                 if "error" in r:
                     rows.append(f"| {name} | {batch} | {engine} | error: {r['error'][:60]} | | | | | |")
                     continue
-                ort = res["ort-int8" if engine.endswith("int8") else "ort-fp32"].get("median_ms")
+                ort = res.get("ort-int8" if engine.split("@")[0].endswith("int8") else "ort-fp32", {}).get("median_ms",
+                                                                                                        float("nan"))
                 rows.append(f"| {name} | {batch} | {engine} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | "
                             f"{r['median_ms'] / ort:.2f} | {r['weights_bytes'] / 2**20:.0f} | {r['peak_rss'] / 2**20:.0f} | "
                             f"{(r['peak_rss'] - r['baseline_rss']) / r['weights_bytes']:.2f} |")

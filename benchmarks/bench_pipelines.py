@@ -12,7 +12,7 @@ longest (npformer's pipelines do this themselves; ONNX Runtime and PyTorch get t
 sentence-transformers sorts by itself); reported as seconds for the set. Batch 1: ms per sentence
 over the first 200 sentences. Each (job, engine) runs in a fresh process with 2 threads, rounds
 interleaved; medians over rounds. Cold start: medians of fresh processes of ``import npformer``
-and ``npformer sentiment "text"``. The ISA row names the kernels that ran (this machine: AVX-512).
+and ``npformer sentiment "text"``. Engines ending in ``@avx2`` run with ``NPFORMER_ISA=avx2``.
 
 Usage (``test`` + ``bench`` extras, ../shared beside the checkout, MiniLM fetched)::
 
@@ -37,7 +37,8 @@ THREADS = 2
 BATCH = 32
 LATENCY_N = 200
 CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer-bench")) / "pipelines"
-ENGINES = ["npformer-int8", "ort-int8", "npformer-fp32", "ort-fp32", "torch-fp32"]
+ENGINES = ["npformer-int8", "ort-int8", "npformer-fp32", "ort-fp32", "torch-fp32", "npformer-int8@avx2",
+           "npformer-fp32@avx2"]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
 JOBS = ("sentiment", "embeddings")
 
 
@@ -96,6 +97,7 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
     """``run(texts, batch_size)`` doing the job's whole work (tokenize, forward, post-process)."""
     import numpy as np
 
+    engine = engine.split("@")[0]  # the ISA came in through NPFORMER_ISA
     if engine.startswith("npformer"):
         import npformer
 
@@ -194,14 +196,16 @@ def main() -> None:
     require_clean_blas_env()
     from npformer.kernels.llvm_ir import HAS_AVX512, HAS_VNNI
 
-    isa = f"AVX-512 float32 GEMM: {HAS_AVX512}, VNNI int8 GEMM: {HAS_VNNI}; NPFORMER_ISA=avx2 is not built"
+    isa = (f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled for "
+           f"Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)")
     paths = {job: prepare(job) for job in JOBS}
     results: dict = {}
     for r in range(args.rounds):
         for job in JOBS:
             env = {"BENCH_PATHS": json.dumps({k: str(v) for k, v in paths[job].items()})}
             for engine in ENGINES:
-                out = run_worker(Path(__file__), [engine, job], env)
+                isa = {"NPFORMER_ISA": engine.split("@")[1]} if "@" in engine else {}
+                out = run_worker(Path(__file__), [engine, job], {**env, **isa})
                 print(r, job, engine, out, flush=True)
                 results.setdefault((job, engine), []).append(out)
     rows = ["| job | engine | batch 32: s for the set | batch 1: ms per sentence |", "|---|---|---|---|"]
@@ -215,14 +219,15 @@ def main() -> None:
         spread = f"{min(o['batch_s'] for o in ok):.2f}-{max(o['batch_s'] for o in ok):.2f}"
         rows.append(f"| {job} ({ok[0]['n']}) | {engine} | {med[job, engine][0]:.2f} ({spread}) | "
                     f"{med[job, engine][1]:.2f} |")
-    ratios = ["", "| job | ratio (ONNX Runtime or PyTorch time / npformer time; > 1: npformer faster) | batch 32 | batch 1 |",
-              "|---|---|---|---|"]
+    ratios = ["", "| job | A vs B | B's time / A's time, batch 32 (> 1: A faster) | batch 1 |", "|---|---|---|---|"]
     for job in JOBS:
         for ours, theirs in (("npformer-int8", "ort-int8"), ("npformer-fp32", "ort-fp32"), ("npformer-fp32", "torch-fp32"),
-                             ("npformer-int8", "torch-fp32")):
+                             ("npformer-int8", "torch-fp32"), ("npformer-int8@avx2", "ort-int8"),
+                             ("npformer-fp32@avx2", "ort-fp32"), ("npformer-int8@avx2", "npformer-int8"),
+                             ("npformer-fp32@avx2", "npformer-fp32")):
             if (job, ours) in med and (job, theirs) in med:
                 a, b = med[job, ours], med[job, theirs]
-                ratios.append(f"| {job} | {theirs} / {ours} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
+                ratios.append(f"| {job} | {ours} vs {theirs} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
     cold = cold_start(args.cold_runs)
     cold_rows = ["", f"Cold start, fresh processes, warm disk and Numba caches ({args.cold_runs} runs):", "",
                  "| command | median s | min-max s |", "|---|---|---|"]

@@ -17,9 +17,9 @@ import json
 import numpy as np
 
 from npformer.kernels.gemm_f32 import output_buffer
-from npformer.kernels.gemm_int8 import (int8_matmul, int8_matmul_vnni, pack_vnni, quantize_rows, quantize_rows_u8,
-                                        unpack_vnni)
-from npformer.kernels.llvm_ir import HAS_VNNI, LANES, NR, VNNI_K, round_up
+from npformer.kernels.gemm_int8 import (AVX2_LANES, int8_matmul, int8_matmul_avx2, int8_matmul_vnni, pack_avx2, pack_vnni,
+                                        quantize_rows, quantize_rows_i16, quantize_rows_u8, unpack_vnni)
+from npformer.kernels.llvm_ir import HAS_AVX2_INT8, HAS_VNNI, LANES, NR, VNNI_K, round_up
 from npformer.weights import Weights
 
 SCHEME = "int8-per-channel-symmetric"  # metadata "quantization" of a quantized checkpoint
@@ -136,6 +136,14 @@ class QuantizedTensor:
         1-D float32 buffer, see :func:`npformer.kernels.gemm_f32.output_buffer`) the result is a view into it."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = self.shape[0]
+        if HAS_AVX2_INT8:
+            packed, scales, n_p, k_p = self.avx2_operands()
+            b = np.zeros(n_p, np.float32)
+            if bias is not None:
+                b[:n] = bias
+            xq, xs = quantize_rows_i16(x, k_p)
+            out = int8_matmul_avx2(xq, xs, packed, scales, b, output_buffer(scratch, xq.shape[0], n_p))
+            return out[:x.shape[0], :n]
         if not HAS_VNNI:
             xq, xs = quantize_rows(x)
             b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
@@ -169,6 +177,22 @@ class QuantizedTensor:
             if self._owns_values:
                 self._values = None
         return self._vnni
+
+    def avx2_operands(self):
+        """``(int16 packed weights, scales (n_p,) float32, n_p, k_p)`` for :func:`int8_matmul_avx2`, made
+        once. The model then holds each weight as int16 (twice its int8 size) beside its int8 copy."""
+        if self._avx2 is None:
+            n, k = self.shape
+            n_p, k_p = round_up(n, 2 * AVX2_LANES), round_up(k, 2)
+            scales = np.zeros(n_p, np.float32)
+            scales[:n] = self.scales
+            unpacked_here = self._values is None  # only the packed copy (from the file) was held
+            self._avx2 = (pack_avx2(self.values), scales, n_p, k_p)
+            if unpacked_here:
+                self._values = None  # the kernel reads the int16 copy; the packed int8 one remains
+        return self._avx2
+
+    _avx2 = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized rows ``W[ids]``: ``ids (...)`` int -> ``(..., in) float32``."""

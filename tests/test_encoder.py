@@ -11,7 +11,7 @@ from conftest import read_stsb
 from helpers import assert_close, make_checkpoint, max_abs_diff, random_batch
 from npformer import AutoModel, Config
 from npformer.kernels import gemm_f32 as gemm
-from npformer.kernels.llvm_ir import HAS_AVX512
+from npformer.kernels.llvm_ir import PACKED_F32
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.weights import Weights
@@ -84,10 +84,10 @@ def test_distilbert_matches_transformers(tmp_path, name, seed):
 
 @pytest.mark.parametrize("model_type,name", [("bert", "tinybert-4x312"), ("distilbert", "3x256")])
 def test_blas_fallback_matches_transformers(tmp_path, monkeypatch, model_type, name):
-    """Without AVX-512 the float32 Linear layers stay memory-mapped arrays and go through BLAS."""
+    """Without AVX2 or AVX-512 the float32 Linear layers stay memory-mapped arrays and go through BLAS."""
     import npformer.models.auto
 
-    monkeypatch.setattr(npformer.models.auto, "HAS_AVX512", False)
+    monkeypatch.setattr(npformer.models.auto, "PACKED_F32", False)
     cfg = (BERT_CONFIGS if model_type == "bert" else DISTIL_CONFIGS)[name]
     ref = make_checkpoint(tmp_path, model_type, **cfg)
     model = AutoModel.from_pretrained(tmp_path)
@@ -140,7 +140,7 @@ def test_weights_are_memory_mapped_or_packed_once(tmp_path):
 
     assert mapping_of(model.embeddings.word) == "mmap"
     w = model.layers[0].ff1_w
-    if HAS_AVX512:
+    if PACKED_F32:
         assert isinstance(w, gemm.PackedMatrix)
         np.testing.assert_array_equal(w.dense(), file.get("encoder.layer.0.intermediate.dense.weight"))
     else:

@@ -14,7 +14,7 @@ from conftest import read_stsb
 from helpers import fresh_asm, make_checkpoint, random_batch
 from npformer import AutoModel, QuantizedTensor, quantize
 from npformer.kernels import gemm_int8 as q
-from npformer.kernels.llvm_ir import HAS_VNNI
+from npformer.kernels.llvm_ir import HAS_AVX2_INT8, HAS_VNNI
 from npformer.models.auto import AutoModelForSequenceClassification
 
 floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
@@ -44,6 +44,20 @@ def test_int8_kernels_are_exact(rows, k, n_out, seed):
     np.testing.assert_allclose(q.int8_matmul(xq, xs, w.values, w.scales, bias), exact + bias, **tol)
     np.testing.assert_allclose(w.matmul(x), exact, **tol)
     np.testing.assert_allclose(w.matmul(x, bias), exact + bias, **tol)
+    # The AVX2 kernel (vpmaddwd; runs on any x86 CPU with AVX2) against the same reference
+    packed, scales, n_p, k_p = w.avx2_operands()
+    b = np.zeros(n_p, np.float32)
+    b[:n_out] = bias
+    xi, xs16 = q.quantize_rows_i16(x, k_p)
+    avx2 = q.int8_matmul_avx2(xi, xs16, packed, scales, b, np.empty((xi.shape[0], n_p), np.float32))[:rows, :n_out]
+    np.testing.assert_allclose(avx2, exact + bias, **tol)
+    if HAS_VNNI:  # the same int32 sums and the same float32 steps: the same bits as the VNNI kernel
+        packed, sums, scales, n_p, k_p = w.vnni_operands()
+        xu, xs8 = q.quantize_rows_u8(x, k_p)
+        b = np.zeros(n_p, np.float32)
+        b[:n_out] = bias
+        vnni = q.int8_matmul_vnni(xu, xs8, packed, sums, scales, b, np.empty((xu.shape[0], n_p), np.float32), k_p)
+        assert np.array_equal(vnni[:rows, :n_out], avx2)
 
 
 def test_int8_kernel_is_vectorized():
@@ -58,6 +72,13 @@ def test_int8_kernel_is_vectorized():
         vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32),
                          np.empty((xu.shape[0], n_p), np.float32), k_p)
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
+    if HAS_AVX2_INT8:  # NPFORMER_ISA=avx2 (or an AVX2 CPU): 8 ymm vpmaddwd per step, no AVX-512 code
+        packed, scales, n_p, k_p = w.avx2_operands()
+        xi, xs = q.quantize_rows_i16(np.ones((4, 128), np.float32), k_p)
+        avx2 = fresh_asm(q.int8_matmul_avx2, xi, xs, packed, scales, np.zeros(n_p, np.float32),
+                         np.empty((xi.shape[0], n_p), np.float32))
+        assert len(re.findall(r"vpmaddwd\s+.*%ymm", avx2)) >= 8, "AVX2 kernel lost its ymm vpmaddwd loop"
+        assert "zmm" not in avx2, "the AVX2 path emitted AVX-512 code"
 
 
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=500,

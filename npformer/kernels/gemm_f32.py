@@ -1,4 +1,5 @@
-"""float32 matrix products in Numba: a register-blocked AVX-512 micro-kernel and packed weights.
+"""float32 matrix products in Numba: a register-blocked FMA micro-kernel (AVX-512, or AVX2 when
+``NPFORMER_ISA=avx2`` or the CPU has no AVX-512) and packed weights.
 
 ``y = x @ W.T + b`` for an encoder Linear layer is the BLIS / GotoBLAS scheme (Goto & van de Geijn,
 "Anatomy of high-performance matrix multiplication", 2008) cut down to what an encoder needs:
@@ -16,7 +17,9 @@ layer shapes at b=1 at 83-97% of the measured one-core FMA peak, faster than Num
 PyTorch there, and it lets the whole forward pass run in one thread pool (Numba's) instead of two
 that spin against each other. Numba has no vector types, so the micro-kernel is LLVM IR (``llvm.fmuladd`` on
 ``<16 x float>``: fused where the CPU has FMA, correct everywhere). Without AVX-512 the packed
-path is not used and Linear layers go through BLAS.
+With AVX2 (:data:`~npformer.kernels.llvm_ir.ISA` ``"avx2"``) the same kernel runs on 8-lane
+ymm vectors: blocks of 8 channels, a 4 x 16 tile (AVX2 has 16 vector registers). Without AVX2
+the packed path is not used and Linear layers go through BLAS.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.kernels.llvm_ir import F32_ROW_TILE, LANES, NR, Args, const, counted_loop, round_up, splat, vector_at
+from npformer.kernels.llvm_ir import (F32_LANES, F32_MR, F32_NR, F32_ROW_TILE, Args, const, counted_loop, round_up, splat,
+                                      vector_at)
 
 FMA_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k", "out", "o_off", "ldo", "bias", "j_off")
 
 
 def _fma_kernel(mr):
-    """The ``mr x 32`` micro-kernel (``mr`` in 1, 2, 4, 8) as a Numba intrinsic:
+    """The ``mr x F32_NR`` micro-kernel (``mr`` in 1, 2, 4, 8; NR = 32 with AVX-512, 16 with AVX2)
+    as a Numba intrinsic:
 
-    ``out[i0+a, j0:j0+32] = bias[j0:j0+32] + sum_t x[i0+a, t] * Wp[t, j0:j0+32]`` for ``a < mr``,
+    ``out[i0+a, j0:j0+NR] = bias[j0:j0+NR] + sum_t x[i0+a, t] * Wp[t, j0:j0+NR]`` for ``a < mr``,
     ``t < k``, where ``x`` starts at ``x_off`` with row stride ``ldx``, the packed weights of the two
-    16-channel halves start at ``w_off`` and ``w_off + w_block``, ``out`` starts at ``o_off`` with row
-    stride ``ldo`` and ``bias`` at ``j_off`` (all offsets and strides in elements).
+    ``F32_LANES``-channel halves start at ``w_off`` and ``w_off + w_block``, ``out`` starts at
+    ``o_off`` with row stride ``ldo`` and ``bias`` at ``j_off`` (all offsets and strides in elements).
     """
 
     def kernel(typingctx, x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off):
@@ -46,7 +51,7 @@ def _fma_kernel(mr):
 
         def codegen(context, builder, sig, args):
             f32 = ir.FloatType()
-            f16 = ir.VectorType(f32, LANES)
+            f16 = ir.VectorType(f32, F32_LANES)
             a = Args(context, builder, sig, args, FMA_ARGS)
             x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k", "o_off",
                                                                       "ldo", "j_off")
@@ -55,11 +60,11 @@ def _fma_kernel(mr):
             out_p = builder.gep(a.ptr("out", f32), [o_off])
             b_p = builder.gep(a.ptr("bias", f32), [j_off])
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16] * 3),
-                                                     "llvm.fmuladd.v16f32")
-            biases = [builder.load(vector_at(builder, b_p, const(LANES * h), f16), align=4) for h in range(2)]
+                                                     f"llvm.fmuladd.v{F32_LANES}f32")
+            biases = [builder.load(vector_at(builder, b_p, const(F32_LANES * h), f16), align=4) for h in range(2)]
 
             def step(t, accs):
-                w_t = builder.mul(t, const(LANES))
+                w_t = builder.mul(t, const(F32_LANES))
                 ws = [builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16),
                                    align=4) for h in range(2)]
                 new = []
@@ -72,35 +77,37 @@ def _fma_kernel(mr):
             results = counted_loop(builder, "fma", k, [biases[i % 2] for i in range(mr * 2)], step)
             for row in range(mr):
                 for h in range(2):
-                    dst = vector_at(builder, out_p, builder.add(builder.mul(const(row), ldo), const(LANES * h)), f16)
+                    dst = vector_at(builder, out_p, builder.add(builder.mul(const(row), ldo), const(F32_LANES * h)), f16)
                     builder.store(results[2 * row + h], dst, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    kernel.__name__ = kernel.__qualname__ = f"_fma_{mr}x32"
+    kernel.__name__ = kernel.__qualname__ = f"_fma_{mr}x{F32_NR}"
     return intrinsic(kernel)
 
 
-_fma_8x32, _fma_4x32, _fma_2x32, _fma_1x32 = (_fma_kernel(mr) for mr in (8, 4, 2, 1))
+_fma_8, _fma_4, _fma_2, _fma_1 = (_fma_kernel(mr) for mr in (8, 4, 2, 1))
+EIGHT_ROWS = F32_MR == 8  # AVX2 has registers for 4 rows' accumulators only
 
 
 @njit(cache=True, inline="always")
 def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off, rows):
-    """``rows`` activation rows (any number) times one 32-channel block of packed weights, by the
-    8-row micro-kernel and then 4-, 2- and 1-row ones for the remainder (see :func:`_fma_kernel`)."""
+    """``rows`` activation rows (any number) times one ``F32_NR``-channel block of packed weights,
+    by the widest micro-kernel (8 rows; 4 with AVX2) and then 4-, 2- and 1-row ones for the
+    remainder (see :func:`_fma_kernel`)."""
     i = 0
-    while rows - i >= 8:
-        _fma_8x32(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
+    while EIGHT_ROWS and rows - i >= 8:
+        _fma_8(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
         i += 8
-    if rows - i >= 4:
-        _fma_4x32(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
+    while rows - i >= 4:
+        _fma_4(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
         i += 4
     if rows - i >= 2:
-        _fma_2x32(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
+        _fma_2(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
         i += 2
     if rows - i >= 1:
-        _fma_1x32(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
+        _fma_1(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -111,12 +118,12 @@ def sgemm_packed(x, w_packed, bias, out):
     ``tests/test_gemm.py`` (rtol 1e-5; 1e-4 absolute at encoder shapes)."""
     rows, k = x.shape
     n_padded = out.shape[1]
-    w_block = LANES * k  # elements of one 16-channel block
+    w_block = F32_LANES * k  # elements of one F32_LANES-channel block
     for r0 in range(0, rows, F32_ROW_TILE):
         r1 = min(rows, r0 + F32_ROW_TILE)
-        for jb in prange(n_padded // NR):
-            tile_rows(x, r0 * k, k, w_packed, jb * 2 * w_block, w_block, k, out, r0 * n_padded + jb * NR, n_padded,
-                      bias, jb * NR, r1 - r0)
+        for jb in prange(n_padded // F32_NR):
+            tile_rows(x, r0 * k, k, w_packed, jb * 2 * w_block, w_block, k, out, r0 * n_padded + jb * F32_NR,
+                      n_padded, bias, jb * F32_NR, r1 - r0)
     return out
 
 
@@ -136,18 +143,19 @@ def output_buffer(scratch: np.ndarray | None, rows: int, n: int) -> np.ndarray:
 
 def pack_rows(w: np.ndarray) -> np.ndarray:
     """Lay out ``(n, k) float32`` weights for :func:`sgemm_packed`: channels padded to a multiple of
-    32 with zeros, blocks of 16 channels each stored ``[k][16]`` -> ``(n_padded * k,) float32``."""
+    ``F32_NR`` with zeros, blocks of ``F32_LANES`` channels (16, or 8 with AVX2) each stored
+    ``[k][F32_LANES]`` -> ``(n_padded * k,) float32``."""
     n, k = w.shape
-    n_p = round_up(n, NR)
+    n_p = round_up(n, F32_NR)
     padded = np.zeros((n_p, k), np.float32)
     padded[:n] = w
-    return np.ascontiguousarray(padded.reshape(n_p // LANES, LANES, k).transpose(0, 2, 1)).reshape(-1)
+    return np.ascontiguousarray(padded.reshape(n_p // F32_LANES, F32_LANES, k).transpose(0, 2, 1)).reshape(-1)
 
 
 def unpack_rows(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """Inverse of :func:`pack_rows`: ``(n_padded * k,) float32`` -> ``(n, k) float32`` row-major copy."""
-    n_p = round_up(n, NR)
-    return np.ascontiguousarray(packed.reshape(n_p // LANES, k, LANES).transpose(0, 2, 1).reshape(n_p, k)[:n])
+    n_p = round_up(n, F32_NR)
+    return np.ascontiguousarray(packed.reshape(n_p // F32_LANES, k, F32_LANES).transpose(0, 2, 1).reshape(n_p, k)[:n])
 
 
 class PackedMatrix:
@@ -163,7 +171,7 @@ class PackedMatrix:
         if w.ndim != 2:
             raise ValueError(f"a PackedMatrix needs an (out, in) matrix, got shape {w.shape}")
         self.shape = tuple(w.shape)
-        self.n_padded = round_up(w.shape[0], NR)
+        self.n_padded = round_up(w.shape[0], F32_NR)
         self.packed = pack_rows(np.asarray(w, dtype=np.float32))
         self._zero_bias = np.zeros(self.n_padded, np.float32)
 

@@ -16,24 +16,40 @@ from numba import int32, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.kernels.llvm_ir import INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop, round_up, splat
+from npformer.kernels.llvm_ir import (AVX2_MR, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop, round_up,
+                                      splat)
 
 VNNI_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_steps", "out", "o_off", "ldo", "xs", "i_off", "w_sums",
              "w_scales", "bias", "j_off")
 
 
+# Below this max|row| the step max/127 is subnormal and 1/step overflows to inf (0 * inf is NaN):
+# such a row quantizes to zeros with step 1 (the error, under 1.5e-36, is far below half a step).
+TINY_ROW = np.float32(127.0 * np.finfo(np.float32).tiny)
+
+
 @njit(cache=True, inline="always", fastmath=True)
 def _row_scale(row):
-    """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero row)."""
+    """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row)."""
     amax = np.float32(0.0)
     for j in range(row.shape[0]):
         amax = max(amax, abs(row[j]))
-    return amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+    return amax / np.float32(127.0) if amax >= TINY_ROW else np.float32(1.0)
 
 
 @njit(cache=True, inline="always", fastmath=True)
 def _round_clip(v):
     return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _quantize_row(row, out, shift):
+    """``out[j] = round(row[j] / scale) + shift`` (``out``'s integer type); returns the row's scale."""
+    scale = _row_scale(row)
+    inv = np.float32(1.0) / scale
+    for j in range(row.shape[0]):
+        out[j] = np.int32(_round_clip(row[j] * inv)) + shift
+    return scale
 
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)
@@ -46,11 +62,7 @@ def quantize_rows(x):
     q = np.empty((rows, n), np.int8)
     scales = np.empty(rows, np.float32)
     for i in prange(rows):
-        scale = _row_scale(x[i])
-        inv = np.float32(1.0) / scale
-        for j in range(n):
-            q[i, j] = np.int8(_round_clip(x[i, j] * inv))
-        scales[i] = scale
+        scales[i] = _quantize_row(x[i], q[i], 0)
     return q, scales
 
 
@@ -78,6 +90,28 @@ def int8_matmul(xq, x_scales, wq, w_scales, bias):
     return out
 
 
+def store_dequantized(builder, a: Args, accs, lanes: int, rows: int, corrections) -> None:
+    """The int8 kernels' epilogue, the same float32 steps on every path: for each row ``r`` of the
+    tile and each of its two vectors ``h``, ``out = float(acc - correction[h]) * xs[r] * w_scales + bias``
+    (``correction`` None: nothing to subtract), stored at ``out[o_off + r * ldo + lanes * h]``."""
+    f32 = ir.FloatType()
+    vec = ir.VectorType(f32, lanes)
+    o_off, ldo, i_off, j_off = a.ints("o_off", "ldo", "i_off", "j_off")
+
+    def load(name, offset):
+        return builder.load(builder.bitcast(builder.gep(a.ptr(name, f32), [builder.add(j_off, const(offset))]),
+                                            vec.as_pointer()), align=4)
+
+    for h in range(2):
+        scales, biases = load("w_scales", lanes * h), load("bias", lanes * h)
+        for row in range(rows):
+            acc = accs[2 * row + h] if corrections[h] is None else builder.sub(accs[2 * row + h], corrections[h])
+            x_scale = splat(builder, builder.load(builder.gep(a.ptr("xs", f32), [builder.add(i_off, const(row))])), vec)
+            value = builder.fadd(builder.fmul(builder.fmul(builder.sitofp(acc, vec), x_scale), scales), biases)
+            at = builder.add(o_off, builder.add(builder.mul(const(row), ldo), const(lanes * h)))
+            builder.store(value, builder.bitcast(builder.gep(a.ptr("out", f32), [at]), vec.as_pointer()), align=4)
+
+
 # ---- AVX-512 VNNI path ---------------------------------------------------------------------------
 # vpdpbusd multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four into one of
 # 16 int32 lanes. Weights are packed so that one 64-byte vector holds 4 consecutive k of 16 output
@@ -98,11 +132,10 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
                      j_off)
 
     def codegen(context, builder, sig, args):
-        i8, i32, f32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
-        v16, f16 = ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        v16 = ir.VectorType(i32, LANES)
         a = Args(context, builder, sig, args, VNNI_ARGS)
-        x_off, ldx, w_off, w_block, k_steps, o_off, ldo, i_off, j_off = a.ints(
-            "x_off", "ldx", "w_off", "w_block", "k_steps", "o_off", "ldo", "i_off", "j_off")
+        x_off, ldx, w_off, w_block, k_steps, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k_steps", "j_off")
 
         def at(ptr, *offsets):
             return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
@@ -124,21 +157,11 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
             return new
 
         accs = counted_loop(builder, "vnni", k_steps, [ir.Constant(v16, [0] * LANES)] * (MR * 2), step)
-        sums_p, wsc_p, xs_p = at(a.ptr("w_sums", i32), j_off), at(a.ptr("w_scales", f32), j_off), at(a.ptr("xs", f32), i_off)
-        bias_p = at(a.ptr("bias", f32), j_off)
-        out_p = at(a.ptr("out", f32), o_off)
+        sums_p = at(a.ptr("w_sums", i32), j_off)
         shift = ir.Constant(v16, [128] * LANES)
-        for h in range(2):
-            sums = builder.load(builder.bitcast(at(sums_p, const(LANES * h)), v16.as_pointer()), align=4)
-            scales = builder.load(builder.bitcast(at(wsc_p, const(LANES * h)), f16.as_pointer()), align=4)
-            biases = builder.load(builder.bitcast(at(bias_p, const(LANES * h)), f16.as_pointer()), align=4)
-            correction = builder.mul(sums, shift)
-            for row in range(MR):
-                value = builder.sitofp(builder.sub(accs[2 * row + h], correction), f16)
-                x_scale = splat(builder, builder.load(at(xs_p, const(row))), f16)
-                value = builder.fadd(builder.fmul(builder.fmul(value, x_scale), scales), biases)
-                dst = at(out_p, builder.mul(const(row), ldo), const(LANES * h))
-                builder.store(value, builder.bitcast(dst, f16.as_pointer()), align=4)
+        corrections = [builder.mul(builder.load(builder.bitcast(at(sums_p, const(LANES * h)), v16.as_pointer()),
+                                                align=4), shift) for h in range(2)]
+        store_dequantized(builder, a, accs, LANES, MR, corrections)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -155,11 +178,7 @@ def quantize_rows_u8(x, k_padded):
     for i in prange(rows_padded):
         filled = 0
         if i < rows:
-            scale = _row_scale(x[i])
-            inv = np.float32(1.0) / scale
-            for j in range(n):
-                q[i, j] = np.uint8(np.int32(_round_clip(x[i, j] * inv)) + 128)
-            scales[i] = scale
+            scales[i] = _quantize_row(x[i], q[i, :n], 128)
             filled = n
         for j in range(filled, k_padded):
             q[i, j] = np.uint8(128)
@@ -204,3 +223,96 @@ def unpack_vnni(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     n_p, k_p = round_up(n, NR), round_up(k, VNNI_K)
     rows = packed.reshape(n_p // LANES, k_p // VNNI_K, LANES, VNNI_K).transpose(0, 2, 1, 3).reshape(n_p, k_p)
     return np.ascontiguousarray(rows[:n, :k])
+
+
+# ---- AVX2 path -----------------------------------------------------------------------------------
+# Without VNNI (AVX2 CPUs, or NPFORMER_ISA=avx2) the weights are widened once to int16 and packed in
+# blocks of 8 output channels, each step of 2 k stored as 16 contiguous int16 (one ymm register);
+# vpmaddwd multiplies 16 int16 pairs and adds each pair into one of 8 int32 lanes. Activations are
+# quantized as on every path, widened to int16 (so no vpmaddubsw saturation: the int32 sums are
+# exact and equal the VNNI path's), and dequantized by the same float32 operations in the same
+# order, so both paths give the same bits. A 4 x 16 tile keeps 8 accumulators in registers.
+AVX2_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_pairs", "out", "o_off", "ldo", "xs", "i_off",
+             "w_scales", "bias", "j_off")
+AVX2_LANES = 8  # int32 lanes of a ymm register: channels per packed block
+
+
+@intrinsic
+def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off, ldo, xs, i_off, w_scales, bias,
+               j_off):
+    """``out[i0+a, j0:j0+16] = (sum_k x[i0+a, k] * W[j0:j0+16, k]) * xs * w_scales + bias`` for a < 4,
+    ``x`` int16 activations, ``w`` int16 weights packed by :func:`pack_avx2`, over ``k_pairs`` steps."""
+    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off, ldo, xs, i_off, w_scales, bias, j_off)
+
+    def codegen(context, builder, sig, args):
+        i16, i32 = ir.IntType(16), ir.IntType(32)
+        v8, h16 = ir.VectorType(i32, AVX2_LANES), ir.VectorType(i16, 2 * AVX2_LANES)
+        a = Args(context, builder, sig, args, AVX2_ARGS)
+        x_off, ldx, w_off, w_block, k_pairs = a.ints("x_off", "ldx", "w_off", "w_block", "k_pairs")
+
+        def at(ptr, *offsets):
+            return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
+
+        x_p, w_p = at(a.ptr("x", i16), x_off), at(a.ptr("w", i16), w_off)
+        pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [h16, h16]),
+                                                 "llvm.x86.avx2.pmadd.wd")
+
+        def step(t, accs):
+            w_step, x_step = builder.mul(t, const(2 * AVX2_LANES)), builder.mul(t, const(2))
+            ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), h16.as_pointer()),
+                               align=2) for h in range(2)]
+            new = []
+            for row in range(AVX2_MR):
+                pair = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()),
+                                    align=2)
+                xb = builder.bitcast(splat(builder, pair, v8), h16)
+                new += [builder.add(accs[2 * row + h], builder.call(pmaddwd, [xb, ws[h]])) for h in range(2)]
+            return new
+
+        accs = counted_loop(builder, "avx2", k_pairs, [ir.Constant(v8, [0] * AVX2_LANES)] * (AVX2_MR * 2), step)
+        store_dequantized(builder, a, accs, AVX2_LANES, AVX2_MR, (None, None))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def quantize_rows_i16(x, k_padded):
+    """Per-row int8 quantization (as :func:`quantize_rows`) widened to int16, in a zero-padded
+    ``(rows rounded up to 4, k_padded)`` buffer for :func:`int8_matmul_avx2`. Returns ``(buffer, scales)``."""
+    rows, n = x.shape
+    rows_padded = (rows + AVX2_MR - 1) // AVX2_MR * AVX2_MR
+    q = np.zeros((rows_padded, k_padded), np.int16)
+    scales = np.ones(rows_padded, np.float32)
+    for i in prange(rows):
+        scales[i] = _quantize_row(x[i], q[i, :n], 0)
+    return q, scales
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def int8_matmul_avx2(xq, x_scales, w_packed, w_scales, bias, out):
+    """AVX2 int8 GEMM, dequantized, bias added: ``xq (rows_p, k_p) int16`` from :func:`quantize_rows_i16`,
+    ``w_packed`` from :func:`pack_avx2`, ``w_scales`` and ``bias (n_p,) float32`` -> written to
+    ``out (rows_p, n_p) float32``, which is returned. Tiled as :func:`int8_matmul_vnni`; exact
+    against the int64 reference in ``tests/test_quantization.py``."""
+    rows_p, k_p = xq.shape
+    n_padded = out.shape[1]
+    w_block = AVX2_LANES * k_p  # int16 elements of one 8-channel block
+    for r0 in range(0, rows_p, INT8_ROW_TILE):
+        for jb in prange(n_padded // (2 * AVX2_LANES)):
+            for i0 in range(r0, min(rows_p, r0 + INT8_ROW_TILE), AVX2_MR):
+                _avx2_4x16(xq, i0 * k_p, k_p, w_packed, jb * 2 * w_block, w_block, k_p // 2, out,
+                           i0 * n_padded + jb * 2 * AVX2_LANES, n_padded, x_scales, i0, w_scales, bias,
+                           jb * 2 * AVX2_LANES)
+    return out
+
+
+def pack_avx2(values: np.ndarray) -> np.ndarray:
+    """Lay out ``(n, k) int8`` weights for :func:`int8_matmul_avx2`: widened to int16, channels padded
+    to 16 and k to 2, blocks of 8 channels, each step of 2 k stored as 16 contiguous int16."""
+    n, k = values.shape
+    n_p, k_p = round_up(n, 2 * AVX2_LANES), round_up(k, 2)
+    padded = np.zeros((n_p, k_p), np.int16)
+    padded[:n, :k] = values
+    return np.ascontiguousarray(padded.reshape(n_p // AVX2_LANES, AVX2_LANES, k_p // 2, 2)
+                                .transpose(0, 2, 1, 3)).reshape(-1)

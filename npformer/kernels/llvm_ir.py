@@ -1,4 +1,5 @@
-"""What the hand-written micro-kernels share: CPU features, tile sizes, packed-layout strides and
+"""What the hand-written micro-kernels share: CPU features and the kernel family (``NPFORMER_ISA``:
+``avx512``, ``avx2``, or unset for the best the CPU has), tile sizes, packed-layout strides and
 LLVM IR helpers. Numba has no vector types, so the float32 FMA kernel (:mod:`gemm_f32`) and the
 int8 VNNI kernel (:mod:`gemm_int8`) are written as LLVM IR in Numba intrinsics; every constant
 they agree on is defined here once.
@@ -6,17 +7,51 @@ they agree on is defined here once.
 
 from __future__ import annotations
 
+import os
+
 import llvmlite.binding as llvm_binding
+import numba.core.config
 from llvmlite import ir
 from numba import njit
 
 CPU_FEATURES = frozenset(llvm_binding.get_host_cpu_features().flatten().split(","))
-HAS_AVX512 = "+avx512f" in CPU_FEATURES  # packed float32 GEMM (else NumPy's BLAS)
-HAS_VNNI = "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM (else the portable int8 kernel)
+ISAS = ("avx512", "avx2")
 
-LANES = 16  # float32 / int32 lanes of a 512-bit vector: one packed block holds LANES output channels
-MR, NR = 8, 2 * LANES  # micro-kernel tile: activation rows x output channels (two vectors)
+
+def select_isa(requested: str, features: frozenset) -> str:
+    """The kernel family to use: ``NPFORMER_ISA`` (``avx512`` / ``avx2``) when the CPU has it, else
+    the best the CPU has; ``"portable"`` (NumPy's BLAS and the portable int8 kernel) without AVX2.
+    Raises ``ValueError`` (naming the variable) for an unknown value or one the CPU lacks."""
+    requested = requested.strip().lower()
+    has = {"avx512": "+avx512f" in features, "avx2": "+avx2" in features and "+fma" in features}
+    if requested and requested not in ISAS:
+        raise ValueError(f"NPFORMER_ISA={requested!r} is not one of {ISAS} (or unset: the best the CPU has)")
+    if requested and not has[requested]:
+        raise ValueError(f"NPFORMER_ISA={requested!r}: this CPU has no {requested.upper()}")
+    return requested or next((isa for isa in ISAS if has[isa]), "portable")
+
+
+ISA = select_isa(os.environ.get("NPFORMER_ISA", ""), CPU_FEATURES)
+if ISA == "avx2" and "+avx512f" in CPU_FEATURES:
+    # Forced AVX2 on an AVX-512 CPU: Numba compiles every kernel for Haswell (AVX2 + FMA), so that
+    # this path's code is what an AVX2-only CPU runs. Takes effect if no Numba code has been
+    # compiled in this process yet (set NPFORMER_ISA before starting Python).
+    numba.core.config.CPU_NAME, numba.core.config.CPU_FEATURES = "haswell", ""
+HAS_AVX512 = ISA == "avx512"  # 512-bit kernels (zmm)
+HAS_VNNI = HAS_AVX512 and "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM
+HAS_AVX2_INT8 = ISA == "avx2"  # int8 vpmaddwd GEMM on int16 pairs
+PACKED_F32 = ISA != "portable"  # the packed float32 FMA GEMM (else NumPy's BLAS)
+
+# The int8 weights' packed layout (VNNI, also the int8 checkpoint format): fixed, whatever the ISA.
+LANES = 16  # int32 lanes of a 512-bit vector: one packed block holds LANES output channels
+MR, NR = 8, 2 * LANES  # VNNI micro-kernel tile: activation rows x output channels (two vectors)
 VNNI_K = 4  # bytes of k that vpdpbusd sums into one int32 lane: packed int8 rows are padded to it
+# The float32 micro-kernel's vectors: 16 lanes in zmm registers, 8 in ymm (AVX2); its tile is up to
+# F32_MR rows x two vectors (AVX2 has 16 vector registers: 4 x 2 accumulators, two weights, one broadcast).
+F32_LANES = 16 if HAS_AVX512 else 8
+F32_NR = 2 * F32_LANES
+F32_MR = 8 if HAS_AVX512 else 4
+AVX2_MR = 4  # int8 AVX2 tile: activation rows x 16 output channels (8 int32 accumulators)
 F32_ROW_TILE = 128  # float32 GEMM: activation rows kept in L2 while the cores split channel blocks
 INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
 

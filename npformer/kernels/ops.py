@@ -18,7 +18,7 @@ from numba import int32, njit, prange, types
 from numba.extending import intrinsic
 
 from npformer.kernels.gemm_f32 import tile_rows
-from npformer.kernels.llvm_ir import LANES, NR, round_up
+from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
 
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)
@@ -218,7 +218,7 @@ def attention(q, k, v, mask, num_heads, probs):
     an empty ``(0, 0, 0, 0)`` array when they are not wanted.
 
     Both products run on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32`: per pair, K^T (keys
-    padded to 32) and V (head dimensions padded to 32) are packed into small scratch buffers and
+    padded to ``F32_NR``) and V (head dimensions padded to it) are packed into small scratch buffers and
     the scores of one pair stay in cache from ``Q K^T`` through the softmax to ``P V``.
     reference: transformers BertSelfAttention (eager) / DistilBERT MultiHeadSelfAttention; tested
     against a float64 NumPy attention in ``tests/test_kernels.py::test_attention``.
@@ -226,7 +226,7 @@ def attention(q, k, v, mask, num_heads, probs):
     batch, seq = mask.shape
     hidden = q.shape[1]
     d = hidden // num_heads
-    keys_p, d_p = round_up(seq, NR), round_up(d, NR)
+    keys_p, d_p = round_up(seq, F32_NR), round_up(d, F32_NR)
     scale = F32(1.0 / math.sqrt(d))
     context = np.empty((batch * seq, hidden), np.float32)
     zeros = np.zeros(max(keys_p, d_p), np.float32)
@@ -235,16 +235,16 @@ def attention(q, k, v, mask, num_heads, probs):
         b, h = pair // num_heads, pair % num_heads
         r0, c0 = b * seq, h * d
         qh = np.empty((seq, d), np.float32)
-        kt = np.zeros(keys_p * d, np.float32)  # blocks of 16 keys, each [d][16]
-        vp = np.zeros(d_p * seq, np.float32)  # blocks of 16 head dimensions, each [seq][16]
+        kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES (L) keys, each [d][L]
+        vp = np.zeros(d_p * seq, np.float32)  # blocks of L head dimensions, each [seq][L]
         for i in range(seq):
             for t in range(d):
                 qh[i, t] = q[r0 + i, c0 + t] * scale
-                kt[((i // 16) * d + t) * 16 + i % 16] = k[r0 + i, c0 + t]
-                vp[((t // 16) * seq + i) * 16 + t % 16] = v[r0 + i, c0 + t]
+                kt[((i // F32_LANES) * d + t) * F32_LANES + i % F32_LANES] = k[r0 + i, c0 + t]
+                vp[((t // F32_LANES) * seq + i) * F32_LANES + t % F32_LANES] = v[r0 + i, c0 + t]
         scores = np.empty((seq, keys_p), np.float32)
-        for jb in range(keys_p // NR):
-            tile_rows(qh, 0, d, kt, jb * NR * d, LANES * d, d, scores, jb * NR, keys_p, zeros, 0, seq)
+        for jb in range(keys_p // F32_NR):
+            tile_rows(qh, 0, d, kt, jb * F32_NR * d, F32_LANES * d, d, scores, jb * F32_NR, keys_p, zeros, 0, seq)
         n_valid = n_keys = 0
         for j in range(seq):
             if mask[b, j] != 0:
@@ -255,8 +255,9 @@ def attention(q, k, v, mask, num_heads, probs):
             if keep_probs:
                 probs[b, h, i] = scores[i, :seq]
         ctx = np.empty((seq, d_p), np.float32)
-        for jb in range(d_p // NR):
-            tile_rows(scores, 0, keys_p, vp, jb * NR * seq, LANES * seq, seq, ctx, jb * NR, d_p, zeros, 0, seq)
+        for jb in range(d_p // F32_NR):
+            tile_rows(scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, ctx, jb * F32_NR, d_p, zeros, 0,
+                      seq)
         context[r0:r0 + seq, c0:c0 + d] = ctx[:, :d]
     return context
 

@@ -15,7 +15,7 @@ from npformer.adapters import AdapterSet, read_adapter
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.hub import resolve
-from npformer.kernels.llvm_ir import HAS_AVX512
+from npformer.kernels.llvm_ir import PACKED_F32
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.models.encoder import Encoder
@@ -48,7 +48,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     ``dtype="int8"`` quantizes every Linear weight per output channel (see
     :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``.
     float32 Linear weights are packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where
-    the CPU has AVX-512, and go through NumPy's BLAS otherwise.
+    the CPU has AVX-512 or AVX2 (``NPFORMER_ISA``), and go through NumPy's BLAS otherwise.
     Raises ``ValueError`` for an unknown dtype, missing/unexpected tensors or a shape mismatch.
     """
     if dtype not in DTYPES:
@@ -63,7 +63,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
         encoder.quantize_()
-    if HAS_AVX512:  # the pooler stays float32 in int8 models: packed too
+    if PACKED_F32:  # the pooler stays float32 in int8 models: packed too
         encoder.pack_linears_(weights, layers=encoder.dtype == "float32")
     log.info("loaded a %s encoder (%d layers, %s) from %s in %.0f ms", config.model_type, config.num_hidden_layers,
              encoder.dtype, weights.directory, (time.perf_counter() - started) * 1e3)

@@ -21,7 +21,7 @@ import numpy as np
 from npformer.config import Config
 from npformer.kernels import ops
 from npformer.kernels.gemm_f32 import PackedMatrix
-from npformer.kernels.llvm_ir import HAS_AVX512
+from npformer.kernels.llvm_ir import PACKED_F32
 from npformer.kernels.ops import linear
 from npformer.adapters import Adaptable
 from npformer.models.encoder import Encoder, OutputAccess, converted
@@ -33,7 +33,7 @@ def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
     CPU has AVX-512, which computes each row alike whatever the batch (BLAS does not)."""
     w = weights.get(f"{name}.weight", None if out_dim is None else (out_dim, in_dim))
     b = weights.get(f"{name}.bias", (w.shape[0],))
-    return (PackedMatrix(w) if HAS_AVX512 else w), b
+    return (PackedMatrix(w) if PACKED_F32 else w), b
 
 
 def _check_labels(config: Config, w, name: str) -> None:

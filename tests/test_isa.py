@@ -1,0 +1,45 @@
+"""The kernel families (``NPFORMER_ISA``): the choice itself, and the kernel tests on the AVX2 path.
+
+The AVX2 path (ymm FMA float32 micro-kernel, int8 by vpmaddwd) is what CPUs without AVX-512 run;
+``NPFORMER_ISA=avx2`` forces it here, with Numba compiling for Haswell, so that CI runs the kernel,
+quantization and encoder-parity tests on both paths (this process runs them on the default one).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from npformer.kernels.llvm_ir import CPU_FEATURES, select_isa
+
+AVX512 = frozenset({"+avx512f", "+avx2", "+fma"})
+AVX2 = frozenset({"+avx2", "+fma", "-avx512f"})
+
+
+def test_select_isa():
+    assert select_isa("", AVX512) == "avx512" and select_isa("", AVX2) == "avx2"
+    assert select_isa("", frozenset({"+neon"})) == "portable"
+    assert select_isa(" AVX2 ", AVX512) == "avx2"
+    with pytest.raises(ValueError, match=r"NPFORMER_ISA='sse9' is not one of \('avx512', 'avx2'\)"):
+        select_isa("sse9", AVX512)
+    with pytest.raises(ValueError, match="NPFORMER_ISA='avx512': this CPU has no AVX512"):
+        select_isa("avx512", AVX2)
+
+
+@pytest.mark.skipif("+avx2" not in CPU_FEATURES or "+avx512f" not in CPU_FEATURES,
+                    reason="forcing the AVX2 path needs an AVX-512 CPU (an AVX2 CPU runs it by default)")
+def test_kernel_tests_pass_on_the_avx2_path():
+    env = {**os.environ, "NPFORMER_ISA": "avx2"}
+    files = ["tests/test_gemm.py", "tests/test_kernels.py", "tests/test_quantization.py", "tests/test_encoder.py",
+             "tests/test_batcher.py"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files,
+                           "-k", "not minilm"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    probe = subprocess.run([sys.executable, "-c", "from npformer.kernels.llvm_ir import ISA, F32_LANES, HAS_VNNI; "
+                            "print(ISA, F32_LANES, HAS_VNNI)"], env=env, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.split() == ["avx2", "8", "False"]
