@@ -196,8 +196,8 @@ def main() -> None:
     require_clean_blas_env()
     from npformer.kernels.llvm_ir import HAS_AVX512, HAS_VNNI
 
-    isa = (f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled for "
-           f"Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)")
+    kernels = (f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled "
+               f"for Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)")
     paths = {job: prepare(job) for job in JOBS}
     results: dict = {}
     for r in range(args.rounds):
@@ -232,7 +232,7 @@ def main() -> None:
     cold_rows = ["", f"Cold start, fresh processes, warm disk and Numba caches ({args.cold_runs} runs):", "",
                  "| command | median s | min-max s |", "|---|---|---|"]
     cold_rows += [f"| `{k}` | {m:.3f} | {lo:.3f}-{hi:.3f} |" for k, (m, lo, hi) in cold.items()]
-    body = "\n".join([f"- kernels: {isa}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios
+    body = "\n".join([f"- kernels: {kernels}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios
                      + cold_rows)
     append_results("Pipelines end to end and cold start (bench_pipelines.py)",
                    f"python benchmarks/bench_pipelines.py --rounds {args.rounds} --cold-runs {args.cold_runs}", body)
