@@ -67,13 +67,13 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
                 tensors[key] = q
         else:
             tensors[key] = np.ascontiguousarray(arr)
+    source_name = source_name or (str(src) if not Path(str(src)).exists() else str(directory))
     temp = out_dir / ".model.safetensors.tmp"
     save_file(tensors, str(temp),
               metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
-                        "source": str(directory.name),
+                        "source": Path(source_name).name,
                         **{k: v for k, v in weights.metadata.items() if k == "converted_from"}})
     os.replace(temp, out_dir / "model.safetensors")
-    source_name = source_name or (str(src) if not Path(str(src)).exists() else str(directory))
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
             continue
@@ -132,8 +132,11 @@ def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", ove
     if not src.exists():
         raise FileNotFoundError(f"nothing to convert: {src} does not exist")
     directory = src.parent if src.is_file() else src
-    is_onnx = src.suffix == ".onnx" if src.is_file() else (
-        not any(src.glob("*.bin")) and not any(src.glob("*.bin.index.json")) and find_onnx(src) is not None)
+    has_bin = src.suffix == ".bin" if src.is_file() else any(src.glob("*.bin")) or any(src.glob("*.bin.index.json"))
+    is_onnx = src.suffix == ".onnx" if src.is_file() else not has_bin and find_onnx(src) is not None
+    if not (has_bin or is_onnx):
+        raise FileNotFoundError(f"nothing to convert in {src}: no pytorch_model.bin (or its shards) and no ONNX "
+                                f"export (model.onnx, onnx/model_quantized.onnx, ...)")
     if out_dir.resolve() in (directory.resolve(), src.resolve()):
         raise FileExistsError(f"{out_dir} is the source; write the conversion elsewhere")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:

@@ -43,10 +43,11 @@ def fetch_onnx(repo_id: str, revision: str | None) -> Path | None:
                 file = Path(hf_hub_download(repo_id, folder + name, revision=revision))
             except EntryNotFoundError:
                 continue
-            try:  # weights over 2 GB live beside the graph
-                hf_hub_download(repo_id, folder + name + "_data", revision=revision)
-            except EntryNotFoundError:
-                pass
+            for data in ("_data", ".data"):  # external weights beside the graph (Optimum's name, torch's)
+                try:
+                    hf_hub_download(repo_id, folder + name + data, revision=revision)
+                except EntryNotFoundError:
+                    pass
             log.info("%s has no safetensors; fetched its ONNX export %s", repo_id, folder + name)
             return file
     return None

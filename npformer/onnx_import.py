@@ -1,7 +1,8 @@
 """Reading an ONNX export of a BERT / DistilBERT model back into Transformers-named float32 tensors.
 
 Exports made by ``torch.onnx.export`` (the TorchScript exporter, which Optimum and transformers.js
-use) keep each module's path in its node names (``/bert/encoder/layer.0/attention/self/query/MatMul``)
+use) keep each module's path in its node names (``/bert/encoder/layer.0/attention/self/query/MatMul``;
+torch's newer dynamo exporter keeps it in each node's ``pkg.torch.onnx.name_scopes`` metadata)
 but not in its weights: constant folding stores every Linear weight transposed, as
 ``onnx::MatMul_<n>``. So each weight is found by its place in the graph, never by its initializer
 name:
@@ -24,6 +25,7 @@ wrong model. The ``onnx`` package (extra ``npformer[onnx]``) reads the file; no 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import os
@@ -42,15 +44,16 @@ from npformer.version import __version__
 
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
 # the attention and activation arithmetic, and the weight patterns above.
-PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape Div Equal Erf Expand Gather Gemm Greater
+PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape Div Equal Erf Expand Gather Gelu Gemm Greater
     GreaterOrEqual Identity LayerNormalization Less LessOrEqual MatMul Max Min Mul Neg Not Or Pow Range ReduceMean
     Relu Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where
     DynamicQuantizeLinear MatMulInteger DequantizeLinear MatMulNBits""".split())
 LINEAR_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
 NORM_NAMES = ("LayerNorm", "layer_norm")  # the last part of every layer norm module's name in both models
-# The activation op in the FFN -> the config names that compute it (see kernels.ops.ACTIVATIONS).
+# The activation op in the FFN -> the config names that compute it (see kernels.ops.ACTIVATIONS);
+# the ONNX Gelu op (opset 20, the dynamo exporter) says which by its ``approximate`` attribute.
 ACTIVATION_OPS = {"Erf": "erf", "Tanh": "tanh", "Relu": "relu"}
-FFN_MODULES = ("/intermediate/", "/ffn/")
+FFN_MODULES = (".intermediate", ".ffn")
 
 
 TIED_DECODERS = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
@@ -103,13 +106,31 @@ class Graph:
         users = self.consumers.get(name, [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
+    @staticmethod
+    def module_path(node) -> str | None:
+        """The Transformers module a node belongs to, or None: from its name (TorchScript exporter,
+        Optimum: ``/bert/encoder/layer.0/attention/self/query/MatMul`` -> ``bert.encoder.layer.0.attention.self.query``),
+        else from the ``pkg.torch.onnx.name_scopes`` metadata of torch's dynamo exporter (the scope
+        before the op's own)."""
+        if node.name.startswith("/") and node.name.strip("/").count("/"):
+            return node.name.rsplit("/", 1)[0].strip("/").replace("/", ".")
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    scopes = ast.literal_eval(prop.value)  # a list of str; literal_eval runs no code
+                except (ValueError, SyntaxError):
+                    return None
+                if isinstance(scopes, list) and len(scopes) >= 2 and isinstance(scopes[-2], str) and scopes[-2]:
+                    return scopes[-2]
+        return None
+
     def module(self, node) -> str:
-        """``/bert/encoder/layer.0/attention/self/query/MatMul`` -> ``bert.encoder.layer.0.attention.self.query``."""
-        path = node.name.rsplit("/", 1)[0].strip("/")
-        if not node.name.startswith("/") or not path:
-            raise self.fail(node, "its name carries no module path, so its weight cannot be placed; export with "
-                                  "torch.onnx.export(..., dynamo=False) or Optimum, which keep module names")
-        return path.replace("/", ".")
+        """:meth:`module_path`, or an :class:`OnnxImportError` naming the node when it has none."""
+        path = self.module_path(node)
+        if not path:
+            raise self.fail(node, "neither its name nor its metadata carries a module path, so its weight cannot "
+                                  "be placed; export with torch.onnx.export or Optimum, which keep module names")
+        return path
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int | None = None) -> np.ndarray:
@@ -167,6 +188,10 @@ def _linear(g: Graph, node) -> tuple[np.ndarray, np.ndarray | None, str] | None:
     """(weight ``(out, in)`` float32, bias or None, output name) for a Linear node with constant weights."""
     if node.op_type == "MatMul":
         b = g.constant(node.input[1])
+        source = g.producer.get(node.input[1])
+        if b is None and source is not None and source.op_type == "Transpose" and list(g.attr(source, "perm", [])) == [1, 0]:
+            tied = g.constant(source.input[0])  # the dynamo exporter's tied decoder: Transpose(word embeddings)
+            b = None if tied is None else tied.T
         return None if b is None else (np.ascontiguousarray(b.T, dtype=np.float32), None, node.output[0])
     if node.op_type == "Gemm":
         b = g.constant(node.input[1])
@@ -221,7 +246,7 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
                 raise g.fail(node, "expected a layer norm over the last axis with constant weight and bias")
             tensors[f"{module}.weight"], tensors[f"{module}.bias"] = scale, bias
             eps_found.append((node, g.attr(node, "epsilon", 1e-5)))
-        elif node.op_type in ("Mul", "Add") and node.name.strip("/").count("/"):
+        elif node.op_type in ("Mul", "Add") and g.module_path(node):
             module = g.module(node)
             if not module.endswith(NORM_NAMES):
                 continue
@@ -309,8 +334,10 @@ def _check_rest(g: Graph, hidden_act: str | None, layer_norm_eps: float | None, 
                     raise g.fail(node, f"uses the weight {name} {tuple(value.shape)} in a way npformer does not "
                                        f"recognise; refusing rather than dropping it")
     if hidden_act is not None and hidden_act in ACTIVATIONS:
-        used = {ACTIVATION_OPS[n.op_type] for n in g.nodes if n.op_type in ACTIVATION_OPS
-                and any(part in n.name for part in FFN_MODULES)}
+        used = {("tanh" if g.attr(n, "approximate", "none") == "tanh" else "erf") if n.op_type == "Gelu"
+                else ACTIVATION_OPS[n.op_type] for n in g.nodes
+                if (n.op_type in ACTIVATION_OPS or n.op_type == "Gelu")
+                and any(part in (g.module_path(n) or "") for part in FFN_MODULES)}
         if used and ACTIVATIONS[hidden_act] not in used:
             raise OnnxImportError(f"{g.file}: the feed-forward layers compute {'/'.join(sorted(used))} but the config "
                                   f"says hidden_act {hidden_act!r}; the config does not belong to this export")
@@ -371,7 +398,8 @@ def onnx_checkpoint(directory: Path) -> Path:
         raise FileNotFoundError(f"no ONNX export in {directory}")
     digest = hashlib.sha256()
     home = file.parent if (file.parent / "config.json").is_file() else file.parent.parent
-    for part in [file] + [home / name for name in BESIDE_WEIGHTS if (home / name).is_file()]:
+    parts = [file] + [file.with_name(file.name + data) for data in ("_data", ".data")]  # with external weights
+    for part in [p for p in parts if p.is_file()] + [home / name for name in BESIDE_WEIGHTS if (home / name).is_file()]:
         with open(part, "rb") as f:  # the export and the files that travel with it: an edit makes a new copy
             for chunk in iter(lambda: f.read(1 << 24), b""):
                 digest.update(chunk)

@@ -143,9 +143,10 @@ def float32_checkpoint(directory: Path) -> Path:
     return directory
 
 
-def export_onnx(model, directory: Path, opset: int = 14) -> Path:
-    """``torch.onnx.export`` (the TorchScript exporter, as Optimum and transformers.js use) of a
-    Transformers model to ``directory/onnx/model.onnx``, with dynamic batch and sequence axes."""
+def export_onnx(model, directory: Path, opset: int = 14, dynamo: bool = False) -> Path:
+    """``torch.onnx.export`` of a Transformers model to ``directory/onnx/model.onnx``, with dynamic
+    batch and sequence axes: the TorchScript exporter (as Optimum and transformers.js use), or with
+    ``dynamo`` torch's newer exporter (opset 18+; its weights go to ``model.onnx.data`` beside)."""
     import torch
 
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.model_type == "bert" else [])
@@ -154,8 +155,8 @@ def export_onnx(model, directory: Path, opset: int = 14) -> Path:
                  for n in names)
     file = Path(directory) / "onnx" / "model.onnx"
     file.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model.eval(), args, str(file), input_names=names, opset_version=opset, dynamo=False,
-                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    torch.onnx.export(model.eval(), args, str(file), input_names=names, opset_version=max(opset, 18) if dynamo else opset,
+                      dynamo=dynamo, dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
     return file
 
 

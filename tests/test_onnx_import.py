@@ -102,6 +102,23 @@ def test_float32_exports_convert_exactly(tmp_path, model_type, head):
         assert key is not None and np.array_equal(value, state[key]), name
 
 
+@pytest.mark.parametrize("model_type, head", [("bert", "sequence"), ("bert", "qa"), ("distilbert", "mlm"),
+                                             ("distilbert", None)])
+def test_dynamo_exports_convert_exactly(tmp_path, model_type, head):
+    """torch's newer exporter (``dynamo=True``, torch's default since 2.9): module paths come from
+    node metadata, GELU is one ``Gelu`` op, the tied decoder a ``Transpose`` of the word embeddings,
+    the weights an external ``model.onnx.data`` file."""
+    pytest.importorskip("onnxscript")
+    model = make_checkpoint(tmp_path / "src", model_type, head, vocab="bert-base-uncased", **SMALL[model_type])
+    (tmp_path / "src" / "model.safetensors").unlink()
+    file = export_onnx(model, tmp_path / "src", dynamo=True)
+    assert file.with_name("model.onnx.data").is_file()
+    convert(tmp_path / "src", tmp_path / "out")
+    feed = ragged_batch(model_type)
+    ours = run_ours(tmp_path / "out", feed)
+    compare(ours, run_ort(file, feed)[:len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} dynamo")
+
+
 def test_onnx_only_directory_loads_and_is_converted_once(tmp_path, monkeypatch):
     monkeypatch.setenv("NPFORMER_CACHE", str(tmp_path / "cache"))
     model = make_checkpoint(tmp_path / "src", "bert", "sequence", vocab="bert-base-uncased", **SMALL["bert"],
@@ -259,7 +276,7 @@ def odd_weight(model):
 
 
 @pytest.mark.parametrize("change, message", [
-    (strip_names, "carries no module path"),
+    (strip_names, "neither its name nor its metadata carries a module path"),
     (gelu_op, "op Celu is not part of a plain BERT export"),
     (odd_weight, "uses the weight odd"),
     (weight_as_input, "embeddings.token_type_embeddings.weight"),
@@ -298,6 +315,9 @@ def test_optimized_graph_and_broken_files_are_refused(tmp_path):
     (tmp_path / "src" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no config.json beside"):
         convert(file, tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="nothing to convert in .*empty: no pytorch_model.bin .* no ONNX"):
+        convert(tmp_path / "empty", tmp_path / "out")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
     with pytest.raises(FileExistsError, match="not empty"):
@@ -348,7 +368,7 @@ def test_fetch_onnx_takes_the_first_export_by_preference(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     assert fetch_onnx("acme/tiny", "v1") == tmp_path / "onnx" / "model_q4.onnx"
     assert asked == ["onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/model_int8.onnx", "onnx/model_uint8.onnx",
-                     "onnx/model_q4.onnx", "onnx/model_q4.onnx_data"]
+                     "onnx/model_q4.onnx", "onnx/model_q4.onnx_data", "onnx/model_q4.onnx.data"]
     asked.clear()
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: download("x", "none"))
     assert fetch_onnx("acme/none", None) is None
