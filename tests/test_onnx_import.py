@@ -372,3 +372,13 @@ def test_fetch_onnx_takes_the_first_export_by_preference(tmp_path, monkeypatch):
     asked.clear()
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: download("x", "none"))
     assert fetch_onnx("acme/none", None) is None
+
+
+def test_missing_onnx_extra_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    (tmp_path / "model.onnx").write_bytes(b"not read")
+    with pytest.raises(ImportError, match=r'^this needs onnx from the \'onnx\' extra \(onnx\): pip install "npformer\[onnx\]"$'):
+        read_onnx(tmp_path / "model.onnx")
