@@ -128,15 +128,40 @@ def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", ove
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
-    src, out_dir = Path(src), Path(out_dir)
+    src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"nothing to convert: {src} does not exist")
-    directory = src.parent if src.is_file() else src
-    has_bin = src.suffix == ".bin" if src.is_file() else any(src.glob("*.bin")) or any(src.glob("*.bin.index.json"))
-    is_onnx = src.suffix == ".onnx" if src.is_file() else not has_bin and find_onnx(src) is not None
-    if not (has_bin or is_onnx):
+    if src.is_file():
+        write = convert_onnx if src.suffix == ".onnx" else _write_bin
+    elif any(src.glob("*.bin")) or any(src.glob("*.bin.index.json")):
+        write = _write_bin
+    elif find_onnx(src) is not None:
+        write = convert_onnx
+    else:
         raise FileNotFoundError(f"nothing to convert in {src}: no pytorch_model.bin (or its shards) and no ONNX "
                                 f"export (model.onnx, onnx/model_quantized.onnx, ...)")
+    return _checked_conversion(write, src, Path(out_dir), dtype, overwrite)
+
+
+def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Convert a PyTorch checkpoint (``pytorch_model.bin``, or the shards of a
+    ``pytorch_model.bin.index.json``) to safetensors in ``out_dir``, without torch and without
+    running code from the file (see :mod:`npformer.torch_bin`). Tensors are copied bit for bit
+    (bfloat16 widened to float32); config, tokenizer and sentence-transformers files come along;
+    the safetensors metadata names the source (``converted_from``) and the npformer version. The
+    result is checked by loading it, as :func:`convert` does.
+
+    Raises ``FileNotFoundError`` when ``src`` has no .bin, :class:`~npformer.torch_bin.UnsafeCheckpointError`
+    for a pickle asking for code, ``ValueError`` for a corrupted file, ``FileExistsError`` when
+    ``out_dir`` exists (unless ``overwrite``) or is ``src``.
+    """
+    return _checked_conversion(_write_bin, Path(src), Path(out_dir), "float32", overwrite)
+
+
+def _checked_conversion(write, src: Path, out_dir: Path, dtype: str, overwrite: bool) -> Path:
+    """``write(src, directory)`` into a temporary directory beside ``out_dir``, load the result once,
+    then move it (or its int8 copy) into ``out_dir``; the temporary directory is always removed."""
+    directory = src.parent if src.is_file() else src
     if out_dir.resolve() in (directory.resolve(), src.resolve()):
         raise FileExistsError(f"{out_dir} is the source; write the conversion elsewhere")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
@@ -144,10 +169,7 @@ def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", ove
     temp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(temp, ignore_errors=True)
     try:
-        if is_onnx:
-            convert_onnx(src, temp)
-        else:
-            convert_bin(src, temp)
+        write(src, temp)
         try:
             load_architecture(temp)  # refuse a conversion that does not load, before anything is replaced
         except ValueError as e:
@@ -168,18 +190,9 @@ def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", ove
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Convert a PyTorch checkpoint (``pytorch_model.bin``, or the shards of a
-    ``pytorch_model.bin.index.json``) to safetensors in ``out_dir``, without torch and without
-    running code from the file (see :mod:`npformer.torch_bin`). Tensors are copied bit for bit
-    (bfloat16 widened to float32); config, tokenizer and sentence-transformers files come along;
-    the safetensors metadata names the source (``converted_from``) and the npformer version.
-
-    Raises ``FileNotFoundError`` when ``src`` has no .bin, :class:`~npformer.torch_bin.UnsafeCheckpointError`
-    for a pickle asking for code, ``ValueError`` for a corrupted file, ``FileExistsError`` when
-    ``out_dir`` exists (unless ``overwrite``) or is ``src``.
-    """
-    src, out_dir = Path(src), Path(out_dir)
+def _write_bin(src: Path, out_dir: Path) -> Path:
+    """The tensors of ``src`` (a .bin file, or a directory with ``pytorch_model.bin`` or its shards)
+    as ``out_dir/model.safetensors`` beside the source's other files (see :func:`convert_bin`)."""
     directory = src.parent if src.is_file() else src
     index = directory / "pytorch_model.bin.index.json"
     if src.is_file():
@@ -192,10 +205,6 @@ def convert_bin(src: str | Path, out_dir: str | Path, *, overwrite: bool = False
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"no {missing[0].name} in {directory}")
-    if out_dir.resolve() == directory.resolve():
-        raise FileExistsError(f"{out_dir} is the source directory; write the conversion elsewhere")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or pass --overwrite")
     tensors: dict[str, np.ndarray] = {}
     for f in files:
         tensors.update(read_torch_bin(f))

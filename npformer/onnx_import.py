@@ -68,23 +68,21 @@ class Graph:
     """An ONNX graph indexed for pattern matching: producers, consumers, initializers as NumPy."""
 
     def __init__(self, model, file: Path):
-        numpy_helper = importlib.import_module("onnx.numpy_helper")
         self.file = file
         self.nodes = list(model.graph.node)
         self.init = {t.name: t for t in model.graph.initializer}
         self._arrays: dict[str, np.ndarray] = {}
-        self._to_array = numpy_helper.to_array
+        self._to_array = importlib.import_module("onnx.numpy_helper").to_array
+        self._attribute_value = importlib.import_module("onnx.helper").get_attribute_value
         self.producer = {out: n for n in self.nodes for out in n.output}
         self.consumers: dict[str, list] = defaultdict(list)
         for n in self.nodes:
             for name in n.input:
                 self.consumers[name].append(n)
         self.claimed: set[str] = set()
-        self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
     def fail(self, node, problem: str) -> OnnxImportError:
-        where = f"node {node.name or '(unnamed)'} ({node.op_type})" if node is not None else "the graph"
-        return OnnxImportError(f"{self.file}: {where}: {problem}")
+        return OnnxImportError(f"{self.file}: node {node.name or '(unnamed)'} ({node.op_type}): {problem}")
 
     def constant(self, name: str) -> np.ndarray | None:
         """The value of an initializer or a ``Constant`` node's output, else None; marks initializers used."""
@@ -99,8 +97,7 @@ class Graph:
         return None
 
     def attr(self, node, name: str, default=None):
-        helper = importlib.import_module("onnx.helper")
-        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+        return next((self._attribute_value(a) for a in node.attribute if a.name == name), default)
 
     def only_consumer(self, name: str, op_type: str):
         users = self.consumers.get(name, [])
@@ -262,7 +259,8 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
 def read_onnx(file: str | Path, hidden_act: str | None = None,
               layer_norm_eps: float | None = None) -> tuple[dict[str, np.ndarray], str]:
     """Read an ONNX export into ``{Transformers tensor name: float32 array}`` and a one-line description
-    of what it was (``"float32"``, ``"int8 (MatMulInteger)"``, ``"4-bit (MatMulNBits, block 32)"``).
+    of what it was (``"float32"``, ``"int8 (quantize_dynamic: MatMulInteger)"``,
+    ``"MatMulNBits (block 32, 4 bits)"``).
 
     Linear weights come out as ``(out_features, in_features)``, tables as ``(rows, hidden_size)``.
     With ``hidden_act`` / ``layer_norm_eps`` (from the config that goes with the file) the graph's
@@ -287,7 +285,7 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
             raise g.fail(node, f"op {node.domain + '.' if node.domain else ''}{node.op_type} is not part of a plain "
                                f"BERT export (fused by an optimizer pass?); convert the export before optimization")
     tensors: dict[str, np.ndarray] = {}
-    kinds = set()
+    kinds, nbits = set(), set()
     for node in g.nodes:
         if node.op_type in LINEAR_OPS:
             found = _linear(g, node)
@@ -302,13 +300,14 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
             tensors[f"{module}.weight"], tensors[f"{module}.bias"] = w, bias
             kinds.add(node.op_type)
             if node.op_type == "MatMulNBits":
-                kinds.add(f"block {g.attr(node, 'block_size')}, {g.attr(node, 'bits')} bits")
+                nbits.add(f"block {g.attr(node, 'block_size')}, {g.attr(node, 'bits')} bits")
         elif node.op_type == "Gather":
             table = _table(g, node)
             if table is not None and table.ndim == 2:
-                if f"{g.module(node)}.weight" in tensors:
-                    raise g.fail(node, f"a second table for module {g.module(node)}")
-                tensors[f"{g.module(node)}.weight"] = table
+                name = f"{g.module(node)}.weight"
+                if name in tensors:
+                    raise g.fail(node, f"a second table {name}")
+                tensors[name] = table
     eps_found: list = []
     _layer_norms(g, tensors, eps_found)
     _check_rest(g, hidden_act, layer_norm_eps, eps_found)
@@ -317,11 +316,18 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
             raise OnnxImportError(f"{file}: tensor {name} has non-finite values")
     if "MatMulInteger" in kinds:
         description = "int8 (quantize_dynamic: MatMulInteger)"
-    elif "MatMulNBits" in kinds:
-        description = "MatMulNBits (" + ", ".join(sorted(k for k in kinds if k.startswith("block"))) + ")"
+    elif nbits:
+        description = f"MatMulNBits ({'; '.join(sorted(nbits))})"
     else:
         description = "float32"
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, description
+
+
+def _activation_form(g: Graph, node) -> str | None:
+    """The activation a node computes, in :data:`~npformer.kernels.ops.ACTIVATIONS`' terms, or None."""
+    if node.op_type == "Gelu":
+        return "tanh" if g.attr(node, "approximate", "none") == "tanh" else "erf"
+    return ACTIVATION_OPS.get(node.op_type)
 
 
 def _check_rest(g: Graph, hidden_act: str | None, layer_norm_eps: float | None, eps_found: list) -> None:
@@ -334,9 +340,7 @@ def _check_rest(g: Graph, hidden_act: str | None, layer_norm_eps: float | None, 
                     raise g.fail(node, f"uses the weight {name} {tuple(value.shape)} in a way npformer does not "
                                        f"recognise; refusing rather than dropping it")
     if hidden_act is not None and hidden_act in ACTIVATIONS:
-        used = {("tanh" if g.attr(n, "approximate", "none") == "tanh" else "erf") if n.op_type == "Gelu"
-                else ACTIVATION_OPS[n.op_type] for n in g.nodes
-                if (n.op_type in ACTIVATION_OPS or n.op_type == "Gelu")
+        used = {form for n in g.nodes if (form := _activation_form(g, n))
                 and any(part in (g.module_path(n) or "") for part in FFN_MODULES)}
         if used and ACTIVATIONS[hidden_act] not in used:
             raise OnnxImportError(f"{g.file}: the feed-forward layers compute {'/'.join(sorted(used))} but the config "
@@ -374,7 +378,7 @@ def convert_onnx(src: str | Path, out_dir: str | Path) -> Path:
     file = src if src.is_file() else find_onnx(src)
     if file is None:
         raise FileNotFoundError(f"no ONNX export ({', '.join(ONNX_FILES)}) in {src} or {src / 'onnx'}")
-    home = next((d for d in (file.parent, file.parent.parent) if (d / "config.json").is_file()), None)
+    home = _home(file)
     if home is None:
         raise FileNotFoundError(f"no config.json beside {file} or in its parent directory; an ONNX export needs "
                                 f"the model's config.json (and tokenizer files) to become a checkpoint")
@@ -388,22 +392,26 @@ def convert_onnx(src: str | Path, out_dir: str | Path) -> Path:
     return write_checkpoint(tensors, metadata, home, Path(out_dir))
 
 
+def _home(file: Path) -> Path | None:
+    """The directory holding the export's config.json: the export's own, or its parent (``onnx/``)."""
+    return next((d for d in (file.parent, file.parent.parent) if (d / "config.json").is_file()), None)
+
+
 def onnx_checkpoint(directory: Path) -> Path:
     """For a checkpoint directory that has an ONNX export and no safetensors: its conversion in
-    npformer's cache (``<cache>/onnx/<sha256 of the file>``), made on first use (written under a
-    temporary name and renamed, so an interrupted conversion is never used). Raises as
-    :func:`convert_onnx`."""
+    npformer's cache (``<cache>/onnx/<key>``), made on first use (written under a temporary name and
+    renamed, so an interrupted conversion is never used). The key hashes the path, size and
+    modification time of the export, its external weights and the files that travel with it, so
+    an edit to any of them makes a new conversion without reading the export on every load.
+    Raises as :func:`convert_onnx`."""
     file = find_onnx(directory)
     if file is None:
         raise FileNotFoundError(f"no ONNX export in {directory}")
-    digest = hashlib.sha256()
-    home = file.parent if (file.parent / "config.json").is_file() else file.parent.parent
+    home = _home(file) or file.parent
     parts = [file] + [file.with_name(file.name + data) for data in ("_data", ".data")]  # with external weights
-    for part in [p for p in parts if p.is_file()] + [home / name for name in BESIDE_WEIGHTS if (home / name).is_file()]:
-        with open(part, "rb") as f:  # the export and the files that travel with it: an edit makes a new copy
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                digest.update(chunk)
-    target = cache_dir() / "onnx" / digest.hexdigest()[:32]
+    parts += [home / name for name in BESIDE_WEIGHTS]
+    stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts if p.is_file()]
+    target = cache_dir() / "onnx" / hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:32]
     if (target / "model.safetensors").is_file():
         return target
     temp = target.with_name(f".{target.name}.{os.getpid()}")

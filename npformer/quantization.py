@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from npformer.kernels.gemm_f32 import output_buffer
+from npformer.kernels.gemm_f32 import output_buffer, padded_bias
 from npformer.kernels.gemm_int8 import (AVX2_LANES, int8_matmul, int8_matmul_avx2, int8_matmul_vnni, pack_avx2, pack_vnni,
                                         quantize_rows, quantize_rows_i16, quantize_rows_u8, unpack_vnni)
 from npformer.kernels.llvm_ir import HAS_AVX2_INT8, HAS_VNNI, LANES, NR, VNNI_K, round_up
@@ -99,7 +99,6 @@ class QuantizedTensor:
         self._values = values
         self._packed = packed
         self._vnni = None  # (packed, row sums, padded scales, n_p, k_p), made on first matmul
-        self._zero_bias = None  # (n_p,) zeros for calls without a bias
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
@@ -138,27 +137,17 @@ class QuantizedTensor:
         n = self.shape[0]
         if HAS_AVX2_INT8:
             packed, scales, n_p, k_p = self.avx2_operands()
-            b = np.zeros(n_p, np.float32)
-            if bias is not None:
-                b[:n] = bias
             xq, xs = quantize_rows_i16(x, k_p)
-            out = int8_matmul_avx2(xq, xs, packed, scales, b, output_buffer(scratch, xq.shape[0], n_p))
+            out = int8_matmul_avx2(xq, xs, packed, scales, padded_bias(bias, n_p), output_buffer(scratch, xq.shape[0], n_p))
             return out[:x.shape[0], :n]
         if not HAS_VNNI:
             xq, xs = quantize_rows(x)
             b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
             return int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
-        if bias is None:
-            b = self._zero_bias if self._zero_bias is not None else np.zeros(n_p, np.float32)
-            self._zero_bias = b
-        elif n == n_p:  # aligned (every real model): the bias is used as it is
-            b = np.ascontiguousarray(bias, dtype=np.float32)
-        else:
-            b = np.zeros(n_p, np.float32)
-            b[:n] = bias
         xu, xs = quantize_rows_u8(x, k_p)
-        out = int8_matmul_vnni(xu, xs, packed, sums, scales, b, output_buffer(scratch, xu.shape[0], n_p), k_p)
+        out = int8_matmul_vnni(xu, xs, packed, sums, scales, padded_bias(bias, n_p), output_buffer(scratch, xu.shape[0], n_p),
+                               k_p)
         return out[:x.shape[0], :n]
 
     def vnni_operands(self):

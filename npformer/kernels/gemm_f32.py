@@ -141,6 +141,17 @@ def output_buffer(scratch: np.ndarray | None, rows: int, n: int) -> np.ndarray:
     return np.empty((rows, n), np.float32)
 
 
+def padded_bias(bias: np.ndarray | None, n_padded: int) -> np.ndarray:
+    """``bias (n,)`` as the ``(n_padded,) float32`` vector a packed kernel reads: the array itself when
+    the channels are aligned (every real model), else a zero-padded copy; zeros for no bias."""
+    if bias is not None and bias.shape[0] == n_padded:
+        return np.ascontiguousarray(bias, dtype=np.float32)
+    b = np.zeros(n_padded, np.float32)
+    if bias is not None:
+        b[:bias.shape[0]] = bias
+    return b
+
+
 def pack_rows(w: np.ndarray) -> np.ndarray:
     """Lay out ``(n, k) float32`` weights for :func:`sgemm_packed`: channels padded to a multiple of
     ``F32_NR`` with zeros, blocks of ``F32_LANES`` channels (16, or 8 with AVX2) each stored
@@ -173,7 +184,6 @@ class PackedMatrix:
         self.shape = tuple(w.shape)
         self.n_padded = round_up(w.shape[0], F32_NR)
         self.packed = pack_rows(np.asarray(w, dtype=np.float32))
-        self._zero_bias = np.zeros(self.n_padded, np.float32)
 
     size = property(lambda self: self.shape[0] * self.shape[1])
 
@@ -189,12 +199,6 @@ class PackedMatrix:
         if x.ndim != 2 or x.shape[1] != k:
             raise ValueError(f"cannot multiply activations of shape {x.shape} by a ({n}, {k}) weight")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if bias is None:
-            b = self._zero_bias
-        elif n == self.n_padded:
-            b = np.ascontiguousarray(bias, dtype=np.float32)
-        else:
-            b = self._zero_bias.copy()
-            b[:n] = bias
-        out = sgemm_packed(x, self.packed, b, output_buffer(scratch, x.shape[0], self.n_padded))
+        out = sgemm_packed(x, self.packed, padded_bias(bias, self.n_padded),
+                           output_buffer(scratch, x.shape[0], self.n_padded))
         return out if n == self.n_padded else np.ascontiguousarray(out[:, :n])

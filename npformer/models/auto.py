@@ -177,8 +177,7 @@ ARCHITECTURE_HEADS = {"ForSequenceClassification": AutoModelForSequenceClassific
 def load_architecture(path_or_id: str | Path, dtype: str = "float32") -> Encoder | TaskModel:
     """The model ``config.json``'s ``architectures`` names: the task model of the first ``*For<Task>``
     entry, else the bare encoder. Raises as :meth:`AutoModel.from_pretrained`."""
-    _, config, _ = open_checkpoint(path_or_id)
-    for architecture in config.architectures:
+    for architecture in Config.from_pretrained(resolve(path_or_id)).architectures:
         for suffix, loader in ARCHITECTURE_HEADS.items():
             if architecture.endswith(suffix):
                 return loader.from_pretrained(path_or_id, dtype=dtype)

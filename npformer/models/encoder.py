@@ -125,30 +125,30 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
     x = x.reshape(batch * seq, hidden)
     probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
                      np.float32)
+
+    def keep(name: str, value: np.ndarray, bias: np.ndarray | None = None) -> None:
+        """Hand ``record`` an intermediate as ``(batch, seq, -1)``: a copy (the buffers change in
+        place later), with ``bias`` added where the fused kernel that follows would add it."""
+        if record:
+            record(names[name], (value.copy() if bias is None else value + bias).reshape(batch, seq, -1))
+
     q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
-    if record:
-        for name, value in (("query", q), ("key", k), ("value", v)):
-            record(names[name], value.reshape(batch, seq, hidden).copy())
+    keep("query", q), keep("key", k), keep("value", v)
     context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
     if record:
         record(names["probs"], probs)
-        record(names["attention"], context.reshape(batch, seq, hidden).copy())
+    keep("attention", context)
     attended = linear(context, w.o_w)
-    if record:
-        record(names["attention_dense"], (attended + w.o_b).reshape(batch, seq, hidden))
+    keep("attention_dense", attended, w.o_b)
     x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
-    if record:
-        record(names["ln1"], x.reshape(batch, seq, hidden).copy())
+    keep("ln1", x)
     inner = linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
     ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
-    if record:
-        record(names["activation"], inner.reshape(batch, seq, -1).copy())
+    keep("activation", inner)
     out = linear(inner, w.ff2_w)
-    if record:
-        record(names["output_dense"], (out + w.ff2_b).reshape(batch, seq, hidden))
+    keep("output_dense", out, w.ff2_b)
     x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
-    if record:
-        record(names["ln2"], x.reshape(batch, seq, hidden).copy())
+    keep("ln2", x)
     return x.reshape(batch, seq, hidden), probs if output_attentions else None
 
 
