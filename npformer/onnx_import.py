@@ -243,10 +243,8 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
                 raise g.fail(node, "expected a layer norm over the last axis with constant weight and bias")
             tensors[f"{module}.weight"], tensors[f"{module}.bias"] = scale, bias
             eps_found.append((node, g.attr(node, "epsilon", 1e-5)))
-        elif node.op_type in ("Mul", "Add") and g.module_path(node):
+        elif node.op_type in ("Mul", "Add") and (g.module_path(node) or "").endswith(NORM_NAMES):
             module = g.module(node)
-            if not module.endswith(NORM_NAMES):
-                continue
             consts = [c for c in map(g.constant, node.input) if c is not None]
             if len(consts) != 1:
                 continue
@@ -314,12 +312,8 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
             raise OnnxImportError(f"{file}: tensor {name} has non-finite values")
-    if "MatMulInteger" in kinds:
-        description = "int8 (quantize_dynamic: MatMulInteger)"
-    elif nbits:
-        description = f"MatMulNBits ({'; '.join(sorted(nbits))})"
-    else:
-        description = "float32"
+    description = ("int8 (quantize_dynamic: MatMulInteger)" if "MatMulInteger" in kinds
+                   else f"MatMulNBits ({'; '.join(sorted(nbits))})" if nbits else "float32")
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, description
 
 
