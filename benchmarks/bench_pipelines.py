@@ -1,5 +1,5 @@
 """End to end on real text (issue 15): whole pipelines, tokenizer included, against ONNX Runtime with
-the Rust fast tokenizer and against PyTorch; plus cold start of a one-off command.
+the Rust fast tokenizer and against PyTorch (cold start: ``bench_cold_start.py``).
 
 Jobs (both read ../shared):
 * sentiment: the built-in model on the 872 SST-2 dev sentences (npformer int8 = the shipped model;
@@ -11,8 +11,7 @@ Batch 32: the whole set, every engine sorting by token length and padding each b
 longest (npformer's pipelines do this themselves; ONNX Runtime and PyTorch get the same sort here;
 sentence-transformers sorts by itself); reported as seconds for the set. Batch 1: ms per sentence
 over the first 200 sentences. Each (job, engine) runs in a fresh process with 2 threads, rounds
-interleaved; medians over rounds. Cold start: medians of fresh processes of ``import npformer``
-and ``npformer sentiment "text"``. Engines ending in ``@avx2`` run with ``NPFORMER_ISA=avx2``.
+interleaved; medians over rounds. Engines ending in ``@avx2`` run with ``NPFORMER_ISA=avx2``.
 
 Usage (``test`` + ``bench`` extras, ../shared beside the checkout, MiniLM fetched)::
 
@@ -167,28 +166,10 @@ def worker(engine: str, job: str) -> dict:
     return {"batch_s": batch_s, "latency_ms": latency_ms, "n": len(texts)}
 
 
-def cold_start(runs: int) -> dict:
-    """Median wall seconds of fresh processes: ``import npformer`` and a one-off sentiment command."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    commands = {"import npformer": [sys.executable, "-c", "import npformer"],
-                "npformer sentiment TEXT": [sys.executable, "-m", "npformer.cli", "sentiment", "a fine film"]}
-    out = {}
-    for name, command in commands.items():
-        subprocess.run(command, env=env, capture_output=True, check=True)  # warm disk and Numba caches
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            subprocess.run(command, env=env, capture_output=True, check=True)
-            times.append(time.perf_counter() - t0)
-        out[name] = (statistics.median(times), min(times), max(times))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "JOB"))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cold-runs", type=int, default=9)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
@@ -228,14 +209,9 @@ def main() -> None:
             if (job, ours) in med and (job, theirs) in med:
                 a, b = med[job, ours], med[job, theirs]
                 ratios.append(f"| {job} | {ours} vs {theirs} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
-    cold = cold_start(args.cold_runs)
-    cold_rows = ["", f"Cold start, fresh processes, warm disk and Numba caches ({args.cold_runs} runs):", "",
-                 "| command | median s | min-max s |", "|---|---|---|"]
-    cold_rows += [f"| `{k}` | {m:.3f} | {lo:.3f}-{hi:.3f} |" for k, (m, lo, hi) in cold.items()]
-    body = "\n".join([f"- kernels: {kernels}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios
-                     + cold_rows)
-    append_results("Pipelines end to end and cold start (bench_pipelines.py)",
-                   f"python benchmarks/bench_pipelines.py --rounds {args.rounds} --cold-runs {args.cold_runs}", body)
+    body = "\n".join([f"- kernels: {kernels}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios)
+    append_results("Pipelines end to end (bench_pipelines.py)", f"python benchmarks/bench_pipelines.py --rounds {args.rounds}",
+                   body)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from npformer.config import Config
 from npformer.convert import convert, quantize, save_quantized
 from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
-from npformer.models.encoder import get_num_threads, set_num_threads
+from npformer.runtime import get_num_threads, set_num_threads
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from npformer.pipelines import pipeline
 from npformer.quantization import QuantizedTensor

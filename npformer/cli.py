@@ -33,8 +33,8 @@ from pathlib import Path
 
 from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
 from npformer.convert import convert, save_quantized
-from npformer.models.auto import DTYPES, build_encoder, open_checkpoint
-from npformer.models.encoder import set_num_threads
+from npformer.models.auto import BACKENDS, DTYPES, build_encoder, open_checkpoint
+from npformer.runtime import set_num_threads
 from npformer.output import JsonLines, OutputError
 from npformer.explain import explain_data, write_page
 from npformer.pipelines import ALIASES, pipeline
@@ -42,6 +42,10 @@ from npformer.provenance import describe
 from npformer.records import InputError, Source
 from npformer.version import __version__
 
+# Up to this many texts given as arguments run on the NumPy backend by default: Numba's import and
+# kernel loading (about 0.7 s) cost more than its faster kernels save (about 11 ms a text: built-in model,
+# SST-2 dev, batch 32, measured here; break-even near 60 texts).
+ONE_OFF_TEXTS = 32
 # CLI command -> the pipeline task names it also answers to
 COMMAND_ALIASES = {"sentiment": ["sentiment-analysis", "text-classification"], "ner": ["token-classification"],
                    "qa": ["question-answering"], "embed": ["sentence-embeddings", "embeddings"],
@@ -52,7 +56,7 @@ def info(model: str, revision: str | None = None) -> dict:
     """What ``npformer info`` prints (see :func:`npformer.provenance.describe`); loading the encoder
     validates the checkpoint."""
     directory, config, weights = open_checkpoint(model, revision)
-    return describe(directory, config, weights, build_encoder(config, weights))
+    return describe(directory, config, weights, build_encoder(config, weights, backend="numpy"))  # nothing to run
 
 
 def _positive(name: str):
@@ -244,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--adapter", help="a PEFT LoRA adapter directory merged into --model (or give the adapter "
                                          "as --model when its config names the base)")
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+        p.add_argument("--backend", choices=BACKENDS, default=None,
+                       help="kernels of the forward pass: numba (fast per text) or numpy (no Numba to load: the "
+                            f"fastest start); default numpy for up to {ONE_OFF_TEXTS} texts given as arguments, "
+                            "numba otherwise")
         p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
         p.add_argument("--max-length", type=_positive("--max-length"), default=None,
                        help="tokens per window, special tokens included (default: the model's maximum)")
@@ -368,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "qa" and args.context_file:
             inputs.append(Path(args.context_file))
         output.check(inputs)
+        one_off = source.kind == "args" and len(args.texts) <= ONE_OFF_TEXTS  # loading Numba would cost more than it saves
+        backend = args.backend or ("numpy" if one_off else "numba")
         pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision,
-                        adapter=args.adapter)
+                        adapter=args.adapter, backend=backend)
         if args.command == "embed" and args.format == "npy":
             return run_npy(pipe, source, output, args.max_length)
         records, errors = run_task(args, pipe, fn, source, output)

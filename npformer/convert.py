@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from npformer import kernels
 from npformer.files import write_checkpoint
-from npformer.kernels.gemm_int8 import pack_vnni, quantize_rows
+from npformer.kernels.layout import pack_vnni
 from npformer.models.auto import DTYPES, ENCODERS, load_architecture, open_checkpoint
 from npformer.onnx_import import convert_onnx, find_onnx
 from npformer.provenance import quantized_card
@@ -58,7 +59,7 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     tensors, packed_shapes = {}, {}
     for key, arr in weights.tensors.items():
         if key in linears or key == embeddings:
-            q, s = quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
+            q, s = kernels.gemm_int8.quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
             tensors[key + SCALE_SUFFIX] = s
             if key in linears:
                 tensors[key] = pack_vnni(q)

@@ -35,7 +35,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker  # noqa: E402
 
-from npformer.models.encoder import set_num_threads  # noqa: E402
+from npformer.runtime import set_num_threads  # noqa: E402
 from npformer.pipelines import pipeline  # noqa: E402
 from npformer.records import Source  # noqa: E402
 

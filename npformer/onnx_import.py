@@ -39,7 +39,7 @@ from npformer.config import Config
 from npformer.extras import require_extra
 from npformer.files import BESIDE_WEIGHTS, write_checkpoint
 from npformer.hub import ONNX_FILES, cache_dir
-from npformer.kernels.ops import ACTIVATIONS
+from npformer.kernels.numpy_ops import ACTIVATIONS
 from npformer.version import __version__
 
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
@@ -50,7 +50,7 @@ PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape Div Eq
     DynamicQuantizeLinear MatMulInteger DequantizeLinear MatMulNBits""".split())
 LINEAR_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
 NORM_NAMES = ("LayerNorm", "layer_norm")  # the last part of every layer norm module's name in both models
-# The activation op in the FFN -> the config names that compute it (see kernels.ops.ACTIVATIONS);
+# The activation op in the FFN -> the config names that compute it (see kernels.numpy_ops.ACTIVATIONS);
 # the ONNX Gelu op (opset 20, the dynamo exporter) says which by its ``approximate`` attribute.
 ACTIVATION_OPS = {"Erf": "erf", "Tanh": "tanh", "Relu": "relu"}
 FFN_MODULES = (".intermediate", ".ffn")
@@ -318,7 +318,7 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
 
 
 def _activation_form(g: Graph, node) -> str | None:
-    """The activation a node computes, in :data:`~npformer.kernels.ops.ACTIVATIONS`' terms, or None."""
+    """The activation a node computes, in :data:`~npformer.kernels.numpy_ops.ACTIVATIONS`' terms, or None."""
     if node.op_type == "Gelu":
         return "tanh" if g.attr(node, "approximate", "none") == "tanh" else "erf"
     return ACTIVATION_OPS.get(node.op_type)

@@ -7,7 +7,8 @@ beside it, and the file metadata says ``{"quantization": "int8-per-channel-symme
 weights are stored in the VNNI GEMM's packed layout (1-D; their ``(out, in)`` shapes are in the
 metadata under ``layout``), so the kernel reads them straight from the memory map; word embeddings
 are stored row-major. :func:`read_matrix` is the one place that reads that format.
-The kernels behind ``QuantizedTensor.matmul`` are in :mod:`npformer.kernels.gemm_int8`.
+The kernels behind ``QuantizedTensor.matmul`` are in :mod:`npformer.kernels.gemm_int8` (Numba, imported
+when the first int8 tensor is made).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import json
 
 import numpy as np
 
-from npformer.kernels.gemm_f32 import output_buffer, padded_bias
-from npformer.kernels.gemm_int8 import (AVX2_LANES, int8_matmul, int8_matmul_avx2, int8_matmul_vnni, pack_avx2, pack_vnni,
-                                        quantize_rows, quantize_rows_i16, quantize_rows_u8, unpack_vnni)
-from npformer.kernels.llvm_ir import HAS_AVX2_INT8, HAS_VNNI, LANES, NR, VNNI_K, round_up
+from npformer import kernels
+from npformer.kernels.layout import LANES, NR, VNNI_K, pack_vnni, round_up, unpack_vnni
 from npformer.weights import Weights
 
 SCHEME = "int8-per-channel-symmetric"  # metadata "quantization" of a quantized checkpoint
@@ -103,7 +102,7 @@ class QuantizedTensor:
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
         """Quantize a float ``(out, in)`` matrix per row (per output channel)."""
-        q, s = quantize_rows(np.ascontiguousarray(w, dtype=np.float32))
+        q, s = kernels.gemm_int8.quantize_rows(np.ascontiguousarray(w, dtype=np.float32))
         out = cls(q, s)
         out._owns_values = True
         return out
@@ -120,10 +119,21 @@ class QuantizedTensor:
 
     @property
     def packed(self) -> np.ndarray:
-        """The values in :func:`pack_vnni`'s layout (packed once if only row-major values are held)."""
+        """The values in :func:`npformer.kernels.layout.pack_vnni`'s layout (packed once if only row-major values are held)."""
         if self._packed is None:
             self._packed = pack_vnni(self._values)
         return self._packed
+
+    @property
+    def float_values(self) -> np.ndarray:
+        """``(out, in) float32`` holding the int8 values exactly (not scaled), made once: the NumPy
+        backend multiplies these with BLAS (:func:`npformer.kernels.numpy_ops.int8_linear`)."""
+        if self._float is None:
+            values = self._values if self._values is not None else unpack_vnni(self._packed, *self.shape)
+            self._float = values.astype(np.float32)
+        return self._float
+
+    _float = None
 
     def dequantize(self) -> np.ndarray:
         """``(out, in) float32`` approximation of the original matrix."""
@@ -135,19 +145,21 @@ class QuantizedTensor:
         1-D float32 buffer, see :func:`npformer.kernels.gemm_f32.output_buffer`) the result is a view into it."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = self.shape[0]
-        if HAS_AVX2_INT8:
+        g, f32 = kernels.gemm_int8, kernels.gemm_f32
+        if kernels.llvm_ir.HAS_AVX2_INT8:
             packed, scales, n_p, k_p = self.avx2_operands()
-            xq, xs = quantize_rows_i16(x, k_p)
-            out = int8_matmul_avx2(xq, xs, packed, scales, padded_bias(bias, n_p), output_buffer(scratch, xq.shape[0], n_p))
+            xq, xs = g.quantize_rows_i16(x, k_p)
+            out = g.int8_matmul_avx2(xq, xs, packed, scales, f32.padded_bias(bias, n_p),
+                                     f32.output_buffer(scratch, xq.shape[0], n_p))
             return out[:x.shape[0], :n]
-        if not HAS_VNNI:
-            xq, xs = quantize_rows(x)
+        if not kernels.llvm_ir.HAS_VNNI:
+            xq, xs = g.quantize_rows(x)
             b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-            return int8_matmul(xq, xs, self.values, self.scales, b)
+            return g.int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
-        xu, xs = quantize_rows_u8(x, k_p)
-        out = int8_matmul_vnni(xu, xs, packed, sums, scales, padded_bias(bias, n_p), output_buffer(scratch, xu.shape[0], n_p),
-                               k_p)
+        xu, xs = g.quantize_rows_u8(x, k_p)
+        out = g.int8_matmul_vnni(xu, xs, packed, sums, scales, f32.padded_bias(bias, n_p),
+                                 f32.output_buffer(scratch, xu.shape[0], n_p), k_p)
         return out[:x.shape[0], :n]
 
     def vnni_operands(self):
@@ -172,11 +184,11 @@ class QuantizedTensor:
         once. The model then holds each weight as int16 (twice its int8 size) beside its int8 copy."""
         if self._avx2 is None:
             n, k = self.shape
-            n_p, k_p = round_up(n, 2 * AVX2_LANES), round_up(k, 2)
+            n_p, k_p = round_up(n, 2 * kernels.gemm_int8.AVX2_LANES), round_up(k, 2)
             scales = np.zeros(n_p, np.float32)
             scales[:n] = self.scales
             unpacked_here = self._values is None  # only the packed copy (from the file) was held
-            self._avx2 = (pack_avx2(self.values), scales, n_p, k_p)
+            self._avx2 = (kernels.gemm_int8.pack_avx2(self.values), scales, n_p, k_p)
             if unpacked_here:
                 self._values = None  # the kernel reads the int16 copy; the packed int8 one remains
         return self._avx2

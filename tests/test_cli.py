@@ -33,7 +33,8 @@ def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
     assert main(["sentiment", "--model", str(sentiment_dir), "good movie", "bad movie"]) == 0
     out = lines(capsys.readouterr().out)
     assert [r["text"] for r in out] == ["good movie", "bad movie"]
-    expected = npformer.pipeline("sentiment-analysis", sentiment_dir)(["good movie", "bad movie"])
+    # texts given as arguments: a one-off call, on the NumPy backend (nothing else differs)
+    expected = npformer.pipeline("sentiment-analysis", sentiment_dir, backend="numpy")(["good movie", "bad movie"])
     assert [{"label": r["label"], "score": r["score"]} for r in out] == expected
     # .tsv with --column, --output
     tsv = tmp_path / "in.tsv"

@@ -11,6 +11,7 @@ from conftest import read_stsb
 from helpers import assert_close, make_checkpoint, max_abs_diff, random_batch
 from npformer import AutoModel, Config
 from npformer.kernels import gemm_f32 as gemm
+from npformer.kernels import llvm_ir
 from npformer.kernels.llvm_ir import PACKED_F32
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
@@ -57,24 +58,26 @@ def compare(ours, ref, ids, mask, types, with_types=True):
     return got
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", list(BERT_CONFIGS))
-def test_bert_matches_transformers(tmp_path, name, seed):
+def test_bert_matches_transformers(tmp_path, name, seed, backend):
     cfg = BERT_CONFIGS[name]
     ref = make_checkpoint(tmp_path, "bert", seed=seed, **cfg)
-    model = AutoModel.from_pretrained(tmp_path)
+    model = AutoModel.from_pretrained(tmp_path, backend=backend)
     assert isinstance(model, BertModel)
     rng = np.random.default_rng(seed)
     for batch, seq in [(1, 7), (3, 19), (2, 64)]:
         compare(model, ref, *random_batch(rng, cfg["vocab_size"], batch, seq))
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", list(DISTIL_CONFIGS))
-def test_distilbert_matches_transformers(tmp_path, name, seed):
+def test_distilbert_matches_transformers(tmp_path, name, seed, backend):
     cfg = DISTIL_CONFIGS[name]
     ref = make_checkpoint(tmp_path, "distilbert", seed=seed, **cfg)
-    model = AutoModel.from_pretrained(tmp_path)
+    model = AutoModel.from_pretrained(tmp_path, backend=backend)
     assert isinstance(model, DistilBertModel)
     assert model.pooler is None
     rng = np.random.default_rng(seed)
@@ -85,9 +88,7 @@ def test_distilbert_matches_transformers(tmp_path, name, seed):
 @pytest.mark.parametrize("model_type,name", [("bert", "tinybert-4x312"), ("distilbert", "3x256")])
 def test_blas_fallback_matches_transformers(tmp_path, monkeypatch, model_type, name):
     """Without AVX2 or AVX-512 the float32 Linear layers stay memory-mapped arrays and go through BLAS."""
-    import npformer.models.auto
-
-    monkeypatch.setattr(npformer.models.auto, "PACKED_F32", False)
+    monkeypatch.setattr(llvm_ir, "PACKED_F32", False)
     cfg = (BERT_CONFIGS if model_type == "bert" else DISTIL_CONFIGS)[name]
     ref = make_checkpoint(tmp_path, model_type, **cfg)
     model = AutoModel.from_pretrained(tmp_path)

@@ -1,4 +1,5 @@
-"""Kernels against NumPy references, and the on-disk compilation cache."""
+"""Kernels against NumPy references, and the on-disk compilation cache. Each operation is tested on
+both backends: the Numba kernels (``ops``) and the NumPy ones (``numpy_ops``)."""
 
 from __future__ import annotations
 
@@ -10,34 +11,50 @@ import sys
 import numpy as np
 import pytest
 
+from npformer.kernels import numpy_ops
 from npformer.kernels import ops as kernels
 
+BACKENDS = pytest.mark.parametrize("backend", [kernels, numpy_ops], ids=["numba", "numpy"])
 
-def test_layer_norm_and_fused_residual():
+
+@BACKENDS
+def test_layer_norm_and_fused_residual(backend):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((7, 50)).astype(np.float32) * 3 + 1
     g, b = rng.standard_normal(50).astype(np.float32), rng.standard_normal(50).astype(np.float32)
     mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     expected = (x - mean) / np.sqrt(var + 1e-12) * g + b
-    np.testing.assert_allclose(kernels.layer_norm(x, g, b, 1e-12), expected, atol=1e-5)
+    np.testing.assert_allclose(backend.layer_norm(x, g, b, 1e-12), expected, atol=1e-5)
     res, bias = rng.standard_normal((7, 50)).astype(np.float32), rng.standard_normal(50).astype(np.float32)
     y = x - bias - res
-    np.testing.assert_allclose(kernels.bias_residual_layer_norm_(y, bias, res, g, b, 1e-12), expected, atol=1e-4)
+    np.testing.assert_allclose(backend.bias_residual_layer_norm_(y, bias, res, g, b, 1e-12), expected, atol=1e-4)
 
 
+@BACKENDS
 @pytest.mark.parametrize("tanh_form", [False, True])
-def test_gelu(tanh_form):
+def test_gelu(tanh_form, backend):
     x = np.linspace(-12, 12, 100001, dtype=np.float32).reshape(1, -1)
     bias = np.zeros(x.shape[1], np.float32)
-    got = kernels.bias_gelu_(x.copy(), bias, tanh_form)
+    got = backend.bias_gelu_(x.copy(), bias, tanh_form)
     xd = x.astype(np.float64)
     if tanh_form:
         expected = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd ** 3)))
     else:
         expected = 0.5 * xd * (1 + np.vectorize(math.erf)(xd / math.sqrt(2)))
     err = np.abs(got - expected)
-    print(f"gelu tanh_form={tanh_form}: max abs error {err.max():.2e}")
+    print(f"gelu ({backend.__name__}) tanh_form={tanh_form}: max abs error {err.max():.2e}")
     assert err.max() <= 2e-6
+
+
+@BACKENDS
+def test_relu_and_activation_names(backend):
+    x = np.linspace(-3, 3, 60, dtype=np.float32).reshape(3, -1)
+    bias = np.linspace(-1, 1, x.shape[1], dtype=np.float32)
+    np.testing.assert_array_equal(backend.bias_activation_(x.copy(), bias, "relu"), np.maximum(x + bias, 0))
+    for name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+        np.testing.assert_array_equal(backend.bias_activation_(x.copy(), bias, name), backend.bias_gelu_(x.copy(), bias, True))
+    with pytest.raises(KeyError):
+        backend.bias_activation_(x.copy(), bias, "swish")
 
 
 def test_fast_exp():
@@ -74,9 +91,10 @@ def reference_attention(q, k, v, mask, num_heads):
     return context, probs
 
 
+@BACKENDS
 @pytest.mark.parametrize("batch,seq,num_heads,d_head", [(2, 5, 3, 4), (1, 128, 12, 64), (3, 37, 2, 26),
                                                         (2, 41, 4, 48), (1, 1, 1, 1)])
-def test_attention(batch, seq, num_heads, d_head):
+def test_attention(batch, seq, num_heads, d_head, backend):
     rng = np.random.default_rng(seq)
     q, k, v = (rng.standard_normal((batch * seq, num_heads * d_head)).astype(np.float32) for _ in range(3))
     mask = np.ones((batch, seq), np.int64)
@@ -84,13 +102,13 @@ def test_attention(batch, seq, num_heads, d_head):
     if batch > 2:
         mask[2] = 0  # nothing to attend to
     probs = np.empty((batch, num_heads, seq, seq), np.float32)
-    context = kernels.attention(q, k, v, mask, num_heads, probs)
+    context = backend.attention(q, k, v, mask, num_heads, probs)
     expected_context, expected_probs = reference_attention(q, k, v, mask, num_heads)
     print(f"attention max abs diff: context {np.abs(context - expected_context).max():.2e}, "
           f"probs {np.abs(probs - expected_probs).max():.2e}")
     np.testing.assert_allclose(context, expected_context, atol=2e-5)
     np.testing.assert_allclose(probs, expected_probs, atol=1e-6)
-    without = kernels.attention(q, k, v, mask, num_heads, np.empty((0, 0, 0, 0), np.float32))
+    without = backend.attention(q, k, v, mask, num_heads, np.empty((0, 0, 0, 0), np.float32))
     np.testing.assert_array_equal(without, context)
 
 

@@ -1,5 +1,8 @@
 """The package's layout stays walkable: no import cycles, no npformer import hidden inside a function,
-every module importable on its own, no module far over 400 lines, `import npformer` light."""
+every module importable on its own, no module far over 400 lines, `import npformer` light.
+
+One import is deferred on purpose, and only there: ``npformer.kernels`` imports its Numba modules on
+first use (PEP 562 ``__getattr__``), so that a one-off call on the NumPy backend never loads Numba."""
 
 from __future__ import annotations
 
@@ -113,3 +116,12 @@ def test_import_npformer_imports_nothing_optional():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_import_npformer_defers_numba():
+    """Numba (about 0.3 s to import, 0.4 s more to load the kernels) comes with the first model on the
+    Numba backend, through ``npformer.kernels``' deferred submodules, never with ``import npformer``."""
+    code = "import sys, npformer; print('numba' in sys.modules, 'llvmlite' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]

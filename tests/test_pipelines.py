@@ -62,11 +62,12 @@ def assert_same(ours, theirs, path="result"):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
-def test_text_classification(checkpoints, model_type):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_text_classification(checkpoints, model_type, backend):
     directory = checkpoints(model_type, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
                             label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2})
     texts = read_sst2("dev")[0][:120]
-    ours = npformer.pipeline("sentiment-analysis", directory, batch_size=7)
+    ours = npformer.pipeline("sentiment-analysis", directory, batch_size=7, backend=backend)
     theirs = reference("sentiment-analysis", directory)
     assert_same(ours(texts), theirs(texts))
     assert_same(ours(texts[0]), theirs(texts[0]))
@@ -88,10 +89,11 @@ def test_text_classification_multilabel(checkpoints):
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
-def test_token_classification(checkpoints, model_type, strategy):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_token_classification(checkpoints, model_type, strategy, backend):
     directory = checkpoints(model_type, "token", id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
     lines = [line for line in read_wikitext() if len(line.split()) > 3][:60]
-    ours = npformer.pipeline("ner", directory, batch_size=5)
+    ours = npformer.pipeline("ner", directory, batch_size=5, backend=backend)
     theirs = reference("ner", directory)
     assert_same(ours(lines, aggregation_strategy=strategy), theirs(lines, aggregation_strategy=strategy))
     assert_same(ours(lines[0], aggregation_strategy=strategy, ignore_labels=[]),
@@ -110,12 +112,13 @@ def test_token_classification_stride_long_text(checkpoints, strategy):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
-def test_question_answering(checkpoints, model_type):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_question_answering(checkpoints, model_type, backend):
     directory = checkpoints(model_type, "qa")
     squad = read_squad()
     samples = squad[::300][:30]
     long_ones = sorted(squad, key=lambda p: len(p[1]))[-3:]  # contexts beyond max_seq_len
-    ours = npformer.pipeline("question-answering", directory, batch_size=4)
+    ours = npformer.pipeline("question-answering", directory, batch_size=4, backend=backend)
     theirs = reference("question-answering", directory)
     for question, context in samples + long_ones:
         assert_same(ours(question=question, context=context), theirs(question=question, context=context))
@@ -130,7 +133,8 @@ def test_question_answering(checkpoints, model_type):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
-def test_fill_mask(checkpoints, model_type):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_fill_mask(checkpoints, model_type, backend):
     directory = checkpoints(model_type, "mlm")
     lines = [line for line in read_wikitext() if 8 < len(line.split()) < 80][:40]
     masked = []
@@ -138,7 +142,7 @@ def test_fill_mask(checkpoints, model_type):
         words = line.split()
         words[3] = "[MASK]"
         masked.append(" ".join(words))
-    ours = npformer.pipeline("fill-mask", directory, batch_size=6)
+    ours = npformer.pipeline("fill-mask", directory, batch_size=6, backend=backend)
     theirs = reference("fill-mask", directory)
     assert_same(ours(masked), theirs(masked))
     assert_same(ours(masked[0], top_k=10), theirs(masked[0], top_k=10))
@@ -148,10 +152,11 @@ def test_fill_mask(checkpoints, model_type):
     assert_same(ours(masked[2], targets=targets), theirs(masked[2], targets=targets))
 
 
-def test_feature_extraction(checkpoints):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_feature_extraction(checkpoints, backend):
     directory = checkpoints("bert", None)
     texts = read_sst2("dev")[0][:10]
-    ours = npformer.pipeline("feature-extraction", directory, batch_size=3)(texts)
+    ours = npformer.pipeline("feature-extraction", directory, batch_size=3, backend=backend)(texts)
     theirs = reference("feature-extraction", directory)(texts)
     for a, b in zip(ours, theirs):
         assert np.array(a).shape == np.array(b).shape

@@ -14,6 +14,7 @@ from conftest import read_stsb
 from helpers import fresh_asm, make_checkpoint, random_batch
 from npformer import AutoModel, QuantizedTensor, quantize
 from npformer.kernels import gemm_int8 as q
+from npformer.kernels import layout
 from npformer.kernels.llvm_ir import HAS_AVX2_INT8, HAS_VNNI
 from npformer.models.auto import AutoModelForSequenceClassification
 
@@ -108,7 +109,7 @@ def test_int8_encoder_close_to_float32(tmp_path, model_type):
 @given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**31))
 def test_packed_layout_round_trip(n, k, seed):
     values = np.random.default_rng(seed).integers(-127, 128, size=(n, k)).astype(np.int8)
-    np.testing.assert_array_equal(q.unpack_vnni(q.pack_vnni(values), n, k), values)
+    np.testing.assert_array_equal(layout.unpack_vnni(layout.pack_vnni(values), n, k), values)
 
 
 def test_quantized_checkpoint(tmp_path):

@@ -18,14 +18,10 @@ from numba.extending import intrinsic
 
 from npformer.kernels.llvm_ir import (AVX2_MR, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop, round_up,
                                       splat)
+from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
 
 VNNI_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_steps", "out", "o_off", "ldo", "xs", "i_off", "w_sums",
              "w_scales", "bias", "j_off")
-
-
-# Below this max|row| the step max/127 is subnormal and 1/step overflows to inf (0 * inf is NaN):
-# such a row quantizes to zeros with step 1 (the error, under 1.5e-36, is far below half a step).
-TINY_ROW = np.float32(127.0 * np.finfo(np.float32).tiny)
 
 
 @njit(cache=True, inline="always", fastmath=True)
@@ -205,24 +201,6 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
                 _vnni_8x32(xu, i0 * k_padded, k_padded, w_packed, jb * 2 * w_block, w_block, k_steps,
                            out, i0 * n_padded + jb * NR, n_padded, x_scales, i0, w_sums, w_scales, bias, jb * NR)
     return out
-
-
-def pack_vnni(values: np.ndarray) -> np.ndarray:
-    """Lay out ``(n, k) int8`` weights for :func:`int8_matmul_vnni`: channels padded to 32 and k to 4,
-    blocks of 16 channels, each step of 4 k stored as 64 contiguous bytes -> ``(n_p * k_p,) int8``."""
-    n, k = values.shape
-    n_p, k_p = round_up(n, NR), round_up(k, VNNI_K)
-    padded = np.zeros((n_p, k_p), np.int8)
-    padded[:n, :k] = values
-    return np.ascontiguousarray(padded.reshape(n_p // LANES, LANES, k_p // VNNI_K, VNNI_K)
-                                .transpose(0, 2, 1, 3)).reshape(-1)
-
-
-def unpack_vnni(packed: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Inverse of :func:`pack_vnni`: ``(n_p * k_p,) int8`` -> ``(n, k) int8`` row-major copy."""
-    n_p, k_p = round_up(n, NR), round_up(k, VNNI_K)
-    rows = packed.reshape(n_p // LANES, k_p // VNNI_K, LANES, VNNI_K).transpose(0, 2, 1, 3).reshape(n_p, k_p)
-    return np.ascontiguousarray(rows[:n, :k])
 
 
 # ---- AVX2 path -----------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ import numba.core.config
 from llvmlite import ir
 from numba import njit
 
+from npformer.kernels import layout
+from npformer.kernels.layout import LANES, MR, NR, VNNI_K  # noqa: F401 (the int8 layout, fixed whatever the ISA)
+
 CPU_FEATURES = frozenset(llvm_binding.get_host_cpu_features().flatten().split(","))
 ISAS = ("avx512", "avx2")
 
@@ -41,11 +44,6 @@ HAS_AVX512 = ISA == "avx512"  # 512-bit kernels (zmm)
 HAS_VNNI = HAS_AVX512 and "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM
 HAS_AVX2_INT8 = ISA == "avx2"  # int8 vpmaddwd GEMM on int16 pairs
 PACKED_F32 = ISA != "portable"  # the packed float32 FMA GEMM (else NumPy's BLAS)
-
-# The int8 weights' packed layout (VNNI, also the int8 checkpoint format): fixed, whatever the ISA.
-LANES = 16  # int32 lanes of a 512-bit vector: one packed block holds LANES output channels
-MR, NR = 8, 2 * LANES  # VNNI micro-kernel tile: activation rows x output channels (two vectors)
-VNNI_K = 4  # bytes of k that vpdpbusd sums into one int32 lane: packed int8 rows are padded to it
 # The float32 micro-kernel's vectors: 16 lanes in zmm registers, 8 in ymm (AVX2); its tile is up to
 # F32_MR rows x two vectors (AVX2 has 16 vector registers: 4 x 2 accumulators, two weights, one broadcast).
 F32_LANES = 16 if HAS_AVX512 else 8
@@ -56,10 +54,7 @@ F32_ROW_TILE = 128  # float32 GEMM: activation rows kept in L2 while the cores s
 INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
 
 
-@njit(cache=True, inline="always")
-def round_up(n, multiple):
-    """``n`` rounded up to a multiple of ``multiple`` (the padded sizes of packed operands)."""
-    return -(-n // multiple) * multiple
+round_up = njit(cache=True, inline="always")(layout.round_up)  # for the kernels (and from Python)
 
 
 def i64(builder, value):

@@ -1,5 +1,5 @@
 """Numba kernels: layer norm, GELU, attention with its masked softmax, fused bias/residual ops, and
-the linear layer.
+the linear layer (:func:`npformer.kernels.numpy_ops.weight_product`).
 
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
 and is compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__``
@@ -10,8 +10,10 @@ instead of compiling again. Matrix products run on the packed float32 micro-kern
 
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import int32, njit, prange, types
@@ -19,6 +21,8 @@ from numba.extending import intrinsic
 
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
+from npformer.kernels.numpy_ops import ACTIVATIONS
+from npformer.kernels.numpy_ops import weight_product as linear  # the switch between the GEMMs
 
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)
@@ -28,7 +32,8 @@ SQRT_2_OVER_PI = F32(0.7978845608028654)
 @njit(cache=True, inline="always", fastmath=True)
 def _erf(x):
     # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
-    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``). Vectorizes, unlike libm.
+    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``); numpy_ops.ERF_P / ERF_Q
+    # hold the same coefficients. Written out so that it vectorizes, unlike libm.
     x = min(max(x, F32(-4.0)), F32(4.0))
     x2 = x * x
     p = x2 * F32(-2.72614225801306e-10) + F32(2.77068142495902e-08)
@@ -112,16 +117,6 @@ def bias_relu_(x, bias):
         for j in range(n):
             x[i, j] = max(x[i, j] + bias[j], F32(0.0))
     return x
-
-
-# The one activation registry: config.json's ``hidden_act`` -> the kernel that reproduces it.
-ACTIVATIONS = {
-    "gelu": "erf",  # torch.nn.functional.gelu(x), exact: 0.5 x (1 + erf(x / sqrt 2))
-    "gelu_new": "tanh",  # transformers NewGELUActivation: the tanh approximation
-    "gelu_pytorch_tanh": "tanh",  # torch gelu(approximate="tanh"), the same formula
-    "gelu_fast": "tanh",  # transformers FastGELUActivation, the same formula
-    "relu": "relu",  # max(x, 0)
-}
 
 
 def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
@@ -262,22 +257,13 @@ def attention(q, k, v, mask, num_heads, probs):
     return context
 
 
-def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
-    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``.
-
-    ``weight`` is a :class:`npformer.kernels.gemm_f32.PackedMatrix` (float32 GEMM, bias as the accumulators'
-    start), a :class:`npformer.quantization.QuantizedTensor` (int8 GEMM, bias fused into
-    dequantization) or a plain ``(out, in) float32`` array (BLAS through NumPy, bias added in place):
-    the one switch between the paths. Without ``bias`` the fused kernel that follows adds it (GELU,
-    residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer
-    the result may be written to (see :func:`npformer.kernels.gemm_f32.output_buffer`). Raises ``ValueError``
-    when ``x``'s width is not the weight's ``in``.
-    """
-    if isinstance(weight, np.ndarray):
-        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
-        out = x @ weight.T
-        if bias is not None:
-            out += bias
-        return out
-    return weight.matmul(x, bias, scratch)
+@contextlib.contextmanager
+def threads(n: int):
+    """Context for a forward pass: Numba's parallel kernels on ``n`` threads (``numba.set_num_threads``
+    is per calling thread), restored after."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

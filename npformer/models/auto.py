@@ -15,7 +15,6 @@ from npformer.adapters import AdapterSet, read_adapter
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.hub import resolve
-from npformer.kernels.llvm_ir import PACKED_F32
 from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.models.encoder import Encoder
@@ -29,6 +28,7 @@ log = logging.getLogger("npformer")
 ENCODERS = {"bert": BertModel, "distilbert": DistilBertModel}
 PREFIXES = {"bert": ("", "bert."), "distilbert": ("", "distilbert.")}  # task checkpoints nest the encoder
 DTYPES = ("float32", "int8")
+BACKENDS = ("numba", "numpy")  # whose kernels run the forward pass (Encoder.ops)
 
 
 def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tuple[Path, Config, Weights]:
@@ -42,17 +42,22 @@ def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tupl
     return directory, config, Weights(directory, PREFIXES[config.model_type])
 
 
-def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> Encoder:
+def build_encoder(config: Config, weights: Weights, dtype: str = "float32", backend: str = "numba") -> Encoder:
     """The encoder of ``config.model_type`` with its tensors from ``weights``.
 
     ``dtype="int8"`` quantizes every Linear weight per output channel (see
     :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``.
-    float32 Linear weights are packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where
-    the CPU has AVX-512 or AVX2 (``NPFORMER_ISA``), and go through NumPy's BLAS otherwise.
-    Raises ``ValueError`` for an unknown dtype, missing/unexpected tensors or a shape mismatch.
+    ``backend="numba"`` runs the Numba kernels (:mod:`npformer.kernels.ops`), float32 Linear weights
+    packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where the CPU has AVX-512 or AVX2
+    (``NPFORMER_ISA``), through NumPy's BLAS otherwise. ``backend="numpy"`` runs
+    :mod:`npformer.kernels.numpy_ops` and never imports Numba for a float32 model: the fastest start for
+    a one-off call, slower per text (int8 weights still use the Numba int8 GEMM).
+    Raises ``ValueError`` for an unknown dtype or backend, missing/unexpected tensors or a shape mismatch.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     started = time.perf_counter()
     quantized = is_quantized(weights)
     try:
@@ -60,11 +65,11 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32") -> E
     except KeyError as e:
         raise ValueError(str(e.args[0])) from None
     encoder.check_unused(weights)
+    encoder.backend = backend
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
         encoder.quantize_()
-    if PACKED_F32:  # the pooler stays float32 in int8 models: packed too
-        encoder.pack_linears_(weights, layers=encoder.dtype == "float32")
+    encoder.pack_linears_(weights, layers=encoder.dtype == "float32")  # the pooler stays float32 in int8 models
     log.info("loaded a %s encoder (%d layers, %s) from %s in %.0f ms", config.model_type, config.num_hidden_layers,
              encoder.dtype, weights.directory, (time.perf_counter() - started) * 1e3)
     return encoder
@@ -98,7 +103,7 @@ class AutoModel:
 
     @staticmethod
     def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, dtype: str = "float32",
-                        adapter: str | Path | None = None) -> Encoder:
+                        adapter: str | Path | None = None, backend: str = "numba") -> Encoder:
         """Encoder from a local directory or a Hub id (config.json + *.safetensors).
 
         Args:
@@ -107,15 +112,17 @@ class AutoModel:
             dtype: ``"float32"`` or ``"int8"`` (quantize at load; an adapter is merged in float32 first).
             adapter: a PEFT LoRA adapter directory merged into the weights as ``"default"`` (see
                 :mod:`npformer.adapters`); more can be added with ``load_adapter`` / ``set_adapter``.
+            backend: ``"numba"`` (the default: the fast kernels) or ``"numpy"`` (no Numba: the fastest
+                start for a one-off call; see :func:`build_encoder`).
 
         Raises:
             FileNotFoundError: no such directory, no config.json / safetensors, Hub unreachable.
             ValueError: unknown model_type, missing, mis-typed, non-finite or mis-shaped tensors,
-                unknown dtype (one line naming the file and tensor or field).
+                unknown dtype or backend (one line naming the file and tensor or field).
         """
         _, config, weights = open_checkpoint(path_or_id, revision)
         adapters = open_adapters(weights, adapter)
-        encoder = build_encoder(config, weights, dtype)
+        encoder = build_encoder(config, weights, dtype, backend)
         encoder.adapter_set = adapters
         return encoder
 
@@ -125,7 +132,7 @@ class _AutoTaskModel:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
-                        dtype: str = "float32", adapter: str | Path | None = None) -> TaskModel:
+                        dtype: str = "float32", adapter: str | Path | None = None, backend: str = "numba") -> TaskModel:
         """Encoder and task head from a directory or Hub id (see :meth:`AutoModel.from_pretrained`).
 
         Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head,
@@ -137,9 +144,9 @@ class _AutoTaskModel:
             if isinstance(raw, dict) and CONFIG_KEY in raw:
                 if adapter is not None:
                     raise ValueError(f"{directory} holds a few-shot head on a frozen encoder; it takes no adapter")
-                return FeatureHeadClassifier.load(directory, build_encoder(config, weights, dtype), raw)
+                return FeatureHeadClassifier.load(directory, build_encoder(config, weights, dtype, backend), raw)
         adapters = open_adapters(weights, adapter)
-        encoder = build_encoder(config, weights, dtype)
+        encoder = build_encoder(config, weights, dtype, backend)
         try:
             model = cls.head(encoder, weights)
         except KeyError as e:

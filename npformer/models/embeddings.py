@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from npformer.config import Config
-from npformer.kernels import ops
 from npformer.quantization import read_matrix
 from npformer.weights import Weights
 
@@ -38,11 +38,13 @@ class Embeddings:
                    ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
                    ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
 
-    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float) -> np.ndarray:
-        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32."""
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float,
+                 layer_norm: Callable) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32, normalized by the backend's
+        ``layer_norm(x, gamma, beta, eps)``."""
         batch, seq = input_ids.shape
         word = self.word[input_ids] if isinstance(self.word, np.ndarray) else self.word.rows(input_ids)
         x = word + self.position[:seq]  # [B, S, H]
         if self.token_type is not None:
             x = x + self.token_type[token_type_ids]
-        return ops.layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)
+        return layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)

@@ -14,23 +14,19 @@ embeddings and the pooler (see :mod:`npformer.models.bert`, :mod:`npformer.model
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, fields
 from typing import Callable
 
-import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from npformer import kernels
 from npformer.adapters import Adaptable
 from npformer.config import Config
-from npformer.kernels import ops
-from npformer.kernels.gemm_f32 import PackedMatrix
-from npformer.kernels.llvm_ir import MR, NR, round_up
-from npformer.kernels.ops import linear
+from npformer.kernels import numpy_ops
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
 from npformer.quantization import QuantizedTensor, read_matrix
+from npformer.runtime import one_parallel_runtime
 from npformer.weights import Weights
 
 
@@ -113,12 +109,14 @@ class LayerWeights:
     LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
 
 
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config,
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops=numpy_ops,
                       output_attentions: bool = False, scratch: np.ndarray | None = None,
                       record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
     probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
-    ``scratch`` is a reusable float32 buffer for the feed-forward activations (see ``linear``).
+    ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
+    :mod:`npformer.kernels.numpy_ops`); ``scratch`` a reusable float32 buffer for the feed-forward
+    activations (see ``linear``).
     ``record(name, array)``, when given, receives each intermediate under the Transformers module
     name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
     batch, seq, hidden = x.shape
@@ -132,20 +130,20 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
         if record:
             record(names[name], (value.copy() if bias is None else value + bias).reshape(batch, seq, -1))
 
-    q, k, v = linear(x, w.q_w, w.q_b), linear(x, w.k_w, w.k_b), linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
     keep("query", q), keep("key", k), keep("value", v)
     context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
     if record:
         record(names["probs"], probs)
     keep("attention", context)
-    attended = linear(context, w.o_w)
+    attended = ops.linear(context, w.o_w)
     keep("attention_dense", attended, w.o_b)
     x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
     keep("ln1", x)
-    inner = linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
+    inner = ops.linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
     ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
     keep("activation", inner)
-    out = linear(inner, w.ff2_w)
+    out = ops.linear(inner, w.ff2_w)
     keep("output_dense", out, w.ff2_b)
     x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
     keep("ln2", x)
@@ -204,51 +202,6 @@ def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
     return input_ids.astype(np.int64, copy=False), attention_mask, token_type_ids
 
 
-_THREADPOOLS = ThreadpoolController()
-_ONE_PASS = threading.Lock()
-_NUM_THREADS: list[int | None] = [None]  # set_num_threads; None: all the threads Numba started with
-
-
-def set_num_threads(n: int) -> None:
-    """Threads every forward pass uses (its GEMMs, attention and, on CPUs without AVX-512, BLAS),
-    from 1 to the number Numba started with (``NUMBA_NUM_THREADS``, by default the cores).
-    Raises ``ValueError`` outside that range."""
-    limit = numba.config.NUMBA_NUM_THREADS
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
-    _NUM_THREADS[0] = n
-
-
-def get_num_threads() -> int:
-    """The threads a forward pass uses (see :func:`set_num_threads`)."""
-    return _NUM_THREADS[0] or numba.config.NUMBA_NUM_THREADS
-
-
-@contextlib.contextmanager
-def one_parallel_runtime(blas_linears: bool):
-    """Let one thread pool own the cores during a forward pass.
-
-    One pass at a time in the process: the kernels release the GIL (``nogil``), so other Python
-    threads (a server's tokenizers, its event loop) run meanwhile, but two passes from two threads
-    wait for each other rather than split the cores between two thread pools.
-
-    OpenBLAS and Numba's OpenMP workers both busy-wait after a parallel call; with both pools
-    alive on few cores each steals the other's cycles (measured here: DistilBERT b=1 float32
-    200 ms -> 75 ms, int8 116 ms -> 27 ms). Normally every product runs in Numba (packed float32
-    or int8 GEMM, attention), so BLAS gets one thread; the limit is process-wide while the pass
-    runs. Where Linear layers go through BLAS (float32 without AVX-512), Numba's kernels run on the
-    calling thread instead (``numba.set_num_threads`` is per thread).
-    """
-    with _ONE_PASS:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(1 if blas_linears else get_num_threads())
-        try:
-            with _THREADPOOLS.limit(limits=get_num_threads() if blas_linears else 1, user_api="blas"):
-                yield
-        finally:
-            numba.set_num_threads(previous)
-
-
 def converted(current, value: np.ndarray, name: str):
     """``value`` (float32) stored as ``current`` is: quantized, packed or a plain array. Raises
     ``ValueError`` when the shapes differ."""
@@ -258,9 +211,9 @@ def converted(current, value: np.ndarray, name: str):
                          f"{tuple(current.shape)}")
     if isinstance(current, QuantizedTensor):
         return QuantizedTensor.from_float(value)
-    if isinstance(current, PackedMatrix):
-        return PackedMatrix(value)
-    return value
+    if isinstance(current, np.ndarray):
+        return value
+    return kernels.gemm_f32.PackedMatrix(value)
 
 
 class Encoder(Adaptable):
@@ -277,15 +230,16 @@ class Encoder(Adaptable):
     token_types: bool = True  # token type (segment) embeddings
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
     dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
+    backend: str = "numba"  # whose kernels run the pass: "numba" or "numpy" (see ``ops``)
 
     @staticmethod
     def layer_names(i: int) -> dict[str, str]:
         raise NotImplementedError
 
     def __init__(self, config: Config, weights: Weights):
-        if config.hidden_act not in ops.ACTIVATIONS:
+        if config.hidden_act not in numpy_ops.ACTIVATIONS:
             raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
-                             f"{sorted(ops.ACTIVATIONS)}")
+                             f"{sorted(numpy_ops.ACTIVATIONS)}")
         self.config = c = config
         self.embeddings = Embeddings.load(weights, c, self.token_types)
         self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
@@ -297,7 +251,21 @@ class Encoder(Adaptable):
 
     def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm."""
-        return self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps)
+        return self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm)
+
+    @property
+    def ops(self):
+        """The kernels of ``backend``: :mod:`npformer.kernels.ops` (Numba, imported on first use) or
+        :mod:`npformer.kernels.numpy_ops` (NumPy, no Numba: the fastest start for a one-off call)."""
+        return numpy_ops if self.backend == "numpy" else kernels.ops
+
+    def packed(self, w: np.ndarray):
+        """A float32 ``(out, in)`` Linear weight as this backend multiplies it: a
+        :class:`npformer.kernels.gemm_f32.PackedMatrix` on the Numba backend where the CPU has its
+        micro-kernel (each row computed alike whatever the batch, which BLAS does not promise), else ``w``."""
+        if self.backend == "numpy" or not kernels.llvm_ir.PACKED_F32:
+            return w
+        return kernels.gemm_f32.PackedMatrix(w)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
                  output_hidden_states: bool = False, output_attentions: bool = False,
@@ -306,22 +274,23 @@ class Encoder(Adaptable):
         every named intermediate (see :func:`npformer.tracing.trace`). Raises ``ValueError`` on bad inputs."""
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
-        with one_parallel_runtime(self.blas_linears):
+        with one_parallel_runtime(self.ops, self.blas_linears):
             x = self.embed(input_ids, token_type_ids)  # [B, S, H]
             if record:
                 record("embeddings", x)
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for i, layer in enumerate(self.layers):
                 names = module_names(self.layer_names(i)) if record else None
-                x, probs = transformer_layer(x, layer, attention_mask, self.config, output_attentions,
-                                             self.scratch(x.shape[0] * x.shape[1]), record, names)
+                scratch = None if self.blas_linears else self.scratch(x.shape[0] * x.shape[1])  # (Numba GEMMs')
+                x, probs = transformer_layer(x, layer, attention_mask, self.config, self.ops, output_attentions,
+                                             scratch, record, names)
                 if output_hidden_states:
                     hidden_states.append(x)
                 if output_attentions:
                     attentions.append(probs)
             pooled = None
             if self.pooler is not None:
-                pooled = np.tanh(linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
+                pooled = np.tanh(self.ops.linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
                 if record:
                     record(self.pooler_name.rsplit(".", 1)[0], pooled)
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
@@ -330,16 +299,17 @@ class Encoder(Adaptable):
 
     @property
     def blas_linears(self) -> bool:
-        """True when the Linear weights are plain float32 arrays multiplied by NumPy's BLAS (a CPU
-        without AVX-512); False for packed float32 and int8 weights (Numba GEMMs)."""
-        return bool(self.layers) and isinstance(self.layers[0].q_w, np.ndarray)
+        """True when the Linear layers are products on NumPy's BLAS: the NumPy backend, or plain float32
+        weights (a CPU without AVX2); False for packed float32 and int8 weights on Numba's GEMMs."""
+        return self.backend == "numpy" or bool(self.layers) and isinstance(self.layers[0].q_w, np.ndarray)
 
     def scratch(self, rows: int) -> np.ndarray:
         """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
         (rows and channels padded as the GEMMs write them); grown on demand, never shared between
         threads, so one model can serve several threads."""
         local = self.__dict__.setdefault("_scratch", threading.local())
-        size = round_up(rows, MR) * round_up(self.config.intermediate_size, NR)
+        ir = kernels.llvm_ir
+        size = ir.round_up(rows, ir.MR) * ir.round_up(self.config.intermediate_size, ir.NR)
         buffer = getattr(local, "buffer", None)
         if buffer is None or buffer.size < size:
             local.buffer = buffer = np.empty(size, np.float32)
@@ -347,14 +317,14 @@ class Encoder(Adaptable):
 
     def pack_linears_(self, weights: Weights, layers: bool = True) -> None:
         """Hold every float32 Linear weight of the layers (unless ``layers`` is False) and the pooler
-        as a :class:`PackedMatrix` (the Numba GEMM's layout), releasing each memory-mapped
-        original as soon as its packed copy exists so that the model holds its weights once.
-        The packed GEMM computes each row alike whatever the number of rows (BLAS does not)."""
+        as :meth:`packed` makes it, releasing each memory-mapped original as soon as a packed copy
+        exists so that the model holds its weights once."""
         def pack(w, name):
             if not isinstance(w, np.ndarray):
                 return w
-            packed = PackedMatrix(w)
-            weights.release(name)
+            packed = self.packed(w)
+            if packed is not w:
+                weights.release(name)
             return packed
 
         for i, layer in enumerate(self.layers if layers else ()):
@@ -389,7 +359,7 @@ class Encoder(Adaptable):
         for layer in self.layers:
             for name in LayerWeights.LINEARS:
                 w = getattr(layer, name)
-                if isinstance(w, PackedMatrix):
+                if isinstance(w, kernels.gemm_f32.PackedMatrix):
                     w = w.dense()
                 if isinstance(w, np.ndarray):
                     setattr(layer, name, QuantizedTensor.from_float(w))

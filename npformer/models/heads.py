@@ -19,21 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from npformer.config import Config
-from npformer.kernels import ops
-from npformer.kernels.gemm_f32 import PackedMatrix
-from npformer.kernels.llvm_ir import PACKED_F32
-from npformer.kernels.ops import linear
+from npformer import kernels
 from npformer.adapters import Adaptable
 from npformer.models.encoder import Encoder, OutputAccess, converted
 from npformer.weights import Weights
 
 
-def _dense(weights: Weights, name: str, out_dim: int | None, in_dim: int):
-    """``(weight, bias)`` of a head's dense layer; the weight packed for the Numba GEMM where the
-    CPU has AVX-512, which computes each row alike whatever the batch (BLAS does not)."""
+def _dense(encoder: Encoder, weights: Weights, name: str, out_dim: int | None, in_dim: int):
+    """``(weight, bias)`` of a head's dense layer, the weight as the encoder's backend multiplies it
+    (:meth:`Encoder.packed`)."""
     w = weights.get(f"{name}.weight", None if out_dim is None else (out_dim, in_dim))
     b = weights.get(f"{name}.bias", (w.shape[0],))
-    return (PackedMatrix(w) if PACKED_F32 else w), b
+    return encoder.packed(w), b
 
 
 def _check_labels(config: Config, w, name: str) -> None:
@@ -106,8 +103,9 @@ class TaskModel(Adaptable):
 
     @property
     def num_parameters(self) -> int:
+        held = (np.ndarray,) if self.encoder.backend == "numpy" else (np.ndarray, kernels.gemm_f32.PackedMatrix)
         return self.encoder.num_parameters + int(sum(int(np.prod(a.shape)) for a in vars(self).values()
-                                                     if isinstance(a, (np.ndarray, PackedMatrix))))
+                                                     if isinstance(a, held)))
 
 
 class SequenceClassifier(TaskModel):
@@ -121,18 +119,19 @@ class SequenceClassifier(TaskModel):
         h = self.config.hidden_size
         self.pre_w = self.pre_b = None  # DistilBERT: (hidden_size, hidden_size), (hidden_size,)
         if self.config.model_type == "distilbert":
-            self.pre_w, self.pre_b = _dense(weights, "pre_classifier", h, h)
+            self.pre_w, self.pre_b = _dense(self.encoder, weights, "pre_classifier", h, h)
         elif self.encoder.pooler is None:
             raise KeyError("tensor 'pooler.dense.weight' is missing")
-        self.w, self.b = _dense(weights, "classifier", None, h)  # (num_labels, hidden_size), (num_labels,)
+        self.w, self.b = _dense(self.encoder, weights, "classifier", None, h)  # (num_labels, hidden_size), (num_labels,)
         _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
         if self.pre_w is None:
             x = pooled  # [B, H] = tanh(dense(h[:, 0]))
         else:
-            x = ops.bias_relu_(linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)  # DistilBERT's ReLU
-        return linear(x, self.w, self.b)  # [B, num_labels]
+            ops = self.encoder.ops
+            x = ops.bias_relu_(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)  # DistilBERT's ReLU
+        return self.encoder.ops.linear(x, self.w, self.b)  # [B, num_labels]
 
 
 class TokenClassifier(TaskModel):
@@ -142,12 +141,12 @@ class TokenClassifier(TaskModel):
     head_tensors = {"classifier.weight": "w", "classifier.bias": "b"}
 
     def load_head(self, weights: Weights) -> None:
-        self.w, self.b = _dense(weights, "classifier", None, self.config.hidden_size)  # (num_labels, hidden_size)
+        self.w, self.b = _dense(self.encoder, weights, "classifier", None, self.config.hidden_size)  # (num_labels, hidden_size)
         _check_labels(self.config, self.w, "classifier")
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape
-        return linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, -1)
+        return self.encoder.ops.linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, -1)
 
 
 class QuestionAnswerer(TaskModel):
@@ -157,11 +156,11 @@ class QuestionAnswerer(TaskModel):
     head_tensors = {"qa_outputs.weight": "w", "qa_outputs.bias": "b"}
 
     def load_head(self, weights: Weights) -> None:
-        self.w, self.b = _dense(weights, "qa_outputs", 2, self.config.hidden_size)  # (2, hidden_size), (2,)
+        self.w, self.b = _dense(self.encoder, weights, "qa_outputs", 2, self.config.hidden_size)  # (2, hidden_size), (2,)
 
     def head(self, hidden, pooled, **kwargs):
         batch, seq, h = hidden.shape
-        return linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, 2)
+        return self.encoder.ops.linear(hidden.reshape(-1, h), self.w, self.b).reshape(batch, seq, 2)
 
 
 class MaskedLM(TaskModel):
@@ -182,7 +181,7 @@ class MaskedLM(TaskModel):
             names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
         self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
                              f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
-        self.transform_w, self.transform_b = _dense(weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
+        self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
         self.ln_g = weights.get(f"{names[1]}.weight", (h,))  # (hidden_size,)
         self.ln_b = weights.get(f"{names[1]}.bias", (h,))  # (hidden_size,)
         # The decoder is tied to the word embeddings; safetensors files store it once.
@@ -196,7 +195,8 @@ class MaskedLM(TaskModel):
         if positions is not None:
             hidden = np.take_along_axis(hidden, np.asarray(positions)[..., None], axis=1)  # [B, P, H]
         n = hidden.shape[1]
-        x = linear(hidden.reshape(-1, h), self.transform_w)
+        ops = self.encoder.ops
+        x = ops.linear(hidden.reshape(-1, h), self.transform_w)
         ops.bias_activation_(x, self.transform_b, self.config.hidden_act)
         x = ops.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
-        return linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
+        return ops.linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]

@@ -54,7 +54,8 @@ def default_model(task: str) -> str | Path:
 
 
 def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE,
-             revision: str | None = None, device: str | int | None = "cpu", adapter=None) -> Pipeline:
+             revision: str | None = None, device: str | int | None = "cpu", adapter=None,
+             backend: str | None = None) -> Pipeline:
     """Build a pipeline, as ``transformers.pipeline`` (4.57) does.
 
     Tasks (aliases in parentheses), what a call takes and returns, and the default model:
@@ -91,9 +92,11 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
         adapter: a PEFT LoRA adapter directory merged into ``model`` (see :mod:`npformer.adapters`).
             ``model`` may itself be an adapter directory whose ``adapter_config.json`` names its base
             (``base_model_name_or_path``).
+        backend: ``"numba"`` (the default) or ``"numpy"`` when loading: NumPy only, no Numba import, for the fastest
+            start of a one-off call (slower per text; see :func:`npformer.models.auto.build_encoder`).
 
     Raises:
-        ValueError: unknown task, dtype or device, a checkpoint without the task's head, a loaded
+        ValueError: unknown task, dtype, backend or device, a checkpoint without the task's head, a loaded
             model of the wrong kind or without a tokenizer.
         FileNotFoundError: model not found (or not fetchable offline), no vocab.txt.
     """
@@ -115,6 +118,8 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
         if adapter is not None:
             raise ValueError("adapter= applies when loading; on a loaded model use model.load_adapter(name, directory, "
                              "activate=True)")
+        if backend is not None:
+            raise ValueError("backend= applies when loading; a loaded model keeps the backend it was loaded with")
         net, directory = model, resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
     else:
         directory = resolve(model if model is not None else default_model(key), revision)
@@ -122,7 +127,7 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
             if adapter is not None:
                 raise ValueError(f"{directory} is an adapter; pass the base checkpoint as model= with adapter=")
             adapter, directory = directory, resolve(adapter_base(directory), revision)
-        net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter)
+        net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter, backend=backend or "numba")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
     return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)

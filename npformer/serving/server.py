@@ -18,7 +18,7 @@ from pathlib import Path
 
 from npformer.config import Config
 from npformer.hub import hub_commit, resolve
-from npformer.models.encoder import set_num_threads
+from npformer.runtime import set_num_threads
 from npformer.pipelines import ALIASES, TASKS, pipeline
 from npformer.serving.app import Metrics, Server
 from npformer.serving.batcher import Batcher

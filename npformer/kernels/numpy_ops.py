@@ -1,0 +1,189 @@
+"""The encoder's operations in plain NumPy: the ``backend="numpy"`` kernels.
+
+The same functions, with the same arguments and results, as the Numba kernels of
+:mod:`npformer.kernels.ops`, written as whole-array NumPy expressions with matrix products on
+NumPy's BLAS. Nothing here imports Numba, so a process that runs only these never pays Numba's
+import (about 0.3 s) and its loading of the compiled kernels (about 0.4 s): the command line uses
+them for a one-off call on texts given as arguments. Per row they are slower than the Numba
+kernels; the results agree with them to float32 rounding (BLAS sums in another order) and with
+Transformers to 1e-4 (``tests/test_numpy_backend.py``). int8 weights are multiplied as the int8
+GEMMs do it: activations quantized per row, exact integer sums (float32 BLAS on integer values,
+in slices of k short enough to stay exact), the same float32 dequantization.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from npformer.quantization import QuantizedTensor
+
+F32 = np.float32
+# Below this max|row| the step max/127 is subnormal and 1/step overflows to inf (0 * inf is NaN):
+# such a row quantizes to zeros with step 1 (the error, under 1.5e-36, is far below half a step).
+TINY_ROW = F32(127.0 * np.finfo(np.float32).tiny)
+# float32 sums of int8 x int8 products are exact while every partial sum stays under 2^24:
+# K_EXACT * 127 * 127 = 16,516,096 < 16,777,216, whatever order BLAS adds them in.
+K_EXACT = 1024
+
+# The one activation registry: config.json's ``hidden_act`` -> the form both backends compute.
+ACTIVATIONS = {
+    "gelu": "erf",  # torch.nn.functional.gelu(x), exact: 0.5 x (1 + erf(x / sqrt 2))
+    "gelu_new": "tanh",  # transformers NewGELUActivation: the tanh approximation
+    "gelu_pytorch_tanh": "tanh",  # torch gelu(approximate="tanh"), the same formula
+    "gelu_fast": "tanh",  # transformers FastGELUActivation, the same formula
+    "relu": "relu",  # max(x, 0)
+}
+# erf's rational approximation on [-4, 4] (Eigen / TensorFlow ``generic_fast_erf_float``, |error|
+# < 2e-7; erf = +-1 outside in float32): numerator and denominator coefficients in x^2, highest first.
+# NumPy has no erf; :mod:`npformer.kernels.ops` evaluates the same polynomials.
+ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+         -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+         -1.42647390514189e-02)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """``erf(x)`` elementwise for float32 ``x`` (the rational approximation :data:`ERF_P` / :data:`ERF_Q`)."""
+    x = np.clip(x, F32(-4.0), F32(4.0))
+    x2 = x * x
+    p, q = np.full_like(x, F32(ERF_P[0])), np.full_like(x, F32(ERF_Q[0]))
+    for c in ERF_P[1:]:
+        p = p * x2 + F32(c)
+    for c in ERF_Q[1:]:
+        q = q * x2 + F32(c)
+    return x * p / q
+
+
+def bias_gelu_(x: np.ndarray, bias: np.ndarray, tanh_form: bool) -> np.ndarray:
+    """In place: ``x = gelu(x + bias)``, ``x (rows, n) float32``, ``bias (n,) float32``; the tanh
+    approximation when ``tanh_form`` (reference: torch's GELU, ``approximate="none"`` / ``"tanh"``)."""
+    x += bias
+    if tanh_form:
+        inner = F32(0.7978845608028654) * (x + F32(0.044715) * x * x * x)
+        x *= F32(0.5) * (F32(1.0) + np.tanh(inner))
+    else:
+        x *= F32(0.5) * (F32(1.0) + erf(x * F32(0.7071067811865476)))
+    return x
+
+
+def bias_relu_(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
+    x += bias
+    np.maximum(x, F32(0.0), out=x)
+    return x
+
+
+def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
+    """In place: ``x = act(x + bias)`` for ``x (rows, n) float32``, ``bias (n,) float32``, in the
+    form :data:`ACTIVATIONS` names for ``hidden_act``. Raises ``KeyError`` for an unknown name."""
+    form = ACTIVATIONS[hidden_act]
+    return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    """Layer norm over the last axis: ``x (rows, n) float32`` -> new ``(rows, n) float32``.
+    reference: torch.nn.LayerNorm (biased variance, eps inside the square root); the statistics in
+    float64, as the Numba kernel keeps them."""
+    wide = x.astype(np.float64)
+    mean = wide.mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(np.square(wide - mean).mean(axis=-1, keepdims=True) + eps)
+    return (x - mean.astype(F32)) * inv.astype(F32) * gamma + beta
+
+
+def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
+    """In place: ``x = LayerNorm(x + bias + residual)``; all ``(rows, n)`` / ``(n,)`` float32 (the
+    "Add & Norm" step, reference: transformers BertSelfOutput / BertOutput)."""
+    x += bias
+    x += residual
+    x[:] = layer_norm(x, gamma, beta, eps)
+    return x
+
+
+def attention(q, k, v, mask, num_heads, probs):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
+    + mask) V``, as :func:`npformer.kernels.ops.attention`: ``q, k, v (batch * seq, hidden) float32``,
+    ``mask (batch, seq)`` int (0 = padding key) -> context ``(batch * seq, hidden) float32``; the
+    probabilities are written to ``probs (batch, num_heads, seq, seq)`` unless it is empty.
+
+    Padding keys get probability 0; a row whose keys are all padding is uniform, as in Transformers
+    (which adds the float32 minimum to masked scores). reference: transformers BertSelfAttention (eager).
+    """
+    batch, seq = mask.shape
+    hidden = q.shape[1]
+    d = hidden // num_heads
+
+    def heads(t):  # (batch * seq, hidden) -> (batch, heads, seq, d)
+        return t.reshape(batch, seq, num_heads, d).transpose(0, 2, 1, 3)
+
+    scores = heads(q * F32(1.0 / np.sqrt(d))) @ heads(k).transpose(0, 1, 3, 2)  # [B, heads, S, S]
+    keep = (mask != 0)[:, None, None, :]
+    scores = np.where(keep, scores, F32(-np.inf))
+    top = scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores - np.where(np.isfinite(top), top, F32(0.0)))
+    total = e.sum(axis=-1, keepdims=True)
+    p = np.divide(e, total, out=np.full_like(e, F32(1.0 / seq)), where=total > 0)
+    if probs.shape[0] > 0:
+        probs[...] = p
+    return np.ascontiguousarray((p @ heads(v)).transpose(0, 2, 1, 3).reshape(batch * seq, hidden))
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8, as :func:`npformer.kernels.gemm_int8.quantize_rows`: ``x (rows, n)
+    float32`` -> ``(q (rows, n) float32 holding integers in [-127, 127], scales (rows,) float32)``,
+    ``scale = max|x_row| / 127`` (1 for an all-zero or subnormal-tiny row), ``q = round(x / scale)``."""
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], F32)
+    # times the float32 reciprocal of 127, not divided by 127: what the Numba kernel's fastmath computes
+    scales = np.where(amax >= TINY_ROW, amax * F32(1.0 / 127.0), F32(1.0)).astype(F32)
+    return np.clip(np.rint(x * (F32(1.0) / scales)[:, None]), F32(-127.0), F32(127.0)), scales
+
+
+def int8_linear(x: np.ndarray, weight: QuantizedTensor, bias: np.ndarray | None = None) -> np.ndarray:
+    """``x @ W.T + bias`` as the int8 GEMMs compute it (:meth:`QuantizedTensor.matmul`): ``x (rows, in)
+    float32`` quantized per row, the int32 sums of int8 products exact, then
+    ``float(sum) * x_scale * w_scale + bias`` in float32 -> ``(rows, out) float32``."""
+    xq, x_scales = quantize_rows(np.ascontiguousarray(x, dtype=F32))
+    w = weight.float_values
+    sums = np.zeros((x.shape[0], w.shape[0]), np.float64)
+    for start in range(0, w.shape[1], K_EXACT):
+        sums += xq[:, start:start + K_EXACT] @ w[:, start:start + K_EXACT].T
+    out = sums.astype(F32) * x_scales[:, None] * weight.scales
+    if bias is not None:
+        out += bias
+    return out
+
+
+def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``, all in NumPy: an
+    int8 :class:`QuantizedTensor` by :func:`int8_linear`, anything else as :func:`weight_product`."""
+    if isinstance(weight, QuantizedTensor):
+        return int8_linear(x, weight, bias)
+    return weight_product(x, weight, bias, scratch)
+
+
+def weight_product(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``; the Numba backend's
+    ``linear``, the one switch between its GEMMs.
+
+    ``weight`` is a plain ``(out, in) float32`` array (NumPy's BLAS, bias added in place), or an
+    object with ``matmul(x, bias, scratch)``: a :class:`npformer.kernels.gemm_f32.PackedMatrix`
+    (packed float32 GEMM, bias as the accumulators' start) or a :class:`QuantizedTensor` (int8 GEMM,
+    bias fused into dequantization). Without ``bias`` the fused operation that follows adds it (GELU,
+    residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer the
+    result may be written to. Raises ``ValueError`` when ``x``'s width is not the weight's ``in``.
+    """
+    if isinstance(weight, np.ndarray):
+        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+    return weight.matmul(x, bias, scratch)
+
+
+def threads(n: int):
+    """Context for a forward pass on ``n`` threads: NumPy's operations are single-threaded (BLAS
+    takes its thread count from :func:`npformer.runtime.one_parallel_runtime`), so nothing to set."""
+    return contextlib.nullcontext()
