@@ -16,19 +16,50 @@ from numba import int32, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.kernels.llvm_ir import (AVX2_MR, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop, round_up,
-                                      splat)
+from npformer.kernels.llvm_ir import (AVX2_MR, F32_LANES, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop,
+                                      round_up, splat, vector_at)
 from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
 
 VNNI_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_steps", "out", "o_off", "ldo", "xs", "i_off", "w_sums",
              "w_scales", "bias", "j_off")
 
 
+@intrinsic
+def _vector_abs_max(typingctx, row, chunks):
+    """``max(0, |row[j]|)`` over the first ``chunks * F32_LANES`` elements of a contiguous float32 row,
+    in vector registers (``llvm.fabs``, ``llvm.maxnum``, one horizontal ``llvm.vector.reduce.fmax``).
+    Numba's scalar loop for this reduction did not vectorize and took 80% of the quantization time."""
+    if not (isinstance(row, types.Array) and row.dtype == types.float32 and row.ndim == 1 and row.layout == "C"):
+        return None
+    sig = types.float32(row, chunks)
+
+    def codegen(context, builder, sig, args):
+        a = Args(context, builder, sig, args, ("row", "chunks"))
+        f32 = ir.FloatType()
+        vec = ir.VectorType(f32, F32_LANES)
+        ptr, (count,) = a.ptr("row", f32), a.ints("chunks")
+        suffix = f"v{F32_LANES}f32"
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), f"llvm.fabs.{suffix}")
+        maxnum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]), f"llvm.maxnum.{suffix}")
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
+                                                f"llvm.vector.reduce.fmax.{suffix}")
+
+        def step(t, values):
+            v = builder.load(vector_at(builder, ptr, builder.mul(t, const(F32_LANES)), vec), align=4)
+            return [builder.call(maxnum, [values[0], builder.call(fabs, [v])])]
+
+        (top,) = counted_loop(builder, "absmax", count, [ir.Constant(vec, [0.0] * F32_LANES)], step)
+        return builder.call(reduce, [top])
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always", fastmath=True)
 def _row_scale(row):
     """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row)."""
-    amax = np.float32(0.0)
-    for j in range(row.shape[0]):
+    chunks = row.shape[0] // F32_LANES
+    amax = _vector_abs_max(row, chunks)
+    for j in range(chunks * F32_LANES, row.shape[0]):
         amax = max(amax, abs(row[j]))
     return amax / np.float32(127.0) if amax >= TINY_ROW else np.float32(1.0)
 
@@ -44,7 +75,7 @@ def _quantize_row(row, out, shift):
     scale = _row_scale(row)
     inv = np.float32(1.0) / scale
     for j in range(row.shape[0]):
-        out[j] = np.int32(_round_clip(row[j] * inv)) + shift
+        out[j] = np.int32(_round_clip(row[j] * inv)) + np.int32(shift)
     return scale
 
 
