@@ -1,5 +1,6 @@
-"""The threads of a forward pass: how many (:func:`set_num_threads`), and one thread pool at a time
-owning the cores while a pass runs (:func:`one_parallel_runtime`)."""
+"""What a forward pass runs on: the kernel family asked for (``NPFORMER_ISA``, :func:`requested_isa`),
+how many threads (:func:`set_num_threads`), and one thread pool at a time owning the cores while a
+pass runs (:func:`one_parallel_runtime`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ import os
 import threading
 
 from threadpoolctl import ThreadpoolController
+
+
+ISAS = ("avx512", "avx2")  # the Numba kernel families, best first (npformer.kernels.llvm_ir)
+
+
+def requested_isa(value: str | None = None) -> str:
+    """``NPFORMER_ISA`` (or ``value``), trimmed and lower-cased: ``"avx512"``, ``"avx2"``, or ``""`` (unset:
+    the best the CPU has). Checked whenever a model loads, on either backend; whether the CPU has it
+    is checked where the kernels compile (:func:`npformer.kernels.llvm_ir.select_isa`). Raises
+    ``ValueError`` naming the variable for any other value."""
+    requested = (os.environ.get("NPFORMER_ISA", "") if value is None else value).strip().lower()
+    if requested and requested not in ISAS:
+        raise ValueError(f"NPFORMER_ISA={requested!r} is not one of {ISAS} (or unset: the best the CPU has)")
+    return requested
 
 
 def max_threads() -> int:

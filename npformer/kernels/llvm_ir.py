@@ -7,8 +7,6 @@ they agree on is defined here once.
 
 from __future__ import annotations
 
-import os
-
 import llvmlite.binding as llvm_binding
 import numba.core.config
 from llvmlite import ir
@@ -16,25 +14,23 @@ from numba import njit
 
 from npformer.kernels import layout
 from npformer.kernels.layout import LANES, MR, NR, VNNI_K  # noqa: F401 (the int8 layout, fixed whatever the ISA)
+from npformer.runtime import ISAS, requested_isa
 
 CPU_FEATURES = frozenset(llvm_binding.get_host_cpu_features().flatten().split(","))
-ISAS = ("avx512", "avx2")
 
 
 def select_isa(requested: str, features: frozenset) -> str:
     """The kernel family to use: ``NPFORMER_ISA`` (``avx512`` / ``avx2``) when the CPU has it, else
     the best the CPU has; ``"portable"`` (NumPy's BLAS and the portable int8 kernel) without AVX2.
     Raises ``ValueError`` (naming the variable) for an unknown value or one the CPU lacks."""
-    requested = requested.strip().lower()
+    requested = requested_isa(requested)
     has = {"avx512": "+avx512f" in features, "avx2": "+avx2" in features and "+fma" in features}
-    if requested and requested not in ISAS:
-        raise ValueError(f"NPFORMER_ISA={requested!r} is not one of {ISAS} (or unset: the best the CPU has)")
     if requested and not has[requested]:
         raise ValueError(f"NPFORMER_ISA={requested!r}: this CPU has no {requested.upper()}")
     return requested or next((isa for isa in ISAS if has[isa]), "portable")
 
 
-ISA = select_isa(os.environ.get("NPFORMER_ISA", ""), CPU_FEATURES)
+ISA = select_isa(requested_isa(), CPU_FEATURES)
 if ISA == "avx2" and "+avx512f" in CPU_FEATURES:
     # Forced AVX2 on an AVX-512 CPU: Numba compiles every kernel for Haswell (AVX2 + FMA), so that
     # this path's code is what an AVX2-only CPU runs. Takes effect if no Numba code has been

@@ -22,6 +22,7 @@ from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClass
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
 from npformer.onnx_import import find_onnx, onnx_checkpoint
 from npformer.quantization import is_quantized
+from npformer.runtime import requested_isa
 from npformer.weights import FLOAT_DTYPES, Weights
 
 log = logging.getLogger("npformer")
@@ -52,12 +53,14 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     (``NPFORMER_ISA``), through NumPy's BLAS otherwise. ``backend="numpy"`` runs
     :mod:`npformer.kernels.numpy_ops` and never imports Numba for a float32 model: the fastest start for
     a one-off call, slower per text (int8 weights still use the Numba int8 GEMM).
-    Raises ``ValueError`` for an unknown dtype or backend, missing/unexpected tensors or a shape mismatch.
+    Raises ``ValueError`` for an unknown dtype, backend or ``NPFORMER_ISA``, missing/unexpected tensors or
+    a shape mismatch.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {DTYPES}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    requested_isa()  # a bad NPFORMER_ISA is an error on either backend, not ignored by the NumPy one
     started = time.perf_counter()
     quantized = is_quantized(weights)
     try:

@@ -109,7 +109,7 @@ class LayerWeights:
     LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
 
 
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops=numpy_ops,
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,
                       output_attentions: bool = False, scratch: np.ndarray | None = None,
                       record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
