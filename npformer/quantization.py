@@ -98,6 +98,8 @@ class QuantizedTensor:
         self._values = values
         self._packed = packed
         self._vnni = None  # (packed, row sums, padded scales, n_p, k_p), made on first matmul
+        self._avx2 = None  # (int16 packed, padded scales, n_p, k_p), made on first matmul (AVX2 path)
+        self._float = None  # the values as float32, made on first use by the NumPy backend
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "QuantizedTensor":
@@ -133,8 +135,6 @@ class QuantizedTensor:
             self._float = values.astype(np.float32)
         return self._float
 
-    _float = None
-
     def dequantize(self) -> np.ndarray:
         """``(out, in) float32`` approximation of the original matrix."""
         return self.values.astype(np.float32) * self.scales[:, None]
@@ -149,7 +149,7 @@ class QuantizedTensor:
         if kernels.llvm_ir.HAS_AVX2_INT8:
             packed, scales, n_p, k_p = self.avx2_operands()
             xq, xs = g.quantize_rows_i16(x, k_p)
-            out = g.int8_matmul_avx2(xq, xs, packed, scales, f32.padded_bias(bias, n_p),
+            out = g.int8_matmul_avx2(xq, xs, packed, scales, f32.padded_vector(bias, n_p),
                                      f32.output_buffer(scratch, xq.shape[0], n_p))
             return out[:x.shape[0], :n]
         if not kernels.llvm_ir.HAS_VNNI:
@@ -158,7 +158,7 @@ class QuantizedTensor:
             return g.int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
         xu, xs = g.quantize_rows_u8(x, k_p)
-        out = g.int8_matmul_vnni(xu, xs, packed, sums, scales, f32.padded_bias(bias, n_p),
+        out = g.int8_matmul_vnni(xu, xs, packed, sums, scales, f32.padded_vector(bias, n_p),
                                  f32.output_buffer(scratch, xu.shape[0], n_p), k_p)
         return out[:x.shape[0], :n]
 
@@ -172,9 +172,7 @@ class QuantizedTensor:
             n_p, k_p = round_up(n, NR), round_up(k, VNNI_K)
             packed = self.packed
             sums = packed.reshape(n_p // LANES, k_p // VNNI_K, LANES, VNNI_K).sum(axis=(1, 3), dtype=np.int32).reshape(n_p)
-            scales = np.zeros(n_p, np.float32)
-            scales[:n] = self.scales
-            self._vnni = (packed, sums, scales, n_p, k_p)
+            self._vnni = (packed, sums, kernels.gemm_f32.padded_vector(self.scales, n_p), n_p, k_p)
             if self._owns_values:
                 self._values = None
         return self._vnni
@@ -185,15 +183,12 @@ class QuantizedTensor:
         if self._avx2 is None:
             n, k = self.shape
             n_p, k_p = round_up(n, 2 * kernels.gemm_int8.AVX2_LANES), round_up(k, 2)
-            scales = np.zeros(n_p, np.float32)
-            scales[:n] = self.scales
             unpacked_here = self._values is None  # only the packed copy (from the file) was held
-            self._avx2 = (kernels.gemm_int8.pack_avx2(self.values), scales, n_p, k_p)
+            self._avx2 = (kernels.gemm_int8.pack_avx2(self.values), kernels.gemm_f32.padded_vector(self.scales, n_p),
+                          n_p, k_p)
             if unpacked_here:
                 self._values = None  # the kernel reads the int16 copy; the packed int8 one remains
         return self._avx2
-
-    _avx2 = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized rows ``W[ids]``: ``ids (...)`` int -> ``(..., in) float32``."""

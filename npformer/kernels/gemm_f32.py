@@ -141,15 +141,16 @@ def output_buffer(scratch: np.ndarray | None, rows: int, n: int) -> np.ndarray:
     return np.empty((rows, n), np.float32)
 
 
-def padded_bias(bias: np.ndarray | None, n_padded: int) -> np.ndarray:
-    """``bias (n,)`` as the ``(n_padded,) float32`` vector a packed kernel reads: the array itself when
-    the channels are aligned (every real model), else a zero-padded copy; zeros for no bias."""
-    if bias is not None and bias.shape[0] == n_padded:
-        return np.ascontiguousarray(bias, dtype=np.float32)
-    b = np.zeros(n_padded, np.float32)
-    if bias is not None:
-        b[:bias.shape[0]] = bias
-    return b
+def padded_vector(vector: np.ndarray | None, n_padded: int) -> np.ndarray:
+    """A per-channel ``vector (n,)`` (a bias, a weight's scales) as the ``(n_padded,) float32`` vector a
+    packed kernel reads: the array itself when the channels are aligned (every real model), else a
+    zero-padded copy; zeros for None (no bias)."""
+    if vector is not None and vector.shape[0] == n_padded:
+        return np.ascontiguousarray(vector, dtype=np.float32)
+    padded = np.zeros(n_padded, np.float32)
+    if vector is not None:
+        padded[:vector.shape[0]] = vector
+    return padded
 
 
 def pack_rows(w: np.ndarray) -> np.ndarray:
@@ -199,6 +200,6 @@ class PackedMatrix:
         if x.ndim != 2 or x.shape[1] != k:
             raise ValueError(f"cannot multiply activations of shape {x.shape} by a ({n}, {k}) weight")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = sgemm_packed(x, self.packed, padded_bias(bias, self.n_padded),
+        out = sgemm_packed(x, self.packed, padded_vector(bias, self.n_padded),
                            output_buffer(scratch, x.shape[0], self.n_padded))
         return out if n == self.n_padded else np.ascontiguousarray(out[:, :n])

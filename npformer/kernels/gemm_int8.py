@@ -10,6 +10,8 @@ The int8 tensor type built on these kernels is :class:`npformer.quantization.Qua
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from llvmlite import ir
 from numba import int32, njit, prange, types
@@ -17,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from npformer.kernels.llvm_ir import (AVX2_MR, F32_LANES, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop,
-                                      round_up, splat, vector_at)
+                                      element_at, round_up, splat, vector_at)
 from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
 
 VNNI_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_steps", "out", "o_off", "ldo", "xs", "i_off", "w_sums",
@@ -126,17 +128,16 @@ def store_dequantized(builder, a: Args, accs, lanes: int, rows: int, corrections
     o_off, ldo, i_off, j_off = a.ints("o_off", "ldo", "i_off", "j_off")
 
     def load(name, offset):
-        return builder.load(builder.bitcast(builder.gep(a.ptr(name, f32), [builder.add(j_off, const(offset))]),
-                                            vec.as_pointer()), align=4)
+        return builder.load(vector_at(builder, a.ptr(name, f32), builder.add(j_off, const(offset)), vec), align=4)
 
     for h in range(2):
         scales, biases = load("w_scales", lanes * h), load("bias", lanes * h)
         for row in range(rows):
             acc = accs[2 * row + h] if corrections[h] is None else builder.sub(accs[2 * row + h], corrections[h])
-            x_scale = splat(builder, builder.load(builder.gep(a.ptr("xs", f32), [builder.add(i_off, const(row))])), vec)
+            x_scale = splat(builder, builder.load(element_at(builder, a.ptr("xs", f32), i_off, const(row))), vec)
             value = builder.fadd(builder.fmul(builder.fmul(builder.sitofp(acc, vec), x_scale), scales), biases)
             at = builder.add(o_off, builder.add(builder.mul(const(row), ldo), const(lanes * h)))
-            builder.store(value, builder.bitcast(builder.gep(a.ptr("out", f32), [at]), vec.as_pointer()), align=4)
+            builder.store(value, vector_at(builder, a.ptr("out", f32), at, vec), align=4)
 
 
 # ---- AVX-512 VNNI path ---------------------------------------------------------------------------
@@ -164,8 +165,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         a = Args(context, builder, sig, args, VNNI_ARGS)
         x_off, ldx, w_off, w_block, k_steps, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k_steps", "j_off")
 
-        def at(ptr, *offsets):
-            return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
+        at = partial(element_at, builder)
 
         x_p, w_p = at(a.ptr("x", i8), x_off), at(a.ptr("w", i8), w_off)
         dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
@@ -259,8 +259,7 @@ def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off,
         a = Args(context, builder, sig, args, AVX2_ARGS)
         x_off, ldx, w_off, w_block, k_pairs = a.ints("x_off", "ldx", "w_off", "w_block", "k_pairs")
 
-        def at(ptr, *offsets):
-            return builder.gep(ptr, [offsets[0] if len(offsets) == 1 else builder.add(*offsets)])
+        at = partial(element_at, builder)
 
         x_p, w_p = at(a.ptr("x", i16), x_off), at(a.ptr("w", i16), w_off)
         pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [h16, h16]),

@@ -91,9 +91,17 @@ def splat(builder, scalar, vec_type):
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vec_type.count), [0] * vec_type.count))
 
 
+def element_at(builder, ptr, *offsets):
+    """``ptr + offsets[0] + offsets[1] + ...`` (i64 IR values, in elements)."""
+    total = offsets[0]
+    for offset in offsets[1:]:
+        total = builder.add(total, offset)
+    return builder.gep(ptr, [total])
+
+
 def vector_at(builder, ptr, offset, vec_type):
     """``ptr + offset`` (in elements) as a pointer to ``vec_type``."""
-    return builder.bitcast(builder.gep(ptr, [offset]), vec_type.as_pointer())
+    return builder.bitcast(element_at(builder, ptr, offset), vec_type.as_pointer())
 
 
 def counted_loop(builder, name, count, inits, step):

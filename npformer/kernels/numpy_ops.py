@@ -26,6 +26,8 @@ TINY_ROW = F32(127.0 * np.finfo(np.float32).tiny)
 # float32 sums of int8 x int8 products are exact while every partial sum stays under 2^24:
 # K_EXACT * 127 * 127 = 16,516,096 < 16,777,216, whatever order BLAS adds them in.
 K_EXACT = 1024
+INV_SQRT2 = F32(0.7071067811865476)  # GELU's constants, both backends
+SQRT_2_OVER_PI = F32(0.7978845608028654)
 
 # The one activation registry: config.json's ``hidden_act`` -> the form both backends compute.
 ACTIVATIONS = {
@@ -37,22 +39,23 @@ ACTIVATIONS = {
 }
 # erf's rational approximation on [-4, 4] (Eigen / TensorFlow ``generic_fast_erf_float``, |error|
 # < 2e-7; erf = +-1 outside in float32): numerator and denominator coefficients in x^2, highest first.
-# NumPy has no erf; :mod:`npformer.kernels.ops` evaluates the same polynomials.
-ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-         -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
-ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-         -1.42647390514189e-02)
+# NumPy has no erf; :mod:`npformer.kernels.ops` evaluates the same polynomials from these tuples.
+ERF_P = tuple(F32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                               -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                               -1.60960333262415e-02))
+ERF_Q = tuple(F32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                               -7.37332916720468e-03, -1.42647390514189e-02))
 
 
 def erf(x: np.ndarray) -> np.ndarray:
     """``erf(x)`` elementwise for float32 ``x`` (the rational approximation :data:`ERF_P` / :data:`ERF_Q`)."""
     x = np.clip(x, F32(-4.0), F32(4.0))
     x2 = x * x
-    p, q = np.full_like(x, F32(ERF_P[0])), np.full_like(x, F32(ERF_Q[0]))
+    p, q = np.full_like(x, ERF_P[0]), np.full_like(x, ERF_Q[0])
     for c in ERF_P[1:]:
-        p = p * x2 + F32(c)
+        p = p * x2 + c
     for c in ERF_Q[1:]:
-        q = q * x2 + F32(c)
+        q = q * x2 + c
     return x * p / q
 
 
@@ -61,10 +64,10 @@ def bias_gelu_(x: np.ndarray, bias: np.ndarray, tanh_form: bool) -> np.ndarray:
     approximation when ``tanh_form`` (reference: torch's GELU, ``approximate="none"`` / ``"tanh"``)."""
     x += bias
     if tanh_form:
-        inner = F32(0.7978845608028654) * (x + F32(0.044715) * x * x * x)
+        inner = SQRT_2_OVER_PI * (x + F32(0.044715) * x * x * x)
         x *= F32(0.5) * (F32(1.0) + np.tanh(inner))
     else:
-        x *= F32(0.5) * (F32(1.0) + erf(x * F32(0.7071067811865476)))
+        x *= F32(0.5) * (F32(1.0) + erf(x * INV_SQRT2))
     return x
 
 

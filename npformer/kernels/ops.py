@@ -21,31 +21,25 @@ from numba.extending import intrinsic
 
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
-from npformer.kernels.numpy_ops import ACTIVATIONS
+from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
 from npformer.kernels.numpy_ops import weight_product as linear  # the switch between the GEMMs
 
 F32 = np.float32
-INV_SQRT2 = F32(0.7071067811865476)
-SQRT_2_OVER_PI = F32(0.7978845608028654)
 
 
 @njit(cache=True, inline="always", fastmath=True)
 def _erf(x):
     # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
-    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``); numpy_ops.ERF_P / ERF_Q
-    # hold the same coefficients. Written out so that it vectorizes, unlike libm.
+    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``), coefficients in
+    # numpy_ops.ERF_P / ERF_Q. Vectorizes, unlike libm.
     x = min(max(x, F32(-4.0)), F32(4.0))
     x2 = x * x
-    p = x2 * F32(-2.72614225801306e-10) + F32(2.77068142495902e-08)
-    p = x2 * p + F32(-2.10102402082508e-06)
-    p = x2 * p + F32(-5.69250639462346e-05)
-    p = x2 * p + F32(-7.34990630326855e-04)
-    p = x2 * p + F32(-2.95459980854025e-03)
-    p = x2 * p + F32(-1.60960333262415e-02)
-    q = x2 * F32(-1.45660718464996e-05) + F32(-2.13374055278905e-04)
-    q = x2 * q + F32(-1.68282697438203e-03)
-    q = x2 * q + F32(-7.37332916720468e-03)
-    q = x2 * q + F32(-1.42647390514189e-02)
+    p = ERF_P[0]
+    for c in ERF_P[1:]:
+        p = x2 * p + c
+    q = ERF_Q[0]
+    for c in ERF_Q[1:]:
+        q = x2 * q + c
     return x * p / q
 
 

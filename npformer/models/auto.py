@@ -51,8 +51,8 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     ``backend="numba"`` runs the Numba kernels (:mod:`npformer.kernels.ops`), float32 Linear weights
     packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where the CPU has AVX-512 or AVX2
     (``NPFORMER_ISA``), through NumPy's BLAS otherwise. ``backend="numpy"`` runs
-    :mod:`npformer.kernels.numpy_ops` and never imports Numba for a float32 model: the fastest start for
-    a one-off call, slower per text (int8 weights still use the Numba int8 GEMM).
+    :mod:`npformer.kernels.numpy_ops` and never imports Numba (unless ``dtype="int8"`` quantizes a float
+    checkpoint at load): the fastest start for a one-off call, slower per text.
     Raises ``ValueError`` for an unknown dtype, backend or ``NPFORMER_ISA``, missing/unexpected tensors or
     a shape mismatch.
     """
