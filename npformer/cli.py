@@ -42,9 +42,9 @@ from npformer.provenance import describe
 from npformer.records import InputError, Source
 from npformer.version import __version__
 
-# Up to this many texts given as arguments run on the NumPy backend by default: Numba's import and
-# kernel loading (about 0.7 s) cost more than its faster kernels save (about 11 ms a text: built-in model,
-# SST-2 dev, batch 32, measured here; break-even near 60 texts).
+# Up to this many texts given as arguments run on the NumPy backend by default: starting Numba (1.0 s
+# more for a one-off call, benchmarks/bench_cold_start.py) costs more than its faster kernels save
+# (11 ms a text, bench_backends.py: built-in model, SST-2 dev, batch 32; break-even near 90 texts).
 ONE_OFF_TEXTS = 32
 # CLI command -> the pipeline task names it also answers to
 COMMAND_ALIASES = {"sentiment": ["sentiment-analysis", "text-classification"], "ner": ["token-classification"],
