@@ -78,7 +78,7 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
 
 def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="an HTTP server: TEI's routes and the Hugging Face Inference API, with dynamic "
-                                     "batching (needs pip install \"npformer[server]\")")
+                                     "batching (needs pip install \".[server]\" in npformer's repository)")
     p.add_argument("--model", "-m", action="append", default=[], metavar="NAME=PATH_OR_ID[@task]",
                    help="a model to serve (repeat for several); default: the built-in sentiment model as 'sentiment'")
     p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
@@ -106,7 +106,7 @@ def _serve_parser(sub) -> None:
 
 def _fit_head_parser(sub) -> None:
     p = sub.add_parser("fit-head", help="fit a few-shot classifier head on a frozen encoder's features (needs pip "
-                                        "install \"npformer[train]\")")
+                                        "install \".[train]\" in npformer's repository)")
     p.add_argument("--model", "-m", required=True, help="encoder checkpoint directory or Hub id")
     p.add_argument("--train", required=True, help="labelled examples: .csv, .tsv or .jsonl")
     p.add_argument("--text-column", default="text")
@@ -149,7 +149,7 @@ def _fit_head(args) -> int:
 
 def _batch_parser(sub) -> None:
     p = sub.add_parser("batch", help="a corpus through a pipeline on Dask, one Parquet part per partition, resumable "
-                                     "(needs pip install \"npformer[distributed]\")")
+                                     "(needs pip install \".[distributed]\" in npformer's repository)")
     p.add_argument("task", choices=["sentiment", "text-classification", "ner", "embed", "qa"])
     p.add_argument("--input", "-i", nargs="+", required=True, help="files or glob patterns: .parquet .csv .tsv .jsonl")
     p.add_argument("--output", "-o", required=True, help="directory of part files (resumed if it holds this run)")

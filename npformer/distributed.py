@@ -13,7 +13,7 @@ Each output row carries ``id`` (``FILE:ROW``, or the ``id_column`` value), ``sou
 (0-based within its file), the kept input columns, the task's outputs (``label``/``score``;
 ``entities``; ``embedding`` as a fixed-size list of float32; ``answer``/``score``/``start``/``end``)
 and ``error`` (null, or why the row could not be processed: such rows are kept, never dropped).
-Needs the ``distributed`` extra: ``pip install "npformer[distributed]"``.
+Needs the ``distributed`` extra: ``pip install ".[distributed]"`` in npformer's repository.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import itertools
 import json
+import logging
 import os
 import time
 import uuid
@@ -47,10 +48,14 @@ RUN_FILE, SUCCESS = "_RUN.json", "_SUCCESS"
 
 @dataclass(frozen=True)
 class Job:
-    """What every partition is processed with (compared with ``_RUN.json`` when resuming)."""
+    """What every partition is processed with, and what shapes the output: all of it is recorded in
+    ``_RUN.json`` and compared when resuming (the input files in order with their sizes, the
+    partition size, the columns, the model and dtype), so a resume never mixes two plans."""
 
     task: str
     output: str
+    inputs: tuple[tuple[str, int], ...] = ()  # (absolute path, size in bytes), in the order given
+    partition_rows: int = 10_000
     column: str = "text"
     context_column: str = "context"
     id_column: str | None = None
@@ -124,20 +129,59 @@ def input_files(inputs: list[str] | str) -> list[Path]:
     return files
 
 
-def count_rows(path: Path, job: Job) -> int:
-    """Rows of one input file: Parquet metadata, or a streaming count of the records."""
+def parquet_file(path: Path) -> pq.ParquetFile:
+    """Open a Parquet input; ``ValueError`` naming the file when it is not readable Parquet."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def scan(path: Path, job: Job) -> tuple[int, dict[str, set]]:
+    """Rows of one input file (Parquet metadata, or a streaming count of the records) and, for each
+    kept column, the types its values have: a Parquet column's Arrow type, ``str`` for CSV / TSV,
+    the Python types of the JSON values for JSONL."""
     if path.suffix.lower() == ".parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    return sum(1 for _ in Source(str(path), [], job.column, job.delimiter, ()))
+        f = parquet_file(path)
+        schema = f.schema_arrow
+        types = {c: {schema.field(c).type} if c in schema.names else set() for c in job.keep_columns}
+        return f.metadata.num_rows, types
+    types: dict[str, set] = {c: set() for c in job.keep_columns}
+    n = 0
+    for record in Source(str(path), [], job.column, job.delimiter, ()):
+        n += 1
+        for c in job.keep_columns:
+            value = record.fields.get(c) if isinstance(record.fields, dict) else None
+            if value is not None:
+                types[c].add(type(value))
+    return n, types
 
 
-def plan(files: list[Path], job: Job, partition_rows: int) -> list[Partition]:
-    parts = []
+def kept_type(types: set) -> pa.DataType:
+    """The output type of a kept column whose values have ``types`` (Arrow types or Python types):
+    one Arrow type is kept as it is; JSON integers stay int64, numbers float64, booleans bool;
+    anything else (text, mixed, nested) is a string (JSON for non-text values)."""
+    if len(types) == 1 and isinstance(next(iter(types)), pa.DataType):
+        return next(iter(types))
+    if types and types <= {int}:
+        return pa.int64()
+    if types and types <= {int, float}:
+        return pa.float64()
+    if types == {bool}:
+        return pa.bool_()
+    return pa.string()
+
+
+def plan(files: list[Path], job: Job) -> tuple[list[Partition], dict[str, pa.DataType]]:
+    """The partitions of every input file, in order, and the output type of each kept column."""
+    parts, types = [], {c: set() for c in job.keep_columns}
     for i, path in enumerate(files):
-        n = count_rows(path, job)
-        parts += [Partition(str(path), i, k, start, min(partition_rows, n - start))
-                  for k, start in enumerate(range(0, n, partition_rows))]
-    return parts
+        n, file_types = scan(path, job)
+        for c, t in file_types.items():
+            types[c] |= t
+        parts += [Partition(str(path), i, k, start, min(job.partition_rows, n - start))
+                  for k, start in enumerate(range(0, n, job.partition_rows))]
+    return parts, {c: kept_type(t) for c, t in types.items()}
 
 
 def read_rows(part: Partition, job: Job) -> list[tuple[dict, str | None]]:
@@ -160,7 +204,7 @@ def read_rows(part: Partition, job: Job) -> list[tuple[dict, str | None]]:
 
 def _parquet_slice(path: Path, start: int, rows: int) -> pa.Table:
     """Rows ``[start, start + rows)`` of a Parquet file, reading only the row groups that hold them."""
-    f = pq.ParquetFile(path)
+    f = parquet_file(path)
     tables, first = [], 0
     for g in range(f.num_row_groups):
         n = f.metadata.row_group(g).num_rows
@@ -190,16 +234,25 @@ def task_columns(pipe, task: str, rows: list[dict], job: Job) -> dict[str, list]
     return {"label": [o["label"] for o in out], "score": [float(o["score"]) for o in out]}
 
 
-def process_partition(part: Partition, job: Job) -> dict:
-    """Run one partition on this worker and write its part file (atomically). Returns counts."""
+class PartitionError(ValueError):
+    """A partition's input could not be read (a corrupt file): one line naming the file and part."""
+
+
+def process_partition(part: Partition, job: Job, kept: dict[str, pa.DataType]) -> dict:
+    """Run one partition on this worker and write its part file (atomically). Returns counts.
+    Raises :class:`PartitionError` naming the file when its rows cannot be read."""
     started, wall = time.perf_counter(), time.time()
     target = Path(job.output) / part.name
     worker = get_worker()
     pipe = worker.plugins[PLUGIN].pipe
-    rows = read_rows(part, job)
+    try:
+        rows = read_rows(part, job)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise PartitionError(f"{part.path}: rows {part.start}-{part.start + part.rows - 1} cannot be read "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     good = [i for i, (_, error) in enumerate(rows) if error is None]
     outputs = task_columns(pipe, job.task, [rows[i][0] for i in good], job) if good else {}
-    table = build_table(part, job, rows, good, outputs, pipe)
+    table = build_table(part, job, rows, good, outputs, output_schema(job, pipe, kept))
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     pq.write_table(table, temp)
     os.replace(temp, target)
@@ -207,27 +260,35 @@ def process_partition(part: Partition, job: Job) -> dict:
             "seconds": time.perf_counter() - started, "worker": worker.address, "began": wall, "ended": time.time()}
 
 
-def build_table(part: Partition, job: Job, rows, good: list[int], outputs: dict, pipe) -> pa.Table:
+def _kept_value(value, type_: pa.DataType):
+    if value is None or not pa.types.is_string(type_) or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def build_table(part: Partition, job: Job, rows, good: list[int], outputs: dict, schema: pa.Schema) -> pa.Table:
     name = Path(part.path).name
     columns = {"id": [str(f.get(job.id_column)) if job.id_column else f"{name}:{part.start + i}"
                       for i, (f, _) in enumerate(rows)],
                "source": [name] * len(rows), "row": [part.start + i for i in range(len(rows))]}
     for c in job.keep_columns:
-        columns[f"input_{c}"] = [None if f.get(c) is None else str(f.get(c)) for f, _ in rows]
+        type_ = schema.field(f"input_{c}").type
+        columns[f"input_{c}"] = [_kept_value(f.get(c), type_) for f, _ in rows]
     for key, values in outputs.items():
         full = [None] * len(rows)
         for i, v in zip(good, values):
             full[i] = v
         columns[key] = full
     columns["error"] = [error for _, error in rows]
-    schema = output_schema(job, pipe)
     return pa.table({k: pa.array(columns.get(k, [None] * len(rows)), type=schema.field(k).type) for k in schema.names},
                     schema=schema)
 
 
-def output_schema(job: Job, pipe) -> pa.Schema:
+def output_schema(job: Job, pipe, kept: dict[str, pa.DataType]) -> pa.Schema:
+    """The columns of every part: id, source, row, the kept input columns (``input_NAME``, with the
+    types :func:`plan` found), the task's outputs and ``error``."""
     fields = [("id", pa.string()), ("source", pa.string()), ("row", pa.int64())]
-    fields += [(f"input_{c}", pa.string()) for c in job.keep_columns]
+    fields += [(f"input_{c}", kept[c]) for c in job.keep_columns]
     if job.task == "embed":
         fields.append(("embedding", pa.list_(pa.float32(), pipe.config.hidden_size * len(pipe.pooling.modes))))
     elif job.task == "ner":
@@ -247,9 +308,11 @@ def check_run(output: Path, job: Job) -> None:
     mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(job).items()}
     if record.exists():
         previous = json.loads(record.read_text(encoding="utf-8"))
+        mine = json.loads(json.dumps(mine))  # tuples as JSON lists, as they were recorded
         changed = sorted(k for k in mine if previous.get(k) != mine[k])
         if changed:
-            raise ValueError(f"{output} holds parts of a run with other arguments ({', '.join(changed)}); "
+            names = ", ".join("inputs (files, their order or sizes)" if k == "inputs" else k for k in changed)
+            raise ValueError(f"{output} holds parts of a run with other arguments ({names}); "
                              f"resume with the same arguments or choose a new --output")
         return
     if any(output.glob("part-*.parquet")):
@@ -281,9 +344,10 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     started = time.perf_counter()
     output = Path(output)
-    job = Job(task, str(output.resolve()), column, context_column, id_column, tuple(keep_columns), delimiter,
-              model, dtype, batch_size)
-    partitions = plan(input_files(inputs), job, partition_rows)
+    files = input_files(inputs)
+    job = Job(task, str(output.resolve()), tuple((str(f.resolve()), f.stat().st_size) for f in files), partition_rows,
+              column, context_column, id_column, tuple(keep_columns), delimiter, model, dtype, batch_size)
+    partitions, kept = plan(files, job)
     output.mkdir(parents=True, exist_ok=True)
     check_run(output, job)
     todo = [p for p in partitions if not (output / p.name).exists()]
@@ -291,17 +355,23 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
     # one partition at a time per worker, its forward passes on threads_per_worker cores: two partitions in
     # one process would hand the GIL back and forth between kernel calls (measured: 1 worker with 2 Dask
     # threads ran at half the in-process rate)
+    # a local cluster listens on the loopback only (its HTTP server on any free port); its workers'
+    # logs are silenced, since a failed partition reaches the caller as one exception anyway
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+                                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                                  silence_logs=logging.CRITICAL)
     client = Client(scheduler or cluster)
     busy: dict[str, list[float]] = {}
     spans: list[tuple[float, float]] = []
     try:
         client.register_plugin(ModelPlugin(job, threads_per_worker), name=PLUGIN)
-        futures = client.map(process_partition, todo, job=job, pure=False, retries=3)
+        futures = client.map(process_partition, todo, job=job, kept=kept, pure=False, retries=3)
         bar = _bar(sum(p.rows for p in todo), progress)
         for future in as_completed(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except PartitionError as e:  # a corrupt input: one line, not the workers' tracebacks
+                raise ValueError(str(e)) from None
             summary.parts += 1
             summary.rows += result["rows"]
             summary.errors += result["errors"]

@@ -81,7 +81,10 @@ def render_page(data: dict | None, title: str = "npformer explain", models: list
     """The HTML page: with ``data``, a static page for one text; with ``models`` (the server's
     served models, ``[{"name", "task"}]``) a form that asks ``POST /explain/{name}`` instead."""
     template = PAGE.read_text(encoding="utf-8")
-    payload = json.dumps({"data": data, "models": models}).replace("</", "<\\/")  # no early </script>
+    # inside <script>, "<!--" followed by "<script" changes how the HTML parser finds the closing tag
+    # (the page went blank); JSON escapes keep every <, > and & out of the markup
+    payload = json.dumps({"data": data, "models": models})
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return template.replace("__TITLE__", html.escape(title)).replace("__PAYLOAD__", payload)
 
 

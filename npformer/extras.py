@@ -9,9 +9,10 @@ EXTRAS = {"server": "starlette, uvicorn and prometheus_client", "distributed": "
 
 
 def require_extra(extra: str, *modules: str) -> None:
-    """Raise ``ImportError`` (one line, naming the ``pip install`` to run) unless every module of
+    """Raise ``ImportError`` (one line, naming the ``pip install`` to run: from the
+    repository, until npformer is on a package index) unless every module of
     ``modules`` can be imported; the modules themselves are not imported here."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"this needs {', '.join(missing)} from the {extra!r} extra ({EXTRAS[extra]}): "
-                          f'pip install "npformer[{extra}]"')
+                          f'pip install ".[{extra}]" in npformer\'s repository')

@@ -2,7 +2,7 @@
 few labelled texts, and save it as a checkpoint every text-classification entry point loads.
 
 Fitting uses scikit-learn's ``LogisticRegression`` (lbfgs, multinomial; the ``train`` extra:
-``pip install "npformer[train]"``); running the saved head needs only npformer
+``pip install ".[train]"`` in npformer's repository); running the saved head needs only npformer
 (:class:`npformer.models.feature_head.FeatureHeadClassifier`). The recipe is the feature-based
 approach of Devlin et al. (2019, section 5.3) and of SetFit's frozen-body baseline (Tunstall et
 al. 2022): a linear probe on sentence features.

@@ -19,7 +19,8 @@ BESIDE_WEIGHTS = ("config.json", "vocab.txt", "tokenizer_config.json", "special_
 
 def read_json(file: Path):
     """The JSON value in ``file``. Raises ``ValueError`` naming the file when it is empty, not
-    UTF-8, or not JSON (with the line and column of the problem)."""
+    UTF-8, not JSON (with the line and column of the problem) or nested too deeply for Python's
+    parser (about a thousand levels)."""
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -30,6 +31,8 @@ def read_json(file: Path):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{file} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{file} nests its JSON too deeply to read") from None
 
 
 def read_vocab(file: Path) -> list[str]:

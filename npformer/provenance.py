@@ -18,7 +18,8 @@ from npformer.models.pooling import Pooling
 from npformer.quantization import SCALE_SUFFIX, is_quantized
 from npformer.weights import Weights
 
-CARD_FIELDS = ("license", "language", "datasets", "base_model", "pipeline_tag", "metrics", "library_name", "tags")
+CARD_FIELDS = ("license", "language", "datasets", "base_model", "pipeline_tag", "metrics", "library_name", "tags",
+               "model-index")
 NOTES = {"parameters": "every number stored in the checkpoint: encoder, pooler and task head",
          "encoder_parameters": "the encoder's share (embeddings, layers, pooler), what AutoModel loads"}
 

@@ -35,8 +35,13 @@ def packed_shapes(weights: Weights) -> dict[str, list[int]]:
     Raises ``ValueError`` naming the file when the metadata is not a JSON object of shapes."""
     try:
         shapes = dict(json.loads(weights.metadata.get("layout", "{}")).get("packed", {}))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError, RecursionError):
         raise ValueError(f"{weights.files[0]}: metadata 'layout' is not a JSON object of packed shapes") from None
+    for name, shape in shapes.items():
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and not isinstance(n, bool)
+                                                                     and 0 < n < 2**31 for n in shape)):
+            raise ValueError(f"{weights.files[0]}: metadata 'layout' gives {name!r} the shape {shape!r}; "
+                             "expected [out, in], two positive integers")
     return shapes
 
 

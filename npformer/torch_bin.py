@@ -35,14 +35,40 @@ class _Storage:
         self.name, self.dtype = name, STORAGES[name]
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_):
-    """``torch._utils._rebuild_tensor_v2``: a view of ``storage`` (a 1-D array) -> a new C array."""
-    size, stride = tuple(size), tuple(stride)
+class _TensorView:
+    """``torch._utils._rebuild_tensor_v2``'s arguments, kept until the tensor's name is known so that
+    :func:`_materialize` can check them against the storage and name the tensor in its error."""
+
+    def __init__(self, storage, offset, size, stride, *_):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+def _materialize(name: str, view: _TensorView, source: Path) -> np.ndarray:
+    """The tensor a :class:`_TensorView` describes, as a new C-contiguous array. Every element it
+    reads must lie inside its storage (as torch checks in ``set_``): the offset, sizes and strides
+    are non-negative integers, the last element addressed is within the storage's length, and the
+    tensor holds no more elements than the storage (no broadcast blow-up). Raises ``ValueError``
+    naming the file and the tensor otherwise."""
+    storage, offset = view.storage, view.offset
+    size, stride = view.size, view.stride
+
+    def ints(value) -> bool:
+        return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+    if not isinstance(storage, np.ndarray) or not ints((offset,)) or not ints(size) or not ints(stride) \
+            or len(size) != len(stride):
+        raise ValueError(f"{source}: tensor {name!r} has an invalid layout (offset {offset!r}, size {size!r}, "
+                         f"stride {stride!r}): expected non-negative integers, one stride per dimension")
+    numel = int(np.prod(size, dtype=object))
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if numel else offset - 1
+    if last >= storage.size or numel > storage.size:
+        raise ValueError(f"{source}: tensor {name!r} (offset {offset}, size {size}, stride {stride}) reads past "
+                         f"its storage of {storage.size} values")
     if not size:
         return storage[offset:offset + 1].reshape(()).copy()
-    view = np.lib.stride_tricks.as_strided(storage[offset:], size, [s * storage.itemsize for s in stride],
-                                           writeable=False)
-    return np.ascontiguousarray(view)
+    view_ = np.lib.stride_tricks.as_strided(storage[offset:], size, [st * storage.itemsize for st in stride],
+                                            writeable=False)
+    return np.ascontiguousarray(view_)
 
 
 def _rebuild_parameter(data, *_):
@@ -50,7 +76,7 @@ def _rebuild_parameter(data, *_):
 
 
 ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
-           ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+           ("torch._utils", "_rebuild_tensor_v2"): _TensorView,
            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter}
 
 
@@ -185,6 +211,6 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
             raise
         except (ValueError, EOFError, zipfile.BadZipFile, TypeError, IndexError, KeyError) as e:
             raise ValueError(f"{path}: the pickle cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, _TensorView) for k, v in state.items()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
-    return dict(state)
+    return {name: _materialize(name, view, path) for name, view in state.items()}

@@ -63,6 +63,16 @@ def _shards(index: Path) -> list[Path]:
     return files
 
 
+def modern_name(key: str) -> str:
+    """The name Transformers loads a tensor under: the legacy ``LayerNorm.gamma`` / ``LayerNorm.beta``
+    of early checkpoints ported from TensorFlow become ``LayerNorm.weight`` / ``LayerNorm.bias``
+    (``PreTrainedModel._fix_state_dict_key_on_load``); every other name is unchanged."""
+    for legacy, modern in (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias")):
+        if key.endswith(legacy):
+            return key[: -len(legacy)] + modern
+    return key
+
+
 def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
@@ -129,6 +139,11 @@ class Weights:
                 continue
             if info["dtype"] not in _DTYPES:
                 raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {info['dtype']}")
+            if modern_name(name) != name:
+                if modern_name(name) in header:
+                    raise ValueError(f"{file}: holds both {name!r} and {modern_name(name)!r}, the same tensor "
+                                     "under its legacy and its current name")
+                name = modern_name(name)
             start, end = info["data_offsets"]
             self._ranges[name] = (mapping, base + start, base + end)
             self._stored[name] = (file, info["dtype"])

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared, reference tokenizers, tiny random-init checkpoints."""
+"""Shared fixtures: the test data of tests/data (sources and licences in tests/data/SOURCES.md), the
+real all-MiniLM-L6-v2 checkpoint, reference tokenizers, tiny random-init checkpoints."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-VOCABS = SHARED / "vocab"
-DATA = SHARED / "data"
+DATA = ROOT / "tests" / "data"
+VOCABS = DATA / "vocab"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,9 +18,9 @@ os.environ.setdefault("RUST_BACKTRACE", "0")
 
 
 def require(path: Path) -> Path:
-    """Skip with a clear reason when a file of ../shared is absent (it must exist in CI)."""
+    """The path of a test data file; a missing one fails the test (it ships with the repository)."""
     if not path.exists():
-        pytest.skip(f"{path} is absent: ../shared/ must sit beside the checkout")
+        pytest.fail(f"{path} is missing: tests/data/ ships with the repository (see tests/data/SOURCES.md)")
     return path
 
 

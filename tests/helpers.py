@@ -39,7 +39,7 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
                     vocab: str | None = None, init_std: float = 0.1, **config_kwargs):
     """Save a random-init Transformers model (safetensors) to ``directory``; returns the torch model.
 
-    ``vocab`` names a folder of ../shared/vocab whose vocab.txt and tokenizer_config.json are copied
+    ``vocab`` names a folder of tests/data/vocab whose vocab.txt and tokenizer_config.json are copied
     (then vocab_size follows it). Weights get a larger spread than Transformers' default (0.02) so
     that activations exercise the kernels' ranges; layer norm weights are randomized too.
     """

@@ -18,8 +18,8 @@ import pytest
 import npformer
 from conftest import DATA, read_sst2
 
-pytest.importorskip("distributed")
-pq = pytest.importorskip("pyarrow.parquet")
+import distributed  # noqa: F401 (the test extra: a missing one fails)
+import pyarrow.parquet as pq
 
 from npformer import distributed  # noqa: E402
 
@@ -126,3 +126,69 @@ def test_an_interrupted_client_resumes_without_rewriting_done_parts(corpus, tmp_
     assert resumed == sorted(read_output(tmp_path / "whole"), key=lambda r: r["row"])
     changed = subprocess.run(args[:-1] + ["--dtype", "int8", "-q"], env=env, capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2 and "other arguments (dtype)" in changed.stderr
+
+
+def test_a_resume_with_another_plan_is_refused_by_name(corpus, tmp_path):
+    """Issue: 6,000 rows at --partition-rows 500, stopped after 6 parts, resumed at 700: 1,200 rows
+    were silently missing. Every argument that shapes the output is now part of the recorded run."""
+    root, _ = corpus
+    first = [str(root / "a.tsv"), str(root / "b.tsv")]
+    summary = distributed.run("sentiment", first, tmp_path / "out", column="sentence", workers=1,
+                              partition_rows=500, progress=False)
+    assert summary.rows == 4004
+    for part in sorted((tmp_path / "out").glob("part-00000-*.parquet"))[6:]:
+        part.unlink()  # as if stopped after six parts
+    (tmp_path / "out" / "_SUCCESS").unlink()
+    for changed, kwargs in [("partition_rows", dict(inputs=first, partition_rows=700)),
+                            ("inputs", dict(inputs=first[::-1], partition_rows=500)),
+                            ("inputs", dict(inputs=first[:1], partition_rows=500)),
+                            ("keep_columns", dict(inputs=first, partition_rows=500, keep_columns=("label",)))]:
+        with pytest.raises(ValueError, match=rf"other arguments \({changed}"):
+            distributed.run("sentiment", kwargs.pop("inputs"), tmp_path / "out", column="sentence", workers=1,
+                            progress=False, **kwargs)
+    resumed = distributed.run("sentiment", first, tmp_path / "out", column="sentence", workers=1,
+                              partition_rows=500, progress=False)
+    assert resumed.skipped_parts == 6 + 1 and resumed.rows == 4000 - 6 * 500
+    rows = read_output(tmp_path / "out")
+    assert len(rows) == 4004 and len({r["id"] for r in rows}) == 4004
+
+
+def test_kept_columns_keep_their_types(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table({"id": pa.array([7, 8, 9], pa.int64()), "text": ["good", "", "bad"],
+                      "weight": pa.array([0.5, None, 2.0]), "flag": [True, False, True]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "fine", "meta": {"a": 1}, "n": 1}\n'
+                                       '{"id": 2, "text": "poor", "meta": "x", "n": 2.5}\n', encoding="utf-8")
+    keep = ("id", "weight", "flag")
+    distributed.run("sentiment", [str(tmp_path / "in.parquet")], tmp_path / "p", workers=1, partition_rows=2,
+                    keep_columns=keep, progress=False)
+    out = pq.read_table(tmp_path / "p")
+    assert out.schema.field("input_id").type == pa.int64() and out.schema.field("input_flag").type == pa.bool_()
+    assert out.schema.field("input_weight").type == pa.float64()
+    rows = sorted(out.to_pylist(), key=lambda r: r["row"])
+    assert [r["input_id"] for r in rows] == [7, 8, 9] and [r["input_weight"] for r in rows] == [0.5, None, 2.0]
+    distributed.run("sentiment", [str(tmp_path / "in.jsonl")], tmp_path / "j", workers=1, partition_rows=1,
+                    keep_columns=("id", "meta", "n"), progress=False)
+    out = pq.read_table(tmp_path / "j")
+    assert out.schema.field("input_id").type == pa.int64() and out.schema.field("input_n").type == pa.float64()
+    rows = sorted(out.to_pylist(), key=lambda r: r["row"])
+    assert [r["input_id"] for r in rows] == [1, 2] and [r["input_n"] for r in rows] == [1.0, 2.5]
+    assert [r["input_meta"] for r in rows] == ['{"a": 1}', "x"]  # mixed values: text, JSON for the object
+
+
+def test_a_corrupt_parquet_input_is_one_line_naming_the_file(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"text": ["good"] * 50}), tmp_path / "good.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
+    data = bytearray((tmp_path / "good.parquet").read_bytes())
+    data[8:60] = os.urandom(52)  # the column chunk, not the footer: fails on the worker
+    (tmp_path / "hurt.parquet").write_bytes(bytes(data))
+    for name in ("garbage.parquet", "hurt.parquet"):
+        proc = subprocess.run([sys.executable, "-m", "npformer.cli", "batch", "sentiment", "--input",
+                               str(tmp_path / name), "--output", str(tmp_path / f"out-{name}"), "--workers", "1",
+                               "-q"], capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

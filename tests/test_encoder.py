@@ -17,7 +17,7 @@ from npformer.models.bert import BertModel
 from npformer.models.distilbert import DistilBertModel
 from npformer.weights import Weights
 
-torch = pytest.importorskip("torch")
+import torch
 
 TOL = 1e-4
 BERT_CONFIGS = {

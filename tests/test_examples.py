@@ -1,4 +1,5 @@
-"""README's first command runs the main job on files inside the repository only (no ../shared)."""
+"""README's set-up commands: the first runs the main job on files inside the repository only, and
+both are what CI runs."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def test_first_command_classifies_the_examples(capsys, monkeypatch):
     assert len(rows) == 12 and [r["line"] for r in rows] == list(range(2, 14))
     assert sum(r["label"].lower() == r["input"]["label"] for r in rows) >= 10
     assert os.path.getsize(ROOT / "examples" / "reviews.tsv") < 4096
+
+
+def test_ci_runs_readme_set_up_commands_step_for_step():
+    """.ci/run takes both commands from README.md (scripts/readme_command.py), the second ending with
+    the test run, so README's commands are what CI runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_command", ROOT / "scripts" / "readme_command.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    first, second = module.setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert first == first_command()
+    assert second.startswith("apt-get update && ") and second.endswith("HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q")
+    assert "../shared" not in second
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "scripts/readme_command.py 1" in ci and "scripts/readme_command.py 2" in ci
+    assert "pip install" not in ci and "pytest" not in ci.replace("*pytest*", "")  # nothing beside README's

@@ -17,7 +17,7 @@ import pytest
 from helpers import make_checkpoint
 from test_server import free_port, start, stop
 
-webdriver = pytest.importorskip("selenium.webdriver")
+import selenium.webdriver as webdriver
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -133,3 +133,19 @@ def test_server_page(browser, artifacts):
         assert errors(browser) == []
     finally:
         assert stop(proc) == 0
+
+
+def test_a_hostile_text_neither_blanks_the_page_nor_runs(browser, tmp_path):
+    """"<!--" then "<script>" inside the payload's <script> element once made the page blank; the
+    payload's <, > and & are JSON escapes now, and the text shows as text."""
+    text = "a gorgeous <!-- <script>window.pwned = 1</script> film & </script><img src=x onerror=alert(1)>"
+    page = explain(tmp_path, "sentiment", text)
+    html = page.read_text()
+    payload = html.split('<script id="payload" type="application/json">')[1].split("</script>")[0]
+    assert "<" not in payload and ">" not in payload and "&" not in payload
+    assert json.loads(payload)["data"]["text"] == text
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "grid")))
+    assert browser.find_element(By.ID, "top-label").text in ("POSITIVE", "NEGATIVE")
+    assert browser.execute_script("return window.pwned === undefined && document.images.length === 0")
+    assert errors(browser) == []

@@ -6,6 +6,7 @@ Labels, words, spans, answers and offsets must be identical; scores within 1e-4.
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from helpers import make_checkpoint
 
 import npformer
 
-transformers = pytest.importorskip("transformers")
+import transformers
 
 TOL = 1e-4
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-ORG", 4: "I-ORG", 5: "B-LOC", 6: "I-LOC", 7: "MISC"}
@@ -273,3 +274,25 @@ def test_token_probabilities_and_entropy(checkpoints, strategy):
             label = max(e["probabilities"], key=e["probabilities"].get)
             if strategy == "none":
                 assert label == e["entity"] and e["score"] == pytest.approx(probs.max())
+
+
+def test_legacy_layer_norm_names_load_as_transformers_loads_them(checkpoints, tmp_path):
+    """A masked LM whose LayerNorm tensors carry TensorFlow-era names (``LayerNorm.gamma`` /
+    ``LayerNorm.beta``, still common on the Hub): Transformers renames them at load, and so do we."""
+    from safetensors.numpy import load_file, save_file
+
+    source = checkpoints("bert", "mlm")
+    shutil.copytree(source, tmp_path / "legacy")
+    tensors = load_file(source / "model.safetensors")
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in tensors.items()}
+    assert sum(k.endswith("LayerNorm.gamma") for k in legacy) == 6  # embeddings, 2 x 2 per layer, MLM transform
+    save_file(legacy, tmp_path / "legacy" / "model.safetensors", metadata={"format": "pt"})
+    masked = ["the river [MASK] through the old city .", "a [MASK] of bread and a [MASK] of milk"]
+    theirs = reference("fill-mask", tmp_path / "legacy")
+    assert_same(npformer.pipeline("fill-mask", tmp_path / "legacy")(masked), theirs(masked))
+    # both names for one tensor is refused by name, not silently resolved
+    save_file({**legacy, "bert.embeddings.LayerNorm.weight": tensors["bert.embeddings.LayerNorm.weight"]},
+              tmp_path / "legacy" / "model.safetensors")
+    with pytest.raises(ValueError, match="bert.embeddings.LayerNorm.gamma.*LayerNorm.weight"):
+        npformer.AutoModelForMaskedLM.from_pretrained(tmp_path / "legacy")

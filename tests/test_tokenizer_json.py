@@ -1,5 +1,5 @@
 """Tokenizers read from ``tokenizer.json`` alone (no vocab.txt) equal ``PreTrainedTokenizerFast``
-reading the same file, for the four vocabularies of ../shared."""
+reading the same file, for the four vocabularies of tests/data/vocab."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import VOCABS, read_sst2, read_wikitext, require
 from npformer import Tokenizer
 
-transformers = pytest.importorskip("transformers")
+import transformers
 VOCAB_NAMES = ["bert-base-uncased", "bert-base-cased", "bert-base-multilingual-cased", "bert-base-chinese"]
 EXTRA = ["Héllo WÖRLD, naïve café!", "北京欢迎你 and 東京", "a\u200bb\tc\u00a0d", "unaffable tokenization", ""]
 

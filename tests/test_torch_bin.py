@@ -19,7 +19,7 @@ from helpers import make_checkpoint
 from npformer.convert import convert_bin
 from npformer.torch_bin import UnsafeCheckpointError, read_torch_bin
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.mark.parametrize("model_type, head, kwargs", [
@@ -107,3 +107,65 @@ def test_truncated_and_corrupted_archives(tmp_path):
                 out.writestr(item, z.read(item.filename))
     with pytest.raises(ValueError, match="storage .* is missing"):
         read_torch_bin(tmp_path / "holes.bin")
+
+
+def tensor_pickle(offset, size, stride, numel: int) -> bytes:
+    """A state-dict pickle {"w": _rebuild_tensor_v2(FloatStorage of numel values, offset, size, stride)},
+    written opcode by opcode so that any layout can be stated (torch refuses to save a bad one)."""
+
+    def integer(v) -> bytes:
+        if isinstance(v, float):
+            return b"G" + __import__("struct").pack(">d", v)  # BINFLOAT
+        raw = v.to_bytes((v.bit_length() + 8) // 8 or 1, "little", signed=True)
+        return b"\x8a" + bytes([len(raw)]) + raw  # LONG1
+
+    def ints(values) -> bytes:
+        return b"(" + b"".join(integer(v) for v in values) + b"t"  # MARK ... TUPLE
+
+    def text(s: str) -> bytes:
+        return b"X" + len(s).to_bytes(4, "little") + s.encode()  # BINUNICODE
+
+    pid = b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text("0") + text("cpu") + integer(numel) + b"tQ"
+    args = b"(" + pid + integer(offset) + ints(size) + ints(stride) + b"\x89" + b"}" + b"t"  # ..., False, {}
+    return b"\x80\x02}" + text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"Rs."
+
+
+@pytest.mark.parametrize("offset, size, stride", [
+    (0, (4096,), (1,)),  # 4,096 values from a storage of 4: once read 2,700 values of other memory
+    (0, (4,), (-1000,)),  # once a segmentation fault
+    (0, (2**28,), (1,)),  # once a segmentation fault
+    (3, (2,), (1,)),  # the offset pushes the last element out
+    (0, (2, 2), (3, 1)),  # the outer stride pushes it out
+    (0, (2**40, 2**40), (0, 0)),  # in bounds, but 2^80 elements broadcast from 4 values
+    (-1, (2,), (1,)),
+    (0, (2,), (1, 1)),  # one stride per dimension
+    (0, (2.5,), (1,)),
+])
+def test_tensor_layouts_are_checked_against_their_storage(tmp_path, offset, size, stride):
+    path = tmp_path / "layout.bin"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", tensor_pickle(offset, size, stride, numel=4))
+        z.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
+        z.writestr("archive/version", "3\n")
+    with pytest.raises(ValueError, match=r"tensor 'w' .*(reads past its storage of 4 values|invalid layout)") as err:
+        read_torch_bin(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("offset, size, stride, expected", [
+    (0, (4,), (1,), [0, 1, 2, 3]),
+    (1, (3,), (1,), [1, 2, 3]),
+    (0, (2, 2), (1, 2), [[0, 2], [1, 3]]),  # a transposed view
+    (0, (0, 5), (5, 1), np.zeros((0, 5))),
+    (2, (), (), 2.0),
+])
+def test_tensor_layouts_inside_their_storage_read_as_torch_reads_them(tmp_path, offset, size, stride, expected):
+    path = tmp_path / "layout.bin"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", tensor_pickle(offset, size, stride, numel=4))
+        z.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
+        z.writestr("archive/version", "3\n")
+    got = read_torch_bin(path)["w"]
+    reference = torch.load(path, weights_only=True)["w"].numpy()
+    np.testing.assert_array_equal(got, reference)
+    np.testing.assert_array_equal(got, np.asarray(expected, dtype=np.float32))

@@ -11,7 +11,7 @@ from helpers import assert_close, make_checkpoint
 from npformer.models.auto import AutoModelForSequenceClassification
 from npformer.tracing import trace
 
-torch = pytest.importorskip("torch")
+import torch
 TOL = 1e-4
 TEXT = "the quick brown fox jumps over the lazy dog"
 

@@ -4,6 +4,7 @@
 - :mod:`llvm_ir`: CPU features, tile sizes, packed strides and IR helpers shared by the GEMMs.
 - :mod:`gemm_f32`: the packed float32 GEMM (AVX-512 / AVX2 FMA micro-kernel) and ``PackedMatrix``.
 - :mod:`gemm_int8`: row quantization and the int8 GEMMs (AVX-512 VNNI, AVX2, portable).
+- :mod:`jit`: ``njit`` with the kernel cache in ``$NPFORMER_CACHE/numba`` (never in the package).
 - :mod:`ops`: layer norm, activations, attention with its masked softmax (Numba, ``backend="numba"``).
 
 The four Numba modules are imported on first use (PEP 562): ``from npformer import kernels`` costs
@@ -14,7 +15,7 @@ loads Numba; every other npformer import is at the top of its module.
 
 import importlib
 
-NUMBA_MODULES = ("llvm_ir", "gemm_f32", "gemm_int8", "ops")
+NUMBA_MODULES = ("jit", "llvm_ir", "gemm_f32", "gemm_int8", "ops")
 
 
 def __getattr__(name: str):

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from npformer.kernels.jit import njit
 from npformer.kernels.llvm_ir import (F32_LANES, F32_MR, F32_NR, F32_ROW_TILE, Args, const, counted_loop, round_up, splat,
                                       vector_at)
 
@@ -91,7 +92,7 @@ _fma_8, _fma_4, _fma_2, _fma_1 = (_fma_kernel(mr) for mr in (8, 4, 2, 1))
 EIGHT_ROWS = F32_MR == 8  # AVX2 has registers for 4 rows' accumulators only
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off, rows):
     """``rows`` activation rows (any number) times one ``F32_NR``-channel block of packed weights,
     by the widest micro-kernel (8 rows; 4 with AVX2) and then 4-, 2- and 1-row ones for the
@@ -110,7 +111,7 @@ def tile_rows(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off,
         _fma_1(x, x_off + i * ldx, ldx, w, w_off, w_block, k, out, o_off + i * ldo, ldo, bias, j_off)
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def sgemm_packed(x, w_packed, bias, out):
     """``x (rows, k) float32`` C-contiguous times weights packed by :func:`pack_rows`, plus ``bias
     (n_padded,) float32`` -> written to ``out (rows, n_padded) float32`` (C-contiguous), which is

@@ -14,10 +14,11 @@ from functools import partial
 
 import numpy as np
 from llvmlite import ir
-from numba import int32, njit, prange, types
+from numba import int32, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from npformer.kernels.jit import njit
 from npformer.kernels.llvm_ir import (AVX2_MR, F32_LANES, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop,
                                       element_at, round_up, splat, vector_at)
 from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
@@ -56,7 +57,7 @@ def _vector_abs_max(typingctx, row, chunks):
     return sig, codegen
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _row_scale(row):
     """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row)."""
     chunks = row.shape[0] // F32_LANES
@@ -66,12 +67,12 @@ def _row_scale(row):
     return amax / np.float32(127.0) if amax >= TINY_ROW else np.float32(1.0)
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _round_clip(v):
     return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _quantize_row(row, out, shift):
     """``out[j] = round(row[j] / scale) + shift`` (``out``'s integer type); returns the row's scale."""
     scale = _row_scale(row)
@@ -81,7 +82,7 @@ def _quantize_row(row, out, shift):
     return scale
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
 
@@ -95,7 +96,7 @@ def quantize_rows(x):
     return q, scales
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def int8_matmul(xq, x_scales, wq, w_scales, bias):
     """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :] + bias`` with int32 accumulation (portable kernel).
 
@@ -194,7 +195,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
     return sig, codegen
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def quantize_rows_u8(x, k_padded):
     """Per-row int8 quantization, stored shifted to uint8 (``q + 128``) in a buffer padded to
     ``(rows rounded up to 8, k_padded)`` with the value 128 (a zero). Returns ``(buffer, scales)``."""
@@ -212,7 +213,7 @@ def quantize_rows_u8(x, k_padded):
     return q, scales
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded):
     """VNNI int8 GEMM, dequantized, bias added: ``xu (rows_p, k_p) uint8`` (shifted activations,
     ``rows_p % 8 == 0``), ``w_packed`` from :meth:`QuantizedTensor.packed`, ``bias (n_p,) float32``
@@ -284,7 +285,7 @@ def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off,
     return sig, codegen
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def quantize_rows_i16(x, k_padded):
     """Per-row int8 quantization (as :func:`quantize_rows`) widened to int16, in a zero-padded
     ``(rows rounded up to 4, k_padded)`` buffer for :func:`int8_matmul_avx2`. Returns ``(buffer, scales)``."""
@@ -297,7 +298,7 @@ def quantize_rows_i16(x, k_padded):
     return q, scales
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def int8_matmul_avx2(xq, x_scales, w_packed, w_scales, bias, out):
     """AVX2 int8 GEMM, dequantized, bias added: ``xq (rows_p, k_p) int16`` from :func:`quantize_rows_i16`,
     ``w_packed`` from :func:`pack_avx2`, ``w_scales`` and ``bias (n_p,) float32`` -> written to

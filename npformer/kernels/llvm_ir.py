@@ -10,8 +10,8 @@ from __future__ import annotations
 import llvmlite.binding as llvm_binding
 import numba.core.config
 from llvmlite import ir
-from numba import njit
 
+from npformer.kernels.jit import njit
 from npformer.kernels import layout
 from npformer.kernels.layout import LANES, MR, NR, VNNI_K  # noqa: F401 (the int8 layout, fixed whatever the ISA)
 from npformer.runtime import ISAS, requested_isa
@@ -50,7 +50,7 @@ F32_ROW_TILE = 128  # float32 GEMM: activation rows kept in L2 while the cores s
 INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
 
 
-round_up = njit(cache=True, inline="always")(layout.round_up)  # for the kernels (and from Python)
+round_up = njit(inline="always")(layout.round_up)  # for the kernels (and from Python)
 
 
 def i64(builder, value):

@@ -2,8 +2,8 @@
 the linear layer (:func:`npformer.kernels.numpy_ops.weight_product`).
 
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
-and is compiled with ``cache=True`` so a new process loads the machine code from ``__pycache__``
-instead of compiling again. Matrix products run on the packed float32 micro-kernel of
+and is compiled with npformer's on-disk cache (:mod:`npformer.kernels.jit`) so a new process loads
+the machine code instead of compiling again. Matrix products run on the packed float32 micro-kernel of
 :mod:`npformer.kernels.gemm_f32` (NumPy's BLAS for plain arrays) or the int8 GEMM of
 :mod:`npformer.quantization`. Each kernel names the reference it reproduces.
 """
@@ -16,9 +16,10 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import int32, njit, prange, types
+from numba import int32, prange, types
 from numba.extending import intrinsic
 
+from npformer.kernels.jit import njit
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
@@ -27,7 +28,7 @@ from npformer.kernels.numpy_ops import weight_product as linear  # the switch be
 F32 = np.float32
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _erf(x):
     # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
     # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``), coefficients in
@@ -54,7 +55,7 @@ def _float_from_bits(typingctx, bits):
     return sig, codegen
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _exp(x):
     # float32 exp (Cephes expf): x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
     # 2^n built in the exponent bits. Relative error < 2e-7; vectorizes, unlike libm's expf.
@@ -70,13 +71,13 @@ def _exp(x):
     return p * _float_from_bits(int32((int32(n) + int32(127)) << int32(23)))
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _gelu_erf(x):
     # reference: torch.nn.functional.gelu(x) (approximate="none"): 0.5 x (1 + erf(x / sqrt 2))
     return F32(0.5) * x * (F32(1.0) + _erf(x * INV_SQRT2))
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _gelu_tanh(x):
     # reference: transformers NewGELUActivation / gelu(approximate="tanh"):
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x*x*x, never x**3.
@@ -85,7 +86,7 @@ def _gelu_tanh(x):
     return F32(0.5) * x * (F32(1.0) + (e - F32(1.0)) / (e + F32(1.0)))
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def bias_gelu_(x, bias, tanh_form):
     """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
 
@@ -103,7 +104,7 @@ def bias_gelu_(x, bias, tanh_form):
     return x
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def bias_relu_(x, bias):
     """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
     rows, n = x.shape
@@ -120,7 +121,7 @@ def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.nda
     return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _layer_norm_row(src, dst, gamma, beta, eps):
     # reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics in
     # float64 (fastmath lets the sums vectorize; they stay float64), the normalization in float32.
@@ -138,7 +139,7 @@ def _layer_norm_row(src, dst, gamma, beta, eps):
         dst[j] = (src[j] - mean32) * inv * gamma[j] + beta[j]
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def layer_norm(x, gamma, beta, eps):
     """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
 
@@ -152,7 +153,7 @@ def layer_norm(x, gamma, beta, eps):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     """In place: ``x = LayerNorm(x + bias + residual)``; all ``(rows, n)`` / ``(n,)`` float32.
 
@@ -168,7 +169,7 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     return x
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(inline="always", fastmath=True)
 def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
     # In place softmax of one row of attention scores; keys with mask 0 get probability 0
     # (reference: Transformers adds the float32 minimum to masked scores before softmax, so a row
@@ -196,7 +197,7 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
         row[j] = F32(0.0)
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=True, nogil=True)
 def attention(q, k, v, mask, num_heads, probs):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + mask) V`` for every (sequence, head) pair, in parallel over the pairs.

@@ -29,8 +29,16 @@ def _fail(file: Path, what: str):
 
 def read_tokenizer_json(file: Path) -> tuple[list[str], dict]:
     """``(tokens in id order, Tokenizer keyword arguments)`` from ``tokenizer.json``. Raises
-    ``ValueError`` naming the file and what it holds when it is not a BERT WordPiece tokenizer."""
+    ``ValueError`` naming the file and what it holds when it is not a BERT WordPiece tokenizer, or
+    when a field has the wrong JSON type."""
     data = read_json(file)
+    try:
+        return _read(file, data)
+    except (TypeError, KeyError, AttributeError, IndexError) as e:  # a field of the wrong JSON type
+        _fail(file, f"a field has an unexpected type or shape ({type(e).__name__}: {e})")
+
+
+def _read(file: Path, data) -> tuple[list[str], dict]:
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         _fail(file, "no 'model' object")
     model = data["model"]
@@ -45,6 +53,9 @@ def read_tokenizer_json(file: Path) -> tuple[list[str], dict]:
     if pre.get("type") != "BertPreTokenizer":
         _fail(file, f"the pre-tokenizer is {pre.get('type')!r}")
     vocab: dict = model["vocab"]
+    bad = next(((t, i) for t, i in vocab.items() if not isinstance(i, int) or isinstance(i, bool)), None)
+    if bad is not None:
+        _fail(file, f"the vocabulary maps {bad[0]!r} to {bad[1]!r}; ids must be integers")
     ids = sorted(vocab.values())
     if ids != list(range(len(ids))):
         _fail(file, "the vocabulary ids do not run from 0 without gaps")
@@ -55,7 +66,9 @@ def read_tokenizer_json(file: Path) -> tuple[list[str], dict]:
     strip = normalizer.get("strip_accents")
     kwargs = {"do_lower_case": lowercase, "strip_accents": None if strip is None else bool(strip),
               "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
-              "max_input_chars_per_word": int(model.get("max_input_chars_per_word", 100))}
+              "max_input_chars_per_word": model.get("max_input_chars_per_word", 100)}
+    if not isinstance(kwargs["max_input_chars_per_word"], int) or kwargs["max_input_chars_per_word"] < 1:
+        _fail(file, f"max_input_chars_per_word is {kwargs['max_input_chars_per_word']!r}, not a positive integer")
     if isinstance(model.get("unk_token"), str):
         kwargs["unk_token"] = model["unk_token"]
     post = data.get("post_processor") or {}

@@ -1,0 +1,90 @@
+"""``njit`` for npformer's kernels, with Numba's on-disk cache in npformer's own cache directory.
+
+Numba's default (``cache=True``) writes ``*.nbi`` / ``*.nbc`` files into ``__pycache__`` beside the
+source, which for an installed npformer is ``site-packages``: pip does not remove them on uninstall,
+and the leftover ``npformer/`` folder then shadows a later (editable) install as an empty namespace
+package. Here every npformer kernel is cached under ``$NPFORMER_CACHE/numba/<key>/`` instead, where
+``<key>`` names the npformer version, Python, Numba and the kernel family (``NPFORMER_ISA`` and the
+CPU), so that none of them ever loads another's entry. Numba's own index also checks the source
+file's hash and the CPU's name and features.
+
+The locator claims only files inside the ``npformer`` package: the user's own ``cache=True`` functions
+keep Numba's default locations, and no process-wide setting (``NUMBA_CACHE_DIR``) is touched. If the
+directory cannot be created or written, the kernels are compiled without caching, with one warning.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import llvmlite.binding as llvm_binding
+import numba
+from numba.core import caching
+
+from npformer.hub import cache_dir
+from npformer.runtime import requested_isa
+from npformer.version import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def cache_key() -> str:
+    """The sub-directory name of this process's kernel cache: npformer, Python and Numba versions,
+    the requested kernel family (``NPFORMER_ISA``, ``native`` when unset) and the host CPU's name."""
+    isa = requested_isa() or "native"
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return f"npformer-{__version__}-{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}"
+
+
+def kernel_cache_dir() -> Path:
+    """Where npformer's compiled kernels are cached: ``$NPFORMER_CACHE/numba/<cache_key()>``."""
+    return cache_dir() / "numba" / cache_key()
+
+
+class NpformerCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Numba cache locator for the files of the ``npformer`` package (None for any other file, so
+    Numba's own locators handle those as before)."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        relative = Path(py_file).resolve().relative_to(PACKAGE_DIR).parent
+        self._cache_path = str(kernel_cache_dir().joinpath(*relative.parts))
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not Path(py_file).resolve().is_relative_to(PACKAGE_DIR):
+            return None
+        self = cls(py_func, py_file)
+        self.ensure_cache_path()  # checked once in _usable() below; an error here is real
+        return self
+
+
+def _usable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+        return True
+    except OSError as error:
+        warnings.warn(f"npformer: cannot write the kernel cache {directory} ({error.strerror or error}); "
+                      "kernels are compiled in every process (set NPFORMER_CACHE to a writable directory)",
+                      RuntimeWarning, stacklevel=3)
+        return False
+
+
+CACHING = _usable(kernel_cache_dir())
+# Numba's list of locators, tried in order for each cached function (``_CacheImpl`` before Numba 0.61)
+_LOCATORS = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+if CACHING and NpformerCacheLocator not in _LOCATORS._locator_classes:
+    _LOCATORS._locator_classes.insert(0, NpformerCacheLocator)
+
+
+def njit(*args, **options):
+    """``numba.njit`` with npformer's cache (see the module docstring); ``cache`` is decided here."""
+    return numba.njit(*args, cache=CACHING, **options)
