@@ -37,6 +37,7 @@ from npformer.models.auto import BACKENDS, DTYPES, build_encoder, open_checkpoin
 from npformer.runtime import set_num_threads
 from npformer.output import JsonLines, OutputError
 from npformer.explain import explain_data, write_page
+from npformer.serving import command as serve_command
 from npformer.pipelines import ALIASES, pipeline
 from npformer.provenance import describe
 from npformer.records import InputError, Source
@@ -74,34 +75,6 @@ def _positive(name: str):
 def _verbosity(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr (-vv: debugging detail)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary unless records failed")
-
-
-def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="an HTTP server: TEI's routes and the Hugging Face Inference API, with dynamic "
-                                     "batching (needs pip install \".[server]\" in npformer's repository)")
-    p.add_argument("--model", "-m", action="append", default=[], metavar="NAME=PATH_OR_ID[@task]",
-                   help="a model to serve (repeat for several); default: the built-in sentiment model as 'sentiment'")
-    p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
-    p.add_argument("--revision", help="Hub branch, tag or commit of the models")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-batch-tokens", type=_positive("--max-batch-tokens"), default=16384,
-                   help="most padded tokens in one forward pass")
-    p.add_argument("--max-batch-size", type=_positive("--max-batch-size"), default=64,
-                   help="most rows (texts or windows) in one forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=2.0,
-                   help="longest wait for more requests to join a forward pass, while others are being read")
-    p.add_argument("--max-concurrent-requests", type=_positive("--max-concurrent-requests"), default=512,
-                   help="requests answered at once; more get 429 at once")
-    p.add_argument("--max-client-batch-size", type=_positive("--max-client-batch-size"), default=32,
-                   help="most inputs in one request")
-    p.add_argument("--payload-limit", type=_positive("--payload-limit"), default=2_000_000,
-                   help="largest request body, in bytes")
-    p.add_argument("--auto-truncate", action="store_true",
-                   help="cut over-long inputs on TEI's routes unless a request says \"truncate\": false")
-    p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
-    p.add_argument("--threads", type=_positive("--threads"), default=None, help="threads per forward pass")
-    _verbosity(p)
 
 
 def _fit_head_parser(sub) -> None:
@@ -208,15 +181,6 @@ def _explain(args) -> int:
     return 0
 
 
-def _serve(args) -> int:
-    server = importlib.import_module("npformer.serving.server")  # the [server] extra, imported only here
-    limits = server.Limits(args.max_batch_tokens, args.max_batch_size, args.max_wait_ms, args.max_concurrent_requests,
-                           args.max_client_batch_size, args.payload_limit, args.auto_truncate)
-    return server.serve(args.model, dtype=args.dtype, host=args.host, port=args.port, limits=limits,
-                        threads=args.threads, batching=not args.no_batching, revision=args.revision,
-                        log_level="warning" if args.quiet else "info")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npformer", description="BERT-family inference in NumPy + Numba.")
     parser.add_argument("--version", action="version", version=f"npformer {__version__}")
@@ -294,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the sentence each label is put in ({} is the label)")
             p.add_argument("--multi-label", action="store_true",
                            help="score each label alone by raw cosine similarity (-1..1), not a softmax")
-    _serve_parser(sub)
+    serve_command.add_parser(sub, _positive, _verbosity)
     _fit_head_parser(sub)
     _batch_parser(sub)
     _explain_parser(sub)
@@ -344,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(info(args.model, args.revision), indent=2))
             return 0
         if args.command == "serve":
-            return _serve(args)
+            return serve_command.run(args)
         if args.command == "fit-head":
             return _fit_head(args)
         if args.command == "batch":

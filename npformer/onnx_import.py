@@ -1,11 +1,10 @@
 """Reading an ONNX export of a BERT / DistilBERT model back into Transformers-named float32 tensors.
 
-Exports made by ``torch.onnx.export`` (the TorchScript exporter, which Optimum and transformers.js
-use) keep each module's path in its node names (``/bert/encoder/layer.0/attention/self/query/MatMul``;
-torch's newer dynamo exporter keeps it in each node's ``pkg.torch.onnx.name_scopes`` metadata)
-but not in its weights: constant folding stores every Linear weight transposed, as
-``onnx::MatMul_<n>``. So each weight is found by its place in the graph, never by its initializer
-name:
+Exports made by ``torch.onnx.export`` (the TorchScript exporter, which Optimum and transformers.js use)
+keep each module's path in its node names (``/bert/encoder/layer.0/attention/self/query/MatMul``; torch's
+newer dynamo exporter keeps it in each node's ``pkg.torch.onnx.name_scopes`` metadata) but not in its
+weights: constant folding stores every Linear weight transposed, as ``onnx::MatMul_<n>``. So each weight
+is found by its place in the graph, never by its initializer name:
 
 * Linear: ``MatMul`` (B = weight transposed) -> ``Add`` (the bias); ``Gemm`` (``transB``, C = bias);
   ONNX Runtime's ``quantize_dynamic``: ``DynamicQuantizeLinear`` -> ``MatMulInteger`` (B int8/uint8,
@@ -16,11 +15,11 @@ name:
   ``Add`` hold the weight and bias.
 
 Quantized weights are dequantized exactly as ONNX Runtime defines them: ``(q - zero_point) * scale``
-(operator docs of MatMulInteger, DequantizeLinear and contrib MatMulNBits). Anything else — a fused
-``Attention`` or ``SkipLayerNormalization`` from an optimizer pass, an op outside the exports'
-vocabulary, a weight no pattern claims, node names without module paths — raises
-:class:`OnnxImportError` naming the node, so a graph npformer does not understand never becomes a
-wrong model. The ``onnx`` package (extra ``npformer[onnx]``) reads the file; no code runs from it.
+(operator docs of MatMulInteger, DequantizeLinear and contrib MatMulNBits). Anything else (a fused
+``Attention`` or ``SkipLayerNormalization`` from an optimizer pass, an op outside the exports' vocabulary,
+a weight no pattern claims, node names without module paths) raises :class:`OnnxImportError` naming the
+node, so a graph npformer does not understand never becomes a wrong model. The ``onnx`` package (extra
+``npformer[onnx]``) reads the file; no code runs from it.
 """
 
 from __future__ import annotations
@@ -45,17 +44,14 @@ from npformer.version import __version__
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
 # the attention and activation arithmetic, and the weight patterns above.
 PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape Div Equal Erf Expand Gather Gelu Gemm Greater
-    GreaterOrEqual Identity LayerNormalization Less LessOrEqual MatMul Max Min Mul Neg Not Or Pow Range ReduceMean
-    Relu Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where
-    DynamicQuantizeLinear MatMulInteger DequantizeLinear MatMulNBits""".split())
+    GreaterOrEqual Identity LayerNormalization Less LessOrEqual MatMul Max Min Mul Neg Not Or Pow Range ReduceMean Relu
+    Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where DynamicQuantizeLinear
+    MatMulInteger DequantizeLinear MatMulNBits""".split())
 LINEAR_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
 NORM_NAMES = ("LayerNorm", "layer_norm")  # the last part of every layer norm module's name in both models
-# The activation op in the FFN -> the config names that compute it (see kernels.numpy_ops.ACTIVATIONS);
-# the ONNX Gelu op (opset 20, the dynamo exporter) says which by its ``approximate`` attribute.
+# The FFN's activation op -> its config name (kernels.numpy_ops.ACTIVATIONS); ONNX Gelu (opset 20) has ``approximate``
 ACTIVATION_OPS = {"Erf": "erf", "Tanh": "tanh", "Relu": "relu"}
 FFN_MODULES = (".intermediate", ".ffn")
-
-
 TIED_DECODERS = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
                  "vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
 
@@ -88,8 +84,12 @@ class Graph:
         """The value of an initializer or a ``Constant`` node's output, else None; marks initializers used."""
         if name in self.init:
             self.claimed.add(name)
-            if name not in self._arrays:
-                self._arrays[name] = self._to_array(self.init[name])
+            try:  # data that does not make the dims is refused by name, never read past
+                if name not in self._arrays:
+                    self._arrays[name] = self._to_array(self.init[name])
+            except Exception as e:  # noqa: BLE001 - onnx raises ValueError, TypeError... for bad data
+                raise OnnxImportError(f"{self.file}: initializer {name!r} (dims {list(self.init[name].dims)}) cannot "
+                                      f"be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
             return self._arrays[name]
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":

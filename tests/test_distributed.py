@@ -18,7 +18,7 @@ import pytest
 import npformer
 from conftest import DATA, read_sst2
 
-import distributed  # noqa: F401 (the test extra: a missing one fails)
+import distributed as dask_distributed  # noqa: F401 (the test extra: a missing one fails)
 import pyarrow.parquet as pq
 
 from npformer import distributed  # noqa: E402

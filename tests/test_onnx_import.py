@@ -382,3 +382,16 @@ def test_missing_onnx_extra_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "model.onnx").write_bytes(b"not read")
     with pytest.raises(ImportError, match=r"^this needs onnx from the 'onnx' extra \(onnx\): pip install \"\.\[onnx\]\" in npformer's repository$"):
         read_onnx(tmp_path / "model.onnx")
+
+
+def test_an_initializer_whose_data_does_not_make_its_shape_is_refused_by_name(tmp_path):
+    """The same audit as .bin tensors: dims of 4,096 floats over 16 bytes of data is one line naming
+    the initializer, never a read past the data."""
+    from npformer.onnx_import import Graph, OnnxImportError
+
+    tensor = onnx.TensorProto(name="bert.w", data_type=onnx.TensorProto.FLOAT, dims=[4096], raw_data=b"\0" * 16)
+    graph = onnx.helper.make_graph([], "g", [], [], initializer=[tensor])
+    g = Graph(onnx.helper.make_model(graph), tmp_path / "model.onnx")
+    with pytest.raises(OnnxImportError, match=r"initializer 'bert.w' \(dims \[4096\]\) cannot be read") as error:
+        g.constant("bert.w")
+    assert "\n" not in str(error.value)

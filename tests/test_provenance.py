@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
 from huggingface_hub.repocard import metadata_load
 
 import npformer

@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,7 +277,7 @@ def test_inference_api_every_task(server, pipes):
     ("/predict", {"inputs": ["a", "b", "c"]}, 422, "a pair of strings"),
     ("/predict", {"inputs": []}, 422, "must be a string, a pair"),
     ("/predict", {"inputs": "   "}, 422, "`inputs` cannot be empty"),
-    ("/predict", {"inputs": [["a"]] * 9}, 422, "batch size 9 > maximum allowed batch size 8"),
+    ("/predict", {"inputs": [["a"]] * 9}, 413, "batch size 9 > maximum allowed batch size 8"),
     ("/predict", {"inputs": "x", "truncate": "yes"}, 422, "`truncate` must be a boolean"),
     ("/predict", {"inputs": "x", "colour": 1}, 422, "unknown field `colour`"),
     ("/predict", {"inputs": "long " * 600}, 422, "longer than the model's maximum of 512 tokens"),
@@ -308,7 +307,7 @@ def test_errors(server, path, body, status, needle):
     assert code == status, payload
     if needle is not None:
         assert set(payload) == {"error", "error_type"} and needle in payload["error"], payload
-        assert payload["error_type"] == {422: "Validation", 404: "NotFound"}[status]
+        assert payload["error_type"] == {422: "Validation", 413: "Validation", 404: "NotFound"}[status]
 
 
 def test_over_long_text_is_cut_on_request(server, pipes):

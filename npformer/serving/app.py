@@ -1,15 +1,18 @@
 """The ASGI application of ``npformer serve`` (Starlette), its metrics (prometheus_client) and errors.
 
-Each POST request: refused at once with 429 when ``max_concurrent_requests`` are in flight; body
-read up to ``payload_limit`` bytes (else 413); parsed as JSON (else 422); then the route's work
-(:mod:`npformer.serving.routes`) runs in a worker thread, whose forward passes go to the shared
-:class:`~npformer.serving.batcher.Batcher`. Responses carry TEI's timing headers (ms):
+Each POST request: body read within ``read_timeout`` seconds (else 408), up to ``payload_limit``
+bytes (else 413), parsed as JSON (else 422); then refused at once with 429 (and ``Retry-After``)
+when ``max_concurrent_requests`` are in flight; then the route's work
+(:mod:`npformer.serving.routes`) and the JSON of its answer run in a worker thread, whose forward
+passes go to the shared :class:`~npformer.serving.batcher.Batcher`. Host, API key, content type
+and CORS are checked before any of this (:mod:`npformer.serving.guard`). Responses carry TEI's timing headers (ms):
 ``x-compute-time``, ``x-tokenization-time``, ``x-queue-time``, ``x-inference-time``, plus
 ``x-compute-tokens``. Errors are ``{"error": str, "error_type": str}`` (TEI's body).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -24,7 +27,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                disable_created_metrics, generate_latest)
 from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.requests import Request  # noqa: E402
+from starlette.requests import ClientDisconnect, Request  # noqa: E402
 from starlette.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
@@ -32,7 +35,8 @@ from npformer.explain import TASKS as EXPLAIN_TASKS  # noqa: E402
 from npformer.explain import render_page  # noqa: E402
 from npformer.serving import routes  # noqa: E402
 from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
-from npformer.serving.protocol import ApiError, invalid  # noqa: E402
+from npformer.serving.guard import Access  # noqa: E402
+from npformer.serving.protocol import ApiError, check_depth, invalid  # noqa: E402
 from npformer.serving.routes import CLASSIFIER_TASKS, EMBEDDING_TASKS, Limits, Served  # noqa: E402
 from npformer.version import __version__  # noqa: E402
 
@@ -66,26 +70,60 @@ class Metrics:
         self.batch_duration.observe(stats.seconds)
 
 
+def json_bytes(value, depth: int = 3) -> bytes:
+    """``value`` as compact JSON (what Starlette's ``JSONResponse`` writes: UTF-8, no NaN), with the
+    items of lists and objects down to ``depth`` levels serialized one call each. The C encoder
+    holds the GIL for a whole call; between calls the thread that builds a large answer (100 MB of
+    token embeddings) hands it to the event loop, which keeps answering other connections."""
+    parts: list[str] = []
+
+    def write(v, levels: int) -> None:
+        if levels and isinstance(v, list) and len(v) > 1:
+            parts.append("[")
+            for i, item in enumerate(v):
+                parts.append("," if i else "")
+                write(item, levels - 1)
+            parts.append("]")
+        elif levels and isinstance(v, dict) and len(v) > 1:
+            parts.append("{")
+            for i, (key, item) in enumerate(v.items()):
+                parts.append(("," if i else "") + json.dumps(str(key), ensure_ascii=False) + ":")
+                write(item, levels - 1)
+            parts.append("}")
+        else:
+            parts.append(json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+
+    write(value, depth)
+    return "".join(parts).encode("utf-8")
+
+
 def error_response(e: ApiError) -> JSONResponse:
-    return JSONResponse({"error": e.message, "error_type": e.error_type}, status_code=e.status)
+    return JSONResponse({"error": e.message, "error_type": e.error_type}, status_code=e.status, headers=e.headers)
+
+
+def overloaded(limit: int, flag: str, what: str = "requests") -> ApiError:
+    return ApiError(429, f"Model is overloaded: {limit} {what} in flight ({flag})", "Overloaded", {"Retry-After": "1"})
 
 
 class Server:
     """The application: served ``models`` (the first of each kind answers TEI's routes unless a
     ``?model=NAME`` query names another), ``limits`` and the ``batcher`` their pipelines share.
-    ``app`` is the Starlette application."""
+    ``app`` is the ASGI application: the Starlette routes behind ``access``'s checks
+    (:mod:`npformer.serving.guard`)."""
 
-    def __init__(self, models: list[Served], limits: Limits, batcher: Batcher, metrics: Metrics):
+    def __init__(self, models: list[Served], limits: Limits, batcher: Batcher, metrics: Metrics,
+                 access: Access | None = None):
         self.models = {m.name: m for m in models}
         self.limits, self.batcher, self.metrics = limits, batcher, metrics
         self.in_flight = 0
+        self.explains = 0
         for m in models:
             m.pipe.executor = batcher.submit
         post = [("/predict", routes.predict, CLASSIFIER_TASKS), ("/rerank", routes.rerank, CLASSIFIER_TASKS),
                 ("/embed", routes.embed, EMBEDDING_TASKS), ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
                 ("/similarity", routes.similarity_route, EMBEDDING_TASKS), ("/tokenize", routes.tokenize, None),
                 ("/decode", routes.decode, None)]
-        self.app = Starlette(routes=[
+        self.routes = Starlette(routes=[
             *[Route(path, self._tei(path, fn, tasks), methods=["POST"]) for path, fn, tasks in post],
             Route("/v1/embeddings", self._openai, methods=["POST"]),
             Route("/models/{name}", self._inference, methods=["POST"]),
@@ -96,6 +134,7 @@ class Server:
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
         ], exception_handlers={404: self._not_found, 405: self._not_allowed}, lifespan=self._lifespan)
+        self.app = (access or Access()).wrap(self.routes)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -144,33 +183,45 @@ class Server:
         return await self.answer(request, "/models", lambda body: (self.pick(request, None, "/models", name), body),
                                  lambda model, body, timings: routes.inference(model, body, self.limits))
 
-    async def answer(self, request: Request, route: str, choose: Callable, work: Callable) -> Response:
-        """Run one POST request: backpressure, body, model, work in a thread, headers, metrics."""
+    async def answer(self, request: Request, route: str, choose: Callable, work: Callable,
+                     explain: bool = False) -> Response:
+        """Run one POST request: body (within ``read_timeout``), backpressure, model, work in a
+        thread (the JSON of the answer too, so that a large answer never stalls the event loop),
+        headers, metrics. The concurrency slot is taken once the body is in, so slow clients hold
+        none."""
         start = time.perf_counter()
         model_name = ""
-        if self.in_flight >= self.limits.max_concurrent_requests:
-            return self._failed(route, "", ApiError(429, "Model is overloaded: "
-                                f"{self.limits.max_concurrent_requests} requests in flight (--max-concurrent-requests)",
-                                "Overloaded"), start)
+        try:
+            body = await self._body(request)
+            if self.in_flight >= self.limits.max_concurrent_requests:
+                raise overloaded(self.limits.max_concurrent_requests, "--max-concurrent-requests")
+            if explain and self.explains >= self.limits.max_concurrent_explains:
+                raise overloaded(self.limits.max_concurrent_explains, "--max-concurrent-explains", "explain requests")
+        except ApiError as e:
+            return self._failed(route, "", e, start)
+        except ClientDisconnect:  # the client left mid-body: nothing to answer, and not a server error
+            return self._gone(route, start)
         self.in_flight += 1
+        self.explains += explain
         self.metrics.in_flight.inc()
         try:
-            model, body = choose(await self._body(request))
+            model, body = choose(body)
             model_name = model.name
 
             def run():
                 with self.batcher.request() as timings:
                     started = time.perf_counter()
-                    return work(model, body, timings), timings, started
+                    result = work(model, body, timings)
+                    return Response(json_bytes(result), media_type="application/json"), timings, started
 
-            result, timings, started = await run_in_threadpool(run)
+            response, timings, started = await run_in_threadpool(run)
             self.metrics.queue.observe(timings.queue)
             self.metrics.inference.observe(timings.inference)
             ms = lambda s: str(int(round(s * 1000)))  # noqa: E731
-            headers = {"x-compute-time": ms(time.perf_counter() - start), "x-queue-time": ms(timings.queue),
-                       "x-inference-time": ms(timings.inference), "x-compute-tokens": str(timings.tokens),
-                       "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference))}
-            response = JSONResponse(result, headers=headers)
+            response.headers.update({
+                "x-compute-time": ms(time.perf_counter() - start), "x-queue-time": ms(timings.queue),
+                "x-inference-time": ms(timings.inference), "x-compute-tokens": str(timings.tokens),
+                "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference))})
         except ApiError as e:
             return self._failed(route, model_name, e, start)
         except ValueError as e:  # a pipeline's own check of the input: over-long text, bad parameter value
@@ -180,10 +231,17 @@ class Server:
             return self._failed(route, model_name, ApiError(500, f"{type(e).__name__}: {e}", "Backend"), start)
         finally:
             self.in_flight -= 1
+            self.explains -= explain
             self.metrics.in_flight.dec()
         self.metrics.requests.labels(route, model_name, "200").inc()
         self.metrics.duration.labels(route).observe(time.perf_counter() - start)
         return response
+
+    def _gone(self, route: str, start: float) -> Response:
+        """A request whose client disconnected: counted with nginx's 499, never logged as an error."""
+        self.metrics.requests.labels(route, "", "499").inc()
+        self.metrics.duration.labels(route).observe(time.perf_counter() - start)
+        return Response(status_code=499)
 
     def _failed(self, route: str, model: str, e: ApiError, start: float) -> JSONResponse:
         self.metrics.requests.labels(route, model, str(e.status)).inc()
@@ -192,9 +250,17 @@ class Server:
         return error_response(e)
 
     async def _body(self, request: Request):
-        """The request's JSON body, at most ``payload_limit`` bytes (413 above, 422 if not JSON).
+        """The request's JSON body: received within ``read_timeout`` seconds (408 after), at most
+        ``payload_limit`` bytes (413 above), JSON (422 if not, or nested deeper than
+        :data:`~npformer.serving.protocol.MAX_DEPTH`)."""
+        try:
+            return await asyncio.wait_for(self._read_json(request), self.limits.read_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.limits.read_timeout:g} s "
+                                "(--read-timeout)", "Timeout") from None
 
-        An over-limit body is read on (and dropped) up to :data:`DRAIN` more bytes, so that the
+    async def _read_json(self, request: Request):
+        """An over-limit body is read on (and dropped) up to :data:`DRAIN` more bytes, so that the
         client, still sending, receives the 413 rather than a broken connection."""
         limit = self.limits.payload_limit
         size, chunks = 0, []
@@ -208,9 +274,13 @@ class Server:
             raise ApiError(413, f"request body of {size}{'+' if size > limit + DRAIN else ''} bytes is over the payload "
                                 f"limit of {limit} bytes (--payload-limit)", "PayloadTooLarge")
         try:
-            return json.loads(b"".join(chunks))
+            body = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as e:
             raise invalid(f"the request body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise invalid("the request body nests JSON too deeply") from None
+        check_depth(body)
+        return body
 
     async def _page(self, request: Request):
         """The explain page (:mod:`npformer.explain`) for the models it can show."""
@@ -218,9 +288,11 @@ class Server:
         return HTMLResponse(render_page(None, "npformer serve", models))
 
     async def _explain(self, request: Request):
+        """``POST /explain/{name}``, at most ``max_concurrent_explains`` at once (429 beyond)."""
         name = request.path_params["name"]
         return await self.answer(request, "/explain", lambda body: (self.pick(request, EXPLAIN_TASKS, "/explain", name), body),
-                                 lambda model, body, timings: routes.explain_route(model, body, self.limits))
+                                 lambda model, body, timings: routes.explain_route(model, body, self.limits),
+                                 explain=True)
 
     async def _info(self, request: Request):
         try:

@@ -26,11 +26,12 @@ REQUIRED = object()
 
 class ApiError(Exception):
     """An error answered as ``{"error": message, "error_type": error_type}`` with HTTP ``status``
-    (422 ``Validation``, 404 ``NotFound``, 413 ``PayloadTooLarge``, 429 ``Overloaded``, 503 ``Unhealthy``)."""
+    (422 ``Validation``, 404 ``NotFound``, 408 ``Timeout``, 413 ``PayloadTooLarge`` or ``Validation``
+    for too many inputs, 429 ``Overloaded``, 503 ``Unhealthy``) and any extra response ``headers``."""
 
-    def __init__(self, status: int, message: str, error_type: str = "Validation"):
+    def __init__(self, status: int, message: str, error_type: str = "Validation", headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.error_type = status, message, error_type
+        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers or {}
 
 
 def invalid(message: str) -> ApiError:
@@ -68,8 +69,31 @@ def is_str_or_list(v) -> bool:
     return isinstance(v, str) or is_str_list(v)
 
 
+def is_list(v) -> bool:
+    return isinstance(v, list)
+
+
+def is_any(v) -> bool:
+    """Any JSON value: the route checks its shape itself."""
+    return True
+
+
 KINDS: dict[Callable, str] = {is_bool: "a boolean", is_int: "an integer", is_number: "a number", is_str: "a string",
-                              is_str_list: "a list of strings", is_str_or_list: "a string or a list of strings"}
+                              is_str_list: "a list of strings", is_str_or_list: "a string or a list of strings",
+                              is_list: "a list", is_any: "a JSON value"}
+MAX_DEPTH = 32  # JSON nesting accepted in a request body (every route's shape is at most 5 deep)
+
+
+def check_depth(value, limit: int = MAX_DEPTH) -> None:
+    """:class:`ApiError` 422 when ``value`` (parsed JSON) nests lists and objects deeper than
+    ``limit``; walked without recursion, so any depth is safe to check."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                raise invalid(f"the request body nests JSON deeper than {limit} levels")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
 
 
 def get(body: dict, name: str, test: Callable, default=REQUIRED, where: str = ""):
@@ -119,8 +143,9 @@ def texts(value, name: str, limit: int) -> tuple[list[str], bool]:
 
 
 def check_batch_size(n: int, limit: int) -> None:
+    """:class:`ApiError` 413 (as TEI) when a request holds more than ``limit`` inputs."""
     if n > limit:
-        raise invalid(f"batch size {n} > maximum allowed batch size {limit} (--max-client-batch-size)")
+        raise ApiError(413, f"batch size {n} > maximum allowed batch size {limit} (--max-client-batch-size)")
 
 
 def predict_inputs(value, limit: int) -> tuple[list[tuple[str, str | None]], bool]:
@@ -128,6 +153,8 @@ def predict_inputs(value, limit: int) -> tuple[list[tuple[str, str | None]], boo
     returns ``(pairs, was_single)``."""
     if isinstance(value, str):
         return [(texts(value, "inputs", limit)[0][0], None)], True
+    if isinstance(value, list):
+        check_batch_size(len(value), limit)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         if len(value) > 2:
             raise invalid("`inputs` must be a string, a pair of strings [string, string] or a batch "

@@ -15,7 +15,8 @@ from npformer.output import to_json
 from npformer.pipelines import Pipeline
 from npformer.search import similarity
 from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, floats, get,
-                                       invalid, is_bool, is_int, is_str, parameters, predict_inputs,
+                                       invalid, is_any, is_bool, is_int, is_list, is_str,
+                                       parameters, predict_inputs,
                                        qa_inputs, texts, truncate_flag)
 
 EMBEDDING_TASKS = ("sentence-embeddings",)
@@ -25,7 +26,10 @@ CLASSIFIER_TASKS = ("text-classification",)
 @dataclass
 class Limits:
     """The server's limits (see ``npformer serve --help``): tokens and rows per forward pass,
-    wait for a batch (ms), requests at once, inputs per request, request body (bytes)."""
+    wait for a batch (ms), requests at once, inputs per request, request body (bytes), whether
+    over-long inputs are cut, seconds to receive a request's headers and body, and the explain
+    route's own limits (tokens of its text, requests at once): its answer grows with the square
+    of the tokens (every head's attention matrix)."""
 
     max_batch_tokens: int = 16_384
     max_batch_size: int = 64
@@ -34,6 +38,9 @@ class Limits:
     max_client_batch_size: int = 32
     payload_limit: int = 2_000_000
     auto_truncate: bool = False
+    read_timeout: float = 30.0
+    explain_max_tokens: int = 256
+    max_concurrent_explains: int = 2
 
 
 @dataclass
@@ -58,7 +65,7 @@ class Served:
 def predict(model: Served, body, limits: Limits):
     """``/predict``: ``[{"score", "label"}]`` for every label, best first (a list of them for a batch)."""
     check_fields(body, {"inputs", "truncate", "truncation_direction", "raw_scores"})
-    pairs, single = predict_inputs(get(body, "inputs", lambda v: True), limits.max_client_batch_size)
+    pairs, single = predict_inputs(get(body, "inputs", is_any), limits.max_client_batch_size)
     truncate = truncate_flag(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     items = [a if b is None else {"text": a, "text_pair": b} for a, b in pairs]
@@ -74,7 +81,7 @@ def rerank(model: Served, body, limits: Limits):
                       f"reranker (one label); /rerank needs a cross-encoder")
     check_fields(body, {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"})
     query, _ = texts(get(body, "query", is_str), "query", 1)
-    docs, _ = texts(get(body, "texts", lambda v: isinstance(v, list)), "texts", limits.max_client_batch_size)
+    docs, _ = texts(get(body, "texts", is_list), "texts", limits.max_client_batch_size)
     truncate = truncate_flag(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     out = model.pipe([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
@@ -90,7 +97,7 @@ def _encode(model: Served, body, limits: Limits, fields: set[str], **kwargs):
     check_fields(body, fields)
     if body.get("prompt_name") is not None:
         raise invalid("`prompt_name` is not supported: npformer's embedding models have no prompts")
-    items, _ = texts(get(body, "inputs", lambda v: True), "inputs", limits.max_client_batch_size)
+    items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
     return model.pipe.encode(items, truncation=truncate_flag(body, limits.auto_truncate), **kwargs)
 
 
@@ -110,10 +117,10 @@ def embed_all(model: Served, body, limits: Limits):
 def similarity_route(model: Served, body, limits: Limits):
     """``/similarity``: cosine similarity of ``source_sentence`` with each of ``sentences``."""
     check_fields(body, {"inputs", "parameters"})
-    inputs = check_fields(get(body, "inputs", lambda v: True), {"source_sentence", "sentences"}, "inputs.")
+    inputs = check_fields(get(body, "inputs", is_any), {"source_sentence", "sentences"}, "inputs.")
     params = check_fields(body.get("parameters") or {}, {"truncate", "truncation_direction", "prompt_name"}, "parameters.")
     source, _ = texts(get(inputs, "source_sentence", is_str, where="inputs."), "inputs.source_sentence", 1)
-    sentences, _ = texts(get(inputs, "sentences", lambda v: isinstance(v, list), where="inputs."),
+    sentences, _ = texts(get(inputs, "sentences", is_list, where="inputs."),
                          "inputs.sentences", limits.max_client_batch_size)
     vectors = model.pipe.encode(source + sentences, truncation=truncate_flag(params, limits.auto_truncate, "parameters."))
     return similarity(vectors[:1], vectors[1:])[0].astype(float).tolist()
@@ -122,7 +129,7 @@ def similarity_route(model: Served, body, limits: Limits):
 def openai_embeddings(model: Served, body, limits: Limits, timings):
     """``/v1/embeddings`` (OpenAI's embeddings API): normalized vectors, float or base64."""
     check_fields(body, {"input", "model", "user", "encoding_format", "dimensions"})
-    items, _ = texts(get(body, "input", lambda v: True), "input", limits.max_client_batch_size)
+    items, _ = texts(get(body, "input", is_any), "input", limits.max_client_batch_size)
     fmt = get(body, "encoding_format", is_str, "float")
     if fmt not in ("float", "base64"):
         raise invalid(f"`encoding_format` must be 'float' or 'base64', got {fmt!r}")
@@ -141,7 +148,7 @@ def tokenize(model: Served, body, limits: Limits):
     """``/tokenize``: per input, ``[{"id", "text", "special", "start", "stop"}]`` (character offsets;
     special tokens have null offsets and their own text)."""
     check_fields(body, {"inputs", "add_special_tokens", "prompt_name"})
-    items, _ = texts(get(body, "inputs", lambda v: True), "inputs", limits.max_client_batch_size)
+    items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
     special = get(body, "add_special_tokens", is_bool, True)
     out = []
     for text in items:
@@ -156,7 +163,7 @@ def tokenize(model: Served, body, limits: Limits):
 def decode(model: Served, body, limits: Limits):
     """``/decode``: the text of each id sequence (``skip_special_tokens`` true by default)."""
     check_fields(body, {"ids", "skip_special_tokens"})
-    ids = get(body, "ids", lambda v: isinstance(v, list))
+    ids = get(body, "ids", is_list)
     batch = ids if ids and all(isinstance(row, list) for row in ids) else [ids]
     check_batch_size(len(batch), limits.max_client_batch_size)
     for i, row in enumerate(batch):
@@ -172,7 +179,7 @@ def inference(model: Served, body, limits: Limits):
     """``{"inputs", "parameters", "options"}`` -> the pipeline's own output for the model's task."""
     check_fields(body, {"inputs", "parameters", "options"})
     params = parameters(model.task, body.get("parameters"))
-    inputs = get(body, "inputs", lambda v: True)
+    inputs = get(body, "inputs", is_any)
     pipe, task, limit = model.pipe, model.task, limits.max_client_batch_size
     if task == "question-answering":
         pairs, single = qa_inputs(inputs, limit)
@@ -216,6 +223,11 @@ def explain_route(model: Served, body, limits: Limits) -> dict:
     check_fields(body, {"inputs", "context"})
     text, _ = texts(get(body, "inputs", is_str), "inputs", 1)
     context = get(body, "context", is_str, None)
+    tokenizer = model.pipe.tokenizer
+    tokens = len(tokenizer.encode(text[0], add_special_tokens=True)) + (len(tokenizer.encode(context)) + 1 if context else 0)
+    if tokens > limits.explain_max_tokens:
+        raise invalid(f"the text has {tokens} tokens; /explain shows at most {limits.explain_max_tokens} "
+                      "(--explain-max-tokens)")
     return explain_data(model.pipe, text[0], context=context, model_name=model.name)
 
 

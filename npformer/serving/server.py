@@ -22,6 +22,7 @@ from npformer.runtime import set_num_threads
 from npformer.pipelines import ALIASES, TASKS, pipeline
 from npformer.serving.app import Metrics, Server
 from npformer.serving.batcher import Batcher
+from npformer.serving.guard import Access, header_deadline_protocol, loopback_hosts
 from npformer.serving.routes import Limits, Served
 
 import uvicorn  # noqa: E402 - checked by npformer.serving.app's require_extra
@@ -71,6 +72,12 @@ def check_limits(limits: Limits, models: list[Served]) -> None:
             raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if not 0 <= limits.max_wait_ms <= 10_000:
         raise ValueError(f"--max-wait-ms must be from 0 to 10000, got {limits.max_wait_ms!r}")
+    if not 0 < limits.read_timeout <= 3600:
+        raise ValueError(f"--read-timeout must be more than 0 and at most 3600 seconds, got {limits.read_timeout!r}")
+    for flag, value in (("--explain-max-tokens", limits.explain_max_tokens),
+                        ("--max-concurrent-explains", limits.max_concurrent_explains)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     for m in models:
         if m.pipe.max_length > limits.max_batch_tokens:
             raise ValueError(f"--max-batch-tokens {limits.max_batch_tokens} is less than model {m.name!r}'s longest "
@@ -113,8 +120,11 @@ def warm_up(model: Served) -> None:
 
 def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,
           limits: Limits | None = None, threads: int | None = None, batching: bool = True,
-          revision: str | None = None, log_level: str = "info") -> int:
+          revision: str | None = None, log_level: str = "info", access: Access | None = None) -> int:
     """Load the models, check the limits, then answer HTTP on ``host:port`` until SIGTERM or Ctrl-C.
+
+    ``access`` says who may call (API key, ``Host`` names, CORS origins; see
+    :mod:`npformer.serving.guard`); by default no key, the loopback names when bound to the loopback.
 
     SIGTERM stops accepting connections, lets in-flight requests finish (up to 60 s), drains
     the batcher and returns 0. ``batching=False`` runs each request's rows in their own forward
@@ -129,11 +139,11 @@ def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", 
     metrics = Metrics()
     batcher = Batcher(limits.max_batch_tokens, limits.max_batch_size, limits.max_wait_ms, metrics.on_batch,
                       enabled=batching)
-    server = Server(models, limits, batcher, metrics)
+    server = Server(models, limits, batcher, metrics, access or Access(allowed_hosts=loopback_hosts(host)))
     for model in models:  # through the batcher: its inference thread is the one that runs passes later
         warm_up(model)
     config = uvicorn.Config(server.app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=60, lifespan="on")
+                            timeout_graceful_shutdown=60, lifespan="on", http=header_deadline_protocol(limits.read_timeout))
     # uvicorn re-raises the signal it stopped on once it is done; a SIGTERM that ended a graceful
     # shutdown is then ignored, so the process exits 0
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
