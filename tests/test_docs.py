@@ -75,3 +75,25 @@ def test_public_names_have_docstrings():
                 if not member.startswith("_") and callable(value) and not inspect.getdoc(value):
                     missing.append(f"{name}.{member}")
     assert missing == [], f"public names without a docstring: {missing}"
+
+
+def test_security_promises_name_tests_that_exist():
+    """SECURITY.md names the test that holds each promise: every one it names must exist."""
+    text = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    sources = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")}
+    every = "\n".join(sources.values())
+    named = re.findall(r"`(?:tests/(test_\w+\.py)(?:::(test_\w+))?|(test_\w+))`", text)
+    assert len(named) > 15
+    for file, function, bare in named:
+        if file:
+            assert file in sources, file
+            if function:
+                assert f"def {function}(" in sources[file], f"{file}::{function}"
+        else:
+            assert f"def {bare}(" in every, bare
+    deploying = (ROOT / "docs" / "guides" / "deploying.md").read_text(encoding="utf-8")
+    for flag in ("--api-key", "--allowed-hosts", "--cors-allow-origin", "--read-timeout", "--explain-max-tokens",
+                 "--max-concurrent-explains"):
+        assert flag in deploying
+        assert flag in subprocess.run([sys.executable, "-m", "npformer.cli", "serve", "--help"], capture_output=True,
+                                      text=True, timeout=120).stdout

@@ -77,14 +77,17 @@ def json_bytes(value, depth: int = 3) -> bytes:
     token embeddings) hands it to the event loop, which keeps answering other connections."""
     parts: list[str] = []
 
+    def large(v) -> bool:  # worth one call per item: many items, or items that are containers
+        return len(v) > 16 or isinstance(next(iter(v.values() if isinstance(v, dict) else v), None), (list, dict))
+
     def write(v, levels: int) -> None:
-        if levels and isinstance(v, list) and len(v) > 1:
+        if levels and isinstance(v, list) and len(v) > 1 and large(v):
             parts.append("[")
             for i, item in enumerate(v):
                 parts.append("," if i else "")
                 write(item, levels - 1)
             parts.append("]")
-        elif levels and isinstance(v, dict) and len(v) > 1:
+        elif levels and isinstance(v, dict) and len(v) > 1 and large(v):
             parts.append("{")
             for i, (key, item) in enumerate(v.items()):
                 parts.append(("," if i else "") + json.dumps(str(key), ensure_ascii=False) + ":")
@@ -254,6 +257,9 @@ class Server:
         ``payload_limit`` bytes (413 above), JSON (422 if not, or nested deeper than
         :data:`~npformer.serving.protocol.MAX_DEPTH`)."""
         try:
+            if hasattr(asyncio, "timeout"):  # Python 3.11+: a deadline on this task, no new task
+                async with asyncio.timeout(self.limits.read_timeout):
+                    return await self._read_json(request)
             return await asyncio.wait_for(self._read_json(request), self.limits.read_timeout)
         except asyncio.TimeoutError:
             raise ApiError(408, f"the request body did not arrive within {self.limits.read_timeout:g} s "

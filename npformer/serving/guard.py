@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OPEN_PATHS = ("/health",)  # answered without the API key (load balancers' probes)
+WANTED = frozenset((b"host", b"authorization", b"content-type"))
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = {}
         for name, value in scope["headers"]:
-            headers.setdefault(name, value)
+            if name in WANTED and name not in headers:
+                headers[name] = value
         refusal = self.refusal(scope, headers)
         if refusal is None:
             return await self.app(scope, receive, send)
