@@ -97,10 +97,11 @@ def float32_copy(directory: Path) -> Path:
     return directory
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen:
+def start(cmd: list[str], port: int, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a server (in ``cwd``, which ``python -m`` puts first on ``sys.path``) and wait for /health."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**env, "HF_HUB_OFFLINE": "1"})
+                            env={**env, "HF_HUB_OFFLINE": "1"}, cwd=cwd)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:

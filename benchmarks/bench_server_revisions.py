@@ -4,8 +4,9 @@ interleaved rounds, on loopback (the requests and the limits of ``bench_server.p
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_server_revisions.py BASE [HEAD]
         [--clients 32] [--seconds 15] [--rounds 3] [--no-append]
 
-Each revision is checked out with ``git worktree`` into a temporary directory and run with that
-directory first on ``PYTHONPATH`` (the same interpreter and packages). Each round starts each
+Each revision is checked out with ``git worktree`` into a temporary directory and its server runs
+from there (``python -m`` puts the working directory first on ``sys.path``; the same interpreter
+and packages); that a process started there imports the tree's ``npformer`` is checked first. Each round starts each
 server afresh, warms it up, then ``--clients`` keep-alive clients send single SST-2 dev sentences
 to ``POST /predict`` for ``--seconds`` (bounded in requests too). Reported: the median over the
 rounds of requests/s and p99, and the ratio HEAD / BASE in each round.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -35,10 +35,18 @@ def checkout(revision: str, parent: Path) -> Path:
     return target
 
 
+def check_imports(tree: Path) -> None:
+    found = subprocess.run([sys.executable, "-c", "import npformer; print(npformer.__file__)"], cwd=tree,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(tree.resolve()):
+        sys.exit(f"a process started in {tree} imports {found}, not the tree's npformer")
+
+
 def serve_round(tree: Path, texts: list[str], clients: int, seconds: float) -> dict:
     port = free_port()
-    os.environ["PYTHONPATH"] = str(tree)
-    proc = start([sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "--threads", "2", "-q"], port)
+    # run from the tree: ``python -m`` puts the working directory first on sys.path, before any install
+    proc = start([sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "--threads", "2", "-q"], port,
+                 cwd=tree)
     try:
         load(port, texts, 8, 3, 2000)  # warm-up
         return load(port, texts, clients, seconds, 200_000)
@@ -60,6 +68,8 @@ def main() -> None:
     texts = sentences()
     parent = Path(tempfile.mkdtemp(prefix="bench_server_revisions_"))
     trees = {name: checkout(rev, parent) for name, rev in (("base", args.base), ("head", args.head))}
+    for tree in trees.values():
+        check_imports(tree)
     runs: dict[str, list[dict]] = {"base": [], "head": []}
     try:
         for r in range(args.rounds):

@@ -27,12 +27,15 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from npformer.architectures import prefixes
 from npformer.files import read_json
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 SAVED_PREFIX = "base_model.model."
-MODEL_PREFIXES = ("bert.", "distilbert.")
+def model_prefixes() -> tuple[str, ...]:
+    """The registered architectures' task-checkpoint prefixes (``bert.``, ``distilbert.``...)."""
+    return prefixes()
 # fields that only matter while training (initialisation, dropout, bookkeeping)
 TRAINING_ONLY = {"lora_dropout", "init_lora_weights", "inference_mode", "task_type", "revision", "auto_mapping",
                  "base_model_name_or_path", "peft_type", "peft_version", "loftq_config", "eva_config",
@@ -47,7 +50,7 @@ def canonical(module: str) -> str:
     """A module name without PEFT's ``base_model.model.`` and the architecture prefix."""
     if module.startswith(SAVED_PREFIX):
         module = module[len(SAVED_PREFIX):]
-    for prefix in MODEL_PREFIXES:
+    for prefix in model_prefixes():
         if module.startswith(prefix):
             return module[len(prefix):]
     return module
@@ -258,7 +261,7 @@ def _check_targets(config: dict, modules: set[str], source: Path) -> None:
             return
         raise ValueError(f"{source}: field 'target_modules' is missing")
     for module in sorted(modules):
-        if not any(targeted(config, prefix + module) for prefix in ("", *MODEL_PREFIXES)):
+        if not any(targeted(config, prefix + module) for prefix in ("", *model_prefixes())):
             raise ValueError(f"{source}: the adapter has LoRA weights for {module!r}, which 'target_modules' "
                              f"{config.get('target_modules')!r} (with 'layers_to_transform') does not name")
 

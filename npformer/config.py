@@ -1,4 +1,9 @@
-"""``config.json`` -> a small config object with Hugging Face's names."""
+"""``config.json`` -> a small config object with Hugging Face's names.
+
+The fields every encoder has are read here; which names a ``model_type`` stores them under
+(DistilBERT's ``dim``...) and its own fields (activation, layer norm epsilon, token types...) come
+from its architecture class (:mod:`npformer.architectures`: ``config_names``, ``config_fields``).
+The validators below are shared with those classes."""
 
 from __future__ import annotations
 
@@ -6,32 +11,33 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npformer.architectures import architecture
 from npformer.files import read_json
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-DISTILBERT_NAMES = {"vocab_size": "vocab_size", "hidden_size": "dim", "num_hidden_layers": "n_layers",
-                    "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive_int(v, name: str, source: str) -> int:
+def positive_int(v, name: str, source: str) -> int:
+    """``v`` if it is a positive integer, else ``ValueError`` naming ``source`` and the field."""
     if not _is_int(v) or v < 1:
         raise ValueError(f"{source}: field {name!r} must be a positive integer, got {v!r}")
     return v
 
 
-def _bool(v, name: str, source: str) -> bool:
+def boolean(v, name: str, source: str) -> bool:
+    """``v`` if it is a JSON boolean, else ``ValueError`` naming ``source`` and the field."""
     if not isinstance(v, bool):
         raise ValueError(f"{source}: field {name!r} must be true or false, got {v!r}")
     return v
 
 
-def _layer_norm_eps(v, source: str) -> float:
+def epsilon(v, source: str) -> float:
+    """``v`` as a float if it is a finite number in (0, 1), else ``ValueError``."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
         raise ValueError(f"{source}: field 'layer_norm_eps' must be a finite number in (0, 1), got {v!r}")
     return float(v)
@@ -65,9 +71,10 @@ def _label2id(v, source: str) -> dict[str, int]:
 class Config:
     """Encoder hyper-parameters under the names of Hugging Face's ``BertConfig``.
 
-    ``model_type`` ``"bert"`` covers BERT, TinyBERT and MiniLM; ``"distilbert"`` is read from
-    DistilBERT's own names (``dim``, ``n_layers``, ``n_heads``, ``hidden_dim``, ``activation``,
-    ``sinusoidal_pos_embds``), which stay available as read-only aliases.
+    ``model_type`` is any registered architecture (:mod:`npformer.architectures`): ``"bert"``
+    covers BERT, TinyBERT and MiniLM; ``"distilbert"`` is read from DistilBERT's own names (``dim``,
+    ``n_layers``, ``n_heads``, ``hidden_dim``, ``activation``, ``sinusoidal_pos_embds``), which stay
+    available as read-only aliases.
     """
 
     model_type: str
@@ -92,7 +99,8 @@ class Config:
     def from_dict(cls, d: dict, source: str = "config.json") -> "Config":
         """Parse and validate a ``config.json`` dict.
 
-        Raises ``ValueError``, one line starting with ``source``, for: an unknown ``model_type``;
+        Raises ``ValueError``, one line starting with ``source``, for: a ``model_type`` no
+        architecture registers;
         a missing key; a field of the wrong type or out of range (sizes must be positive integers,
         ``layer_norm_eps`` a positive finite number, ``id2label`` keys ``0..n-1`` naming str labels);
         an unsupported activation or position embedding type.
@@ -100,28 +108,16 @@ class Config:
         if not isinstance(d, dict):
             raise ValueError(f"{source} holds a JSON {type(d).__name__}, expected an object of fields")
         model_type = d.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"{source}: unknown model_type {model_type!r}: npformer supports {SUPPORTED_MODEL_TYPES} "
-                             f"(BERT, TinyBERT, MiniLM, DistilBERT)")
+        arch = architecture(model_type, source)
         # our name -> the name in this model type's config.json
-        names = DISTILBERT_NAMES if model_type == "distilbert" else {k: k for k in DISTILBERT_NAMES}
+        names = {k: arch.config_names.get(k, k) for k in REQUIRED}
         missing = [names[k] for k in REQUIRED if names[k] not in d]
         if missing:
             raise ValueError(f"{source}: a {model_type} config needs {missing[0]!r}, which is missing")
-        fields = {k: _positive_int(d[names[k]], names[k], source) for k in REQUIRED}
-        fields["max_position_embeddings"] = _positive_int(d.get("max_position_embeddings", 512),
-                                                          "max_position_embeddings", source)
-        if model_type == "distilbert":
-            fields.update(hidden_act=d.get("activation", "gelu"), layer_norm_eps=1e-12, type_vocab_size=0,
-                          sinusoidal_pos_embds=_bool(d.get("sinusoidal_pos_embds", False), "sinusoidal_pos_embds",
-                                                     source))
-        else:
-            fields.update(hidden_act=d.get("hidden_act", "gelu"),
-                          layer_norm_eps=_layer_norm_eps(d.get("layer_norm_eps", 1e-12), source),
-                          type_vocab_size=_positive_int(d.get("type_vocab_size", 2), "type_vocab_size", source))
-            if d.get("position_embedding_type", "absolute") != "absolute":
-                raise ValueError(f"{source}: position_embedding_type {d['position_embedding_type']!r} is not "
-                                 "supported (only 'absolute')")
+        fields = {k: positive_int(d[names[k]], names[k], source) for k in REQUIRED}
+        fields["max_position_embeddings"] = positive_int(d.get("max_position_embeddings", 512),
+                                                         "max_position_embeddings", source)
+        fields.update(arch.config_fields(d, source))
         if not isinstance(fields["hidden_act"], str):
             raise ValueError(f"{source}: the activation must be a name (str), got {fields['hidden_act']!r}")
         if fields["hidden_size"] % fields["num_attention_heads"]:

@@ -17,7 +17,8 @@ from safetensors.numpy import save_file
 from npformer import kernels
 from npformer.files import write_checkpoint
 from npformer.kernels.layout import pack_vnni
-from npformer.models.auto import DTYPES, ENCODERS, load_architecture, open_checkpoint
+from npformer.architectures import architecture
+from npformer.models.auto import DTYPES, load_architecture, open_checkpoint
 from npformer.onnx_import import convert_onnx, find_onnx
 from npformer.provenance import quantized_card
 from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
@@ -54,7 +55,7 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     if existing and not overwrite:
         raise ValueError(f"{out_dir} already holds {existing[0]}; pass --overwrite (overwrite=True) to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = ENCODERS[config.model_type](config, weights)  # reads and validates every encoder tensor
+    encoder = architecture(config.model_type)(config, weights)  # reads and validates every encoder tensor
     *linears, embeddings = [weights.resolve(name) for name in encoder.quantized_names()]
     tensors, packed_shapes = {}, {}
     for key, arr in weights.tensors.items():

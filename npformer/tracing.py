@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from npformer.models.auto import AutoModel
-from npformer.models.encoder import Encoder, module_names
+from npformer.models.encoder import Encoder
 from npformer.models.heads import TaskModel
 from npformer.pipelines.base import load_tokenizer
 from npformer.tokenizer import Tokenizer
@@ -100,7 +100,7 @@ def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: 
         raise ValueError(f"the text has {enc['input_ids'].shape[1]} tokens, over the model's maximum of "
                          f"{encoder.config.max_position_embeddings}")
     result = Trace(tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()),
-                   layer_outputs=[module_names(encoder.layer_names(i))["ln2"] for i in range(len(encoder.layers))])
+                   layer_outputs=[encoder.layer_output_name(i) for i in range(len(encoder.layers))])
     clock = [time.perf_counter()]
 
     def record(name: str, value: np.ndarray) -> None:

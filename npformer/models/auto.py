@@ -1,4 +1,5 @@
-"""The one ``model_type`` registry, and every ``from_pretrained``: encoders and task models.
+"""Every ``from_pretrained``: encoders (the class :mod:`npformer.architectures` registers for the
+config's ``model_type``) and task models.
 
 Names as Transformers': :class:`AutoModel` loads the bare encoder, ``AutoModelFor<Task>`` an
 encoder with that task's head (:mod:`npformer.models.heads`).
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from npformer.adapters import WEIGHTS as ADAPTER_WEIGHTS
 from npformer.adapters import AdapterSet, read_adapter
+from npformer.architectures import architecture
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.hub import resolve
-from npformer.models.bert import BertModel
-from npformer.models.distilbert import DistilBertModel
+from npformer.models import bert, distilbert  # noqa: F401 (each registers its architecture)
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClassifier
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
@@ -26,8 +27,6 @@ from npformer.runtime import requested_isa
 from npformer.weights import FLOAT_DTYPES, Weights
 
 log = logging.getLogger("npformer")
-ENCODERS = {"bert": BertModel, "distilbert": DistilBertModel}
-PREFIXES = {"bert": ("", "bert."), "distilbert": ("", "distilbert.")}  # task checkpoints nest the encoder
 DTYPES = ("float32", "int8")
 BACKENDS = ("numba", "numpy")  # whose kernels run the forward pass (Encoder.ops)
 
@@ -40,7 +39,7 @@ def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tupl
     if not any(directory.glob("*.safetensors")) and find_onnx(directory) is not None:
         directory = onnx_checkpoint(directory)  # converted once into npformer's cache
     config = Config.from_pretrained(directory)
-    return directory, config, Weights(directory, PREFIXES[config.model_type])
+    return directory, config, Weights(directory, ("", architecture(config.model_type).prefix))  # task checkpoints nest the encoder
 
 
 def build_encoder(config: Config, weights: Weights, dtype: str = "float32", backend: str = "numba") -> Encoder:
@@ -64,7 +63,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     started = time.perf_counter()
     quantized = is_quantized(weights)
     try:
-        encoder = ENCODERS[config.model_type](config, weights)
+        encoder = architecture(config.model_type)(config, weights)
     except KeyError as e:
         raise ValueError(str(e.args[0])) from None
     encoder.check_unused(weights)
@@ -102,7 +101,8 @@ def open_adapters(weights: Weights, adapter: str | Path | None) -> AdapterSet:
 
 
 class AutoModel:
-    """Loads the encoder a checkpoint's ``config.json`` names (``bert`` or ``distilbert``)."""
+    """Loads the encoder a checkpoint's ``config.json`` names (its ``model_type``: ``bert``,
+    ``distilbert`` or any architecture registered with :mod:`npformer.architectures`)."""
 
     @staticmethod
     def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, dtype: str = "float32",
@@ -187,8 +187,8 @@ ARCHITECTURE_HEADS = {"ForSequenceClassification": AutoModelForSequenceClassific
 def load_architecture(path_or_id: str | Path, dtype: str = "float32") -> Encoder | TaskModel:
     """The model ``config.json``'s ``architectures`` names: the task model of the first ``*For<Task>``
     entry, else the bare encoder. Raises as :meth:`AutoModel.from_pretrained`."""
-    for architecture in Config.from_pretrained(resolve(path_or_id)).architectures:
+    for name in Config.from_pretrained(resolve(path_or_id)).architectures:
         for suffix, loader in ARCHITECTURE_HEADS.items():
-            if architecture.endswith(suffix):
+            if name.endswith(suffix):
                 return loader.from_pretrained(path_or_id, dtype=dtype)
     return AutoModel.from_pretrained(path_or_id, dtype=dtype)

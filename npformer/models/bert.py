@@ -4,6 +4,7 @@ the shared encoder of :mod:`npformer.models.encoder`, with token type embeddings
 
 from __future__ import annotations
 
+from npformer.architectures import register
 from npformer.models.encoder import Encoder
 
 
@@ -20,6 +21,7 @@ def bert_layer_names(i: int) -> dict[str, str]:
             "ln2_g": p + "output.LayerNorm.weight", "ln2_b": p + "output.LayerNorm.bias"}
 
 
+@register
 class BertModel(Encoder):
     """BERT / TinyBERT / MiniLM encoder from a Transformers ``BertModel`` checkpoint.
 
@@ -27,6 +29,7 @@ class BertModel(Encoder):
     Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor.
     """
 
+    model_type, description, prefix = "bert", "BERT, TinyBERT, MiniLM", "bert."
     namespaces = ("embeddings.", "encoder.", "pooler.")
     pooler_name = "pooler.dense"
     layer_names = staticmethod(bert_layer_names)

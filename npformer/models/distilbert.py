@@ -7,6 +7,8 @@ ones, so both load the same way. The computation is :mod:`npformer.models.encode
 
 from __future__ import annotations
 
+from npformer.architectures import register
+from npformer.config import boolean
 from npformer.models.encoder import Encoder
 
 
@@ -23,12 +25,24 @@ def distilbert_layer_names(i: int) -> dict[str, str]:
             "ln2_g": p + "output_layer_norm.weight", "ln2_b": p + "output_layer_norm.bias"}
 
 
+@register
 class DistilBertModel(Encoder):
     """DistilBERT encoder from a Transformers ``DistilBertModel`` checkpoint (no pooler).
 
     ``token_type_ids`` are accepted and ignored, as in Transformers.
     """
 
+    model_type, description, prefix = "distilbert", "DistilBERT", "distilbert."
+    config_names = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim"}
+    pre_classifier = "pre_classifier"
+    mlm_names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
     namespaces = ("embeddings.", "transformer.")
     token_types = False
     layer_names = staticmethod(distilbert_layer_names)
+
+    @classmethod
+    def config_fields(cls, d: dict, source: str) -> dict:
+        """DistilBERT's ``activation`` and ``sinusoidal_pos_embds``; no token types; epsilon 1e-12."""
+        return {"hidden_act": d.get("activation", "gelu"), "layer_norm_eps": 1e-12, "type_vocab_size": 0,
+                "sinusoidal_pos_embds": boolean(d.get("sinusoidal_pos_embds", False), "sinusoidal_pos_embds", source)}

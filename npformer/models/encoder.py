@@ -22,53 +22,13 @@ import numpy as np
 
 from npformer import kernels
 from npformer.adapters import Adaptable
-from npformer.config import Config
+from npformer.config import Config, epsilon, positive_int
 from npformer.kernels import numpy_ops
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
+from npformer.models.outputs import EncoderOutput
 from npformer.quantization import QuantizedTensor, read_matrix
 from npformer.runtime import one_parallel_runtime
 from npformer.weights import Weights
-
-
-class OutputAccess:
-    """Transformers' ``ModelOutput`` access on a dataclass: ``out["last_hidden_state"]``, ``out[0]``
-    (the first field that is not None), ``out.to_tuple()``, ``out.keys()``, iteration over the keys."""
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def to_tuple(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(key)
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __iter__(self):
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.keys())
-
-
-@dataclass
-class EncoderOutput(OutputAccess):
-    """What an encoder returns (indexable as Transformers' ``ModelOutput``, see :class:`OutputAccess`).
-
-    last_hidden_state: ``(batch, seq_len, hidden_size) float32``.
-    pooler_output: ``(batch, hidden_size) float32`` (BERT only, else None).
-    hidden_states: embeddings output then every layer's, each ``(batch, seq_len, hidden_size)``
-        (on request, else None).
-    attentions: one ``(batch, num_attention_heads, seq_len, seq_len) float32`` per layer (on request).
-    """
-
-    last_hidden_state: np.ndarray
-    pooler_output: np.ndarray | None = None
-    hidden_states: tuple[np.ndarray, ...] | None = None
-    attentions: tuple[np.ndarray, ...] | None = None
 
 
 @dataclass
@@ -197,7 +157,7 @@ def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
 
     attention_mask = default(attention_mask, "attention_mask", 1)
     token_type_ids = default(token_type_ids, "token_type_ids", 0)
-    if config.model_type == "bert" and token_type_ids.size and token_type_ids.max() >= config.type_vocab_size:
+    if config.type_vocab_size and token_type_ids.size and token_type_ids.max() >= config.type_vocab_size:
         raise ValueError(f"token_type_ids must be < type_vocab_size={config.type_vocab_size}")
     return input_ids.astype(np.int64, copy=False), attention_mask, token_type_ids
 
@@ -219,13 +179,31 @@ def converted(current, value: np.ndarray, name: str):
 class Encoder(Adaptable):
     """Shared driver of BERT-like encoders: embeddings -> layers -> (pooler).
 
-    An architecture subclass names its checkpoint keys: ``layer_names(i)`` (field of
-    :class:`LayerWeights` -> key), ``namespaces`` (its key prefixes), whether it has token type
-    embeddings and a pooler. Call the encoder with ``(batch, seq_len)`` integer arrays (a 1-D
-    array is one sequence). Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor,
-    and ``ValueError`` for an activation the kernels do not implement.
+    An architecture is a subclass registered with :func:`npformer.architectures.register`. It names:
+
+    - ``model_type`` (``config.json``'s), ``description`` (for messages) and ``prefix``, under
+      which its task checkpoints nest the encoder (``bert.``);
+    - how its config is read: ``config_names`` (our field -> its ``config.json`` key) and
+      :meth:`config_fields` (its own fields, validated);
+    - its checkpoint keys: ``layer_names(i)`` (field of :class:`LayerWeights` -> key),
+      ``namespaces`` (its key prefixes), whether it has token type embeddings and a pooler;
+    - its heads' names: ``pre_classifier`` (a dense + ReLU before the classifier, else the pooler
+      feeds it) and ``mlm_names`` (transform dense, layer norm, decoder, decoder bias);
+    - its block, :meth:`layer` (the post-LN block of :func:`transformer_layer` unless overridden),
+      and :meth:`finish` (after the last layer; nothing unless overridden).
+
+    Call the encoder with ``(batch, seq_len)`` integer arrays (a 1-D array is one sequence).
+    Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor, and ``ValueError`` for
+    an activation the kernels do not implement.
     """
 
+    model_type: str = ""
+    description: str = ""
+    prefix: str = ""
+    config_names: dict[str, str] = {}
+    pre_classifier: str | None = None
+    mlm_names: tuple[str, str, str, str] = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                                            "cls.predictions.decoder", "cls.predictions.bias")
     namespaces: tuple[str, ...] = ()
     token_types: bool = True  # token type (segment) embeddings
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
@@ -235,6 +213,31 @@ class Encoder(Adaptable):
     @staticmethod
     def layer_names(i: int) -> dict[str, str]:
         raise NotImplementedError
+
+    @classmethod
+    def config_fields(cls, d: dict, source: str) -> dict:
+        """This architecture's own config fields from the ``config.json`` dict ``d`` (BERT's:
+        ``hidden_act``, ``layer_norm_eps``, ``type_vocab_size``, absolute positions only). Raises
+        ``ValueError`` naming ``source`` and the field."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{source}: position_embedding_type {d['position_embedding_type']!r} is not "
+                             "supported (only 'absolute')")
+        return {"hidden_act": d.get("hidden_act", "gelu"), "layer_norm_eps": epsilon(d.get("layer_norm_eps", 1e-12), source),
+                "type_vocab_size": positive_int(d.get("type_vocab_size", 2), "type_vocab_size", source)}
+
+    def layer(self, x: np.ndarray, weights: "LayerWeights", mask: np.ndarray, output_attentions: bool,
+              scratch: np.ndarray | None, record, names: dict[str, str] | None):
+        """One block: ``x (batch, seq, hidden) float32`` -> ``(x, probs or None)``; see
+        :func:`transformer_layer` (BERT's post-LN block), whose arguments these are."""
+        return transformer_layer(x, weights, mask, self.config, self.ops, output_attentions, scratch, record, names)
+
+    def layer_output_name(self, i: int) -> str:
+        """The traced name of layer ``i``'s output (:mod:`npformer.tracing`): BERT's last LayerNorm."""
+        return module_names(self.layer_names(i))["ln2"]
+
+    def finish(self, x: np.ndarray, record) -> np.ndarray:
+        """After the last layer (a final norm in pre-LN encoders): ``x`` unchanged here."""
+        return x
 
     def __init__(self, config: Config, weights: Weights):
         if config.hidden_act not in numpy_ops.ACTIVATIONS:
@@ -282,12 +285,12 @@ class Encoder(Adaptable):
             for i, layer in enumerate(self.layers):
                 names = module_names(self.layer_names(i)) if record else None
                 scratch = None if self.blas_linears else self.scratch(x.shape[0] * x.shape[1])  # (Numba GEMMs')
-                x, probs = transformer_layer(x, layer, attention_mask, self.config, self.ops, output_attentions,
-                                             scratch, record, names)
+                x, probs = self.layer(x, layer, attention_mask, output_attentions, scratch, record, names)
                 if output_hidden_states:
                     hidden_states.append(x)
                 if output_attentions:
                     attentions.append(probs)
+            x = self.finish(x, record)
             pooled = None
             if self.pooler is not None:
                 pooled = np.tanh(self.ops.linear(np.ascontiguousarray(x[:, 0]), *self.pooler))

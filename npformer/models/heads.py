@@ -21,7 +21,8 @@ import numpy as np
 from npformer.config import Config
 from npformer import kernels
 from npformer.adapters import Adaptable
-from npformer.models.encoder import Encoder, OutputAccess, converted
+from npformer.models.encoder import Encoder, converted
+from npformer.models.outputs import OutputAccess
 from npformer.weights import Weights
 
 
@@ -118,8 +119,8 @@ class SequenceClassifier(TaskModel):
     def load_head(self, weights: Weights) -> None:
         h = self.config.hidden_size
         self.pre_w = self.pre_b = None  # DistilBERT: (hidden_size, hidden_size), (hidden_size,)
-        if self.config.model_type == "distilbert":
-            self.pre_w, self.pre_b = _dense(self.encoder, weights, "pre_classifier", h, h)
+        if self.encoder.pre_classifier is not None:
+            self.pre_w, self.pre_b = _dense(self.encoder, weights, self.encoder.pre_classifier, h, h)
         elif self.encoder.pooler is None:
             raise KeyError("tensor 'pooler.dense.weight' is missing")
         self.w, self.b = _dense(self.encoder, weights, "classifier", None, h)  # (num_labels, hidden_size), (num_labels,)
@@ -174,11 +175,7 @@ class MaskedLM(TaskModel):
 
     def load_head(self, weights: Weights) -> None:
         c, h = self.config, self.config.hidden_size
-        if c.model_type == "bert":
-            names = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                     "cls.predictions.decoder", "cls.predictions.bias")
-        else:
-            names = ("vocab_transform", "vocab_layer_norm", "vocab_projector", "vocab_projector.bias")
+        names = self.encoder.mlm_names
         self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
                              f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
         self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
