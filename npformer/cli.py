@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from npformer.commands import ON_ERROR, TASKS, Aborted, UserError, run_npy, run_task
+from npformer.commands import COMMANDS, ON_ERROR, Aborted, UserError, run_npy, run_task
 from npformer.convert import convert, save_quantized
 from npformer.models.auto import BACKENDS, DTYPES, build_encoder, open_checkpoint
 from npformer.runtime import set_num_threads
@@ -39,6 +39,7 @@ from npformer.output import JsonLines, OutputError
 from npformer.explain import explain_data, write_page
 from npformer.serving import command as serve_command
 from npformer.pipelines import ALIASES, pipeline
+from npformer.pipelines.tasks import load_task_plugins
 from npformer.provenance import describe
 from npformer.records import InputError, Source
 from npformer.version import __version__
@@ -47,10 +48,7 @@ from npformer.version import __version__
 # more for a one-off call, benchmarks/bench_cold_start.py) costs more than its faster kernels save
 # (11 ms a text, bench_backends.py: built-in model, SST-2 dev, batch 32; break-even near 90 texts).
 ONE_OFF_TEXTS = 32
-# CLI command -> the pipeline task names it also answers to
-COMMAND_ALIASES = {"sentiment": ["sentiment-analysis", "text-classification"], "ner": ["token-classification"],
-                   "qa": ["question-answering"], "embed": ["sentence-embeddings", "embeddings"],
-                   "similarity": ["sentence-similarity"], "zero-shot": ["zero-shot-classification"]}
+
 
 
 def info(model: str, revision: str | None = None) -> dict:
@@ -185,14 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npformer", description="BERT-family inference in NumPy + Numba.")
     parser.add_argument("--version", action="version", version=f"npformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [("sentiment", "classify the sentiment of texts (default: the built-in INT8 model)"),
-                            ("ner", "named entities"), ("qa", "answer questions about a context"),
-                            ("fill-mask", "fill the [MASK] token"), ("embed", "sentence embeddings"),
-                            ("feature-extraction", "the last layer's hidden states of every token"),
-                            ("similarity", "cosine similarity of two texts"),
-                            ("zero-shot", "classify against your labels by embedding similarity"),
-                            ("search", "find the corpus texts closest to each query (semantic search)")]:
-        p = sub.add_parser(name, help=help_text, aliases=COMMAND_ALIASES.get(name, []))
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, aliases=list(command.aliases))
         p.set_defaults(command=name)
         p.add_argument("texts", nargs="*", help="texts (otherwise --input or stdin)")
         p.add_argument("--input", "-i", help="a .txt (one text per line), .jsonl, .csv or .tsv file")
@@ -222,42 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         _verbosity(p)
         p.add_argument("--threads", type=_positive("--threads"), default=None,
                        help="threads per forward pass (default: every core Numba started with)")
-        if name in ("sentiment", "qa", "fill-mask"):
-            p.add_argument("--top-k", type=_positive("--top-k"), default=None)
-        if name == "ner":
-            p.add_argument("--aggregation-strategy", default="simple",
-                           choices=["none", "simple", "first", "average", "max"])
-            p.add_argument("--stride", type=_positive("--stride"), default=None,
-                           help="cover long texts with windows overlapping by this many tokens")
-            p.add_argument("--min-score", type=float, default=0.0, help="leave out entities scoring below this")
-            p.add_argument("--probabilities", action="store_true",
-                           help="give each entity its label probabilities and their entropy (nats)")
-        if name == "qa":
-            p.add_argument("--context", help="the context text")
-            p.add_argument("--context-file", help="a file holding the context")
-            p.add_argument("--context-column", default="context", help="field holding a per-record context")
-        if name == "similarity":
-            p.add_argument("--pair-column", default="text_pair", help="field holding the second text")
-        if name == "embed":
-            p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl",
-                           help="npy: one (n, dim) float32 array in --output, rows in input order")
-        if name == "feature-extraction":
-            p.add_argument("--truncation", action="store_true", help="cut texts longer than the model's maximum")
-        if name == "search":
-            p.add_argument("--corpus", required=True, help="the texts to search: .txt, .jsonl, .csv or .tsv "
-                                                           "(--column names its text column)")
-            p.add_argument("--query-column", help="the queries' column when they come from --input")
-            p.add_argument("--top-k", type=_positive("--top-k"), default=10)
-            p.add_argument("--embeddings", help="the corpus embeddings saved by --save-embeddings (.npy)")
-            p.add_argument("--save-embeddings", help="write the corpus embeddings here (.npy) for later runs")
-        if name == "zero-shot":
-            p.add_argument("--labels", help="comma-separated candidate labels")
-            p.add_argument("--label", action="append", default=[],
-                           help="one candidate label (repeat it; a label may hold commas)")
-            p.add_argument("--hypothesis-template", default="This example is {}.",
-                           help="the sentence each label is put in ({} is the label)")
-            p.add_argument("--multi-label", action="store_true",
-                           help="score each label alone by raw cosine similarity (-1..1), not a softmax")
+        if command.arguments is not None:
+            command.arguments(p, _positive)
     serve_command.add_parser(sub, _positive, _verbosity)
     _fit_head_parser(sub)
     _batch_parser(sub)
@@ -284,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    return set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+
 def _error(message: str) -> None:
     print(f"npformer: error: {message.splitlines()[0] if message.strip() else 'failed'}", file=sys.stderr)
 
@@ -298,7 +260,11 @@ def _interrupted(e: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in _commands(parser):
+        load_task_plugins()  # an installed plugin's task may add this command
+        parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet or not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="npformer: %(message)s", stream=sys.stderr, force=True)
@@ -327,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--format npy needs --output FILE.npy (a binary array is not written to a terminal)")
         if args.threads is not None:
             set_num_threads(args.threads)
-        task, fn, extra_columns = TASKS[args.command](args)
+        task, fn, extra_columns = COMMANDS[args.command].make(args)
         keep = None if args.keep_columns is None else tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
         source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns, keep, args.stdin_format)
         if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from

@@ -7,6 +7,7 @@ The argument parser and the exit statuses are in :mod:`npformer.cli`.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -253,9 +254,97 @@ def _search(args):
     return "sentence-embeddings", fn, ()
 
 
-TASKS = {"sentiment": _sentiment, "ner": _ner, "qa": _qa, "fill-mask": _fill_mask, "embed": _embed,
-         "feature-extraction": _features,
-         "similarity": _similarity, "zero-shot": _zero_shot, "search": _search}
+@dataclass(frozen=True)
+class Command:
+    """One task command of the ``npformer`` CLI: its ``name`` (and ``aliases``), the pipeline ``task``
+    it loads, its ``help``, its own options (``arguments(parser, positive)``, where ``positive(flag)``
+    is the CLI's integer-option type) and ``make(args) -> (task, fn, extra_columns)``: ``fn(pipe,
+    records) -> one result dict per record`` (see :func:`process`), and the input fields it needs
+    beside the text. The options every command shares (input, output, model...) are the CLI's."""
+
+    name: str
+    task: str
+    help: str
+    make: Callable
+    arguments: Callable | None = None
+    aliases: tuple[str, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(command: Command) -> Command:
+    """Add a CLI command (a task registered from a plugin gets one this way). Raises ``ValueError``
+    when the name or an alias is taken."""
+    taken = {n for c in COMMANDS.values() if c.name != command.name for n in (c.name, *c.aliases)}
+    clash = taken & {command.name, *command.aliases}
+    if clash:
+        raise ValueError(f"the command name {sorted(clash)[0]!r} is taken")
+    COMMANDS[command.name] = command
+    return command
+
+
+def _top_k(p, positive, default=None) -> None:
+    p.add_argument("--top-k", type=positive("--top-k"), default=default)
+
+
+def _ner_arguments(p, positive) -> None:
+    p.add_argument("--aggregation-strategy", default="simple", choices=["none", "simple", "first", "average", "max"])
+    p.add_argument("--stride", type=positive("--stride"), default=None,
+                   help="cover long texts with windows overlapping by this many tokens")
+    p.add_argument("--min-score", type=float, default=0.0, help="leave out entities scoring below this")
+    p.add_argument("--probabilities", action="store_true",
+                   help="give each entity its label probabilities and their entropy (nats)")
+
+
+def _qa_arguments(p, positive) -> None:
+    _top_k(p, positive)
+    p.add_argument("--context", help="the context text")
+    p.add_argument("--context-file", help="a file holding the context")
+    p.add_argument("--context-column", default="context", help="field holding a per-record context")
+
+
+def _search_arguments(p, positive) -> None:
+    p.add_argument("--corpus", required=True, help="the texts to search: .txt, .jsonl, .csv or .tsv "
+                                                   "(--column names its text column)")
+    p.add_argument("--query-column", help="the queries' column when they come from --input")
+    _top_k(p, positive, 10)
+    p.add_argument("--embeddings", help="the corpus embeddings saved by --save-embeddings (.npy)")
+    p.add_argument("--save-embeddings", help="write the corpus embeddings here (.npy) for later runs")
+
+
+def _zero_shot_arguments(p, positive) -> None:
+    p.add_argument("--labels", help="comma-separated candidate labels")
+    p.add_argument("--label", action="append", default=[], help="one candidate label (repeat it; a label may hold commas)")
+    p.add_argument("--hypothesis-template", default="This example is {}.",
+                   help="the sentence each label is put in ({} is the label)")
+    p.add_argument("--multi-label", action="store_true",
+                   help="score each label alone by raw cosine similarity (-1..1), not a softmax")
+
+
+for _command in (
+    Command("sentiment", "text-classification", "classify the sentiment of texts (default: the built-in INT8 model)",
+            _sentiment, _top_k, ("sentiment-analysis", "text-classification")),
+    Command("ner", "token-classification", "named entities", _ner, _ner_arguments, ("token-classification",)),
+    Command("qa", "question-answering", "answer questions about a context", _qa, _qa_arguments,
+            ("question-answering",)),
+    Command("fill-mask", "fill-mask", "fill the [MASK] token", _fill_mask, _top_k),
+    Command("embed", "sentence-embeddings", "sentence embeddings", _embed,
+            lambda p, positive: p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl",
+                                               help="npy: one (n, dim) float32 array in --output, rows in input order"),
+            ("sentence-embeddings", "embeddings")),
+    Command("feature-extraction", "feature-extraction", "the last layer's hidden states of every token", _features,
+            lambda p, positive: p.add_argument("--truncation", action="store_true",
+                                               help="cut texts longer than the model's maximum")),
+    Command("similarity", "sentence-embeddings", "cosine similarity of two texts", _similarity,
+            lambda p, positive: p.add_argument("--pair-column", default="text_pair",
+                                               help="field holding the second text"), ("sentence-similarity",)),
+    Command("zero-shot", "zero-shot-classification", "classify against your labels by embedding similarity",
+            _zero_shot, _zero_shot_arguments, ("zero-shot-classification",)),
+    Command("search", "sentence-embeddings", "find the corpus texts closest to each query (semantic search)",
+            _search, _search_arguments),
+):
+    register_command(_command)
 
 
 def run_npy(pipe, source: Source, target: JsonLines, max_length: int | None = None) -> int:

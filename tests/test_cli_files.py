@@ -116,7 +116,9 @@ def test_failure_mid_run_keeps_a_partial_file(model, tmp_path, capsys, monkeypat
             return fn(pipe, records)
         return task, fn2, extra
 
-    monkeypatch.setitem(cli.TASKS, "sentiment", failing)
+    import dataclasses
+
+    monkeypatch.setitem(cli.COMMANDS, "sentiment", dataclasses.replace(cli.COMMANDS["sentiment"], make=failing))
     with pytest.raises(RuntimeError):
         main(["sentiment", "-m", model, "-i", str(txt), "-o", str(results), "--overwrite"])
     assert results.read_text() == "previous results\n"

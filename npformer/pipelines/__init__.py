@@ -18,32 +18,46 @@ from npformer.pipelines.fill_mask import FillMaskPipeline
 from npformer.pipelines.question_answering import QuestionAnsweringPipeline
 from npformer.pipelines.text_classification import TextClassificationPipeline
 from npformer.pipelines.token_classification import TokenClassificationPipeline
+from npformer.pipelines.tasks import ALIASES, TASKS, Task, get_task, register_task
 
 BUILTIN_SENTIMENT = BUILTIN["builtin:sentiment"]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+TRUNCATION = {"truncation": "bool", "max_length": "int"}
 
-# task -> (pipeline class, the model loader, default model)
-TASKS = {
-    "text-classification": (TextClassificationPipeline, AutoModelForSequenceClassification, "builtin:sentiment"),
-    "token-classification": (TokenClassificationPipeline, AutoModelForTokenClassification, "dslim/bert-base-NER"),
-    "question-answering": (QuestionAnsweringPipeline, AutoModelForQuestionAnswering,
-                           "distilbert/distilbert-base-cased-distilled-squad"),
-    "fill-mask": (FillMaskPipeline, AutoModelForMaskedLM, "google-bert/bert-base-uncased"),
-    "feature-extraction": (FeatureExtractionPipeline, AutoModel, MINILM_ID),
-    "sentence-embeddings": (SentenceEmbeddingPipeline, AutoModel, MINILM_ID),
-    "zero-shot-classification": (ZeroShotClassificationPipeline, AutoModel, MINILM_ID),
-}
-# other names of the tasks: Transformers' and the CLI's command names
-ALIASES = {"sentiment-analysis": "text-classification", "sentiment": "text-classification",
-           "ner": "token-classification", "qa": "question-answering", "embed": "sentence-embeddings",
-           "embeddings": "sentence-embeddings", "sentence-similarity": "sentence-embeddings",
-           "similarity": "sentence-embeddings", "zero-shot": "zero-shot-classification"}
+# the built-in tasks; the other names are Transformers' and the CLI's command names
+register_task(Task("text-classification", TextClassificationPipeline, AutoModelForSequenceClassification,
+                   "builtin:sentiment", aliases=("sentiment-analysis", "sentiment"),
+                   head_suffix="ForSequenceClassification", explain=True,
+                   parameters={"top_k": "positive_int", "function_to_apply": "str", **TRUNCATION}))
+register_task(Task("token-classification", TokenClassificationPipeline, AutoModelForTokenClassification,
+                   "dslim/bert-base-NER", aliases=("ner",), head_suffix="ForTokenClassification", explain=True,
+                   parameters={"aggregation_strategy": "str", "ignore_labels": "str_list", "stride": "int",
+                               "return_probabilities": "bool", "max_length": "int"}))
+register_task(Task("question-answering", QuestionAnsweringPipeline, AutoModelForQuestionAnswering,
+                   "distilbert/distilbert-base-cased-distilled-squad", aliases=("qa",),
+                   head_suffix="ForQuestionAnswering", explain=True,
+                   warm_up=lambda pipe: pipe(question="What warms up?", context="The server warms up."),
+                   parameters={"top_k": "positive_int", "doc_stride": "int", "max_answer_len": "int",
+                               "max_seq_len": "int", "max_question_len": "int", "handle_impossible_answer": "bool",
+                               "align_to_words": "bool"}))
+register_task(Task("fill-mask", FillMaskPipeline, AutoModelForMaskedLM, "google-bert/bert-base-uncased",
+                   head_suffix="ForMaskedLM", explain=True,
+                   warm_up=lambda pipe: pipe(f"The server warms {pipe.tokenizer.mask_token}."),
+                   parameters={"top_k": "positive_int", "targets": "str_or_list", **TRUNCATION}))
+register_task(Task("feature-extraction", FeatureExtractionPipeline, AutoModel, MINILM_ID, parameters=dict(TRUNCATION)))
+register_task(Task("sentence-embeddings", SentenceEmbeddingPipeline, AutoModel, MINILM_ID,
+                   aliases=("embed", "embeddings", "sentence-similarity", "similarity"),
+                   parameters={"normalize_embeddings": "bool", "precision": "str", **TRUNCATION}))
+register_task(Task("zero-shot-classification", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
+                   aliases=("zero-shot",), warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
+                   parameters={"candidate_labels": "str_or_list", "multi_label": "bool", "hypothesis_template": "str",
+                               "temperature": "number", **TRUNCATION}))
 
 
 def default_model(task: str) -> str | Path:
     """The model a task uses when none is named: the built-in INT8 sentiment model, the locally
     fetched all-MiniLM-L6-v2 (``scripts/fetch_minilm.py``) if present, else a Hub id."""
-    name = TASKS[task][2]
+    name = get_task(task).default_model
     if name == "builtin:sentiment":
         return BUILTIN_SENTIMENT
     if name == MINILM_ID:
@@ -102,10 +116,8 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
     """
     if device not in ("cpu", -1, None):
         raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
-    key = ALIASES.get(task, task)
-    if key not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
-    pipeline_cls, loader, _ = TASKS[key]
+    record = get_task(task)
+    key, pipeline_cls, loader = record.name, record.pipeline, record.loader
     if model is not None and not isinstance(model, (str, Path)):  # a loaded model
         expected = getattr(loader, "head", Encoder)
         if key == "text-classification":
@@ -133,4 +145,4 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
     return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)
 
 
-__all__ = ["pipeline", "Pipeline", "TASKS", "default_model"]
+__all__ = ["pipeline", "Pipeline", "Task", "TASKS", "ALIASES", "register_task", "get_task", "default_model"]

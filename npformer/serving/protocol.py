@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from npformer.pipelines.tasks import get_task
+
 REQUIRED = object()
 
 
@@ -203,27 +205,16 @@ def _is_top_k(v) -> bool:
 
 
 KINDS[_is_top_k] = "an integer >= 1"
-
-TRUNCATION = {"truncation": is_bool, "max_length": is_int}
-PARAMETERS: dict[str, dict[str, Callable]] = {
-    "text-classification": {"top_k": _is_top_k, "function_to_apply": is_str, **TRUNCATION},
-    "token-classification": {"aggregation_strategy": is_str, "ignore_labels": is_str_list, "stride": is_int,
-                             "return_probabilities": is_bool, "max_length": is_int},
-    "question-answering": {"top_k": _is_top_k, "doc_stride": is_int, "max_answer_len": is_int, "max_seq_len": is_int,
-                           "max_question_len": is_int, "handle_impossible_answer": is_bool, "align_to_words": is_bool},
-    "fill-mask": {"top_k": _is_top_k, "targets": is_str_or_list, **TRUNCATION},
-    "feature-extraction": dict(TRUNCATION),
-    "sentence-embeddings": {"normalize_embeddings": is_bool, "precision": is_str, **TRUNCATION},
-    "zero-shot-classification": {"candidate_labels": is_str_or_list, "multi_label": is_bool,
-                                 "hypothesis_template": is_str, "temperature": is_number, **TRUNCATION},
-}
+# a task record's parameter kinds (npformer.pipelines.tasks) -> their checks
+CHECKS = {"bool": is_bool, "int": is_int, "positive_int": _is_top_k, "number": is_number, "str": is_str,
+          "str_list": is_str_list, "str_or_list": is_str_or_list}
 
 
 def parameters(task: str, value) -> dict:
-    """The ``parameters`` object of an Inference API request, checked against the task's table."""
+    """The ``parameters`` object of an Inference API request, checked against the task record's."""
     if value is None:
         return {}
-    table = PARAMETERS[task]
+    table = {name: CHECKS[kind] for name, kind in get_task(task).parameters.items()}
     check_fields(value, set(table), "parameters.")
     return {name: get(value, name, test, None, "parameters.") for name, test in table.items() if value.get(name) is not None}
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from npformer.config import Config
 from npformer.hub import hub_commit, resolve
 from npformer.runtime import set_num_threads
-from npformer.pipelines import ALIASES, TASKS, pipeline
+from npformer.pipelines import get_task, pipeline
+from npformer.pipelines.tasks import task_for_architecture
 from npformer.serving.app import Metrics, Server
 from npformer.serving.batcher import Batcher
 from npformer.serving.guard import Access, header_deadline_protocol, loopback_hosts
@@ -28,8 +29,6 @@ from npformer.serving.routes import Limits, Served
 import uvicorn  # noqa: E402 - checked by npformer.serving.app's require_extra
 
 log = logging.getLogger("npformer.serve")
-HEADS = {"ForSequenceClassification": "text-classification", "ForTokenClassification": "token-classification",
-         "ForQuestionAnswering": "question-answering", "ForMaskedLM": "fill-mask"}
 
 
 def parse_model(spec: str) -> tuple[str, str, str | None]:
@@ -41,25 +40,25 @@ def parse_model(spec: str) -> tuple[str, str, str | None]:
     source, at, task = rest.rpartition("@")
     if not at:
         source, task = rest, None
-    elif task not in TASKS and task not in ALIASES:
-        raise ValueError(f"--model {spec!r}: unknown task {task!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
+    else:
+        try:
+            task = get_task(task).name
+        except ValueError as e:
+            raise ValueError(f"--model {spec!r}: {e}") from None
     if not source:
         raise ValueError(f"--model {spec!r}: no checkpoint; use NAME=PATH_OR_ID[@task]")
     name = name or Path(source.rstrip("/")).name.replace("builtin:", "")
     if not name or "/" in name:
         raise ValueError(f"--model {spec!r}: a model name must be non-empty and hold no '/'")
-    return name, source, ALIASES.get(task, task) if task else None
+    return name, source, task
 
 
 def infer_task(directory: Path) -> str:
     """The task a checkpoint serves when none is given (see the module docstring)."""
     if (directory / "modules.json").is_file():
         return "sentence-embeddings"
-    for architecture in Config.from_pretrained(directory).architectures:
-        for suffix, task in HEADS.items():
-            if architecture.endswith(suffix):
-                return task
-    return "sentence-embeddings"
+    task = task_for_architecture(Config.from_pretrained(directory).architectures)
+    return task.name if task is not None else "sentence-embeddings"
 
 
 def check_limits(limits: Limits, models: list[Served]) -> None:
@@ -106,16 +105,9 @@ def load_models(specs: list[str], dtype: str, revision: str | None = None) -> li
 
 
 def warm_up(model: Served) -> None:
-    """Answer one short request, so that compiling and first-touch costs are paid before the port opens."""
-    pipe = model.pipe
-    if model.task == "question-answering":
-        pipe(question="What warms up?", context="The server warms up.")
-    elif model.task == "fill-mask":
-        pipe(f"The server warms {pipe.tokenizer.mask_token}.")
-    elif model.task == "zero-shot-classification":
-        pipe("The server warms up.", ["warm", "cold"])
-    else:
-        pipe("The server warms up.")
+    """Answer one short request (the task's ``warm_up``), so that compiling and first-touch costs are
+    paid before the port opens."""
+    get_task(model.task).warm_up(model.pipe)
 
 
 def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,

@@ -1,0 +1,92 @@
+"""The one task registry: a task is one record (:class:`Task`) that ``npformer.pipeline``, the CLI,
+``npformer serve`` and the explain page read, as Transformers' ``SUPPORTED_TASKS`` is.
+
+A record names the task's pipeline class and model loader, its default model, its other names, the
+``architectures`` suffix that makes a checkpoint serve it, the parameters the Inference API's
+``POST /models/{name}`` accepts (name -> kind: ``bool``, ``int``, ``positive_int``, ``number``,
+``str``, ``str_list``, ``str_or_list``), the call that warms a served model up, and whether the
+explain page shows it. The CLI's commands are records of their own (:mod:`npformer.commands`), each
+naming the task it runs.
+
+Tasks outside npformer register the same way, from an installed package's entry point in the group
+``npformer.tasks``, imported the first time a task name is not found (and by the CLI when a command
+is not one of its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable
+
+ENTRY_POINT_GROUP = "npformer.tasks"
+PARAMETER_KINDS = ("bool", "int", "positive_int", "number", "str", "str_list", "str_or_list")
+
+
+def _warm_up(pipe) -> None:
+    pipe("The server warms up.")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task (see the module docstring). ``warm_up(pipe)`` answers one short request, so that a
+    served model compiles its kernels before the port opens."""
+
+    name: str
+    pipeline: type
+    loader: type
+    default_model: str
+    aliases: tuple[str, ...] = ()
+    head_suffix: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    warm_up: Callable = _warm_up
+    explain: bool = False
+
+    def __post_init__(self):
+        bad = {k: v for k, v in self.parameters.items() if v not in PARAMETER_KINDS}
+        if bad:
+            raise ValueError(f"task {self.name!r}: unknown parameter kinds {bad}; use {PARAMETER_KINDS}")
+
+
+TASKS: dict[str, Task] = {}
+ALIASES: dict[str, str] = {}  # other name -> task name
+_loaded: set[str] = set()
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` (and its aliases). Raises ``ValueError`` when a name is taken by another task."""
+    for name in (task.name, *task.aliases):
+        held = TASKS.get(name) or TASKS.get(ALIASES.get(name, ""))
+        if held is not None and held.name != task.name:
+            raise ValueError(f"the task name {name!r} is taken by {held.name!r}")
+    TASKS[task.name] = task
+    ALIASES.update({alias: task.name for alias in task.aliases})
+    return task
+
+
+def load_task_plugins() -> None:
+    """Import each installed ``npformer.tasks`` entry point not imported yet."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.value not in _loaded:
+            _loaded.add(entry.value)
+            entry.load()
+
+
+def get_task(name) -> Task:
+    """The task named ``name`` or one of its aliases. Raises ``ValueError`` listing every name."""
+    key = ALIASES.get(name, name) if isinstance(name, str) else None
+    if key is not None and key not in TASKS:
+        load_task_plugins()
+        key = ALIASES.get(name, name)
+    if key not in TASKS:
+        raise ValueError(f"unknown task {name!r}; use one of {sorted(set(TASKS) | set(ALIASES))}")
+    return TASKS[key]
+
+
+def task_for_architecture(architectures: list[str]) -> Task | None:
+    """The task whose ``head_suffix`` ends the first matching entry of ``architectures``, else None."""
+    for name in architectures:
+        for task in TASKS.values():
+            if task.head_suffix and name.endswith(task.head_suffix):
+                return task
+    return None
