@@ -58,7 +58,8 @@ def main() -> None:
                                f"- labels equal on the two backends: {(numba.argmax(1) == numpy_.argmax(1)).mean():.2%}; "
                                f"max logit difference {np.abs(numba - numpy_).max():.3f}",
                                f"- int8 (Numba) against the float32 model it came from: max logit difference "
-                               f"{np.abs(numba - float32).max():.3f}, labels equal {(numba.argmax(1) == float32.argmax(1)).mean():.2%}"])
+                               f"{np.abs(numba - float32).max():.3f}, "
+                               f"labels equal {(numba.argmax(1) == float32.argmax(1)).mean():.2%}"])
     append_results("Backends: Numba and NumPy on SST-2 dev (bench_backends.py)",
                    f"python benchmarks/bench_backends.py --rounds {args.rounds}", body)
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SHARED, append_results, require_clean_blas_env  # noqa: E402
+from common import SHARED, append_results, require_clean_blas_env  # noqa: E402
 
 TRANSFORMERS_APP = '''
 import sys, torch, transformers

@@ -19,10 +19,11 @@ from npformer.tokenizer import Tokenizer
 from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
-__all__ = ["trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
-           "AutoModelForTokenClassification", "Config", "convert", "MaskedLM", "QuantizedTensor", "QuestionAnswerer",
-           "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline", "quantize", "quantize_embeddings", "save_quantized",
-           "semantic_search", "similarity", "get_num_threads", "set_num_threads",
-           "__version__"]
+__all__ = [
+    "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
+    "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",
+    "quantize", "quantize_embeddings", "save_quantized", "semantic_search", "similarity", "get_num_threads",
+    "set_num_threads", "__version__"]
 
 logging.getLogger("npformer").addHandler(logging.NullHandler())  # the application decides what is shown

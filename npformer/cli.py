@@ -270,55 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="npformer: %(message)s", stream=sys.stderr, force=True)
     output = JsonLines(getattr(args, "output", None), getattr(args, "overwrite", False))
     try:
-        if args.command == "info":
-            print(json.dumps(info(args.model, args.revision), indent=2))
-            return 0
-        if args.command == "serve":
-            return serve_command.run(args)
-        if args.command == "fit-head":
-            return _fit_head(args)
-        if args.command == "batch":
-            return _batch(args)
-        if args.command == "explain":
-            return _explain(args)
-        if args.command == "convert":
-            out = convert(args.src, args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
-            print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
-            return 0
-        if args.command == "quantize":
-            out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
-            print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
-            return 0
-        if args.command == "embed" and args.format == "npy" and not args.output:
-            raise UserError("--format npy needs --output FILE.npy (a binary array is not written to a terminal)")
-        if args.threads is not None:
-            set_num_threads(args.threads)
-        task, fn, extra_columns = COMMANDS[args.command].make(args)
-        keep = None if args.keep_columns is None else tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
-        source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns, keep, args.stdin_format)
-        if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
-            raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
-                            f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
-                            if args.command == "qa" else
-                            "similarity takes exactly two texts, or a .jsonl / .csv / .tsv input with a "
-                            f"{args.pair_column!r} field (--pair-column)")
-        inputs = [source.path] if source.path is not None else []
-        if args.command == "qa" and args.context_file:
-            inputs.append(Path(args.context_file))
-        output.check(inputs)
-        one_off = source.kind == "args" and len(args.texts) <= ONE_OFF_TEXTS  # loading Numba would cost more than it saves
-        backend = args.backend or ("numpy" if one_off else "numba")
-        pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision,
-                        adapter=args.adapter, backend=backend)
-        if args.command == "embed" and args.format == "npy":
-            return run_npy(pipe, source, output, args.max_length)
-        records, errors = run_task(args, pipe, fn, source, output)
-        if errors or source.kind != "args" and not args.quiet:
-            where = f"; results in {args.output}" if args.output else ""
-            what = {"record": " (written with an \"error\" field)", "skip": " (left out)"}[args.on_error] if errors else ""
-            counts = f"{records} record{'s' * (records != 1)}, {errors} error{'s' * (errors != 1)}"
-            print(f"npformer: {counts}{what}{where}", file=sys.stderr)
-        return 1 if errors else 0
+        return _run(args, output)
     except Aborted as e:
         _error(f"{e} (--on-error abort){_kept(output)}")
         return 1
@@ -337,6 +289,59 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"npformer: interrupted{_kept(output)}", file=sys.stderr)
         return 130
+
+
+def _run(args, output: JsonLines) -> int:
+    """Run the parsed command; exceptions are :func:`main`'s to turn into exit statuses."""
+    if args.command == "info":
+        print(json.dumps(info(args.model, args.revision), indent=2))
+        return 0
+    if args.command == "serve":
+        return serve_command.run(args)
+    if args.command == "fit-head":
+        return _fit_head(args)
+    if args.command == "batch":
+        return _batch(args)
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "convert":
+        out = convert(args.src, args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
+        print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
+        return 0
+    if args.command == "quantize":
+        out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
+        print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
+        return 0
+    if args.command == "embed" and args.format == "npy" and not args.output:
+        raise UserError("--format npy needs --output FILE.npy (a binary array is not written to a terminal)")
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    task, fn, extra_columns = COMMANDS[args.command].make(args)
+    keep = None if args.keep_columns is None else tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
+    source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns, keep, args.stdin_format)
+    if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
+        raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
+                        f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
+                        if args.command == "qa" else
+                        "similarity takes exactly two texts, or a .jsonl / .csv / .tsv input with a "
+                        f"{args.pair_column!r} field (--pair-column)")
+    inputs = [source.path] if source.path is not None else []
+    if args.command == "qa" and args.context_file:
+        inputs.append(Path(args.context_file))
+    output.check(inputs)
+    one_off = source.kind == "args" and len(args.texts) <= ONE_OFF_TEXTS  # loading Numba would cost more than it saves
+    backend = args.backend or ("numpy" if one_off else "numba")
+    pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision,
+                    adapter=args.adapter, backend=backend)
+    if args.command == "embed" and args.format == "npy":
+        return run_npy(pipe, source, output, args.max_length)
+    records, errors = run_task(args, pipe, fn, source, output)
+    if errors or source.kind != "args" and not args.quiet:
+        where = f"; results in {args.output}" if args.output else ""
+        what = {"record": " (written with an \"error\" field)", "skip": " (left out)"}[args.on_error] if errors else ""
+        counts = f"{records} record{'s' * (records != 1)}, {errors} error{'s' * (errors != 1)}"
+        print(f"npformer: {counts}{what}{where}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _kept(output: JsonLines) -> str:

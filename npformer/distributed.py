@@ -320,7 +320,7 @@ def check_run(output: Path, job: Job) -> None:
     record.write_text(json.dumps(mine, indent=2), encoding="utf-8")
 
 
-def run(task: str, inputs, output: str | Path, *, column: str = "text", model: str | None = None,
+def run(task: str, inputs, output: str | Path, *, column: str = "text", model: str | None = None,  # noqa: PLR0913 - batch's flags
         dtype: str = "float32", batch_size: int = 32, scheduler: str | None = None, workers: int = 2,
         threads_per_worker: int = 1, partition_rows: int = 10_000, id_column: str | None = None,
         keep_columns: tuple[str, ...] = (), delimiter: str | None = None, context_column: str = "context",

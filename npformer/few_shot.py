@@ -67,7 +67,7 @@ def encode_features(pipe, recipe: FeatureRecipe, pooling: Pooling, texts: Sequen
     return np.stack(rows).astype(np.float32)
 
 
-def fit_head(model: str | Path, texts: Sequence[str], labels: Sequence, output: str | Path, *,
+def fit_head(model: str | Path, texts: Sequence[str], labels: Sequence, output: str | Path, *,  # noqa: PLR0913 - fit-head's flags
              features: str = "pooled", normalize: bool = False, C: float = 1.0, max_iter: int = 2000,
              batch_size: int = 32, overwrite: bool = False, revision: str | None = None) -> FittedHead:
     """Embed ``texts`` with ``model`` (frozen, float32), fit a logistic regression to ``labels``,

@@ -162,7 +162,8 @@ def export_onnx(model, directory: Path, opset: int = 14, dynamo: bool = False) -
 
 def quantize_onnx(file: Path, kind: str) -> Path:
     """ONNX Runtime's copies of an export, named as transformers.js names them: ``int8`` /
-    ``int8-channel`` (``quantize_dynamic``, int8 weights, per tensor / per channel) -> ``model_quantized.onnx``; ``q4`` / ``q4-asym``
+    ``int8-channel`` (``quantize_dynamic``, int8 weights, per tensor / per channel) -> ``model_quantized.onnx``;
+    ``q4`` / ``q4-asym``
     (``MatMulNBitsQuantizer``, 4 bits, block 32, symmetric or with zero points) -> ``model_q4.onnx``."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

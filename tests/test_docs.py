@@ -48,7 +48,8 @@ def test_walkthrough_runs_and_matches_transformers(minilm_dir):
     assert_close(namespace["embedding"], pooled / np.linalg.norm(pooled), 1e-4, "sentence embedding")
     # the printed values shown in the page's comments are the ones computed
     page = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
-    for shown in ("['[CLS]', 'a', 'man', 'is', 'eating', 'food', '.', '[SEP]']", "[101, 1037, 2158, 2003, 5983, 2833, 1012, 102]"):
+    for shown in ("['[CLS]', 'a', 'man', 'is', 'eating', 'food', '.', '[SEP]']",
+                  "[101, 1037, 2158, 2003, 5983, 2833, 1012, 102]"):
         assert shown in page and shown in lines
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "npformer"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "npformer"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 MAX_LINES = 420
 
@@ -110,7 +111,8 @@ def test_every_module_imports_on_its_own():
 
 def test_import_npformer_imports_nothing_optional():
     code = ("import sys, npformer\n"
-            "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'dask',\n"
+            "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'starlette', 'uvicorn', "
+            "'prometheus_client', 'dask',\n"
             "         'pyarrow', 'sklearn', 'pandas']\n"  # (numba itself imports scipy when it is installed)
             "print([m for m in heavy if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -125,3 +127,11 @@ def test_import_npformer_defers_numba():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_ruff_check():
+    """ruff's rules of pyproject.toml (pyflakes, pycodestyle, complexity and argument-count limits)
+    over the package, tests, scripts and benchmarks."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "npformer", "tests", "scripts",
+                           "benchmarks", "docs/hooks.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

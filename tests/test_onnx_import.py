@@ -380,7 +380,8 @@ def test_missing_onnx_extra_is_one_line(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
     (tmp_path / "model.onnx").write_bytes(b"not read")
-    with pytest.raises(ImportError, match=r"^this needs onnx from the 'onnx' extra \(onnx\): pip install \"\.\[onnx\]\" in npformer's repository$"):
+    needed = r"^this needs onnx from the 'onnx' extra \(onnx\): pip install \"\.\[onnx\]\" in npformer's repository$"
+    with pytest.raises(ImportError, match=needed):
         read_onnx(tmp_path / "model.onnx")
 
 

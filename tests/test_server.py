@@ -193,9 +193,11 @@ def test_embed_routes(server, pipes):
     assert openai["object"] == "list" and openai["model"] == "minilm" and [d["index"] for d in openai["data"]] == [0, 1]
     n_tokens = sum(len(ref.tokenizer.encode(t, add_special_tokens=True).ids) for t in texts[:2])
     assert openai["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
-    np.testing.assert_allclose([d["embedding"] for d in openai["data"]], ref.encode(texts[:2], normalize_embeddings=True), atol=TOL)
+    np.testing.assert_allclose([d["embedding"] for d in openai["data"]], ref.encode(texts[:2], normalize_embeddings=True),
+                               atol=TOL)
     b64 = server.ok("/v1/embeddings", {"input": texts[0], "encoding_format": "base64"})["data"][0]["embedding"]
-    np.testing.assert_allclose(np.frombuffer(base64.b64decode(b64), "<f4"), ref.encode(texts[0], normalize_embeddings=True), atol=TOL)
+    np.testing.assert_allclose(np.frombuffer(base64.b64decode(b64), "<f4"), ref.encode(texts[0], normalize_embeddings=True),
+                               atol=TOL)
 
 
 def test_tokenize_and_decode(server, pipes):

@@ -180,10 +180,10 @@ ROUTES = ["/predict", "/rerank", "/embed?model=minilm", "/embed_all?model=minilm
 FIELDS = ["inputs", "input", "texts", "query", "ids", "parameters", "truncate", "normalize", "raw_scores",
           "source_sentence", "sentences", "encoding_format", "dimensions", "model", "context", "top_k",
           "add_special_tokens", "skip_special_tokens", "truncation_direction", "return_text", "prompt_name"]
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**65, 2**65) | st.floats(allow_nan=False,
-                           allow_infinity=False) | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6),
-                                                                                       inner, max_size=4),
+scalars = st.none() | st.booleans() | st.integers(-2**65, 2**65) | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=20)
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
+                           | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=4),
                            max_leaves=20)
 
 

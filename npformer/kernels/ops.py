@@ -23,7 +23,7 @@ from npformer.kernels.jit import njit
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
-from npformer.kernels.numpy_ops import weight_product as linear  # the switch between the GEMMs
+from npformer.kernels.numpy_ops import weight_product as linear  # noqa: F401 (ops.linear: the switch between the GEMMs)
 
 F32 = np.float32
 

@@ -39,7 +39,8 @@ def open_checkpoint(path_or_id: str | Path, revision: str | None = None) -> tupl
     if not any(directory.glob("*.safetensors")) and find_onnx(directory) is not None:
         directory = onnx_checkpoint(directory)  # converted once into npformer's cache
     config = Config.from_pretrained(directory)
-    return directory, config, Weights(directory, ("", architecture(config.model_type).prefix))  # task checkpoints nest the encoder
+    # task checkpoints nest the encoder under the architecture's prefix
+    return directory, config, Weights(directory, ("", architecture(config.model_type).prefix))
 
 
 def build_encoder(config: Config, weights: Weights, dtype: str = "float32", backend: str = "numba") -> Encoder:

@@ -178,7 +178,8 @@ class MaskedLM(TaskModel):
         names = self.encoder.mlm_names
         self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
                              f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
-        self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], h, h)  # (hidden_size, hidden_size), (hidden_size,)
+        # (hidden_size, hidden_size), (hidden_size,)
+        self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], h, h)
         self.ln_g = weights.get(f"{names[1]}.weight", (h,))  # (hidden_size,)
         self.ln_b = weights.get(f"{names[1]}.bias", (h,))  # (hidden_size,)
         # The decoder is tied to the word embeddings; safetensors files store it once.

@@ -22,9 +22,10 @@ class TextClassificationPipeline(Pipeline):
     One result per input, always. The model reads one window: texts longer than its maximum
     (``model_max_length``, at most ``max_position_embeddings``) are cut to it by default, as
     sentence-transformers does (Transformers would fail on them); ``truncation=False`` makes an
-    over-long input a ``ValueError`` naming its index; ``max_length`` sets a shorter window. An empty text, or one with nothing left
-    after normalization (only whitespace or control / format characters), is classified as
-    ``[CLS] [SEP]``, as Transformers does: its label reflects the model, not the text.
+    over-long input a ``ValueError`` naming its index; ``max_length`` sets a shorter window. An
+    empty text, or one with nothing left after normalization (only whitespace or control / format
+    characters), is classified as ``[CLS] [SEP]``, as Transformers does: its label reflects the
+    model, not the text.
     """
 
     task = "text-classification"

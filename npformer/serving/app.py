@@ -52,16 +52,24 @@ class Metrics:
     def __init__(self):
         disable_created_metrics()  # no *_created series: they double /metrics for nothing a dashboard reads
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("npformer_requests", "Requests answered, by route, model and status", ["route", "model", "status"], registry=r)
-        self.errors = Counter("npformer_request_errors", "Requests that failed, by route and error type", ["route", "error_type"], registry=r)
+        self.requests = Counter("npformer_requests", "Requests answered, by route, model and status",
+                                ["route", "model", "status"], registry=r)
+        self.errors = Counter("npformer_request_errors", "Requests that failed, by route and error type",
+                              ["route", "error_type"], registry=r)
         self.in_flight = Gauge("npformer_requests_in_flight", "Requests being answered", registry=r)
-        self.duration = Histogram("npformer_request_duration_seconds", "Time from request to response", ["route"], buckets=SECONDS, registry=r)
-        self.queue = Histogram("npformer_request_queue_duration_seconds", "Time a request's rows waited for a forward pass", buckets=SECONDS, registry=r)
-        self.inference = Histogram("npformer_request_inference_duration_seconds", "Time of the forward passes a request's rows ran in", buckets=SECONDS, registry=r)
+        self.duration = Histogram("npformer_request_duration_seconds", "Time from request to response", ["route"],
+                                  buckets=SECONDS, registry=r)
+        self.queue = Histogram("npformer_request_queue_duration_seconds",
+                               "Time a request's rows waited for a forward pass", buckets=SECONDS, registry=r)
+        self.inference = Histogram("npformer_request_inference_duration_seconds",
+                                   "Time of the forward passes a request's rows ran in", buckets=SECONDS, registry=r)
         self.batch_size = Histogram("npformer_batch_size", "Rows per forward pass", buckets=SIZES, registry=r)
-        self.batch_requests = Histogram("npformer_batch_requests", "Requests whose rows shared one forward pass", buckets=SIZES, registry=r)
-        self.batch_tokens = Histogram("npformer_batch_tokens", "Padded tokens per forward pass", buckets=tuple(64 * s for s in SIZES), registry=r)
-        self.batch_duration = Histogram("npformer_batch_duration_seconds", "Time of one forward pass", buckets=SECONDS, registry=r)
+        self.batch_requests = Histogram("npformer_batch_requests", "Requests whose rows shared one forward pass",
+                                        buckets=SIZES, registry=r)
+        self.batch_tokens = Histogram("npformer_batch_tokens", "Padded tokens per forward pass",
+                                      buckets=tuple(64 * s for s in SIZES), registry=r)
+        self.batch_duration = Histogram("npformer_batch_duration_seconds", "Time of one forward pass", buckets=SECONDS,
+                                        registry=r)
 
     def on_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.rows)

@@ -110,7 +110,7 @@ def warm_up(model: Served) -> None:
     get_task(model.task).warm_up(model.pipe)
 
 
-def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,
+def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,  # noqa: PLR0913 - serve's flags
           limits: Limits | None = None, threads: int | None = None, batching: bool = True,
           revision: str | None = None, log_level: str = "info", access: Access | None = None) -> int:
     """Load the models, check the limits, then answer HTTP on ``host:port`` until SIGTERM or Ctrl-C.

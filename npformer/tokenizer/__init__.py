@@ -54,7 +54,8 @@ class Tokenizer:
         ValueError: a special token is missing from the vocabulary.
     """
 
-    def __init__(self, vocab_file: str | Path | list[str], do_lower_case: bool = True, strip_accents: bool | None = None,
+    def __init__(self, vocab_file: str | Path | list[str], do_lower_case: bool = True,  # noqa: PLR0913 - as BertTokenizer
+                 strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, model_max_length: int = 512,
                  unk_token: str = "[UNK]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
                  cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100):
@@ -295,7 +296,8 @@ class Tokenizer:
             type_ids += [1] * (len(b) + 1)
             special += [0] * len(b) + [1]
         return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
-    def __call__(self, text, text_pair=None, *, truncation: bool | str = False, max_length: int | None = None,
+    def __call__(self, text, text_pair=None, *, truncation: bool | str = False,  # noqa: PLR0913 - Transformers' call
+                 max_length: int | None = None,
                  padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,
                  return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
                  return_attention_mask: bool = True, return_token_type_ids: bool = True,
