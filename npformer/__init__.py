@@ -8,7 +8,7 @@ import logging
 
 from npformer.config import Config
 from npformer.convert import convert, quantize, save_quantized
-from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+from npformer.models.auto import (AutoModel, AutoTokenizer, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.runtime import get_num_threads, set_num_threads
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
@@ -20,7 +20,7 @@ from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = [
-    "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
+    "AutoTokenizer", "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
     "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",
     "quantize", "quantize_embeddings", "save_quantized", "semantic_search", "similarity", "get_num_threads",

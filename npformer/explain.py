@@ -33,7 +33,7 @@ def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3,
     """The page's data for ``text`` (the question, for QA, with ``context``): tokens, prediction,
     attention ``[layer][head][query][key]`` (3 decimals) and hidden-state norms ``[layer][token]``.
     Raises ``ValueError`` for a task the page does not show, an empty text, or QA without context."""
-    task = pipe.task
+    task = type(pipe).task  # the canonical name (pipe.task is the name the pipeline was asked by)
     if task not in TASKS:
         raise ValueError(f"explain shows {', '.join(TASKS)}; this pipeline is {task!r}")
     if not isinstance(text, str) or not text.strip():
@@ -56,7 +56,7 @@ def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3,
 
 
 def _prediction(pipe, text: str, context: str | None, top_k: int) -> dict:
-    task = pipe.task
+    task = type(pipe).task  # the canonical name (pipe.task is the name the pipeline was asked by)
     if task == "text-classification":
         return {"scores": [{"label": d["label"], "score": float(d["score"])} for d in pipe(text, top_k=None)]}
     if task == "token-classification":

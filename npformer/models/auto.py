@@ -24,6 +24,7 @@ from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier
 from npformer.onnx_import import find_onnx, onnx_checkpoint
 from npformer.quantization import is_quantized
 from npformer.runtime import requested_isa
+from npformer.tokenizer import Tokenizer
 from npformer.weights import FLOAT_DTYPES, Weights
 
 log = logging.getLogger("npformer")
@@ -129,6 +130,17 @@ class AutoModel:
         encoder = build_encoder(config, weights, dtype, backend)
         encoder.adapter_set = adapters
         return encoder
+
+
+class AutoTokenizer:
+    """Transformers' spelling of :meth:`npformer.Tokenizer.from_pretrained` for a directory or Hub id."""
+
+    @staticmethod
+    def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, **kwargs) -> Tokenizer:
+        """The checkpoint's tokenizer (``tokenizer.json`` or ``vocab.txt`` + ``tokenizer_config.json``);
+        ``kwargs`` override its settings. Raises ``FileNotFoundError`` / ``ValueError`` as
+        :meth:`Tokenizer.from_pretrained`."""
+        return Tokenizer.from_pretrained(resolve(path_or_id, revision), **kwargs)
 
 
 class _AutoTaskModel:

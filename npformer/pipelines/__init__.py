@@ -67,9 +67,9 @@ def default_model(task: str) -> str | Path:
     return name
 
 
-def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE,
-             revision: str | None = None, device: str | int | None = "cpu", adapter=None,
-             backend: str | None = None) -> Pipeline:
+def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  # noqa: PLR0913 - as Transformers'
+             batch_size: int = DEFAULT_BATCH_SIZE, revision: str | None = None, device: str | int | None = "cpu",
+             adapter=None, backend: str | None = None, **kwargs) -> Pipeline:
     """Build a pipeline, as ``transformers.pipeline`` (4.57) does.
 
     Tasks (aliases in parentheses), what a call takes and returns, and the default model:
@@ -108,6 +108,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
             (``base_model_name_or_path``).
         backend: ``"numba"`` (the default) or ``"numpy"`` when loading: NumPy only, no Numba import, for the fastest
             start of a one-off call (slower per text; see :func:`npformer.models.auto.build_encoder`).
+        **kwargs: the task's call arguments, as defaults for every call (as Transformers:
+            ``pipeline("ner", m, aggregation_strategy="simple")``); an argument the task's call does not
+            take is a ``TypeError``.
 
     Raises:
         ValueError: unknown task, dtype, backend or device, a checkpoint without the task's head, a loaded
@@ -142,7 +145,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32", b
         net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter, backend=backend or "numba")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
-    return pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory)
+    pipe = pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory, **kwargs)
+    pipe.task = task  # the name it was asked by, as Transformers' pipe.task ("sentiment-analysis" stays so)
+    return pipe
 
 
 __all__ = ["pipeline", "Pipeline", "Task", "TASKS", "ALIASES", "register_task", "get_task", "default_model"]

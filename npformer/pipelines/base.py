@@ -7,8 +7,12 @@ put back in the caller's order. Padding never changes a result: padded keys are 
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
+import numbers
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,20 +46,76 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
 
 
 class Pipeline:
-    """Base class: a tokenizer, a model and ``batch_size``. Subclasses implement ``__call__``."""
+    """Base class: a tokenizer, a model and ``batch_size``. Subclasses implement ``__call__``.
+
+    Every subclass's ``__call__`` gets Transformers' pipeline habits (see :meth:`_dispatch`):
+    keyword arguments given at construction (``pipeline("ner", m, aggregation_strategy="simple")``)
+    are the call's defaults, ``batch_size=`` applies to one call, a generator or iterator of inputs
+    gives a lazy iterator of results (one batch in memory, as ``PipelineIterator``), and an input
+    that is not text (None, a number, bytes) is a ``TypeError`` saying what the task takes."""
 
     task = ""
+    device = "cpu"  # as Transformers' pipeline.device; npformer runs on the CPU only
     # Set by ``npformer serve``: runs forward passes on its shared batcher (see npformer.serving.batcher)
     executor: Callable | None = None
 
     def __init__(self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 model_dir: Path | None = None):
+                 model_dir: Path | None = None, **call_defaults):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.model_dir = model_dir
+        accepted = self.call_parameters()
+        unknown = sorted(set(call_defaults) - accepted)
+        if unknown:
+            raise TypeError(f"the {self.task} pipeline takes no argument {unknown[0]!r}; its call takes "
+                            f"{sorted(accepted)}")
+        self.call_defaults = call_defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "dispatched", False):
+            @functools.wraps(call)
+            def __call__(self, *args, **kw):
+                return self._dispatch(call, args, kw)
+            __call__.dispatched = True
+            cls.__call__ = __call__
+
+    @classmethod
+    def call_parameters(cls) -> set[str]:
+        """The keyword arguments this pipeline's call takes (construction may give them defaults)."""
+        return _keywords(inspect.unwrap(cls.__call__)) - {"inputs"}
+
+    def _dispatch(self, call: Callable, args: tuple, kwargs: dict):
+        """Transformers' call habits around a subclass's ``call`` (see the class docstring)."""
+        own = _keywords(call)
+        kwargs = {**{k: v for k, v in self.call_defaults.items() if k in own}, **kwargs}
+        batch_size = kwargs.pop("batch_size", None)
+        target = self
+        if batch_size is not None and batch_size != self.batch_size:
+            if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+            target = copy.copy(self)  # the model and tokenizer are shared; this call's batch size is its own
+            target.batch_size = batch_size
+        if args:
+            inputs = args[0]
+            if inputs is None or isinstance(inputs, (bytes, bytearray, numbers.Number)):
+                raise TypeError(f"the {self.task} pipeline takes {self.accepts}; got {type(inputs).__name__}")
+            if isinstance(inputs, Iterator):  # a generator: results as they come, one batch at a time
+                return target._lazy(call, inputs, args[1:], kwargs)
+        return call(target, *args, **kwargs)
+
+    accepts = "a string, a list of strings or a generator of strings"
+
+    def _lazy(self, call: Callable, inputs: Iterator, rest: tuple, kwargs: dict) -> Iterator:
+        while True:
+            chunk = [item for _, item in zip(range(self.batch_size), inputs)]
+            if not chunk:
+                return
+            yield from call(self, chunk, *rest, **kwargs)
 
     @property
     def config(self):
@@ -118,6 +178,12 @@ class Pipeline:
             return self.executor(encodings, run, per_token, self.tokenizer.pad_token_id)
         return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token,
                            progress)
+
+
+@functools.lru_cache(maxsize=None)
+def _keywords(call: Callable) -> frozenset[str]:
+    return frozenset(name for name, p in inspect.signature(call).parameters.items()
+                     if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[list[str], bool]:

@@ -35,6 +35,8 @@ class QuestionAnsweringPipeline(Pipeline):
     """
 
     task = "question-answering"
+    accepts = ('question= and context= strings (or lists of them), a {"question": ..., "context": ...} dict, or a '
+               "list or generator of such dicts")
 
     def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,
                  max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
@@ -48,6 +50,16 @@ class QuestionAnsweringPipeline(Pipeline):
         ``max_seq_len`` tokens overlapping by ``doc_stride`` cover a context of any length, so the
         cost grows linearly with it. Raises ``ValueError`` as the class docstring says.
         """
+        if context is None and (isinstance(question, dict) or isinstance(question, (list, tuple)) and question
+                                and all(isinstance(q, dict) for q in question)):  # SQuAD-style dicts, as Transformers
+            single = isinstance(question, dict)
+            items = [question] if single else list(question)
+            for i, item in enumerate(items):
+                if not isinstance(item.get("question"), str) or not isinstance(item.get("context"), str):
+                    raise ValueError(f"input {i} must be a dict with 'question' and 'context' strings, got "
+                                     f"{sorted(item)}")
+            question = items[0]["question"] if single else [item["question"] for item in items]
+            context = items[0]["context"] if single else [item["context"] for item in items]
         pairs, single = _pairs(question, context)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from npformer.pipelines.base import Pipeline, check_texts, sigmoid, softmax
@@ -31,7 +33,20 @@ class TextClassificationPipeline(Pipeline):
     task = "text-classification"
 
     def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True,
-                 max_length: int | None = None):
+                 max_length: int | None = None, text_pair: str | None = None, return_all_scores: bool | None = None):
+        if text_pair is not None:  # Transformers hands it to the tokenizer: the pair of a single text
+            if not isinstance(inputs, str) or not isinstance(text_pair, str):
+                raise ValueError("text_pair= pairs one text with one str; for several pairs give "
+                                 '[{"text": ..., "text_pair": ...}, ...]')
+            inputs = {"text": inputs, "text_pair": text_pair}
+            single_str = True
+        else:
+            single_str = isinstance(inputs, str)
+        if return_all_scores is not None and top_k is _UNSET:  # deprecated in Transformers, still accepted
+            warnings.warn("return_all_scores is deprecated: use top_k=None (all scores) or top_k=1", FutureWarning,
+                          stacklevel=3)
+            return self._legacy_all_scores(inputs, single_str, bool(return_all_scores), function_to_apply, truncation,
+                                           max_length)
         single = isinstance(inputs, (str, dict))
         items = [inputs] if single else list(inputs)
         pairs = []
@@ -51,8 +66,20 @@ class TextClassificationPipeline(Pipeline):
         legacy = top_k is _UNSET
         results = [self._postprocess(row, fn, 1 if legacy else top_k, legacy) for row in logits]
         if single:  # as Transformers: a lone str (not a dict) without top_k gets a one-item list
-            return [results[0]] if legacy and isinstance(inputs, str) else results[0]
+            return [results[0]] if legacy and (isinstance(inputs, str) or single_str) else results[0]
         return results
+
+    def _legacy_all_scores(self, inputs, single_str: bool, all_scores: bool, function_to_apply, truncation, max_length):
+        """``return_all_scores=True``: every label's score in label order per input (a lone str's wrapped
+        in a list); ``False``: the best label, as the call without ``top_k``. As Transformers 4.57."""
+        if not all_scores:
+            return self(inputs, function_to_apply=function_to_apply, truncation=truncation, max_length=max_length)
+        ranked = self(inputs, top_k=None, function_to_apply=function_to_apply, truncation=truncation,
+                      max_length=max_length)
+        rows = [ranked] if isinstance(inputs, (str, dict)) else ranked
+        order = {self.label(i): i for i in range(len(rows[0]))} if rows else {}
+        rows = [sorted(row, key=lambda d: order[d["label"]]) for row in rows]
+        return [rows[0]] if single_str else rows[0] if isinstance(inputs, dict) else rows
 
     def _function(self, name: str | None) -> str:
         if name is not None:

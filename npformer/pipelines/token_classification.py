@@ -11,6 +11,8 @@ entity, then the higher score).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from npformer.pipelines.base import Pipeline, check_texts, softmax
@@ -30,8 +32,9 @@ class TokenClassificationPipeline(Pipeline):
 
     task = "token-classification"
 
-    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None, stride: int | None = None,
-                 return_probabilities: bool = False, max_length: int | None = None):
+    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None,  # noqa: PLR0913
+                 stride: int | None = None, return_probabilities: bool = False, max_length: int | None = None,
+                 grouped_entities: bool | None = None, ignore_subwords: bool | None = None):
         """Entities of each text (see the class docstring), as Transformers' TokenClassificationPipeline.
 
         Args:
@@ -45,10 +48,17 @@ class TokenClassificationPipeline(Pipeline):
                 ``"entropy"`` in nats (0 = certain, ``ln(num_labels)`` = uniform), to flag ambiguous
                 tokens and boundaries. npformer's addition; Transformers has no such output.
             max_length: tokens per window (default: the model's maximum).
+            grouped_entities, ignore_subwords: Transformers' deprecated spellings of the strategy
+                (``grouped_entities=True`` is ``"simple"``, with ``ignore_subwords=True`` ``"first"``),
+                accepted with a warning as Transformers 4.57 does.
 
         Raises ``ValueError`` for an unknown strategy, a bad stride, or a non-str input.
         """
         texts, single = check_texts(inputs, allow_empty=True)
+        if grouped_entities is not None or ignore_subwords is not None:
+            aggregation_strategy = ("first" if ignore_subwords else "simple") if grouped_entities else "none"
+            warnings.warn(f"grouped_entities / ignore_subwords are deprecated: use aggregation_strategy="
+                          f"{aggregation_strategy!r}", FutureWarning, stacklevel=3)
         strategy = str(aggregation_strategy).lower()
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy must be one of {STRATEGIES}, got {aggregation_strategy!r}")
