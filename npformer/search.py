@@ -21,6 +21,32 @@ def similarity(a, b) -> np.ndarray:
     return (l2_normalize(a) @ l2_normalize(b).T).astype(np.float32)
 
 
+def similarity_function(name: str):
+    """sentence-transformers' ``SimilarityFunction`` by name: ``cosine`` (:func:`similarity`), ``dot``
+    (dot product), ``euclidean`` / ``manhattan`` (the negative L2 / L1 distance); each takes
+    ``(n, dim)`` and ``(m, dim)`` and returns ``(n, m) float32``. Raises ``ValueError`` for another name."""
+    def pairs(a, b):
+        a, b = np.atleast_2d(np.asarray(a, dtype=np.float32)), np.atleast_2d(np.asarray(b, dtype=np.float32))
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"embeddings of different sizes: {a.shape[1]} and {b.shape[1]}")
+        return a, b
+
+    def dot(a, b):
+        a, b = pairs(a, b)
+        return (a @ b.T).astype(np.float32)
+
+    def distance(order):
+        def negative(a, b):
+            a, b = pairs(a, b)
+            return (-np.linalg.norm(a[:, None, :] - b[None, :, :], ord=order, axis=-1)).astype(np.float32)
+        return negative
+
+    table = {"cosine": similarity, "dot": dot, "euclidean": distance(2), "manhattan": distance(1)}
+    if name not in table:
+        raise ValueError(f"unknown similarity function {name!r}; use one of {sorted(table)}")
+    return table[name]
+
+
 def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10) -> list[list[dict]]:
     """For each query, the ``top_k`` corpus entries by cosine similarity, best first:
     ``[[{"corpus_id": int, "score": float}, ...], ...]`` (one list per query, also for a single 1-D

@@ -4,7 +4,11 @@ Reads a sentence-transformers checkpoint's ``modules.json``, ``1_Pooling/config.
 ``cls``, ``max``, ``mean``, ``mean_sqrt_len``; several modes are concatenated in that order, as
 sentence-transformers' ``Pooling`` does), whether a ``Normalize`` module follows (L2 norm), and
 ``max_seq_length`` from ``sentence_bert_config.json``. A plain Transformers checkpoint gets mean
-pooling without normalization, sentence-transformers' default for it.
+pooling without normalization, sentence-transformers' default for it. A module npformer does not
+implement (``Dense``, ``SpladePooling``, ``MLMTransformer``...) is refused by name, never guessed.
+
+:class:`SentenceSettings` reads ``config_sentence_transformers.json``: the ``prompts``, the
+``default_prompt_name`` and the ``similarity_fn_name``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import numpy as np
 from npformer.files import read_json
 
 MODES = ("cls", "max", "mean", "mean_sqrt_len")
+# the modules.json types npformer runs: the encoder, pooling, L2 normalization
+MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+           "sentence_transformers.models.Normalize")
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
         "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
 
@@ -48,8 +56,12 @@ class Pooling:
         modules = read_json(modules_file)
         if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
             raise ValueError(f"{modules_file} must hold a list of module objects, got {type(modules).__name__}")
+        unknown = [str(m.get("type")) for m in modules if m.get("type") not in MODULES]
+        if unknown:
+            raise ValueError(f"{modules_file}: module {unknown[0]!r} is not one npformer runs (it runs "
+                             f"{', '.join(t.rsplit('.', 1)[1] for t in MODULES)})")
         pooling_dir = next((directory / str(m.get("path", "")) for m in modules
-                            if str(m.get("type", "")).endswith("Pooling")), None)
+                            if m.get("type") == "sentence_transformers.models.Pooling"), None)
         modes: tuple[str, ...] = ("mean",)
         if pooling_dir is not None and (pooling_dir / "config.json").is_file():
             config = read_json(pooling_dir / "config.json")
@@ -60,6 +72,9 @@ class Pooling:
                 raise ValueError(f"{pooling_dir / 'config.json'}: pooling modes {unsupported} are not supported "
                                  f"(npformer implements {MODES})")
             modes = tuple(m for m in MODES if config.get(KEYS[m])) or ("mean",)
+            if config.get("include_prompt", True) is not True:
+                raise ValueError(f"{pooling_dir / 'config.json'}: include_prompt=false (pooling without the prompt's "
+                                 "tokens) is not supported")
         normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
         max_seq_length = None
         st_config = directory / "sentence_bert_config.json"
@@ -89,3 +104,37 @@ class Pooling:
                 parts.append((hidden * mask).sum(axis=1) / np.sqrt(counts))
         out = np.concatenate(parts, axis=-1).astype(np.float32)
         return l2_normalize(out) if self.normalize else out
+
+
+@dataclass
+class SentenceSettings:
+    """``config_sentence_transformers.json``: ``prompts`` (name -> text put before each sentence;
+    ``query`` and ``document`` are always there, empty unless the file sets them, as in
+    sentence-transformers 5), ``default_prompt_name`` (used when a call names none) and
+    ``similarity_fn_name`` (``cosine``, ``dot``, ``euclidean`` or ``manhattan``), as
+    sentence-transformers reads them."""
+
+    prompts: dict[str, str]
+    default_prompt_name: str | None = None
+    similarity_fn_name: str = "cosine"
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None) -> "SentenceSettings":
+        """Read the file of ``directory`` (defaults without one). Raises ``ValueError`` naming the
+        file and field when a field has the wrong type or names an unknown function or prompt."""
+        file = Path(directory) / "config_sentence_transformers.json" if directory is not None else None
+        if file is None or not file.is_file():
+            return cls({"query": "", "document": ""})
+        data = read_json(file)
+        if not isinstance(data, dict):
+            raise ValueError(f"{file} must hold a JSON object")
+        prompts = data.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise ValueError(f"{file}: field 'prompts' must map names to prompt strings")
+        default = data.get("default_prompt_name")
+        if default is not None and default not in prompts:
+            raise ValueError(f"{file}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
+        function = data.get("similarity_fn_name") or "cosine"
+        if function not in SIMILARITY_FUNCTIONS:
+            raise ValueError(f"{file}: similarity_fn_name {function!r} is not one of {SIMILARITY_FUNCTIONS}")
+        return cls({"query": "", "document": "", **prompts}, default, function)

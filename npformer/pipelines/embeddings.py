@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from npformer.models.pooling import Pooling, l2_normalize
+from npformer.models.pooling import Pooling, SentenceSettings, l2_normalize
 from npformer.pipelines.base import Pipeline, check_texts, softmax
-from npformer.search import PRECISIONS, quantize_embeddings, similarity
+from npformer.search import PRECISIONS, quantize_embeddings, similarity_function
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -43,20 +43,75 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     task = "sentence-embeddings"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, truncate_dim: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.pooling = Pooling.from_pretrained(self.model_dir) if self.model_dir else Pooling()
+        settings = SentenceSettings.from_pretrained(self.model_dir)
+        self.prompts, self.default_prompt_name = settings.prompts, settings.default_prompt_name
+        self.similarity_fn_name = settings.similarity_fn_name
+        self.truncate_dim = self._check_dim(truncate_dim)
 
     def __call__(self, inputs, *, truncation: bool = True, max_length: int | None = None) -> np.ndarray:
         return self.encode(inputs, truncation=truncation, max_length=max_length)
 
-    def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
-               output_value: str = "sentence_embedding", precision: str = "float32",
-               normalize_embeddings: bool = False, truncation: bool = True, max_length: int | None = None):
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens a text is cut to (sentence-transformers' ``max_seq_length``); settable, at most the model's."""
+        return min(self.pooling.max_seq_length or self.max_length, self.max_length)
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.pooling.max_seq_length = self.check_max_length(value)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The size of the vectors :meth:`encode` returns (``truncate_dim`` when set)."""
+        full = self.config.hidden_size * len(self.pooling.modes)
+        return min(self.truncate_dim, full) if self.truncate_dim else full
+
+    def _check_dim(self, dim):
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+            raise ValueError(f"truncate_dim must be a positive integer, got {dim!r}")
+        return dim
+
+    def _prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        """The prompt put before each sentence, as sentence-transformers chooses it: ``prompt``, else
+        the named one, else the default one."""
+        if prompt is not None:
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"prompt name {prompt_name!r} is not one of the model's prompts {sorted(self.prompts)}")
+            return self.prompts[prompt_name]
+        return self.prompts.get(self.default_prompt_name) if self.default_prompt_name else None
+
+    def encode_query(self, sentences, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
+        """:meth:`encode` with the model's ``query`` prompt when it has one (sentence-transformers 5)."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode_document(self, sentences, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
+        """:meth:`encode` with the model's ``document`` (or ``passage``, ``corpus``) prompt when it has one."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode(self, sentences, prompt_name: str | None = None, prompt: str | None = None,  # noqa: PLR0913, C901
+               batch_size: int | None = None, show_progress_bar: bool | None = None,
+               output_value: str = "sentence_embedding", precision: str = "float32", convert_to_numpy: bool = True,
+               convert_to_tensor: bool = False, device: str | None = None, normalize_embeddings: bool = False,
+               truncate_dim: int | None = None, truncation: bool = True, max_length: int | None = None):
         """sentence-transformers' ``SentenceTransformer.encode``, with its arguments' meanings.
 
         Args:
             sentences: a str or any iterable of str.
+            prompt_name, prompt: text put before each sentence: ``prompt``, else the model's prompt of
+                that name (``config_sentence_transformers.json``), else its ``default_prompt_name``'s.
+            convert_to_numpy: True (arrays); False gives a list of one array per sentence.
+            convert_to_tensor: must stay False (npformer returns NumPy arrays, never torch tensors).
+            device: ``"cpu"`` or None.
+            truncate_dim: keep the first ``truncate_dim`` dimensions (Matryoshka models), before
+                ``normalize_embeddings``; default the pipeline's (``pipeline(..., truncate_dim=)``).
             batch_size: texts per forward pass (default: the pipeline's).
             show_progress_bar: a tqdm bar over the texts on stderr (default: off).
             output_value: ``"sentence_embedding"`` (pooled, ``(n, dim)``) or ``"token_embeddings"``
@@ -74,9 +129,16 @@ class SentenceEmbeddingPipeline(Pipeline):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if convert_to_tensor:
+            raise ValueError("convert_to_tensor=True needs torch; npformer returns NumPy arrays (convert_to_numpy)")
+        if device not in (None, "cpu"):
+            raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
+        truncate_dim = self._check_dim(truncate_dim) or self.truncate_dim
         texts, single = check_texts(sentences, allow_empty=True)
-        default = min(self.pooling.max_seq_length or self.max_length, self.max_length)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or default)
+        prompt = self._prompt(prompt, prompt_name)
+        if prompt:
+            texts = [prompt + t for t in texts]
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or self.max_seq_length)
         tokens = output_value == "token_embeddings"
         run = self.hidden_states if tokens else self.pooled
         bar = None
@@ -94,10 +156,14 @@ class SentenceEmbeddingPipeline(Pipeline):
             out = quantize_embeddings(rows, precision) if rows and precision != "float32" else rows
             return out[0] if single else out
         vectors = np.stack(rows) if rows else np.zeros((0, self.config.hidden_size), np.float32)
+        if truncate_dim:
+            vectors = np.ascontiguousarray(vectors[:, :truncate_dim])
         if normalize_embeddings:
             vectors = l2_normalize(vectors)
         if precision != "float32":
             vectors = quantize_embeddings(vectors, precision)
+        if not convert_to_numpy and not single:
+            return list(vectors)
         return vectors[0] if single else vectors
 
     def pooled(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
@@ -106,11 +172,24 @@ class SentenceEmbeddingPipeline(Pipeline):
         return self.pooling(self.hidden_states(input_ids, attention_mask, token_type_ids), attention_mask)
 
     def similarity(self, a, b) -> np.ndarray:
-        """Cosine similarity of every text (or vector) of ``a`` with every one of ``b``:
+        """The model's similarity (``similarity_fn_name``: cosine unless its config says ``dot``,
+        ``euclidean`` or ``manhattan``) of every text (or vector) of ``a`` with every one of ``b``:
         ``(len(a), len(b)) float32`` (a float for two single texts)."""
         single = isinstance(a, str) and isinstance(b, str)
-        sims = similarity(a if isinstance(a, np.ndarray) else self(a), b if isinstance(b, np.ndarray) else self(b))
+        function = similarity_function(self.similarity_fn_name)
+        sims = function(a if isinstance(a, np.ndarray) else self(a), b if isinstance(b, np.ndarray) else self(b))
         return float(sims[0, 0]) if single else sims
+
+    def similarity_pairwise(self, a, b) -> np.ndarray:
+        """The model's similarity of row ``i`` of ``a`` with row ``i`` of ``b`` (vectors or texts):
+        ``(n,) float32``, as sentence-transformers' ``similarity_pairwise``."""
+        a = a if isinstance(a, np.ndarray) else self(a)
+        b = b if isinstance(b, np.ndarray) else self(b)
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        if a.shape != b.shape:
+            raise ValueError(f"similarity_pairwise needs as many rows on each side, got {a.shape} and {b.shape}")
+        function = similarity_function(self.similarity_fn_name)
+        return np.array([function(x, y)[0, 0] for x, y in zip(a, b)], dtype=np.float32)
 
 
 class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
