@@ -47,26 +47,43 @@ def similarity_function(name: str):
     return table[name]
 
 
-def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10) -> list[list[dict]]:
-    """For each query, the ``top_k`` corpus entries by cosine similarity, best first:
-    ``[[{"corpus_id": int, "score": float}, ...], ...]`` (one list per query, also for a single 1-D
-    query), as sentence-transformers' ``util.semantic_search``. Equal scores keep corpus order.
+def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_chunk_size: int = 100,  # noqa: PLR0913
+                    corpus_chunk_size: int = 500_000, score_function=similarity) -> list[list[dict]]:
+    """For each query, the ``top_k`` corpus entries by ``score_function`` (cosine similarity), best
+    first: ``[[{"corpus_id": int, "score": float}, ...], ...]`` (one list per query, also for a
+    single 1-D query), as sentence-transformers' ``util.semantic_search``. Equal scores keep corpus
+    order.
+
+    Scores are computed for ``query_chunk_size`` queries against ``corpus_chunk_size`` corpus rows at
+    a time, keeping only each chunk's best ``top_k``, so memory holds one chunk's score matrix
+    (``query_chunk_size x corpus_chunk_size`` float32), not ``n_queries x n_corpus``.
 
     Args:
         query_embeddings: ``(n_queries, dim)`` or ``(dim,)`` float.
         corpus_embeddings: ``(n_corpus, dim)`` float.
         top_k: hits per query (at most the corpus size).
+        query_chunk_size, corpus_chunk_size: rows per chunk (positive integers).
+        score_function: ``(a (n, dim), b (m, dim)) -> (n, m)`` scores, higher is closer.
 
-    Raises ``ValueError`` for ``top_k < 1`` or embeddings of different sizes.
+    Raises ``ValueError`` for ``top_k`` or a chunk size below 1, or embeddings of different sizes.
     """
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    scores = similarity(query_embeddings, corpus_embeddings)  # (n_queries, n_corpus)
-    k = min(top_k, scores.shape[1])
+    for name, value in (("top_k", top_k), ("query_chunk_size", query_chunk_size), ("corpus_chunk_size", corpus_chunk_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    queries = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+    corpus = np.atleast_2d(np.asarray(corpus_embeddings, dtype=np.float32))
     out = []
-    for row in scores:
-        best = np.argsort(-row, kind="stable")[:k]
-        out.append([{"corpus_id": int(i), "score": float(row[i])} for i in best])
+    for q in range(0, len(queries), query_chunk_size):
+        best_ids, best_scores = [], []  # per corpus chunk: (queries, <= top_k)
+        for c in range(0, len(corpus), corpus_chunk_size):
+            scores = score_function(queries[q:q + query_chunk_size], corpus[c:c + corpus_chunk_size])
+            keep = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+            best_ids.append(keep + c)
+            best_scores.append(np.take_along_axis(scores, keep, axis=1))
+        ids, scores = np.concatenate(best_ids, axis=1), np.concatenate(best_scores, axis=1)
+        for row_ids, row_scores in zip(ids, scores):
+            order = np.argsort(-row_scores, kind="stable")[:top_k]  # chunks are in corpus order: ties stay so
+            out.append([{"corpus_id": int(row_ids[i]), "score": float(row_scores[i])} for i in order])
     return out
 
 

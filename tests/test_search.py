@@ -266,3 +266,24 @@ def test_pipeline_from_loaded_model_and_tokenizer(tmp_path):
     assert short == npformer.pipeline("sentiment", d)(["a fine film a fine film"])  # 6 tokens + [CLS] [SEP]
     with pytest.raises(ValueError, match="max_length must be an integer from 2 to"):
         npformer.pipeline("sentiment", d)("x", max_length=100_000)
+
+
+def test_semantic_search_in_chunks_equals_one_matrix(models, sentences):
+    """``query_chunk_size`` / ``corpus_chunk_size`` (sentence-transformers' arguments) bound the
+    score matrix held at once; the hits are those of the whole matrix, and of sentence-transformers
+    with the same chunks."""
+    ours, _ = models
+    queries, corpus = ours.encode(sentences[:13]), ours.encode(sentences[13:])
+    whole = npformer.semantic_search(queries, corpus, top_k=9)
+    for q_chunk, c_chunk in ((1, 1), (4, 10), (5, 7), (100, 500_000)):
+        got = npformer.semantic_search(queries, corpus, top_k=9, query_chunk_size=q_chunk, corpus_chunk_size=c_chunk)
+        for g, w in zip(got, whole, strict=True):  # BLAS rounds other shapes in the last bit: ties may swap
+            assert_close([h["score"] for h in g], [h["score"] for h in w], 1e-6, "chunked scores")
+            assert all(a["corpus_id"] == b["corpus_id"] or abs(a["score"] - b["score"]) <= 1e-6 for a, b in zip(g, w))
+        expected = st.util.semantic_search(queries, corpus, top_k=9, query_chunk_size=q_chunk, corpus_chunk_size=c_chunk)
+        for g, e in zip(got, expected, strict=True):
+            assert_close([h["score"] for h in g], [h["score"] for h in e], 1e-6, "hit scores")
+    dot = npformer.semantic_search(queries, corpus, top_k=3, score_function=lambda a, b: a @ b.T)
+    assert dot[0][0]["corpus_id"] == int(np.argmax(queries[0] @ corpus.T))
+    with pytest.raises(ValueError, match="corpus_chunk_size must be an integer >= 1"):
+        npformer.semantic_search(queries, corpus, corpus_chunk_size=0)

@@ -55,6 +55,7 @@ class Pipeline:
     that is not text (None, a number, bytes) is a ``TypeError`` saying what the task takes."""
 
     task = ""
+    lazy = True  # a generator in gives an iterator out (Transformers' PipelineIterator)
     device = "cpu"  # as Transformers' pipeline.device; npformer runs on the CPU only
     # Set by ``npformer serve``: runs forward passes on its shared batcher (see npformer.serving.batcher)
     executor: Callable | None = None
@@ -104,7 +105,7 @@ class Pipeline:
             inputs = args[0]
             if inputs is None or isinstance(inputs, (bytes, bytearray, numbers.Number)):
                 raise TypeError(f"the {self.task} pipeline takes {self.accepts}; got {type(inputs).__name__}")
-            if isinstance(inputs, Iterator):  # a generator: results as they come, one batch at a time
+            if self.lazy and isinstance(inputs, Iterator):  # a generator: results as they come, a batch at a time
                 return target._lazy(call, inputs, args[1:], kwargs)
         return call(target, *args, **kwargs)
 

@@ -42,6 +42,7 @@ class SentenceEmbeddingPipeline(Pipeline):
     """
 
     task = "sentence-embeddings"
+    lazy = False  # sentence-transformers' encode: any iterable in, one array out
 
     def __init__(self, *args, truncate_dim: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -210,6 +211,7 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
     """
 
     task = "zero-shot-classification"
+    lazy = True
     temperature = 0.05
 
     def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",
