@@ -62,7 +62,8 @@ def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_
         query_embeddings: ``(n_queries, dim)`` or ``(dim,)`` float.
         corpus_embeddings: ``(n_corpus, dim)`` float.
         top_k: hits per query (at most the corpus size).
-        query_chunk_size, corpus_chunk_size: rows per chunk (positive integers).
+        query_chunk_size: queries per chunk (a positive integer).
+        corpus_chunk_size: corpus rows per chunk (a positive integer).
         score_function: ``(a (n, dim), b (m, dim)) -> (n, m)`` scores, higher is closer.
 
     Raises ``ValueError`` for ``top_k`` or a chunk size below 1, or embeddings of different sizes.

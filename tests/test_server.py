@@ -189,7 +189,7 @@ def test_embed_routes(server, pipes):
         np.testing.assert_allclose(got, want, atol=TOL)
     sims = server.ok("/similarity", {"inputs": {"source_sentence": texts[0], "sentences": texts[1:]}})
     np.testing.assert_allclose(sims, ref.similarity([texts[0]], texts[1:])[0], atol=TOL)
-    openai = server.ok("/v1/embeddings", {"input": texts[:2], "model": "anything"})
+    openai = server.ok("/v1/embeddings", {"input": texts[:2], "model": "minilm"})
     assert openai["object"] == "list" and openai["model"] == "minilm" and [d["index"] for d in openai["data"]] == [0, 1]
     n_tokens = sum(len(ref.tokenizer.encode(t, add_special_tokens=True).ids) for t in texts[:2])
     assert openai["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
@@ -300,7 +300,6 @@ def test_inference_api_every_task(server, pipes):
     ("/models/qa", {"inputs": {"question": "q"}}, 422, "missing field `inputs.context`"),
     ("/models/mlm", {"inputs": "no mask here"}, 422, "no mask token"),
     ("/decode", {"ids": [1, -2]}, 422, "token ids"),
-    ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "`encoding_format` must be"),
     ("/tokenize", {}, 422, "missing field `inputs`"),
 ])
 def test_errors(server, path, body, status, needle):
@@ -310,6 +309,15 @@ def test_errors(server, path, body, status, needle):
     if needle is not None:
         assert set(payload) == {"error", "error_type"} and needle in payload["error"], payload
         assert payload["error_type"] == {422: "Validation", 413: "Validation", 404: "NotFound"}[status]
+
+
+def test_openai_route_errors_have_openai_s_shape(server):
+    """/v1/embeddings answers errors as OpenAI does (its client parses ``error.message``)."""
+    code, payload, _ = server.call("/v1/embeddings", {"input": "x", "encoding_format": "hex"})
+    assert code == 422 and set(payload) == {"error"} and "`encoding_format` must be" in payload["error"]["message"]
+    assert payload["error"]["type"] == "invalid_request_error"
+    code, payload, _ = server.call("/v1/embeddings", {"input": "x", "model": "anything"})
+    assert code == 404 and payload["error"]["code"] == "model_not_found" and payload["error"]["param"] == "model"
 
 
 def test_over_long_text_is_cut_on_request(server, pipes):

@@ -106,8 +106,9 @@ class SentenceEmbeddingPipeline(Pipeline):
 
         Args:
             sentences: a str or any iterable of str.
-            prompt_name, prompt: text put before each sentence: ``prompt``, else the model's prompt of
-                that name (``config_sentence_transformers.json``), else its ``default_prompt_name``'s.
+            prompt_name: the name of the model's prompt (``config_sentence_transformers.json``) put
+                before each sentence; without it (and without ``prompt``), its ``default_prompt_name``'s.
+            prompt: a prompt put before each sentence (wins over ``prompt_name``).
             convert_to_numpy: True (arrays); False gives a list of one array per sentence.
             convert_to_tensor: must stay False (npformer returns NumPy arrays, never torch tensors).
             device: ``"cpu"`` or None.

@@ -48,9 +48,9 @@ class TokenClassificationPipeline(Pipeline):
                 ``"entropy"`` in nats (0 = certain, ``ln(num_labels)`` = uniform), to flag ambiguous
                 tokens and boundaries. npformer's addition; Transformers has no such output.
             max_length: tokens per window (default: the model's maximum).
-            grouped_entities, ignore_subwords: Transformers' deprecated spellings of the strategy
-                (``grouped_entities=True`` is ``"simple"``, with ``ignore_subwords=True`` ``"first"``),
-                accepted with a warning as Transformers 4.57 does.
+            grouped_entities: Transformers' deprecated spelling of the strategy (``True`` is
+                ``"simple"``), accepted with a warning as Transformers 4.57 does.
+            ignore_subwords: with ``grouped_entities=True``, ``"first"`` (deprecated as well).
 
         Raises ``ValueError`` for an unknown strategy, a bad stride, or a non-str input.
         """

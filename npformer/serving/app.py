@@ -112,6 +112,14 @@ def error_response(e: ApiError) -> JSONResponse:
     return JSONResponse({"error": e.message, "error_type": e.error_type}, status_code=e.status, headers=e.headers)
 
 
+def openai_error(e: ApiError) -> JSONResponse:
+    """An error in OpenAI's shape (what its client parses): ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = {404: ("invalid_request_error", "model_not_found"), 429: ("rate_limit_error", "rate_limit_exceeded")}
+    error_type, code = kind.get(e.status, ("invalid_request_error" if e.status < 500 else "server_error", None))
+    return JSONResponse({"error": {"message": e.message, "type": error_type, "param": "model" if e.status == 404 else None,
+                                   "code": code}}, status_code=e.status, headers=e.headers)
+
+
 def overloaded(limit: int, flag: str, what: str = "requests") -> ApiError:
     return ApiError(429, f"Model is overloaded: {limit} {what} in flight ({flag})", "Overloaded", {"Retry-After": "1"})
 
@@ -137,9 +145,11 @@ class Server:
         self.routes = Starlette(routes=[
             *[Route(path, self._tei(path, fn, tasks), methods=["POST"]) for path, fn, tasks in post],
             Route("/v1/embeddings", self._openai, methods=["POST"]),
+            Route("/v1/models", self._openai_models, methods=["GET"]),
             Route("/models/{name}", self._inference, methods=["POST"]),
             Route("/models", self._list, methods=["GET"]),
             Route("/", self._page, methods=["GET"]),
+            Route("/", self._root, methods=["POST"]),
             Route("/explain/{name}", self._explain, methods=["POST"]),
             Route("/info", self._info, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
@@ -182,20 +192,37 @@ class Server:
         return handler
 
     async def _openai(self, request: Request):
+        """``POST /v1/embeddings``: the body's ``model`` names a served model (404 otherwise, as
+        OpenAI answers an unknown model); without one, the first embedding model. Errors in
+        OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``."""
         def choose(body):
             name = body.get("model") if isinstance(body, dict) else None
-            named = isinstance(name, str) and name in self.models
-            return self.pick(request, EMBEDDING_TASKS, "/v1/embeddings", name if named else None), body
+            if name is not None and not isinstance(name, str):
+                raise invalid(f"`model` must be a string, got {type(name).__name__}")
+            return self.pick(request, EMBEDDING_TASKS, "/v1/embeddings", name), body
         return await self.answer(request, "/v1/embeddings", choose,
-                                 lambda model, body, timings: routes.openai_embeddings(model, body, self.limits, timings))
+                                 lambda model, body, timings: routes.openai_embeddings(model, body, self.limits, timings),
+                                 openai=True)
+
+    async def _openai_models(self, request: Request):
+        """``GET /v1/models``: the served models as OpenAI lists them."""
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
+                                                         "owned_by": "npformer"} for name in self.models]})
+
+    async def _root(self, request: Request):
+        """``POST /``, where Hugging Face's ``InferenceClient(model=URL)`` / ``(base_url=URL)`` posts
+        every task: the Inference API's ``{"inputs", "parameters"}`` for the first served model (or
+        ``?model=NAME``), as TEI answers ``/`` with its one model."""
+        return await self.answer(request, "/", lambda body: (self.pick(request, None, "/"), body),
+                                 lambda model, body, timings: routes.root(model, body, self.limits))
 
     async def _inference(self, request: Request):
         name = request.path_params["name"]
         return await self.answer(request, "/models", lambda body: (self.pick(request, None, "/models", name), body),
                                  lambda model, body, timings: routes.inference(model, body, self.limits))
 
-    async def answer(self, request: Request, route: str, choose: Callable, work: Callable,
-                     explain: bool = False) -> Response:
+    async def answer(self, request: Request, route: str, choose: Callable, work: Callable,  # noqa: PLR0913
+                     explain: bool = False, openai: bool = False) -> Response:
         """Run one POST request: body (within ``read_timeout``), backpressure, model, work in a
         thread (the JSON of the answer too, so that a large answer never stalls the event loop),
         headers, metrics. The concurrency slot is taken once the body is in, so slow clients hold
@@ -209,7 +236,7 @@ class Server:
             if explain and self.explains >= self.limits.max_concurrent_explains:
                 raise overloaded(self.limits.max_concurrent_explains, "--max-concurrent-explains", "explain requests")
         except ApiError as e:
-            return self._failed(route, "", e, start)
+            return self._failed(route, "", e, start, openai)
         except ClientDisconnect:  # the client left mid-body: nothing to answer, and not a server error
             return self._gone(route, start)
         self.in_flight += 1
@@ -234,12 +261,12 @@ class Server:
                 "x-inference-time": ms(timings.inference), "x-compute-tokens": str(timings.tokens),
                 "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference))})
         except ApiError as e:
-            return self._failed(route, model_name, e, start)
+            return self._failed(route, model_name, e, start, openai)
         except ValueError as e:  # a pipeline's own check of the input: over-long text, bad parameter value
-            return self._failed(route, model_name, invalid(str(e)), start)
+            return self._failed(route, model_name, invalid(str(e)), start, openai)
         except Exception as e:  # noqa: BLE001 - answered, logged, and the server goes on
             log.exception("%s failed", route)
-            return self._failed(route, model_name, ApiError(500, f"{type(e).__name__}: {e}", "Backend"), start)
+            return self._failed(route, model_name, ApiError(500, f"{type(e).__name__}: {e}", "Backend"), start, openai)
         finally:
             self.in_flight -= 1
             self.explains -= explain
@@ -254,11 +281,11 @@ class Server:
         self.metrics.duration.labels(route).observe(time.perf_counter() - start)
         return Response(status_code=499)
 
-    def _failed(self, route: str, model: str, e: ApiError, start: float) -> JSONResponse:
+    def _failed(self, route: str, model: str, e: ApiError, start: float, openai: bool = False) -> JSONResponse:
         self.metrics.requests.labels(route, model, str(e.status)).inc()
         self.metrics.errors.labels(route, e.error_type).inc()
         self.metrics.duration.labels(route).observe(time.perf_counter() - start)
-        return error_response(e)
+        return openai_error(e) if openai else error_response(e)
 
     async def _body(self, request: Request):
         """The request's JSON body: received within ``read_timeout`` seconds (408 after), at most

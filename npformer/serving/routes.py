@@ -95,10 +95,13 @@ def rerank(model: Served, body, limits: Limits):
 
 def _encode(model: Served, body, limits: Limits, fields: set[str], **kwargs):
     check_fields(body, fields)
-    if body.get("prompt_name") is not None:
-        raise invalid("`prompt_name` is not supported: npformer's embedding models have no prompts")
+    prompt_name = get(body, "prompt_name", is_str, None)
+    if prompt_name is not None and prompt_name not in model.pipe.prompts:
+        raise invalid(f"`prompt_name` {prompt_name!r} is not one of model {model.name!r}'s prompts "
+                      f"{sorted(model.pipe.prompts)}")
     items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
-    return model.pipe.encode(items, truncation=truncate_flag(body, limits.auto_truncate), **kwargs)
+    return model.pipe.encode(items, prompt_name=prompt_name, truncation=truncate_flag(body, limits.auto_truncate),
+                             **kwargs)
 
 
 def embed(model: Served, body, limits: Limits):
@@ -133,10 +136,13 @@ def openai_embeddings(model: Served, body, limits: Limits, timings):
     fmt = get(body, "encoding_format", is_str, "float")
     if fmt not in ("float", "base64"):
         raise invalid(f"`encoding_format` must be 'float' or 'base64', got {fmt!r}")
-    vectors = model.pipe.encode(items, normalize_embeddings=True, truncation=limits.auto_truncate)
-    dimensions = get(body, "dimensions", is_int, vectors.shape[1])
-    if dimensions != vectors.shape[1]:
-        raise invalid(f"`dimensions` {dimensions} is not supported: model {model.name!r} gives {vectors.shape[1]}")
+    full = model.pipe.get_sentence_embedding_dimension()
+    dimensions = get(body, "dimensions", is_int, full)
+    if not 1 <= dimensions <= full:
+        raise invalid(f"`dimensions` must be from 1 to {full} (model {model.name!r}'s size), got {dimensions}")
+    # fewer dimensions: the first ones, normalized again (Matryoshka, as OpenAI's text-embedding-3 models)
+    vectors = model.pipe.encode(items, normalize_embeddings=True, truncation=limits.auto_truncate,
+                                truncate_dim=dimensions if dimensions < full else None)
     data = [{"object": "embedding", "embedding": base64_floats(v) if fmt == "base64" else floats(v), "index": i}
             for i, v in enumerate(vectors)]
     tokens = timings.tokens
@@ -198,6 +204,27 @@ def inference(model: Served, body, limits: Limits):
     if task == "sentence-embeddings":
         return floats(pipe.encode(items[0] if single else items, **params))
     return to_json(pipe(items[0] if single else items, **params))
+
+
+def root(model: Served, body, limits: Limits):
+    """``POST /``, the route Hugging Face's ``InferenceClient`` posts every task to (TEI answers it
+    with its one model): the Inference API's ``{"inputs", "parameters"}``, with the client's
+    habits. An embedding model answers as TEI's ``/embed`` (one vector per input, always a list of
+    them; ``normalize``, ``truncate``, ``truncation_direction``, ``prompt_name`` at the top level or
+    in ``parameters``), unless ``inputs`` is a sentence-similarity object; a classifier gives every
+    label, best first, per input (a list of them even for one text), unless ``top_k`` says fewer;
+    other tasks answer as ``POST /models/{name}``."""
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if model.task in EMBEDDING_TASKS and isinstance(body, dict) and not isinstance(inputs, dict):
+        params = body.get("parameters") or {}
+        check_fields(params, {"normalize", "truncate", "truncation_direction", "prompt_name"}, "parameters.")
+        return embed(model, {**{k: v for k, v in body.items() if k != "parameters"}, **params}, limits)
+    if model.task in CLASSIFIER_TASKS and isinstance(body, dict):
+        check_fields(body, {"inputs", "parameters", "options"})
+        params = {"top_k": None, **parameters(model.task, body.get("parameters"))}
+        out = model.pipe(_classification_inputs(get(body, "inputs", is_any), limits.max_client_batch_size), **params)
+        return to_json(out if isinstance(inputs, list) else [out])
+    return inference(model, body, limits)
 
 
 def _classification_inputs(inputs, limit: int):

@@ -1,0 +1,93 @@
+"""The real clients, unmodified, against ``npformer serve`` on 127.0.0.1: huggingface_hub's
+``InferenceClient`` (``model=URL`` and ``base_url=URL`` post every task to ``/``) and OpenAI's client
+(``/v1/embeddings`` with ``dimensions``, ``/v1/models``, an unknown model). References:
+sentence-transformers and the in-process pipelines (issue "Every habit")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npformer
+from helpers import make_checkpoint
+from test_server import NER_LABELS, free_port, start, stop
+
+import huggingface_hub
+import openai
+import sentence_transformers as st
+
+TEXTS = ["a man is eating food.", "the plane takes off at noon", "a gorgeous, witty film"]
+
+
+@pytest.fixture(scope="module")
+def served(minilm_dir, tmp_path_factory):
+    ner = tmp_path_factory.mktemp("ner")
+    make_checkpoint(ner, "bert", "token", vocab="bert-base-cased", id2label=NER_LABELS,
+                    label2id={v: k for k, v in NER_LABELS.items()}, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=40)
+    port = free_port()
+    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={minilm_dir}", "--model", f"ner={ner}"],
+                 port)
+    yield f"http://127.0.0.1:{port}", {"minilm": minilm_dir, "ner": ner}
+    assert stop(proc) == 0
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The tests run with HF_HUB_OFFLINE=1, under which huggingface_hub's client refuses every URL,
+    even 127.0.0.1; the server here is local, so the client may talk to it."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    huggingface_hub.utils.reset_sessions()
+    yield
+    huggingface_hub.utils.reset_sessions()
+
+
+def test_inference_client_posts_to_root(served, online):
+    base, _ = served
+    sentiment = npformer.pipeline("sentiment")
+    for client in (huggingface_hub.InferenceClient(model=base), huggingface_hub.InferenceClient(base_url=base)):
+        got = client.text_classification(TEXTS[2])
+        expected = sentiment(TEXTS[2], top_k=None)
+        assert [g.label for g in got] == [e["label"] for e in expected]
+        np.testing.assert_allclose([g.score for g in got], [e["score"] for e in expected], atol=1e-6)
+        top = client.text_classification(TEXTS[2], top_k=1)
+        assert [t.label for t in top] == [expected[0]["label"]]
+
+
+def test_inference_client_embeddings_and_similarity(served, online, minilm_dir):
+    base, _ = served
+    client = huggingface_hub.InferenceClient(model=f"{base}/?model=minilm")
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    vectors = client.feature_extraction(TEXTS[0], normalize=True, truncate=True)
+    assert vectors.shape == (1, 384)  # TEI's /embed: a list of vectors, also for one text
+    np.testing.assert_allclose(vectors[0], reference.encode(TEXTS[0], normalize_embeddings=True), atol=1e-5)
+    scores = client.sentence_similarity(TEXTS[0], other_sentences=TEXTS[1:])
+    np.testing.assert_allclose(scores, reference.similarity(reference.encode(TEXTS[:1]),
+                                                            reference.encode(TEXTS[1:])).numpy()[0], atol=1e-5)
+
+
+def test_inference_client_token_classification(served, online):
+    base, dirs = served
+    client = huggingface_hub.InferenceClient(model=f"{base}/?model=ner")
+    text = "George Washington went to Washington ."
+    got = client.token_classification(text, aggregation_strategy="simple")
+    expected = npformer.pipeline("ner", dirs["ner"])(text, aggregation_strategy="simple")
+    assert [(g.entity_group, g.start, g.end) for g in got] == [(e["entity_group"], e["start"], e["end"]) for e in expected]
+
+
+def test_openai_client(served, minilm_dir):
+    base, _ = served
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    out = client.embeddings.create(input=TEXTS, model="minilm")
+    np.testing.assert_allclose([d.embedding for d in out.data], reference.encode(TEXTS, normalize_embeddings=True),
+                               atol=1e-5)
+    short = client.embeddings.create(input=TEXTS, model="minilm", dimensions=64)
+    small = st.SentenceTransformer(str(minilm_dir), device="cpu", truncate_dim=64)
+    np.testing.assert_allclose([d.embedding for d in short.data], small.encode(TEXTS, normalize_embeddings=True),
+                               atol=1e-5)
+    assert {m.id for m in client.models.list()} == {"sentiment", "minilm", "ner"}
+    with pytest.raises(openai.NotFoundError, match="model 'text-embedding-3-small' is not served"):
+        client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
+    with pytest.raises(openai.UnprocessableEntityError, match="needs a sentence-embeddings model"):
+        client.embeddings.create(input=TEXTS, model="sentiment")
