@@ -29,6 +29,7 @@ import numpy as np
 
 from npformer.files import read_json, read_vocab
 from npformer.tokenizer.fast_json import read_tokenizer_json
+from npformer.tokenizer.post_processor import BertProcessing
 from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
                                          truncate, truncation_strategy)
 from npformer.tokenizer.normalizer import BertNormalizer
@@ -84,6 +85,7 @@ class Tokenizer:
         self.all_special_ids = sorted({self.vocab[t] for t in self.special_tokens})
         self.unk_token_id, self.sep_token_id = self.vocab[unk_token], self.vocab[sep_token]
         self.pad_token_id, self.cls_token_id = self.vocab[pad_token], self.vocab[cls_token]
+        self.post_processor = BertProcessing((cls_token, self.cls_token_id), (sep_token, self.sep_token_id))
         self.mask_token_id = self.vocab[mask_token]
         longest_first = sorted(set(self.special_tokens), key=len, reverse=True)
         self._special_re = re.compile("|".join(re.escape(t) for t in longest_first))
@@ -262,12 +264,14 @@ class Tokenizer:
         truncating = truncation != "do_not_truncate" and max_length is not None
         out = []
         for sample, (text, pair) in enumerate(pairs):
-            # one window of a lone text never holds more than max_length - 2 tokens: stop one after
-            cap = max(max_length - 1, 0) if truncating and not overflow and pair is None else None
+            # one window of a lone text never holds more than max_length - (special tokens): stop one after
+            cap = max(max_length - self.post_processor.added_tokens(False) + 1, 0) \
+                if truncating and not overflow and pair is None else None
             first = self.pieces(text, cap)
             second = self.pieces(pair) if pair is not None else None
             n_b = len(second) if second is not None else None
-            spans = truncate(len(first), n_b, truncation, max_length, stride) if truncating \
+            added = self.post_processor.added_tokens(pair is not None)
+            spans = truncate(len(first), n_b, truncation, max_length, stride, added) if truncating \
                 else [((0, len(first)), None if n_b is None else (0, n_b))]
             whole = len(first) + (n_b or 0)
             for a_span, b_span in spans[:None if overflow else 1]:
@@ -279,23 +283,8 @@ class Tokenizer:
                 out.append(enc)
         return out
     def _add_special_tokens(self, a: Encoding, b: Encoding | None) -> Encoding:
-        cls_, sep = self.cls_token_id, self.sep_token_id
-        ids = [cls_] + a.ids + [sep]
-        tokens = [self.cls_token] + a.tokens + [self.sep_token]
-        offsets = [(0, 0)] + a.offsets + [(0, 0)]
-        word_ids = [None] + a.word_ids + [None]
-        seq_ids = [None] + [0] * len(a) + [None]
-        type_ids = [0] * (len(a) + 2)
-        special = [1] + [0] * len(a) + [1]
-        if b is not None:
-            ids += b.ids + [sep]
-            tokens += b.tokens + [self.sep_token]
-            offsets += b.offsets + [(0, 0)]
-            word_ids += b.word_ids + [None]
-            seq_ids += [1] * len(b) + [None]
-            type_ids += [1] * (len(b) + 1)
-            special += [0] * len(b) + [1]
-        return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
+        return self.post_processor.process(a, b)
+
     def __call__(self, text, text_pair=None, *, truncation: bool | str = False,  # noqa: PLR0913 - Transformers' call
                  max_length: int | None = None,
                  padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,

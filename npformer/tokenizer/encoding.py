@@ -144,14 +144,15 @@ def padding_strategy(padding) -> str:
     return _strategy(padding, PADDING_STRATEGIES, "padding")
 
 
-def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int,
-             stride: int) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
+def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: int,  # noqa: PLR0913
+             added: int | None = None) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
     """Token spans ``((a_start, a_stop), (b_start, b_stop) or None)`` of each window of a text
-    of ``n_a`` tokens and an optional pair of ``n_b`` tokens."""
+    of ``n_a`` tokens and an optional pair of ``n_b`` tokens, leaving room for the ``added`` special
+    tokens (the post-processor's count; BERT's 2, or 3 for a pair, by default)."""
     # Reference: tokenizers ``utils/truncation.rs::truncate_encodings`` and ``Encoding::merge_with``.
     has_pair = n_b is not None
     n_b = n_b or 0
-    budget = max_length - (3 if has_pair else 2)
+    budget = max_length - (added if added is not None else 3 if has_pair else 2)
     if n_a + n_b <= budget:
         return [((0, n_a), (0, n_b) if has_pair else None)]
     if budget < 0:
