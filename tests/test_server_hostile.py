@@ -192,9 +192,11 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(route=st.sampled_from(ROUTES), body=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=4) | json_values)
 def test_random_bodies_never_get_a_500(tight, route, body):
-    code, payload, _ = Client(tight[0]).call(route, body, timeout=60)
+    code, payload, _ = Client(tight[0]).call(route, raw=json.dumps(body).encode(), method="POST", timeout=60)
     assert code < 500, (route, body, payload)
-    if code != 200:
+    if code != 200 and route.startswith("/v1/"):  # OpenAI's error shape there
+        assert set(payload) == {"error"} and "\n" not in payload["error"]["message"], payload
+    elif code != 200:
         assert set(payload) == {"error", "error_type"} and "\n" not in payload["error"], payload
 
 

@@ -40,6 +40,11 @@ def invalid(message: str) -> ApiError:
     return ApiError(422, message)
 
 
+def _field(name: str) -> str:
+    """A client's field name as it can be shown on one line (control characters escaped)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def _show(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -118,7 +123,7 @@ def check_fields(body, allowed: set[str], where: str = "") -> dict:
                       f"got {type(body).__name__ if body is not None else 'null'}")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise invalid(f"unknown field `{where}{unknown[0]}`; expected one of {sorted(allowed)}")
+        raise invalid(f"unknown field `{where}{_field(unknown[0])}`; expected one of {sorted(allowed)}")
     return body
 
 
