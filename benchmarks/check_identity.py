@@ -8,6 +8,11 @@ pipeline's own batching) and a random-init DistilBERT-base in float32 and int8 (
 a ragged batch of 8 x 128 ids), each on both backends. The arrays are compared with
 ``np.array_equal``; the script prints one line per output and exits 1 if any differs.
 NEW defaults to the working tree.
+
+Each revision runs twice and the second run is compared: Numba's kernels compiled in the process
+and the same kernels loaded from its cache can round differently (``fastmath``'s reassociation; see
+RESULTS.md, "Reproducibility across processes"), so a first run that compiles is not comparable
+with one that loads.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="check_identity_"))
     trees = [checkout(base, work / "base"), checkout(new, work / "new")]
     try:
+        for i, tree in enumerate(trees):  # the first run compiles and caches the kernels
+            outputs(tree, work / f"warm{i}.npz")
         a, b = (outputs(tree, work / f"{i}.npz") for i, tree in enumerate(trees))
     finally:
         for tree in trees[:1] + trees[1:] * (new is not None):
