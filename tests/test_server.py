@@ -287,6 +287,8 @@ def test_inference_api_every_task(server, pipes):
     ("/embed", {"inputs": []}, 422, "`inputs` cannot be empty"),
     ("/embed", {"inputs": ["ok", 5]}, 422, "`inputs[1]` must be a string"),
     ("/embed", {"inputs": "long " * 600}, 422, "longer than the model's maximum"),
+    ("/embed", {"inputs": ["short", "long " * 600]}, 422,
+     '`inputs[1]` is longer than the model\'s maximum of 256 tokens; send "truncate": true to cut it'),
     ("/rerank", {"query": "q", "texts": ["a"]} , 200, None),
     ("/rerank?model=sentiment", {"query": "q", "texts": ["a"]}, 422, "not a reranker"),
     ("/embed?model=sentiment", {"inputs": "x"}, 422, "/embed needs a sentence-embeddings model"),

@@ -45,6 +45,16 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
     return results
 
 
+class InputTooLong(ValueError):
+    """Input ``index`` is longer than ``max_length`` tokens and truncation is off (a ``ValueError``;
+    the server words it with its own ``truncate`` field)."""
+
+    def __init__(self, index: int, max_length: int):
+        super().__init__(f"input {index} is longer than the model's maximum of {max_length} tokens; "
+                         f"pass truncation=True to cut it to that length")
+        self.index, self.max_length = index, max_length
+
+
 class Pipeline:
     """Base class: a tokenizer, a model and ``batch_size``. Subclasses implement ``__call__``.
 
@@ -140,8 +150,7 @@ class Pipeline:
         if not truncation:
             for i, enc in enumerate(encodings):
                 if enc.truncated:
-                    raise ValueError(f"input {i} is longer than the model's maximum of {max_length} tokens; "
-                                     f"pass truncation=True to cut it to that length")
+                    raise InputTooLong(i, max_length)
         return encodings
 
     def check_max_length(self, max_length: int | None) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from npformer.explain import explain_data
 from npformer.output import to_json
 from npformer.pipelines import Pipeline
+from npformer.pipelines.base import InputTooLong
 from npformer.search import similarity
 from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, floats, get,
                                        invalid, is_any, is_bool, is_int, is_list, is_str,
@@ -62,6 +63,12 @@ class Served:
 
 # ---- TEI routes
 
+def _too_long(e: InputTooLong):
+    """TEI's wording for an over-long input: its ``truncate`` field and the server's flag."""
+    return invalid(f"`inputs[{e.index}]` is longer than the model's maximum of {e.max_length} tokens; send "
+                   '"truncate": true to cut it, or start the server with --auto-truncate')
+
+
 def predict(model: Served, body, limits: Limits):
     """``/predict``: ``[{"score", "label"}]`` for every label, best first (a list of them for a batch)."""
     check_fields(body, {"inputs", "truncate", "truncation_direction", "raw_scores"})
@@ -69,7 +76,10 @@ def predict(model: Served, body, limits: Limits):
     truncate = truncate_flag(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     items = [a if b is None else {"text": a, "text_pair": b} for a, b in pairs]
-    out = model.pipe(items, top_k=None, function_to_apply="none" if raw else None, truncation=truncate)
+    try:
+        out = model.pipe(items, top_k=None, function_to_apply="none" if raw else None, truncation=truncate)
+    except InputTooLong as e:
+        raise _too_long(e) from None
     return out[0] if single else out
 
 
@@ -84,8 +94,11 @@ def rerank(model: Served, body, limits: Limits):
     docs, _ = texts(get(body, "texts", is_list), "texts", limits.max_client_batch_size)
     truncate = truncate_flag(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
-    out = model.pipe([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
-                     function_to_apply="none" if raw else "sigmoid", truncation=truncate)
+    try:
+        out = model.pipe([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
+                         function_to_apply="none" if raw else "sigmoid", truncation=truncate)
+    except InputTooLong as e:
+        raise _too_long(e) from None
     ranks = [{"index": i, "score": scores[0]["score"]} for i, scores in enumerate(out)]
     if get(body, "return_text", is_bool, False):
         for rank in ranks:
@@ -100,8 +113,11 @@ def _encode(model: Served, body, limits: Limits, fields: set[str], **kwargs):
         raise invalid(f"`prompt_name` {prompt_name!r} is not one of model {model.name!r}'s prompts "
                       f"{sorted(model.pipe.prompts)}")
     items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
-    return model.pipe.encode(items, prompt_name=prompt_name, truncation=truncate_flag(body, limits.auto_truncate),
-                             **kwargs)
+    try:
+        return model.pipe.encode(items, prompt_name=prompt_name, truncation=truncate_flag(body, limits.auto_truncate),
+                                 **kwargs)
+    except InputTooLong as e:
+        raise _too_long(e) from None
 
 
 def embed(model: Served, body, limits: Limits):
