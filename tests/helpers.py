@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +181,21 @@ def quantize_onnx(file: Path, kind: str) -> Path:
     quantizer.process()
     quantizer.model.save_model_to_file(str(out), False)
     return out
+
+
+@contextlib.contextmanager
+def install_plugin(root: Path, module: str, group: str, name: str):
+    """Install ``tests/plugins/<module>.py`` into ``root`` as a package would: the module and a
+    ``.dist-info`` naming it as entry point ``name`` of ``group``; ``root`` is on ``sys.path`` while
+    the context lasts (and another process finds it with ``root`` on its ``PYTHONPATH``)."""
+    shutil.copy(ROOT / "tests" / "plugins" / f"{module}.py", root)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}\n")
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    try:
+        yield root
+    finally:
+        sys.path.remove(str(root))

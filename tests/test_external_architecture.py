@@ -6,7 +6,6 @@ reference is the pre-LN forward pass written below in torch over the same random
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -20,8 +19,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import npformer
-from conftest import ROOT, read_sst2
-from helpers import SENTIMENT_LABELS, make_checkpoint
+from conftest import read_sst2
+from helpers import SENTIMENT_LABELS, install_plugin, make_checkpoint
 from npformer.cli import main
 from npformer.convert import save_quantized
 from test_server import Client, free_port, start, stop
@@ -36,16 +35,8 @@ SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, interme
 def plugin(tmp_path_factory) -> Path:
     """A directory that installs the plugin for any process with it on its path: the module and
     a ``.dist-info`` naming it as an ``npformer.architectures`` entry point."""
-    root = tmp_path_factory.mktemp("plugin")
-    shutil.copy(ROOT / "tests" / "plugins" / "prelnbert_plugin.py", root)
-    info = root / "prelnbert_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prelnbert-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[npformer.architectures]\nprelnbert = prelnbert_plugin\n")
-    sys.path.insert(0, str(root))
-    importlib.invalidate_caches()
-    yield root
-    sys.path.remove(str(root))
+    with install_plugin(tmp_path_factory.mktemp("plugin"), "prelnbert_plugin", "npformer.architectures", "prelnbert") as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +134,7 @@ def test_pipeline_and_cli_in_a_fresh_process(checkpoint, plugin, capsys):
 
 def test_serve(checkpoint, plugin):
     port = free_port()
-    os.environ["PYTHONPATH"] = str(plugin)  # start() passes the environment on
-    try:
-        proc = start(["--model", f"preln={checkpoint}"], port)
-    finally:
-        del os.environ["PYTHONPATH"]
+    proc = start(["--model", f"preln={checkpoint}"], port, pythonpath=plugin)
     try:
         answer = Client(port).ok("/predict", {"inputs": texts()[0]})
         reference_scores = npformer.pipeline("sentiment", checkpoint)(texts()[0], top_k=None)

@@ -5,18 +5,14 @@ on all-MiniLM-L6-v2, the last layer's first token, within 1e-4."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import npformer
-from conftest import ROOT
+from helpers import install_plugin
 from npformer.cli import main
 from test_server import Client, free_port, start, stop
 
@@ -28,16 +24,8 @@ TEXTS = ["a man is eating food.", "the plane takes off at noon"]
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("task-plugin")
-    shutil.copy(ROOT / "tests" / "plugins" / "cls_task_plugin.py", root)
-    info = root / "cls_task_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cls-task-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[npformer.tasks]\ncls = cls_task_plugin\n")
-    sys.path.insert(0, str(root))
-    importlib.invalidate_caches()
-    yield root
-    sys.path.remove(str(root))
+    with install_plugin(tmp_path_factory.mktemp("task-plugin"), "cls_task_plugin", "npformer.tasks", "cls") as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +48,7 @@ def test_the_cli_finds_the_plugin_command(plugin, minilm_dir, expected, capsys):
 
 def test_serve_answers_the_plugin_task(plugin, minilm_dir, expected):
     port = free_port()
-    os.environ["PYTHONPATH"] = str(plugin)  # start() passes the environment on
-    try:
-        proc = start(["--model", f"cls={minilm_dir}@cls-embedding"], port)
-    finally:
-        del os.environ["PYTHONPATH"]
+    proc = start(["--model", f"cls={minilm_dir}@cls-embedding"], port, pythonpath=plugin)
     try:
         client = Client(port)
         got = client.ok("/models/cls", {"inputs": TEXTS, "parameters": {"normalize": True}})

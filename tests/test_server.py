@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,8 +66,8 @@ class Client:
                    if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-def start(args: list[str], port: int, timeout: float = 180) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def start(args: list[str], port: int, timeout: float = 180, pythonpath: Path | None = None) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **({"PYTHONPATH": str(pythonpath)} if pythonpath else {}))
     proc = subprocess.Popen([sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "-q", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     client, deadline = Client(port), time.monotonic() + timeout
