@@ -85,8 +85,8 @@ def json_bytes(value, depth: int = 3) -> bytes:
     token embeddings) hands it to the event loop, which keeps answering other connections."""
     parts: list[str] = []
 
-    def large(v) -> bool:  # worth one call per item: many items, or items that are containers
-        return len(v) > 16 or isinstance(next(iter(v.values() if isinstance(v, dict) else v), None), (list, dict))
+    def large(v) -> bool:  # worth one call per item: items that are containers (a list of numbers is one call)
+        return isinstance(next(iter(v.values() if isinstance(v, dict) else v), None), (list, dict))
 
     def write(v, levels: int) -> None:
         if levels and isinstance(v, list) and len(v) > 1 and large(v):
