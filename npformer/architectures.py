@@ -18,11 +18,10 @@ installed architecture claims is refused by name.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from npformer.plugins import load_plugins
 
 ENTRY_POINT_GROUP = "npformer.architectures"
 ARCHITECTURES: dict[str, type] = {}  # model_type -> Encoder subclass
-_loaded: set[str] = set()  # the entry points already imported
 
 
 def register(encoder_class: type) -> type:
@@ -38,20 +37,11 @@ def register(encoder_class: type) -> type:
     return encoder_class
 
 
-def load_plugins() -> None:
-    """Import each installed entry point of :data:`ENTRY_POINT_GROUP` not imported yet (each
-    registers its architectures on import)."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.value not in _loaded:
-            _loaded.add(entry.value)
-            entry.load()
-
-
 def architecture(model_type, source: str = "config.json") -> type:
     """The encoder class registered for ``model_type`` (installed plugins are loaded on the first
     miss). Raises ``ValueError``, one line naming ``source`` and the registered types, otherwise."""
     if isinstance(model_type, str) and model_type not in ARCHITECTURES:
-        load_plugins()
+        load_plugins(ENTRY_POINT_GROUP)
     found = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
     if found is None:
         names = ", ".join(f"{k} ({v.description})" if getattr(v, "description", "") else k

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from npformer.pipelines.tasks import TASKS as REGISTRY
 from npformer.tracing import trace
 
 PAGE = Path(__file__).with_name("explain.html")
-TASKS = ("text-classification", "token-classification", "question-answering", "fill-mask")
+TASKS = tuple(name for name, task in REGISTRY.items() if task.explain)  # the built-in tasks the page can show
 
 
 def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3, model_name: str = "") -> dict:

@@ -5,6 +5,7 @@ the shared encoder of :mod:`npformer.models.encoder`, with token type embeddings
 from __future__ import annotations
 
 from npformer.architectures import register
+from npformer.config import epsilon, positive_int
 from npformer.models.encoder import Encoder
 
 
@@ -33,3 +34,14 @@ class BertModel(Encoder):
     namespaces = ("embeddings.", "encoder.", "pooler.")
     pooler_name = "pooler.dense"
     layer_names = staticmethod(bert_layer_names)
+
+    @classmethod
+    def config_fields(cls, d: dict, source: str) -> dict:
+        """BERT's own config fields from the ``config.json`` dict ``d``: ``hidden_act``,
+        ``layer_norm_eps``, ``type_vocab_size``, absolute positions only. Raises ``ValueError``
+        naming ``source`` and the field."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{source}: position_embedding_type {d['position_embedding_type']!r} is not "
+                             "supported (only 'absolute')")
+        return {"hidden_act": d.get("hidden_act", "gelu"), "layer_norm_eps": epsilon(d.get("layer_norm_eps", 1e-12), source),
+                "type_vocab_size": positive_int(d.get("type_vocab_size", 2), "type_vocab_size", source)}

@@ -16,8 +16,9 @@ is not one of its own).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Callable
+
+from npformer.plugins import load_plugins
 
 ENTRY_POINT_GROUP = "npformer.tasks"
 PARAMETER_KINDS = ("bool", "int", "positive_int", "number", "str", "str_list", "str_or_list")
@@ -50,7 +51,6 @@ class Task:
 
 TASKS: dict[str, Task] = {}
 ALIASES: dict[str, str] = {}  # other name -> task name
-_loaded: set[str] = set()
 
 
 def register_task(task: Task) -> Task:
@@ -66,10 +66,7 @@ def register_task(task: Task) -> Task:
 
 def load_task_plugins() -> None:
     """Import each installed ``npformer.tasks`` entry point not imported yet."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.value not in _loaded:
-            _loaded.add(entry.value)
-            entry.load()
+    load_plugins(ENTRY_POINT_GROUP)
 
 
 def get_task(name) -> Task:
