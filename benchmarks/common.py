@@ -48,7 +48,13 @@ def machine() -> str:
     cpu = info.get("model name", "unknown CPU")
     if "cpu family" in info:
         cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+    flags = set(info.get("flags", "").split())
+    isa = [f for f in ISA_FLAGS if f in flags] or ["no AVX2"]
+    return f"{cpu}, {os.cpu_count()} cores, {' '.join(isa)}, Python {platform.python_version()}, {platform.machine()}"
+
+
+# the instruction sets npformer's kernels choose between, as /proc/cpuinfo names them
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def median_ms(fn, runs: int, warmup: int = 2, warmup_s: float = 0.0) -> tuple[float, list[float]]:
