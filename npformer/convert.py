@@ -94,6 +94,35 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
     return out_dir
 
 
+def copy_checkpoint(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Copy checkpoint directory ``src`` (weights, config, tokenizer and sentence-transformers
+    files; not hidden files) into ``out_dir``; returns ``out_dir``. Each file is copied to a
+    temporary name and renamed into place.
+
+    Raises ``FileExistsError`` when ``out_dir`` is ``src`` or already holds a file of the same name
+    (unless ``overwrite``), ``FileNotFoundError`` when ``src`` is not a directory.
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {src}")
+    if out_dir.exists() and (not out_dir.is_dir() or out_dir.samefile(src)):
+        raise FileExistsError(f"{out_dir} is {'the source checkpoint' if out_dir.is_dir() else 'a file'}; "
+                              f"give another directory")
+    items = [item for item in sorted(src.iterdir()) if not item.name.startswith(".")]
+    clashes = [item.name for item in items if (out_dir / item.name).exists()]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds {clashes[0]}; pass overwrite=True to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        if item.is_dir():
+            shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
+        else:
+            temp = out_dir / f".{item.name}.tmp"
+            shutil.copy2(item, temp)
+            os.replace(temp, out_dir / item.name)
+    return out_dir
+
+
 def quantize(model, out_dir: str | Path | None = None):
     """Quantize a model to int8: an in-memory encoder / task model, or a checkpoint path.
 

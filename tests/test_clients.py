@@ -5,12 +5,14 @@ sentence-transformers and the in-process pipelines (issue "Every habit")."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import npformer
 from helpers import make_checkpoint
-from test_server import NER_LABELS, free_port, start, stop
+from test_server import NER_LABELS, Client, free_port, start, stop
 
 import huggingface_hub
 import openai
@@ -91,3 +93,82 @@ def test_openai_client(served, minilm_dir):
         client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
     with pytest.raises(openai.UnprocessableEntityError, match="needs a sentence-embeddings model"):
         client.embeddings.create(input=TEXTS, model="sentiment")
+
+
+def test_truncation_direction_left_and_token_id_inputs(served, online, minilm_dir):
+    """TEI's truncation_direction "Left" keeps the end of an over-long text (sentence-transformers
+    with its tokenizer's truncation_side "left" is the reference); token ids are taken as the whole
+    input (TEI's and OpenAI's id inputs), so the reference tokenizer's ids give its embeddings."""
+    base, _ = served
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    long_text = "the start is dull . " * 80 + "but the ending of this film is wonderful"
+    client = huggingface_hub.InferenceClient(model=f"{base}/?model=minilm")
+    for side in ("Left", "Right"):
+        got = client.feature_extraction(long_text, truncate=True, truncation_direction=side)
+        reference.tokenizer.truncation_side = side.lower()
+        np.testing.assert_allclose(got[0], reference.encode(long_text, normalize_embeddings=True), atol=1e-5)
+    reference.tokenizer.truncation_side = "right"
+    ids = [reference.tokenizer(t)["input_ids"] for t in TEXTS]
+    expected = reference.encode(TEXTS, normalize_embeddings=True)
+    tei = Client(int(base.rsplit(":", 1)[1]))
+    np.testing.assert_allclose(tei.ok("/embed?model=minilm", {"inputs": ids}), expected, atol=1e-5)
+    mixed = tei.ok("/embed?model=minilm", {"inputs": [TEXTS[0], ids[1]]})  # a batch may mix texts and ids
+    np.testing.assert_allclose(mixed, expected[:2], atol=1e-5)
+    np.testing.assert_allclose(tei.ok("/embed?model=minilm", {"inputs": ids[2]})[0], expected[2], atol=1e-5)
+    status, body, _ = tei.call("/embed?model=minilm", {"inputs": [[101, 10**6, 102]]})
+    assert status == 422 and "token id 1000000 is outside the model's vocabulary" in body["error"]
+    status, body, _ = tei.call("/embed?model=minilm", {"inputs": [101] * 600})
+    assert status == 422 and "`inputs[0]` is longer than the model's maximum of 256 tokens" in body["error"]
+    status, body, _ = tei.call("/embed?model=minilm", {"inputs": "a", "truncation_direction": "Up"})
+    assert status == 422 and 'truncation_direction` must be "Right" or "Left"' in body["error"]
+    openai_client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+    out = openai_client.embeddings.create(input=ids, model="minilm")
+    np.testing.assert_allclose([d.embedding for d in out.data], expected, atol=1e-5)
+    one = openai_client.embeddings.create(input=ids[0], model="minilm")
+    np.testing.assert_allclose(one.data[0].embedding, expected[0], atol=1e-5)
+
+
+def test_openapi_describes_every_route_and_field(served):
+    """GET /openapi.json lists every route the server answers, each POST body's properties are
+    exactly the fields the route accepts (its "unknown field" answer lists them), and GET /docs
+    shows them."""
+    base, _ = served
+    tei = Client(int(base.rsplit(":", 1)[1]))
+    document = tei.ok("/openapi.json")
+    assert document["openapi"] == "3.1.0"
+    served_routes = {(m, r.path) for r in tei_routes() for m in r.methods - {"HEAD"}}
+    described = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    assert described == served_routes
+    checked = 0
+    for path, ops in document["paths"].items():
+        schema = ops.get("post", {}).get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        if schema is None:
+            continue
+        url = path.replace("{name}", "sentiment" if path.startswith("/explain") else "minilm") + \
+            ("?model=sentiment" if path in ("/predict", "/") else "")
+        status, body, _ = tei.call(url, {"no_such_field": 1})
+        assert status == 422, (path, body)
+        message = body["error"]["message"] if path == "/v1/embeddings" else body["error"]  # OpenAI's error shape
+        assert "expected one of " in message, (path, body)
+        listed = message.split("expected one of ", 1)[1]
+        accepted = set(json.loads(listed.replace("'", '"')))
+        assert accepted <= set(schema["properties"]), (path, accepted - set(schema["properties"]))
+        if path != "/":  # POST / accepts, per model, a subset of what it describes
+            assert accepted == set(schema["properties"]), path
+        checked += 1
+    assert checked >= 11
+    page = tei.call("/docs")[1]
+    assert "/v1/embeddings" in page and "truncation_direction" in page and "<script" not in page
+
+
+def tei_routes():
+    """The routes of an in-process server (no model needed to list them)."""
+    from npformer.serving.app import Metrics, Server
+    from npformer.serving.batcher import Batcher
+    from npformer.serving.routes import Limits
+
+    batcher = Batcher(16_384, 64, 2.0)
+    try:
+        return list(Server([], Limits(), batcher, Metrics()).routes.routes)
+    finally:
+        batcher.close(timeout=5)

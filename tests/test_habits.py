@@ -26,8 +26,8 @@ import transformers
 def dirs(tmp_path_factory):
     made = {}
     for head, extra in (("sequence", {}), ("token", dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})),
-                        ("qa", {})):
-        made[head] = tmp_path_factory.mktemp(head)
+                        ("qa", {}), ("mlm", {}), (None, {})):
+        made[head] = tmp_path_factory.mktemp(head or "base")
         make_checkpoint(made[head], "bert", head, vocab="bert-base-cased" if head == "token" else "bert-base-uncased",
                         seed=3, init_std=0.2, **SIZES["bert"], **extra)
     return made
@@ -116,3 +116,60 @@ def test_inputs_that_are_not_text_are_a_type_error(dirs, task, bad):
         pipe(bad)
     np.testing.assert_equal(len(pipe("a fine film") if task != "question-answering" else
                                 pipe(question="what?", context="a fine film")) > 0, True)
+
+
+def test_tokenizer_options_where_transformers_takes_them(dirs):
+    """fill-mask's tokenizer_kwargs, feature extraction's tokenize_kwargs (padding="max_length" gives
+    the padded positions' states too), padding= on text classification and question answering."""
+    long_text = "the film is " + "very " * 600 + "[MASK] ."
+    fill, fill_theirs = npformer.pipeline("fill-mask", dirs["mlm"]), reference("fill-mask", dirs["mlm"])
+    options = {"truncation": True, "max_length": 12, "padding": "max_length"}
+    masked = "a [MASK] film , truly ."
+    assert_same(fill(masked, tokenizer_kwargs=options), fill_theirs(masked, tokenizer_kwargs=options))
+    with pytest.raises(ValueError, match="no mask token"):  # the mask lies beyond the kept window
+        fill(long_text, tokenizer_kwargs={"truncation": True})
+    with pytest.raises(TypeError, match="not 'add_special_tokens'"):
+        fill(masked, tokenizer_kwargs={"add_special_tokens": False})
+    with pytest.raises(ValueError, match="truncation given twice"):
+        fill(masked, truncation=True, tokenizer_kwargs={"truncation": True})
+
+    fe, fe_theirs = npformer.pipeline("feature-extraction", dirs[None]), reference("feature-extraction", dirs[None])
+    for kwargs in ({"padding": "max_length", "max_length": 16}, {"padding": True}, {"truncation": True, "max_length": 5}):
+        ours = np.array(fe("a fine film", tokenize_kwargs=kwargs))
+        theirs = np.array(fe_theirs("a fine film", tokenize_kwargs=kwargs))
+        assert ours.shape == theirs.shape, kwargs
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert np.array(fe("a fine film", tokenize_kwargs={"padding": "max_length", "max_length": 16})).shape[1] == 16
+
+    clf = npformer.pipeline("text-classification", dirs["sequence"])
+    clf_theirs = reference("text-classification", dirs["sequence"])
+    assert_same(clf(texts(4), padding="max_length", max_length=64),
+                clf_theirs(texts(4), padding="max_length", max_length=64, truncation=True))
+    with pytest.raises(ValueError, match="unknown padding strategy 'sideways'"):
+        clf(texts(4), padding="sideways")
+    qa, qa_theirs = npformer.pipeline("question-answering", dirs["qa"]), reference("question-answering", dirs["qa"])
+    q, c = read_squad()[0]
+    assert_same(qa(question=q, context=c, padding="max_length"), qa_theirs(question=q, context=c, padding="max_length"))
+
+
+def test_save_pretrained_loads_back_the_same_model(dirs, tmp_path):
+    clf = npformer.pipeline("text-classification", dirs["sequence"])
+    theirs = reference("text-classification", dirs["sequence"])
+    clf.save_pretrained(tmp_path / "copy")
+    again = npformer.pipeline("text-classification", tmp_path / "copy")
+    assert_same(again(texts()), theirs(texts()))
+    theirs.save_pretrained(tmp_path / "theirs")  # what Transformers writes, npformer reads back too
+    assert_same(npformer.pipeline("text-classification", tmp_path / "theirs")(texts()), theirs(texts()))
+    with pytest.raises(FileExistsError, match="already holds config.json; pass overwrite=True"):
+        clf.save_pretrained(tmp_path / "copy")
+    clf.save_pretrained(tmp_path / "copy", overwrite=True)
+
+    int8 = npformer.pipeline("text-classification", dirs["sequence"], dtype="int8")
+    int8.save_pretrained(tmp_path / "int8")
+    reloaded = npformer.pipeline("text-classification", tmp_path / "int8")
+    assert reloaded.model.encoder.dtype == "int8"
+    assert reloaded(texts(), top_k=None) == int8(texts(), top_k=None)  # the same int8 weights, bit for bit
+
+    loaded = npformer.AutoModelForSequenceClassification.from_pretrained(dirs["sequence"])
+    with pytest.raises(ValueError, match="runs a model you loaded yourself"):
+        npformer.pipeline("text-classification", loaded, tokenizer=dirs["sequence"]).save_pretrained(tmp_path / "x")

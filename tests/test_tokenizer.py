@@ -82,9 +82,12 @@ def test_squad_as_the_qa_pipeline_encodes():
     assert len(seen) == 2067
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second"])
-def test_pair_truncation_strategies_and_windows(strategy):
+def test_pair_truncation_strategies_and_windows(strategy, side, monkeypatch):
     ours, ref = tokenizers("bert-base-uncased")
+    monkeypatch.setattr(ours, "truncation_side", side)
+    monkeypatch.setattr(ref, "truncation_side", side)
     words = " ".join(read_wikitext()[:200]).split()
     rng = random.Random(strategy)
     compared = 0
@@ -340,3 +343,19 @@ def test_other_frameworks_are_refused():
     ours, _ = tokenizers("bert-base-uncased")
     with pytest.raises(ValueError, match="NumPy arrays only"):
         ours("text", return_tensors="pt")
+
+
+def test_truncation_side_from_the_config(tmp_path):
+    import shutil
+
+    source = require(VOCABS / "bert-base-uncased")
+    shutil.copy(source / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true, "truncation_side": "left"}')
+    ours = Tokenizer.from_pretrained(tmp_path)
+    ref = transformers.BertTokenizerFast.from_pretrained(tmp_path)
+    assert ours.truncation_side == ref.truncation_side == "left"
+    assert_same(ours, ref, ["one two three four five six seven", "a b"], truncation=True, max_length=5,
+                padding=True)
+    (tmp_path / "tokenizer_config.json").write_text('{"truncation_side": "middle"}')
+    with pytest.raises(ValueError, match="field 'truncation_side' must be 'right' or 'left', got 'middle'"):
+        Tokenizer.from_pretrained(tmp_path)

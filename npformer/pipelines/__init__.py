@@ -136,7 +136,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
         if backend is not None:
             raise ValueError("backend= applies when loading; a loaded model keeps the backend it was loaded with")
         net, directory = model, resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
+        loaded = True
     else:
+        loaded = False
         directory = resolve(model if model is not None else default_model(key), revision)
         if is_adapter(directory) and not (directory / "config.json").is_file():  # an adapter naming its base
             if adapter is not None:
@@ -147,6 +149,7 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
     pipe = pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory, **kwargs)
     pipe.task = task  # the name it was asked by, as Transformers' pipe.task ("sentiment-analysis" stays so)
+    pipe.checkpoint = None if loaded else directory
     return pipe
 
 

@@ -16,9 +16,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from npformer.convert import copy_checkpoint, save_quantized
 from npformer.hub import resolve
+from npformer.quantization import is_quantized
 from npformer.tokenizer import Encoding, Tokenizer
-from npformer.tokenizer.encoding import pad
+from npformer.tokenizer.encoding import pad, padding_strategy, truncation_side, truncation_strategy
+from npformer.weights import Weights
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -49,10 +52,10 @@ class InputTooLong(ValueError):
     """Input ``index`` is longer than ``max_length`` tokens and truncation is off (a ``ValueError``;
     the server words it with its own ``truncate`` field)."""
 
-    def __init__(self, index: int, max_length: int):
+    def __init__(self, index: int, max_length: int, source: str = "text"):
         super().__init__(f"input {index} is longer than the model's maximum of {max_length} tokens; "
                          f"pass truncation=True to cut it to that length")
-        self.index, self.max_length = index, max_length
+        self.index, self.max_length, self.source = index, max_length, source
 
 
 class Pipeline:
@@ -132,6 +135,30 @@ class Pipeline:
     def config(self):
         return self.model.config
 
+    checkpoint: Path | None = None  # the directory the model was loaded from (set by npformer.pipeline)
+
+    def save_pretrained(self, save_directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the checkpoint this pipeline runs to ``save_directory`` (Transformers'
+        ``pipe.save_pretrained``): ``npformer.pipeline(task, save_directory)`` loads the same model
+        and tokenizer again. A model quantized at load (``dtype="int8"``) is written as npformer's
+        int8 checkpoint (:func:`~npformer.convert.save_quantized`, bit for bit the same weights);
+        otherwise the checkpoint's files are copied. Returns the directory.
+
+        Raises ``ValueError`` for a pipeline built on a model loaded by the caller or running a
+        LoRA adapter (save the base checkpoint and keep the adapter's directory beside it), and
+        ``FileExistsError`` when a file would be replaced and ``overwrite`` is not set.
+        """
+        encoder = getattr(self.model, "encoder", self.model)
+        if self.checkpoint is None:
+            raise ValueError("this pipeline runs a model you loaded yourself; save_pretrained copies the checkpoint "
+                             "a pipeline was loaded from: build it with npformer.pipeline(task, directory)")
+        if getattr(encoder, "active_adapter", None) is not None:
+            raise ValueError(f"this pipeline runs LoRA adapter {encoder.active_adapter!r} merged at load; keep the "
+                             f"adapter's directory and the base checkpoint ({self.checkpoint}) instead")
+        if encoder.dtype == "int8" and not is_quantized(Weights(self.checkpoint)):
+            return save_quantized(self.checkpoint, save_directory, overwrite=overwrite)
+        return copy_checkpoint(self.checkpoint, save_directory, overwrite=overwrite)
+
     @property
     def max_length(self) -> int:
         """Most tokens one forward pass takes: the tokenizer's ``model_max_length``, at most the
@@ -152,6 +179,38 @@ class Pipeline:
                 if enc.truncated:
                     raise InputTooLong(i, max_length)
         return encodings
+
+    def encode_ids(self, rows: Sequence[Sequence[int]], truncation: bool, max_length: int | None = None) -> list[Encoding]:
+        """One :class:`Encoding` per row of token ids, taken as the whole input (no special tokens
+        added, as TEI's and OpenAI's token-id inputs). A row longer than ``max_length`` (default
+        :attr:`max_length`) is cut on the tokenizer's ``truncation_side`` with ``truncation``, else
+        it raises :class:`InputTooLong`; an id outside the model's vocabulary raises ``ValueError``
+        naming it."""
+        limit = self.check_max_length(max_length)
+        vocab_size = min(self.config.vocab_size, len(self.tokenizer))
+        out = []
+        for i, row in enumerate(rows):
+            bad = next((t for t in row if not 0 <= t < vocab_size), None)
+            if bad is not None:
+                raise ValueError(f"input {i}: token id {bad} is outside the model's vocabulary (0 to {vocab_size - 1})")
+            if len(row) > limit:
+                if not truncation:
+                    raise InputTooLong(i, limit, "ids")
+                row = row[-limit:] if self.tokenizer.truncation_side == "left" else row[:limit]
+            out.append(self.tokenizer.encoding_from_ids(row))
+        return out
+
+    def with_truncation_side(self, side: str) -> "Pipeline":
+        """This pipeline with its tokenizer cutting over-long texts on ``side`` (``"right"`` or
+        ``"left"``, TEI's ``truncation_direction``): itself when it already does, else a shallow
+        copy sharing the model. Raises ``ValueError`` for another side."""
+        side = truncation_side(side)
+        if side == self.tokenizer.truncation_side:
+            return self
+        other = copy.copy(self)
+        other.tokenizer = copy.copy(self.tokenizer)
+        other.tokenizer.truncation_side = side
+        return other
 
     def check_max_length(self, max_length: int | None) -> int:
         """``max_length`` (tokens, special tokens included) if it is an integer in ``[2, max_length]``;
@@ -218,6 +277,38 @@ def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[
         if not allow_empty and not t.strip():
             raise ValueError(f"{where} is empty")
     return list(texts), single
+
+
+TOKENIZER_KWARGS = ("truncation", "max_length", "padding")
+
+
+def tokenizer_kwargs(given, name: str, **direct) -> dict:
+    """A pipeline's ``tokenizer_kwargs`` (Transformers' fill-mask) or ``tokenize_kwargs``
+    (feature extraction) merged with the same options given directly: ``truncation``,
+    ``max_length`` and ``padding`` (``True`` / ``"longest"`` / ``"max_length"`` / ``False``).
+
+    Returns the dict of those given. Raises ``TypeError`` for another key or a non-dict, and
+    ``ValueError`` for an option given both ways (as Transformers) or an unknown strategy.
+    """
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise TypeError(f"{name} must be a dict of tokenizer options, got {type(given).__name__}")
+    unknown = sorted(set(given) - set(TOKENIZER_KWARGS))
+    if unknown:
+        raise TypeError(f"{name}: npformer's pipelines take the tokenizer options {list(TOKENIZER_KWARGS)}, "
+                        f"not {unknown[0]!r}")
+    options = dict(given)
+    for key, value in direct.items():
+        if value is not None:
+            if key in given:
+                raise ValueError(f"{key} given twice (as a keyword argument and in {name})")
+            options[key] = value
+    if "padding" in options:
+        options["padding"] = padding_strategy(options["padding"])
+    if "truncation" in options:
+        options["truncation"] = truncation_strategy(options["truncation"]) != "do_not_truncate"
+    return options
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:

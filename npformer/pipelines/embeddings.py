@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from npformer.models.pooling import Pooling, SentenceSettings, l2_normalize
-from npformer.pipelines.base import Pipeline, check_texts, softmax
+from npformer.pipelines.base import InputTooLong, Pipeline, check_texts, softmax, tokenizer_kwargs
 from npformer.search import PRECISIONS, quantize_embeddings, similarity_function
+from npformer.tokenizer.encoding import pad_encoding
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -16,14 +17,23 @@ class FeatureExtractionPipeline(Pipeline):
     ``(1, seq_len, hidden_size) float32`` array); a list of texts -> one such value per text.
     One result per input. ``truncation=True`` cuts texts to the model's maximum; by default (as in
     Transformers) an over-long text is a ``ValueError`` naming its index. An empty text gives the
-    states of ``[CLS] [SEP]``.
+    states of ``[CLS] [SEP]``. ``tokenize_kwargs`` (as Transformers) may hold ``truncation``,
+    ``max_length`` and ``padding``; ``padding="max_length"`` gives ``max_length`` states per text,
+    the padding's included (``True`` / ``"longest"`` change nothing: each text is its own result).
     """
 
     task = "feature-extraction"
 
-    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool = False, max_length: int | None = None):
+    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool | None = None,
+                 max_length: int | None = None, tokenize_kwargs: dict | None = None):
+        options = tokenizer_kwargs(tokenize_kwargs, "tokenize_kwargs", truncation=truncation, max_length=max_length)
         texts, single = check_texts(inputs, allow_empty=True)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length)
+        encodings = self.encode_one_window([(t, None) for t in texts], options.get("truncation", False),
+                                           options.get("max_length"))
+        if options.get("padding") == "max_length":
+            width = self.check_max_length(options.get("max_length"))
+            tok = self.tokenizer
+            encodings = [pad_encoding(e, width, tok.pad_token_id, tok.pad_token) for e in encodings]
         states = self.forward(encodings, self.hidden_states, per_token=True)
         out = [s[None] if return_tensors else s[None].tolist() for s in states]
         return out[0] if single else out
@@ -74,7 +84,27 @@ class SentenceEmbeddingPipeline(Pipeline):
             raise ValueError(f"truncate_dim must be a positive integer, got {dim!r}")
         return dim
 
-    def _prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+    def tokenize_inputs(self, items, truncation: bool, prompt_name: str | None = None) -> list:
+        """One :class:`~npformer.tokenizer.Encoding` per item, in order: a str is tokenized with the
+        prompt :meth:`prompt_for` chooses and cut to :attr:`max_seq_length` (with ``truncation``);
+        a list of token ids is taken as the whole input (:meth:`encode_ids`). Raises
+        :class:`~npformer.pipelines.base.InputTooLong` with the item's index, ``ValueError`` as
+        :meth:`encode_ids`."""
+        out: list = [None] * len(items)
+        prompt = self.prompt_for(None, prompt_name) or ""
+        texts = [i for i, item in enumerate(items) if isinstance(item, str)]
+        ids = [i for i, item in enumerate(items) if not isinstance(item, str)]
+        try:
+            for index, enc in zip(texts, self.encode_one_window([(prompt + items[i], None) for i in texts], truncation,
+                                                                self.max_seq_length)):
+                out[index] = enc
+            for index, enc in zip(ids, self.encode_ids([items[i] for i in ids], truncation, self.max_seq_length)):
+                out[index] = enc
+        except InputTooLong as e:
+            raise InputTooLong((texts if e.source == "text" else ids)[e.index], e.max_length) from None
+        return out
+
+    def prompt_for(self, prompt: str | None, prompt_name: str | None) -> str | None:
         """The prompt put before each sentence, as sentence-transformers chooses it: ``prompt``, else
         the named one, else the default one."""
         if prompt is not None:
@@ -127,20 +157,35 @@ class SentenceEmbeddingPipeline(Pipeline):
         Returns ``(dim,)`` for one str, ``(n, dim)`` for several (float32 or the precision's dtype),
         or the token embeddings as described. Raises ``ValueError`` for a bad argument or text.
         """
-        if output_value not in ("sentence_embedding", "token_embeddings"):
-            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if convert_to_tensor:
             raise ValueError("convert_to_tensor=True needs torch; npformer returns NumPy arrays (convert_to_numpy)")
         if device not in (None, "cpu"):
             raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
-        truncate_dim = self._check_dim(truncate_dim) or self.truncate_dim
         texts, single = check_texts(sentences, allow_empty=True)
-        prompt = self._prompt(prompt, prompt_name)
+        prompt = self.prompt_for(prompt, prompt_name)
         if prompt:
             texts = [prompt + t for t in texts]
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or self.max_seq_length)
+        vectors = self.embed_encodings(encodings, output_value=output_value, precision=precision, batch_size=batch_size,
+                                       show_progress_bar=show_progress_bar, normalize_embeddings=normalize_embeddings,
+                                       truncate_dim=truncate_dim)
+        if not convert_to_numpy and not single and output_value == "sentence_embedding":
+            return list(vectors)
+        return vectors[0] if single else vectors
+
+    def embed_encodings(self, encodings, *, output_value: str = "sentence_embedding",  # noqa: PLR0913
+                        precision: str = "float32", batch_size: int | None = None,
+                        show_progress_bar: bool | None = None, normalize_embeddings: bool = False,
+                        truncate_dim: int | None = None):
+        """:meth:`encode` on inputs already tokenized: a list of
+        :class:`~npformer.tokenizer.Encoding` (special tokens included; e.g. the server's token-id
+        inputs). Returns ``(n, dim)`` (or a list of ``(tokens_i, hidden_size)`` arrays for
+        ``output_value="token_embeddings"``); the arguments are :meth:`encode`'s."""
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        truncate_dim = self._check_dim(truncate_dim) or self.truncate_dim
         tokens = output_value == "token_embeddings"
         run = self.hidden_states if tokens else self.pooled
         bar = None
@@ -155,8 +200,7 @@ class SentenceEmbeddingPipeline(Pipeline):
             if bar is not None:
                 bar.close()
         if tokens:
-            out = quantize_embeddings(rows, precision) if rows and precision != "float32" else rows
-            return out[0] if single else out
+            return quantize_embeddings(rows, precision) if rows and precision != "float32" else rows
         vectors = np.stack(rows) if rows else np.zeros((0, self.config.hidden_size), np.float32)
         if truncate_dim:
             vectors = np.ascontiguousarray(vectors[:, :truncate_dim])
@@ -164,9 +208,7 @@ class SentenceEmbeddingPipeline(Pipeline):
             vectors = l2_normalize(vectors)
         if precision != "float32":
             vectors = quantize_embeddings(vectors, precision)
-        if not convert_to_numpy and not single:
-            return list(vectors)
-        return vectors[0] if single else vectors
+        return vectors
 
     def pooled(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """Pooled sentence vectors ``(batch, dim) float32`` of one padded batch (before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from npformer.pipelines.base import Pipeline, check_texts, softmax
+from npformer.pipelines.base import tokenizer_kwargs as check_tokenizer_kwargs
 
 
 class FillMaskPipeline(Pipeline):
@@ -19,15 +20,21 @@ class FillMaskPipeline(Pipeline):
 
     task = "fill-mask"
 
-    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool = False, max_length: int | None = None):
+    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool | None = None,  # noqa: PLR0913
+                 max_length: int | None = None, tokenizer_kwargs: dict | None = None):
         """Predict every mask token of each text (see the class docstring).
 
         ``inputs`` is a str or an iterable of str; ``targets`` a str or list of str; ``max_length``
         tokens per text (default the model's maximum). Returns, per text, ``top_k`` dicts ``{"score":
         float (softmax probability), "token": int, "token_str": str, "sequence": str}`` (one list per
-        mask when a text has several), as Transformers 4.57. Raises ``ValueError`` naming the input
-        without a mask token or longer than the model's maximum (unless ``truncation=True``).
+        mask when a text has several), as Transformers 4.57. ``tokenizer_kwargs`` may hold
+        ``truncation``, ``max_length`` and ``padding`` (padding changes no result). Raises
+        ``ValueError`` naming the input without a mask token or longer than the model's maximum
+        (unless ``truncation=True``).
         """
+        options = check_tokenizer_kwargs(tokenizer_kwargs, "tokenizer_kwargs", truncation=truncation,
+                                         max_length=max_length)
+        truncation, max_length = options.get("truncation", False), options.get("max_length")
         texts, single = check_texts(inputs)
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")

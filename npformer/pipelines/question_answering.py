@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from npformer.pipelines.base import Pipeline, check_texts
+from npformer.tokenizer.encoding import padding_strategy
 
 
 class QuestionAnsweringPipeline(Pipeline):
@@ -38,9 +39,9 @@ class QuestionAnsweringPipeline(Pipeline):
     accepts = ('question= and context= strings (or lists of them), a {"question": ..., "context": ...} dict, or a '
                "list or generator of such dicts")
 
-    def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,
+    def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,  # noqa: PLR0913
                  max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
-                 handle_impossible_answer: bool = False, align_to_words: bool = True):
+                 handle_impossible_answer: bool = False, align_to_words: bool = True, padding: bool | str = False):
         """Answer each question from its context (see the class docstring for the arguments).
 
         ``question`` and ``context`` are a str each, or lists of equal length (one question for
@@ -48,8 +49,10 @@ class QuestionAnsweringPipeline(Pipeline):
         "answer": str}`` per pair (``start``/``end`` are character offsets into the context; with
         ``top_k > 1`` a list of such dicts, best first), as Transformers 4.57's pipeline. Windows of
         ``max_seq_len`` tokens overlapping by ``doc_stride`` cover a context of any length, so the
-        cost grows linearly with it. Raises ``ValueError`` as the class docstring says.
+        cost grows linearly with it. ``padding`` is checked as Transformers' and changes no answer
+        (padded positions are masked). Raises ``ValueError`` as the class docstring says.
         """
+        padding_strategy(padding)
         if context is None and (isinstance(question, dict) or isinstance(question, (list, tuple)) and question
                                 and all(isinstance(q, dict) for q in question)):  # SQuAD-style dicts, as Transformers
             single = isinstance(question, dict)

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from npformer.pipelines.base import Pipeline, check_texts, sigmoid, softmax
+from npformer.tokenizer.encoding import padding_strategy
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 _UNSET = object()
@@ -32,8 +33,10 @@ class TextClassificationPipeline(Pipeline):
 
     task = "text-classification"
 
-    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True,
-                 max_length: int | None = None, text_pair: str | None = None, return_all_scores: bool | None = None):
+    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True,  # noqa: PLR0913
+                 max_length: int | None = None, text_pair: str | None = None, return_all_scores: bool | None = None,
+                 padding: bool | str = False):
+        padding_strategy(padding)  # as Transformers' tokenizer argument; rows are masked, so it changes no score
         if text_pair is not None:  # Transformers hands it to the tokenizer: the pair of a single text
             if not isinstance(inputs, str) or not isinstance(text_pair, str):
                 raise ValueError("text_pair= pairs one text with one str; for several pairs give "

@@ -36,6 +36,7 @@ from npformer.explain import render_page  # noqa: E402
 from npformer.serving import routes  # noqa: E402
 from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
 from npformer.serving.guard import Access  # noqa: E402
+from npformer.serving.openapi import docs_page, openapi  # noqa: E402
 from npformer.serving.protocol import ApiError, check_depth, invalid  # noqa: E402
 from npformer.serving.routes import CLASSIFIER_TASKS, EMBEDDING_TASKS, Limits, Served  # noqa: E402
 from npformer.version import __version__  # noqa: E402
@@ -154,6 +155,8 @@ class Server:
             Route("/info", self._info, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/openapi.json", self._openapi, methods=["GET"]),
+            Route("/docs", self._docs, methods=["GET"]),
         ], exception_handlers={404: self._not_found, 405: self._not_allowed}, lifespan=self._lifespan)
         self.app = (access or Access()).wrap(self.routes)
 
@@ -354,6 +357,16 @@ class Server:
 
     async def _metrics(self, request: Request):
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi(self) -> dict:
+        """The OpenAPI description of the routes (:mod:`npformer.serving.openapi`)."""
+        return openapi(__version__, [{"name": m.name, "task": m.task} for m in self.models.values()])
+
+    async def _openapi(self, request: Request):
+        return JSONResponse(self.openapi())
+
+    async def _docs(self, request: Request):
+        return HTMLResponse(docs_page(self.openapi()))
 
     async def _not_found(self, request: Request, exc):
         return error_response(ApiError(404, f"no route {request.url.path}; see GET /info", "NotFound"))

@@ -185,12 +185,41 @@ def predict_inputs(value, limit: int) -> tuple[list[tuple[str, str | None]], boo
     return pairs, single
 
 
-def truncate_flag(body: dict, auto_truncate: bool, where: str = "") -> bool:
-    """TEI's ``truncate``: default ``--auto-truncate``; ``truncation_direction`` must be Right."""
+def truncation(body: dict, auto_truncate: bool, where: str = "") -> tuple[bool, str]:
+    """TEI's ``truncate`` (default ``--auto-truncate``) and ``truncation_direction`` (``"Right"``,
+    the default, keeps the start of a text; ``"Left"`` its end) as ``(truncate, side)``."""
     direction = get(body, "truncation_direction", is_str, "Right", where)
-    if direction.lower() != "right":
-        raise invalid(f"`{where}truncation_direction` {direction!r} is not supported; npformer truncates on the Right")
-    return get(body, "truncate", is_bool, auto_truncate, where)
+    if direction not in ("Right", "Left", "right", "left"):
+        raise invalid(f"`{where}truncation_direction` must be \"Right\" or \"Left\", got {_show(direction)}")
+    return get(body, "truncate", is_bool, auto_truncate, where), direction.lower()
+
+
+def is_token_ids(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+
+def embedding_inputs(value, name: str, limit: int) -> tuple[list, bool]:
+    """TEI's and OpenAI's embedding inputs: a string, a list of token ids, or a non-empty batch of
+    at most ``limit`` of them (strings and id lists may mix); returns ``(items, was_single)``."""
+    if isinstance(value, str) or is_token_ids(value):
+        items, single = [value], True
+    elif value == []:
+        raise invalid(f"`{name}` cannot be empty")
+    elif isinstance(value, list):
+        items, single = value, False
+    else:
+        raise invalid(f"`{name}` must be a string, a list of token ids or a non-empty list of them, got {_show(value)}")
+    check_batch_size(len(items), limit)
+    for i, item in enumerate(items):
+        where = name if single else f"{name}[{i}]"
+        if is_token_ids(item):
+            if min(item) < 0:
+                raise invalid(f"`{where}` holds token id {min(item)}; token ids are integers >= 0")
+        elif not isinstance(item, str):
+            raise invalid(f"`{where}` must be a string or a non-empty list of token ids, got {_show(item)}")
+        elif not item.strip():
+            raise invalid(f"`{where}` cannot be empty")
+    return list(items), single
 
 
 def floats(array) -> list:

@@ -15,10 +15,9 @@ from npformer.output import to_json
 from npformer.pipelines import Pipeline
 from npformer.pipelines.base import InputTooLong
 from npformer.search import similarity
-from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, floats, get,
-                                       invalid, is_any, is_bool, is_int, is_list, is_str,
-                                       parameters, predict_inputs,
-                                       qa_inputs, texts, truncate_flag)
+from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, embedding_inputs,
+                                       floats, get, invalid, is_any, is_bool, is_int, is_list, is_str,
+                                       parameters, predict_inputs, qa_inputs, texts, truncation)
 
 EMBEDDING_TASKS = ("sentence-embeddings",)
 CLASSIFIER_TASKS = ("text-classification",)
@@ -73,11 +72,12 @@ def predict(model: Served, body, limits: Limits):
     """``/predict``: ``[{"score", "label"}]`` for every label, best first (a list of them for a batch)."""
     check_fields(body, {"inputs", "truncate", "truncation_direction", "raw_scores"})
     pairs, single = predict_inputs(get(body, "inputs", is_any), limits.max_client_batch_size)
-    truncate = truncate_flag(body, limits.auto_truncate)
+    truncate, side = truncation(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     items = [a if b is None else {"text": a, "text_pair": b} for a, b in pairs]
     try:
-        out = model.pipe(items, top_k=None, function_to_apply="none" if raw else None, truncation=truncate)
+        out = model.pipe.with_truncation_side(side)(items, top_k=None, function_to_apply="none" if raw else None,
+                                                    truncation=truncate)
     except InputTooLong as e:
         raise _too_long(e) from None
     return out[0] if single else out
@@ -86,16 +86,16 @@ def predict(model: Served, body, limits: Limits):
 def rerank(model: Served, body, limits: Limits):
     """``/rerank``: ``[{"index", "score"(, "text")}]`` by decreasing relevance of each text to the query
     (a cross-encoder: a classifier with one label; sigmoid of its logit unless ``raw_scores``)."""
+    check_fields(body, {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"})
     if not model.is_reranker:
         raise invalid(f"model {model.name!r} is a classifier with {model.pipe.config.num_labels} labels, not a "
                       f"reranker (one label); /rerank needs a cross-encoder")
-    check_fields(body, {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"})
     query, _ = texts(get(body, "query", is_str), "query", 1)
     docs, _ = texts(get(body, "texts", is_list), "texts", limits.max_client_batch_size)
-    truncate = truncate_flag(body, limits.auto_truncate)
+    truncate, side = truncation(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     try:
-        out = model.pipe([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
+        out = model.pipe.with_truncation_side(side)([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
                          function_to_apply="none" if raw else "sigmoid", truncation=truncate)
     except InputTooLong as e:
         raise _too_long(e) from None
@@ -112,12 +112,21 @@ def _encode(model: Served, body, limits: Limits, fields: set[str], **kwargs):
     if prompt_name is not None and prompt_name not in model.pipe.prompts:
         raise invalid(f"`prompt_name` {prompt_name!r} is not one of model {model.name!r}'s prompts "
                       f"{sorted(model.pipe.prompts)}")
-    items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
+    items, _ = embedding_inputs(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
+    return _embed_items(model, items, truncation(body, limits.auto_truncate), prompt_name, **kwargs)
+
+
+def _embed_items(model: Served, items: list, truncate_side: tuple[bool, str], prompt_name: str | None = None, **kwargs):
+    """Texts and token-id lists (:func:`embedding_inputs`) through the model's embedding pipeline."""
+    truncate, side = truncate_side
+    pipe = model.pipe.with_truncation_side(side)
     try:
-        return model.pipe.encode(items, prompt_name=prompt_name, truncation=truncate_flag(body, limits.auto_truncate),
-                                 **kwargs)
+        encodings = pipe.tokenize_inputs(items, truncate, prompt_name)
     except InputTooLong as e:
         raise _too_long(e) from None
+    except ValueError as e:  # a token id outside the vocabulary
+        raise invalid(f"`inputs`: {e}") from None
+    return pipe.embed_encodings(encodings, **kwargs)
 
 
 def embed(model: Served, body, limits: Limits):
@@ -141,14 +150,14 @@ def similarity_route(model: Served, body, limits: Limits):
     source, _ = texts(get(inputs, "source_sentence", is_str, where="inputs."), "inputs.source_sentence", 1)
     sentences, _ = texts(get(inputs, "sentences", is_list, where="inputs."),
                          "inputs.sentences", limits.max_client_batch_size)
-    vectors = model.pipe.encode(source + sentences, truncation=truncate_flag(params, limits.auto_truncate, "parameters."))
+    vectors = _embed_items(model, source + sentences, truncation(params, limits.auto_truncate, "parameters."))
     return similarity(vectors[:1], vectors[1:])[0].astype(float).tolist()
 
 
 def openai_embeddings(model: Served, body, limits: Limits, timings):
     """``/v1/embeddings`` (OpenAI's embeddings API): normalized vectors, float or base64."""
     check_fields(body, {"input", "model", "user", "encoding_format", "dimensions"})
-    items, _ = texts(get(body, "input", is_any), "input", limits.max_client_batch_size)
+    items, _ = embedding_inputs(get(body, "input", is_any), "input", limits.max_client_batch_size)
     fmt = get(body, "encoding_format", is_str, "float")
     if fmt not in ("float", "base64"):
         raise invalid(f"`encoding_format` must be 'float' or 'base64', got {fmt!r}")
@@ -157,8 +166,8 @@ def openai_embeddings(model: Served, body, limits: Limits, timings):
     if not 1 <= dimensions <= full:
         raise invalid(f"`dimensions` must be from 1 to {full} (model {model.name!r}'s size), got {dimensions}")
     # fewer dimensions: the first ones, normalized again (Matryoshka, as OpenAI's text-embedding-3 models)
-    vectors = model.pipe.encode(items, normalize_embeddings=True, truncation=limits.auto_truncate,
-                                truncate_dim=dimensions if dimensions < full else None)
+    vectors = _embed_items(model, items, (limits.auto_truncate, "right"), normalize_embeddings=True,
+                           truncate_dim=dimensions if dimensions < full else None)
     data = [{"object": "embedding", "embedding": base64_floats(v) if fmt == "base64" else floats(v), "index": i}
             for i, v in enumerate(vectors)]
     tokens = timings.tokens

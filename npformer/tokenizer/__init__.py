@@ -31,7 +31,7 @@ from npformer.files import read_json, read_vocab
 from npformer.tokenizer.fast_json import read_tokenizer_json
 from npformer.tokenizer.post_processor import BertProcessing
 from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
-                                         truncate, truncation_strategy)
+                                         truncate, truncation_side as check_side, truncation_strategy)
 from npformer.tokenizer.normalizer import BertNormalizer
 from npformer.tokenizer.pre_tokenizer import word_pattern
 from npformer.tokenizer.wordpiece import WordPiece, cleanup, tokens_to_string
@@ -49,6 +49,8 @@ class Tokenizer:
         tokenize_chinese_chars: isolate each CJK ideograph as its own word.
         model_max_length: the default ``max_length`` for truncation and ``padding="max_length"``.
         max_input_chars_per_word: longer words become one unknown token (100, as BERT).
+        truncation_side: ``"right"`` (keep the start of a text) or ``"left"`` (keep its end), as
+            Transformers' attribute of that name; settable.
 
     Raises:
         FileNotFoundError: ``vocab_file`` does not exist.
@@ -59,7 +61,8 @@ class Tokenizer:
                  strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, model_max_length: int = 512,
                  unk_token: str = "[UNK]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
-                 cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100):
+                 cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100,
+                 truncation_side: str = "right"):
         if isinstance(vocab_file, list):  # tokens in id order, e.g. from tokenizer.json
             tokens, vocab_file = vocab_file, "the vocabulary"
         else:
@@ -76,6 +79,7 @@ class Tokenizer:
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.model_max_length = model_max_length
         self.max_input_chars_per_word = max_input_chars_per_word
+        self.truncation_side = check_side(truncation_side)
         self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
         self.cls_token, self.mask_token = cls_token, mask_token
         for name in SPECIAL_TOKEN_KEYS:
@@ -102,8 +106,8 @@ class Tokenizer:
         flags win, as in Transformers' fast tokenizer) or ``vocab.txt``, and optionally
         ``tokenizer_config.json``.
 
-        Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``
-        and the special tokens from the config; keyword ``overrides`` win over the file.
+        Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``,
+        ``truncation_side`` and the special tokens from the config; keyword ``overrides`` win over the file.
         Raises ``FileNotFoundError`` when the directory or its ``vocab.txt`` is missing, and
         ``ValueError`` naming the file when ``tokenizer_config.json`` is not a JSON object of the
         right field types or ``vocab.txt`` is not UTF-8 text.
@@ -117,13 +121,16 @@ class Tokenizer:
             config = read_json(config_file)
             if not isinstance(config, dict):
                 raise ValueError(f"{config_file} holds a JSON {type(config).__name__}, expected an object of fields")
-            for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", *SPECIAL_TOKEN_KEYS):
+            for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "truncation_side",
+                        *SPECIAL_TOKEN_KEYS):
                 value = config.get(key)
                 if isinstance(value, dict):  # serialized AddedToken
                     value = value.get("content")
-                expected = str if key in SPECIAL_TOKEN_KEYS else bool
+                expected = str if key in SPECIAL_TOKEN_KEYS or key == "truncation_side" else bool
                 if value is not None and not isinstance(value, expected):
                     raise ValueError(f"{config_file}: field {key!r} must be a {expected.__name__}, got {value!r}")
+                if key == "truncation_side" and value not in (None, "right", "left"):
+                    raise ValueError(f"{config_file}: field 'truncation_side' must be 'right' or 'left', got {value!r}")
                 if value is not None or key == "strip_accents":
                     kwargs[key] = value
             max_len = config.get("model_max_length")
@@ -204,6 +211,16 @@ class Tokenizer:
         enc = pieces.window(0, len(pieces), self.ids_to_tokens, 0)
         return self._add_special_tokens(enc, None) if add_special_tokens else enc
 
+    def encoding_from_ids(self, ids) -> Encoding:
+        """An :class:`Encoding` of token ids taken as the whole input (special tokens are not
+        added: put them in ``ids``), with their tokens, the special-tokens mask, offsets ``(0, 0)``
+        and type ids 0. Raises ``ValueError`` for an id outside the vocabulary."""
+        ids = [int(i) for i in ids]
+        tokens = self.convert_ids_to_tokens(ids)
+        special = set(self.all_special_ids)
+        n = len(ids)
+        return Encoding(ids, tokens, [(0, 0)] * n, [None] * n, [0] * n, [0] * n, [int(i in special) for i in ids], [1] * n)
+
     def is_empty(self, text: str) -> bool:
         """True when ``text`` gives no token at all: nothing is left after normalization (it held
         only whitespace, control or format characters such as ``\\x00`` or ``\\u200b``, or
@@ -248,17 +265,20 @@ class Tokenizer:
 
     # ---- special tokens, truncation, padding (see .encoding)
 
-    def encode_batch(self, pairs: list[tuple[str, str | None]], *, truncation: bool | str = "do_not_truncate",
-                     max_length: int | None = None, stride: int = 0, overflow: bool = True) -> list[Encoding]:
+    def encode_batch(self, pairs: list[tuple[str, str | None]], *, truncation: bool | str = "do_not_truncate",  # noqa: PLR0913
+                     max_length: int | None = None, stride: int = 0, overflow: bool = True,
+                     side: str | None = None) -> list[Encoding]:
         """Encode ``(text, text_pair or None)`` pairs.
 
         With ``overflow`` (the default) every truncation window is returned, in Transformers'
         order; with ``overflow=False`` exactly one ``Encoding`` per pair (the first window), and a
-        lone text is tokenized only as far as that window reaches. Each ``Encoding`` has
+        lone text cut on the right is tokenized only as far as that window reaches. ``side``
+        overrides :attr:`truncation_side` for this call. Each ``Encoding`` has
         ``overflow_to_sample`` set to the index of its pair and ``truncated`` set when tokens of
         the pair are not in it. Raises ``ValueError`` as ``__call__`` does, and for a negative stride.
         """
         truncation = truncation_strategy(truncation)
+        side = check_side(side or self.truncation_side)
         if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 0:
             raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
         truncating = truncation != "do_not_truncate" and max_length is not None
@@ -266,12 +286,12 @@ class Tokenizer:
         for sample, (text, pair) in enumerate(pairs):
             # one window of a lone text never holds more than max_length - (special tokens): stop one after
             cap = max(max_length - self.post_processor.added_tokens(False) + 1, 0) \
-                if truncating and not overflow and pair is None else None
+                if truncating and not overflow and pair is None and side == "right" else None
             first = self.pieces(text, cap)
             second = self.pieces(pair) if pair is not None else None
             n_b = len(second) if second is not None else None
             added = self.post_processor.added_tokens(pair is not None)
-            spans = truncate(len(first), n_b, truncation, max_length, stride, added) if truncating \
+            spans = truncate(len(first), n_b, truncation, max_length, stride, added, side) if truncating \
                 else [((0, len(first)), None if n_b is None else (0, n_b))]
             whole = len(first) + (n_b or 0)
             for a_span, b_span in spans[:None if overflow else 1]:

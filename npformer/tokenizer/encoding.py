@@ -8,12 +8,13 @@ Reference: Hugging Face tokenizers ``tokenizer/encoding.rs`` and ``utils/truncat
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+TRUNCATION_SIDES = ("right", "left")
 
 
 @dataclass
@@ -66,6 +67,20 @@ class Pieces:
         offsets = list(zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist()))
         return Encoding(ids, [ids_to_tokens[i] for i in ids], offsets, self.word_ids[start:stop].tolist(),
                         [sequence_id] * len(ids))
+
+
+def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Encoding:
+    """``enc`` with padding tokens appended up to ``width`` tokens (attention 0, type id 0, special
+    mask 1, offsets ``(0, 0)``, no word): a result that must cover the padding, as Transformers'
+    ``padding="max_length"`` gives. ``enc`` itself is returned when it is not shorter."""
+    n = width - len(enc)
+    if n <= 0:
+        return enc
+    return replace(enc, ids=enc.ids + [pad_id] * n, tokens=enc.tokens + [pad_token] * n,
+                   offsets=enc.offsets + [(0, 0)] * n, word_ids=enc.word_ids + [None] * n,
+                   sequence_ids=enc.sequence_ids + [None] * n, type_ids=enc.type_ids + [0] * n,
+                   special_tokens_mask=enc.special_tokens_mask + [1] * n,
+                   attention_mask=enc.attention_mask + [0] * n)
 
 
 def int32_array(values: array, n: int) -> np.ndarray:
@@ -139,16 +154,26 @@ def truncation_strategy(truncation) -> str:
     return _strategy(truncation, TRUNCATION_STRATEGIES, "truncation")
 
 
+def truncation_side(side) -> str:
+    """``"right"`` or ``"left"`` (also TEI's ``"Right"`` / ``"Left"``); raises ``ValueError`` otherwise."""
+    value = side.lower() if isinstance(side, str) else side
+    if value not in TRUNCATION_SIDES:
+        raise ValueError(f"truncation side must be 'right' or 'left', got {side!r}")
+    return value
+
+
 def padding_strategy(padding) -> str:
     """True / a strategy name / False -> a name of :data:`PADDING_STRATEGIES`."""
     return _strategy(padding, PADDING_STRATEGIES, "padding")
 
 
 def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: int,  # noqa: PLR0913
-             added: int | None = None) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
+             added: int | None = None, side: str = "right") -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
     """Token spans ``((a_start, a_stop), (b_start, b_stop) or None)`` of each window of a text
     of ``n_a`` tokens and an optional pair of ``n_b`` tokens, leaving room for the ``added`` special
-    tokens (the post-processor's count; BERT's 2, or 3 for a pair, by default)."""
+    tokens (the post-processor's count; BERT's 2, or 3 for a pair, by default). ``side`` is
+    where tokens are cut: ``"right"`` keeps the start of each text, ``"left"`` its end
+    (Transformers' ``truncation_side``)."""
     # Reference: tokenizers ``utils/truncation.rs::truncate_encodings`` and ``Encoding::merge_with``.
     has_pair = n_b is not None
     n_b = n_b or 0
@@ -179,8 +204,8 @@ def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: 
                 f"(use a larger max_length or truncation='longest_first')")
         len_a = n_a - to_remove if strategy == "only_first" else n_a
         len_b = n_b - to_remove if strategy == "only_second" else n_b
-    parts_a = windows(n_a, len_a, stride)
-    parts_b = windows(n_b, len_b, stride) if has_pair else [None]
+    parts_a = windows(n_a, len_a, stride, side)
+    parts_b = windows(n_b, len_b, stride, side) if has_pair else [None]
     out = [(parts_a[0], parts_b[0])]
     for a in parts_a[1:]:
         out += [(a, b) for b in parts_b]
@@ -188,8 +213,9 @@ def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: 
     return out
 
 
-def windows(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of windows of ``max_len`` of ``n`` tokens, each ``max_len - stride`` after the last."""
+def windows(n: int, max_len: int, stride: int, side: str = "right") -> list[tuple[int, int]]:
+    """``(start, stop)`` of windows of ``max_len`` of ``n`` tokens, each ``max_len - stride`` after
+    the last; with ``side="left"`` from the end backwards (the first window holds the last tokens)."""
     if n <= max_len:
         return [(0, n)]
     if max_len == 0:
@@ -198,6 +224,12 @@ def windows(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
         raise ValueError(f"stride={stride} must be smaller than the {max_len} tokens left for the truncated "
                          f"text after the other text and special tokens")
     parts = []
+    if side == "left":
+        for stop in range(n, 0, -(max_len - stride)):
+            parts.append((max(stop - max_len, 0), stop))
+            if stop <= max_len:
+                break
+        return parts
     for start in range(0, n, max_len - stride):
         stop = min(start + max_len, n)
         parts.append((start, stop))
