@@ -28,8 +28,8 @@ def served(minilm_dir, tmp_path_factory):
                     label2id={v: k for k, v in NER_LABELS.items()}, hidden_size=32, num_hidden_layers=1,
                     num_attention_heads=2, intermediate_size=40)
     port = free_port()
-    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={minilm_dir}", "--model", f"ner={ner}"],
-                 port)
+    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={minilm_dir}", "--model", f"ner={ner}",
+                  "--model", f"zeroshot={minilm_dir}@zero-shot"], port)
     yield f"http://127.0.0.1:{port}", {"minilm": minilm_dir, "ner": ner}
     assert stop(proc) == 0
 
@@ -77,6 +77,19 @@ def test_inference_client_token_classification(served, online):
     assert [(g.entity_group, g.start, g.end) for g in got] == [(e["entity_group"], e["start"], e["end"]) for e in expected]
 
 
+def test_inference_client_zero_shot_classification(served, online, minilm_dir):
+    base, _ = served
+    client = huggingface_hub.InferenceClient(model=f"{base}/?model=zeroshot")
+    labels = ["food", "travel", "cinema"]
+    expected = npformer.pipeline("zero-shot", minilm_dir)(TEXTS[0], labels)
+    for multi_label in (False, True):
+        got = client.zero_shot_classification(TEXTS[0], labels, multi_label=multi_label)
+        ours = npformer.pipeline("zero-shot", minilm_dir)(TEXTS[0], labels, multi_label=multi_label)
+        assert [g.label for g in got] == ours["labels"]
+        np.testing.assert_allclose([g.score for g in got], ours["scores"], atol=1e-6)
+    assert expected["labels"][0] == "food"
+
+
 def test_openai_client(served, minilm_dir):
     base, _ = served
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -88,7 +101,7 @@ def test_openai_client(served, minilm_dir):
     small = st.SentenceTransformer(str(minilm_dir), device="cpu", truncate_dim=64)
     np.testing.assert_allclose([d.embedding for d in short.data], small.encode(TEXTS, normalize_embeddings=True),
                                atol=1e-5)
-    assert {m.id for m in client.models.list()} == {"sentiment", "minilm", "ner"}
+    assert {m.id for m in client.models.list()} == {"sentiment", "minilm", "ner", "zeroshot"}
     with pytest.raises(openai.NotFoundError, match="model 'text-embedding-3-small' is not served"):
         client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
     with pytest.raises(openai.UnprocessableEntityError, match="needs a sentence-embeddings model"):
