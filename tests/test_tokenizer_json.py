@@ -39,9 +39,13 @@ def test_unsupported_tokenizer_json_is_named(tmp_path):
     transformers.BertTokenizerFast.from_pretrained(require(VOCABS / "bert-base-uncased")).save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").unlink()
     data = json.loads((tmp_path / "tokenizer.json").read_text())
-    data["model"]["type"] = "BPE"
+    data["model"]["type"] = "WordLevel"
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="the model is 'BPE', not WordPiece"):
+    with pytest.raises(ValueError, match="the model is 'WordLevel'; npformer implements WordPiece and BPE"):
+        Tokenizer.from_pretrained(tmp_path)
+    data["model"]["type"] = "BPE"  # a WordPiece vocabulary called BPE: no merges
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="the BPE model has no 'merges' list"):
         Tokenizer.from_pretrained(tmp_path)
     data["model"]["type"] = "WordPiece"
     data["normalizer"] = {"type": "Sequence", "normalizers": []}
@@ -50,5 +54,5 @@ def test_unsupported_tokenizer_json_is_named(tmp_path):
         Tokenizer.from_pretrained(tmp_path)
     shutil.rmtree(tmp_path)
     tmp_path.mkdir()
-    with pytest.raises(FileNotFoundError, match="no vocab.txt or tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json, vocab.json"):
         Tokenizer.from_pretrained(tmp_path)

@@ -312,11 +312,12 @@ def tokenizer_kwargs(given, name: str, **direct) -> dict:
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The checkpoint's tokenizer (``tokenizer.json`` or ``vocab.txt``, + ``tokenizer_config.json``)."""
+    """The checkpoint's tokenizer (``tokenizer.json``, ``vocab.json`` + ``merges.txt`` or ``vocab.txt``,
+    + ``tokenizer_config.json``)."""
     directory = resolve(directory)
-    if not (directory / "vocab.txt").is_file() and not (directory / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no vocab.txt or tokenizer.json in {directory}: npformer needs the WordPiece "
-                                f"vocabulary beside the weights")
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
+        raise FileNotFoundError(f"no tokenizer.json, vocab.txt or vocab.json + merges.txt in {directory}: npformer "
+                                f"needs the tokenizer beside the weights")
     return Tokenizer.from_pretrained(directory)
 
 

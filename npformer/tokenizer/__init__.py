@@ -1,46 +1,47 @@
-"""WordPiece tokenizer with exact parity with Transformers' ``BertTokenizerFast``.
+"""Tokenizers with exact parity with Hugging Face's fast tokenizers: WordPiece (BERT) and
+byte-level BPE (GPT-2, RoBERTa), each built from its components as ``tokenizers`` runs them:
 
-Algorithm: Google BERT's BasicTokenizer + WordpieceTokenizer (Devlin et al. 2019,
-``tokenization.py``), in the form Hugging Face ``tokenizers`` runs it, in its four stages, one
-module each:
+  1. added tokens (:mod:`.added_tokens`): special tokens written in the text (``[MASK]``,
+     ``<mask>``...) are split out first and matched verbatim;
+  2. a normalizer (:mod:`.normalizer`, ``BertNormalizer``): the text as the model reads it,
+     remembering which original character each output character came from;
+  3. a pre-tokenizer (:mod:`.pre_tokenizer` ``BertPreTokenizer``, :mod:`.byte_level` ``ByteLevel``):
+     words, each with the positions of its characters;
+  4. a model (:mod:`.wordpiece`, :mod:`.bpe`): each word's pieces and their vocabulary ids;
+  5. a post-processor (:mod:`.post_processor`) and :mod:`.encoding`: special tokens around one
+     text or a pair, truncation with stride windows, padding; a decoder (:mod:`.decoders`) back.
 
-  1. :mod:`.normalizer` (``BertNormalizer``): clean text (drop NUL, U+FFFD and control chars; any
-     whitespace -> space) -> strip accents (NFD, drop Mn) -> lowercase, keeping which original
-     character each output character came from;
-  2. :mod:`.pre_tokenizer` (``BertPreTokenizer``): split on spaces, isolate each punctuation and
-     CJK character;
-  3. :mod:`.wordpiece`: greedy longest-match-first, ``##`` continuations, ``[UNK]`` for a word that
-     cannot be covered;
-  4. :mod:`.encoding` (BERT's ``TemplateProcessing`` and truncation): ``[CLS] A [SEP] (B [SEP])``,
-     ``longest_first`` / ``only_first`` / ``only_second`` with stride windows, padding.
-
-Special tokens written in the text (``[MASK]``, ``[SEP]`` ...) are split out first and matched
-verbatim. Where the slow ``BertTokenizer`` disagrees with the fast one we follow the fast one (see
+Offsets are character offsets into the original text. :meth:`Tokenizer.from_pretrained` reads
+``tokenizer.json`` (:mod:`.fast_json`), ``vocab.json`` + ``merges.txt`` or ``vocab.txt``. Where the
+slow ``BertTokenizer`` disagrees with the fast one we follow the fast one (see
 ``tests/test_tokenizer.py::test_fast_and_slow_disagree``).
 """
 
 from __future__ import annotations
 
-import re
 from array import array
 from pathlib import Path
 
 import numpy as np
 
-from npformer.files import read_json, read_vocab
-from npformer.tokenizer.fast_json import read_tokenizer_json
-from npformer.tokenizer.post_processor import BertProcessing
+from npformer.files import read_vocab
+from npformer.tokenizer import fast_json
+from npformer.tokenizer.added_tokens import AddedToken, AddedTokens
+from npformer.tokenizer.config import SPECIAL_TOKEN_KEYS, read_config
+from npformer.tokenizer.decoders import WordPieceDecoder, clean_up
 from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
                                          truncate, truncation_side as check_side, truncation_strategy)
 from npformer.tokenizer.normalizer import BertNormalizer
-from npformer.tokenizer.pre_tokenizer import word_pattern
-from npformer.tokenizer.wordpiece import WordPiece, cleanup, tokens_to_string
+from npformer.tokenizer.post_processor import BertProcessing
+from npformer.tokenizer.pre_tokenizer import BertPreTokenizer
+from npformer.tokenizer.wordpiece import WordPiece
 
-SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 class Tokenizer:
-    """BERT WordPiece tokenizer (uncased, cased and multilingual vocabularies).
+    """A tokenizer: BERT's WordPiece when built from a vocabulary, any supported pipeline of
+    components through :meth:`from_components` / :meth:`from_pretrained`.
 
     Args:
         vocab_file: path to ``vocab.txt`` (one token per line; the line number is the id).
@@ -48,6 +49,11 @@ class Tokenizer:
         strip_accents: None follows ``do_lower_case``, as in Transformers.
         tokenize_chinese_chars: isolate each CJK ideograph as its own word.
         model_max_length: the default ``max_length`` for truncation and ``padding="max_length"``.
+        unk_token: the unknown token.
+        sep_token: the separator token.
+        pad_token: the padding token.
+        cls_token: the classification token.
+        mask_token: the mask token.
         max_input_chars_per_word: longer words become one unknown token (100, as BERT).
         truncation_side: ``"right"`` (keep the start of a text) or ``"left"`` (keep its end), as
             Transformers' attribute of that name; settable.
@@ -70,78 +76,95 @@ class Tokenizer:
             if not vocab_file.is_file():
                 raise FileNotFoundError(f"vocabulary file not found: {vocab_file}")
             tokens = read_vocab(vocab_file)
+        vocab: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            vocab.setdefault(tok, i)
+        special = dict(unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token,
+                       mask_token=mask_token)
+        for name, token in special.items():
+            if token not in vocab:
+                raise ValueError(f"{name} {token!r} is not in {vocab_file}")
+        self.do_lower_case = do_lower_case
+        self.strip_accents = do_lower_case if strip_accents is None else strip_accents
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self._setup(tokens, normalizer=BertNormalizer(do_lower_case, self.strip_accents),
+                    pre_tokenizer=BertPreTokenizer(tokenize_chinese_chars),
+                    model=WordPiece(vocab, vocab[unk_token], max_input_chars_per_word),
+                    post_processor=BertProcessing((cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])),
+                    decoder=WordPieceDecoder(),
+                    added_tokens=[AddedToken(t, vocab[t]) for t in dict.fromkeys(special.values())],
+                    special=special, model_max_length=model_max_length, truncation_side=truncation_side,
+                    clean_up_tokenization_spaces=True, model_input_names=BERT_INPUTS)
+
+    @classmethod
+    def from_components(cls, tokens: list[str], **components) -> "Tokenizer":
+        """A tokenizer from its parts (what :mod:`.fast_json` builds from ``tokenizer.json``).
+
+        ``tokens`` are the vocabulary in id order, added tokens included; ``components`` are
+        :meth:`_setup`'s keyword arguments: ``normalizer`` (or None), ``pre_tokenizer`` (or None),
+        ``model``, ``post_processor``, ``decoder``, ``added_tokens`` (:class:`AddedToken` list),
+        ``special`` (``unk_token``... -> token or None), ``model_max_length``, ``truncation_side``,
+        ``clean_up_tokenization_spaces``, ``model_input_names``.
+        """
+        self = cls.__new__(cls)
+        self._setup(tokens, **components)
+        return self
+
+    def _setup(self, tokens: list[str], *, normalizer, pre_tokenizer, model, post_processor, decoder,  # noqa: PLR0913
+               added_tokens: list[AddedToken], special: dict, model_max_length: int = 512,
+               truncation_side: str = "right", clean_up_tokenization_spaces: bool = False,
+               model_input_names: tuple[str, ...] = BERT_INPUTS) -> None:
         self.vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             self.vocab.setdefault(tok, i)
         self.ids_to_tokens = dict(enumerate(tokens))
-        self.do_lower_case = do_lower_case
-        self.strip_accents = do_lower_case if strip_accents is None else strip_accents
-        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.normalizer, self.pre_tokenizer, self.model = normalizer, pre_tokenizer, model
+        self.post_processor, self.decoder = post_processor, decoder
+        self.added_tokens = AddedTokens(added_tokens)
         self.model_max_length = model_max_length
-        self.max_input_chars_per_word = max_input_chars_per_word
         self.truncation_side = check_side(truncation_side)
-        self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
-        self.cls_token, self.mask_token = cls_token, mask_token
-        for name in SPECIAL_TOKEN_KEYS:
-            if getattr(self, name) not in self.vocab:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not in {vocab_file}")
-        self.special_tokens = [unk_token, sep_token, pad_token, cls_token, mask_token]
-        self.all_special_ids = sorted({self.vocab[t] for t in self.special_tokens})
-        self.unk_token_id, self.sep_token_id = self.vocab[unk_token], self.vocab[sep_token]
-        self.pad_token_id, self.cls_token_id = self.vocab[pad_token], self.vocab[cls_token]
-        self.post_processor = BertProcessing((cls_token, self.cls_token_id), (sep_token, self.sep_token_id))
-        self.mask_token_id = self.vocab[mask_token]
-        longest_first = sorted(set(self.special_tokens), key=len, reverse=True)
-        self._special_re = re.compile("|".join(re.escape(t) for t in longest_first))
-        # the four stages of Hugging Face tokenizers' BERT pipeline
-        self.normalizer = BertNormalizer(do_lower_case, self.strip_accents)
-        self._words = word_pattern(tokenize_chinese_chars)  # pre-tokenizer
-        self.wordpiece = WordPiece(self.vocab, self.unk_token_id, max_input_chars_per_word)
-        # post-processing (special tokens, truncation, padding): _add_special_tokens and .encoding
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.model_input_names = tuple(model_input_names)
+        for key in SPECIAL_TOKEN_KEYS:
+            token = special.get(key)
+            setattr(self, key, token)
+            setattr(self, key + "_id", self.vocab.get(token) if token is not None else None)
+        self.special_tokens = [t for t in (special.get(k) for k in SPECIAL_TOKEN_KEYS) if t is not None]
+        self.all_special_ids = sorted({t.id for t in added_tokens if t.special} |
+                                      {self.vocab[t] for t in self.special_tokens if t in self.vocab})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides) -> "Tokenizer":
-        """Build from a directory with ``tokenizer.json`` (see
-        :func:`~npformer.tokenizer.fast_json.read_tokenizer_json`; its vocabulary and normalizer
-        flags win, as in Transformers' fast tokenizer) or ``vocab.txt``, and optionally
+        """Build from a directory with ``tokenizer.json`` (see :mod:`.fast_json`; its vocabulary
+        and components win, as in Transformers' fast tokenizer), ``vocab.json`` + ``merges.txt``
+        (byte-level BPE, RoBERTa's layout) or ``vocab.txt`` (WordPiece), and optionally
         ``tokenizer_config.json``.
 
         Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``,
-        ``truncation_side`` and the special tokens from the config; keyword ``overrides`` win over the file.
-        Raises ``FileNotFoundError`` when the directory or its ``vocab.txt`` is missing, and
+        ``truncation_side`` and the special tokens from the config; keyword ``overrides`` win over
+        the file. Raises ``FileNotFoundError`` when the directory or its vocabulary is missing, and
         ``ValueError`` naming the file when ``tokenizer_config.json`` is not a JSON object of the
-        right field types or ``vocab.txt`` is not UTF-8 text.
+        right field types, a vocabulary is malformed, or a component is one npformer does not implement.
         """
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
-        kwargs: dict = {}
-        config_file = path / "tokenizer_config.json"
-        if config_file.is_file():
-            config = read_json(config_file)
-            if not isinstance(config, dict):
-                raise ValueError(f"{config_file} holds a JSON {type(config).__name__}, expected an object of fields")
-            for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "truncation_side",
-                        *SPECIAL_TOKEN_KEYS):
-                value = config.get(key)
-                if isinstance(value, dict):  # serialized AddedToken
-                    value = value.get("content")
-                expected = str if key in SPECIAL_TOKEN_KEYS or key == "truncation_side" else bool
-                if value is not None and not isinstance(value, expected):
-                    raise ValueError(f"{config_file}: field {key!r} must be a {expected.__name__}, got {value!r}")
-                if key == "truncation_side" and value not in (None, "right", "left"):
-                    raise ValueError(f"{config_file}: field 'truncation_side' must be 'right' or 'left', got {value!r}")
-                if value is not None or key == "strip_accents":
-                    kwargs[key] = value
-            max_len = config.get("model_max_length")
-            if isinstance(max_len, int) and not isinstance(max_len, bool) and 0 < max_len < 1_000_000:
-                kwargs["model_max_length"] = max_len
+        config, kwargs = read_config(path / "tokenizer_config.json")
+        common = {k: kwargs[k] for k in ("model_max_length", "truncation_side") if k in kwargs}
+        if (path / "tokenizer.json").is_file() and fast_json.model_type(path / "tokenizer.json") != "WordPiece":
+            tokens, parts = fast_json.components(path / "tokenizer.json", config)
+            return cls.from_components(tokens, **{**parts, **common, **overrides})
+        if not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file() \
+                and (path / "merges.txt").is_file():
+            tokens, parts = fast_json.gpt2_files(path, config)
+            return cls.from_components(tokens, **{**parts, **common, **overrides})
         vocab: Path | list[str] = path / "vocab.txt"
         if (path / "tokenizer.json").is_file():  # what the fast tokenizer reads: its vocabulary and flags win
-            vocab, fast = read_tokenizer_json(path / "tokenizer.json")
+            vocab, fast = fast_json.read_tokenizer_json(path / "tokenizer.json")
             kwargs.update(fast)
         elif not vocab.is_file():
-            raise FileNotFoundError(f"no vocab.txt or tokenizer.json in {path}")
+            raise FileNotFoundError(f"no tokenizer.json, vocab.json + merges.txt or vocab.txt in {path}")
         kwargs.update(overrides)
         return cls(vocab, **kwargs)
 
@@ -152,18 +175,8 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self.ids_to_tokens)
 
-    def _segments(self, text: str):
-        """``(start, end, special_id)``: runs of ordinary text (special_id None) and the special
-        tokens written in ``text``, in order."""
-        cursor = 0
-        for m in self._special_re.finditer(text):
-            yield cursor, m.start(), None
-            yield m.start(), m.end(), self.vocab[m.group()]
-            cursor = m.end()
-        yield cursor, len(text), None
-
     def pieces(self, text: str, max_tokens: int | None = None) -> Pieces:
-        """The WordPiece tokens of ``text`` without special tokens, as compact arrays.
+        """The tokens of ``text`` without the post-processor's special tokens, as compact arrays.
 
         With ``max_tokens`` tokenizing stops once that many tokens are found (what a truncating
         caller keeps), so a 10 MB text costs no more than its first window. Memory: the normalized
@@ -173,12 +186,16 @@ class Tokenizer:
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
+        texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
+        pattern = getattr(self.pre_tokenizer, "pattern", None)
         word = 0
-        for seg_start, seg_end, special_id in self._segments(text):
+        for seg_start, seg_end, added in self.added_tokens(text):
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
-            if special_id is not None:
-                ids.append(special_id)
+            if added is not None:
+                if seg_end - seg_start != len(added.content):
+                    texts[len(ids)] = text[seg_start:seg_end]
+                ids.append(added.id)
                 starts.append(seg_start)
                 ends.append(seg_end)
                 words.append(word)
@@ -186,23 +203,30 @@ class Tokenizer:
                 continue
             if seg_start == seg_end:
                 continue
-            normalized, align = self.normalizer(text[seg_start:seg_end])
-            for m in self._words.finditer(normalized):
-                s0 = m.start()
-                for piece_id, s, e in self.wordpiece(m.group()):
+            normalized, align = self.normalizer(text[seg_start:seg_end]) if self.normalizer is not None \
+                else (text[seg_start:seg_end], None)
+            if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
+                words_of = pattern.finditer(normalized)
+            else:
+                words_of = self.pre_tokenizer(normalized) if self.pre_tokenizer is not None else [(0, normalized, None)]
+            for item in words_of:
+                s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
+                for piece_id, s, e in self.model(piece):
                     ids.append(piece_id)
+                    a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
                     if align is None:
-                        starts.append(seg_start + s0 + s)
-                        ends.append(seg_start + s0 + e)
+                        starts.append(seg_start + a)
+                        ends.append(seg_start + b + 1)
                     else:
-                        starts.append(seg_start + align[s0 + s])
-                        ends.append(seg_start + align[s0 + e - 1] + 1)
+                        starts.append(seg_start + align[a])
+                        ends.append(seg_start + align[b] + 1)
                     words.append(word)
                 word += 1
                 if max_tokens is not None and len(ids) >= max_tokens:
                     break
         n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
-        return Pieces(int32_array(ids, n), int32_array(starts, n), int32_array(ends, n), int32_array(words, n))
+        return Pieces(int32_array(ids, n), int32_array(starts, n), int32_array(ends, n), int32_array(words, n),
+                      {k: v for k, v in texts.items() if k < n})
 
     def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
         """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;
@@ -222,14 +246,16 @@ class Tokenizer:
         return Encoding(ids, tokens, [(0, 0)] * n, [None] * n, [0] * n, [0] * n, [int(i in special) for i in ids], [1] * n)
 
     def is_empty(self, text: str) -> bool:
-        """True when ``text`` gives no token at all: nothing is left after normalization (it held
-        only whitespace, control or format characters such as ``\\x00`` or ``\\u200b``, or
-        accents that are stripped). Such a text encodes as ``[CLS] [SEP]``. Stops at the first
-        character that survives normalization: every such character starts a word."""
-        return all(not out.strip(" ") for out in map(self.normalizer.char, text))
+        """True when ``text`` gives no token at all (it held only whitespace, control or format
+        characters such as ``\\x00`` or ``\\u200b``, or accents that are stripped). Such a text
+        encodes as the post-processor's special tokens alone (``[CLS] [SEP]``)."""
+        if isinstance(self.normalizer, BertNormalizer) and isinstance(self.pre_tokenizer, BertPreTokenizer):
+            # stops at the first character that survives normalization: every such character starts a word
+            return all(not out.strip(" ") for out in map(self.normalizer.char, text))
+        return len(self.pieces(text, 1)) == 0
 
     def tokenize(self, text: str) -> list[str]:
-        """WordPiece strings of ``text`` without special tokens, e.g. ``["un", "##aff", "##able"]``."""
+        """Token strings of ``text`` without special tokens, e.g. ``["un", "##aff", "##able"]``."""
         return self.encode(text).tokens
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
@@ -249,19 +275,19 @@ class Tokenizer:
             raise ValueError(f"token id {i} is outside the vocabulary (size {len(self)})")
         return self.ids_to_tokens[i]
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        """Join WordPiece strings: ``##`` pieces glued to the previous token, others spaced.
-
-        Matches the fast tokenizer's WordPiece decoder (with its per-token cleanup).
-        """
-        return tokens_to_string(tokens)
+        """Token strings joined by the tokenizer's decoder (WordPiece: ``##`` pieces glued to the
+        previous token, others spaced; byte-level: the bytes they stand for, as UTF-8)."""
+        return self.decoder(tokens)
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Text of a sequence of ids, as ``BertTokenizerFast.decode`` (WordPiece decoder, then
-        Transformers' ``clean_up_tokenization``). Raises ``ValueError`` for an id outside the vocabulary."""
+        """Text of a sequence of ids, as the fast tokenizer's ``decode`` (its decoder, then
+        Transformers' ``clean_up_tokenization`` when ``clean_up_tokenization_spaces``). Raises
+        ``ValueError`` for an id outside the vocabulary."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.all_special_ids]
-        return cleanup(tokens_to_string(self.convert_ids_to_tokens(ids)))
+        text = self.decoder(self.convert_ids_to_tokens(ids))
+        return clean_up(text) if self.clean_up_tokenization_spaces else text
 
     # ---- special tokens, truncation, padding (see .encoding)
 
@@ -309,7 +335,7 @@ class Tokenizer:
                  max_length: int | None = None,
                  padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,
                  return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
-                 return_attention_mask: bool = True, return_token_type_ids: bool = True,
+                 return_attention_mask: bool = True, return_token_type_ids: bool | None = None,
                  return_tensors: str | None = "np") -> BatchEncoding:
         """Encode a text, a pair, or a batch of texts/pairs into ``(batch, seq_len)`` int64 arrays.
 
@@ -322,7 +348,8 @@ class Tokenizer:
             stride: tokens shared by consecutive overflowing windows.
             return_overflowing_tokens: return every window, and ``overflow_to_sample_mapping``.
             return_attention_mask: leave ``attention_mask`` out when False.
-            return_token_type_ids: leave ``token_type_ids`` out when False.
+            return_token_type_ids: include ``token_type_ids`` (default: when the tokenizer's
+                ``model_input_names`` has them, as BERT's do and RoBERTa's do not).
             return_tensors: ``"np"`` (or None): NumPy arrays are what npformer returns; ``"pt"``,
                 ``"tf"`` and ``"jax"`` are refused with a ValueError.
 
@@ -350,6 +377,8 @@ class Tokenizer:
         if padding == "do_not_pad" and len({len(e) for e in encodings}) > 1:
             raise ValueError("the encoded texts have different lengths; pass padding=True (or 'max_length') "
                              "to get arrays")
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
         keys = ("input_ids",) + ("token_type_ids",) * return_token_type_ids + \
             ("attention_mask",) * return_attention_mask + \
             ("special_tokens_mask",) * return_special_tokens_mask + ("offset_mapping",) * return_offsets_mapping

@@ -57,6 +57,7 @@ class Pieces:
     starts: np.ndarray
     ends: np.ndarray
     word_ids: np.ndarray
+    texts: dict[int, str] = field(default_factory=dict)  # position -> token string, where not the vocabulary's
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -65,8 +66,11 @@ class Pieces:
         """Tokens ``start:stop`` as an :class:`Encoding` whose ``sequence_ids`` are ``sequence_id``."""
         ids = self.ids[start:stop].tolist()
         offsets = list(zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist()))
-        return Encoding(ids, [ids_to_tokens[i] for i in ids], offsets, self.word_ids[start:stop].tolist(),
-                        [sequence_id] * len(ids))
+        tokens = [ids_to_tokens[i] for i in ids]
+        for k, text in self.texts.items():
+            if start <= k < stop:
+                tokens[k - start] = text
+        return Encoding(ids, tokens, offsets, self.word_ids[start:stop].tolist(), [sequence_id] * len(ids))
 
 
 def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Encoding:

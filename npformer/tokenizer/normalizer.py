@@ -13,7 +13,7 @@ import unicodedata
 from array import array
 
 # Rust's ``char::is_whitespace`` (Unicode White_Space), which the fast tokenizer uses.
-_WHITESPACE = frozenset("\t\n\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+WHITESPACE = frozenset("\t\n\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                         "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\x0b\x0c")
 
 
@@ -27,7 +27,7 @@ def clean_char(ch: str) -> str:
     """BertNormalizer's clean_text for one char: '' for NUL, U+FFFD and controls, ' ' for whitespace."""
     if ch == "\x00" or ch == "\ufffd" or is_control(ch):
         return ""
-    return " " if ch in _WHITESPACE else ch
+    return " " if ch in WHITESPACE else ch
 
 
 class BertNormalizer:

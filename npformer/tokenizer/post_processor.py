@@ -1,47 +1,129 @@
-"""Post-processors: where special tokens go around one text or a pair, and how many they are.
+"""Post-processors: where special tokens go around one text or a pair, how many they are, and
+(byte-level tokenizers) offsets without the spaces tokens carry.
 
-As Hugging Face tokenizers' ``processors`` (``BertProcessing``: ``[CLS] A [SEP]`` and
-``[CLS] A [SEP] B [SEP]``, type ids 0 for the first part and 1 for the second). Truncation asks
-:meth:`BertProcessing.added_tokens` how much room the special tokens take, so that a template
-with another shape (RoBERTa's ``<s> A </s></s> B </s>``) is one more class here.
-Reference: tokenizers ``processors/bert.rs``.
+As Hugging Face tokenizers' ``processors``: ``BertProcessing`` (``[CLS] A [SEP]``,
+``[CLS] A [SEP] B [SEP]``, type ids 0 then 1), ``RobertaProcessing`` (``<s> A </s>``,
+``<s> A </s></s> B </s>``, type ids 0, offsets trimmed), ``TemplateProcessing`` (any template of
+special tokens and ``$A`` / ``$B`` with their type ids) and ``ByteLevel`` (offsets trimmed, no
+special tokens). Truncation asks :meth:`added_tokens` how much room the special tokens take.
+Reference: tokenizers ``processors/bert.rs``, ``roberta.rs``, ``template.rs``, ``byte_level.rs``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from npformer.tokenizer.byte_level import trim_offsets
 from npformer.tokenizer.encoding import Encoding
+
+# A template item: ("A" | "B", type_id) for a sequence, or ((token, id), type_id) for a special token
+Item = tuple
+
+
+def _apply(template: list[Item], a: Encoding, b: Encoding | None) -> Encoding:
+    """The encoding ``template`` spells with sequences ``a`` and ``b``."""
+    ids, tokens, offsets, word_ids, seq_ids, type_ids, special = [], [], [], [], [], [], []
+    for piece, type_id in template:
+        if piece in ("A", "B"):
+            enc = a if piece == "A" else b
+            ids += enc.ids
+            tokens += enc.tokens
+            offsets += enc.offsets
+            word_ids += enc.word_ids
+            seq_ids += [0 if piece == "A" else 1] * len(enc)
+            type_ids += [type_id] * len(enc)
+            special += [0] * len(enc)
+        else:
+            token, token_id = piece
+            ids.append(token_id)
+            tokens.append(token)
+            offsets.append((0, 0))
+            word_ids.append(None)
+            seq_ids.append(None)
+            type_ids.append(type_id)
+            special.append(1)
+    return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
 
 
 @dataclass(frozen=True)
-class BertProcessing:
-    """``cls`` and ``sep``: ``(token, id)`` each."""
+class TemplateProcessing:
+    """``single`` and ``pair`` templates (lists of :data:`Item`)."""
 
-    cls: tuple[str, int]
-    sep: tuple[str, int]
+    single: tuple
+    pair: tuple
 
     def added_tokens(self, is_pair: bool) -> int:
         """How many special tokens :meth:`process` adds (tokenizers' ``added_tokens``)."""
-        return 3 if is_pair else 2
+        return sum(piece not in ("A", "B") for piece, _ in (self.pair if is_pair else self.single))
 
     def process(self, a: Encoding, b: Encoding | None) -> Encoding:
-        """``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``: ids, tokens, offsets ``(0, 0)`` and word /
-        sequence ids None for the special tokens, type ids 0 then 1, the special-tokens mask."""
-        (cls_token, cls_id), (sep_token, sep_id) = self.cls, self.sep
-        ids = [cls_id] + a.ids + [sep_id]
-        tokens = [cls_token] + a.tokens + [sep_token]
-        offsets = [(0, 0)] + a.offsets + [(0, 0)]
-        word_ids = [None] + a.word_ids + [None]
-        seq_ids = [None] + [0] * len(a) + [None]
-        type_ids = [0] * (len(a) + 2)
-        special = [1] + [0] * len(a) + [1]
-        if b is not None:
-            ids += b.ids + [sep_id]
-            tokens += b.tokens + [sep_token]
-            offsets += b.offsets + [(0, 0)]
-            word_ids += b.word_ids + [None]
-            seq_ids += [1] * len(b) + [None]
-            type_ids += [1] * (len(b) + 1)
-            special += [0] * len(b) + [1]
-        return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
+        """The template filled with ``a`` (and ``b``): ids, tokens, offsets ``(0, 0)`` and word /
+        sequence ids None for the special tokens, the template's type ids, the special-tokens mask."""
+        return _apply(list(self.pair if b is not None else self.single), a, b)
+
+
+def BertProcessing(cls: tuple[str, int], sep: tuple[str, int]) -> TemplateProcessing:  # noqa: N802 - tokenizers' name
+    """``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]``; ``cls`` and ``sep`` are ``(token, id)``."""
+    return TemplateProcessing(((cls, 0), ("A", 0), (sep, 0)), ((cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)))
+
+
+@dataclass(frozen=True)
+class RobertaProcessing:
+    """``<s> A </s>`` / ``<s> A </s></s> B </s>``, every type id 0; with ``trim_offsets`` the
+    tokens' offsets leave out the spaces they carry (see :func:`~npformer.tokenizer.byte_level.trim_offsets`)."""
+
+    cls: tuple[str, int]
+    sep: tuple[str, int]
+    trim_offsets: bool = True
+    add_prefix_space: bool = True
+
+    def added_tokens(self, is_pair: bool) -> int:
+        return 4 if is_pair else 2
+
+    def process(self, a: Encoding, b: Encoding | None) -> Encoding:
+        if self.trim_offsets:
+            a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, self.add_prefix_space))
+            if b is not None:
+                b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, self.add_prefix_space))
+        cls, sep = self.cls, self.sep
+        if b is None:
+            return _apply([(cls, 0), ("A", 0), (sep, 0)], a, None)
+        return _apply([(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)], a, b)
+
+
+@dataclass(frozen=True)
+class ByteLevelProcessing:
+    """The ``ByteLevel`` post-processor: no special tokens; offsets trimmed when ``trim_offsets``."""
+
+    trim_offsets: bool = True
+    add_prefix_space: bool = True
+
+    def added_tokens(self, is_pair: bool) -> int:
+        return 0
+
+    def process(self, a: Encoding, b: Encoding | None) -> Encoding:
+        if self.trim_offsets:
+            a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, self.add_prefix_space))
+            if b is not None:
+                b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, self.add_prefix_space))
+        return _apply([("A", 0)] + ([("B", 1)] if b is not None else []), a, b)
+
+
+@dataclass(frozen=True)
+class SequenceProcessing:
+    """``Sequence``: each post-processor in turn (a byte-level trim, then a template...)."""
+
+    processors: tuple
+
+    def added_tokens(self, is_pair: bool) -> int:
+        return sum(p.added_tokens(is_pair) for p in self.processors)
+
+    def process(self, a: Encoding, b: Encoding | None) -> Encoding:
+        for p in self.processors[:-1]:
+            if isinstance(p, ByteLevelProcessing) and p.trim_offsets:
+                a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, p.add_prefix_space))
+                if b is not None:
+                    b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, p.add_prefix_space))
+            elif not isinstance(p, ByteLevelProcessing):
+                raise ValueError(f"a Sequence post-processor takes a template only last, got {type(p).__name__}")
+        return self.processors[-1].process(a, b)

@@ -40,3 +40,15 @@ def word_pattern(isolate_cjk: bool) -> re.Pattern:
     cls = "".join(re.escape(chr(cp)) for cp in range(PUNCTUATION_END) if is_punctuation(chr(cp)))
     cjk = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in CJK_RANGES) if isolate_cjk else ""
     return re.compile(f"[{cls}{cjk}]|[^ {cls}{cjk}]+")
+
+
+class BertPreTokenizer:
+    """``pre_tokenizer(text)`` -> ``(start, word, None)`` per word (None: the word's characters are
+    ``text[start:start + len(word)]``); see :func:`word_pattern`. ``pattern`` is the regex whose
+    matches are the words (what the tokenizer's loop reads directly)."""
+
+    def __init__(self, tokenize_chinese_chars: bool = True):
+        self.pattern = word_pattern(tokenize_chinese_chars)
+
+    def __call__(self, text: str):
+        return ((m.start(), m.group(), None) for m in self.pattern.finditer(text))

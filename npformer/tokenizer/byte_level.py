@@ -1,0 +1,157 @@
+"""Byte-level pre-tokenization and decoding (GPT-2, RoBERTa, ModernBERT), as Hugging Face
+tokenizers' ``pre_tokenizers/byte_level.rs``.
+
+Text is split by GPT-2's regex (contractions, letters, numbers, other symbols, whitespace runs;
+each but the contractions and whitespace may take one leading space), then every UTF-8 byte of a
+piece becomes one printable character (GPT-2's ``bytes_to_unicode``: printable Latin-1 bytes stand
+for themselves, the others are moved above U+0100, so a space is ``Ġ``). A BPE model then merges
+those characters. Reference: Radford et al. 2019 (GPT-2, ``encoder.py``) and ``tokenizers``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+from npformer.tokenizer.normalizer import WHITESPACE
+
+# Letters (L*) and numbers (N*) lie below U+40000 in every Unicode version so far (planes 4-13
+# are unassigned, 14 holds tags, 15-16 private use); tests/test_tokenizer_bpe.py checks the range.
+CLASS_END = 0x40000
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map of each byte (0-255) to a printable character."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+BYTE_CHARS = bytes_to_unicode()
+CHAR_BYTES = {c: b for b, c in BYTE_CHARS.items()}
+_BYTE_TABLE = [BYTE_CHARS[b] for b in range(256)]
+
+
+def _ranges(codepoints) -> str:
+    """A regex character class body for sorted code points, as ranges."""
+    out, start, prev = [], None, None
+    for cp in codepoints:
+        if start is None:
+            start = prev = cp
+        elif cp == prev + 1:
+            prev = cp
+        else:
+            out.append((start, prev))
+            start = prev = cp
+    if start is not None:
+        out.append((start, prev))
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in out)
+
+
+@functools.cache
+def gpt2_pattern() -> re.Pattern:
+    """GPT-2's split regex, ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``,
+    for Python's ``re``: the Unicode classes spelled out, ``\\s`` as Unicode White_Space (what the
+    Oniguruma engine of ``tokenizers`` matches; Python's ``\\s`` would also take U+001C-U+001F)."""
+    letters, numbers = [], []
+    for cp in range(CLASS_END):
+        category = unicodedata.category(chr(cp))[0]
+        if category == "L":
+            letters.append(cp)
+        elif category == "N":
+            numbers.append(cp)
+    L, N = _ranges(letters), _ranges(numbers)  # noqa: N806 - the Unicode classes' names
+    S = _ranges(sorted(map(ord, WHITESPACE)))  # noqa: N806
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+
+
+class ByteLevel:
+    """The ``ByteLevel`` pre-tokenizer: ``pre_tokenizer(text)`` -> ``(start, word, align)`` per piece,
+    ``word`` in byte characters and ``align[k]`` the index in ``text`` of the character whose byte
+    ``word[k]`` is.
+
+    Args:
+        add_prefix_space: put a space before a text that does not start with one (so that its first
+            word is spelled as the others); the space aligns with the first character.
+        use_regex: split with GPT-2's regex (else the whole text is one piece).
+        trim_offsets: kept for the post-processor (:func:`trim_offsets`), as in ``tokenizers``.
+    """
+
+    def __init__(self, add_prefix_space: bool = False, use_regex: bool = True, trim_offsets: bool = True):
+        self.add_prefix_space, self.use_regex, self.trim_offsets = add_prefix_space, use_regex, trim_offsets
+        self._pattern = gpt2_pattern() if use_regex else None
+
+    def __call__(self, text: str):
+        prefixed = self.add_prefix_space and text and not text.startswith(" ")
+        if prefixed:
+            text = " " + text
+        pieces = self._pattern.finditer(text) if self._pattern is not None else [_Whole(text)]
+        for m in pieces:
+            piece, start = m.group(), m.start()
+            if piece.isascii():
+                word = piece.translate(_ASCII)
+                align = list(range(start, start + len(piece)))
+            else:
+                encoded = [piece[k].encode("utf-8") for k in range(len(piece))]
+                word = "".join(_BYTE_TABLE[b] for chunk in encoded for b in chunk)
+                align = [start + k for k, chunk in enumerate(encoded) for _ in chunk]
+            if prefixed:  # positions in the text as given: the added space stands on its first character
+                align = [max(a - 1, 0) for a in align]
+            yield align[0], word, align
+
+
+class _Whole:
+    def __init__(self, text: str):
+        self.text = text
+
+    def group(self) -> str:
+        return self.text
+
+    def start(self) -> int:
+        return 0
+
+
+_ASCII = {b: BYTE_CHARS[b] for b in range(128)}
+
+
+def is_space_char(ch: str) -> bool:
+    """A byte-level ``Ġ`` or a whitespace character (what ``process_offsets`` trims)."""
+    return ch == "Ġ" or ch in WHITESPACE
+
+
+def trim_offsets(tokens: list[str], offsets: list[tuple[int, int]], add_prefix_space: bool) -> list[tuple[int, int]]:
+    """Offsets without the spaces a token starts or ends with (``tokenizers``'
+    ``byte_level::process_offsets``): the first token keeps the one space ``add_prefix_space`` put
+    before it."""
+    out = []
+    for i, (token, (start, end)) in enumerate(zip(tokens, offsets)):
+        leading = len(token) - len(token.lstrip("Ġ" + "".join(WHITESPACE)))
+        trailing = len(token) - len(token.rstrip("Ġ" + "".join(WHITESPACE)))
+        if leading and (i == 0 or start == 0) and add_prefix_space and leading == 1:
+            leading = 0
+        if leading:
+            start = min(start + leading, end)
+        if trailing and end >= trailing:
+            end = max(end - trailing, start)
+        out.append((start, end))
+    return out
+
+
+def decode_bytes(tokens: list[str]) -> str:
+    """The ``ByteLevel`` decoder: byte characters back to bytes, then UTF-8 (an invalid sequence
+    becomes U+FFFD, as ``String::from_utf8_lossy``); a character outside the byte map stays itself."""
+    out = bytearray()
+    for ch in "".join(tokens):
+        b = CHAR_BYTES.get(ch)
+        if b is None:
+            out += ch.encode("utf-8")
+        else:
+            out.append(b)
+    return out.decode("utf-8", errors="replace")
