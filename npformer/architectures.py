@@ -22,6 +22,7 @@ from npformer.plugins import load_plugins
 
 ENTRY_POINT_GROUP = "npformer.architectures"
 ARCHITECTURES: dict[str, type] = {}  # model_type -> Encoder subclass
+SUPPORTED_MODELS_URL = "https://github.com/npformer/npformer#supported-models"
 
 
 def register(encoder_class: type) -> type:
@@ -46,7 +47,8 @@ def architecture(model_type, source: str = "config.json") -> type:
     if found is None:
         names = ", ".join(f"{k} ({v.description})" if getattr(v, "description", "") else k
                           for k, v in sorted(ARCHITECTURES.items()))
-        raise ValueError(f"{source}: unknown model_type {model_type!r}: npformer supports {names}")
+        raise ValueError(f"{source}: unknown model_type {model_type!r}: npformer supports {names} "
+                         f"(the table: {SUPPORTED_MODELS_URL})")
     return found
 
 

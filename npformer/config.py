@@ -7,8 +7,10 @@ The validators below are shared with those classes."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from npformer.architectures import architecture
@@ -74,7 +76,8 @@ class Config:
     ``model_type`` is any registered architecture (:mod:`npformer.architectures`): ``"bert"``
     covers BERT, TinyBERT and MiniLM; ``"distilbert"`` is read from DistilBERT's own names (``dim``,
     ``n_layers``, ``n_heads``, ``hidden_dim``, ``activation``, ``sinusoidal_pos_embds``), which stay
-    available as read-only aliases.
+    available as read-only aliases. Fields only one architecture has live in ``extra`` and read as
+    attributes.
     """
 
     model_type: str
@@ -88,12 +91,26 @@ class Config:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     pad_token_id: int = 0
-    sinusoidal_pos_embds: bool = False
+    position_offset: int = 0  # the first position's index (RoBERTa: pad_token_id + 1)
     id2label: dict[int, str] = field(default_factory=dict)
     label2id: dict[str, int] = field(default_factory=dict)
     problem_type: str | None = None
     architectures: list[str] = field(default_factory=list)
     source: str = field(default="config.json", repr=False)  # the file it came from, for error messages
+    # an architecture's own fields (its ``config_fields``: ``embedding_size``, ``sinusoidal_pos_embds``...),
+    # read as attributes: ``config.embedding_size``
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        extra = self.__dict__.get("extra") or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    @property
+    def max_length(self) -> int:
+        """Most tokens one sequence may have: the position table's rows after ``position_offset``."""
+        return self.max_position_embeddings - self.position_offset
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "Config":
@@ -117,7 +134,9 @@ class Config:
         fields = {k: positive_int(d[names[k]], names[k], source) for k in REQUIRED}
         fields["max_position_embeddings"] = positive_int(d.get("max_position_embeddings", 512),
                                                          "max_position_embeddings", source)
-        fields.update(arch.config_fields(d, source))
+        own = arch.config_fields(d, source)
+        fields.update({k: v for k, v in own.items() if k in FIELDS})
+        extra = {k: v for k, v in own.items() if k not in FIELDS}
         if not isinstance(fields["hidden_act"], str):
             raise ValueError(f"{source}: the activation must be a name (str), got {fields['hidden_act']!r}")
         if fields["hidden_size"] % fields["num_attention_heads"]:
@@ -137,7 +156,7 @@ class Config:
             raise ValueError(f"{source}: field 'architectures' must be a list of str, got {architectures!r}")
         return cls(model_type=model_type, pad_token_id=pad_token_id, id2label=_id2label(d.get("id2label"), source),
                    label2id=_label2id(d.get("label2id"), source), problem_type=problem_type,
-                   architectures=list(architectures), source=source, **fields)
+                   architectures=list(architectures), source=source, extra=extra, **fields)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Config":
@@ -166,3 +185,6 @@ class Config:
     @property
     def num_labels(self) -> int:
         return len(self.id2label) or 2
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(Config))

@@ -1,4 +1,4 @@
-"""Reading an ONNX export of a BERT / DistilBERT model back into Transformers-named float32 tensors.
+"""Reading an ONNX export of an encoder (BERT, DistilBERT, RoBERTa...) back into Transformers-named float32 tensors.
 
 Exports made by ``torch.onnx.export`` (the TorchScript exporter, which Optimum and transformers.js use)
 keep each module's path in its node names (``/bert/encoder/layer.0/attention/self/query/MatMul``; torch's
@@ -17,9 +17,8 @@ is found by its place in the graph, never by its initializer name:
 Quantized weights are dequantized exactly as ONNX Runtime defines them: ``(q - zero_point) * scale``
 (operator docs of MatMulInteger, DequantizeLinear and contrib MatMulNBits). Anything else (a fused
 ``Attention`` or ``SkipLayerNormalization`` from an optimizer pass, an op outside the exports' vocabulary,
-a weight no pattern claims, node names without module paths) raises :class:`OnnxImportError` naming the
-node, so a graph npformer does not understand never becomes a wrong model. The ``onnx`` package (extra
-``npformer[onnx]``) reads the file; no code runs from it.
+a weight no pattern claims, node names without module paths) raises :class:`OnnxImportError` naming
+the node. The ``onnx`` package (extra ``npformer[onnx]``) reads the file; no code runs from it.
 """
 
 from __future__ import annotations
@@ -34,16 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
+from npformer.architectures import architecture
 from npformer.config import Config
 from npformer.extras import require_extra
 from npformer.files import BESIDE_WEIGHTS, write_checkpoint
 from npformer.hub import ONNX_FILES, cache_dir
 from npformer.kernels.numpy_ops import ACTIVATIONS
+from npformer.models.embeddings import WORD_EMBEDDINGS
 from npformer.version import __version__
 
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
 # the attention and activation arithmetic, and the weight patterns above.
-PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape Div Equal Erf Expand Gather Gelu Gemm Greater
+PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape CumSum Div Equal Erf Expand Gather Gelu Gemm Greater
     GreaterOrEqual Identity LayerNormalization Less LessOrEqual MatMul Max Min Mul Neg Not Or Pow Range ReduceMean Relu
     Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where DynamicQuantizeLinear
     MatMulInteger DequantizeLinear MatMulNBits""".split())
@@ -52,8 +53,6 @@ NORM_NAMES = ("LayerNorm", "layer_norm")  # the last part of every layer norm mo
 # The FFN's activation op -> its config name (kernels.numpy_ops.ACTIVATIONS); ONNX Gelu (opset 20) has ``approximate``
 ACTIVATION_OPS = {"Erf": "erf", "Tanh": "tanh", "Relu": "relu"}
 FFN_MODULES = (".intermediate", ".ffn")
-TIED_DECODERS = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-                 "vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
 
 
 class OnnxImportError(ValueError):
@@ -378,9 +377,10 @@ def convert_onnx(src: str | Path, out_dir: str | Path) -> Path:
                                 f"the model's config.json (and tokenizer files) to become a checkpoint")
     config = Config.from_pretrained(home)
     tensors, kind = read_onnx(file, config.hidden_act, config.layer_norm_eps)
-    for decoder, table in TIED_DECODERS.items():
-        if decoder in tensors and table in tensors and np.array_equal(tensors[decoder], tensors[table]):
-            del tensors[decoder]
+    arch = architecture(config.model_type)
+    decoder, table = f"{arch.mlm_names[2]}.weight", f"{arch.prefix}{WORD_EMBEDDINGS}"
+    if decoder in tensors and table in tensors and np.array_equal(tensors[decoder], tensors[table]):
+        del tensors[decoder]
     metadata = {"format": "pt", "converted_from": f"{file.relative_to(home)} ({kind})",
                 "npformer_version": __version__}
     return write_checkpoint(tensors, metadata, home, Path(out_dir))

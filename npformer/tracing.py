@@ -42,6 +42,7 @@ class Trace:
     tokens: list[str]
     entries: list[TraceEntry] = field(default_factory=list)
     layer_outputs: list[str] = field(default_factory=list)  # each layer's last module (its output)
+    embedding_output: str = "embeddings"  # what the first layer reads
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The value recorded under ``name``. Raises ``KeyError`` listing a few names."""
@@ -56,7 +57,7 @@ class Trace:
 
     def hidden_states(self) -> list[np.ndarray]:
         """The embeddings' output, then each layer's (Transformers' ``output_hidden_states``)."""
-        return [self.entries[0].value] + [self[name] for name in self.layer_outputs]
+        return [self[self.embedding_output]] + [self[name] for name in self.layer_outputs]
 
     def attentions(self) -> list[np.ndarray]:
         """Each layer's attention probabilities ``(batch, heads, seq, seq)`` (``output_attentions``)."""
@@ -96,11 +97,12 @@ def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: 
         enc = tokenizer(text, text_pair, truncation="only_second" if text_pair else True, max_length=max_length)
     else:
         enc = tokenizer(text, text_pair)
-    if enc["input_ids"].shape[1] > encoder.config.max_position_embeddings:
+    if enc["input_ids"].shape[1] > encoder.config.max_length:
         raise ValueError(f"the text has {enc['input_ids'].shape[1]} tokens, over the model's maximum of "
-                         f"{encoder.config.max_position_embeddings}")
+                         f"{encoder.config.max_length}")
     result = Trace(tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()),
-                   layer_outputs=[encoder.layer_output_name(i) for i in range(len(encoder.layers))])
+                   layer_outputs=[encoder.layer_output_name(i) for i in range(len(encoder.layers))],
+                   embedding_output=encoder.embedding_output_name)
     clock = [time.perf_counter()]
 
     def record(name: str, value: np.ndarray) -> None:
@@ -108,7 +110,7 @@ def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: 
         result.entries.append(TraceEntry(name, np.array(value, dtype=np.float32), 1e3 * (now - clock[0])))
         clock[0] = time.perf_counter()
 
-    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")
     out = encoder(ids, mask, types, record=record)
     _add_scores(result, encoder)
     if isinstance(model_or_path, TaskModel):

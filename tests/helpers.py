@@ -35,7 +35,40 @@ CLASSES = {
     ("distilbert", "token"): "DistilBertForTokenClassification",
     ("distilbert", "qa"): "DistilBertForQuestionAnswering",
     ("distilbert", "mlm"): "DistilBertForMaskedLM",
+    ("roberta", None): "RobertaModel",
+    ("roberta", "sequence"): "RobertaForSequenceClassification",
+    ("roberta", "token"): "RobertaForTokenClassification",
+    ("roberta", "qa"): "RobertaForQuestionAnswering",
+    ("roberta", "mlm"): "RobertaForMaskedLM",
+    ("electra", None): "ElectraModel",
+    ("electra", "sequence"): "ElectraForSequenceClassification",
+    ("electra", "token"): "ElectraForTokenClassification",
+    ("electra", "qa"): "ElectraForQuestionAnswering",
+    ("electra", "mlm"): "ElectraForMaskedLM",
 }
+
+
+def roberta_tokenizer(directory: Path):
+    """RoBERTa's tokenizer files in ``directory``: GPT-2's byte-level BPE (tests/data/vocab/gpt2)
+    with RoBERTa's special tokens first (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3) and
+    ``<mask>`` last, as roberta-base orders the same vocabulary; saved by Transformers'
+    ``RobertaTokenizerFast``, which is returned."""
+    import transformers
+
+    src = require(VOCABS / "gpt2")
+    gpt2 = json.loads((src / "vocab.json").read_text(encoding="utf-8"))
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for token, i in sorted(gpt2.items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    shutil.copy(src / "merges.txt", directory / "merges.txt")
+    tokenizer = transformers.RobertaTokenizerFast(str(directory / "vocab.json"), str(directory / "merges.txt"),
+                                                  model_max_length=512)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
 
 
 def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *, seed: int = 0,
@@ -51,15 +84,21 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if vocab is not None:
+    if model_type == "roberta":
+        config_kwargs.setdefault("vocab_size", len(roberta_tokenizer(directory)))
+        config_kwargs.setdefault("max_position_embeddings", 514)
+        config_kwargs.setdefault("type_vocab_size", 1)
+        config_kwargs.setdefault("layer_norm_eps", 1e-5)
+    elif vocab is not None:
         src = require(VOCABS / vocab)
         shutil.copy(src / "vocab.txt", directory / "vocab.txt")
         tok_config = json.loads((src / "tokenizer_config.json").read_text())
-        if model_type == "distilbert":  # DistilBERT's tokenizer returns no token_type_ids
-            tok_config["tokenizer_class"] = "DistilBertTokenizer"
+        if model_type in ("distilbert", "electra"):  # DistilBERT's tokenizer returns no token_type_ids
+            tok_config["tokenizer_class"] = f"{CLASSES[(model_type, None)][:-5]}Tokenizer"
         (directory / "tokenizer_config.json").write_text(json.dumps(tok_config))
         config_kwargs["vocab_size"] = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
-    config_cls = transformers.BertConfig if model_type == "bert" else transformers.DistilBertConfig
+    config_cls = {"bert": transformers.BertConfig, "distilbert": transformers.DistilBertConfig,
+                  "roberta": transformers.RobertaConfig, "electra": transformers.ElectraConfig}[model_type]
     config = config_cls(**config_kwargs)
     torch.manual_seed(seed)
     model = getattr(transformers, CLASSES[(model_type, head)])(config)
@@ -152,7 +191,7 @@ def export_onnx(model, directory: Path, opset: int = 14, dynamo: bool = False) -
     ``dynamo`` torch's newer exporter (opset 18+; its weights go to ``model.onnx.data`` beside)."""
     import torch
 
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.model_type == "bert" else [])
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.model_type in ("bert", "electra") else [])
     ids = torch.tensor([[101, 7592, 2088, 102]])
     args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
                  for n in names)

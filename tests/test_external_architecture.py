@@ -175,5 +175,6 @@ def test_an_unknown_model_type_is_refused_by_name(checkpoint, tmp_path):
     config = json.loads((tmp_path / "other" / "config.json").read_text())
     (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "model_type": "mpnet"}))
     with pytest.raises(ValueError, match=r"unknown model_type 'mpnet': npformer supports bert \(BERT, TinyBERT, "
-                                         r"MiniLM\), distilbert \(DistilBERT\), prelnbert"):
+                                         r"MiniLM\), distilbert \(DistilBERT\), electra \(ELECTRA\), prelnbert.*"
+                                         r"roberta \(RoBERTa\) \(the table: https://\S+#supported-models\)$"):
         npformer.AutoModel.from_pretrained(tmp_path / "other")

@@ -38,7 +38,10 @@ import onnx
 import onnxruntime as ort
 
 SMALL = {"bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
-         "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40)}
+         "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40),
+         "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+         "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=40)}
 
 
 def ragged_batch(model_type: str, seed: int = 0):
@@ -49,7 +52,7 @@ def ragged_batch(model_type: str, seed: int = 0):
     mask[1, 7:] = 0
     mask[2, 3:] = 0
     feed = {"input_ids": ids, "attention_mask": mask}
-    if model_type == "bert":
+    if model_type in ("bert", "electra"):
         feed["token_type_ids"] = (np.arange(11) >= 5).astype(np.int64)[None].repeat(3, 0)
     return feed
 
@@ -83,7 +86,7 @@ def compare(ours, ref, mask, tol, what):
 HEADS = [None, "sequence", "token", "qa", "mlm"]
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra"])
 @pytest.mark.parametrize("head", HEADS)
 def test_float32_exports_convert_exactly(tmp_path, model_type, head):
     opset = 17 if head in ("sequence", "qa") else 14  # LayerNormalization op, and its decomposition

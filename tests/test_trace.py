@@ -19,6 +19,9 @@ TEXT = "the quick brown fox jumps over the lazy dog"
 @pytest.mark.parametrize("model_type, kwargs", [
     ("bert", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40)),
     ("distilbert", dict(dim=32, n_layers=2, n_heads=4, hidden_dim=40)),
+    ("roberta", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40)),
+    ("electra", dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=40)),
 ])
 def test_trace_equals_transformers_and_hooks(tmp_path, model_type, kwargs):
     torch_model = make_checkpoint(tmp_path, model_type, "sequence", vocab="bert-base-uncased", **kwargs)
@@ -29,7 +32,7 @@ def test_trace_equals_transformers_and_hooks(tmp_path, model_type, kwargs):
     feeds = {"input_ids": torch.tensor(enc["input_ids"]), "attention_mask": torch.tensor(enc["attention_mask"])}
     hooked = {}
     modules = dict(torch_model.named_modules())
-    prefix = "bert." if model_type == "bert" else "distilbert."
+    prefix = type(model.encoder).prefix
     wanted = [n for n in t.names() if prefix + n in modules]
     handles = [modules[prefix + n].register_forward_hook(
         lambda mod, args, out, n=n: hooked.__setitem__(n, (out[0] if isinstance(out, tuple) else out).detach().numpy()))

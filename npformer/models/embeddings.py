@@ -22,15 +22,17 @@ class Embeddings:
     """Token embeddings of BERT (word + position + token type) and DistilBERT (no token types),
     then layer norm: ``E = LayerNorm(W_word[input_ids] + W_pos[0..S) (+ W_type[token_type_ids]))``."""
 
-    word: np.ndarray  # (vocab_size, hidden_size) float32, or an int8 QuantizedTensor
-    position: np.ndarray  # (max_position_embeddings, hidden_size)
-    token_type: np.ndarray | None  # (type_vocab_size, hidden_size); None for DistilBERT
-    ln_g: np.ndarray  # (hidden_size,) layer norm scale
-    ln_b: np.ndarray  # (hidden_size,) layer norm shift
+    word: np.ndarray  # (vocab_size, width) float32, or an int8 QuantizedTensor; width: hidden or embedding_size
+    position: np.ndarray  # (max_position_embeddings, width)
+    token_type: np.ndarray | None  # (type_vocab_size, width); None for DistilBERT
+    ln_g: np.ndarray  # (width,) layer norm scale
+    ln_b: np.ndarray  # (width,) layer norm shift
 
     @classmethod
-    def load(cls, weights: Weights, config: Config, token_types: bool) -> "Embeddings":
-        c, h = config, config.hidden_size
+    def load(cls, weights: Weights, config: Config, token_types: bool, width: int | None = None) -> "Embeddings":
+        """Read the tables, ``width`` wide (default ``hidden_size``; ELECTRA's and ALBERT's
+        ``embedding_size``). Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor."""
+        c, h = config, width or config.hidden_size
         return cls(word=read_matrix(weights, WORD_EMBEDDINGS, (c.vocab_size, h)),
                    position=weights.get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h)),
                    token_type=weights.get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h))
@@ -38,13 +40,13 @@ class Embeddings:
                    ln_g=weights.get("embeddings.LayerNorm.weight", (h,)),
                    ln_b=weights.get("embeddings.LayerNorm.bias", (h,)))
 
-    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float,
-                 layer_norm: Callable) -> np.ndarray:
-        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32, normalized by the backend's
-        ``layer_norm(x, gamma, beta, eps)``."""
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray, eps: float,  # noqa: PLR0913
+                 layer_norm: Callable, position_ids: np.ndarray | None = None) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, width)`` float32, normalized by the backend's
+        ``layer_norm(x, gamma, beta, eps)``; ``position_ids`` ``(batch, seq)`` (default ``0 .. seq - 1``)."""
         batch, seq = input_ids.shape
         word = self.word[input_ids] if isinstance(self.word, np.ndarray) else self.word.rows(input_ids)
-        x = word + self.position[:seq]  # [B, S, H]
+        x = word + (self.position[:seq] if position_ids is None else self.position[position_ids])  # [B, S, H]
         if self.token_type is not None:
             x = x + self.token_type[token_type_ids]
         return layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)

@@ -25,6 +25,7 @@ from npformer.adapters import Adaptable
 from npformer.config import Config
 from npformer.kernels import numpy_ops
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
+from npformer.models.inputs import check_inputs
 from npformer.models.outputs import EncoderOutput
 from npformer.quantization import QuantizedTensor, read_matrix
 from npformer.runtime import one_parallel_runtime
@@ -126,42 +127,6 @@ def module_names(layer_keys: dict[str, str]) -> dict[str, str]:
             "output_dense": module["ff2_w"], "ln2": module["ln2_g"]}
 
 
-def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
-    """Validate and default the inputs; returns ``(batch, seq)`` int64 / int32 arrays.
-
-    Raises ``ValueError`` for a wrong rank, mismatched shapes, ids outside the vocabulary, a
-    sequence longer than ``max_position_embeddings`` or a type id outside ``type_vocab_size``.
-    """
-    input_ids = np.asarray(input_ids)
-    if input_ids.ndim == 1:
-        input_ids = input_ids[None, :]
-    if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
-        raise ValueError(f"input_ids must be a (batch, seq_len) integer array, got shape {input_ids.shape} "
-                         f"dtype {input_ids.dtype}")
-    batch, seq = input_ids.shape
-    if seq > config.max_position_embeddings:
-        raise ValueError(f"sequence length {seq} exceeds max_position_embeddings={config.max_position_embeddings}; "
-                         f"truncate the input or split it into windows")
-    if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-        raise ValueError(f"input_ids must lie in [0, {config.vocab_size}), got [{input_ids.min()}, {input_ids.max()}]")
-
-    def default(arr, name, fill):
-        if arr is None:
-            return np.full((batch, seq), fill, dtype=np.int64)
-        arr = np.asarray(arr)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.shape != (batch, seq):
-            raise ValueError(f"{name} has shape {arr.shape} but input_ids has shape {(batch, seq)}")
-        return arr.astype(np.int64, copy=False)
-
-    attention_mask = default(attention_mask, "attention_mask", 1)
-    token_type_ids = default(token_type_ids, "token_type_ids", 0)
-    if config.type_vocab_size and token_type_ids.size and token_type_ids.max() >= config.type_vocab_size:
-        raise ValueError(f"token_type_ids must be < type_vocab_size={config.type_vocab_size}")
-    return input_ids.astype(np.int64, copy=False), attention_mask, token_type_ids
-
-
 def converted(current, value: np.ndarray, name: str):
     """``value`` (float32) stored as ``current`` is: quantized, packed or a plain array. Raises
     ``ValueError`` when the shapes differ."""
@@ -187,8 +152,12 @@ class Encoder(Adaptable):
       :meth:`config_fields` (its own fields, validated);
     - its checkpoint keys: ``layer_names(i)`` (field of :class:`LayerWeights` -> key),
       ``namespaces`` (its key prefixes), whether it has token type embeddings and a pooler;
-    - its heads' names: ``pre_classifier`` (a dense + ReLU before the classifier, else the pooler
-      feeds it) and ``mlm_names`` (transform dense, layer norm, decoder, decoder bias);
+    - its heads' names: ``pre_classifier`` (a dense + ``pre_classifier_act`` before the classifier
+      ``classifier_name``, else the pooler feeds it), ``mlm_names`` (transform dense, layer norm,
+      decoder, decoder bias) and ``mlm_act``;
+    - :meth:`position_ids` when positions do not run ``0 .. seq - 1``; ``embedding_projection``,
+      the Linear layer from ``embedding_size`` to ``hidden_size`` of factorized embeddings (ELECTRA,
+      ALBERT), if any;
     - its block, :meth:`layer` (the post-LN block of :func:`transformer_layer` unless overridden),
       and :meth:`finish` (after the last layer; nothing unless overridden).
 
@@ -202,11 +171,15 @@ class Encoder(Adaptable):
     prefix: str = ""
     config_names: dict[str, str] = {}
     pre_classifier: str | None = None
+    pre_classifier_act: str = "relu"  # after pre_classifier: DistilBERT's ReLU, RoBERTa's tanh
+    classifier_name: str = "classifier"  # the sequence classifier's output layer
+    mlm_act: str | None = None  # the masked-LM transform's activation (None: hidden_act)
     mlm_names: tuple[str, str, str, str] = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
                                             "cls.predictions.decoder", "cls.predictions.bias")
     namespaces: tuple[str, ...] = ()
     token_types: bool = True  # token type (segment) embeddings
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
+    embedding_projection: str | None = None  # embedding_size -> hidden_size Linear layer, if any
     dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
     backend: str = "numba"  # whose kernels run the pass: "numba" or "numpy" (see ``ops``)
 
@@ -239,7 +212,12 @@ class Encoder(Adaptable):
             raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
                              f"{sorted(numpy_ops.ACTIVATIONS)}")
         self.config = c = config
-        self.embeddings = Embeddings.load(weights, c, self.token_types)
+        width = c.extra.get("embedding_size", c.hidden_size)
+        self.embeddings = Embeddings.load(weights, c, self.token_types, width)
+        # (weight (hidden_size, embedding_size), bias (hidden_size,)) or None
+        self.projection = self.embedding_projection and (
+            weights.get(f"{self.embedding_projection}.weight", (c.hidden_size, width)),
+            weights.get(f"{self.embedding_projection}.bias", (c.hidden_size,)))
         self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
         h = c.hidden_size
         self.pooler = None  # (weight (hidden_size, hidden_size), bias (hidden_size,))
@@ -247,9 +225,28 @@ class Encoder(Adaptable):
             self.pooler = (weights.get(f"{self.pooler_name}.weight", (h, h)),
                            weights.get(f"{self.pooler_name}.bias", (h,)))
 
-    def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm."""
-        return self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm)
+    def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray, record=None) -> np.ndarray:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm
+        (and the ``embedding_projection``), handing ``record`` each under its module name."""
+        x = self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm,
+                            self.position_ids(input_ids))
+        if record:
+            record("embeddings", x)
+        if self.projection is not None:
+            x = self.ops.linear(x.reshape(-1, x.shape[-1]), *self.projection).reshape(*x.shape[:2], -1)
+            if record:
+                record(self.embedding_output_name, x)
+        return x
+
+    @property
+    def embedding_output_name(self) -> str:
+        """The traced name of what the first layer reads (Transformers' ``hidden_states[0]``)."""
+        return "embeddings" if self.embedding_projection is None else self.embedding_projection
+
+    def position_ids(self, input_ids: np.ndarray) -> np.ndarray | None:
+        """Each token's row of the position table, ``(batch, seq)`` int; None: ``0 .. seq - 1``
+        (BERT's absolute positions). An architecture that counts otherwise overrides it."""
+        return None
 
     @property
     def ops(self):
@@ -273,9 +270,7 @@ class Encoder(Adaptable):
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
         with one_parallel_runtime(self.ops, self.blas_linears):
-            x = self.embed(input_ids, token_type_ids)  # [B, S, H]
-            if record:
-                record("embeddings", x)
+            x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for i, layer in enumerate(self.layers):
                 names = module_names(self.layer_names(i)) if record else None
@@ -331,6 +326,8 @@ class Encoder(Adaptable):
                 setattr(layer, f, pack(getattr(layer, f), names[f]))
         if self.pooler is not None:
             self.pooler = (pack(self.pooler[0], f"{self.pooler_name}.weight"), self.pooler[1])
+        if self.projection is not None:
+            self.projection = (pack(self.projection[0], f"{self.embedding_projection}.weight"), self.projection[1])
 
     def replace_tensor(self, name: str, value: np.ndarray) -> None:
         """Set checkpoint tensor ``name`` (without the architecture prefix, e.g.
@@ -341,10 +338,12 @@ class Encoder(Adaptable):
                 if key == name:
                     setattr(layer, f, converted(getattr(layer, f), value, name))
                     return
-        if self.pooler is not None and name in (f"{self.pooler_name}.weight", f"{self.pooler_name}.bias"):
-            w, b = self.pooler
-            self.pooler = (converted(w, value, name), b) if name.endswith("weight") else (w, converted(b, value, name))
-            return
+        for attribute, module in (("pooler", self.pooler_name), ("projection", self.embedding_projection)):
+            if getattr(self, attribute) is not None and name in (f"{module}.weight", f"{module}.bias"):
+                w, b = getattr(self, attribute)
+                setattr(self, attribute, (converted(w, value, name), b) if name.endswith("weight")
+                        else (w, converted(b, value, name)))
+                return
         field = EMBEDDING_FIELDS.get(name)
         if field is not None and getattr(self.embeddings, field, None) is not None:
             setattr(self.embeddings, field, converted(getattr(self.embeddings, field), value, name))
@@ -384,5 +383,5 @@ class Encoder(Adaptable):
         """Number of parameters of the encoder (embeddings, layers, pooler)."""
         arrays = [*vars(self.embeddings).values()] if hasattr(self, "embeddings") else []
         arrays += [getattr(layer, f.name) for layer in self.layers for f in fields(layer)]
-        arrays += list(self.pooler or ())
+        arrays += list(self.pooler or ()) + list(self.projection or ())
         return int(sum(getattr(a, "size", 0) for a in arrays))

@@ -4,12 +4,14 @@ Each head is a small function of the encoder's hidden states (dropout is the ide
 inference). Key names follow Transformers' ``*For*`` classes:
 
 * sequence classification: BERT ``pooler`` -> ``classifier``; DistilBERT ``pre_classifier`` ->
-  ReLU -> ``classifier`` on the first token;
+  ReLU -> ``classifier``; RoBERTa ``classifier.dense`` -> tanh -> ``classifier.out_proj``, on the
+  first token;
 * token classification: ``classifier`` on every token;
 * question answering: ``qa_outputs`` -> start / end logits;
 * masked LM: BERT ``cls.predictions.transform.{dense,LayerNorm}`` -> decoder tied to the word
   embeddings + ``cls.predictions.bias``; DistilBERT ``vocab_transform`` -> ``vocab_layer_norm``
-  -> ``vocab_projector`` (tied) + bias.
+  -> ``vocab_projector`` (tied) + bias; RoBERTa ``lm_head.dense`` -> GELU -> ``lm_head.layer_norm``
+  -> ``lm_head.decoder`` (tied) + ``lm_head.bias``.
 """
 
 from __future__ import annotations
@@ -110,29 +112,34 @@ class TaskModel(Adaptable):
 
 
 class SequenceClassifier(TaskModel):
-    """``logits (batch, num_labels)``: BERT pooler -> classifier; DistilBERT pre_classifier -> ReLU -> classifier."""
+    """``logits (batch, num_labels)``: BERT pooler -> classifier; DistilBERT pre_classifier -> ReLU ->
+    classifier; RoBERTa ``classifier.dense`` -> tanh -> ``classifier.out_proj`` (ELECTRA: GELU; the encoder's
+    ``pre_classifier``, ``pre_classifier_act`` and ``classifier_name`` say which), on the first token."""
 
     task = "sequence-classification"
-    head_tensors = {"classifier.weight": "w", "classifier.bias": "b", "pre_classifier.weight": "pre_w",
-                    "pre_classifier.bias": "pre_b"}
 
     def load_head(self, weights: Weights) -> None:
-        h = self.config.hidden_size
-        self.pre_w = self.pre_b = None  # DistilBERT: (hidden_size, hidden_size), (hidden_size,)
-        if self.encoder.pre_classifier is not None:
-            self.pre_w, self.pre_b = _dense(self.encoder, weights, self.encoder.pre_classifier, h, h)
-        elif self.encoder.pooler is None:
-            raise KeyError("tensor 'pooler.dense.weight' is missing")
-        self.w, self.b = _dense(self.encoder, weights, "classifier", None, h)  # (num_labels, hidden_size), (num_labels,)
-        _check_labels(self.config, self.w, "classifier")
+        h, enc = self.config.hidden_size, self.encoder
+        self.head_tensors = {f"{enc.classifier_name}.weight": "w", f"{enc.classifier_name}.bias": "b"}
+        self.pre_w = self.pre_b = None  # (hidden_size, hidden_size), (hidden_size,)
+        if enc.pre_classifier is not None:
+            self.pre_w, self.pre_b = _dense(enc, weights, enc.pre_classifier, h, h)
+            self.head_tensors |= {f"{enc.pre_classifier}.weight": "pre_w", f"{enc.pre_classifier}.bias": "pre_b"}
+        elif enc.pooler is None:
+            raise KeyError(f"tensor '{enc.pooler_name}.weight' is missing")
+        self.w, self.b = _dense(enc, weights, enc.classifier_name, None, h)  # (num_labels, hidden_size), (num_labels,)
+        _check_labels(self.config, self.w, enc.classifier_name)
 
     def head(self, hidden, pooled, **kwargs):
+        ops = self.encoder.ops
         if self.pre_w is None:
             x = pooled  # [B, H] = tanh(dense(h[:, 0]))
-        else:
-            ops = self.encoder.ops
-            x = ops.bias_relu_(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b)  # DistilBERT's ReLU
-        return self.encoder.ops.linear(x, self.w, self.b)  # [B, num_labels]
+        elif self.encoder.pre_classifier_act == "tanh":  # RoBERTa's classification head
+            x = np.tanh(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w, self.pre_b))
+        else:  # DistilBERT's ReLU, ELECTRA's GELU
+            x = ops.bias_activation_(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b,
+                                     self.encoder.pre_classifier_act)
+        return ops.linear(x, self.w, self.b)  # [B, num_labels]
 
 
 class TokenClassifier(TaskModel):
@@ -175,18 +182,19 @@ class MaskedLM(TaskModel):
 
     def load_head(self, weights: Weights) -> None:
         c, h = self.config, self.config.hidden_size
+        e = self.encoder.embeddings.word.shape[1]  # the embeddings' width: hidden_size, or embedding_size
         names = self.encoder.mlm_names
         self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
                              f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
-        # (hidden_size, hidden_size), (hidden_size,)
-        self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], h, h)
-        self.ln_g = weights.get(f"{names[1]}.weight", (h,))  # (hidden_size,)
-        self.ln_b = weights.get(f"{names[1]}.bias", (h,))  # (hidden_size,)
+        # (width, hidden_size), (width,)
+        self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], e, h)
+        self.ln_g = weights.get(f"{names[1]}.weight", (e,))  # (width,)
+        self.ln_b = weights.get(f"{names[1]}.bias", (e,))  # (width,)
         # The decoder is tied to the word embeddings; safetensors files store it once.
-        self.decoder = (weights.get(f"{names[2]}.weight", (c.vocab_size, h)) if weights.has(f"{names[2]}.weight")
+        self.decoder = (weights.get(f"{names[2]}.weight", (c.vocab_size, e)) if weights.has(f"{names[2]}.weight")
                         else self.encoder.embeddings.word)
         bias_name = names[3] if weights.has(names[3]) else f"{names[2]}.bias"
-        self.decoder_b = weights.get(bias_name, (c.vocab_size,))  # (vocab_size,); decoder (vocab_size, hidden_size)
+        self.decoder_b = weights.get(bias_name, (c.vocab_size,))  # (vocab_size,); decoder (vocab_size, width)
 
     def head(self, hidden, pooled, positions=None, **kwargs):
         batch, seq, h = hidden.shape
@@ -195,6 +203,6 @@ class MaskedLM(TaskModel):
         n = hidden.shape[1]
         ops = self.encoder.ops
         x = ops.linear(hidden.reshape(-1, h), self.transform_w)
-        ops.bias_activation_(x, self.transform_b, self.config.hidden_act)
+        ops.bias_activation_(x, self.transform_b, self.encoder.mlm_act or self.config.hidden_act)
         x = ops.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
         return ops.linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]

@@ -3,7 +3,7 @@
 Reads a sentence-transformers checkpoint's ``modules.json``, ``1_Pooling/config.json`` (modes
 ``cls``, ``max``, ``mean``, ``mean_sqrt_len``; several modes are concatenated in that order, as
 sentence-transformers' ``Pooling`` does), whether a ``Normalize`` module follows (L2 norm), and
-``max_seq_length`` from ``sentence_bert_config.json``. A plain Transformers checkpoint gets mean
+``max_seq_length`` and ``do_lower_case`` from ``sentence_bert_config.json``. A plain Transformers checkpoint gets mean
 pooling without normalization, sentence-transformers' default for it. A module npformer does not
 implement (``Dense``, ``SpladePooling``, ``MLMTransformer``...) is refused by name, never guessed.
 
@@ -37,11 +37,19 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Pooling:
-    """How to pool: ``modes`` (subset of :data:`MODES`), ``normalize``, ``max_seq_length`` (tokens or None)."""
+    """How to pool: ``modes`` (subset of :data:`MODES`), ``normalize``, ``max_seq_length`` (tokens or
+    None); and how sentence-transformers' ``Transformer`` module prepares a text: stripped of
+    surrounding whitespace, lowercased when ``do_lower_case``."""
 
     modes: tuple[str, ...] = ("mean",)
     normalize: bool = False
     max_seq_length: int | None = None
+    do_lower_case: bool = False
+
+    def prepare(self, text: str) -> str:
+        """``text`` as sentence-transformers tokenizes it (``str.strip``, then ``lower`` when set)."""
+        text = text.strip()
+        return text.lower() if self.do_lower_case else text
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "Pooling":
@@ -76,16 +84,19 @@ class Pooling:
                 raise ValueError(f"{pooling_dir / 'config.json'}: include_prompt=false (pooling without the prompt's "
                                  "tokens) is not supported")
         normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-        max_seq_length = None
+        max_seq_length, do_lower_case = None, False
         st_config = directory / "sentence_bert_config.json"
         if st_config.is_file():
             data = read_json(st_config)
-            max_seq_length = data.get("max_seq_length") if isinstance(data, dict) else None
+            data = data if isinstance(data, dict) else {}
+            max_seq_length, do_lower_case = data.get("max_seq_length"), data.get("do_lower_case", False)
+            if not isinstance(do_lower_case, bool):
+                raise ValueError(f"{st_config}: field 'do_lower_case' must be true or false, got {do_lower_case!r}")
             if max_seq_length is not None and (not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool)
                                                or max_seq_length < 1):
                 raise ValueError(f"{st_config}: field 'max_seq_length' must be a positive integer, "
                                  f"got {max_seq_length!r}")
-        return cls(modes, normalize, max_seq_length)
+        return cls(modes, normalize, max_seq_length, do_lower_case)
 
     def __call__(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """``hidden (batch, seq, hidden) float32``, ``attention_mask (batch, seq)`` ->

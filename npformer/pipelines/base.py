@@ -163,7 +163,7 @@ class Pipeline:
     def max_length(self) -> int:
         """Most tokens one forward pass takes: the tokenizer's ``model_max_length``, at most the
         model's ``max_position_embeddings``."""
-        return min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
+        return min(self.tokenizer.model_max_length, self.config.max_length)
 
     def encode_one_window(self, pairs: Sequence[tuple[str, str | None]], truncation: bool,
                           max_length: int | None = None) -> list[Encoding]:

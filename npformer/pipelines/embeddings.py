@@ -86,7 +86,9 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     def tokenize_inputs(self, items, truncation: bool, prompt_name: str | None = None) -> list:
         """One :class:`~npformer.tokenizer.Encoding` per item, in order: a str is tokenized with the
-        prompt :meth:`prompt_for` chooses and cut to :attr:`max_seq_length` (with ``truncation``);
+        prompt :meth:`prompt_for` chooses, prepared as sentence-transformers does (stripped, and
+        lowercased when ``sentence_bert_config.json`` says ``do_lower_case``), and cut to
+        :attr:`max_seq_length` (with ``truncation``);
         a list of token ids is taken as the whole input (:meth:`encode_ids`). Raises
         :class:`~npformer.pipelines.base.InputTooLong` with the item's index, ``ValueError`` as
         :meth:`encode_ids`."""
@@ -95,8 +97,8 @@ class SentenceEmbeddingPipeline(Pipeline):
         texts = [i for i, item in enumerate(items) if isinstance(item, str)]
         ids = [i for i, item in enumerate(items) if not isinstance(item, str)]
         try:
-            for index, enc in zip(texts, self.encode_one_window([(prompt + items[i], None) for i in texts], truncation,
-                                                                self.max_seq_length)):
+            prepared = [(self.pooling.prepare(prompt + items[i]), None) for i in texts]
+            for index, enc in zip(texts, self.encode_one_window(prepared, truncation, self.max_seq_length)):
                 out[index] = enc
             for index, enc in zip(ids, self.encode_ids([items[i] for i in ids], truncation, self.max_seq_length)):
                 out[index] = enc
@@ -162,9 +164,8 @@ class SentenceEmbeddingPipeline(Pipeline):
         if device not in (None, "cpu"):
             raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
         texts, single = check_texts(sentences, allow_empty=True)
-        prompt = self.prompt_for(prompt, prompt_name)
-        if prompt:
-            texts = [prompt + t for t in texts]
+        prompt = self.prompt_for(prompt, prompt_name) or ""
+        texts = [self.pooling.prepare(prompt + t) for t in texts]  # as sentence-transformers' Transformer module
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or self.max_seq_length)
         vectors = self.embed_encodings(encodings, output_value=output_value, precision=precision, batch_size=batch_size,
                                        show_progress_bar=show_progress_bar, normalize_embeddings=normalize_embeddings,

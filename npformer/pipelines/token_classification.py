@@ -93,13 +93,16 @@ class TokenClassificationPipeline(Pipeline):
         return results[0] if single else results
 
     def _pre_entities(self, text: str, enc, scores: np.ndarray) -> list[dict]:
+        # As Transformers: a model with a continuing-subword prefix (WordPiece's ##) marks sub-words by
+        # token length; otherwise (byte-level BPE) a token is a sub-word unless a space precedes it.
+        word_aware = bool(getattr(self.tokenizer.model, "continuing_subword_prefix", None))
         out = []
         for idx, (token_id, (start, end)) in enumerate(zip(enc.ids, enc.offsets)):
             if enc.special_tokens_mask[idx]:
                 continue
             word = self.tokenizer.ids_to_tokens[token_id]
             word_ref = text[start:end]
-            is_subword = len(word) != len(word_ref)
+            is_subword = len(word) != len(word_ref) if word_aware else start > 0 and " " not in text[start - 1:start + 1]
             if token_id == self.tokenizer.unk_token_id:
                 word, is_subword = word_ref, False
             out.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,

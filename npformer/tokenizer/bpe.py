@@ -31,6 +31,7 @@ class BPE:
                  byte_fallback: bool = False, ignore_merges: bool = False):
         self.vocab = vocab
         self.prefix, self.suffix = continuing_subword_prefix or "", end_of_word_suffix or ""
+        self.continuing_subword_prefix = self.prefix
         self.unk_token, self.fuse_unk, self.byte_fallback = unk_token, fuse_unk, byte_fallback
         self.ignore_merges = ignore_merges
         if unk_token is not None and unk_token not in vocab:

@@ -145,13 +145,14 @@ def trim_offsets(tokens: list[str], offsets: list[tuple[int, int]], add_prefix_s
 
 
 def decode_bytes(tokens: list[str]) -> str:
-    """The ``ByteLevel`` decoder: byte characters back to bytes, then UTF-8 (an invalid sequence
-    becomes U+FFFD, as ``String::from_utf8_lossy``); a character outside the byte map stays itself."""
+    """The ``ByteLevel`` decoder: each token's byte characters back to bytes, then UTF-8 over the
+    whole (an invalid sequence becomes U+FFFD, as ``String::from_utf8_lossy``). A token with a
+    character outside the byte map (an already decoded word, as Transformers' NER pipeline passes
+    them) contributes its own UTF-8 bytes, as tokens' ``ByteLevel::decode_chain``."""
     out = bytearray()
-    for ch in "".join(tokens):
-        b = CHAR_BYTES.get(ch)
-        if b is None:
-            out += ch.encode("utf-8")
-        else:
-            out.append(b)
+    for token in tokens:
+        try:
+            out += bytes(CHAR_BYTES[ch] for ch in token)
+        except KeyError:
+            out += token.encode("utf-8")
     return out.decode("utf-8", errors="replace")

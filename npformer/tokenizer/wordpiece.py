@@ -18,6 +18,8 @@ class WordPiece:
         max_input_chars_per_word: longer words become one unknown token (100, as BERT).
     """
 
+    continuing_subword_prefix = "##"
+
     def __init__(self, vocab: dict[str, int], unk_token_id: int, max_input_chars_per_word: int = 100):
         self.vocab = vocab
         self.unk_token_id = unk_token_id
