@@ -24,28 +24,11 @@ from npformer.weights import Weights
 FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
 
 # Transformers class names per (model_type, head)
-CLASSES = {
-    ("bert", None): "BertModel",
-    ("bert", "sequence"): "BertForSequenceClassification",
-    ("bert", "token"): "BertForTokenClassification",
-    ("bert", "qa"): "BertForQuestionAnswering",
-    ("bert", "mlm"): "BertForMaskedLM",
-    ("distilbert", None): "DistilBertModel",
-    ("distilbert", "sequence"): "DistilBertForSequenceClassification",
-    ("distilbert", "token"): "DistilBertForTokenClassification",
-    ("distilbert", "qa"): "DistilBertForQuestionAnswering",
-    ("distilbert", "mlm"): "DistilBertForMaskedLM",
-    ("roberta", None): "RobertaModel",
-    ("roberta", "sequence"): "RobertaForSequenceClassification",
-    ("roberta", "token"): "RobertaForTokenClassification",
-    ("roberta", "qa"): "RobertaForQuestionAnswering",
-    ("roberta", "mlm"): "RobertaForMaskedLM",
-    ("electra", None): "ElectraModel",
-    ("electra", "sequence"): "ElectraForSequenceClassification",
-    ("electra", "token"): "ElectraForTokenClassification",
-    ("electra", "qa"): "ElectraForQuestionAnswering",
-    ("electra", "mlm"): "ElectraForMaskedLM",
-}
+_FAMILIES = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "electra": "Electra"}
+_HEADS = {None: "Model", "sequence": "ForSequenceClassification", "token": "ForTokenClassification",
+          "qa": "ForQuestionAnswering", "mlm": "ForMaskedLM"}
+CLASSES = {(model_type, head): family + suffix for model_type, family in _FAMILIES.items()
+           for head, suffix in _HEADS.items()}
 
 
 def roberta_tokenizer(directory: Path):

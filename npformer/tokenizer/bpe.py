@@ -31,7 +31,6 @@ class BPE:
                  byte_fallback: bool = False, ignore_merges: bool = False):
         self.vocab = vocab
         self.prefix, self.suffix = continuing_subword_prefix or "", end_of_word_suffix or ""
-        self.continuing_subword_prefix = self.prefix
         self.unk_token, self.fuse_unk, self.byte_fallback = unk_token, fuse_unk, byte_fallback
         self.ignore_merges = ignore_merges
         if unk_token is not None and unk_token not in vocab:
@@ -44,6 +43,11 @@ class BPE:
                     raise ValueError(f"merge {rank} ({left!r} {right!r}): {part!r} is not in the vocabulary")
             self.ranks.setdefault((left, right), rank)
         self._cache: dict[str, list[tuple[int, int, int]]] = {}
+
+    @property
+    def continuing_subword_prefix(self) -> str:
+        """The prefix of a word's non-first pieces (``""`` for byte-level BPE), tokenizers' name."""
+        return self.prefix
 
     def __call__(self, word: str) -> list[tuple[int, int, int]]:
         cached = self._cache.get(word)
