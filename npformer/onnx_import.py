@@ -27,6 +27,7 @@ import ast
 import hashlib
 import importlib
 import os
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -45,7 +46,7 @@ from npformer.version import __version__
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
 # the attention and activation arithmetic, and the weight patterns above.
 PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape CumSum Div Equal Erf Expand Gather Gelu Gemm Greater
-    GreaterOrEqual Identity LayerNormalization Less LessOrEqual MatMul Max Min Mul Neg Not Or Pow Range ReduceMean Relu
+    GreaterOrEqual Identity LayerNormalization Less LessOrEqual Log MatMul Max Min Mul Neg Not Or Pow Range ReduceMean Relu
     Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where DynamicQuantizeLinear
     MatMulInteger DequantizeLinear MatMulNBits""".split())
 LINEAR_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
@@ -233,6 +234,17 @@ def _table(g: Graph, node) -> np.ndarray | None:
     return _dequantize(q, scale, zp, axis=g.attr(dq, "axis", 1) if scale.size > 1 else None)
 
 
+def _place(tensors: dict, module: str, field: str, value: np.ndarray) -> None:
+    """Store ``module.field``; a module that runs twice (ALBERT's shared block) is exported a second
+    time as ``name_1`` with the same constants: that copy is the same tensor, kept once."""
+    repeat = re.fullmatch(r"(.+)_\d+", module)
+    if repeat is not None:
+        first = tensors.get(f"{repeat[1]}.{field}")
+        if first is not None and np.array_equal(first, value):
+            return
+    tensors[f"{module}.{field}"] = value
+
+
 def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
     for node in g.nodes:
         if node.op_type == "LayerNormalization":
@@ -240,7 +252,8 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
             scale, bias = g.constant(node.input[1]), g.constant(node.input[2]) if len(node.input) > 2 else None
             if scale is None or bias is None or g.attr(node, "axis", -1) != -1:
                 raise g.fail(node, "expected a layer norm over the last axis with constant weight and bias")
-            tensors[f"{module}.weight"], tensors[f"{module}.bias"] = scale, bias
+            _place(tensors, module, "weight", scale)
+            _place(tensors, module, "bias", bias)
             eps_found.append((node, g.attr(node, "epsilon", 1e-5)))
         elif node.op_type in ("Mul", "Add") and (g.module_path(node) or "").endswith(NORM_NAMES):
             module = g.module(node)
@@ -248,7 +261,7 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
             if len(consts) != 1:
                 continue
             if consts[0].ndim == 1 and consts[0].size > 1:
-                tensors[f"{module}.{'weight' if node.op_type == 'Mul' else 'bias'}"] = consts[0]
+                _place(tensors, module, "weight" if node.op_type == "Mul" else "bias", consts[0])
             elif node.op_type == "Add" and consts[0].size == 1:  # variance + eps in the decomposition
                 eps_found.append((node, float(consts[0].reshape(-1)[0])))
 

@@ -61,7 +61,7 @@ class Trace:
 
     def attentions(self) -> list[np.ndarray]:
         """Each layer's attention probabilities ``(batch, heads, seq, seq)`` (``output_attentions``)."""
-        return [e.value for e in self.entries if e.name.endswith(".probs")]
+        return [e.value for e in self.entries if e.name.partition("@")[0].endswith(".probs")]
 
     def table(self) -> str:
         """A text table: name, shape, dtype, mean, std, min, max and ms of every intermediate."""
@@ -101,7 +101,7 @@ def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: 
         raise ValueError(f"the text has {enc['input_ids'].shape[1]} tokens, over the model's maximum of "
                          f"{encoder.config.max_length}")
     result = Trace(tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()),
-                   layer_outputs=[encoder.layer_output_name(i) for i in range(len(encoder.layers))],
+                   layer_outputs=encoder.layer_output_names(),
                    embedding_output=encoder.embedding_output_name)
     clock = [time.perf_counter()]
 
@@ -125,21 +125,24 @@ def _add_scores(result: Trace, encoder: Encoder) -> None:
     heads = encoder.config.num_attention_heads
     entries = []
     for e in result.entries:
-        if e.name.endswith(".probs"):
-            base = e.name[:-len(".probs")]
-            q, k = _by_suffix(entries, base, "query", "q_lin"), _by_suffix(entries, base, "key", "k_lin")
+        name, at, call = e.name.partition("@")  # "@1": a shared block's second run (ALBERT)
+        if name.endswith(".probs"):
+            base = name[:-len(".probs")]
+            q, k = _by_suffix(entries, base, "query", "q_lin", "q"), _by_suffix(entries, base, "key", "k_lin", "k")
             b, s, h = q.shape
             d = h // heads
             qh = q.reshape(b, s, heads, d).transpose(0, 2, 1, 3).astype(np.float64)
             kh = k.reshape(b, s, heads, d).transpose(0, 2, 1, 3).astype(np.float64)
             scores = (qh @ kh.transpose(0, 1, 3, 2) / math.sqrt(d)).astype(np.float32)
-            entries.append(TraceEntry(base + ".scores", scores, 0.0))
+            if hasattr(encoder, "position_bias"):  # a relative position bias (MPNet) is part of the scores
+                scores += encoder.position_bias(s)
+            entries.append(TraceEntry(base + ".scores" + at + call, scores, 0.0))
         entries.append(e)
     result.entries = entries
 
 
 def _by_suffix(entries: list[TraceEntry], base: str, *suffixes: str) -> np.ndarray:
     for e in reversed(entries):
-        if e.name.startswith(base) and e.name.rsplit(".", 1)[-1] in suffixes:
+        if e.name.startswith(base) and e.name.partition("@")[0].rsplit(".", 1)[-1] in suffixes:
             return e.value
     raise KeyError(f"no query/key recorded under {base}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from conftest import ROOT, VOCABS, require
+from conftest import ROOT, VOCABS, read_wikitext, require
 from safetensors.numpy import save_file
 
 import npformer
@@ -24,7 +25,8 @@ from npformer.weights import Weights
 FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
 
 # Transformers class names per (model_type, head)
-_FAMILIES = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "electra": "Electra"}
+_FAMILIES = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "electra": "Electra",
+             "xlm-roberta": "XLMRoberta", "camembert": "Camembert", "mpnet": "MPNet", "albert": "Albert"}
 _HEADS = {None: "Model", "sequence": "ForSequenceClassification", "token": "ForTokenClassification",
           "qa": "ForQuestionAnswering", "mlm": "ForMaskedLM"}
 CLASSES = {(model_type, head): family + suffix for model_type, family in _FAMILIES.items()
@@ -54,6 +56,42 @@ def roberta_tokenizer(directory: Path):
     return tokenizer
 
 
+SENTENCEPIECE_EXTRA = ["Café déjà vu, naïve façade — ½ ﬁne ＦＵＬＬ width", "日本語のテキストです。中文文本。",
+                       "Ελληνικά κείμενα και Русский текст", "emoji 👍🏽 👨‍👩‍👧 🇫🇷", "Ärger über Öl, straße"]
+
+
+def sentencepiece_model(directory: Path, vocab_size: int = 2000) -> Path:
+    """A SentencePiece Unigram model (``nmt_nfkc`` normalization, the precompiled charsmap real
+    checkpoints carry) trained here on the first 2,500 WikiText-2 lines and a few lines of other
+    scripts; returns the ``.model`` file (written once per directory)."""
+    import sentencepiece
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / "spiece.model"
+    if not out.is_file():
+        lines = [line for line in read_wikitext()[:2500] if line.strip()] + SENTENCEPIECE_EXTRA * 20
+        model = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0, normalization_rule_name="nmt_nfkc", minloglevel=2)
+        out.write_bytes(model.getvalue())
+    return out
+
+
+def unigram_tokenizer(directory: Path, tokenizer_class: str = "XLMRobertaTokenizerFast"):
+    """The files Transformers' ``tokenizer_class`` (``XLMRobertaTokenizerFast``,
+    ``CamembertTokenizerFast``, ``AlbertTokenizerFast``, ``DebertaV2TokenizerFast``) saves for
+    :func:`sentencepiece_model`'s model, written to ``directory``; returns that fast tokenizer."""
+    import transformers
+
+    directory = Path(directory)
+    model = sentencepiece_model(directory.parent / "sentencepiece")
+    tokenizer = getattr(transformers, tokenizer_class)(vocab_file=str(model), model_max_length=512)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
 def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *, seed: int = 0,
                     vocab: str | None = None, init_std: float = 0.1, **config_kwargs):
     """Save a random-init Transformers model (safetensors) to ``directory``; returns the torch model.
@@ -67,11 +105,20 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if model_type == "roberta":
-        config_kwargs.setdefault("vocab_size", len(roberta_tokenizer(directory)))
-        config_kwargs.setdefault("max_position_embeddings", 514)
-        config_kwargs.setdefault("type_vocab_size", 1)
-        config_kwargs.setdefault("layer_norm_eps", 1e-5)
+    if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "albert"):
+        if model_type == "roberta":
+            tokenizer = roberta_tokenizer(directory)
+        elif model_type == "mpnet":  # WordPiece (bert-base-uncased's) with MPNet's <s> </s> template
+            tokenizer = transformers.MPNetTokenizerFast(str(require(VOCABS / "bert-base-uncased") / "vocab.txt"),
+                                                        model_max_length=512)
+            tokenizer.save_pretrained(directory)
+        else:
+            tokenizer = unigram_tokenizer(directory, CLASSES[(model_type, None)][:-5] + "TokenizerFast")
+        config_kwargs.setdefault("vocab_size", len(tokenizer))
+        if model_type != "albert":  # ALBERT: BERT's positions and two token types
+            config_kwargs.setdefault("max_position_embeddings", 514)
+            config_kwargs.setdefault("type_vocab_size", 1)
+            config_kwargs.setdefault("layer_norm_eps", 1e-5)
     elif vocab is not None:
         src = require(VOCABS / vocab)
         shutil.copy(src / "vocab.txt", directory / "vocab.txt")
@@ -81,7 +128,9 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
         (directory / "tokenizer_config.json").write_text(json.dumps(tok_config))
         config_kwargs["vocab_size"] = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
     config_cls = {"bert": transformers.BertConfig, "distilbert": transformers.DistilBertConfig,
-                  "roberta": transformers.RobertaConfig, "electra": transformers.ElectraConfig}[model_type]
+                  "roberta": transformers.RobertaConfig, "electra": transformers.ElectraConfig,
+                  "xlm-roberta": transformers.XLMRobertaConfig, "camembert": transformers.CamembertConfig,
+                  "mpnet": transformers.MPNetConfig, "albert": transformers.AlbertConfig}[model_type]
     config = config_cls(**config_kwargs)
     torch.manual_seed(seed)
     model = getattr(transformers, CLASSES[(model_type, head)])(config)
@@ -174,8 +223,9 @@ def export_onnx(model, directory: Path, opset: int = 14, dynamo: bool = False) -
     ``dynamo`` torch's newer exporter (opset 18+; its weights go to ``model.onnx.data`` beside)."""
     import torch
 
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.model_type in ("bert", "electra") else [])
-    ids = torch.tensor([[101, 7592, 2088, 102]])
+    types = model.config.model_type in ("bert", "electra", "albert")
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+    ids = torch.tensor([[101, 7592, 2088, 102]]) % model.config.vocab_size
     args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
                  for n in names)
     file = Path(directory) / "onnx" / "model.onnx"

@@ -1,6 +1,7 @@
 """The architectures beyond BERT and DistilBERT against Transformers 4.57.6, on random-init
-checkpoints: RoBERTa (byte-level BPE: GPT-2's vocabulary, tests/data/vocab/gpt2) and ELECTRA
-(WordPiece; embeddings narrower than the layers, so ``embeddings_project`` runs).
+checkpoints: RoBERTa (byte-level BPE: GPT-2's vocabulary, tests/data/vocab/gpt2), XLM-RoBERTa and
+CamemBERT (a SentencePiece Unigram tokenizer trained here) and ELECTRA (WordPiece; embeddings
+narrower than the layers, so ``embeddings_project`` runs).
 
 Bounds: hidden states and logits within 1e-4 of Transformers on both backends (measured ~1e-6);
 pipelines as tests/test_pipelines.py holds BERT's (labels, words, spans, offsets identical, scores
@@ -31,9 +32,15 @@ TOL = 1e-4
 SMALL = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, init_std=0.2)
 # name -> (model_type, make_checkpoint arguments)
 ARCHS = {"roberta": ("roberta", {}),
+         "xlm-roberta": ("xlm-roberta", {}),  # SentencePiece Unigram tokenizer (helpers.unigram_tokenizer)
+         "camembert": ("camembert", {}),
+         "mpnet": ("mpnet", {}),  # WordPiece with MPNet's template; relative position bias in every layer
+         "albert": ("albert", dict(embedding_size=16)),  # both layers run one shared block
+         "albert-groups": ("albert", dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2,
+                                          inner_group_num=2)),  # two groups of two blocks, each run twice
          "electra": ("electra", dict(vocab="bert-base-uncased", embedding_size=16)),
          "electra-same-width": ("electra", dict(vocab="bert-base-uncased", embedding_size=48))}
-MAIN = ["roberta", "electra"]
+MAIN = ["roberta", "electra", "xlm-roberta", "mpnet", "albert"]
 LOADERS = {None: auto.AutoModel, "sequence": auto.AutoModelForSequenceClassification,
            "token": auto.AutoModelForTokenClassification, "qa": auto.AutoModelForQuestionAnswering,
            "mlm": auto.AutoModelForMaskedLM}
@@ -57,8 +64,8 @@ def checkpoints(tmp_path_factory):
         if key not in made:
             directory = tmp_path_factory.mktemp(f"{arch}-{head}")
             model_type, kwargs = ARCHS[arch]
-            made[key] = (directory, make_checkpoint(directory, model_type, head, seed=len(made), **SMALL, **kwargs,
-                                                    **extra))
+            made[key] = (directory, make_checkpoint(directory, model_type, head, seed=len(made),
+                                                    **{**SMALL, **kwargs, **extra}))
         return made[key]
 
     def get(arch, head, **extra):
@@ -113,6 +120,31 @@ def test_roberta_positions_skip_padding_and_the_table_holds_512_tokens(checkpoin
     np.testing.assert_allclose(out[0, 2:], out[1, :4], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="512"):
         model(np.array([[0] + [1000] * 511 + [2]]))
+
+
+def test_mpnet_relative_position_buckets_and_long_inputs(checkpoints):
+    """T5 buckets equal Transformers' for distances up to +-600 (exact, logarithmic and clipped
+    ranges), and a 400-token input with padding in the batch matches Transformers on both backends."""
+    from npformer.models.mpnet import relative_position_bucket
+
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    distances = np.arange(-600, 601)
+    expected = MPNetEncoder.relative_position_bucket(torch.tensor(distances)).numpy()
+    np.testing.assert_array_equal(relative_position_bucket(distances), expected)
+    directory, torch_model = checkpoints.torch_model("mpnet", None)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 30000, size=(2, 400))
+    ids[:, 0], ids[0, -1] = 30522, 30523
+    mask = np.ones_like(ids)
+    mask[1, 350:] = 0
+    ids[1, 350:] = 30524  # <pad>
+    with torch.no_grad():
+        ref = torch_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    for backend in ("numba", "numpy"):
+        out = auto.AutoModel.from_pretrained(directory, backend=backend)(ids, mask).last_hidden_state
+        real = mask.astype(bool)
+        assert_close(out[real], ref[real], TOL, f"mpnet 400 tokens ({backend})")
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -202,15 +234,18 @@ def test_feature_extraction_and_sentence_transformers(checkpoints, arch, tmp_pat
 
 @pytest.mark.parametrize("arch", MAIN)
 def test_lora_adapter_matches_peft(checkpoints, arch, tmp_path):
-    """PEFT's default targets for the architecture (``query``, ``value``) and its classifier saved whole."""
+    """PEFT's default targets for the architecture (``query``, ``value``; MPNet and ALBERT, which PEFT
+    has no defaults for, name theirs) and its classifier saved whole."""
     import peft
 
     directory = checkpoints(arch, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"},
                             label2id={"NEGATIVE": 0, "POSITIVE": 1})
     torch.manual_seed(0)
+    targets = {"mpnet": ["q", "v"], "albert": ["query", "value"]}.get(arch)
     peft_model = peft.get_peft_model(transformers.AutoModelForSequenceClassification.from_pretrained(directory),
-                                     peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False))
-    assert set(peft_model.peft_config["default"].target_modules) == {"query", "value"}
+                                     peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False,
+                                                     target_modules=targets))
+    assert set(peft_model.peft_config["default"].target_modules) == set(targets or ["query", "value"])
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "modules_to_save" in name:

@@ -173,8 +173,10 @@ def test_quantize(checkpoint, tmp_path, capsys):
 def test_an_unknown_model_type_is_refused_by_name(checkpoint, tmp_path):
     shutil.copytree(checkpoint, tmp_path / "other")
     config = json.loads((tmp_path / "other" / "config.json").read_text())
-    (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "model_type": "mpnet"}))
-    with pytest.raises(ValueError, match=r"unknown model_type 'mpnet': npformer supports bert \(BERT, TinyBERT, "
-                                         r"MiniLM\), distilbert \(DistilBERT\), electra \(ELECTRA\), prelnbert.*"
-                                         r"roberta \(RoBERTa\) \(the table: https://\S+#supported-models\)$"):
+    (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "model_type": "funnel"}))
+    with pytest.raises(ValueError, match=r"unknown model_type 'funnel': npformer supports albert \(ALBERT\), bert "
+                                         r"\(BERT, TinyBERT, MiniLM\), camembert \(CamemBERT\), distilbert "
+                                         r"\(DistilBERT\), electra \(ELECTRA\), mpnet \(MPNet\), prelnbert.*"
+                                         r"roberta \(RoBERTa\), xlm-roberta \(XLM-RoBERTa\) "
+                                         r"\(the table: https://\S+#supported-models\)$"):
         npformer.AutoModel.from_pretrained(tmp_path / "other")

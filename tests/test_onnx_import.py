@@ -41,18 +41,21 @@ SMALL = {"bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2
          "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40),
          "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
          "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=40)}
+                         intermediate_size=40),
+         "mpnet": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+         "albert": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=40)}
 
 
-def ragged_batch(model_type: str, seed: int = 0):
+def ragged_batch(model_type: str, seed: int = 0, vocab_size: int = 30522):
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, 30000, size=(3, 11))
+    ids = rng.integers(min(1000, vocab_size // 2), min(30000, vocab_size), size=(3, 11))
     ids[:, 0] = 101
     mask = np.ones_like(ids)
     mask[1, 7:] = 0
     mask[2, 3:] = 0
     feed = {"input_ids": ids, "attention_mask": mask}
-    if model_type in ("bert", "electra"):
+    if model_type in ("bert", "electra", "albert"):
         feed["token_type_ids"] = (np.arange(11) >= 5).astype(np.int64)[None].repeat(3, 0)
     return feed
 
@@ -86,7 +89,7 @@ def compare(ours, ref, mask, tol, what):
 HEADS = [None, "sequence", "token", "qa", "mlm"]
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra", "mpnet", "albert"])
 @pytest.mark.parametrize("head", HEADS)
 def test_float32_exports_convert_exactly(tmp_path, model_type, head):
     opset = 17 if head in ("sequence", "qa") else 14  # LayerNormalization op, and its decomposition
@@ -94,7 +97,7 @@ def test_float32_exports_convert_exactly(tmp_path, model_type, head):
     (tmp_path / "src" / "model.safetensors").unlink()  # the directory now holds only the export
     file = export_onnx(model, tmp_path / "src", opset)
     convert(tmp_path / "src", tmp_path / "out")
-    feed = ragged_batch(model_type)
+    feed = ragged_batch(model_type, vocab_size=model.config.vocab_size)
     ref = run_ort(file, feed)
     ours = run_ours(tmp_path / "out", feed)
     compare(ours, ref[:len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} float32")

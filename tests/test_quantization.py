@@ -86,7 +86,7 @@ TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermed
             max_position_embeddings=64)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra", "mpnet", "albert"])
 def test_int8_encoder_close_to_float32(tmp_path, model_type):
     """Stated bound: cosine(float32, int8) of every token's last hidden state >= 0.99 and the mean
     abs error <= 5% of the mean abs activation, on random weights (init std 0.1)."""
@@ -96,7 +96,8 @@ def test_int8_encoder_close_to_float32(tmp_path, model_type):
     f32 = AutoModel.from_pretrained(tmp_path)
     i8 = AutoModel.from_pretrained(tmp_path, dtype="int8")
     assert isinstance(i8.layers[0].q_w, QuantizedTensor) and i8.dtype == "int8"
-    ids, mask, types = random_batch(np.random.default_rng(0), 500, 4, 40, type_vocab=1 if model_type == "roberta" else 2)
+    one_type = model_type in ("roberta", "mpnet")
+    ids, mask, types = random_batch(np.random.default_rng(0), 500, 4, 40, type_vocab=1 if one_type else 2)
     a = f32(ids, mask, types).last_hidden_state
     b = i8(ids, mask, types).last_hidden_state
     cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)

@@ -104,11 +104,12 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     return x
 
 
-def attention(q, k, v, mask, num_heads, probs):
+def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + mask) V``, as :func:`npformer.kernels.ops.attention`: ``q, k, v (batch * seq, hidden) float32``,
     ``mask (batch, seq)`` int (0 = padding key) -> context ``(batch * seq, hidden) float32``; the
-    probabilities are written to ``probs (batch, num_heads, seq, seq)`` unless it is empty.
+    probabilities are written to ``probs (batch, num_heads, seq, seq)`` unless it is empty; ``bias
+    (num_heads, seq, seq)`` float32, if given, is added to the scores.
 
     Padding keys get probability 0; a row whose keys are all padding is uniform, as in Transformers
     (which adds the float32 minimum to masked scores). reference: transformers BertSelfAttention (eager).
@@ -121,6 +122,8 @@ def attention(q, k, v, mask, num_heads, probs):
         return t.reshape(batch, seq, num_heads, d).transpose(0, 2, 1, 3)
 
     scores = heads(q * F32(1.0 / np.sqrt(d))) @ heads(k).transpose(0, 1, 3, 2)  # [B, heads, S, S]
+    if bias is not None:
+        scores += bias
     keep = (mask != 0)[:, None, None, :]
     scores = np.where(keep, scores, F32(-np.inf))
     top = scores.max(axis=-1, keepdims=True)

@@ -198,14 +198,15 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
 
 
 @njit(parallel=True, fastmath=True, nogil=True)
-def attention(q, k, v, mask, num_heads, probs):
+def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
-    + mask) V`` for every (sequence, head) pair, in parallel over the pairs.
+    + bias + mask) V`` for every (sequence, head) pair, in parallel over the pairs.
 
     ``q, k, v (batch * seq, hidden) float32`` are the projections (heads side by side along hidden),
     ``mask (batch, seq)`` int (0 = padding key). Returns the context ``(batch * seq, hidden) float32``.
     ``probs`` is ``(batch, num_heads, seq, seq) float32`` to receive the attention probabilities, or
-    an empty ``(0, 0, 0, 0)`` array when they are not wanted.
+    an empty ``(0, 0, 0, 0)`` array when they are not wanted. ``bias`` is ``(num_heads, seq, seq)
+    float32``, added to every sequence's scores (MPNet's relative position bias), or None.
 
     Both products run on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32`: per pair, K^T (keys
     padded to ``F32_NR``) and V (head dimensions padded to it) are packed into small scratch buffers and
@@ -240,6 +241,10 @@ def attention(q, k, v, mask, num_heads, probs):
             if mask[b, j] != 0:
                 n_valid += 1
                 n_keys = j + 1
+        if bias is not None:
+            for i in range(seq):
+                for j in range(seq):
+                    scores[i, j] += bias[h, i, j]
         for i in range(seq):
             _masked_softmax_row_(scores[i, :seq], mask[b], n_valid, n_keys)
             if keep_probs:

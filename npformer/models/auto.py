@@ -17,7 +17,7 @@ from npformer.architectures import architecture
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.hub import resolve
-from npformer.models import bert, distilbert, electra, roberta  # noqa: F401 (each registers its architecture)
+from npformer.models import albert, bert, distilbert, electra, mpnet, roberta  # noqa: F401 (each registers its architecture)
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClassifier
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier

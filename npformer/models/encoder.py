@@ -70,14 +70,16 @@ class LayerWeights:
     LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
 
 
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,  # noqa: PLR0913
                       output_attentions: bool = False, scratch: np.ndarray | None = None,
-                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None):
+                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None,
+                      position_bias: np.ndarray | None = None):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
     probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
     ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
     :mod:`npformer.kernels.numpy_ops`); ``scratch`` a reusable float32 buffer for the feed-forward
-    activations (see ``linear``).
+    activations (see ``linear``); ``position_bias`` a ``(heads, seq, seq)`` float32 bias added to the
+    attention scores (MPNet's relative positions), or None.
     ``record(name, array)``, when given, receives each intermediate under the Transformers module
     name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
     batch, seq, hidden = x.shape
@@ -93,7 +95,10 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
 
     q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
     keep("query", q), keep("key", k), keep("value", v)
-    context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
+    if position_bias is None:
+        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
+    else:
+        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs, position_bias)
     if record:
         record(names["probs"], probs)
     keep("attention", context)
@@ -179,6 +184,7 @@ class Encoder(Adaptable):
     namespaces: tuple[str, ...] = ()
     token_types: bool = True  # token type (segment) embeddings
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
+    pooler_activation: str | None = None  # the pooler's tanh module, when it is not inside pooler_name's parent
     embedding_projection: str | None = None  # embedding_size -> hidden_size Linear layer, if any
     dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
     backend: str = "numba"  # whose kernels run the pass: "numba" or "numpy" (see ``ops``)
@@ -200,8 +206,28 @@ class Encoder(Adaptable):
         return transformer_layer(x, weights, mask, self.config, self.ops, output_attentions, scratch, record, names)
 
     def layer_output_name(self, i: int) -> str:
-        """The traced name of layer ``i``'s output (:mod:`npformer.tracing`): BERT's last LayerNorm."""
+        """The traced name of block ``i``'s output (:mod:`npformer.tracing`): BERT's last LayerNorm."""
         return module_names(self.layer_names(i))["ln2"]
+
+    def layer_output_names(self) -> list[str]:
+        """The traced names of the layers' outputs, in order (``@call`` as in :meth:`traced_names`)."""
+        return [self.layer_output_name(i) + (f"@{call}" if call else "") for i, call, ends in self.schedule() if ends]
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks of weights in ``self.layers``: one per layer, unless layers share them (ALBERT)."""
+        return self.config.num_hidden_layers
+
+    def schedule(self) -> list[tuple[int, int, bool]]:
+        """The blocks in the order a pass runs them: ``(block index, how many times it ran before,
+        whether it ends a layer)``, each ending layer giving one of ``hidden_states``."""
+        return [(i, 0, True) for i in range(len(self.layers))]
+
+    def traced_names(self, i: int, call: int) -> dict[str, str]:
+        """:func:`module_names` of block ``i``, ``@call`` appended from its second run on (a module
+        that runs several times is traced once per run)."""
+        names = module_names(self.layer_names(i))
+        return names if call == 0 else {k: f"{v}@{call}" for k, v in names.items()}
 
     def finish(self, x: np.ndarray, record) -> np.ndarray:
         """After the last layer (a final norm in pre-LN encoders): ``x`` unchanged here."""
@@ -218,7 +244,7 @@ class Encoder(Adaptable):
         self.projection = self.embedding_projection and (
             weights.get(f"{self.embedding_projection}.weight", (c.hidden_size, width)),
             weights.get(f"{self.embedding_projection}.bias", (c.hidden_size,)))
-        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
+        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(self.num_blocks)]
         h = c.hidden_size
         self.pooler = None  # (weight (hidden_size, hidden_size), bias (hidden_size,))
         if self.pooler_name is not None and weights.has(f"{self.pooler_name}.weight"):
@@ -267,24 +293,30 @@ class Encoder(Adaptable):
                  record: Callable[[str, np.ndarray], None] | None = None) -> EncoderOutput:
         """Run the encoder; see :class:`EncoderOutput` for shapes. ``record(name, array)`` receives
         every named intermediate (see :func:`npformer.tracing.trace`). Raises ``ValueError`` on bad inputs."""
+        if not self.token_types:  # no token type embeddings: the ids mean nothing (as Transformers' MPNet takes none)
+            token_type_ids = None
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
         with one_parallel_runtime(self.ops, self.blas_linears):
             x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
-            for i, layer in enumerate(self.layers):
-                names = module_names(self.layer_names(i)) if record else None
+            for i, call, ends_layer in self.schedule():
+                names = self.traced_names(i, call) if record else None
                 scratch = None if self.blas_linears else self.scratch(x.shape[0] * x.shape[1])  # (Numba GEMMs')
-                x, probs = self.layer(x, layer, attention_mask, output_attentions, scratch, record, names)
-                if output_hidden_states:
+                x, probs = self.layer(x, self.layers[i], attention_mask, output_attentions, scratch, record, names)
+                if output_hidden_states and ends_layer:
                     hidden_states.append(x)
                 if output_attentions:
                     attentions.append(probs)
             x = self.finish(x, record)
             pooled = None
             if self.pooler is not None:
-                pooled = np.tanh(self.ops.linear(np.ascontiguousarray(x[:, 0]), *self.pooler))
-                if record:
+                dense = self.ops.linear(np.ascontiguousarray(x[:, 0]), *self.pooler)
+                pooled = np.tanh(dense)
+                if record and self.pooler_activation:  # the Linear and the tanh are two modules (ALBERT)
+                    record(self.pooler_name, dense)
+                    record(self.pooler_activation, pooled)
+                elif record:
                     record(self.pooler_name.rsplit(".", 1)[0], pooled)
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
                              hidden_states=tuple(hidden_states) if output_hidden_states else None,

@@ -43,3 +43,19 @@ class RobertaModel(BertModel):
         pad = self.config.position_offset - 1
         real = input_ids != pad
         return np.cumsum(real, axis=1) * real + pad
+
+
+@register
+class XLMRobertaModel(RobertaModel):
+    """XLM-RoBERTa (Conneau et al. 2020): RoBERTa's network and checkpoint names (``roberta.``) with a
+    multilingual SentencePiece Unigram tokenizer (:mod:`npformer.tokenizer.unigram`)."""
+
+    model_type, description = "xlm-roberta", "XLM-RoBERTa"
+
+
+@register
+class CamembertModel(RobertaModel):
+    """CamemBERT (Martin et al. 2020): RoBERTa's network and checkpoint names (``roberta.``) trained on
+    French, with a SentencePiece tokenizer."""
+
+    model_type, description = "camembert", "CamemBERT"

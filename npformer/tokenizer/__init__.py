@@ -34,6 +34,7 @@ from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_
 from npformer.tokenizer.normalizer import BertNormalizer
 from npformer.tokenizer.post_processor import BertProcessing
 from npformer.tokenizer.pre_tokenizer import BertPreTokenizer
+from npformer.tokenizer.unigram import Unigram
 from npformer.tokenizer.wordpiece import WordPiece
 
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -152,7 +153,8 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
         config, kwargs = read_config(path / "tokenizer_config.json")
         common = {k: kwargs[k] for k in ("model_max_length", "truncation_side") if k in kwargs}
-        if (path / "tokenizer.json").is_file() and fast_json.model_type(path / "tokenizer.json") != "WordPiece":
+        if (path / "tokenizer.json").is_file() and (fast_json.model_type(path / "tokenizer.json") != "WordPiece"
+                                                    or not fast_json.bert_template(path / "tokenizer.json")):
             tokens, parts = fast_json.components(path / "tokenizer.json", config)
             return cls.from_components(tokens, **{**parts, **common, **overrides})
         if not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file() \
@@ -188,6 +190,8 @@ class Tokenizer:
         ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
         texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
         pattern = getattr(self.pre_tokenizer, "pattern", None)
+        # Unigram's unknown pieces keep their text as token (tokenizers' Token value), others the vocabulary's
+        unknown_text = self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
         word = 0
         for seg_start, seg_end, added in self.added_tokens(text):
             if max_tokens is not None and len(ids) >= max_tokens:
@@ -208,10 +212,13 @@ class Tokenizer:
             if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
                 words_of = pattern.finditer(normalized)
             else:
-                words_of = self.pre_tokenizer(normalized) if self.pre_tokenizer is not None else [(0, normalized, None)]
+                words_of = self.pre_tokenizer(normalized, seg_start == 0) if self.pre_tokenizer is not None \
+                    else [(0, normalized, None)]
             for item in words_of:
                 s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
                 for piece_id, s, e in self.model(piece):
+                    if piece_id == unknown_text:  # its token string is the text it stands for
+                        texts[len(ids)] = piece[s:e]
                     ids.append(piece_id)
                     a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
                     if align is None:

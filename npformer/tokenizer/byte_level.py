@@ -88,7 +88,7 @@ class ByteLevel:
         self.add_prefix_space, self.use_regex, self.trim_offsets = add_prefix_space, use_regex, trim_offsets
         self._pattern = gpt2_pattern() if use_regex else None
 
-    def __call__(self, text: str):
+    def __call__(self, text: str, at_start: bool = True):
         prefixed = self.add_prefix_space and text and not text.startswith(" ")
         if prefixed:
             text = " " + text

@@ -1,21 +1,19 @@
 """Read a tokenizer from Hugging Face tokenizers' ``tokenizer.json``: each component is built by
 its ``type`` (:func:`components`), and a type npformer does not implement is refused by name.
 
-A BERT WordPiece file (:func:`read_tokenizer_json`) gives what npformer's WordPiece
-:class:`~npformer.tokenizer.Tokenizer` takes:
+* models: ``WordPiece``, ``BPE`` (merges by rank, byte fallback...), ``Unigram`` (SentencePiece);
+* normalizers: ``BertNormalizer``, ``Precompiled`` (SentencePiece's charsmap), ``NFC`` / ``NFD`` /
+  ``NFKC`` / ``NFKD``, ``Lowercase``, ``StripAccents``, ``Strip``, ``Replace``, ``Prepend``, ``Sequence``;
+* pre-tokenizers: ``BertPreTokenizer``, ``ByteLevel``, ``Metaspace``, ``Whitespace``,
+  ``WhitespaceSplit``, ``Split``, ``Punctuation``, ``Digits``, ``Sequence``;
+* post-processors: ``BertProcessing``, ``RobertaProcessing``, ``TemplateProcessing``, ``ByteLevel``,
+  ``Sequence``; decoders: ``WordPiece``, ``ByteLevel``, ``Metaspace``, ``ByteFallback``, ``Fuse``,
+  ``Strip``, ``Replace``, ``BPEDecoder``, ``Sequence``; the added tokens.
 
-* the vocabulary: ``model.vocab``, whose ids must run from 0 with no gaps;
-* the normalizer flags: ``BertNormalizer``'s ``lowercase``, ``strip_accents`` and
-  ``handle_chinese_chars``;
-* the special tokens: ``[UNK]`` from the model, ``[CLS]`` / ``[SEP]`` from the post-processor,
-  ``[PAD]`` from the padding settings, ``[MASK]`` from the added tokens;
-* ``max_input_chars_per_word`` (the maximum length stays ``tokenizer_config.json``'s).
-
-A WordPiece file with another normalizer or pre-tokenizer, or a continuing-subword prefix other
-than ``##``, is refused naming what it holds. A BPE file (GPT-2, RoBERTa) gives its components:
-the ``BPE`` model, the ``ByteLevel`` pre-tokenizer and decoder, the ``RobertaProcessing`` /
-``TemplateProcessing`` / ``BertProcessing`` / ``ByteLevel`` post-processors and the added tokens.
-Reference: the ``tokenizers`` library's serialization (``serde`` of each component).
+A plain BERT file (:func:`bert_template`) is read by :func:`read_tokenizer_json` into the
+arguments of npformer's WordPiece :class:`~npformer.tokenizer.Tokenizer` (vocabulary, normalizer
+flags, special tokens, ``max_input_chars_per_word``). Reference: the ``tokenizers`` library's
+serialization (``serde`` of each component).
 """
 
 from __future__ import annotations
@@ -26,14 +24,17 @@ from npformer.files import read_json
 from npformer.tokenizer.added_tokens import AddedToken
 from npformer.tokenizer.bpe import BPE
 from npformer.tokenizer.byte_level import ByteLevel
+from npformer.tokenizer.components import decoder_from, normalizer_from, pre_tokenizer_from
 from npformer.tokenizer.decoders import ByteLevelDecoder
 from npformer.tokenizer.post_processor import (BertProcessing, ByteLevelProcessing, RobertaProcessing,
                                                SequenceProcessing, TemplateProcessing)
+from npformer.tokenizer.unigram import Unigram
+from npformer.tokenizer.wordpiece import WordPiece
 
 
 def _fail(file: Path, what: str):
-    raise ValueError(f"{file}: {what}; npformer reads WordPiece tokenizers with a BERT normalizer and "
-                     f"pre-tokenizer (as BertTokenizerFast saves them) and byte-level BPE tokenizers")
+    raise ValueError(f"{file}: {what}; npformer reads WordPiece, BPE and Unigram tokenizers built from the "
+                     f"components Hugging Face tokenizers implements (see the supported-models table)")
 
 
 def read_tokenizer_json(file: Path) -> tuple[list[str], dict]:
@@ -120,20 +121,18 @@ def components(file: Path, config: dict) -> tuple[list[str], dict]:
 
 
 def _components(file: Path, data: dict, config: dict) -> tuple[list[str], dict]:
-    model = data["model"]
-    if model.get("type") != "BPE":
-        _fail(file, f"the model is {model.get('type')!r}; npformer implements WordPiece and BPE")
-    if model.get("dropout") not in (None, 0, 0.0):
-        _fail(file, f"BPE dropout is {model['dropout']!r}: dropout samples merges at random (training only)")
-    for field, kind in (("vocab", dict), ("merges", list)):
-        if not isinstance(model.get(field), kind):
-            _fail(file, f"the BPE model has no {field!r} {'object' if kind is dict else 'list'}")
-    vocab = _ids(file, model["vocab"])
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    if any(len(m) != 2 for m in merges):
-        _fail(file, "a merge is not a pair of tokens")
+    spec = data["model"]
+    kind = spec.get("type")
+    if kind == "BPE":
+        model, vocab = _bpe(file, spec)
+    elif kind == "Unigram":
+        model, vocab = _unigram(file, spec)
+    elif kind == "WordPiece":
+        model, vocab = _wordpiece(file, spec)
+    else:
+        _fail(file, f"the model is {kind!r}; npformer implements WordPiece, BPE and Unigram")
     added = [AddedToken(t["content"], int(t["id"]), bool(t.get("special", False)), bool(t.get("lstrip", False)),
-                     bool(t.get("rstrip", False)), bool(t.get("single_word", False)), bool(t.get("normalized", True)))
+                        bool(t.get("rstrip", False)), bool(t.get("single_word", False)), bool(t.get("normalized", True)))
              for t in data.get("added_tokens") or []]
     by_id = {i: t for t, i in vocab.items()}
     for t in added:
@@ -141,19 +140,19 @@ def _components(file: Path, data: dict, config: dict) -> tuple[list[str], dict]:
     if sorted(by_id) != list(range(len(by_id))):
         _fail(file, "the vocabulary and added tokens' ids do not run from 0 without gaps")
     tokens = [by_id[i] for i in range(len(by_id))]
-    bpe = BPE(vocab, merges, unk_token=model.get("unk_token"), continuing_subword_prefix=model.get(
-        "continuing_subword_prefix") or "", end_of_word_suffix=model.get("end_of_word_suffix") or "",
-        fuse_unk=bool(model.get("fuse_unk", False)), byte_fallback=bool(model.get("byte_fallback", False)),
-        ignore_merges=bool(model.get("ignore_merges", False)))
-    if data.get("normalizer") is not None:
-        _fail(file, f"the normalizer is {data['normalizer'].get('type')!r}; npformer's BPE tokenizers take none yet")
     pre = data.get("pre_tokenizer")
-    if pre is None or pre.get("type") != "ByteLevel":
-        _fail(file, f"the pre-tokenizer is {None if pre is None else pre.get('type')!r}; BPE takes ByteLevel")
-    decoder = data.get("decoder")
-    if decoder is None or decoder.get("type") != "ByteLevel":
-        _fail(file, f"the decoder is {None if decoder is None else decoder.get('type')!r}; BPE takes ByteLevel")
-    special = _special_tokens(config, data, bpe)
+    normalizer = data.get("normalizer")
+    if normalizer is not None and normalizer.get("type") == "BertNormalizer":
+        if pre is None or pre.get("type") != "BertPreTokenizer":
+            _fail(file, "a BertNormalizer goes with a BertPreTokenizer (it isolates CJK characters for it)")
+        pre = {**pre, "handle_chinese_chars": bool(normalizer.get("handle_chinese_chars", True))}
+    try:
+        normalizer = normalizer_from(normalizer)
+        pre = pre_tokenizer_from(pre)
+        decoder = decoder_from(data.get("decoder"))
+    except ValueError as e:
+        _fail(file, str(e))
+    special = _special_tokens(config, data, model)
     post = _post_processor(file, data.get("post_processor"), vocab | {t.content: t.id for t in added})
     names = config.get("model_input_names")
     tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast").removesuffix("Tokenizer")
@@ -161,11 +160,73 @@ def _components(file: Path, data: dict, config: dict) -> tuple[list[str], dict]:
         names = ["input_ids", "attention_mask"] if tokenizer_class in NO_TOKEN_TYPES else \
             ["input_ids", "token_type_ids", "attention_mask"]
     return tokens, dict(
-        normalizer=None, model=bpe, post_processor=post, decoder=ByteLevelDecoder(), added_tokens=added,
-        pre_tokenizer=ByteLevel(bool(pre.get("add_prefix_space", False)), bool(pre.get("use_regex", True)),
-                                bool(pre.get("trim_offsets", True))),
+        normalizer=normalizer, pre_tokenizer=pre, model=model,
+        post_processor=post, decoder=decoder, added_tokens=added,
         special=special, clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
         model_input_names=tuple(names))
+
+
+def _bpe(file: Path, spec: dict) -> tuple[BPE, dict[str, int]]:
+    if spec.get("dropout") not in (None, 0, 0.0):
+        _fail(file, f"BPE dropout is {spec['dropout']!r}: dropout samples merges at random (training only)")
+    for field, kind in (("vocab", dict), ("merges", list)):
+        if not isinstance(spec.get(field), kind):
+            _fail(file, f"the BPE model has no {field!r} {'object' if kind is dict else 'list'}")
+    vocab = _ids(file, spec["vocab"])
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    if any(len(m) != 2 for m in merges):
+        _fail(file, "a merge is not a pair of tokens")
+    return BPE(vocab, merges, unk_token=spec.get("unk_token"), continuing_subword_prefix=spec.get(
+        "continuing_subword_prefix") or "", end_of_word_suffix=spec.get("end_of_word_suffix") or "",
+        fuse_unk=bool(spec.get("fuse_unk", False)), byte_fallback=bool(spec.get("byte_fallback", False)),
+        ignore_merges=bool(spec.get("ignore_merges", False))), vocab
+
+
+def _wordpiece(file: Path, spec: dict) -> tuple[WordPiece, dict[str, int]]:
+    if not isinstance(spec.get("vocab"), dict):
+        _fail(file, "the WordPiece model has no 'vocab' object")
+    if spec.get("continuing_subword_prefix", "##") != "##":
+        _fail(file, f"continuing_subword_prefix is {spec.get('continuing_subword_prefix')!r}")
+    vocab = _ids(file, spec["vocab"])
+    unk = spec.get("unk_token", "[UNK]")
+    if unk not in vocab:
+        _fail(file, f"the WordPiece unknown token {unk!r} is not in the vocabulary")
+    limit = spec.get("max_input_chars_per_word", 100)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        _fail(file, f"max_input_chars_per_word is {limit!r}, not a positive integer")
+    model = WordPiece(vocab, vocab[unk], limit)
+    model.unk_token = unk
+    return model, vocab
+
+
+def bert_template(file: Path) -> bool:
+    """Whether ``tokenizer.json`` is BERT's WordPiece (BertNormalizer, BertPreTokenizer) with BERT's
+    special-token layout (``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``), which
+    :func:`read_tokenizer_json` reads; other WordPiece files (MPNet's ``<s> A </s></s> B </s>``,
+    other normalizers) are built from their components."""
+    data = read_json(file)
+    post = data.get("post_processor") if isinstance(data, dict) else None
+    if (data.get("normalizer") or {}).get("type") != "BertNormalizer" or \
+            (data.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+        return False
+    if not isinstance(post, dict) or post.get("type") == "BertProcessing":
+        return True
+    pair = post.get("pair") if post.get("type") == "TemplateProcessing" else None
+    return isinstance(pair, list) and sum("SpecialToken" in item for item in pair if isinstance(item, dict)) == 3
+
+
+def _unigram(file: Path, spec: dict) -> tuple[Unigram, dict[str, int]]:
+    pieces = spec.get("vocab")
+    if not isinstance(pieces, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                               and isinstance(p[1], (int, float)) for p in pieces):
+        _fail(file, "the Unigram model's 'vocab' is not a list of [piece, score] pairs")
+    unk_id = spec.get("unk_id")
+    if unk_id is not None and (not isinstance(unk_id, int) or not 0 <= unk_id < len(pieces)):
+        _fail(file, f"the Unigram model's unk_id {unk_id!r} is not an index of its vocabulary")
+    vocab: dict[str, int] = {}
+    for i, (piece, _) in enumerate(pieces):
+        vocab.setdefault(piece, i)
+    return Unigram([tuple(p) for p in pieces], unk_id, bool(spec.get("byte_fallback", False))), vocab
 
 
 # Transformers' tokenizer classes whose model_input_names leave token_type_ids out
@@ -179,7 +240,7 @@ def _ids(file: Path, vocab) -> dict[str, int]:
     return vocab
 
 
-def _special_tokens(config: dict, data: dict, bpe) -> dict:
+def _special_tokens(config: dict, data: dict, model) -> dict:
     """The special tokens' names: ``tokenizer_config.json``'s (a serialized AddedToken's content),
     else the ones the file implies (its unknown token, the post-processor's, ``<mask>``, padding)."""
     out = {}
@@ -193,7 +254,7 @@ def _special_tokens(config: dict, data: dict, bpe) -> dict:
         out["cls_token"] = out["cls_token"] or post["cls"][0]
         out["sep_token"] = out["sep_token"] or post["sep"][0]
     contents = {t.get("content") for t in data.get("added_tokens") or []}
-    out["unk_token"] = out["unk_token"] or bpe.unk_token or ("<unk>" if "<unk>" in contents else None)
+    out["unk_token"] = out["unk_token"] or model.unk_token or ("<unk>" if "<unk>" in contents else None)
     out["mask_token"] = out["mask_token"] or ("<mask>" if "<mask>" in contents else None)
     out["pad_token"] = out["pad_token"] or ((data.get("padding") or {}).get("pad_token")) or \
         ("<pad>" if "<pad>" in contents else None)

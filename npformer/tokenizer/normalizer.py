@@ -9,6 +9,7 @@ Reference behaviour: ``BertTokenizerFast``; tested exhaustively over Unicode ran
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from array import array
 
@@ -126,3 +127,142 @@ class BertNormalizer:
 
         def __missing__(self, cp: int) -> str:
             return self.char_map[chr(cp)]
+
+
+# ---- the other normalizers of tokenizer.json (tokenizers ``normalizers/``), each ``(text) ->
+# (normalized, align or None)`` as BertNormalizer: ``align[i]`` is the index in ``text`` of the
+# character ``normalized[i]`` stands on (tokenizers' ``NormalizedString`` alignments, kept per char).
+
+
+def transformed(text: str, changes) -> tuple[str, list[int]]:
+    """Apply tokenizers' ``NormalizedString::transform``: ``changes`` is ``[(char, change), ...]``
+    over ``text`` in order, ``change`` 0 for a char that replaces the next one of ``text``, 1 for an
+    inserted char (it stands on the char before it), ``-n`` for one that replaces the next char and
+    removes ``n`` more. Chars of ``text`` not consumed at the end are dropped."""
+    out, align, pos = [], [], 0
+    for ch, change in changes:
+        if change > 0:
+            align.append(max(pos - 1, 0))
+        else:
+            align.append(pos)
+            pos += 1 - change
+        out.append(ch)
+    return "".join(out), align
+
+
+def compose(first: list[int] | None, second: list[int] | None) -> list[int] | None:
+    """The alignment of two normalizers run one after the other."""
+    if first is None or second is None:
+        return second if first is None else first
+    return [first[i] for i in second]
+
+
+def unicode_form(form: str):
+    """NFC / NFD / NFKC / NFKD (tokenizers' ``normalizers/unicode.rs``). A decomposition's chars stand
+    on the char they came from; a composition on its first char. Each run of a starter and the
+    combining marks after it is normalized as a whole (composition and canonical reordering stay
+    inside such a run)."""
+
+    def normalize(text: str) -> tuple[str, list[int] | None]:
+        if unicodedata.is_normalized(form, text):
+            return text, None
+        out, align, start = [], [], 0
+        for end in range(1, len(text) + 1):
+            if end < len(text) and unicodedata.combining(text[end]):
+                continue
+            run = text[start:end]
+            each = [unicodedata.normalize(form, c) for c in run]
+            whole = unicodedata.normalize(form, run)
+            if "".join(each) == whole:
+                for k, piece in enumerate(each):
+                    align.extend([start + k] * len(piece))
+            else:
+                align.extend([start] * len(whole))
+            out.append(whole)
+            start = end
+        return "".join(out), align
+
+    return normalize
+
+
+def lowercase(text: str) -> tuple[str, list[int] | None]:
+    """Lowercase (Rust's ``char::to_lowercase``: İ becomes two chars, both on İ)."""
+    low = "".join(c.lower() for c in text)  # per char: no final-sigma rule, as Rust's
+    if len(low) == len(text):
+        return low, None
+    align = []
+    for i, c in enumerate(text):
+        align.extend([i] * len(c.lower()))
+    return low, align
+
+
+def strip_accents(text: str) -> tuple[str, list[int] | None]:
+    """Remove combining marks (categories Mn, Mc, Me), as tokenizers' ``StripAccents`` (after an
+    NFD/NFKD); BertNormalizer's ``strip_accents`` removes Mn only."""
+    keep = [i for i, c in enumerate(text) if not unicodedata.category(c).startswith("M")]
+    if len(keep) == len(text):
+        return text, None
+    return "".join(text[i] for i in keep), keep
+
+
+def strip(left: bool, right: bool):
+    """Remove leading / trailing whitespace (Unicode White_Space), tokenizers' ``Strip``."""
+
+    def normalize(text: str) -> tuple[str, list[int] | None]:
+        start, end = 0, len(text)
+        while left and start < end and text[start] in WHITESPACE:
+            start += 1
+        while right and end > start and text[end - 1] in WHITESPACE:
+            end -= 1
+        if (start, end) == (0, len(text)):
+            return text, None
+        return text[start:end], list(range(start, end))
+
+    return normalize
+
+
+def replace(pattern: re.Pattern, content: str):
+    """Each match of ``pattern`` becomes ``content`` (tokenizers' ``Replace``: string or regex); the
+    new chars stand on the last char of the match."""
+
+    def normalize(text: str) -> tuple[str, list[int] | None]:
+        out, align, last = [], [], 0
+        for m in pattern.finditer(text):
+            if m.start() == m.end():
+                continue
+            out.append(text[last:m.start()])
+            align.extend(range(last, m.start()))
+            out.append(content)
+            align.extend([m.end() - 1] * len(content))
+            last = m.end()
+        if not out:
+            return text, None
+        out.append(text[last:])
+        align.extend(range(last, len(text)))
+        return "".join(out), align
+
+    return normalize
+
+
+def prepend(prefix: str):
+    """``prefix`` before a non-empty text, standing on its first char (tokenizers' ``Prepend``)."""
+
+    def normalize(text: str) -> tuple[str, list[int] | None]:
+        if not text or not prefix:
+            return text, None
+        return prefix + text, [0] * len(prefix) + list(range(len(text)))
+
+    return normalize
+
+
+def sequence(steps: list):
+    """Several normalizers one after the other (tokenizers' ``Sequence``)."""
+
+    def normalize(text: str) -> tuple[str, list[int] | None]:
+        align = None
+        for step in steps:
+            text, more = step(text)
+            align = compose(align, more)
+        return text, align
+
+    return normalize

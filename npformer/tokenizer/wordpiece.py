@@ -19,6 +19,7 @@ class WordPiece:
     """
 
     continuing_subword_prefix = "##"
+    unk_token: str | None = None  # its string, when read from tokenizer.json
 
     def __init__(self, vocab: dict[str, int], unk_token_id: int, max_input_chars_per_word: int = 100):
         self.vocab = vocab
