@@ -92,12 +92,15 @@ def unigram_tokenizer(directory: Path, tokenizer_class: str = "XLMRobertaTokeniz
     return tokenizer
 
 
-def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *, seed: int = 0,
-                    vocab: str | None = None, init_std: float = 0.1, **config_kwargs):
+def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *, seed: int = 0,  # noqa: PLR0913
+                    vocab: str | None = None, init_std: float = 0.1, tokenizer_class: str | None = None,
+                    **config_kwargs):
     """Save a random-init Transformers model (safetensors) to ``directory``; returns the torch model.
 
     ``vocab`` names a folder of tests/data/vocab whose vocab.txt and tokenizer_config.json are copied
-    (then vocab_size follows it). Weights get a larger spread than Transformers' default (0.02) so
+    (then vocab_size follows it); ``tokenizer_class`` (``XLMRobertaTokenizerFast``...) gives the
+    checkpoint :func:`unigram_tokenizer`'s files instead (paraphrase-multilingual-MiniLM's layout:
+    BERT weights with an XLM-R tokenizer). Weights get a larger spread than Transformers' default (0.02) so
     that activations exercise the kernels' ranges; layer norm weights are randomized too.
     """
     import torch
@@ -105,7 +108,9 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "albert"):
+    if tokenizer_class is not None:
+        config_kwargs.setdefault("vocab_size", len(unigram_tokenizer(directory, tokenizer_class)))
+    elif model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "albert"):
         if model_type == "roberta":
             tokenizer = roberta_tokenizer(directory)
         elif model_type == "mpnet":  # WordPiece (bert-base-uncased's) with MPNet's <s> </s> template

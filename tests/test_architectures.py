@@ -35,6 +35,8 @@ ARCHS = {"roberta": ("roberta", {}),
          "xlm-roberta": ("xlm-roberta", {}),  # SentencePiece Unigram tokenizer (helpers.unigram_tokenizer)
          "camembert": ("camembert", {}),
          "mpnet": ("mpnet", {}),  # WordPiece with MPNet's template; relative position bias in every layer
+         "mpnet-64-buckets": ("mpnet", dict(relative_attention_num_buckets=64)),  # Transformers reads the first 32
+         "bert-unigram": ("bert", dict(tokenizer_class="XLMRobertaTokenizerFast")),  # paraphrase-multilingual's layout
          "albert": ("albert", dict(embedding_size=16)),  # both layers run one shared block
          "albert-groups": ("albert", dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2,
                                           inner_group_num=2)),  # two groups of two blocks, each run twice
@@ -204,7 +206,7 @@ def test_fill_mask(checkpoints, arch):
     assert_same(ours(text, targets=targets), theirs(text, targets=targets))
 
 
-@pytest.mark.parametrize("arch", MAIN)
+@pytest.mark.parametrize("arch", [*MAIN, "bert-unigram"])
 def test_feature_extraction_and_sentence_transformers(checkpoints, arch, tmp_path):
     """The bare encoder's states as Transformers' pipeline gives them; a sentence-transformers model
     on it (mean pooling, normalize) embeds as sentence-transformers does, also with

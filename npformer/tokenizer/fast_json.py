@@ -205,9 +205,14 @@ def bert_template(file: Path) -> bool:
     :func:`read_tokenizer_json` reads; other WordPiece files (MPNet's ``<s> A </s></s> B </s>``,
     other normalizers) are built from their components."""
     data = read_json(file)
-    post = data.get("post_processor") if isinstance(data, dict) else None
-    if (data.get("normalizer") or {}).get("type") != "BertNormalizer" or \
-            (data.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+    if not isinstance(data, dict):
+        return True  # read_tokenizer_json names the problem
+
+    def kind(field: str):
+        return data[field].get("type") if isinstance(data.get(field), dict) else data.get(field)
+
+    post = data.get("post_processor")
+    if kind("normalizer") != "BertNormalizer" or kind("pre_tokenizer") != "BertPreTokenizer":
         return False
     if not isinstance(post, dict) or post.get("type") == "BertProcessing":
         return True

@@ -177,12 +177,63 @@ def unicode_form(form: str):
                 for k, piece in enumerate(each):
                     align.extend([start + k] * len(piece))
             else:
-                align.extend([start] * len(whole))
+                align.extend(_reordered(run, form, start, len(whole)))
             out.append(whole)
             start = end
         return "".join(out), align
 
     return normalize
+
+
+def _reordered(run: str, form: str, start: int, length: int) -> list[int]:
+    """Positions of ``normalize(form, run)``'s chars when canonical reordering moved marks across
+    the run's chars: tokenizers' rule (as in :meth:`BertNormalizer._normalize_reordered`), the first
+    char of each char's decomposition takes the next char of the run, the others share the last one
+    taken; a composition (NFC, NFKC) stands where its first char stood. Should the result not spell
+    the normalized run, every char stands on the run's start."""
+    decomposed = "NFKD" if form in ("NFKC", "NFKD") else "NFD"
+    items = [(d, k == 0) for c in run for k, d in enumerate(unicodedata.normalize(decomposed, c))]
+    ordered, i = [], 0
+    while i < len(items):  # stable sort of each run of marks by combining class
+        j = i
+        while j < len(items) and unicodedata.combining(items[j][0]):
+            j += 1
+        if j > i:
+            ordered += sorted(items[i:j], key=lambda t: unicodedata.combining(t[0]))
+            i = j
+        else:
+            ordered.append(items[i])
+            i += 1
+    chars, taken = [], -1
+    for ch, first in ordered:
+        if first or taken < 0:
+            taken += 1
+        chars.append([ch, start + min(taken, len(run) - 1)])
+    if form in ("NFC", "NFKC"):
+        chars = _composed(chars)
+    if "".join(c for c, _ in chars) != unicodedata.normalize(form, run) or len(chars) != length:
+        return [start] * length
+    return [p for _, p in chars]
+
+
+def _composed(chars: list[list]) -> list[list]:
+    """Unicode canonical composition of ``[char, position]`` items: a mark that is not blocked joins
+    the starter before it into its primary composite, which keeps the starter's position."""
+    out: list[list] = []
+    starter, last = None, -1  # index of the last starter in out; combining class of the last char kept
+    for ch, pos in chars:
+        ccc = unicodedata.combining(ch)
+        if starter is not None and (last < ccc or last == 0 and starter == len(out) - 1 and ccc == 0):
+            pair = unicodedata.normalize("NFC", out[starter][0] + ch)
+            if len(pair) == 1:
+                out[starter][0] = pair
+                continue
+        if ccc == 0:
+            starter, last = len(out), 0
+        else:
+            last = ccc
+        out.append([ch, pos])
+    return out
 
 
 def lowercase(text: str) -> tuple[str, list[int] | None]:
