@@ -1,11 +1,15 @@
 """End to end on real text (issue 15): whole pipelines, tokenizer included, against ONNX Runtime with
 the Rust fast tokenizer and against PyTorch (cold start: ``bench_cold_start.py``).
 
-Jobs (both read ../shared):
+Jobs (all read ../shared):
 * sentiment: the built-in model on the 872 SST-2 dev sentences (npformer int8 = the shipped model;
   float32 = its weights dequantized, which ONNX Runtime and PyTorch run; ONNX Runtime int8 =
   ``quantize_dynamic`` of that export);
-* embeddings: all-MiniLM-L6-v2 (mean pooling, normalized) on the 3,000 STS-B dev sentences.
+* embeddings: all-MiniLM-L6-v2 (mean pooling, normalized) on the 3,000 STS-B dev sentences;
+* roberta-classify: a RoBERTa-base-sized sequence classifier (12 layers, 768 wide, random init, GPT-2's
+  BPE) on the SST-2 dev sentences (npformer int8 = ``dtype="int8"`` of the float32 checkpoint);
+* mpnet-embeddings: an MPNet-base-sized sentence-transformers model (random init, mean pooling,
+  normalized; WordPiece with MPNet's template) on the STS-B dev sentences.
 
 Batch 32: the whole set, every engine sorting by token length and padding each batch to its
 longest (npformer's pipelines do this themselves; ONNX Runtime and PyTorch get the same sort here;
@@ -15,7 +19,8 @@ interleaved; medians over rounds. Engines ending in ``@avx2`` run with ``NPFORME
 
 Usage (``test`` + ``bench`` extras, ../shared beside the checkout, MiniLM fetched)::
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_pipelines.py [--rounds 3]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_pipelines.py [--rounds 3] \
+        [--jobs roberta-classify mpnet-embeddings] [--engines npformer-int8 ort-int8 ...]
 """
 
 from __future__ import annotations
@@ -37,13 +42,15 @@ LATENCY_N = 200
 CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer-bench")) / "pipelines"
 ENGINES = ["npformer-int8", "ort-int8", "npformer-fp32", "ort-fp32", "torch-fp32", "npformer-int8@avx2",
            "npformer-fp32@avx2"]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
-JOBS = ("sentiment", "embeddings")
+JOBS = ("sentiment", "embeddings", "roberta-classify", "mpnet-embeddings")
+CLASSIFY = ("sentiment", "roberta-classify")  # the rest are embedding jobs
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, init_std=0.02)
 
 
 def texts_of(job: str) -> list[str]:
     from conftest import read_sst2, read_stsb
 
-    if job == "sentiment":
+    if job in CLASSIFY:
         return read_sst2("dev")[0]
     s1, s2, _ = read_stsb()
     return s1 + s2
@@ -62,15 +69,28 @@ def prepare(job: str) -> dict[str, Path]:
     """float32 checkpoint directory, its ONNX export and the int8 copy (made once, cached)."""
     import transformers
 
-    from helpers import export_onnx, float32_checkpoint, quantize_onnx
+    from helpers import export_onnx, float32_checkpoint, make_checkpoint, quantize_onnx
 
     directory = CACHE / job
+    fp32 = directory / "fp32"
     if job == "sentiment":
-        fp32 = directory / "fp32"
         if not (fp32 / "model.safetensors").is_file():
             fp32.mkdir(parents=True, exist_ok=True)
             float32_checkpoint(fp32)
         loader = transformers.AutoModelForSequenceClassification
+    elif job == "roberta-classify":
+        if not (fp32 / "model.safetensors").is_file():
+            make_checkpoint(fp32, "roberta", "sequence", **BASE)
+        loader = transformers.AutoModelForSequenceClassification
+    elif job == "mpnet-embeddings":
+        if not (fp32 / "modules.json").is_file():
+            import sentence_transformers as st
+
+            make_checkpoint(fp32, "mpnet", None, **BASE)
+            word = st.models.Transformer(str(fp32), max_seq_length=512)
+            st.SentenceTransformer(modules=[word, st.models.Pooling(768, "mean"), st.models.Normalize()],
+                                   device="cpu").save(str(fp32))
+        loader = transformers.AutoModel
     else:
         fp32 = minilm()
         loader = transformers.AutoModel
@@ -103,16 +123,19 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
         if job == "sentiment":
             source = "builtin:sentiment" if engine.endswith("int8") else paths["fp32"]
             pipe = npformer.pipeline("sentiment-analysis", model=source, batch_size=BATCH)
+        elif job == "roberta-classify":
+            pipe = npformer.pipeline("text-classification", model=paths["fp32"], batch_size=BATCH,
+                                     dtype="int8" if engine.endswith("int8") else "float32")
         else:
             pipe = npformer.pipeline("sentence-embeddings", model=paths["fp32"], batch_size=BATCH,
                                      dtype="int8" if engine.endswith("int8") else "float32")
         return lambda texts, size: pipe(texts)  # batches of BATCH by length; one text is a batch of 1
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(paths["fp32"])  # BertTokenizerFast (Rust)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(paths["fp32"])  # the fast tokenizer (Rust)
 
     def post(outputs, mask):
-        if job == "sentiment":
+        if job in CLASSIFY:
             z = np.exp(outputs - outputs.max(-1, keepdims=True))
             return z / z.sum(-1, keepdims=True)
         summed = (outputs * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
@@ -133,7 +156,7 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
         import torch
 
         torch.set_num_threads(THREADS)
-        if job == "embeddings":
+        if job not in CLASSIFY:
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(str(paths["fp32"]), device="cpu")
@@ -169,6 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "JOB"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=ENGINES)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
@@ -178,12 +203,12 @@ def main() -> None:
 
     kernels = (f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled "
                f"for Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)")
-    paths = {job: prepare(job) for job in JOBS}
+    paths = {job: prepare(job) for job in args.jobs}
     results: dict = {}
     for r in range(args.rounds):
-        for job in JOBS:
+        for job in args.jobs:
             env = {"BENCH_PATHS": json.dumps({k: str(v) for k, v in paths[job].items()})}
-            for engine in ENGINES:
+            for engine in args.engines:
                 isa = {"NPFORMER_ISA": engine.split("@")[1]} if "@" in engine else {}
                 out = run_worker(Path(__file__), [engine, job], {**env, **isa})
                 print(r, job, engine, out, flush=True)
@@ -200,7 +225,7 @@ def main() -> None:
         rows.append(f"| {job} ({ok[0]['n']}) | {engine} | {med[job, engine][0]:.2f} ({spread}) | "
                     f"{med[job, engine][1]:.2f} |")
     ratios = ["", "| job | A vs B | B's time / A's time, batch 32 (> 1: A faster) | batch 1 |", "|---|---|---|---|"]
-    for job in JOBS:
+    for job in args.jobs:
         for ours, theirs in (("npformer-int8", "ort-int8"), ("npformer-fp32", "ort-fp32"), ("npformer-fp32", "torch-fp32"),
                              ("npformer-int8", "torch-fp32"), ("npformer-int8@avx2", "ort-int8"),
                              ("npformer-fp32@avx2", "ort-fp32"), ("npformer-int8@avx2", "npformer-int8"),
@@ -209,8 +234,8 @@ def main() -> None:
                 a, b = med[job, ours], med[job, theirs]
                 ratios.append(f"| {job} | {ours} vs {theirs} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
     body = "\n".join([f"- kernels: {kernels}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios)
-    append_results("Pipelines end to end (bench_pipelines.py)", f"python benchmarks/bench_pipelines.py --rounds {args.rounds}",
-                   body)
+    append_results("Pipelines end to end (bench_pipelines.py)", f"python benchmarks/bench_pipelines.py --rounds {args.rounds} "
+                   f"--jobs {' '.join(args.jobs)} --engines {' '.join(args.engines)}", body)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 EXTRAS = {"server": "starlette, uvicorn and prometheus_client", "distributed": "dask[distributed] and pyarrow",
-          "onnx": "onnx", "train": "scikit-learn"}
+          "onnx": "onnx", "train": "scikit-learn", "sentencepiece": "protobuf"}
 
 
 def require_extra(extra: str, *modules: str) -> None:

@@ -298,3 +298,38 @@ def test_tokenizers_trained_here(tmp_path, kind):
     # even where the template says 0, as here; npformer follows the template. Single texts agree.)
     assert_same(ours, ref, lines, truncation=True, max_length=20, stride=4, return_overflowing_tokens=True,
                 padding=True, **KEYS)
+
+
+@pytest.mark.parametrize("model", ["test_model.model", "test_ja_model.model"])
+@pytest.mark.parametrize("tokenizer_class", ["XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer",
+                                             "DebertaV2Tokenizer"])
+def test_sentencepiece_model_files_without_tokenizer_json(tmp_path, model, tokenizer_class):
+    """A directory with only the ``.model`` file and ``tokenizer_config.json`` (as Transformers' slow
+    tokenizer saves it) reads as the fast tokenizer Transformers converts from it."""
+    import transformers
+
+    slow = getattr(transformers, tokenizer_class)(vocab_file=str(require(DATA / "sentencepiece" / model)))
+    slow.save_pretrained(tmp_path)
+    assert not (tmp_path / "tokenizer.json").exists()
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert ref.is_fast
+    ours = Tokenizer.from_pretrained(tmp_path)
+    texts = multilingual() + [t for t in read_wikitext()[:200] if t.strip()] + random_texts(300, seed=17) + [
+        f"Paris is the {ref.mask_token} of France.", "  spaces   inside  "]
+    for text in texts:
+        assert_same(ours, ref, text, **KEYS)
+        ids = ref(text)["input_ids"]
+        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), text
+    lines = multilingual()
+    assert_same(ours, ref, list(zip(lines[::2], lines[1::2])), truncation=True, max_length=24, padding=True, **KEYS)
+
+
+def test_a_sentencepiece_model_of_another_kind_is_refused(tmp_path):
+    (tmp_path / "spiece.model").write_bytes(require(DATA / "sentencepiece" / "test_model.model").read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    with pytest.raises(ValueError, match=r"spiece.model: a SentencePiece model for tokenizer_class 'T5Tokenizer'"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "AlbertTokenizer"}))
+    (tmp_path / "spiece.model").write_bytes(b"\x0a\x05hello not a model")
+    with pytest.raises(ValueError, match="spiece.model: not a SentencePiece model"):
+        Tokenizer.from_pretrained(tmp_path)

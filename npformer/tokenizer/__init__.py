@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from npformer.files import read_vocab
-from npformer.tokenizer import fast_json
+from npformer.tokenizer import fast_json, sentencepiece
 from npformer.tokenizer.added_tokens import AddedToken, AddedTokens
 from npformer.tokenizer.config import SPECIAL_TOKEN_KEYS, read_config
 from npformer.tokenizer.decoders import WordPieceDecoder, clean_up
@@ -139,8 +139,8 @@ class Tokenizer:
     def from_pretrained(cls, path: str | Path, **overrides) -> "Tokenizer":
         """Build from a directory with ``tokenizer.json`` (see :mod:`.fast_json`; its vocabulary
         and components win, as in Transformers' fast tokenizer), ``vocab.json`` + ``merges.txt``
-        (byte-level BPE, RoBERTa's layout) or ``vocab.txt`` (WordPiece), and optionally
-        ``tokenizer_config.json``.
+        (byte-level BPE, RoBERTa's layout), a SentencePiece ``.model`` (:mod:`.sentencepiece`; the
+        ``sentencepiece`` extra) or ``vocab.txt`` (WordPiece), and optionally ``tokenizer_config.json``.
 
         Reads ``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``,
         ``truncation_side`` and the special tokens from the config; keyword ``overrides`` win over
@@ -161,12 +161,16 @@ class Tokenizer:
                 and (path / "merges.txt").is_file():
             tokens, parts = fast_json.gpt2_files(path, config)
             return cls.from_components(tokens, **{**parts, **common, **overrides})
+        spm = sentencepiece.model_file(path)
+        if not (path / "tokenizer.json").is_file() and spm is not None:
+            tokens, parts = sentencepiece.components(spm, config)
+            return cls.from_components(tokens, **{**parts, **common, **overrides})
         vocab: Path | list[str] = path / "vocab.txt"
         if (path / "tokenizer.json").is_file():  # what the fast tokenizer reads: its vocabulary and flags win
             vocab, fast = fast_json.read_tokenizer_json(path / "tokenizer.json")
             kwargs.update(fast)
         elif not vocab.is_file():
-            raise FileNotFoundError(f"no tokenizer.json, vocab.json + merges.txt or vocab.txt in {path}")
+            raise FileNotFoundError(f"no tokenizer.json, vocab.json + merges.txt, SentencePiece model or vocab.txt in {path}")
         kwargs.update(overrides)
         return cls(vocab, **kwargs)
 
