@@ -196,6 +196,7 @@ class Tokenizer:
         pattern = getattr(self.pre_tokenizer, "pattern", None)
         # Unigram's unknown pieces keep their text as token (tokenizers' Token value), others the vocabulary's
         unknown_text = self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
+        model, add_id, add_start, add_end, add_word = self.model, ids.append, starts.append, ends.append, words.append
         word = 0
         for seg_start, seg_end, added in self.added_tokens(text):
             if max_tokens is not None and len(ids) >= max_tokens:
@@ -220,18 +221,16 @@ class Tokenizer:
                     else [(0, normalized, None)]
             for item in words_of:
                 s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
-                for piece_id, s, e in self.model(piece):
+                for piece_id, s, e in model(piece):
                     if piece_id == unknown_text:  # its token string is the text it stands for
                         texts[len(ids)] = piece[s:e]
-                    ids.append(piece_id)
+                    add_id(piece_id)
                     a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
-                    if align is None:
-                        starts.append(seg_start + a)
-                        ends.append(seg_start + b + 1)
-                    else:
-                        starts.append(seg_start + align[a])
-                        ends.append(seg_start + align[b] + 1)
-                    words.append(word)
+                    if align is not None:
+                        a, b = align[a], align[b]
+                    add_start(seg_start + a)
+                    add_end(seg_start + b + 1)
+                    add_word(word)
                 word += 1
                 if max_tokens is not None and len(ids) >= max_tokens:
                     break

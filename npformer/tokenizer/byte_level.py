@@ -97,6 +97,9 @@ class ByteLevel:
             piece, start = m.group(), m.start()
             if piece.isascii():
                 word = piece.translate(_ASCII)
+                if not prefixed:  # one byte per character: its characters are text[start:start + len]
+                    yield start, word, None
+                    continue
                 align = list(range(start, start + len(piece)))
             else:
                 encoded = [piece[k].encode("utf-8") for k in range(len(piece))]
@@ -121,6 +124,10 @@ class _Whole:
 _ASCII = {b: BYTE_CHARS[b] for b in range(128)}
 
 
+_TRIM_CHARS = "Ġ" + "".join(sorted(WHITESPACE))  # what process_offsets trims off a token's ends
+_TRIMMED = frozenset(_TRIM_CHARS)
+
+
 def is_space_char(ch: str) -> bool:
     """A byte-level ``Ġ`` or a whitespace character (what ``process_offsets`` trims)."""
     return ch == "Ġ" or ch in WHITESPACE
@@ -132,8 +139,11 @@ def trim_offsets(tokens: list[str], offsets: list[tuple[int, int]], add_prefix_s
     before it."""
     out = []
     for i, (token, (start, end)) in enumerate(zip(tokens, offsets)):
-        leading = len(token) - len(token.lstrip("Ġ" + "".join(WHITESPACE)))
-        trailing = len(token) - len(token.rstrip("Ġ" + "".join(WHITESPACE)))
+        if not token or token[0] not in _TRIMMED and token[-1] not in _TRIMMED:
+            out.append((start, end))
+            continue
+        leading = len(token) - len(token.lstrip(_TRIM_CHARS))
+        trailing = len(token) - len(token.rstrip(_TRIM_CHARS))
         if leading and (i == 0 or start == 0) and add_prefix_space and leading == 1:
             leading = 0
         if leading:

@@ -204,12 +204,25 @@ class Metaspace:
                 self.prepend_scheme == "always" or self.prepend_scheme == "first" and at_start):
             text = self.replacement + text
             chars = [0, *range(len(text) - 1)]
-        spans = split_spans(text, self._pattern, "merged_with_next") if self.split else [(0, len(text))]
+        spans = _merged_with_next(text, self.replacement) if self.split else [(0, len(text))]
         for s, e in spans:
             if chars is None:
                 yield s, text[s:e], None
             else:
                 yield chars[s], text[s:e], chars[s:e]
+
+
+def _merged_with_next(text: str, char: str) -> list[tuple[int, int]]:
+    """:func:`split_spans` with ``merged_with_next`` on one char, by ``str.split``: each occurrence
+    of ``char`` begins a piece."""
+    spans, at = [], 0
+    for k, part in enumerate(text.split(char)):
+        start = at - 1 if k else 0  # the char before this part (none before the first)
+        end = at + len(part)
+        if end > start:
+            spans.append((start, end))
+        at = end + 1
+    return spans
 
 
 class SequencePreTokenizer:

@@ -16,7 +16,7 @@ import base64
 import binascii
 import struct
 
-from npformer.tokenizer.graphemes import graphemes
+from npformer.tokenizer.graphemes import break_class, graphemes
 from npformer.tokenizer.normalizer import transformed
 
 
@@ -43,6 +43,9 @@ class Precompiled:
         self.units = struct.unpack_from(f"<{trie_size // 4}I", charsmap, 4)
         self.strings = charsmap[4 + trie_size:]
         self._cache: dict[str, str | None] = {}
+        # ASCII chars (and CR LF) the charsmap rewrites: an ASCII text without them is unchanged
+        self._ascii = frozenset(c for c in map(chr, range(128)) if self.lookup(c) is not None)
+        self._ascii_crlf = self.lookup("\r\n") is not None
 
     def lookup(self, chunk: str) -> str | None:
         """The replacement of ``chunk``: the normalized string of the shortest key that prefixes it
@@ -71,6 +74,11 @@ class Precompiled:
         return found
 
     def __call__(self, text: str) -> tuple[str, list[int] | None]:
+        if text.isascii() and self._ascii.isdisjoint(text) and not (self._ascii_crlf and "\r\n" in text):
+            return text, None  # each char its own grapheme, none rewritten
+        distinct = set(text)
+        if "\r\n" not in text and all(break_class(c) in SINGLE_CLASSES for c in distinct):
+            return self._by_char(text, {c for c in distinct if self.lookup(c) is not None})
         changes: list[tuple[str, int]] = []
         modified = False
         for start, end in graphemes(text):
@@ -91,6 +99,22 @@ class Precompiled:
         if not modified:
             return text, None
         return transformed(text, changes)
+
+    def _by_char(self, text: str, rewritten: set[str]) -> tuple[str, list[int] | None]:
+        """:meth:`__call__` for a text whose every char is a grapheme cluster of its own."""
+        if not rewritten:
+            return text, None
+        changes: list[tuple[str, int]] = []
+        for ch in text:
+            if ch in rewritten:
+                _replace(changes, 1, self.lookup(ch))
+            else:
+                changes.append((ch, 0))
+        return transformed(text, changes)
+
+
+# Grapheme break classes of chars that always stand alone in a cluster (no CR LF pair in the text)
+SINGLE_CLASSES = frozenset(("Other", "ExtPict", "Control", "CR", "LF"))
 
 
 def _offset(unit: int) -> int:

@@ -8,7 +8,7 @@ token.
 from __future__ import annotations
 
 UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character costs this below the worst piece
-CACHE_WORDS = 10_000  # words whose pieces are remembered
+CACHE_WORDS = 50_000  # words whose pieces are remembered
 
 
 class Unigram:
