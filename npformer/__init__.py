@@ -1,6 +1,7 @@
 """npformer: BERT-family transformer inference in NumPy + Numba.
 
-Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :func:`quantize`, :func:`convert`.
+Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :class:`CrossEncoder`, :func:`quantize`,
+:func:`convert`.
 (``npformer.convert`` is the function; its module is imported as ``from npformer.convert import ...``.)
 """
 
@@ -8,6 +9,7 @@ import logging
 
 from npformer.config import Config
 from npformer.convert import convert, quantize, save_quantized
+from npformer.cross_encoder import CrossEncoder
 from npformer.models.auto import (AutoModel, AutoTokenizer, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                                   AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from npformer.runtime import get_num_threads, set_num_threads
@@ -20,7 +22,7 @@ from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = [
-    "AutoTokenizer", "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
+    "AutoTokenizer", "CrossEncoder", "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
     "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",
     "quantize", "quantize_embeddings", "save_quantized", "semantic_search", "similarity", "get_num_threads",

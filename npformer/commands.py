@@ -319,7 +319,8 @@ def _zero_shot_arguments(p, positive) -> None:
     p.add_argument("--hypothesis-template", default="This example is {}.",
                    help="the sentence each label is put in ({} is the label)")
     p.add_argument("--multi-label", action="store_true",
-                   help="score each label alone by raw cosine similarity (-1..1), not a softmax")
+                   help="score each label alone (an NLI model: its entailment probability; an embedding model: "
+                        "raw cosine similarity, -1..1), not a softmax over the labels")
 
 
 for _command in (
@@ -339,7 +340,8 @@ for _command in (
     Command("similarity", "sentence-embeddings", "cosine similarity of two texts", _similarity,
             lambda p, positive: p.add_argument("--pair-column", default="text_pair",
                                                help="field holding the second text"), ("sentence-similarity",)),
-    Command("zero-shot", "zero-shot-classification", "classify against your labels by embedding similarity",
+    Command("zero-shot", "zero-shot-classification", "classify against your labels (NLI model: entailment; "
+            "embedding model: similarity)",
             _zero_shot, _zero_shot_arguments, ("zero-shot-classification",)),
     Command("search", "sentence-embeddings", "find the corpus texts closest to each query (semantic search)",
             _search, _search_arguments),

@@ -136,3 +136,32 @@ def test_request_counts_stay_balanced_under_threads():
         t.join(30)
     batcher.close()
     assert not errors and batcher._preparing == 0
+
+
+def test_a_pipeline_hands_its_passes_to_its_runner_keyed_by_pipeline_and_output():
+    """``run_on`` is the seam: the runner gets each forward pass as a Step keyed ``(id(pipeline),
+    output)``; two pipelines never share a key, one pipeline's two outputs neither; the results
+    through a batcher equal the pipeline's own."""
+    from npformer.runner import Step
+
+    texts = read_sst2("dev")[0][:6]
+    pipe = npformer.pipeline("sentiment")
+    expected = pipe(texts)
+    steps = []
+    batcher = Batcher(max_batch_tokens=10_000, max_batch_size=64, max_wait_ms=0)
+
+    def runner(encodings, step, per_token, pad_id):
+        steps.append(step)
+        return batcher.submit(encodings, step, per_token, pad_id)
+
+    try:
+        pipe.run_on(runner)
+        assert pipe(texts) == expected
+    finally:
+        pipe.run_on(None)
+        batcher.close()
+    assert steps and all(isinstance(s, Step) and s.key == (id(pipe), "logits") for s in steps)
+    other = npformer.pipeline("sentiment")
+    assert Step(other.logits, (id(other), "logits")) != steps[0]
+    assert Step(pipe.hidden_states, (id(pipe), "hidden_states")) != steps[0]
+    assert pipe(texts) == expected  # in process again

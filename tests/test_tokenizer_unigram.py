@@ -13,10 +13,10 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import regex
 from helpers import SENTENCEPIECE_EXTRA, unigram_tokenizer
+from test_tokenizer_bpe import KEYS, assert_same
 
 from conftest import DATA, read_sst2, read_wikitext, require
 from npformer import Tokenizer
@@ -29,7 +29,6 @@ from npformer.tokenizer.precompiled import Precompiled
 import tokenizers
 from tokenizers import decoders, normalizers, pre_tokenizers
 
-KEYS = dict(return_offsets_mapping=True, return_special_tokens_mask=True)
 CLASSES = ("XLMRobertaTokenizerFast", "CamembertTokenizerFast", "AlbertTokenizerFast", "DebertaV2TokenizerFast")
 # code points from many scripts, combining marks, compatibility forms, emoji and joiners
 POOL = [chr(c) for c in [*range(32, 0x250), *range(0x300, 0x370), *range(0x370, 0x400, 3), *range(0x900, 0x980),
@@ -51,15 +50,14 @@ def converted(request, tmp_path_factory):
     return Tokenizer.from_pretrained(directory), ref
 
 
-def assert_same(ours, ref, *args, **kwargs):
-    a = ours(*args, **kwargs)
-    b = ref(*args, return_tensors="np", **kwargs)
-    assert sorted(a) == sorted(b.keys()), args
-    for key in b:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{key} differs for {args!r}")
-    for i in range(len(b["input_ids"])):
-        assert a.tokens(i) == b.tokens(i), args
-        assert a.word_ids(i) == b.word_ids(i), args
+def assert_texts_and_pairs(ours, ref, texts: list[str]) -> None:
+    """Every text (ids, offsets, tokens, word ids and decoding) and the multilingual lines as pairs."""
+    for text in texts:
+        assert_same(ours, ref, text, **KEYS)
+        ids = ref(text)["input_ids"]
+        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), text
+    lines = multilingual()
+    assert_same(ours, ref, list(zip(lines[::2], lines[1::2])), truncation=True, max_length=24, padding=True, **KEYS)
 
 
 def test_texts_offsets_and_decoding(converted):
@@ -234,12 +232,7 @@ def test_sentencepiece_test_models(tmp_path, model, tokenizer_class):
     ref.save_pretrained(tmp_path)
     ours = Tokenizer.from_pretrained(tmp_path)
     texts = multilingual() + [t for t in read_wikitext()[:300] if t.strip()] + random_texts(400, seed=11)
-    for text in texts:
-        assert_same(ours, ref, text, **KEYS)
-        ids = ref(text)["input_ids"]
-        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), text
-    lines = multilingual()
-    assert_same(ours, ref, list(zip(lines[::2], lines[1::2])), truncation=True, max_length=24, padding=True, **KEYS)
+    assert_texts_and_pairs(ours, ref, texts)
 
 
 def trained(kind: str):
@@ -316,12 +309,7 @@ def test_sentencepiece_model_files_without_tokenizer_json(tmp_path, model, token
     ours = Tokenizer.from_pretrained(tmp_path)
     texts = multilingual() + [t for t in read_wikitext()[:200] if t.strip()] + random_texts(300, seed=17) + [
         f"Paris is the {ref.mask_token} of France.", "  spaces   inside  "]
-    for text in texts:
-        assert_same(ours, ref, text, **KEYS)
-        ids = ref(text)["input_ids"]
-        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), text
-    lines = multilingual()
-    assert_same(ours, ref, list(zip(lines[::2], lines[1::2])), truncation=True, max_length=24, padding=True, **KEYS)
+    assert_texts_and_pairs(ours, ref, texts)
 
 
 def test_a_sentencepiece_model_of_another_kind_is_refused(tmp_path):

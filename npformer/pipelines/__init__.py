@@ -18,6 +18,7 @@ from npformer.pipelines.fill_mask import FillMaskPipeline
 from npformer.pipelines.question_answering import QuestionAnsweringPipeline
 from npformer.pipelines.text_classification import TextClassificationPipeline
 from npformer.pipelines.token_classification import TokenClassificationPipeline
+from npformer.pipelines.zero_shot import NLIZeroShotPipeline, is_nli
 from npformer.pipelines.tasks import ALIASES, TASKS, Task, get_task, register_task
 
 BUILTIN_SENTIMENT = BUILTIN["builtin:sentiment"]
@@ -48,10 +49,15 @@ register_task(Task("feature-extraction", FeatureExtractionPipeline, AutoModel, M
 register_task(Task("sentence-embeddings", SentenceEmbeddingPipeline, AutoModel, MINILM_ID,
                    aliases=("embed", "embeddings", "sentence-similarity", "similarity"),
                    parameters={"normalize_embeddings": "bool", "precision": "str", **TRUNCATION}))
+ZERO_SHOT = {"candidate_labels": "str_or_list", "multi_label": "bool", "hypothesis_template": "str",
+             "temperature": "number", **TRUNCATION}
 register_task(Task("zero-shot-classification", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
                    aliases=("zero-shot",), warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
-                   parameters={"candidate_labels": "str_or_list", "multi_label": "bool", "hypothesis_template": "str",
-                               "temperature": "number", **TRUNCATION}))
+                   parameters=ZERO_SHOT,
+                   variant=lambda source: (NLIZeroShotPipeline, AutoModelForSequenceClassification)
+                   if is_nli(source) else None))
+register_task(Task("zero-shot-similarity", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
+                   warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]), parameters=ZERO_SHOT))
 
 
 def default_model(task: str) -> str | Path:
@@ -90,7 +96,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
     * ``"sentence-embeddings"`` (``"embed"``, ``"similarity"``): ``pipe(texts)`` / ``pipe.encode(...)``
       (sentence-transformers' arguments) -> ``(n, dim) float32``; ``pipe.similarity(a, b)``; default
       all-MiniLM-L6-v2 (fetched by ``scripts/fetch_minilm.py`` when offline).
-    * ``"zero-shot-classification"`` (``"zero-shot"``): ``pipe(texts, candidate_labels,
+    * ``"zero-shot-classification"`` (``"zero-shot"``): on an NLI classifier (a label "entailment"),
+      Transformers' method (:class:`~npformer.pipelines.zero_shot.NLIZeroShotPipeline`); on an
+      embedding model (also ``"zero-shot-similarity"``), by similarity: ``pipe(texts, candidate_labels,
       hypothesis_template=, multi_label=)`` -> ``{"sequence", "labels", "scores"}`` by embedding
       similarity (not NLI); default all-MiniLM-L6-v2.
 
@@ -121,6 +129,8 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
         raise ValueError(f"device {device!r} is not available: npformer runs on the CPU only (device='cpu')")
     record = get_task(task)
     key, pipeline_cls, loader = record.name, record.pipeline, record.loader
+    if record.variant is not None and model is not None and not isinstance(model, (str, Path)):
+        pipeline_cls, loader = record.variant(model) or (pipeline_cls, loader)
     if model is not None and not isinstance(model, (str, Path)):  # a loaded model
         expected = getattr(loader, "head", Encoder)
         if key == "text-classification":
@@ -144,6 +154,8 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
             if adapter is not None:
                 raise ValueError(f"{directory} is an adapter; pass the base checkpoint as model= with adapter=")
             adapter, directory = directory, resolve(adapter_base(directory), revision)
+        if record.variant is not None:
+            pipeline_cls, loader = record.variant(directory) or (pipeline_cls, loader)
         net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter, backend=backend or "numba")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)

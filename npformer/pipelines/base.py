@@ -19,6 +19,7 @@ import numpy as np
 from npformer.convert import copy_checkpoint, save_quantized
 from npformer.hub import resolve
 from npformer.quantization import is_quantized
+from npformer.runner import Runner, Step
 from npformer.tokenizer import Encoding, Tokenizer
 from npformer.tokenizer.encoding import pad, padding_strategy, truncation_side, truncation_strategy
 from npformer.weights import Weights
@@ -70,8 +71,7 @@ class Pipeline:
     task = ""
     lazy = True  # a generator in gives an iterator out (Transformers' PipelineIterator)
     device = "cpu"  # as Transformers' pipeline.device; npformer runs on the CPU only
-    # Set by ``npformer serve``: runs forward passes on its shared batcher (see npformer.serving.batcher)
-    executor: Callable | None = None
+    runner: Runner | None = None  # who runs the forward passes (None: the pipeline, see run_on)
 
     def __init__(self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  model_dir: Path | None = None, **call_defaults):
@@ -235,16 +235,24 @@ class Pipeline:
         """The last layer's hidden states ``(batch, seq_len, hidden_size) float32`` for one padded batch."""
         return self.model(input_ids, attention_mask, token_type_ids).last_hidden_state
 
+    def run_on(self, runner: Runner | None) -> None:
+        """Hand this pipeline's forward passes to ``runner`` (``npformer serve`` gives its batcher,
+        which may run them with other requests' rows of the same step); None: run them here."""
+        self.runner = runner
+
     def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False,
                 batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> list:
-        """:func:`run_batched` with this pipeline's batch size (unless given) and padding id.
+        """:func:`run_batched` with this pipeline's batch size (unless given) and padding id, or
+        the :attr:`runner`'s run.
 
         ``run(input_ids, attention_mask, token_type_ids)`` must compute each row independently of
-        the others. When :attr:`executor` is set (by the server), the encodings go to it instead,
-        which may run them in one forward pass with other requests' rows that share the same ``run``
-        (a bound method such as :meth:`logits`, so that requests can be matched)."""
-        if self.executor is not None:
-            return self.executor(encodings, run, per_token, self.tokenizer.pad_token_id)
+        the others. A method of this pipeline (:meth:`logits`, :meth:`hidden_states`...) becomes
+        the :class:`~npformer.runner.Step` keyed ``(id(self), its name)``: rows of two requests
+        share a pass when they come from the same pipeline and output."""
+        if getattr(run, "__self__", None) is self:
+            run = Step(run, (id(self), run.__name__))
+        if self.runner is not None:
+            return self.runner(encodings, Step.of(run), per_token, self.tokenizer.pad_token_id)
         return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token,
                            progress)
 

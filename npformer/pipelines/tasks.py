@@ -42,6 +42,9 @@ class Task:
     parameters: dict[str, str] = field(default_factory=dict)
     warm_up: Callable = _warm_up
     explain: bool = False
+    # (checkpoint directory or loaded model) -> (pipeline class, loader) that run it instead, or None
+    # (zero-shot classification: by NLI on an NLI classifier, by similarity on an embedding model)
+    variant: Callable | None = None
 
     def __post_init__(self):
         bad = {k: v for k, v in self.parameters.items() if v not in PARAMETER_KINDS}

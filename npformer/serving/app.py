@@ -138,7 +138,7 @@ class Server:
         self.in_flight = 0
         self.explains = 0
         for m in models:
-            m.pipe.executor = batcher.submit
+            m.pipe.run_on(batcher.submit)
         post = [("/predict", routes.predict, CLASSIFIER_TASKS), ("/rerank", routes.rerank, CLASSIFIER_TASKS),
                 ("/embed", routes.embed, EMBEDDING_TASKS), ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
                 ("/similarity", routes.similarity_route, EMBEDDING_TASKS), ("/tokenize", routes.tokenize, None),

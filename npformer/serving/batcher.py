@@ -4,8 +4,8 @@ Request threads tokenize and post-process; one inference thread runs every forwa
 the cores belong to one pass at a time (two passes on two cores would only slow each other). A
 request's :class:`npformer.pipelines.Pipeline` hands its encodings to :meth:`Batcher.submit`,
 which queues them and blocks until its rows come back. The inference thread takes the oldest
-queued rows and adds rows of other requests that share the same ``run`` (the same pipeline
-method, e.g. ``pipe.logits``) until ``max_batch_size`` rows or ``max_batch_tokens`` padded tokens,
+queued rows and adds rows of other requests whose :class:`~npformer.runner.Step` has the same key
+(the same pipeline and output, e.g. its ``logits``) until ``max_batch_size`` rows or ``max_batch_tokens`` padded tokens,
 sorts them by length and runs ``run`` on groups of similar length (see :func:`length_groups`).
 
 It waits for more rows at most ``max_wait_ms`` after the oldest arrived, and only while some
@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from npformer.runner import Step
 from npformer.tokenizer import Encoding
 from npformer.tokenizer.encoding import pad
 
@@ -48,7 +49,7 @@ class Timings:
 @dataclass
 class _Job:
     encodings: Sequence[Encoding]
-    run: Callable
+    step: Step
     per_token: bool
     pad_id: int
     timings: Timings
@@ -61,7 +62,7 @@ class _Job:
     results: list = field(default_factory=list)
 
     def key(self):
-        return self.run, self.per_token, self.pad_id
+        return self.step.key, self.per_token, self.pad_id
 
 
 @dataclass
@@ -88,7 +89,8 @@ class Batcher:
         enabled: False runs each submission on its own, at once (no coalescing; for comparison).
 
     Raises ``ValueError`` for limits out of range. Use :meth:`submit` from request threads (as a
-    pipeline's ``executor``), :meth:`request` around each request's work, :meth:`close` at exit.
+    pipelines' runner: ``pipe.run_on(batcher.submit)``), :meth:`request` around each request's work,
+    :meth:`close` at exit.
     """
 
     def __init__(self, max_batch_tokens: int, max_batch_size: int, max_wait_ms: float,
@@ -129,15 +131,17 @@ class Batcher:
                 self._cond.notify()
             self._local.timings = None
 
-    def submit(self, encodings: Sequence[Encoding], run: Callable, per_token: bool, pad_id: int) -> list:
-        """Run ``run(input_ids, attention_mask, token_type_ids)`` on ``encodings`` in shared passes;
-        returns one result row per encoding, in order (cut to its length with ``per_token``).
-        Blocks the calling thread; raises what ``run`` raised, or ``RuntimeError`` after :meth:`close`."""
+    def submit(self, encodings: Sequence[Encoding], run: Step | Callable, per_token: bool, pad_id: int) -> list:
+        """Run ``run(input_ids, attention_mask, token_type_ids)`` (a :class:`~npformer.runner.Step`,
+        or a callable that is its own key) on ``encodings`` in passes shared with other submissions
+        of an equal key; returns one result row per encoding, in order (cut to its length with
+        ``per_token``): a :class:`~npformer.runner.Runner`. Blocks the calling thread; raises what
+        ``run`` raised, or ``RuntimeError`` after :meth:`close`."""
         if not encodings:
             return []
         timings = getattr(self._local, "timings", None) or Timings()
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
-        job = _Job(encodings, run, per_token, pad_id, timings, time.perf_counter(), order,
+        job = _Job(encodings, Step.of(run), per_token, pad_id, timings, time.perf_counter(), order,
                    results=[None] * len(encodings))
         inside = getattr(self._local, "timings", None) is not None
         with self._cond:
@@ -241,7 +245,7 @@ class Batcher:
         first = group[0][0]
         arrays = pad([job.encodings[row] for job, row in group], first.pad_id)
         try:
-            out = first.run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
+            out = first.step(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
         except BaseException as e:  # a failed pass fails the requests in it, never the thread
             with self._cond:
                 for job in jobs:

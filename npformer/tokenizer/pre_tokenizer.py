@@ -83,18 +83,13 @@ def split_spans(text: str, pattern: re.Pattern, behavior: str, invert: bool = Fa
         out = [[s, e] for s, e, hit in runs if not hit]
     elif behavior == "isolated":
         out = [[s, e] for s, e, _ in runs]
-    elif behavior == "contiguous":  # neighbouring runs alike (both matches, or both not) become one
+    elif behavior in ("contiguous", "merged_with_previous"):
+        # contiguous: neighbouring runs alike (both matches, or both not) become one;
+        # merged_with_previous: a match joins the run before it
         previous = False
         for s, e, hit in runs:
-            if hit == previous and out:
-                out[-1][1] = e
-            else:
-                out.append([s, e])
-            previous = hit
-    elif behavior == "merged_with_previous":
-        previous = False
-        for s, e, hit in runs:
-            if hit and not previous and out:
+            joins = hit == previous if behavior == "contiguous" else hit and not previous
+            if joins and out:
                 out[-1][1] = e
             else:
                 out.append([s, e])
