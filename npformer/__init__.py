@@ -1,7 +1,7 @@
 """npformer: BERT-family transformer inference in NumPy + Numba.
 
-Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :class:`CrossEncoder`, :func:`quantize`,
-:func:`convert`.
+Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :class:`CrossEncoder`,
+:class:`SparseEncoder`, :func:`quantize`, :func:`convert`.
 (``npformer.convert`` is the function; its module is imported as ``from npformer.convert import ...``.)
 """
 
@@ -17,12 +17,14 @@ from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier
 from npformer.pipelines import pipeline
 from npformer.quantization import QuantizedTensor
 from npformer.search import quantize_embeddings, semantic_search, similarity
+from npformer.sparse_encoder import SparseEncoder, SparseVector
 from npformer.tokenizer import Tokenizer
 from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = [
-    "AutoTokenizer", "CrossEncoder", "trace", "Trace", "AutoModel", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
+    "AutoTokenizer", "CrossEncoder", "SparseEncoder", "SparseVector", "trace", "Trace", "AutoModel",
+    "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
     "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",
     "quantize", "quantize_embeddings", "save_quantized", "semantic_search", "similarity", "get_num_threads",

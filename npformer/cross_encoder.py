@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from npformer.files import read_json
+from npformer.pipelines import pipeline
 from npformer.pipelines.base import sigmoid, softmax
 
 # torch activation class names sentence-transformers saves -> what npformer applies
@@ -38,8 +39,6 @@ class CrossEncoder:
 
     def __init__(self, model_name_or_path, *, max_length: int | None = None,
                  activation_fn: str | Callable | None = None, dtype: str = "float32", revision: str | None = None):
-        from npformer.pipelines import pipeline
-
         self.pipe = pipeline("text-classification", model=model_name_or_path, dtype=dtype, revision=revision)
         self.config = self.pipe.config
         self.num_labels = self.config.num_labels

@@ -201,8 +201,15 @@ class MaskedLM(TaskModel):
         if positions is not None:
             hidden = np.take_along_axis(hidden, np.asarray(positions)[..., None], axis=1)  # [B, P, H]
         n = hidden.shape[1]
+        return self.decode(self.transform(hidden.reshape(-1, h))).reshape(batch, n, -1)  # [B, P, vocab]
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """``(rows, hidden_size)`` float32 states -> ``(rows, width)``: dense, activation, layer norm."""
         ops = self.encoder.ops
-        x = ops.linear(hidden.reshape(-1, h), self.transform_w)
+        x = ops.linear(np.ascontiguousarray(rows), self.transform_w)
         ops.bias_activation_(x, self.transform_b, self.encoder.mlm_act or self.config.hidden_act)
-        x = ops.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
-        return ops.linear(x, self.decoder, self.decoder_b).reshape(batch, n, -1)  # [B, P, vocab]
+        return ops.layer_norm(x, self.ln_g, self.ln_b, self.config.layer_norm_eps)
+
+    def decode(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, width)`` from :meth:`transform` -> ``(rows, vocab_size)`` float32 logits."""
+        return self.encoder.ops.linear(x, self.decoder, self.decoder_b)

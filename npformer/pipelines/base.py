@@ -20,7 +20,7 @@ from npformer.convert import copy_checkpoint, save_quantized
 from npformer.hub import resolve
 from npformer.quantization import is_quantized
 from npformer.runner import Runner, Step
-from npformer.tokenizer import Encoding, Tokenizer
+from npformer.tokenizer import Encoding, Tokenizer, sentencepiece
 from npformer.tokenizer.encoding import pad, padding_strategy, truncation_side, truncation_strategy
 from npformer.weights import Weights
 
@@ -320,12 +320,13 @@ def tokenizer_kwargs(given, name: str, **direct) -> dict:
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The checkpoint's tokenizer (``tokenizer.json``, ``vocab.json`` + ``merges.txt`` or ``vocab.txt``,
-    + ``tokenizer_config.json``)."""
+    """The checkpoint's tokenizer (``tokenizer.json``, ``vocab.json`` + ``merges.txt``, a SentencePiece
+    model or ``vocab.txt``, + ``tokenizer_config.json``)."""
     directory = resolve(directory)
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
-        raise FileNotFoundError(f"no tokenizer.json, vocab.txt or vocab.json + merges.txt in {directory}: npformer "
-                                f"needs the tokenizer beside the weights")
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")) and \
+            sentencepiece.model_file(directory) is None:
+        raise FileNotFoundError(f"no tokenizer.json, vocab.txt, vocab.json + merges.txt or SentencePiece model in "
+                                f"{directory}: npformer needs the tokenizer beside the weights")
     return Tokenizer.from_pretrained(directory)
 
 
