@@ -207,7 +207,7 @@ def _similarity(args):
     return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
 
 
-def _zero_shot(args):
+def _zero_shot(args, task: str = "zero-shot-classification"):
     labels = [s.strip() for s in (args.labels or "").split(",") if s.strip()] + [s for s in args.label if s.strip()]
     if not labels:
         raise UserError("zero-shot needs --labels, e.g. --labels sports,politics,cooking (or --label repeated)")
@@ -217,7 +217,7 @@ def _zero_shot(args):
     def fn(pipe, records):
         return pipe(_texts(records), labels, multi_label=args.multi_label, hypothesis_template=args.hypothesis_template,
                     max_length=args.max_length)
-    return "zero-shot-classification", fn, ()
+    return task, fn, ()
 
 
 def _search(args):
@@ -343,6 +343,8 @@ for _command in (
     Command("zero-shot", "zero-shot-classification", "classify against your labels (NLI model: entailment; "
             "embedding model: similarity)",
             _zero_shot, _zero_shot_arguments, ("zero-shot-classification",)),
+    Command("zero-shot-similarity", "zero-shot-similarity", "classify against your labels by embedding similarity",
+            lambda args: _zero_shot(args, "zero-shot-similarity"), _zero_shot_arguments),
     Command("search", "sentence-embeddings", "find the corpus texts closest to each query (semantic search)",
             _search, _search_arguments),
 ):
