@@ -98,3 +98,25 @@ def test_security_promises_name_tests_that_exist():
         assert flag in deploying
         assert flag in subprocess.run([sys.executable, "-m", "npformer.cli", "serve", "--help"], capture_output=True,
                                       text=True, timeout=120).stdout
+
+
+def test_the_retrieval_guide_runs(tmp_path, monkeypatch):
+    """docs/guides/retrieval.md with small random models in place of its three Hub checkpoints."""
+    from helpers import make_checkpoint
+
+    small = dict(vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=40)
+    make_checkpoint(tmp_path / "dense", "bert", None, **small)
+    make_checkpoint(tmp_path / "sparse", "bert", "mlm", **small)
+    make_checkpoint(tmp_path / "reranker", "bert", "sequence", num_labels=1, **small)
+    source = "\n".join(code_blocks("guides/retrieval.md"))
+    for name in ("DENSE", "SPARSE", "RERANKER"):
+        source = re.sub(rf'^{name} = ".*"$', f"{name} = {str(tmp_path / name.lower())!r}", source, flags=re.M)
+    monkeypatch.chdir(ROOT)
+    printed = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(printed):
+        exec(compile(source, "retrieval.md", "exec"), namespace)
+    lines = printed.getvalue().splitlines()
+    assert len(namespace["corpus"]) == 500 and len(namespace["candidates"]) == 20
+    assert lines[0].startswith("[(") and len(lines) == 6  # decode, then five reranked hits
