@@ -192,3 +192,23 @@ def test_a_corrupt_parquet_input_is_one_line_naming_the_file(tmp_path):
                                "-q"], capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("model_type", ["xlm-roberta", "mpnet"])
+def test_the_new_architectures_run_in_batch(tmp_path, model_type):
+    """A SentencePiece XLM-R classifier and an MPNet classifier through ``npformer batch``: every
+    row once, labels and scores as the in-process pipeline gives them."""
+    from helpers import make_checkpoint
+
+    make_checkpoint(tmp_path / "model", model_type, "sequence", hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                    label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    texts, labels = read_sst2("dev")
+    source = write_tsv(tmp_path / "dev.tsv", texts[:300], labels[:300])
+    summary = distributed.run("sentiment", [str(source)], tmp_path / "out", column="sentence", model=str(tmp_path / "model"),
+                              workers=1, partition_rows=100, progress=False)
+    assert summary.rows == 300 and summary.errors == 0
+    rows = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
+    reference = npformer.pipeline("sentiment", tmp_path / "model")(texts[:300])
+    assert [r["label"] for r in rows] == [r["label"] for r in reference]
+    np.testing.assert_allclose([r["score"] for r in rows], [r["score"] for r in reference], atol=1e-5)
