@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from helpers import SENTENCEPIECE_EXTRA, unigram_tokenizer
 from test_tokenizer_bpe import KEYS, assert_same
 
@@ -321,3 +323,15 @@ def test_a_sentencepiece_model_of_another_kind_is_refused(tmp_path):
     (tmp_path / "spiece.model").write_bytes(b"\x0a\x05hello not a model")
     with pytest.raises(ValueError, match="spiece.model: not a SentencePiece model"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=True)
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_hypothesis_unicode(converted, text):
+    """Any Unicode text (combining marks, CJK, emoji, RTL, zero-width and control characters, NUL)
+    tokenizes as the fast tokenizer does, for each of the four SentencePiece conversions."""
+    ours, ref = converted
+    assert_same(ours, ref, text, **KEYS)
+    ids = ref(text)["input_ids"]
+    assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True)
