@@ -39,7 +39,7 @@ CHAR_BYTES = {c: b for b, c in BYTE_CHARS.items()}
 _BYTE_TABLE = [BYTE_CHARS[b] for b in range(256)]
 
 
-def _ranges(codepoints) -> str:
+def class_ranges(codepoints) -> str:
     """A regex character class body for sorted code points, as ranges."""
     out, start, prev = [], None, None
     for cp in codepoints:
@@ -67,8 +67,8 @@ def gpt2_pattern() -> re.Pattern:
             letters.append(cp)
         elif category == "N":
             numbers.append(cp)
-    L, N = _ranges(letters), _ranges(numbers)  # noqa: N806 - the Unicode classes' names
-    S = _ranges(sorted(map(ord, WHITESPACE)))  # noqa: N806
+    L, N = class_ranges(letters), class_ranges(numbers)  # noqa: N806 - the Unicode classes' names
+    S = class_ranges(sorted(map(ord, WHITESPACE)))  # noqa: N806
     return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
 
 

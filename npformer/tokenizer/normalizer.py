@@ -100,14 +100,7 @@ class BertNormalizer:
             for k, d in enumerate(unicodedata.normalize("NFD", clean_char(c))):
                 items.append((d, i, k == 0))
         firsts = [i for _, i, first in items if first]
-        start = 0
-        while start < len(items):  # canonical ordering: stable sort of each run of marks by class
-            end = start
-            while end < len(items) and unicodedata.combining(items[end][0]):
-                end += 1
-            if end > start + 1:
-                items[start:end] = sorted(items[start:end], key=lambda t: unicodedata.combining(t[0]))
-            start = end + 1 if end == start else end
+        items = canonical_order(items)
         pieces, align, taken = [], [], -1
         for ch, _, first in items:
             if first or taken < 0:
@@ -177,7 +170,7 @@ def unicode_form(form: str):
                 for k, piece in enumerate(each):
                     align.extend([start + k] * len(piece))
             else:
-                align.extend(_reordered(run, form, start, len(whole)))
+                align.extend(_reordered(run, form, start, whole))
             out.append(whole)
             start = end
         return "".join(out), align
@@ -185,7 +178,24 @@ def unicode_form(form: str):
     return normalize
 
 
-def _reordered(run: str, form: str, start: int, length: int) -> list[int]:
+def canonical_order(items: list) -> list:
+    """Unicode canonical ordering of ``items`` whose first field is a char: each run of combining
+    marks sorted stably by combining class (starters stay where they are)."""
+    out, i = [], 0
+    while i < len(items):
+        j = i
+        while j < len(items) and unicodedata.combining(items[j][0]):
+            j += 1
+        if j > i:
+            out += sorted(items[i:j], key=lambda t: unicodedata.combining(t[0]))
+            i = j
+        else:
+            out.append(items[i])
+            i += 1
+    return out
+
+
+def _reordered(run: str, form: str, start: int, whole: str) -> list[int]:
     """Positions of ``normalize(form, run)``'s chars when canonical reordering moved marks across
     the run's chars: tokenizers' rule (as in :meth:`BertNormalizer._normalize_reordered`), the first
     char of each char's decomposition takes the next char of the run, the others share the last one
@@ -193,26 +203,15 @@ def _reordered(run: str, form: str, start: int, length: int) -> list[int]:
     the normalized run, every char stands on the run's start."""
     decomposed = "NFKD" if form in ("NFKC", "NFKD") else "NFD"
     items = [(d, k == 0) for c in run for k, d in enumerate(unicodedata.normalize(decomposed, c))]
-    ordered, i = [], 0
-    while i < len(items):  # stable sort of each run of marks by combining class
-        j = i
-        while j < len(items) and unicodedata.combining(items[j][0]):
-            j += 1
-        if j > i:
-            ordered += sorted(items[i:j], key=lambda t: unicodedata.combining(t[0]))
-            i = j
-        else:
-            ordered.append(items[i])
-            i += 1
     chars, taken = [], -1
-    for ch, first in ordered:
+    for ch, first in canonical_order(items):
         if first or taken < 0:
             taken += 1
         chars.append([ch, start + min(taken, len(run) - 1)])
     if form in ("NFC", "NFKC"):
         chars = _composed(chars)
-    if "".join(c for c, _ in chars) != unicodedata.normalize(form, run) or len(chars) != length:
-        return [start] * length
+    if "".join(c for c, _ in chars) != whole:
+        return [start] * len(whole)
     return [p for _, p in chars]
 
 

@@ -9,6 +9,7 @@ import functools
 import re
 import unicodedata
 
+from npformer.tokenizer.byte_level import class_ranges
 from npformer.tokenizer.normalizer import WHITESPACE
 
 # CJK Unified Ideographs blocks, as the fast tokenizer's ``is_chinese_char`` (tokenizers
@@ -138,12 +139,7 @@ def _category_class(prefix: str) -> str:
 
 
 def _as_class(cps: list[int]) -> str:
-    ranges, start = [], cps[0]
-    for prev, cp in zip(cps, cps[1:] + [-1]):
-        if cp != prev + 1:
-            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(prev))}" if prev > start else re.escape(chr(start)))
-            start = cp
-    return "[" + "".join(ranges) + "]"
+    return f"[{class_ranges(cps)}]"
 
 
 @functools.cache
