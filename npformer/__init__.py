@@ -1,12 +1,13 @@
 """npformer: BERT-family transformer inference in NumPy + Numba.
 
 Public API: :class:`Tokenizer`, :class:`AutoModel`, :func:`pipeline`, :class:`CrossEncoder`,
-:class:`SparseEncoder`, :func:`quantize`, :func:`convert`.
+:class:`SparseEncoder`, :class:`ColBERT`, :func:`quantize`, :func:`convert`.
 (``npformer.convert`` is the function; its module is imported as ``from npformer.convert import ...``.)
 """
 
 import logging
 
+from npformer.colbert import ColBERT, colbert_scores
 from npformer.config import Config
 from npformer.convert import convert, quantize, save_quantized
 from npformer.cross_encoder import CrossEncoder
@@ -23,7 +24,7 @@ from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = [
-    "AutoTokenizer", "CrossEncoder", "SparseEncoder", "SparseVector", "trace", "Trace", "AutoModel",
+    "AutoTokenizer", "ColBERT", "colbert_scores", "CrossEncoder", "SparseEncoder", "SparseVector", "trace", "Trace", "AutoModel",
     "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
     "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",

@@ -35,6 +35,24 @@ def test_tokenizer_json_alone_equals_the_fast_tokenizer(tmp_path, name):
     np.testing.assert_array_equal(a["token_type_ids"], b["token_type_ids"])
 
 
+def test_tokens_added_to_a_bert_vocabulary_are_matched(tmp_path):
+    """Tokens added after training (PyLate's ``[Q] `` / ``[D] `` markers, a fine-tune's new words,
+    a special token) are matched in the text as the fast tokenizer matches them."""
+    ref = transformers.BertTokenizerFast.from_pretrained(require(VOCABS / "bert-base-uncased"))
+    ref.add_tokens(["[Q] ", "[D] ", "covid19"])
+    ref.add_special_tokens({"additional_special_tokens": ["<ent>"]})
+    ref.save_pretrained(tmp_path)
+    ours = Tokenizer.from_pretrained(tmp_path)
+    assert len(ours) == len(ref) and ours.convert_tokens_to_ids("[Q] ") == ref.convert_tokens_to_ids("[Q] ")
+    texts = ["[Q] what is covid19?", "a [D] b [D]c [Q]", "COVID19 and <ent>Paris<ent> [q] ", "<ent>"]
+    for text in texts + read_sst2("dev")[0][:50]:
+        expected = ref(text, return_offsets_mapping=True)
+        enc = ours.encode(text, add_special_tokens=True)
+        assert enc.ids == expected["input_ids"], text
+        assert [tuple(o) for o in enc.offsets] == [tuple(o) for o in expected["offset_mapping"]], text
+    assert ours.decode(ours.encode(texts[0], add_special_tokens=True).ids) == ref.decode(ref(texts[0])["input_ids"])
+
+
 def test_unsupported_tokenizer_json_is_named(tmp_path):
     transformers.BertTokenizerFast.from_pretrained(require(VOCABS / "bert-base-uncased")).save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").unlink()

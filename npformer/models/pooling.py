@@ -66,7 +66,8 @@ class Pooling:
             raise ValueError(f"{modules_file} must hold a list of module objects, got {type(modules).__name__}")
         unknown = [str(m.get("type")) for m in modules if m.get("type") not in MODULES]
         if unknown:
-            splade = "; a SPLADE model: npformer.SparseEncoder" if "sparse_encoder" in unknown[0] else ""
+            splade = "; a SPLADE model: npformer.SparseEncoder" if "sparse_encoder" in unknown[0] else \
+                "; a PyLate ColBERT model: npformer.ColBERT" if unknown[0].startswith("pylate.") else ""
             raise ValueError(f"{modules_file}: module {unknown[0]!r} is not one npformer runs (it runs "
                              f"{', '.join(t.rsplit('.', 1)[1] for t in MODULES)} here{splade})")
         pooling_dir = next((directory / str(m.get("path", "")) for m in modules

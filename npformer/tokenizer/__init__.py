@@ -122,7 +122,7 @@ class Tokenizer:
         self.ids_to_tokens = dict(enumerate(tokens))
         self.normalizer, self.pre_tokenizer, self.model = normalizer, pre_tokenizer, model
         self.post_processor, self.decoder = post_processor, decoder
-        self.added_tokens = AddedTokens(added_tokens)
+        self.added_tokens = AddedTokens(added_tokens, normalizer)
         self.model_max_length = model_max_length
         self.truncation_side = check_side(truncation_side)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
@@ -214,26 +214,39 @@ class Tokenizer:
                 continue
             normalized, align = self.normalizer(text[seg_start:seg_end]) if self.normalizer is not None \
                 else (text[seg_start:seg_end], None)
-            if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
-                words_of = pattern.finditer(normalized)
-            else:
-                words_of = self.pre_tokenizer(normalized, seg_start == 0) if self.pre_tokenizer is not None \
-                    else [(0, normalized, None)]
-            for item in words_of:
-                s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
-                for piece_id, s, e in model(piece):
-                    if piece_id == unknown_text:  # its token string is the text it stands for
-                        texts[len(ids)] = piece[s:e]
-                    add_id(piece_id)
-                    a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
-                    if align is not None:
-                        a, b = align[a], align[b]
+            for run_start, run_end, late in self.added_tokens.in_normalized(normalized):
+                if late is not None:  # an added token found in the normalized text
+                    a, b = (run_start, run_end - 1) if align is None else (align[run_start], align[run_end - 1])
+                    if run_end - run_start != len(late.content):
+                        texts[len(ids)] = normalized[run_start:run_end]
+                    add_id(late.id)
                     add_start(seg_start + a)
                     add_end(seg_start + b + 1)
                     add_word(word)
-                word += 1
-                if max_tokens is not None and len(ids) >= max_tokens:
-                    break
+                    word += 1
+                    continue
+                run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
+                if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
+                    words_of = pattern.finditer(run)
+                else:
+                    words_of = self.pre_tokenizer(run, seg_start == 0 and run_start == 0) \
+                        if self.pre_tokenizer is not None else [(0, run, None)]
+                for item in words_of:
+                    s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
+                    for piece_id, s, e in model(piece):
+                        if piece_id == unknown_text:  # its token string is the text it stands for
+                            texts[len(ids)] = piece[s:e]
+                        add_id(piece_id)
+                        a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
+                        a, b = a + run_start, b + run_start
+                        if align is not None:
+                            a, b = align[a], align[b]
+                        add_start(seg_start + a)
+                        add_end(seg_start + b + 1)
+                        add_word(word)
+                    word += 1
+                    if max_tokens is not None and len(ids) >= max_tokens:
+                        break
         n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
         return Pieces(int32_array(ids, n), int32_array(starts, n), int32_array(ends, n), int32_array(words, n),
                       {k: v for k, v in texts.items() if k < n})

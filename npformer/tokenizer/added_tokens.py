@@ -33,12 +33,31 @@ def _is_word_char(ch: str) -> bool:
 class AddedTokens:
     """``added(text)`` -> ``(start, end, token or None)`` runs of ``text`` in order: ordinary text
     (None) and the added tokens found in it (``end - start`` may exceed the token's length by the
-    whitespace ``lstrip`` / ``rstrip`` took)."""
+    whitespace ``lstrip`` / ``rstrip`` took).
 
-    def __init__(self, tokens: list[AddedToken]):
+    As tokenizers does, tokens with ``normalized`` set are not looked for in the raw text when the
+    tokenizer has a ``normalizer``: :meth:`in_normalized` finds them, in their normalized form (a
+    lowercasing tokenizer's ``[Q] `` is ``[q] ``), in each ordinary run once it is normalized."""
+
+    def __init__(self, tokens: list[AddedToken], normalizer=None):
         self.tokens = tokens
-        self.by_content = {t.content: t for t in tokens}
-        longest_first = sorted(self.by_content, key=len, reverse=True)
+        late = [t for t in tokens if t.normalized and normalizer is not None]
+        self._raw = _Matcher({t.content: t for t in tokens if t not in late})
+        self._normalized = _Matcher({normalizer(t.content)[0]: t for t in late}) if late else None
+
+    def __call__(self, text: str):
+        return self._raw(text)
+
+    def in_normalized(self, normalized: str):
+        """Runs of a normalized ordinary run, as :meth:`__call__` gives them (one ordinary run when
+        no token is normalized)."""
+        return self._normalized(normalized) if self._normalized is not None else ((0, len(normalized), None),)
+
+
+class _Matcher:
+    def __init__(self, by_content: dict[str, AddedToken]):
+        self.by_content = by_content
+        longest_first = sorted(by_content, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
 
     def __call__(self, text: str):

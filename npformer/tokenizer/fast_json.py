@@ -201,9 +201,10 @@ def _wordpiece(file: Path, spec: dict) -> tuple[WordPiece, dict[str, int]]:
 
 def bert_template(file: Path) -> bool:
     """Whether ``tokenizer.json`` is BERT's WordPiece (BertNormalizer, BertPreTokenizer) with BERT's
-    special-token layout (``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``), which
-    :func:`read_tokenizer_json` reads; other WordPiece files (MPNet's ``<s> A </s></s> B </s>``,
-    other normalizers) are built from their components."""
+    special-token layout (``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``) and no added tokens
+    outside the vocabulary, which :func:`read_tokenizer_json` reads; other WordPiece files (MPNet's
+    ``<s> A </s></s> B </s>``, other normalizers, tokens added to the vocabulary) are built from
+    their components."""
     data = read_json(file)
     if not isinstance(data, dict):
         return True  # read_tokenizer_json names the problem
@@ -214,6 +215,11 @@ def bert_template(file: Path) -> bool:
     post = data.get("post_processor")
     if kind("normalizer") != "BertNormalizer" or kind("pre_tokenizer") != "BertPreTokenizer":
         return False
+    vocab = data["model"].get("vocab") if isinstance(data.get("model"), dict) else None
+    added = data.get("added_tokens")
+    if isinstance(vocab, dict) and isinstance(added, list) and \
+            any(isinstance(t, dict) and t.get("content") not in vocab for t in added):
+        return False  # tokens added after training (PyLate's "[Q] "): the components path matches them
     if not isinstance(post, dict) or post.get("type") == "BertProcessing":
         return True
     pair = post.get("pair") if post.get("type") == "TemplateProcessing" else None
