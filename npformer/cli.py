@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from npformer.commands import COMMANDS, ON_ERROR, Aborted, UserError, run_npy, run_task
+from npformer.retrieval_commands import KINDS  # noqa: F401 - registers search, rerank, sparse-embed, colbert
 from npformer.convert import convert, save_quantized
 from npformer.models.auto import BACKENDS, DTYPES, build_encoder, open_checkpoint
 from npformer.runtime import set_num_threads
@@ -121,11 +122,13 @@ def _fit_head(args) -> int:
 def _batch_parser(sub) -> None:
     p = sub.add_parser("batch", help="a corpus through a pipeline on Dask, one Parquet part per partition, resumable "
                                      "(needs pip install \".[distributed]\" in npformer's repository)")
-    p.add_argument("task", choices=["sentiment", "text-classification", "ner", "embed", "qa"])
+    p.add_argument("task", choices=["sentiment", "text-classification", "ner", "embed", "qa", "zero-shot", "rerank",
+                                    "sparse-embed", "colbert"])
     p.add_argument("--input", "-i", nargs="+", required=True, help="files or glob patterns: .parquet .csv .tsv .jsonl")
     p.add_argument("--output", "-o", required=True, help="directory of part files (resumed if it holds this run)")
     p.add_argument("--column", default="text", help="the text column (the question for qa)")
-    p.add_argument("--context-column", default="context", help="qa: the context column")
+    p.add_argument("--context-column", default="context", help="qa: the context column; rerank: the document column")
+    p.add_argument("--labels", default="", help="zero-shot: comma-separated candidate labels")
     p.add_argument("--id-column", help="a column identifying each row (default: FILE:ROW)")
     p.add_argument("--keep-columns", default="", help="comma-separated input columns copied as input_<name>")
     p.add_argument("--delimiter", help="field separator of a CSV file")
@@ -150,6 +153,7 @@ def _batch(args) -> int:
                               workers=args.workers, threads_per_worker=args.threads_per_worker,
                               partition_rows=args.partition_rows, id_column=args.id_column, keep_columns=keep,
                               delimiter=args.delimiter, context_column=args.context_column,
+                              labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
                               progress=not args.quiet and sys.stderr.isatty())
     print(json.dumps(vars(summary) | {"output": args.output}))
     return 1 if summary.errors else 0

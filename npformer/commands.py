@@ -1,6 +1,8 @@
 """What each ``npformer`` command does with the records it reads: the task functions (records ->
 one result dict per record) and the loop that feeds them chunk by chunk, turns a record the task
-cannot take into an error record, and writes every result (see :mod:`npformer.output`).
+cannot take into an error record, and writes every result (see :mod:`npformer.output`). The
+retrieval commands (search, rerank, sparse and multi-vector embeddings) are in
+:mod:`npformer.retrieval_commands`.
 The argument parser and the exit statuses are in :mod:`npformer.cli`.
 """
 
@@ -13,9 +15,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from npformer.output import JsonLines, NonFiniteError, load_array, save_array
+from npformer.output import JsonLines, NonFiniteError, save_array
 from npformer.records import Record, Source
-from npformer.search import semantic_search, similarity
+from npformer.search import similarity
 
 CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
 ON_ERROR = ("record", "skip", "abort")
@@ -220,40 +222,6 @@ def _zero_shot(args, task: str = "zero-shot-classification"):
     return task, fn, ()
 
 
-def _search(args):
-    """Queries against a corpus embedded once (or read from --embeddings); corpus records that cannot
-    be used are left out of the corpus and counted on stderr."""
-    corpus = list(Source(args.corpus, [], args.column, args.delimiter))
-    kept = [r for r in corpus if r.error is None]
-    if not kept:
-        raise UserError(f"the corpus {args.corpus} has no usable record"
-                        + (f" ({corpus[0].error})" if corpus else ""))
-    if len(kept) < len(corpus):
-        first = next(r.error for r in corpus if r.error)
-        print(f"npformer: {len(corpus) - len(kept)} corpus records left out (first: {first})", file=sys.stderr)
-    stored = load_array(args.embeddings, "--embeddings") if args.embeddings else None
-    if stored is not None and (stored.ndim != 2 or len(stored) != len(kept)):
-        raise UserError(f"--embeddings {args.embeddings} has {stored.shape[0] if stored.ndim else 0} rows but the "
-                        f"corpus has {len(kept)} records; embed this corpus again (--save-embeddings)")
-    save = JsonLines(args.save_embeddings, args.overwrite, "--save-embeddings") if args.save_embeddings else None
-    if save is not None:
-        save.check([Path(args.corpus)])
-    state = {"embeddings": stored}
-    args.column = args.query_column  # the queries' own column, if they come from a file
-
-    def fn(pipe, records):
-        if state["embeddings"] is None:
-            state["embeddings"] = pipe.encode([r.text for r in kept], max_length=args.max_length,
-                                              show_progress_bar=sys.stderr.isatty() and not args.quiet)
-            if save is not None:
-                save_array(save, state["embeddings"])
-        hits = semantic_search(pipe.encode(_texts(records), max_length=args.max_length), state["embeddings"],
-                               top_k=args.top_k)
-        return [{"query": r.text, "hits": [{**h, "text": kept[h["corpus_id"]].text, "line": kept[h["corpus_id"]].line}
-                                          for h in found]} for r, found in zip(records, hits, strict=True)]
-    return "sentence-embeddings", fn, ()
-
-
 @dataclass(frozen=True)
 class Command:
     """One task command of the ``npformer`` CLI: its ``name`` (and ``aliases``), the pipeline ``task``
@@ -304,15 +272,6 @@ def _qa_arguments(p, positive) -> None:
     p.add_argument("--context-column", default="context", help="field holding a per-record context")
 
 
-def _search_arguments(p, positive) -> None:
-    p.add_argument("--corpus", required=True, help="the texts to search: .txt, .jsonl, .csv or .tsv "
-                                                   "(--column names its text column)")
-    p.add_argument("--query-column", help="the queries' column when they come from --input")
-    _top_k(p, positive, 10)
-    p.add_argument("--embeddings", help="the corpus embeddings saved by --save-embeddings (.npy)")
-    p.add_argument("--save-embeddings", help="write the corpus embeddings here (.npy) for later runs")
-
-
 def _zero_shot_arguments(p, positive) -> None:
     p.add_argument("--labels", help="comma-separated candidate labels")
     p.add_argument("--label", action="append", default=[], help="one candidate label (repeat it; a label may hold commas)")
@@ -345,8 +304,6 @@ for _command in (
             _zero_shot, _zero_shot_arguments, ("zero-shot-classification",)),
     Command("zero-shot-similarity", "zero-shot-similarity", "classify against your labels by embedding similarity",
             lambda args: _zero_shot(args, "zero-shot-similarity"), _zero_shot_arguments),
-    Command("search", "sentence-embeddings", "find the corpus texts closest to each query (semantic search)",
-            _search, _search_arguments),
 ):
     register_command(_command)
 

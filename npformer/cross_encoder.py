@@ -39,7 +39,19 @@ class CrossEncoder:
 
     def __init__(self, model_name_or_path, *, max_length: int | None = None,
                  activation_fn: str | Callable | None = None, dtype: str = "float32", revision: str | None = None):
-        self.pipe = pipeline("text-classification", model=model_name_or_path, dtype=dtype, revision=revision)
+        self._setup(pipeline("text-classification", model=model_name_or_path, dtype=dtype, revision=revision),
+                    max_length, activation_fn)
+
+    @classmethod
+    def from_pipeline(cls, pipe, *, max_length: int | None = None,
+                      activation_fn: str | Callable | None = None) -> "CrossEncoder":
+        """A cross-encoder over a ``"text-classification"`` pipeline already loaded (the CLI's)."""
+        self = cls.__new__(cls)
+        self._setup(pipe, max_length, activation_fn)
+        return self
+
+    def _setup(self, pipe, max_length: int | None, activation_fn) -> None:
+        self.pipe = pipe
         self.config = self.pipe.config
         self.num_labels = self.config.num_labels
         self.max_length = max_length
@@ -105,6 +117,6 @@ class CrossEncoder:
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation_fn=activation_fn,
                               apply_softmax=apply_softmax, convert_to_tensor=convert_to_tensor)
         order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-        ranked = [{"corpus_id": i, "score": scores[i]} | ({"text": documents[i]} if return_documents else {})
+        ranked = [{"corpus_id": i, "score": float(scores[i])} | ({"text": documents[i]} if return_documents else {})
                   for i in order]
         return ranked[:top_k] if top_k is not None else ranked

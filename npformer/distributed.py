@@ -11,8 +11,10 @@ At the end ``_SUCCESS`` lists every part with its row and error counts.
 
 Each output row carries ``id`` (``FILE:ROW``, or the ``id_column`` value), ``source``, ``row``
 (0-based within its file), the kept input columns, the task's outputs (``label``/``score``;
-``entities``; ``embedding`` as a fixed-size list of float32; ``answer``/``score``/``start``/``end``)
-and ``error`` (null, or why the row could not be processed: such rows are kept, never dropped).
+``entities``; ``embedding`` as a fixed-size list of float32; ``answer``/``score``/``start``/``end``;
+sparse-embed: ``embedding`` as a list of ``{index, value}`` structs; colbert: ``embeddings``, a
+document's per-token vectors as a list of fixed-size lists: :mod:`npformer.batch_tasks`) and
+``error`` (null, or why the row could not be processed: such rows are kept, never dropped).
 Needs the ``distributed`` extra: ``pip install ".[distributed]"`` in npformer's repository.
 """
 
@@ -36,12 +38,11 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker  # noqa: E402
 
+from npformer.batch_tasks import TASKS  # noqa: E402
 from npformer.runtime import set_num_threads  # noqa: E402
 from npformer.pipelines import pipeline  # noqa: E402
 from npformer.records import Source  # noqa: E402
 
-TASKS = {"sentiment": "text-classification", "text-classification": "text-classification", "ner": "token-classification",
-         "embed": "sentence-embeddings", "qa": "question-answering"}
 PLUGIN = "npformer-model"
 RUN_FILE, SUCCESS = "_RUN.json", "_SUCCESS"
 
@@ -64,6 +65,7 @@ class Job:
     model: str | None = None
     dtype: str = "float32"
     batch_size: int = 32
+    labels: tuple[str, ...] = ()  # zero-shot's candidate labels
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,11 @@ class ModelPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         set_num_threads(self.threads)
-        self.pipe = pipeline(TASKS[self.job.task], self.job.model, dtype=self.job.dtype, batch_size=self.job.batch_size)
+        self.pipe = pipeline(TASKS[self.job.task].task, self.job.model, dtype=self.job.dtype, batch_size=self.job.batch_size)
         # one short call compiles or loads the kernels here, not inside the first partition
-        if self.job.task == "qa":
-            self.pipe(question="What warms up?", context="The worker warms up.")
-        else:
-            self.pipe(["The worker warms up."])
+        text = "The worker warms up."
+        TASKS[self.job.task].columns(self.pipe, [text], [{self.job.column: text, self.job.context_column: text}],
+                                     self.job)
 
 
 def input_files(inputs: list[str] | str) -> list[Path]:
@@ -197,7 +198,7 @@ def read_rows(part: Partition, job: Job) -> list[tuple[dict, str | None]]:
                 error = f"{job.column!r} is empty or not text ({type(text).__name__})"
             out.append((fields, error))
         return out
-    extra = (job.context_column,) if job.task == "qa" else ()
+    extra = (job.context_column,) if TASKS[job.task].pair else ()
     source = Source(part.path, [], job.column, job.delimiter, extra)
     return [(r.fields, r.error) for r in itertools.islice(source, part.start, part.start + part.rows)]
 
@@ -218,22 +219,6 @@ def _parquet_slice(path: Path, start: int, rows: int) -> pa.Table:
     return table.slice(start - first, rows)
 
 
-def task_columns(pipe, task: str, rows: list[dict], job: Job) -> dict[str, list]:
-    """The task's output columns for ``rows`` (all valid), in order."""
-    texts = [r[job.column] for r in rows]
-    if task == "embed":
-        return {"embedding": list(pipe.encode(texts))}
-    if task == "ner":
-        return {"entities": [[{k: (float(v) if k == "score" else v) for k, v in e.items()} for e in ents]
-                             for ents in pipe(texts, aggregation_strategy="simple")]}
-    if task == "qa":
-        out = pipe(question=texts, context=[r[job.context_column] for r in rows])
-        out = [out] if isinstance(out, dict) else out
-        return {k: [o[k] for o in out] for k in ("answer", "score", "start", "end")}
-    out = pipe(texts)
-    return {"label": [o["label"] for o in out], "score": [float(o["score"]) for o in out]}
-
-
 class PartitionError(ValueError):
     """A partition's input could not be read (a corrupt file): one line naming the file and part."""
 
@@ -251,7 +236,8 @@ def process_partition(part: Partition, job: Job, kept: dict[str, pa.DataType]) -
         raise PartitionError(f"{part.path}: rows {part.start}-{part.start + part.rows - 1} cannot be read "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     good = [i for i, (_, error) in enumerate(rows) if error is None]
-    outputs = task_columns(pipe, job.task, [rows[i][0] for i in good], job) if good else {}
+    valid = [rows[i][0] for i in good]
+    outputs = TASKS[job.task].columns(pipe, [r[job.column] for r in valid], valid, job) if good else {}
     table = build_table(part, job, rows, good, outputs, output_schema(job, pipe, kept))
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     pq.write_table(table, temp)
@@ -289,17 +275,7 @@ def output_schema(job: Job, pipe, kept: dict[str, pa.DataType]) -> pa.Schema:
     types :func:`plan` found), the task's outputs and ``error``."""
     fields = [("id", pa.string()), ("source", pa.string()), ("row", pa.int64())]
     fields += [(f"input_{c}", kept[c]) for c in job.keep_columns]
-    if job.task == "embed":
-        fields.append(("embedding", pa.list_(pa.float32(), pipe.config.hidden_size * len(pipe.pooling.modes))))
-    elif job.task == "ner":
-        fields.append(("entities", pa.list_(pa.struct([("entity_group", pa.string()), ("score", pa.float64()),
-                                                        ("word", pa.string()), ("start", pa.int64()),
-                                                        ("end", pa.int64())]))))
-    elif job.task == "qa":
-        fields += [("answer", pa.string()), ("score", pa.float64()), ("start", pa.int64()), ("end", pa.int64())]
-    else:
-        fields += [("label", pa.string()), ("score", pa.float64())]
-    return pa.schema(fields + [("error", pa.string())])
+    return pa.schema(fields + TASKS[job.task].fields(pipe) + [("error", pa.string())])
 
 
 def check_run(output: Path, job: Job) -> None:
@@ -324,8 +300,10 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
         dtype: str = "float32", batch_size: int = 32, scheduler: str | None = None, workers: int = 2,
         threads_per_worker: int = 1, partition_rows: int = 10_000, id_column: str | None = None,
         keep_columns: tuple[str, ...] = (), delimiter: str | None = None, context_column: str = "context",
-        progress: bool = True) -> Summary:
-    """Run ``task`` (``sentiment``, ``ner``, ``embed``, ``qa``) over ``inputs`` on Dask; parts in ``output``.
+        labels: tuple[str, ...] = (), progress: bool = True) -> Summary:
+    """Run ``task`` (a name of :data:`npformer.batch_tasks.TASKS`: ``sentiment``, ``ner``, ``embed``,
+    ``qa``, ``zero-shot`` with ``labels``, ``rerank`` (query in ``column``, document in
+    ``context_column``), ``sparse-embed``, ``colbert``) over ``inputs`` on Dask; parts in ``output``.
 
     ``scheduler`` is a running scheduler's address (``tcp://HOST:8786``; start its workers with
     ``--nthreads 1``); without it a ``LocalCluster`` of ``workers`` single-task processes is
@@ -338,6 +316,8 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
+    if task == "zero-shot" and not labels:
+        raise ValueError("zero-shot needs candidate labels: --labels a,b,c")
     for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
                         ("partition_rows", partition_rows), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -346,7 +326,8 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
     output = Path(output)
     files = input_files(inputs)
     job = Job(task, str(output.resolve()), tuple((str(f.resolve()), f.stat().st_size) for f in files), partition_rows,
-              column, context_column, id_column, tuple(keep_columns), delimiter, model, dtype, batch_size)
+              column, context_column, id_column, tuple(keep_columns), delimiter, model, dtype, batch_size,
+              tuple(labels))
     partitions, kept = plan(files, job)
     output.mkdir(parents=True, exist_ok=True)
     check_run(output, job)

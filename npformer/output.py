@@ -39,7 +39,8 @@ def temp_beside(path: Path, mode: str):
 
 
 def to_json(value):
-    """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists."""
+    """JSON-ready copy: NumPy scalars and arrays become Python numbers and lists, a value with a
+    ``to_json()`` method what it returns."""
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -48,6 +49,8 @@ def to_json(value):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if callable(getattr(value, "to_json", None)):  # a SparseVector: [{"index", "value"}, ...]
+        return value.to_json()
     return value
 
 
@@ -153,24 +156,33 @@ class JsonLines:
         return self.partial
 
 
-def save_array(target: JsonLines, array: np.ndarray) -> None:
-    """Write ``array`` as a ``.npy`` file to ``target.path`` (checked with :meth:`JsonLines.check`
-    first): to a temporary file beside it, then renamed into place."""
+def save_array(target: JsonLines, array: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Write ``array`` as a ``.npy`` file (a dict of arrays: a ``.npz`` file) to ``target.path``
+    (checked with :meth:`JsonLines.check` first): to a temporary file beside it, then renamed into
+    place."""
     f, temp = temp_beside(target.path, "wb")
     try:
         with f:
-            np.save(f, array, allow_pickle=False)
+            if isinstance(array, dict):
+                np.savez(f, **array)
+            else:
+                np.save(f, array, allow_pickle=False)
         os.replace(temp, target.path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def load_array(path: str, option: str) -> np.ndarray:
-    """A ``.npy`` array (never unpickled). Raises :class:`OutputError`-style ``ValueError`` naming the file."""
+def load_array(path: str, option: str) -> np.ndarray | dict[str, np.ndarray]:
+    """A ``.npy`` array, or a ``.npz`` file's arrays by name (never unpickled). Raises
+    :class:`OutputError`-style ``ValueError`` naming the file."""
     try:
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {name: loaded[name] for name in loaded.files}
+        return loaded
     except FileNotFoundError:
         raise ValueError(f"{option} {path} not found") from None
     except (ValueError, OSError) as e:
-        raise ValueError(f"{option} {path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"{option} {path} is not a readable .npy / .npz array ({str(e).splitlines()[0]})") from None

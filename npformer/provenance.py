@@ -15,6 +15,7 @@ from npformer.config import Config
 from npformer.hub import BUILTIN, hub_commit
 from npformer.models.encoder import Encoder
 from npformer.models.pooling import Pooling
+from npformer.pipelines.tasks import task_for_checkpoint
 from npformer.quantization import SCALE_SUFFIX, is_quantized
 from npformer.weights import Weights
 
@@ -40,10 +41,12 @@ def card_metadata(directory: Path) -> dict:
 
 
 def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder) -> dict:
-    """What ``npformer info`` prints: architecture, sizes, labels, dtype, provenance."""
+    """What ``npformer info`` prints: architecture, sizes, labels, dtype, the task the checkpoint
+    serves unless told otherwise and what it outputs, provenance."""
     files = list(directory.glob("*.safetensors"))
     builtin = next((name for name, path in BUILTIN.items() if path == directory), None)
-    pooling = Pooling.from_pretrained(directory)
+    task = task_for_checkpoint(directory)
+    pooling = Pooling.from_pretrained(directory) if task.name == "sentence-embeddings" else None
     return {"path": str(directory), "name": builtin, "hub_commit": hub_commit(directory),
             "model_type": config.model_type, "architectures": config.architectures,
             "num_hidden_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
@@ -56,9 +59,10 @@ def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder
             "dtype": "int8" if is_quantized(weights) else "float32",
             "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
             "id2label": {str(k): v for k, v in config.id2label.items()},
+            "task": task.name, "output": task.output,
             "sentence_transformers": {"pooling": list(pooling.modes), "normalize": pooling.normalize,
                                       "max_seq_length": pooling.max_seq_length}
-            if (directory / "modules.json").is_file() else None,
+            if pooling is not None and (directory / "modules.json").is_file() else None,
             "model_card": card_metadata(directory),
             "converted_from": weights.metadata.get("converted_from")}
 

@@ -1,88 +1,25 @@
-"""Sparse embeddings (SPLADE: Formal et al. 2021), with sentence-transformers' ``SparseEncoder``
-surface: a masked-LM's logits over the vocabulary, ``log(1 + relu(logit))`` per token (twice with
-the ``log1p_relu`` activation), max (or sum) over a text's tokens; most entries are 0.
-
-Reads sentence-transformers' ``SparseEncoder`` checkpoints (``modules.json``: ``MLMTransformer`` then
-``SpladePooling``, whose ``pooling_strategy`` and ``activation_function`` it keeps) and plain
-``*ForMaskedLM`` checkpoints (max pooling, relu). The pooling is fused into the masked-LM head:
-each batch's token states go through the vocabulary product ``CHUNK_ROWS`` rows at a time and are
-folded into the pooled vector at once, so the ``(batch, seq, vocab)`` logits (500 MB for 32 x 128
-tokens on a 30k vocabulary) never exist. Reference: sentence-transformers 5.1's ``SpladePooling``
-and ``SparseEncoder.encode`` / ``decode`` / ``similarity`` (dot product).
-"""
+"""``npformer.SparseEncoder``: sentence-transformers' ``SparseEncoder`` surface over the
+``"sparse-embeddings"`` pipeline (:mod:`npformer.pipelines.sparse`: SPLADE, Formal et al. 2021)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-
-from npformer.files import read_json
 from npformer.hub import resolve
 from npformer.models.auto import AutoModelForMaskedLM
-from npformer.pipelines.base import check_texts, load_tokenizer, run_batched
+from npformer.pipelines.base import load_tokenizer
+from npformer.pipelines.sparse import SparseEmbeddingPipeline, SparseVector, _settings
 
-CHUNK_ROWS = 64  # token rows per vocabulary product: 64 x 30,522 float32 = 7.8 MB
-MLM_MODULE = "sentence_transformers.sparse_encoder.models.MLMTransformer"
-SPLADE_MODULE = "sentence_transformers.sparse_encoder.models.SpladePooling"
-
-
-@dataclass(frozen=True)
-class SparseVector:
-    """One sparse embedding: ``indices`` (nnz,) int64 vocabulary ids, ascending; ``values`` (nnz,)
-    float32, each > 0; ``dim`` the vocabulary size."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    dim: int
-
-    def dense(self) -> np.ndarray:
-        """The ``(dim,)`` float32 vector."""
-        out = np.zeros(self.dim, np.float32)
-        out[self.indices] = self.values
-        return out
-
-    @classmethod
-    def from_dense(cls, row: np.ndarray, max_active_dims: int | None = None) -> "SparseVector":
-        """The nonzero entries of ``row``; with ``max_active_dims``, only that many largest (by
-        absolute value, as sentence-transformers' ``select_max_active_dims``)."""
-        if max_active_dims is not None and max_active_dims < row.size:
-            keep = np.argpartition(-np.abs(row), max_active_dims - 1)[:max_active_dims]
-            row = np.where(np.isin(np.arange(row.size), keep), row, np.float32(0))
-        indices = np.flatnonzero(row)
-        return cls(indices.astype(np.int64), row[indices].astype(np.float32), int(row.size))
+__all__ = ["SparseEncoder", "SparseVector"]
 
 
-def _settings(directory: Path) -> tuple[str, str, int | None]:
-    """``(pooling_strategy, activation_function, max_seq_length or None)`` of a checkpoint; raises
-    ``ValueError`` naming ``modules.json`` for a module npformer does not run."""
-    modules_file = directory / "modules.json"
-    if not modules_file.is_file():
-        return "max", "relu", None
-    modules = read_json(modules_file)
-    types = [m.get("type") for m in modules] if isinstance(modules, list) else None
-    if types is None or len(types) != 2 or types[0] != MLM_MODULE or types[1] != SPLADE_MODULE:
-        raise ValueError(f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling; this "
-                         f"checkpoint has {types}")
-    pooling = read_json(directory / str(modules[1].get("path", "")) / "config.json")
-    strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
-    if strategy not in ("max", "sum") or activation not in ("relu", "log1p_relu"):
-        raise ValueError(f"{directory / modules[1].get('path', '')}/config.json: pooling {strategy!r} with activation "
-                         f"{activation!r}; SpladePooling has max or sum, relu or log1p_relu")
-    settings_file = directory / str(modules[0].get("path", "")) / "sentence_bert_config.json"
-    settings = read_json(settings_file) if settings_file.is_file() else {}
-    return strategy, activation, settings.get("max_seq_length")
-
-
-class SparseEncoder:
-    """SPLADE sparse embeddings of texts (see the module docstring).
+class SparseEncoder(SparseEmbeddingPipeline):
+    """SPLADE sparse embeddings of texts, built as sentence-transformers' ``SparseEncoder`` is.
 
     Args:
-        model_name_or_path: a checkpoint directory or Hub id.
+        model_name_or_path: a checkpoint directory or Hub id: a sentence-transformers
+            ``SparseEncoder`` (``MLMTransformer`` + ``SpladePooling``) or a plain ``*ForMaskedLM``.
         max_active_dims: keep at most this many entries per vector (default: all nonzero).
         dtype: ``"float32"`` or ``"int8"`` (the encoder's Linear layers).
+        backend: ``"numba"`` or ``"numpy"``.
         revision: the Hub revision.
 
     Raises ``ValueError`` for a checkpoint that is not a masked LM or whose modules npformer does
@@ -90,81 +27,9 @@ class SparseEncoder:
     """
 
     def __init__(self, model_name_or_path, *, max_active_dims: int | None = None, dtype: str = "float32",
-                 revision: str | None = None):
+                 backend: str = "numba", revision: str | None = None):
         directory = resolve(model_name_or_path, revision)
-        self.pooling_strategy, self.activation_function, max_seq_length = _settings(directory)
-        self.model = AutoModelForMaskedLM.from_pretrained(directory, dtype=dtype)
-        self.tokenizer = load_tokenizer(directory)
-        limit = min(self.tokenizer.model_max_length, self.model.config.max_length)
-        self.max_seq_length = min(max_seq_length or limit, limit)
-        self.max_active_dims = max_active_dims
-        self.vocab_size = self.model.config.vocab_size
-
-    def pooled(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        """``(batch, vocab_size)`` float32 SPLADE vectors of one padded batch (the ``run`` of
-        :func:`~npformer.pipelines.base.run_batched`)."""
-        hidden = self.model.encoder(input_ids, attention_mask, token_type_ids).last_hidden_state
-        batch, seq, width = hidden.shape
-        rows = np.flatnonzero(attention_mask.reshape(-1))  # the real tokens, batch-major
-        owner = rows // seq
-        out = np.zeros((batch, self.vocab_size), np.float32)
-        for start in range(0, rows.size, CHUNK_ROWS):
-            take = rows[start:start + CHUNK_ROWS]
-            weights = np.log1p(np.maximum(self.model.decode(self.model.transform(hidden.reshape(-1, width)[take])), 0))
-            if self.activation_function == "log1p_relu":
-                weights = np.log1p(weights)
-            for b in np.unique(owner[start:start + CHUNK_ROWS]):
-                mine = weights[owner[start:start + CHUNK_ROWS] == b]
-                if self.pooling_strategy == "max":
-                    np.maximum(out[b], mine.max(axis=0), out=out[b])
-                else:
-                    out[b] += mine.sum(axis=0)
-        return out
-
-    def encode(self, sentences, batch_size: int = 32, max_active_dims: int | None = None,
-               convert_to_dense: bool = False):
-        """Sparse vectors of ``sentences`` (a str or a list of str): a :class:`SparseVector` per
-        text (one for a str), or with ``convert_to_dense`` a ``(n, vocab_size)`` float32 array
-        (``(vocab_size,)`` for a str). Texts are cut to ``max_seq_length`` tokens."""
-        texts, single = check_texts(sentences, allow_empty=True)
-        encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
-                                                max_length=self.max_seq_length, overflow=False)
-        rows = run_batched(encodings, self.pooled, batch_size, self.tokenizer.pad_token_id)
-        limit = max_active_dims if max_active_dims is not None else self.max_active_dims
-        if convert_to_dense:
-            dense = np.stack([SparseVector.from_dense(r, limit).dense() for r in rows]) if rows else \
-                np.zeros((0, self.vocab_size), np.float32)
-            return dense[0] if single else dense
-        vectors = [SparseVector.from_dense(r, limit) for r in rows]
-        return vectors[0] if single else vectors
-
-    encode_query = encode
-    encode_document = encode
-
-    def decode(self, embeddings, top_k: int | None = None):
-        """``[(token, weight), ...]`` by decreasing weight (the ``top_k`` first) of a
-        :class:`SparseVector` or a dense ``(vocab_size,)`` row; a list (or a 2-D array) gives one
-        list per vector."""
-        if isinstance(embeddings, SparseVector) or isinstance(embeddings, np.ndarray) and embeddings.ndim == 1:
-            vector = embeddings if isinstance(embeddings, SparseVector) else SparseVector.from_dense(embeddings)
-            order = np.argsort(-vector.values, kind="stable")[:top_k]
-            tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in vector.indices[order]])
-            return [(t, float(v)) for t, v in zip(tokens, vector.values[order])]
-        return [self.decode(e, top_k) for e in embeddings]
-
-    def similarity(self, a, b) -> np.ndarray:
-        """``(n, m)`` float32 dot products of two sets of vectors (:class:`SparseVector` lists or
-        dense arrays; one vector counts as a set of one)."""
-        return _dense_set(a, self.vocab_size) @ _dense_set(b, self.vocab_size).T
-
-
-def _dense_set(vectors, dim: int) -> np.ndarray:
-    if isinstance(vectors, SparseVector):
-        return vectors.dense()[None]
-    if isinstance(vectors, np.ndarray):
-        return np.atleast_2d(vectors).astype(np.float32)
-    rows: Sequence[SparseVector] = list(vectors)
-    out = np.zeros((len(rows), dim), np.float32)
-    for i, v in enumerate(rows):
-        out[i, v.indices] = v.values
-    return out
+        _settings(directory)  # refuse modules npformer does not run before loading the weights
+        super().__init__(AutoModelForMaskedLM.from_pretrained(directory, dtype=dtype, backend=backend),
+                         load_tokenizer(directory), model_dir=directory, max_active_dims=max_active_dims)
+        self.checkpoint = directory

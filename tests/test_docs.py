@@ -4,6 +4,7 @@ parser), and every public name has a docstring."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import inspect
 import io
@@ -101,7 +102,7 @@ def test_security_promises_name_tests_that_exist():
 
 
 def test_the_retrieval_guide_runs(tmp_path, monkeypatch):
-    """docs/guides/retrieval.md with small random models in place of its three Hub checkpoints."""
+    """docs/guides/retrieval.md with small random models in place of its four Hub checkpoints."""
     from helpers import make_checkpoint
 
     small = dict(vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -109,8 +110,11 @@ def test_the_retrieval_guide_runs(tmp_path, monkeypatch):
     make_checkpoint(tmp_path / "dense", "bert", None, **small)
     make_checkpoint(tmp_path / "sparse", "bert", "mlm", **small)
     make_checkpoint(tmp_path / "reranker", "bert", "sequence", num_labels=1, **small)
+    from pylate import models
+
+    models.ColBERT(str(tmp_path / "dense"), device="cpu", embedding_size=16).save(str(tmp_path / "colbert"))
     source = "\n".join(code_blocks("guides/retrieval.md"))
-    for name in ("DENSE", "SPARSE", "RERANKER"):
+    for name in ("DENSE", "SPARSE", "COLBERT", "RERANKER"):
         source = re.sub(rf'^{name} = ".*"$', f"{name} = {str(tmp_path / name.lower())!r}", source, flags=re.M)
     monkeypatch.chdir(ROOT)
     printed = io.StringIO()
@@ -119,4 +123,6 @@ def test_the_retrieval_guide_runs(tmp_path, monkeypatch):
         exec(compile(source, "retrieval.md", "exec"), namespace)
     lines = printed.getvalue().splitlines()
     assert len(namespace["corpus"]) == 500 and len(namespace["candidates"]) == 20
-    assert lines[0].startswith("[(") and len(lines) == 6  # decode, then five reranked hits
+    assert lines[0].startswith("[(") and len(lines) == 7  # decode, the ColBERT order, then five reranked hits
+    shown = ast.literal_eval(lines[1])
+    assert len(set(shown)) == 5 and set(shown) <= set(namespace["candidates"])

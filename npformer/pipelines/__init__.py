@@ -15,7 +15,9 @@ from npformer.tokenizer import Tokenizer
 from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEmbeddingPipeline,
                                            ZeroShotClassificationPipeline)
 from npformer.pipelines.fill_mask import FillMaskPipeline
+from npformer.pipelines.late_interaction import PYLATE_MODULES, ColBERTModel, LateInteractionPipeline
 from npformer.pipelines.question_answering import QuestionAnsweringPipeline
+from npformer.pipelines.sparse import SPLADE_MODULE, SparseEmbeddingPipeline
 from npformer.pipelines.text_classification import TextClassificationPipeline
 from npformer.pipelines.token_classification import TokenClassificationPipeline
 from npformer.pipelines.zero_shot import NLIZeroShotPipeline, is_nli
@@ -28,36 +30,48 @@ TRUNCATION = {"truncation": "bool", "max_length": "int"}
 # the built-in tasks; the other names are Transformers' and the CLI's command names
 register_task(Task("text-classification", TextClassificationPipeline, AutoModelForSequenceClassification,
                    "builtin:sentiment", aliases=("sentiment-analysis", "sentiment"),
-                   head_suffix="ForSequenceClassification", explain=True,
+                   head_suffix="ForSequenceClassification", explain=True, output="label scores",
                    parameters={"top_k": "positive_int", "function_to_apply": "str", **TRUNCATION}))
 register_task(Task("token-classification", TokenClassificationPipeline, AutoModelForTokenClassification,
                    "dslim/bert-base-NER", aliases=("ner",), head_suffix="ForTokenClassification", explain=True,
+                   output="labelled entity spans",
                    parameters={"aggregation_strategy": "str", "ignore_labels": "str_list", "stride": "int",
                                "return_probabilities": "bool", "max_length": "int"}))
 register_task(Task("question-answering", QuestionAnsweringPipeline, AutoModelForQuestionAnswering,
                    "distilbert/distilbert-base-cased-distilled-squad", aliases=("qa",),
-                   head_suffix="ForQuestionAnswering", explain=True,
+                   head_suffix="ForQuestionAnswering", explain=True, output="an answer span of the context",
                    warm_up=lambda pipe: pipe(question="What warms up?", context="The server warms up."),
                    parameters={"top_k": "positive_int", "doc_stride": "int", "max_answer_len": "int",
                                "max_seq_len": "int", "max_question_len": "int", "handle_impossible_answer": "bool",
                                "align_to_words": "bool"}))
 register_task(Task("fill-mask", FillMaskPipeline, AutoModelForMaskedLM, "google-bert/bert-base-uncased",
-                   head_suffix="ForMaskedLM", explain=True,
+                   head_suffix="ForMaskedLM", explain=True, output="the likeliest tokens for each mask",
                    warm_up=lambda pipe: pipe(f"The server warms {pipe.tokenizer.mask_token}."),
                    parameters={"top_k": "positive_int", "targets": "str_or_list", **TRUNCATION}))
-register_task(Task("feature-extraction", FeatureExtractionPipeline, AutoModel, MINILM_ID, parameters=dict(TRUNCATION)))
+register_task(Task("feature-extraction", FeatureExtractionPipeline, AutoModel, MINILM_ID, parameters=dict(TRUNCATION),
+                   output="the last hidden state of every token"))
 register_task(Task("sentence-embeddings", SentenceEmbeddingPipeline, AutoModel, MINILM_ID,
-                   aliases=("embed", "embeddings", "sentence-similarity", "similarity"),
+                   aliases=("embed", "embeddings", "sentence-similarity", "similarity"), output="one dense vector",
                    parameters={"normalize_embeddings": "bool", "precision": "str", **TRUNCATION}))
 ZERO_SHOT = {"candidate_labels": "str_or_list", "multi_label": "bool", "hypothesis_template": "str",
              "temperature": "number", **TRUNCATION}
 register_task(Task("zero-shot-classification", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
-                   aliases=("zero-shot",), warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
+                   aliases=("zero-shot",), output="scores of the candidate labels",
+                   warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
                    parameters=ZERO_SHOT,
                    variant=lambda source: (NLIZeroShotPipeline, AutoModelForSequenceClassification)
                    if is_nli(source) else None))
 register_task(Task("zero-shot-similarity", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
+                   output="scores of the candidate labels",
                    warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]), parameters=ZERO_SHOT))
+
+register_task(Task("sparse-embeddings", SparseEmbeddingPipeline, AutoModelForMaskedLM,
+                   "naver/splade-cocondenser-ensembledistil", aliases=("sparse-embed", "splade"),
+                   output="one sparse vector over the vocabulary (SPLADE)", modules=(SPLADE_MODULE,),
+                   parameters={"max_active_dims": "positive_int", **TRUNCATION}))
+register_task(Task("late-interaction", LateInteractionPipeline, ColBERTModel, "lightonai/colbertv2.0",
+                   aliases=("colbert", "multi-vector"), parameters={"is_query": "bool"},
+                   output="one vector per token (late interaction, MaxSim)", modules=PYLATE_MODULES))
 
 
 def default_model(task: str) -> str | Path:
@@ -101,6 +115,13 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
       embedding model (also ``"zero-shot-similarity"``), by similarity: ``pipe(texts, candidate_labels,
       hypothesis_template=, multi_label=)`` -> ``{"sequence", "labels", "scores"}`` by embedding
       similarity (not NLI); default all-MiniLM-L6-v2.
+    * ``"sparse-embeddings"`` (``"sparse-embed"``, ``"splade"``): ``pipe(texts, max_active_dims=,
+      truncation=True, max_length=)`` -> a :class:`~npformer.pipelines.sparse.SparseVector` per text
+      (SPLADE; ``npformer.SparseEncoder`` has sentence-transformers' calls); default
+      ``naver/splade-cocondenser-ensembledistil``.
+    * ``"late-interaction"`` (``"colbert"``, ``"multi-vector"``): ``pipe(texts, is_query=False)`` ->
+      a ``(tokens, dim)`` float32 array per text (a PyLate ColBERT checkpoint; ``npformer.ColBERT``
+      has PyLate's calls); default ``lightonai/colbertv2.0``.
 
     Args:
         task: one of the names above.

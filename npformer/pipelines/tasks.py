@@ -2,7 +2,8 @@
 ``npformer serve`` and the explain page read, as Transformers' ``SUPPORTED_TASKS`` is.
 
 A record names the task's pipeline class and model loader, its default model, its other names, the
-``architectures`` suffix that makes a checkpoint serve it, the parameters the Inference API's
+``architectures`` suffix or sentence-transformers modules that make a checkpoint serve it, what it
+outputs, the parameters the Inference API's
 ``POST /models/{name}`` accepts (name -> kind: ``bool``, ``int``, ``positive_int``, ``number``,
 ``str``, ``str_list``, ``str_or_list``), the call that warms a served model up, and whether the
 explain page shows it. The CLI's commands are records of their own (:mod:`npformer.commands`), each
@@ -18,6 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pathlib import Path
+
+from npformer.config import Config
+from npformer.files import read_json
 from npformer.plugins import load_plugins
 
 ENTRY_POINT_GROUP = "npformer.tasks"
@@ -42,6 +47,9 @@ class Task:
     parameters: dict[str, str] = field(default_factory=dict)
     warm_up: Callable = _warm_up
     explain: bool = False
+    output: str = ""  # what one input gives, in words (``npformer info`` and ``/info`` say it)
+    # sentence-transformers module types (modules.json) that make a checkpoint serve this task
+    modules: tuple[str, ...] = ()
     # (checkpoint directory or loaded model) -> (pipeline class, loader) that run it instead, or None
     # (zero-shot classification: by NLI on an NLI classifier, by similarity on an embedding model)
     variant: Callable | None = None
@@ -90,3 +98,16 @@ def task_for_architecture(architectures: list[str]) -> Task | None:
             if task.head_suffix and name.endswith(task.head_suffix):
                 return task
     return None
+
+
+def task_for_checkpoint(directory: Path) -> Task:
+    """The task a checkpoint serves when none is named: the task whose ``modules`` holds one of
+    its sentence-transformers modules (``modules.json``), else ``sentence-embeddings`` for other
+    sentence-transformers models, else the task whose ``head_suffix`` ends an entry of
+    ``config.json``'s ``architectures``, else ``sentence-embeddings`` (a bare encoder)."""
+    modules_file = Path(directory) / "modules.json"
+    if modules_file.is_file():
+        modules = read_json(modules_file)
+        types = {m.get("type") for m in modules if isinstance(m, dict)} if isinstance(modules, list) else set()
+        return next((t for t in TASKS.values() if types & set(t.modules)), TASKS["sentence-embeddings"])
+    return task_for_architecture(Config.from_pretrained(directory).architectures) or TASKS["sentence-embeddings"]

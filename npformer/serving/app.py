@@ -38,7 +38,7 @@ from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
 from npformer.serving.guard import Access  # noqa: E402
 from npformer.serving.openapi import docs_page, openapi  # noqa: E402
 from npformer.serving.protocol import ApiError, check_depth, invalid  # noqa: E402
-from npformer.serving.routes import CLASSIFIER_TASKS, EMBEDDING_TASKS, Limits, Served  # noqa: E402
+from npformer.serving.routes import CLASSIFIER_TASKS, EMBEDDING_TASKS, SPARSE_TASKS, Limits, Served  # noqa: E402
 from npformer.version import __version__  # noqa: E402
 
 log = logging.getLogger("npformer.serve")
@@ -141,6 +141,7 @@ class Server:
             m.pipe.run_on(batcher.submit)
         post = [("/predict", routes.predict, CLASSIFIER_TASKS), ("/rerank", routes.rerank, CLASSIFIER_TASKS),
                 ("/embed", routes.embed, EMBEDDING_TASKS), ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
+                ("/embed_sparse", routes.embed_sparse, SPARSE_TASKS),
                 ("/similarity", routes.similarity_route, EMBEDDING_TASKS), ("/tokenize", routes.tokenize, None),
                 ("/decode", routes.decode, None)]
         self.routes = Starlette(routes=[

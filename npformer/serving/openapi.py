@@ -37,6 +37,8 @@ ROUTES = {
         "[[float]]: one vector per input"),
     ("POST", "/embed_all"): ("Every token's last hidden state per input (TEI)", _body(
         ["inputs"], inputs=EMBED_INPUTS, prompt_name=STRING, **TRUNCATION), "[[[float]]]: tokens x hidden_size per input"),
+    ("POST", "/embed_sparse"): ("One SPLADE vector per input: its nonzero entries (TEI)", _body(
+        ["inputs"], inputs=TEXTS, **TRUNCATION), '[[{"index", "value"}]]: per input, by ascending index'),
     ("POST", "/predict"): ("Every label's score, best first, per text or text pair (TEI)", _body(
         ["inputs"], inputs={"oneOf": [STRING, PAIR, {"type": "array", "items": PAIR, "minItems": 1}]},
         raw_scores={**BOOL, "default": False}, **TRUNCATION), '[{"label", "score"}] (a list of them for a batch)'),

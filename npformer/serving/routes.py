@@ -14,12 +14,14 @@ from npformer.explain import explain_data
 from npformer.output import to_json
 from npformer.pipelines import Pipeline
 from npformer.pipelines.base import InputTooLong
+from npformer.pipelines.tasks import get_task
 from npformer.search import similarity
 from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, embedding_inputs,
                                        floats, get, invalid, is_any, is_bool, is_int, is_list, is_str,
                                        parameters, predict_inputs, qa_inputs, texts, truncation)
 
 EMBEDDING_TASKS = ("sentence-embeddings",)
+SPARSE_TASKS = ("sparse-embeddings",)
 CLASSIFIER_TASKS = ("text-classification",)
 
 
@@ -134,6 +136,18 @@ def embed(model: Served, body, limits: Limits):
     fields = {"inputs", "truncate", "truncation_direction", "normalize", "prompt_name"}
     normalize = get(body, "normalize", is_bool, True) if isinstance(body, dict) else True
     return floats(_encode(model, body, limits, fields, normalize_embeddings=normalize))
+
+
+def embed_sparse(model: Served, body, limits: Limits):
+    """``/embed_sparse``: one SPLADE vector per input as TEI gives it, ``[{"index", "value"}, ...]``
+    (its nonzero entries by ascending vocabulary index); always a list of them."""
+    check_fields(body, {"inputs", "truncate", "truncation_direction"})
+    items, _ = texts(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
+    truncate, side = truncation(body, limits.auto_truncate)
+    try:
+        return to_json(model.pipe.with_truncation_side(side)(items, truncation=truncate))
+    except InputTooLong as e:
+        raise _too_long(e) from None
 
 
 def embed_all(model: Served, body, limits: Limits):
@@ -285,7 +299,7 @@ def explain_route(model: Served, body, limits: Limits) -> dict:
 
 def model_info(model: Served, limits: Limits, version: str) -> dict:
     """``/info`` for one model, in TEI's shape (``model_type`` is ``classifier``, ``reranker`` or
-    ``embedding``; npformer's other tasks add ``task``)."""
+    ``embedding``; npformer adds ``task`` and what it outputs)."""
     config = model.pipe.config
     if model.task in CLASSIFIER_TASKS:
         labels = {"id2label": {str(i): model.pipe.label(i) for i in range(config.num_labels)},
@@ -293,10 +307,12 @@ def model_info(model: Served, limits: Limits, version: str) -> dict:
         model_type = {"reranker" if model.is_reranker else "classifier": labels}
     elif model.task in EMBEDDING_TASKS:
         model_type = {"embedding": {"pooling": "+".join(model.pipe.pooling.modes)}}
+    elif model.task in SPARSE_TASKS:
+        model_type = {"embedding": {"pooling": "splade"}}
     else:
         model_type = {model.task.replace("-", "_"): {}}
     return {"model_id": model.model_id, "model_sha": model.model_sha, "model_dtype": model.dtype,
-            "model_type": model_type, "name": model.name, "task": model.task,
+            "model_type": model_type, "name": model.name, "task": model.task, "output": get_task(model.task).output,
             "max_concurrent_requests": limits.max_concurrent_requests, "max_input_length": model.pipe.max_length,
             "max_batch_tokens": limits.max_batch_tokens, "max_batch_requests": limits.max_batch_size,
             "max_client_batch_size": limits.max_client_batch_size, "auto_truncate": limits.auto_truncate,

@@ -2,8 +2,10 @@
 
 Models are given as ``NAME=PATH_OR_ID[@task]`` (repeatable); without any, the built-in INT8
 sentiment model is served as ``sentiment``, so the server works offline with no configuration.
-A model's task, when not given, comes from its checkpoint: sentence-transformers files
-(``modules.json``) make an embedding model, else the head named in ``architectures``.
+A model's task, when not given, comes from its checkpoint
+(:func:`~npformer.pipelines.tasks.task_for_checkpoint`): its sentence-transformers modules (SPLADE:
+sparse embeddings, PyLate: late interaction, others: sentence embeddings), else the head named in
+``architectures``.
 
 Limits that contradict each other are refused before anything is loaded or bound, with a message
 naming the flags (a forward pass must hold the longest input a model takes, for instance), so a
@@ -16,11 +18,10 @@ import logging
 import signal
 from pathlib import Path
 
-from npformer.config import Config
 from npformer.hub import hub_commit, resolve
 from npformer.runtime import set_num_threads
 from npformer.pipelines import get_task, pipeline
-from npformer.pipelines.tasks import task_for_architecture
+from npformer.pipelines.tasks import task_for_checkpoint
 from npformer.serving.app import Metrics, Server
 from npformer.serving.batcher import Batcher
 from npformer.serving.guard import Access, header_deadline_protocol, loopback_hosts
@@ -55,10 +56,7 @@ def parse_model(spec: str) -> tuple[str, str, str | None]:
 
 def infer_task(directory: Path) -> str:
     """The task a checkpoint serves when none is given (see the module docstring)."""
-    if (directory / "modules.json").is_file():
-        return "sentence-embeddings"
-    task = task_for_architecture(Config.from_pretrained(directory).architectures)
-    return task.name if task is not None else "sentence-embeddings"
+    return task_for_checkpoint(directory).name
 
 
 def check_limits(limits: Limits, models: list[Served]) -> None:

@@ -29,7 +29,7 @@ from npformer.tokenizer import fast_json, sentencepiece
 from npformer.tokenizer.added_tokens import AddedToken, AddedTokens
 from npformer.tokenizer.config import SPECIAL_TOKEN_KEYS, read_config
 from npformer.tokenizer.decoders import WordPieceDecoder, clean_up
-from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, int32_array, pad, padding_strategy,
+from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, as_pairs, int32_array, pad, padding_strategy,
                                          truncate, truncation_side as check_side, truncation_strategy)
 from npformer.tokenizer.normalizer import BertNormalizer
 from npformer.tokenizer.post_processor import BertProcessing
@@ -387,7 +387,7 @@ class Tokenizer:
         if return_tensors not in (None, "np"):
             raise ValueError(f"return_tensors={return_tensors!r}: npformer returns NumPy arrays only "
                              f"(return_tensors='np'); convert them yourself if you need another framework")
-        pairs = _as_pairs(text, text_pair)
+        pairs = as_pairs(text, text_pair)
         strategy = truncation_strategy(truncation)
         padding = padding_strategy(padding)
         if max_length is None and (strategy != "do_not_truncate" or padding == "max_length"):
@@ -409,21 +409,6 @@ class Tokenizer:
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = np.array([e.overflow_to_sample for e in encodings], dtype=np.int64)
         return BatchEncoding(data, encodings, self.pad_token)
-
-
-def _as_pairs(text, text_pair) -> list[tuple[str, str | None]]:
-    if isinstance(text, str):
-        if text_pair is not None and not isinstance(text_pair, str):
-            raise ValueError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
-        # As Transformers: an empty text_pair beside a single text means no pair at all.
-        return [(text, text_pair or None)]
-    if not isinstance(text, (list, tuple)):
-        raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}")
-    if text_pair is not None:
-        if isinstance(text_pair, str) or len(text_pair) != len(text):
-            raise ValueError("text_pair must be a list of str as long as text")
-        return list(zip(text, text_pair))
-    return [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]
 
 
 __all__ = ["BatchEncoding", "Encoding", "Pieces", "Tokenizer"]

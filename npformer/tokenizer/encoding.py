@@ -240,3 +240,20 @@ def windows(n: int, max_len: int, stride: int, side: str = "right") -> list[tupl
         if stop == n:
             break
     return parts
+
+
+def as_pairs(text, text_pair) -> list[tuple[str, str | None]]:
+    """A tokenizer call's ``text`` / ``text_pair`` as ``(text, text_pair or None)`` pairs. Raises
+    ``ValueError`` for mismatched or non-str inputs."""
+    if isinstance(text, str):
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise ValueError(f"text_pair must be a str when text is a str, got {type(text_pair).__name__}")
+        # As Transformers: an empty text_pair beside a single text means no pair at all.
+        return [(text, text_pair or None)]
+    if not isinstance(text, (list, tuple)):
+        raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}")
+    if text_pair is not None:
+        if isinstance(text_pair, str) or len(text_pair) != len(text):
+            raise ValueError("text_pair must be a list of str as long as text")
+        return list(zip(text, text_pair))
+    return [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]

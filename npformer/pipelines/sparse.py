@@ -1,0 +1,199 @@
+"""``"sparse-embeddings"`` (SPLADE: Formal et al. 2021; ``npformer.SparseEncoder`` is its
+sentence-transformers surface): a masked-LM's logits over the vocabulary, ``log(1 + relu(logit))``
+per token (twice with the ``log1p_relu`` activation), max (or sum) over a text's tokens; most
+entries are 0.
+
+Reads sentence-transformers' ``SparseEncoder`` checkpoints (``modules.json``: ``MLMTransformer`` then
+``SpladePooling``, whose ``pooling_strategy`` and ``activation_function`` it keeps) and plain
+``*ForMaskedLM`` checkpoints (max pooling, relu). The pooling is fused into the masked-LM head:
+each batch's token states go through the vocabulary product ``CHUNK_ROWS`` rows at a time and are
+folded into the pooled vector at once, so the ``(batch, seq, vocab)`` logits (500 MB for 32 x 128
+tokens on a 30k vocabulary) never exist. Reference: sentence-transformers 5.3's ``SpladePooling``
+and ``SparseEncoder.encode`` / ``decode`` / ``similarity`` (dot product).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from npformer.files import read_json
+from npformer.pipelines.base import Pipeline, check_texts
+
+CHUNK_ROWS = 64  # token rows per vocabulary product: 64 x 30,522 float32 = 7.8 MB
+MLM_MODULE = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+SPLADE_MODULE = "sentence_transformers.sparse_encoder.models.SpladePooling"
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """One sparse embedding: ``indices`` (nnz,) int64 vocabulary ids, ascending; ``values`` (nnz,)
+    float32, each > 0; ``dim`` the vocabulary size."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    dim: int
+
+    def dense(self) -> np.ndarray:
+        """The ``(dim,)`` float32 vector."""
+        out = np.zeros(self.dim, np.float32)
+        out[self.indices] = self.values
+        return out
+
+    @classmethod
+    def from_dense(cls, row: np.ndarray, max_active_dims: int | None = None) -> "SparseVector":
+        """The nonzero entries of ``row``; with ``max_active_dims``, only that many largest (by
+        absolute value, as sentence-transformers' ``select_max_active_dims``)."""
+        if max_active_dims is not None and max_active_dims < row.size:
+            keep = np.argpartition(-np.abs(row), max_active_dims - 1)[:max_active_dims]
+            row = np.where(np.isin(np.arange(row.size), keep), row, np.float32(0))
+        indices = np.flatnonzero(row)
+        return cls(indices.astype(np.int64), row[indices].astype(np.float32), int(row.size))
+
+    def to_json(self) -> list[dict]:
+        """TEI's ``/embed_sparse`` shape: ``[{"index", "value"}, ...]`` by ascending index."""
+        return [{"index": int(i), "value": float(v)} for i, v in zip(self.indices, self.values)]
+
+
+def _settings(directory: Path) -> tuple[str, str, int | None]:
+    """``(pooling_strategy, activation_function, max_seq_length or None)`` of a checkpoint; raises
+    ``ValueError`` naming ``modules.json`` for a module npformer does not run."""
+    modules_file = directory / "modules.json"
+    if not modules_file.is_file():
+        return "max", "relu", None
+    modules = read_json(modules_file)
+    types = [m.get("type") for m in modules] if isinstance(modules, list) else None
+    if types is None or len(types) != 2 or types[0] != MLM_MODULE or types[1] != SPLADE_MODULE:
+        raise ValueError(f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling; this "
+                         f"checkpoint has {types}")
+    pooling = read_json(directory / str(modules[1].get("path", "")) / "config.json")
+    strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
+    if strategy not in ("max", "sum") or activation not in ("relu", "log1p_relu"):
+        raise ValueError(f"{directory / modules[1].get('path', '')}/config.json: pooling {strategy!r} with activation "
+                         f"{activation!r}; SpladePooling has max or sum, relu or log1p_relu")
+    settings_file = directory / str(modules[0].get("path", "")) / "sentence_bert_config.json"
+    settings = read_json(settings_file) if settings_file.is_file() else {}
+    return strategy, activation, settings.get("max_seq_length")
+
+
+class SparseEmbeddingPipeline(Pipeline):
+    """``"sparse-embeddings"``: SPLADE vectors of texts (see the module docstring).
+
+    ``pipe(texts, max_active_dims=, truncation=True, max_length=)`` -> a :class:`SparseVector` per
+    text (one for a str); ``encode`` / ``encode_query`` / ``encode_document`` / ``decode`` /
+    ``similarity`` as sentence-transformers' ``SparseEncoder``. Raises ``ValueError`` naming the
+    file for a checkpoint whose modules npformer does not run.
+    """
+
+    task = "sparse-embeddings"
+
+    def __init__(self, model, tokenizer, *, max_active_dims: int | None = None, **kwargs):
+        super().__init__(model, tokenizer, **kwargs)
+        self.pooling_strategy, self.activation_function, max_seq_length = _settings(self.model_dir) \
+            if self.model_dir is not None else ("max", "relu", None)
+        self.max_seq_length = min(max_seq_length or self.max_length, self.max_length)
+        self.max_active_dims = max_active_dims
+        self.vocab_size = self.model.config.vocab_size
+
+    def __call__(self, inputs, *, max_active_dims: int | None = None, truncation: bool = True,
+                 max_length: int | None = None):
+        texts, single = check_texts(inputs, allow_empty=True)
+        encodings = self.encode_one_window([(t, None) for t in texts], truncation,
+                                           max_length if max_length is not None else self.max_seq_length)
+        vectors = self.vectors(encodings, max_active_dims)
+        return vectors[0] if single else vectors
+
+    def vectors(self, encodings, max_active_dims: int | None = None, batch_size: int | None = None) -> list:
+        """A :class:`SparseVector` per encoding, in order (the forward passes go to the runner)."""
+        rows = self.forward(encodings, self.pooled, batch_size=batch_size)
+        limit = max_active_dims if max_active_dims is not None else self.max_active_dims
+        return [SparseVector.from_dense(r, limit) for r in rows]
+
+    def pooled(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """``(batch, vocab_size)`` float32 SPLADE vectors of one padded batch."""
+        hidden = self.model.encoder(input_ids, attention_mask, token_type_ids).last_hidden_state
+        batch, seq, width = hidden.shape
+        rows = np.flatnonzero(attention_mask.reshape(-1))  # the real tokens, batch-major
+        owner = rows // seq
+        out = np.zeros((batch, self.vocab_size), np.float32)
+        for start in range(0, rows.size, CHUNK_ROWS):
+            take = rows[start:start + CHUNK_ROWS]
+            weights = np.log1p(np.maximum(self.model.decode(self.model.transform(hidden.reshape(-1, width)[take])), 0))
+            if self.activation_function == "log1p_relu":
+                weights = np.log1p(weights)
+            for b in np.unique(owner[start:start + CHUNK_ROWS]):
+                mine = weights[owner[start:start + CHUNK_ROWS] == b]
+                if self.pooling_strategy == "max":
+                    np.maximum(out[b], mine.max(axis=0), out=out[b])
+                else:
+                    out[b] += mine.sum(axis=0)
+        return out
+
+    def encode(self, sentences, batch_size: int | None = None, max_active_dims: int | None = None,
+               convert_to_dense: bool = False):
+        """Sparse vectors of ``sentences`` (a str or a list of str): a :class:`SparseVector` per
+        text (one for a str), or with ``convert_to_dense`` a ``(n, vocab_size)`` float32 array
+        (``(vocab_size,)`` for a str). Texts are cut to ``max_seq_length`` tokens."""
+        texts, single = check_texts(sentences, allow_empty=True)
+        encodings = self.encode_one_window([(t, None) for t in texts], True, self.max_seq_length)
+        vectors = self.vectors(encodings, max_active_dims, batch_size)
+        if convert_to_dense:
+            dense = _dense_set(vectors, self.vocab_size)
+            return dense[0] if single else dense
+        return vectors[0] if single else vectors
+
+    encode_query = encode
+    encode_document = encode
+
+    def decode(self, embeddings, top_k: int | None = None):
+        """``[(token, weight), ...]`` by decreasing weight (the ``top_k`` first) of a
+        :class:`SparseVector` or a dense ``(vocab_size,)`` row; a list (or a 2-D array) gives one
+        list per vector."""
+        if isinstance(embeddings, SparseVector) or isinstance(embeddings, np.ndarray) and embeddings.ndim == 1:
+            vector = embeddings if isinstance(embeddings, SparseVector) else SparseVector.from_dense(embeddings)
+            order = np.argsort(-vector.values, kind="stable")[:top_k]
+            tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in vector.indices[order]])
+            return [(t, float(v)) for t, v in zip(tokens, vector.values[order])]
+        return [self.decode(e, top_k) for e in embeddings]
+
+    def similarity(self, a, b) -> np.ndarray:
+        """``(n, m)`` float32 dot products of two sets of vectors (:class:`SparseVector` lists or
+        dense arrays; one vector counts as a set of one). Two sparse sets are multiplied without
+        making either dense (:func:`sparse_dot`)."""
+        if _is_sparse_set(a) and _is_sparse_set(b):
+            return sparse_dot([a] if isinstance(a, SparseVector) else a, [b] if isinstance(b, SparseVector) else b)
+        return _dense_set(a, self.vocab_size) @ _dense_set(b, self.vocab_size).T
+
+
+def _is_sparse_set(vectors) -> bool:
+    return isinstance(vectors, SparseVector) or isinstance(vectors, (list, tuple)) and \
+        all(isinstance(v, SparseVector) for v in vectors)
+
+
+def sparse_dot(queries: Sequence[SparseVector], corpus: Sequence[SparseVector]) -> np.ndarray:
+    """``(len(queries), len(corpus))`` float32 dot products; memory: the corpus's nonzero entries
+    once more and one dense query row (the vocabulary size), never a dense corpus."""
+    out = np.zeros((len(queries), len(corpus)), np.float32)
+    if not corpus or not queries:
+        return out
+    indices = np.concatenate([v.indices for v in corpus])
+    values = np.concatenate([v.values for v in corpus]).astype(np.float64)
+    owner = np.repeat(np.arange(len(corpus)), [v.indices.size for v in corpus])
+    for row, query in enumerate(queries):
+        out[row] = np.bincount(owner, weights=query.dense()[indices] * values, minlength=len(corpus))
+    return out
+
+
+def _dense_set(vectors, dim: int) -> np.ndarray:
+    if isinstance(vectors, SparseVector):
+        return vectors.dense()[None]
+    if isinstance(vectors, np.ndarray):
+        return np.atleast_2d(vectors).astype(np.float32)
+    rows: Sequence[SparseVector] = list(vectors)
+    out = np.zeros((len(rows), dim), np.float32)
+    for i, v in enumerate(rows):
+        out[i, v.indices] = v.values
+    return out
