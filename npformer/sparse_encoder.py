@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from npformer.hub import resolve
-from npformer.models.auto import AutoModelForMaskedLM
 from npformer.pipelines.base import load_tokenizer
-from npformer.pipelines.sparse import SparseEmbeddingPipeline, SparseVector, _settings
+from npformer.pipelines.sparse import SparseEmbeddingPipeline, SparseVector, SpladeModel
 
 __all__ = ["SparseEncoder", "SparseVector"]
 
@@ -16,7 +15,8 @@ class SparseEncoder(SparseEmbeddingPipeline):
 
     Args:
         model_name_or_path: a checkpoint directory or Hub id: a sentence-transformers
-            ``SparseEncoder`` (``MLMTransformer`` + ``SpladePooling``) or a plain ``*ForMaskedLM``.
+            ``SparseEncoder`` (``MLMTransformer`` + ``SpladePooling``, or an inference-free
+            ``Router`` with a ``SparseStaticEmbedding`` for queries) or a plain ``*ForMaskedLM``.
         max_active_dims: keep at most this many entries per vector (default: all nonzero).
         dtype: ``"float32"`` or ``"int8"`` (the encoder's Linear layers).
         backend: ``"numba"`` or ``"numpy"``.
@@ -29,7 +29,7 @@ class SparseEncoder(SparseEmbeddingPipeline):
     def __init__(self, model_name_or_path, *, max_active_dims: int | None = None, dtype: str = "float32",
                  backend: str = "numba", revision: str | None = None):
         directory = resolve(model_name_or_path, revision)
-        _settings(directory)  # refuse modules npformer does not run before loading the weights
-        super().__init__(AutoModelForMaskedLM.from_pretrained(directory, dtype=dtype, backend=backend),
-                         load_tokenizer(directory), model_dir=directory, max_active_dims=max_active_dims)
+        super().__init__(SpladeModel.from_pretrained(directory, dtype=dtype, backend=backend),
+                         load_tokenizer(SpladeModel.tokenizer_directory(directory)), model_dir=directory,
+                         max_active_dims=max_active_dims)
         self.checkpoint = directory

@@ -1,7 +1,8 @@
 """npformer.SparseEncoder against sentence-transformers' SparseEncoder (SPLADE) on a random-init
 BERT masked LM with the uncased vocabulary (30,522 entries): vectors within 1e-5 with the same
 active indices (above 1e-5), ``max_active_dims``, ``decode``, dot-product ``similarity`` and search
-hits equal; sum pooling and ``log1p_relu``; a plain ``*ForMaskedLM`` checkpoint; and the fused
+hits equal; sum pooling and ``log1p_relu``; a plain ``*ForMaskedLM`` checkpoint; an inference-free model (a
+Router with a SparseStaticEmbedding for queries); and the fused
 pooling's peak memory on a 32 x 256 batch far under the ``(batch, seq, vocab)`` logits."""
 
 from __future__ import annotations
@@ -78,6 +79,37 @@ def test_a_plain_masked_lm_and_refused_modules(mlm, tmp_path):
         '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]')
     with pytest.raises(ValueError, match="runs MLMTransformer then SpladePooling"):
         npformer.SparseEncoder(tmp_path / "splade")
+
+
+def test_an_inference_free_model(mlm, tmp_path):
+    """sentence-transformers' inference-free SPLADE: a Router whose queries go through a
+    SparseStaticEmbedding (random weights here, as IDF weights would be) and whose documents go
+    through the masked LM: ``encode_query`` and ``encode_document`` equal its own; the pipeline and
+    the server's task inference read the Router."""
+    import torch
+    from sentence_transformers.models import Router
+    from sentence_transformers.sparse_encoder import SparseEncoder, models
+
+    from npformer.pipelines.tasks import task_for_checkpoint
+
+    transformer = models.MLMTransformer(str(mlm))
+    static = models.SparseStaticEmbedding(tokenizer=transformer.tokenizer)
+    static.weight.data = torch.rand(static.weight.shape, generator=torch.Generator().manual_seed(0))
+    router = Router.for_query_document(query_modules=[static], document_modules=[transformer, models.SpladePooling()])
+    SparseEncoder(modules=[router], device="cpu").save(str(tmp_path / "free"))
+    ref, ours = SparseEncoder(str(tmp_path / "free"), device="cpu"), npformer.SparseEncoder(tmp_path / "free")
+    texts = read_sst2("dev")[0][:12] + ["", "Punctuation!! and UPPER case", "word " * 700]
+    np.testing.assert_allclose(ours.encode_query(texts, convert_to_dense=True),
+                               ref.encode_query(texts).to_dense().numpy(), rtol=0, atol=TOL)
+    assert_same_vectors(ours.encode_document(texts, convert_to_dense=True), dense_documents(ref, texts))
+    assert len(ours.encode_query(texts[0], max_active_dims=3).indices) == 3
+    assert task_for_checkpoint(tmp_path / "free").name == "sparse-embeddings"
+    assert_same_vectors(np.stack([v.dense() for v in npformer.pipeline("splade", tmp_path / "free")(texts)]),
+                        dense_documents(ref, texts))
+
+
+def dense_documents(ref, texts):
+    return ref.encode_document(texts).to_dense().numpy()
 
 
 def test_pooling_is_fused_into_the_head(mlm):

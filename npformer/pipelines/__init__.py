@@ -17,7 +17,7 @@ from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEm
 from npformer.pipelines.fill_mask import FillMaskPipeline
 from npformer.pipelines.late_interaction import PYLATE_MODULES, ColBERTModel, LateInteractionPipeline
 from npformer.pipelines.question_answering import QuestionAnsweringPipeline
-from npformer.pipelines.sparse import SPLADE_MODULE, SparseEmbeddingPipeline
+from npformer.pipelines.sparse import SPLADE_MODULE, SparseEmbeddingPipeline, SpladeModel
 from npformer.pipelines.text_classification import TextClassificationPipeline
 from npformer.pipelines.token_classification import TokenClassificationPipeline
 from npformer.pipelines.zero_shot import NLIZeroShotPipeline, is_nli
@@ -65,7 +65,7 @@ register_task(Task("zero-shot-similarity", ZeroShotClassificationPipeline, AutoM
                    output="scores of the candidate labels",
                    warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]), parameters=ZERO_SHOT))
 
-register_task(Task("sparse-embeddings", SparseEmbeddingPipeline, AutoModelForMaskedLM,
+register_task(Task("sparse-embeddings", SparseEmbeddingPipeline, SpladeModel,
                    "naver/splade-cocondenser-ensembledistil", aliases=("sparse-embed", "splade"),
                    output="one sparse vector over the vocabulary (SPLADE)", modules=(SPLADE_MODULE,),
                    parameters={"max_active_dims": "positive_int", **TRUNCATION}))
@@ -178,8 +178,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
         if record.variant is not None:
             pipeline_cls, loader = record.variant(directory) or (pipeline_cls, loader)
         net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter, backend=backend or "numba")
-    if not isinstance(tokenizer, Tokenizer):
-        tokenizer = load_tokenizer(tokenizer if tokenizer is not None else directory)
+    if not isinstance(tokenizer, Tokenizer):  # a loader may keep the tokenizer beside the weights, in a module's folder
+        tokenizer = load_tokenizer(tokenizer if tokenizer is not None else
+                                   getattr(loader, "tokenizer_directory", lambda d: d)(directory))
     pipe = pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory, **kwargs)
     pipe.task = task  # the name it was asked by, as Transformers' pipe.task ("sentiment-analysis" stays so)
     pipe.checkpoint = None if loaded else directory

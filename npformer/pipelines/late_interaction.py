@@ -125,6 +125,8 @@ class ColBERTModel:
         Raises ``ValueError`` as the pipeline does for a checkpoint npformer does not run."""
         return AutoModel.from_pretrained(encoder_directory(directory), dtype=dtype, adapter=adapter, backend=backend)
 
+    tokenizer_directory = staticmethod(encoder_directory)
+
 
 class LateInteractionPipeline(Pipeline):
     """``"late-interaction"``: per-token vectors of texts and MaxSim scores (see the module docstring).

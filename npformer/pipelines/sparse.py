@@ -21,11 +21,15 @@ from typing import Sequence
 import numpy as np
 
 from npformer.files import read_json
-from npformer.pipelines.base import Pipeline, check_texts
+from npformer.models.auto import AutoModelForMaskedLM
+from npformer.pipelines.base import Pipeline, check_texts, load_tokenizer
+from npformer.weights import Weights
 
 CHUNK_ROWS = 64  # token rows per vocabulary product: 64 x 30,522 float32 = 7.8 MB
 MLM_MODULE = "sentence_transformers.sparse_encoder.models.MLMTransformer"
 SPLADE_MODULE = "sentence_transformers.sparse_encoder.models.SpladePooling"
+STATIC_MODULE = "sentence_transformers.sparse_encoder.models.SparseStaticEmbedding.SparseStaticEmbedding"
+ROUTER_MODULE = "sentence_transformers.models.Router"
 
 
 @dataclass(frozen=True)
@@ -58,25 +62,83 @@ class SparseVector:
         return [{"index": int(i), "value": float(v)} for i, v in zip(self.indices, self.values)]
 
 
-def _settings(directory: Path) -> tuple[str, str, int | None]:
-    """``(pooling_strategy, activation_function, max_seq_length or None)`` of a checkpoint; raises
-    ``ValueError`` naming ``modules.json`` for a module npformer does not run."""
-    modules_file = directory / "modules.json"
-    if not modules_file.is_file():
-        return "max", "relu", None
-    modules = read_json(modules_file)
-    types = [m.get("type") for m in modules] if isinstance(modules, list) else None
-    if types is None or len(types) != 2 or types[0] != MLM_MODULE or types[1] != SPLADE_MODULE:
-        raise ValueError(f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling; this "
-                         f"checkpoint has {types}")
-    pooling = read_json(directory / str(modules[1].get("path", "")) / "config.json")
-    strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
-    if strategy not in ("max", "sum") or activation not in ("relu", "log1p_relu"):
-        raise ValueError(f"{directory / modules[1].get('path', '')}/config.json: pooling {strategy!r} with activation "
-                         f"{activation!r}; SpladePooling has max or sum, relu or log1p_relu")
-    settings_file = directory / str(modules[0].get("path", "")) / "sentence_bert_config.json"
-    settings = read_json(settings_file) if settings_file.is_file() else {}
-    return strategy, activation, settings.get("max_seq_length")
+@dataclass(frozen=True)
+class SpladeLayout:
+    """Where a SPLADE checkpoint keeps its parts: the masked LM's directory (``mlm_dir``), the
+    pooling (``pooling_strategy``, ``activation_function``), ``max_seq_length`` (or None) and, for an
+    inference-free model, the directory of the queries' ``SparseStaticEmbedding`` (``static_dir``:
+    one weight per vocabulary entry, its own tokenizer), else None."""
+
+    mlm_dir: Path
+    pooling_strategy: str = "max"
+    activation_function: str = "relu"
+    max_seq_length: int | None = None
+    static_dir: Path | None = None
+
+    @classmethod
+    def read(cls, directory: Path) -> "SpladeLayout":
+        """The layout of ``directory``: no ``modules.json`` (a plain masked LM), ``MLMTransformer``
+        then ``SpladePooling``, or a ``Router`` whose document route is those two and whose query
+        route is the same or a ``SparseStaticEmbedding``. Raises ``ValueError`` naming the file for
+        a module npformer does not run."""
+        directory = Path(directory)
+        modules_file = directory / "modules.json"
+        if not modules_file.is_file():
+            return cls(directory)
+        modules = read_json(modules_file)
+        types = [m.get("type") for m in modules] if isinstance(modules, list) and \
+            all(isinstance(m, dict) for m in modules) else None
+        if types == [ROUTER_MODULE]:
+            return cls._routed(directory / str(modules[0].get("path", "")))
+        if types != [MLM_MODULE, SPLADE_MODULE]:
+            raise ValueError(f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling (or a "
+                             f"Router with a SparseStaticEmbedding query route); this checkpoint has {types}")
+        return cls._splade(directory / str(modules[0].get("path", "")), directory / str(modules[1].get("path", "")))
+
+    @classmethod
+    def _splade(cls, mlm_dir: Path, pooling_dir: Path, static_dir: Path | None = None) -> "SpladeLayout":
+        pooling = read_json(pooling_dir / "config.json")
+        strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
+        if strategy not in ("max", "sum") or activation not in ("relu", "log1p_relu"):
+            raise ValueError(f"{pooling_dir / 'config.json'}: pooling {strategy!r} with activation {activation!r}; "
+                             "SpladePooling has max or sum, relu or log1p_relu")
+        settings_file = mlm_dir / "sentence_bert_config.json"
+        settings = read_json(settings_file) if settings_file.is_file() else {}
+        return cls(mlm_dir, strategy, activation, settings.get("max_seq_length"), static_dir)
+
+    @classmethod
+    def _routed(cls, directory: Path) -> "SpladeLayout":
+        config_file = directory / "router_config.json"
+        config = read_json(config_file)
+        structure = config.get("structure") if isinstance(config, dict) else None
+        types = config.get("types", {}) if isinstance(config, dict) else {}
+        routes = {route: [types.get(name, name) for name in names] for route, names in (structure or {}).items()}
+        document, query = routes.get("document"), routes.get("query")
+        splade = [f"{MLM_MODULE}.MLMTransformer", f"{SPLADE_MODULE}.SpladePooling"]
+        if document != splade or query not in (splade, [STATIC_MODULE]):
+            raise ValueError(f"{config_file}: npformer's SparseEncoder runs a document route MLMTransformer, "
+                             f"SpladePooling and a query route the same or SparseStaticEmbedding; this checkpoint has "
+                             f"{routes}")
+        static = directory / structure["query"][0] if query == [STATIC_MODULE] else None
+        return cls._splade(directory / structure["document"][0], directory / structure["document"][1], static)
+
+
+class SpladeModel:
+    """The loader of ``"sparse-embeddings"``: the masked LM of a SPLADE checkpoint (see
+    :class:`SpladeLayout`)."""
+
+    @staticmethod
+    def from_pretrained(directory, *, dtype: str = "float32", adapter=None, backend: str = "numba"):
+        """The checkpoint's masked LM (:class:`~npformer.models.auto.AutoModelForMaskedLM`'s arguments)."""
+        return AutoModelForMaskedLM.from_pretrained(SpladeLayout.read(directory).mlm_dir, dtype=dtype,
+                                                    adapter=adapter, backend=backend)
+
+    @staticmethod
+    def tokenizer_directory(directory) -> Path:
+        """Where the documents' tokenizer is: beside the masked LM."""
+        return SpladeLayout.read(directory).mlm_dir
+
+    head = AutoModelForMaskedLM.head
 
 
 class SparseEmbeddingPipeline(Pipeline):
@@ -92,11 +154,15 @@ class SparseEmbeddingPipeline(Pipeline):
 
     def __init__(self, model, tokenizer, *, max_active_dims: int | None = None, **kwargs):
         super().__init__(model, tokenizer, **kwargs)
-        self.pooling_strategy, self.activation_function, max_seq_length = _settings(self.model_dir) \
-            if self.model_dir is not None else ("max", "relu", None)
-        self.max_seq_length = min(max_seq_length or self.max_length, self.max_length)
+        layout = SpladeLayout.read(self.model_dir) if self.model_dir is not None else SpladeLayout(Path("."))
+        self.pooling_strategy, self.activation_function = layout.pooling_strategy, layout.activation_function
+        self.max_seq_length = min(layout.max_seq_length or self.max_length, self.max_length)
         self.max_active_dims = max_active_dims
         self.vocab_size = self.model.config.vocab_size
+        self.static_weight = self.static_tokenizer = None  # an inference-free model's query encoder
+        if layout.static_dir is not None:
+            self.static_tokenizer = load_tokenizer(layout.static_dir)
+            self.static_weight = Weights(layout.static_dir).get("weight", (self.vocab_size,))
 
     def __call__(self, inputs, *, max_active_dims: int | None = None, truncation: bool = True,
                  max_length: int | None = None):
@@ -145,7 +211,26 @@ class SparseEmbeddingPipeline(Pipeline):
             return dense[0] if single else dense
         return vectors[0] if single else vectors
 
-    encode_query = encode
+    def encode_query(self, sentences, batch_size: int | None = None, max_active_dims: int | None = None,
+                     convert_to_dense: bool = False):
+        """:meth:`encode` for queries: by the ``SparseStaticEmbedding`` of an inference-free model
+        (each token of the query, special tokens not added, weighs its static weight), else the
+        same as :meth:`encode`."""
+        if self.static_weight is None:
+            return self.encode(sentences, batch_size, max_active_dims, convert_to_dense)
+        texts, single = check_texts(sentences, allow_empty=True)
+        limit = max_active_dims if max_active_dims is not None else self.max_active_dims
+        vectors = []
+        for text in texts:
+            ids = self.static_tokenizer.pieces(text, self.static_tokenizer.model_max_length).ids
+            present = np.zeros(self.vocab_size, np.float32)
+            present[np.asarray(ids, np.int64)] = 1
+            vectors.append(SparseVector.from_dense(present * self.static_weight, limit))
+        if convert_to_dense:
+            dense = _dense_set(vectors, self.vocab_size)
+            return dense[0] if single else dense
+        return vectors[0] if single else vectors
+
     encode_document = encode
 
     def decode(self, embeddings, top_k: int | None = None):

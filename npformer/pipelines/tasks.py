@@ -102,12 +102,16 @@ def task_for_architecture(architectures: list[str]) -> Task | None:
 
 def task_for_checkpoint(directory: Path) -> Task:
     """The task a checkpoint serves when none is named: the task whose ``modules`` holds one of
-    its sentence-transformers modules (``modules.json``), else ``sentence-embeddings`` for other
-    sentence-transformers models, else the task whose ``head_suffix`` ends an entry of
+    its sentence-transformers modules (``modules.json``, a ``Router``'s ``router_config.json``),
+    else ``sentence-embeddings`` for other sentence-transformers models, else the task whose ``head_suffix`` ends an entry of
     ``config.json``'s ``architectures``, else ``sentence-embeddings`` (a bare encoder)."""
     modules_file = Path(directory) / "modules.json"
     if modules_file.is_file():
         modules = read_json(modules_file)
         types = {m.get("type") for m in modules if isinstance(m, dict)} if isinstance(modules, list) else set()
+        router = Path(directory) / "router_config.json"  # a Router's routes name their modules' classes
+        if router.is_file() and isinstance(read_json(router), dict):
+            routed = read_json(router).get("types") or {}
+            types |= {str(t).rsplit(".", 1)[0] for t in (routed.values() if isinstance(routed, dict) else ())}
         return next((t for t in TASKS.values() if types & set(t.modules)), TASKS["sentence-embeddings"])
     return task_for_architecture(Config.from_pretrained(directory).architectures) or TASKS["sentence-embeddings"]
