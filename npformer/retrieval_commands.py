@@ -21,10 +21,9 @@ from npformer.commands import Command, UserError, _texts, _top_k, register_comma
 from npformer.cross_encoder import CrossEncoder
 from npformer.hub import resolve
 from npformer.output import JsonLines, load_array, save_array
-from npformer.pipelines.sparse import SparseVector, sparse_dot
 from npformer.pipelines.tasks import task_for_checkpoint
 from npformer.records import Source
-from npformer.search import semantic_search
+from npformer.search import SparseVector, semantic_search
 
 KINDS = {"sentence-embeddings": "dense", "sparse-embeddings": "sparse", "late-interaction": "per-token"}
 
@@ -81,10 +80,6 @@ def _encode(pipe, kind: str, texts: list[str], is_query: bool, max_length: int |
     return pipe.encode(texts, is_query=is_query)
 
 
-def _scores(kind: str, queries, corpus) -> np.ndarray:
-    return sparse_dot(queries, corpus) if kind == "sparse" else colbert_scores(queries, corpus)
-
-
 def _hits(found: list[dict], kept: list) -> list[dict]:
     return [{**h, "text": kept[h["corpus_id"]].text, "line": kept[h["corpus_id"]].line} for h in found]
 
@@ -109,12 +104,11 @@ def _search(args):
             if save is not None:
                 save_array(save, pack(kind, state["corpus"]))
         queries = _encode(pipe, kind, _texts(records), True, args.max_length, False)
-        if kind == "dense":
-            found = semantic_search(queries, state["corpus"], top_k=args.top_k)
-        else:
-            scores = _scores(kind, queries, state["corpus"])
+        if kind == "per-token":
             found = [[{"corpus_id": int(i), "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:args.top_k]]
-                     for row in scores]
+                     for row in colbert_scores(queries, state["corpus"])]
+        else:  # dense rows by cosine similarity, sparse vectors by dot product
+            found = semantic_search(queries, state["corpus"], top_k=args.top_k)
         return [{"query": r.text, "hits": _hits(f, kept)} for r, f in zip(records, found, strict=True)]
     return task if kind != "dense" else "sentence-embeddings", fn, ()
 

@@ -1,15 +1,63 @@
 """Similarity and search over sentence embeddings, with sentence-transformers' names and outputs
 (``sentence_transformers.util.cos_sim`` / ``semantic_search`` and
-``sentence_transformers.quantization.quantize_embeddings``), in NumPy.
+``sentence_transformers.quantization.quantize_embeddings``), in NumPy; sparse (SPLADE) vectors
+(:class:`SparseVector`) too.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from npformer.models.pooling import l2_normalize
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """One sparse embedding: ``indices`` (nnz,) int64 vocabulary ids, ascending; ``values`` (nnz,)
+    float32, each > 0; ``dim`` the vocabulary size."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    dim: int
+
+    def dense(self) -> np.ndarray:
+        """The ``(dim,)`` float32 vector."""
+        out = np.zeros(self.dim, np.float32)
+        out[self.indices] = self.values
+        return out
+
+    @classmethod
+    def from_dense(cls, row: np.ndarray, max_active_dims: int | None = None) -> "SparseVector":
+        """The nonzero entries of ``row``; with ``max_active_dims``, only that many largest (by
+        absolute value, as sentence-transformers' ``select_max_active_dims``)."""
+        if max_active_dims is not None and max_active_dims < row.size:
+            keep = np.argpartition(-np.abs(row), max_active_dims - 1)[:max_active_dims]
+            row = np.where(np.isin(np.arange(row.size), keep), row, np.float32(0))
+        indices = np.flatnonzero(row)
+        return cls(indices.astype(np.int64), row[indices].astype(np.float32), int(row.size))
+
+    def to_json(self) -> list[dict]:
+        """TEI's ``/embed_sparse`` shape: ``[{"index", "value"}, ...]`` by ascending index."""
+        return [{"index": int(i), "value": float(v)} for i, v in zip(self.indices, self.values)]
+
+
+def sparse_dot(queries: Sequence[SparseVector], corpus: Sequence[SparseVector]) -> np.ndarray:
+    """``(len(queries), len(corpus))`` float32 dot products; memory: the corpus's nonzero entries
+    once more and one dense query row (the vocabulary size), never a dense corpus."""
+    out = np.zeros((len(queries), len(corpus)), np.float32)
+    if not corpus or not queries:
+        return out
+    indices = np.concatenate([v.indices for v in corpus])
+    values = np.concatenate([v.values for v in corpus]).astype(np.float64)
+    owner = np.repeat(np.arange(len(corpus)), [v.indices.size for v in corpus])
+    for row, query in enumerate(queries):
+        out[row] = np.bincount(owner, weights=query.dense()[indices] * values, minlength=len(corpus))
+    return out
 
 
 def similarity(a, b) -> np.ndarray:
@@ -47,6 +95,12 @@ def similarity_function(name: str):
     return table[name]
 
 
+def is_sparse(vectors) -> bool:
+    """Whether ``vectors`` is a :class:`SparseVector` or a non-empty list of them."""
+    return isinstance(vectors, SparseVector) or isinstance(vectors, (list, tuple)) and bool(vectors) and \
+        all(isinstance(v, SparseVector) for v in vectors)
+
+
 def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_chunk_size: int = 100,  # noqa: PLR0913
                     corpus_chunk_size: int = 500_000, score_function=similarity) -> list[list[dict]]:
     """For each query, the ``top_k`` corpus entries by ``score_function`` (cosine similarity), best
@@ -64,15 +118,24 @@ def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_
         top_k: hits per query (at most the corpus size).
         query_chunk_size: queries per chunk (a positive integer).
         corpus_chunk_size: corpus rows per chunk (a positive integer).
-        score_function: ``(a (n, dim), b (m, dim)) -> (n, m)`` scores, higher is closer.
+        score_function: ``(a (n, dim), b (m, dim)) -> (n, m)`` scores, higher is closer. Lists of
+            :class:`SparseVector` are scored by :func:`sparse_dot` (dot product, as
+            sentence-transformers' ``SparseEncoder``) unless another function is given.
 
     Raises ``ValueError`` for ``top_k`` or a chunk size below 1, or embeddings of different sizes.
     """
     for name, value in (("top_k", top_k), ("query_chunk_size", query_chunk_size), ("corpus_chunk_size", corpus_chunk_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    queries = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
-    corpus = np.atleast_2d(np.asarray(corpus_embeddings, dtype=np.float32))
+    if is_sparse(corpus_embeddings):  # SPLADE vectors: dot products, never a dense corpus
+        queries = [query_embeddings] if isinstance(query_embeddings, SparseVector) else list(query_embeddings)
+        corpus = [corpus_embeddings] if isinstance(corpus_embeddings, SparseVector) else list(corpus_embeddings)
+        if not is_sparse(queries):
+            raise ValueError("a sparse corpus is searched with sparse queries (SparseVector)")
+        score_function = sparse_dot if score_function is similarity else score_function
+    else:
+        queries = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        corpus = np.atleast_2d(np.asarray(corpus_embeddings, dtype=np.float32))
     out = []
     for q in range(0, len(queries), query_chunk_size):
         best_ids, best_scores = [], []  # per corpus chunk: (queries, <= top_k)

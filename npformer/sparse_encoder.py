@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from npformer.hub import resolve
 from npformer.pipelines.base import load_tokenizer
-from npformer.pipelines.sparse import SparseEmbeddingPipeline, SparseVector, SpladeModel
+from npformer.pipelines.sparse import SparseEmbeddingPipeline, SpladeModel
+from npformer.search import SparseVector
 
 __all__ = ["SparseEncoder", "SparseVector"]
 

@@ -69,6 +69,11 @@ def test_vectors_decode_and_search_match_sentence_transformers(mlm, tmp_path, po
                                atol=1e-4)
     assert [list(np.argsort(-row, kind="stable")[:3]) for row in scores] == \
         [list(np.argsort(-row, kind="stable")[:3]) for row in dense(ref, queries) @ expected.T]
+    hits = npformer.semantic_search(ours.encode(queries), vectors, top_k=3)  # sparse in, dot products
+    assert [[h["corpus_id"] for h in row] for row in hits] == \
+        [list(np.argsort(-row, kind="stable")[:3]) for row in scores]
+    np.testing.assert_allclose([[h["score"] for h in row] for row in hits], np.sort(scores, axis=1)[:, ::-1][:, :3],
+                               rtol=1e-6)
 
 
 def test_a_plain_masked_lm_and_refused_modules(mlm, tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 from npformer.files import read_json
 from npformer.models.auto import AutoModelForMaskedLM
 from npformer.pipelines.base import Pipeline, check_texts, load_tokenizer
+from npformer.search import SparseVector, is_sparse, sparse_dot
 from npformer.weights import Weights
 
 CHUNK_ROWS = 64  # token rows per vocabulary product: 64 x 30,522 float32 = 7.8 MB
@@ -30,36 +31,6 @@ MLM_MODULE = "sentence_transformers.sparse_encoder.models.MLMTransformer"
 SPLADE_MODULE = "sentence_transformers.sparse_encoder.models.SpladePooling"
 STATIC_MODULE = "sentence_transformers.sparse_encoder.models.SparseStaticEmbedding.SparseStaticEmbedding"
 ROUTER_MODULE = "sentence_transformers.models.Router"
-
-
-@dataclass(frozen=True)
-class SparseVector:
-    """One sparse embedding: ``indices`` (nnz,) int64 vocabulary ids, ascending; ``values`` (nnz,)
-    float32, each > 0; ``dim`` the vocabulary size."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    dim: int
-
-    def dense(self) -> np.ndarray:
-        """The ``(dim,)`` float32 vector."""
-        out = np.zeros(self.dim, np.float32)
-        out[self.indices] = self.values
-        return out
-
-    @classmethod
-    def from_dense(cls, row: np.ndarray, max_active_dims: int | None = None) -> "SparseVector":
-        """The nonzero entries of ``row``; with ``max_active_dims``, only that many largest (by
-        absolute value, as sentence-transformers' ``select_max_active_dims``)."""
-        if max_active_dims is not None and max_active_dims < row.size:
-            keep = np.argpartition(-np.abs(row), max_active_dims - 1)[:max_active_dims]
-            row = np.where(np.isin(np.arange(row.size), keep), row, np.float32(0))
-        indices = np.flatnonzero(row)
-        return cls(indices.astype(np.int64), row[indices].astype(np.float32), int(row.size))
-
-    def to_json(self) -> list[dict]:
-        """TEI's ``/embed_sparse`` shape: ``[{"index", "value"}, ...]`` by ascending index."""
-        return [{"index": int(i), "value": float(v)} for i, v in zip(self.indices, self.values)]
 
 
 @dataclass(frozen=True)
@@ -248,28 +219,9 @@ class SparseEmbeddingPipeline(Pipeline):
         """``(n, m)`` float32 dot products of two sets of vectors (:class:`SparseVector` lists or
         dense arrays; one vector counts as a set of one). Two sparse sets are multiplied without
         making either dense (:func:`sparse_dot`)."""
-        if _is_sparse_set(a) and _is_sparse_set(b):
+        if is_sparse(a) and is_sparse(b):
             return sparse_dot([a] if isinstance(a, SparseVector) else a, [b] if isinstance(b, SparseVector) else b)
         return _dense_set(a, self.vocab_size) @ _dense_set(b, self.vocab_size).T
-
-
-def _is_sparse_set(vectors) -> bool:
-    return isinstance(vectors, SparseVector) or isinstance(vectors, (list, tuple)) and \
-        all(isinstance(v, SparseVector) for v in vectors)
-
-
-def sparse_dot(queries: Sequence[SparseVector], corpus: Sequence[SparseVector]) -> np.ndarray:
-    """``(len(queries), len(corpus))`` float32 dot products; memory: the corpus's nonzero entries
-    once more and one dense query row (the vocabulary size), never a dense corpus."""
-    out = np.zeros((len(queries), len(corpus)), np.float32)
-    if not corpus or not queries:
-        return out
-    indices = np.concatenate([v.indices for v in corpus])
-    values = np.concatenate([v.values for v in corpus]).astype(np.float64)
-    owner = np.repeat(np.arange(len(corpus)), [v.indices.size for v in corpus])
-    for row, query in enumerate(queries):
-        out[row] = np.bincount(owner, weights=query.dense()[indices] * values, minlength=len(corpus))
-    return out
 
 
 def _dense_set(vectors, dim: int) -> np.ndarray:
