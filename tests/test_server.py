@@ -243,6 +243,11 @@ def test_timing_headers(server):
 # ---- the Inference API: every task
 
 
+def label_scores(result: dict) -> list[dict]:
+    """The Inference API's zero-shot shape of a pipeline result: ``[{"label", "score"}]``, best first."""
+    return [{"label": label, "score": score} for label, score in zip(result["labels"], result["scores"])]
+
+
 def test_inference_api_every_task(server, pipes):
     mask = pipes["mlm"].tokenizer.mask_token
     cases = [
@@ -264,7 +269,9 @@ def test_inference_api_every_task(server, pipes):
         ("minilm", {"inputs": {"source_sentence": "a man eats", "sentences": ["someone eats", "it rains"]}},
          lambda p: p.similarity(["a man eats"], ["someone eats", "it rains"])[0].tolist()),
         ("zeroshot", {"inputs": "the striker scored twice", "parameters": {"candidate_labels": ["sport", "politics"]}},
-         lambda p: p("the striker scored twice", ["sport", "politics"])),
+         lambda p: label_scores(p("the striker scored twice", ["sport", "politics"]))),
+        ("zeroshot", {"inputs": ["a goal", "a vote"], "parameters": {"candidate_labels": "sport, politics"}},
+         lambda p: [label_scores(o) for o in p(["a goal", "a vote"], ["sport", "politics"])]),
     ]
     for name, body, reference in cases:
         close_nested(server.ok(f"/models/{name}", body), reference(pipes[name]))

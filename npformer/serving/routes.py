@@ -220,8 +220,11 @@ def decode(model: Served, body, limits: Limits):
 
 # ---- the Inference API: POST /models/{name}
 
-def inference(model: Served, body, limits: Limits):
-    """``{"inputs", "parameters", "options"}`` -> the pipeline's own output for the model's task."""
+def inference(model: Served, body, limits: Limits, client_shapes: bool = False):
+    """``{"inputs", "parameters", "options"}`` -> the pipeline's own output for the model's task;
+    zero-shot classification in the Inference API's shape, ``[{"label", "score"}]`` best first per
+    input (with ``client_shapes``, Transformers' ``{"sequence", "labels", "scores"}``, which
+    huggingface_hub's ``InferenceClient`` reads from ``POST /``)."""
     check_fields(body, {"inputs", "parameters", "options"})
     params = parameters(model.task, body.get("parameters"))
     inputs = get(body, "inputs", is_any)
@@ -242,7 +245,12 @@ def inference(model: Served, body, limits: Limits):
         raise invalid("missing field `parameters.candidate_labels`")
     if task == "sentence-embeddings":
         return floats(pipe.encode(items[0] if single else items, **params))
-    return to_json(pipe(items[0] if single else items, **params))
+    out = to_json(pipe(items[0] if single else items, **params))
+    if task == "zero-shot-classification" and not client_shapes:
+        shaped = [[{"label": label, "score": score} for label, score in zip(o["labels"], o["scores"])]
+                  for o in (out if isinstance(out, list) else [out])]
+        return shaped[0] if single else shaped
+    return out
 
 
 def root(model: Served, body, limits: Limits):
@@ -263,7 +271,7 @@ def root(model: Served, body, limits: Limits):
         params = {"top_k": None, **parameters(model.task, body.get("parameters"))}
         out = model.pipe(_classification_inputs(get(body, "inputs", is_any), limits.max_client_batch_size), **params)
         return to_json(out if isinstance(inputs, list) else [out])
-    return inference(model, body, limits)
+    return inference(model, body, limits, client_shapes=True)
 
 
 def _classification_inputs(inputs, limit: int):
