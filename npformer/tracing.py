@@ -126,7 +126,8 @@ def _add_scores(result: Trace, encoder: Encoder) -> None:
     entries = []
     for e in result.entries:
         name, at, call = e.name.partition("@")  # "@1": a shared block's second run (ALBERT)
-        if name.endswith(".probs"):
+        if name.endswith(".probs") and not any(x.name == name[:-len(".probs")] + ".scores" + at + call
+                                                for x in entries):  # unless the block recorded them
             base = name[:-len(".probs")]
             q, k = _by_suffix(entries, base, "query", "q_lin", "q"), _by_suffix(entries, base, "key", "k_lin", "k")
             b, s, h = q.shape

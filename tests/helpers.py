@@ -26,7 +26,8 @@ FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / 
 
 # Transformers class names per (model_type, head)
 _FAMILIES = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "electra": "Electra",
-             "xlm-roberta": "XLMRoberta", "camembert": "Camembert", "mpnet": "MPNet", "albert": "Albert"}
+             "xlm-roberta": "XLMRoberta", "camembert": "Camembert", "mpnet": "MPNet", "albert": "Albert",
+             "modernbert": "ModernBert"}
 _HEADS = {None: "Model", "sequence": "ForSequenceClassification", "token": "ForTokenClassification",
           "qa": "ForQuestionAnswering", "mlm": "ForMaskedLM"}
 CLASSES = {(model_type, head): family + suffix for model_type, family in _FAMILIES.items()
@@ -110,6 +111,12 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
     directory.mkdir(parents=True, exist_ok=True)
     if tokenizer_class is not None:
         config_kwargs.setdefault("vocab_size", len(unigram_tokenizer(directory, tokenizer_class)))
+    elif model_type == "modernbert":  # byte-level BPE (GPT-2's vocabulary with RoBERTa's special tokens)
+        tokenizer = roberta_tokenizer(directory)
+        config_kwargs = {"vocab_size": len(tokenizer), "max_position_embeddings": 512,
+                         "attn_implementation": "eager", **{f"{t}_token_id": getattr(tokenizer, f"{t}_token_id")
+                                                            for t in ("pad", "bos", "eos", "cls", "sep")},
+                         **config_kwargs}
     elif model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "albert"):
         if model_type == "roberta":
             tokenizer = roberta_tokenizer(directory)
@@ -135,14 +142,15 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
     config_cls = {"bert": transformers.BertConfig, "distilbert": transformers.DistilBertConfig,
                   "roberta": transformers.RobertaConfig, "electra": transformers.ElectraConfig,
                   "xlm-roberta": transformers.XLMRobertaConfig, "camembert": transformers.CamembertConfig,
-                  "mpnet": transformers.MPNetConfig, "albert": transformers.AlbertConfig}[model_type]
+                  "mpnet": transformers.MPNetConfig, "albert": transformers.AlbertConfig,
+                  "modernbert": transformers.ModernBertConfig}[model_type]
     config = config_cls(**config_kwargs)
     torch.manual_seed(seed)
     model = getattr(transformers, CLASSES[(model_type, head)])(config)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(seed)
         for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name:
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith(("norm.weight", "norm.bias")):
                 p.copy_((1.0 + 0.2 * torch.randn(p.shape, generator=gen)) if name.endswith("weight")
                         else 0.1 * torch.randn(p.shape, generator=gen))
             elif p.ndim >= 1 and "position_embeddings" not in name or not getattr(config, "sinusoidal_pos_embds", False):

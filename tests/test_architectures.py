@@ -1,7 +1,8 @@
 """The architectures beyond BERT and DistilBERT against Transformers 4.57.6, on random-init
 checkpoints: RoBERTa (byte-level BPE: GPT-2's vocabulary, tests/data/vocab/gpt2), XLM-RoBERTa and
-CamemBERT (a SentencePiece Unigram tokenizer trained here) and ELECTRA (WordPiece; embeddings
-narrower than the layers, so ``embeddings_project`` runs).
+CamemBERT (a SentencePiece Unigram tokenizer trained here), ELECTRA (WordPiece; embeddings
+narrower than the layers, so ``embeddings_project`` runs), MPNet, ALBERT and ModernBERT (rotary
+positions, global and sliding-window layers, GeGLU; with and without biases, cls and mean pooling).
 
 Bounds: hidden states and logits within 1e-4 of Transformers on both backends (measured ~1e-6);
 pipelines as tests/test_pipelines.py holds BERT's (labels, words, spans, offsets identical, scores
@@ -41,8 +42,15 @@ ARCHS = {"roberta": ("roberta", {}),
          "albert-groups": ("albert", dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2,
                                           inner_group_num=2)),  # two groups of two blocks, each run twice
          "electra": ("electra", dict(vocab="bert-base-uncased", embedding_size=16)),
-         "electra-same-width": ("electra", dict(vocab="bert-base-uncased", embedding_size=48))}
-MAIN = ["roberta", "electra", "xlm-roberta", "mpnet", "albert"]
+         "electra-same-width": ("electra", dict(vocab="bert-base-uncased", embedding_size=48)),
+         # a global then a local layer (a 5-token window: the texts are longer)
+         "modernbert": ("modernbert", dict(local_attention=4, global_attn_every_n_layers=2)),
+         "modernbert-biases-mean": ("modernbert", dict(local_attention=6, global_attn_every_n_layers=3,
+                                                       num_hidden_layers=4, norm_bias=True, attention_bias=True,
+                                                       mlp_bias=True, classifier_bias=True, classifier_pooling="mean",
+                                                       decoder_bias=False)),
+         "modernbert-all-global": ("modernbert", dict(global_attn_every_n_layers=1, local_rope_theta=500.0))}
+MAIN = ["roberta", "electra", "xlm-roberta", "mpnet", "albert", "modernbert"]
 LOADERS = {None: auto.AutoModel, "sequence": auto.AutoModelForSequenceClassification,
            "token": auto.AutoModelForTokenClassification, "qa": auto.AutoModelForQuestionAnswering,
            "mlm": auto.AutoModelForMaskedLM}
@@ -236,14 +244,14 @@ def test_feature_extraction_and_sentence_transformers(checkpoints, arch, tmp_pat
 
 @pytest.mark.parametrize("arch", MAIN)
 def test_lora_adapter_matches_peft(checkpoints, arch, tmp_path):
-    """PEFT's default targets for the architecture (``query``, ``value``; MPNet and ALBERT, which PEFT
-    has no defaults for, name theirs) and its classifier saved whole."""
+    """PEFT's default targets for the architecture (``query``, ``value``; MPNet, ALBERT and ModernBERT,
+    which PEFT has no defaults for, name theirs) and its classifier saved whole."""
     import peft
 
     directory = checkpoints(arch, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"},
                             label2id={"NEGATIVE": 0, "POSITIVE": 1})
     torch.manual_seed(0)
-    targets = {"mpnet": ["q", "v"], "albert": ["query", "value"]}.get(arch)
+    targets = {"mpnet": ["q", "v"], "albert": ["query", "value"], "modernbert": ["Wqkv", "Wo", "Wi"]}.get(arch)
     peft_model = peft.get_peft_model(transformers.AutoModelForSequenceClassification.from_pretrained(directory),
                                      peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False,
                                                      target_modules=targets))

@@ -77,3 +77,43 @@ def test_table_lists_every_intermediate(tmp_path):
     assert "encoder.layer.0.attention.self.scores" in t.names() and t["embeddings"].shape == (1, 4, 32)
     with pytest.raises(KeyError, match="no intermediate named"):
         t["nowhere"]
+
+
+@pytest.mark.parametrize("head", ["sequence", "mlm"])
+def test_modernbert_trace_equals_transformers_hooks(tmp_path, head):
+    """ModernBERT's intermediates under its modules' names (``layers.{i}.attn.Wqkv``, ``.attn``,
+    ``.mlp.Wi``, ``.mlp.act``, ``.mlp``, ``final_norm``...), a global and a local layer, equal to
+    forward hooks on Transformers' modules; hidden states, attentions and logits too."""
+    torch_model = make_checkpoint(tmp_path, "modernbert", head, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=40, local_attention=4,
+                                  global_attn_every_n_layers=2)
+    loader = AutoModelForSequenceClassification if head == "sequence" else npformer.AutoModelForMaskedLM
+    model = loader.from_pretrained(tmp_path)
+    tok = npformer.Tokenizer.from_pretrained(tmp_path)
+    t = trace(model, TEXT, tokenizer=tok)
+    modules = dict(torch_model.named_modules())
+    wanted = [n for n in t.names() if "model." + n in modules]
+    assert {"layers.1.attn_norm", "layers.0.attn.Wqkv", "layers.1.attn", "layers.0.mlp.Wi", "layers.1.mlp.act",
+            "layers.0.mlp", "layers.1", "final_norm"} <= set(wanted), wanted
+    hooked = {}
+
+    def hook(name):
+        def keep(module, args, out):
+            hooked.setdefault(name, (out[0] if isinstance(out, tuple) else out).numpy())
+        return keep
+
+    handles = [modules["model." + n].register_forward_hook(hook(n)) for n in wanted]
+    enc = tok(TEXT)
+    with torch.no_grad():
+        ref = torch_model(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"]),
+                          output_hidden_states=True, output_attentions=True)
+    for h in handles:
+        h.remove()
+    for n in wanted:
+        assert_close(t[n], hooked[n], TOL, n)
+    for i, (ours, theirs) in enumerate(zip(t.hidden_states(), ref.hidden_states, strict=True)):
+        assert_close(ours, theirs.numpy(), TOL, f"hidden state {i}")
+    for i, (ours, theirs) in enumerate(zip(t.attentions(), ref.attentions, strict=True)):
+        assert_close(ours, theirs.numpy(), TOL, f"attention {i}")
+    assert t.names()[-1] == ("classifier" if head == "sequence" else "decoder")
+    assert_close(t[t.names()[-1]], ref.logits.numpy(), TOL, "logits")

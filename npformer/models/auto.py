@@ -17,7 +17,7 @@ from npformer.architectures import architecture
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.hub import resolve
-from npformer.models import albert, bert, distilbert, electra, mpnet, roberta  # noqa: F401 (each registers its architecture)
+from npformer.models import albert, bert, distilbert, electra, modernbert, mpnet, roberta  # noqa: F401 (each registers its architecture)
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureHeadClassifier
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TaskModel, TokenClassifier
@@ -164,7 +164,7 @@ class _AutoTaskModel:
         adapters = open_adapters(weights, adapter)
         encoder = build_encoder(config, weights, dtype, backend)
         try:
-            model = cls.head(encoder, weights)
+            model = encoder.heads.get(cls.head.task, cls.head)(encoder, weights)  # the architecture's own, if any
         except KeyError as e:
             raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.head.task} head "
                              f"(architectures: {config.architectures})") from None

@@ -23,7 +23,7 @@ class Embeddings:
     then layer norm: ``E = LayerNorm(W_word[input_ids] + W_pos[0..S) (+ W_type[token_type_ids]))``."""
 
     word: np.ndarray  # (vocab_size, width) float32, or an int8 QuantizedTensor; width: hidden or embedding_size
-    position: np.ndarray  # (max_position_embeddings, width)
+    position: np.ndarray | None  # (max_position_embeddings, width); None without a position table (rotary)
     token_type: np.ndarray | None  # (type_vocab_size, width); None for DistilBERT
     ln_g: np.ndarray  # (width,) layer norm scale
     ln_b: np.ndarray  # (width,) layer norm shift
@@ -46,7 +46,8 @@ class Embeddings:
         ``layer_norm(x, gamma, beta, eps)``; ``position_ids`` ``(batch, seq)`` (default ``0 .. seq - 1``)."""
         batch, seq = input_ids.shape
         word = self.word[input_ids] if isinstance(self.word, np.ndarray) else self.word.rows(input_ids)
-        x = word + (self.position[:seq] if position_ids is None else self.position[position_ids])  # [B, S, H]
+        x = word if self.position is None else \
+            word + (self.position[:seq] if position_ids is None else self.position[position_ids])  # [B, S, H]
         if self.token_type is not None:
             x = x + self.token_type[token_type_ids]
         return layer_norm(x.reshape(batch * seq, -1), self.ln_g, self.ln_b, eps).reshape(batch, seq, -1)

@@ -1,4 +1,5 @@
-"""The shared transformer encoder: embeddings, the post-layer-norm block, and the driver.
+"""The shared transformer encoder: embeddings, blocks (BERT's post-layer-norm block is in
+:mod:`npformer.models.block`), and the driver.
 
 BERT (Devlin et al. 2019; also TinyBERT and MiniLM checkpoints) and DistilBERT (Sanh et al. 2019)
 run the same block (Vaswani et al. 2017), and differ only in checkpoint names, token type
@@ -15,7 +16,7 @@ embeddings and the pooler (see :mod:`npformer.models.bert`, :mod:`npformer.model
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Callable
 
 import numpy as np
@@ -24,112 +25,13 @@ from npformer import kernels
 from npformer.adapters import Adaptable
 from npformer.config import Config
 from npformer.kernels import numpy_ops
+from npformer.models.block import LayerWeights, module_names, transformer_layer
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
 from npformer.models.inputs import check_inputs
 from npformer.models.outputs import EncoderOutput
-from npformer.quantization import QuantizedTensor, read_matrix
+from npformer.quantization import QuantizedTensor
 from npformer.runtime import one_parallel_runtime
 from npformer.weights import Weights
-
-
-@dataclass
-class LayerWeights:
-    """One transformer block's weights, float32. Linear weights (``*_w``) are ``(out, in)`` arrays,
-    or a :class:`PackedMatrix` / :class:`QuantizedTensor` once packed or quantized."""
-
-    q_w: np.ndarray  # (hidden_size, hidden_size) query projection
-    q_b: np.ndarray  # (hidden_size,)
-    k_w: np.ndarray  # (hidden_size, hidden_size) key projection
-    k_b: np.ndarray  # (hidden_size,)
-    v_w: np.ndarray  # (hidden_size, hidden_size) value projection
-    v_b: np.ndarray  # (hidden_size,)
-    o_w: np.ndarray  # (hidden_size, hidden_size) attention output projection
-    o_b: np.ndarray  # (hidden_size,)
-    ln1_g: np.ndarray  # (hidden_size,) layer norm after attention: scale
-    ln1_b: np.ndarray  # (hidden_size,) and shift
-    ff1_w: np.ndarray  # (intermediate_size, hidden_size) feed-forward in
-    ff1_b: np.ndarray  # (intermediate_size,)
-    ff2_w: np.ndarray  # (hidden_size, intermediate_size) feed-forward out
-    ff2_b: np.ndarray  # (hidden_size,)
-    ln2_g: np.ndarray  # (hidden_size,) layer norm after the feed-forward network: scale
-    ln2_b: np.ndarray  # (hidden_size,) and shift
-
-    @classmethod
-    def load(cls, weights: Weights, names: dict[str, str], config: Config) -> "LayerWeights":
-        """Read every field from ``weights`` under the checkpoint names in ``names`` (Linear weights
-        through :func:`read_matrix`, which also reads int8 checkpoints)."""
-        h, i = config.hidden_size, config.intermediate_size
-        shapes = {"ff1_w": (i, h), "ff1_b": (i,), "ff2_w": (h, i)}
-        out = {}
-        for f in fields(cls):
-            shape = shapes.get(f.name, (h, h) if f.name.endswith("_w") else (h,))
-            read = read_matrix if f.name in cls.LINEARS else Weights.get
-            out[f.name] = read(weights, names[f.name], shape)
-        return cls(**out)
-
-    LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
-
-
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,  # noqa: PLR0913
-                      output_attentions: bool = False, scratch: np.ndarray | None = None,
-                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None,
-                      position_bias: np.ndarray | None = None):
-    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
-    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
-    ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
-    :mod:`npformer.kernels.numpy_ops`); ``scratch`` a reusable float32 buffer for the feed-forward
-    activations (see ``linear``); ``position_bias`` a ``(heads, seq, seq)`` float32 bias added to the
-    attention scores (MPNet's relative positions), or None.
-    ``record(name, array)``, when given, receives each intermediate under the Transformers module
-    name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
-    batch, seq, hidden = x.shape
-    x = x.reshape(batch * seq, hidden)
-    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
-                     np.float32)
-
-    def keep(name: str, value: np.ndarray, bias: np.ndarray | None = None) -> None:
-        """Hand ``record`` an intermediate as ``(batch, seq, -1)``: a copy (the buffers change in
-        place later), with ``bias`` added where the fused kernel that follows would add it."""
-        if record:
-            record(names[name], (value.copy() if bias is None else value + bias).reshape(batch, seq, -1))
-
-    q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
-    keep("query", q), keep("key", k), keep("value", v)
-    if position_bias is None:
-        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
-    else:
-        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs, position_bias)
-    if record:
-        record(names["probs"], probs)
-    keep("attention", context)
-    attended = ops.linear(context, w.o_w)
-    keep("attention_dense", attended, w.o_b)
-    x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
-    keep("ln1", x)
-    inner = ops.linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
-    ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
-    keep("activation", inner)
-    out = ops.linear(inner, w.ff2_w)
-    keep("output_dense", out, w.ff2_b)
-    x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
-    keep("ln2", x)
-    return x.reshape(batch, seq, hidden), probs if output_attentions else None
-
-
-def module_names(layer_keys: dict[str, str]) -> dict[str, str]:
-    """The Transformers module names of one layer's intermediates, from its checkpoint keys
-    (``layer_names(i)``): ``query``/``key``/``value``, the attention module (its context output) and
-    its ``probs`` / ``scores``, the attention output dense and LayerNorm, the feed-forward activation
-    (BERT's ``intermediate``, DistilBERT's ``ffn.activation``), output dense and LayerNorm."""
-    module = {f: key.rsplit(".", 1)[0] for f, key in layer_keys.items()}
-    attention = module["q_w"].rsplit(".", 1)[0]
-    ffn = module["ff1_w"].rsplit(".", 1)[0]
-    # BERT's attention.self returns the context; DistilBERT's attention module includes out_lin
-    context = attention if attention.endswith(".self") else attention + ".context"
-    return {"query": module["q_w"], "key": module["k_w"], "value": module["v_w"], "attention": context,
-            "scores": attention + ".scores", "probs": attention + ".probs", "attention_dense": module["o_w"],
-            "ln1": module["ln1_g"], "activation": ffn if ffn.endswith("intermediate") else ffn + ".activation",
-            "output_dense": module["ff2_w"], "ln2": module["ln2_g"]}
 
 
 def converted(current, value: np.ndarray, name: str):
@@ -163,8 +65,11 @@ class Encoder(Adaptable):
     - :meth:`position_ids` when positions do not run ``0 .. seq - 1``; ``embedding_projection``,
       the Linear layer from ``embedding_size`` to ``hidden_size`` of factorized embeddings (ELECTRA,
       ALBERT), if any;
-    - its block, :meth:`layer` (the post-LN block of :func:`transformer_layer` unless overridden),
-      and :meth:`finish` (after the last layer; nothing unless overridden).
+    - its block, :meth:`layer` (the post-LN block of :func:`transformer_layer` unless overridden)
+      with its weights class ``layer_class`` (whose ``LINEARS`` name the Linear layers), and
+      :meth:`finish` (after the last layer; nothing unless overridden);
+    - ``word_embeddings_name`` and ``embedding_fields`` when its embedding tensors are named
+      otherwise, and ``heads`` (task -> head class) where its task heads differ from BERT's.
 
     Call the encoder with ``(batch, seq_len)`` integer arrays (a 1-D array is one sequence).
     Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor, and ``ValueError`` for
@@ -188,6 +93,10 @@ class Encoder(Adaptable):
     embedding_projection: str | None = None  # embedding_size -> hidden_size Linear layer, if any
     dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
     backend: str = "numba"  # whose kernels run the pass: "numba" or "numpy" (see ``ops``)
+    layer_class: type = LayerWeights  # one block's weights (its ``LINEARS`` are the Linear layers)
+    word_embeddings_name: str = WORD_EMBEDDINGS  # the token embedding table (int8 with the Linear layers)
+    embedding_fields: dict[str, str] = EMBEDDING_FIELDS  # embedding tensor name -> Embeddings attribute
+    heads: dict[str, type] = {}  # task -> head class, where the architecture's heads differ from BERT's
 
     @staticmethod
     def layer_names(i: int) -> dict[str, str]:
@@ -244,7 +153,7 @@ class Encoder(Adaptable):
         self.projection = self.embedding_projection and (
             weights.get(f"{self.embedding_projection}.weight", (c.hidden_size, width)),
             weights.get(f"{self.embedding_projection}.bias", (c.hidden_size,)))
-        self.layers = [LayerWeights.load(weights, self.layer_names(i), c) for i in range(self.num_blocks)]
+        self.layers = [self.layer_class.load(weights, self.layer_names(i), c) for i in range(self.num_blocks)]
         h = c.hidden_size
         self.pooler = None  # (weight (hidden_size, hidden_size), bias (hidden_size,))
         if self.pooler_name is not None and weights.has(f"{self.pooler_name}.weight"):
@@ -326,7 +235,8 @@ class Encoder(Adaptable):
     def blas_linears(self) -> bool:
         """True when the Linear layers are products on NumPy's BLAS: the NumPy backend, or plain float32
         weights (a CPU without AVX2); False for packed float32 and int8 weights on Numba's GEMMs."""
-        return self.backend == "numpy" or bool(self.layers) and isinstance(self.layers[0].q_w, np.ndarray)
+        return self.backend == "numpy" or bool(self.layers) and \
+            isinstance(getattr(self.layers[0], self.layer_class.LINEARS[0]), np.ndarray)
 
     def scratch(self, rows: int) -> np.ndarray:
         """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
@@ -354,7 +264,7 @@ class Encoder(Adaptable):
 
         for i, layer in enumerate(self.layers if layers else ()):
             names = self.layer_names(i)
-            for f in LayerWeights.LINEARS:
+            for f in self.layer_class.LINEARS:
                 setattr(layer, f, pack(getattr(layer, f), names[f]))
         if self.pooler is not None:
             self.pooler = (pack(self.pooler[0], f"{self.pooler_name}.weight"), self.pooler[1])
@@ -376,7 +286,7 @@ class Encoder(Adaptable):
                 setattr(self, attribute, (converted(w, value, name), b) if name.endswith("weight")
                         else (w, converted(b, value, name)))
                 return
-        field = EMBEDDING_FIELDS.get(name)
+        field = self.embedding_fields.get(name)
         if field is not None and getattr(self.embeddings, field, None) is not None:
             setattr(self.embeddings, field, converted(getattr(self.embeddings, field), value, name))
             return
@@ -386,7 +296,7 @@ class Encoder(Adaptable):
         """In place: every Linear weight of the layers, and the word embeddings, to int8 per output
         channel / per row (:class:`QuantizedTensor`); returns the encoder."""
         for layer in self.layers:
-            for name in LayerWeights.LINEARS:
+            for name in self.layer_class.LINEARS:
                 w = getattr(layer, name)
                 if isinstance(w, kernels.gemm_f32.PackedMatrix):
                     w = w.dense()
@@ -400,8 +310,8 @@ class Encoder(Adaptable):
     def quantized_names(self) -> list[str]:
         """Checkpoint names (before prefixes) of what :meth:`quantize_` makes int8: each layer's
         Linear weights, then the word embeddings."""
-        names = [self.layer_names(i)[f] for i in range(len(self.layers)) for f in LayerWeights.LINEARS]
-        return names + [WORD_EMBEDDINGS]
+        names = [self.layer_names(i)[f] for i in range(len(self.layers)) for f in self.layer_class.LINEARS]
+        return names + [self.word_embeddings_name]
 
     def check_unused(self, weights: Weights) -> None:
         """Raise ``ValueError`` if the checkpoint has encoder tensors this config does not use."""

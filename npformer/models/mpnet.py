@@ -19,7 +19,7 @@ import numpy as np
 
 from npformer.architectures import register
 from npformer.config import positive_int
-from npformer.models.encoder import transformer_layer
+from npformer.models.block import transformer_layer
 from npformer.models.roberta import RobertaModel
 
 NUM_BUCKETS, MAX_DISTANCE = 32, 128  # what Transformers' compute_position_bias passes

@@ -1,0 +1,120 @@
+"""BERT's post-layer-norm transformer block (Vaswani et al. 2017; Devlin et al. 2019): its weights
+(:class:`LayerWeights`), its forward pass (:func:`transformer_layer`) and the Transformers module
+names of its intermediates (:func:`module_names`). Architectures with another block (pre-LN,
+ModernBERT's) bring their own weights class and :meth:`~npformer.models.encoder.Encoder.layer`.
+
+    A = softmax(Q K^T / sqrt(d_head) + mask) V            per head, Q = x W_q + b_q ...
+    x = LayerNorm(x + A W_o + b_o)
+    x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import numpy as np
+
+from npformer.config import Config
+from npformer.quantization import read_matrix
+from npformer.weights import Weights
+
+
+@dataclass
+class LayerWeights:
+    """One transformer block's weights, float32. Linear weights (``*_w``) are ``(out, in)`` arrays,
+    or a :class:`PackedMatrix` / :class:`QuantizedTensor` once packed or quantized."""
+
+    q_w: np.ndarray  # (hidden_size, hidden_size) query projection
+    q_b: np.ndarray  # (hidden_size,)
+    k_w: np.ndarray  # (hidden_size, hidden_size) key projection
+    k_b: np.ndarray  # (hidden_size,)
+    v_w: np.ndarray  # (hidden_size, hidden_size) value projection
+    v_b: np.ndarray  # (hidden_size,)
+    o_w: np.ndarray  # (hidden_size, hidden_size) attention output projection
+    o_b: np.ndarray  # (hidden_size,)
+    ln1_g: np.ndarray  # (hidden_size,) layer norm after attention: scale
+    ln1_b: np.ndarray  # (hidden_size,) and shift
+    ff1_w: np.ndarray  # (intermediate_size, hidden_size) feed-forward in
+    ff1_b: np.ndarray  # (intermediate_size,)
+    ff2_w: np.ndarray  # (hidden_size, intermediate_size) feed-forward out
+    ff2_b: np.ndarray  # (hidden_size,)
+    ln2_g: np.ndarray  # (hidden_size,) layer norm after the feed-forward network: scale
+    ln2_b: np.ndarray  # (hidden_size,) and shift
+
+    @classmethod
+    def load(cls, weights: Weights, names: dict[str, str], config: Config) -> "LayerWeights":
+        """Read every field from ``weights`` under the checkpoint names in ``names`` (Linear weights
+        through :func:`read_matrix`, which also reads int8 checkpoints)."""
+        h, i = config.hidden_size, config.intermediate_size
+        shapes = {"ff1_w": (i, h), "ff1_b": (i,), "ff2_w": (h, i)}
+        out = {}
+        for f in fields(cls):
+            shape = shapes.get(f.name, (h, h) if f.name.endswith("_w") else (h,))
+            read = read_matrix if f.name in cls.LINEARS else Weights.get
+            out[f.name] = read(weights, names[f.name], shape)
+        return cls(**out)
+
+    LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
+
+
+def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,  # noqa: PLR0913
+                      output_attentions: bool = False, scratch: np.ndarray | None = None,
+                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None,
+                      position_bias: np.ndarray | None = None):
+    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
+    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
+    ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
+    :mod:`npformer.kernels.numpy_ops`); ``scratch`` a reusable float32 buffer for the feed-forward
+    activations (see ``linear``); ``position_bias`` a ``(heads, seq, seq)`` float32 bias added to the
+    attention scores (MPNet's relative positions), or None.
+    ``record(name, array)``, when given, receives each intermediate under the Transformers module
+    name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
+    batch, seq, hidden = x.shape
+    x = x.reshape(batch * seq, hidden)
+    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
+                     np.float32)
+
+    def keep(name: str, value: np.ndarray, bias: np.ndarray | None = None) -> None:
+        """Hand ``record`` an intermediate as ``(batch, seq, -1)``: a copy (the buffers change in
+        place later), with ``bias`` added where the fused kernel that follows would add it."""
+        if record:
+            record(names[name], (value.copy() if bias is None else value + bias).reshape(batch, seq, -1))
+
+    q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    keep("query", q), keep("key", k), keep("value", v)
+    if position_bias is None:
+        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
+    else:
+        context = ops.attention(q, k, v, mask, config.num_attention_heads, probs, position_bias)
+    if record:
+        record(names["probs"], probs)
+    keep("attention", context)
+    attended = ops.linear(context, w.o_w)
+    keep("attention_dense", attended, w.o_b)
+    x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
+    keep("ln1", x)
+    inner = ops.linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
+    ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
+    keep("activation", inner)
+    out = ops.linear(inner, w.ff2_w)
+    keep("output_dense", out, w.ff2_b)
+    x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
+    keep("ln2", x)
+    return x.reshape(batch, seq, hidden), probs if output_attentions else None
+
+
+def module_names(layer_keys: dict[str, str]) -> dict[str, str]:
+    """The Transformers module names of one layer's intermediates, from its checkpoint keys
+    (``layer_names(i)``): ``query``/``key``/``value``, the attention module (its context output) and
+    its ``probs`` / ``scores``, the attention output dense and LayerNorm, the feed-forward activation
+    (BERT's ``intermediate``, DistilBERT's ``ffn.activation``), output dense and LayerNorm."""
+    module = {f: key.rsplit(".", 1)[0] for f, key in layer_keys.items()}
+    attention = module["q_w"].rsplit(".", 1)[0]
+    ffn = module["ff1_w"].rsplit(".", 1)[0]
+    # BERT's attention.self returns the context; DistilBERT's attention module includes out_lin
+    context = attention if attention.endswith(".self") else attention + ".context"
+    return {"query": module["q_w"], "key": module["k_w"], "value": module["v_w"], "attention": context,
+            "scores": attention + ".scores", "probs": attention + ".probs", "attention_dense": module["o_w"],
+            "ln1": module["ln1_g"], "activation": ffn if ffn.endswith("intermediate") else ffn + ".activation",
+            "output_dense": module["ff2_w"], "ln2": module["ln2_g"]}

@@ -1,0 +1,354 @@
+"""ModernBERT (Warner et al. 2024, "Smarter, Better, Faster, Longer"): a pre-LN encoder with rotary
+positions, alternating global and sliding-window attention and a gated MLP, as Transformers'
+``modeling_modernbert`` computes it (eager attention)::
+
+    x = LayerNorm(W_tok[input_ids])                                   (no position table)
+    for layer i:
+        h = x if i == 0 else LayerNorm_attn(x)
+        q, k, v = split(h W_qkv)                                      one fused projection
+        q, k = rotary(q), rotary(k)        theta: global_rope_theta, or local_rope_theta on local layers
+        A = softmax(q k^T / sqrt(d_head) + mask) v                    local layers: |i - j| <= local_attention / 2
+        x = x + A W_o
+        u, g = split(LayerNorm_mlp(x) W_i)
+        x = x + (act(u) * g) W_o'                                     GeGLU (Shazeer 2020)
+    last_hidden_state = LayerNorm_final(x)
+
+Layer ``i`` is global when ``i % global_attn_every_n_layers == 0``. LayerNorms have no bias unless
+``norm_bias``, Linear layers none unless ``attention_bias`` / ``mlp_bias``. Checkpoint names are
+Transformers' ``ModernBertModel`` (``model.`` in task checkpoints): ``embeddings.tok_embeddings``,
+``layers.{i}.attn.Wqkv``... Heads: ``head`` (dense -> ``classifier_activation`` -> norm) then
+``classifier`` (sequence classification on the ``cls`` token or the ``mean`` of the tokens, per
+``classifier_pooling``; token classification; question answering), or the masked LM's
+``decoder`` tied to the token embeddings. Its tokenizer is byte-level BPE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from npformer.architectures import register
+from npformer.config import boolean, epsilon, positive_int
+from npformer.kernels import numpy_ops
+from npformer.models.embeddings import Embeddings
+from npformer.models.encoder import Encoder
+from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier, _dense
+from npformer.models.heads import ModelOutput
+from npformer.quantization import read_matrix
+
+TOKEN_EMBEDDINGS = "embeddings.tok_embeddings.weight"
+TABLE_CACHE = 8  # sequence lengths whose rotary and window tables are kept
+LOWEST = np.finfo(np.float32).min  # what Transformers puts on the scores of keys out of the window
+
+
+@dataclass
+class ModernBertLayerWeights:
+    """One ModernBERT block's weights, float32; Linear weights ``(out, in)`` (packed or int8 once
+    converted), biases None and LayerNorm shifts zero where the config has none."""
+
+    attn_norm_g: np.ndarray | None  # (hidden,); None in layer 0 (Transformers' nn.Identity)
+    attn_norm_b: np.ndarray | None
+    qkv_w: np.ndarray  # (3 * hidden, hidden): queries, keys, values
+    qkv_b: np.ndarray | None
+    o_w: np.ndarray  # (hidden, hidden)
+    o_b: np.ndarray | None
+    mlp_norm_g: np.ndarray  # (hidden,)
+    mlp_norm_b: np.ndarray
+    wi_w: np.ndarray  # (2 * intermediate, hidden): input half, then gate half
+    wi_b: np.ndarray | None
+    wo_w: np.ndarray  # (hidden, intermediate)
+    wo_b: np.ndarray | None
+    local: bool = False  # sliding-window attention (else global)
+
+    LINEARS = ("qkv_w", "o_w", "wi_w", "wo_w")
+
+    @classmethod
+    def load(cls, weights, names: dict[str, str], config) -> "ModernBertLayerWeights":
+        """Read a block under ``names`` (:meth:`ModernBertModel.layer_names`). Raises
+        ``KeyError``/``ValueError`` naming a missing or mis-shaped tensor."""
+        h, i, c = config.hidden_size, config.intermediate_size, config
+
+        def norm(prefix: str):
+            return weights.get(names[prefix + "_g"], (h,)), (weights.get(names[prefix + "_b"], (h,)) if c.norm_bias
+                                                             else np.zeros(h, np.float32))
+
+        def linear(prefix: str, shape: tuple[int, int], bias: bool):
+            return read_matrix(weights, names[prefix + "_w"], shape), \
+                weights.get(names[prefix + "_b"], (shape[0],)) if bias else None
+
+        attn_norm = norm("attn_norm") if "attn_norm_g" in names else (None, None)
+        return cls(*attn_norm, *linear("qkv", (3 * h, h), c.attention_bias), *linear("o", (h, h), c.attention_bias),
+                   *norm("mlp_norm"), *linear("wi", (2 * i, h), c.mlp_bias), *linear("wo", (h, i), c.mlp_bias))
+
+
+def rotary_tables(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)``, each ``(seq, head_dim)`` float32, of positions ``0 .. seq - 1``: angle
+    ``p / theta^(2j / head_dim)`` for the pair ``j``, repeated for both halves, computed in float32
+    as Transformers' default rotary embedding (Su et al. 2021)."""
+    inv_freq = np.float32(1.0) / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32)
+                                                         / np.float32(head_dim)))
+    freqs = np.arange(seq, dtype=np.float32)[:, None] * inv_freq[None, :]
+    angles = np.concatenate([freqs, freqs], axis=1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> np.ndarray:
+    """Rotary position embedding of ``x (batch, seq, hidden)`` float32, heads side by side:
+    ``x cos + rotate_half(x) sin`` per head (Transformers' ``apply_rotary_pos_emb``)."""
+    batch, seq, hidden = x.shape
+    t = x.reshape(batch, seq, num_heads, hidden // num_heads)
+    half = t.shape[-1] // 2
+    turned = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
+    return (t * cos[None, :, None, :] + turned * sin[None, :, None, :]).reshape(batch * seq, hidden)
+
+
+@register
+class ModernBertModel(Encoder):
+    """ModernBERT encoder from a Transformers ``ModernBertModel`` / ``ModernBertFor*`` checkpoint
+    (see the module docstring). Raises ``KeyError``/``ValueError`` naming a missing or mis-shaped
+    tensor, and ``ValueError`` naming ``config.json``'s field for a setting it does not run."""
+
+    model_type, description, prefix = "modernbert", "ModernBERT", "model."
+    namespaces = ("embeddings.", "layers.", "final_norm.")
+    token_types = False
+    layer_class = ModernBertLayerWeights
+    word_embeddings_name = TOKEN_EMBEDDINGS
+    embedding_fields = {TOKEN_EMBEDDINGS: "word", "embeddings.norm.weight": "ln_g", "embeddings.norm.bias": "ln_b"}
+
+    @classmethod
+    def config_fields(cls, d: dict, source: str) -> dict:
+        """``hidden_activation``, ``norm_eps``, the bias flags, rotary thetas, ``local_attention``,
+        ``global_attn_every_n_layers`` and the classifier's settings, with ModernBertConfig's
+        defaults. Raises ``ValueError`` naming ``source`` and the field."""
+        def number(name: str, default):
+            v = d.get(name, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{source}: field {name!r} must be a positive number, got {v!r}")
+            return float(v)
+
+        pooling = d.get("classifier_pooling", "cls")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"{source}: field 'classifier_pooling' must be 'cls' or 'mean', got {pooling!r}")
+        rope = d.get("rope_scaling")
+        if rope not in (None, {}) and (not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) != "default"):
+            raise ValueError(f"{source}: field 'rope_scaling' {rope!r} is not supported (npformer runs the default rotary)")
+        local_theta = d.get("local_rope_theta", 10000.0)
+        fields = {"hidden_act": d.get("hidden_activation", "gelu"), "layer_norm_eps": epsilon(d.get("norm_eps", 1e-5),
+                                                                                             source),
+                  "type_vocab_size": 1, "classifier_pooling": pooling,
+                  "classifier_activation": d.get("classifier_activation", "gelu"),
+                  "global_rope_theta": number("global_rope_theta", 160000.0),
+                  "local_rope_theta": number("local_rope_theta", local_theta) if local_theta is not None else None,
+                  "local_attention": positive_int(d.get("local_attention", 128), "local_attention", source),
+                  "global_attn_every_n_layers": positive_int(d.get("global_attn_every_n_layers", 3),
+                                                             "global_attn_every_n_layers", source)}
+        for flag, default in (("norm_bias", False), ("attention_bias", False), ("mlp_bias", False),
+                              ("classifier_bias", False), ("decoder_bias", True)):
+            fields[flag] = boolean(d.get(flag, default), flag, source)
+        if fields["classifier_activation"] not in numpy_ops.ACTIVATIONS:
+            raise ValueError(f"{source}: classifier_activation {fields['classifier_activation']!r} is not supported; "
+                             f"use one of {sorted(numpy_ops.ACTIVATIONS)}")
+        return fields
+
+    def __init__(self, config, weights):
+        if config.hidden_act not in numpy_ops.ACTIVATIONS:
+            raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
+                             f"{sorted(numpy_ops.ACTIVATIONS)}")
+        self.config = c = config
+        h = c.hidden_size
+        zeros = np.zeros(h, np.float32)
+        self.embeddings = Embeddings(read_matrix(weights, TOKEN_EMBEDDINGS, (c.vocab_size, h)), None, None,
+                                     weights.get("embeddings.norm.weight", (h,)),
+                                     weights.get("embeddings.norm.bias", (h,)) if c.norm_bias else zeros)
+        self.projection = self.pooler = None
+        self.layers = [ModernBertLayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
+        for i, layer in enumerate(self.layers):
+            layer.local = i % c.global_attn_every_n_layers != 0
+        self.final_g = weights.get("final_norm.weight", (h,))
+        self.final_b = weights.get("final_norm.bias", (h,)) if c.norm_bias else zeros
+        self.no_bias = np.zeros(c.intermediate_size, np.float32)  # the GeGLU activation's
+        self._tables: dict[tuple, np.ndarray] = {}
+
+    @staticmethod
+    def layer_names(i: int) -> dict[str, str]:
+        p = f"layers.{i}."
+        names = {"qkv_w": p + "attn.Wqkv.weight", "qkv_b": p + "attn.Wqkv.bias", "o_w": p + "attn.Wo.weight",
+                 "o_b": p + "attn.Wo.bias", "mlp_norm_g": p + "mlp_norm.weight", "mlp_norm_b": p + "mlp_norm.bias",
+                 "wi_w": p + "mlp.Wi.weight", "wi_b": p + "mlp.Wi.bias", "wo_w": p + "mlp.Wo.weight",
+                 "wo_b": p + "mlp.Wo.bias"}
+        if i > 0:  # layer 0 has no attention norm (the embeddings' norm precedes it)
+            names |= {"attn_norm_g": p + "attn_norm.weight", "attn_norm_b": p + "attn_norm.bias"}
+        return names
+
+    def _table(self, key: tuple, make):
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) >= TABLE_CACHE:
+                self._tables.pop(next(iter(self._tables)))
+            table = self._tables[key] = make()
+        return table
+
+    def rotary(self, seq: int, local: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(cos, sin)`` tables of a local or global layer (:func:`rotary_tables`)."""
+        c = self.config
+        theta = c.local_rope_theta if local and c.local_rope_theta is not None else c.global_rope_theta
+        return self._table(("rope", seq, theta), lambda: rotary_tables(seq, c.head_dim, theta))
+
+    def window(self, seq: int) -> np.ndarray:
+        """``(heads, seq, seq)`` float32 added to a local layer's scores: 0 where ``|i - j| <=
+        local_attention // 2``, the float32 minimum elsewhere (Transformers' sliding-window mask)."""
+        c = self.config
+
+        def make():
+            distance = np.abs(np.arange(seq)[:, None] - np.arange(seq)[None, :])
+            bias = np.where(distance <= c.local_attention // 2, np.float32(0), LOWEST).astype(np.float32)
+            return np.ascontiguousarray(np.broadcast_to(bias, (c.num_attention_heads, seq, seq)))
+        return self._table(("window", seq), make)
+
+    def layer(self, x, w, mask, output_attentions, scratch, record, names):
+        """One ModernBERT block (see the module docstring): ``x (batch, seq, hidden)`` float32 ->
+        ``(x, probs or None)``."""
+        ops, c = self.ops, self.config
+        batch, seq, hidden = x.shape
+        x = x.reshape(batch * seq, hidden)
+        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
+                         np.float32)
+        h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
+        qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [B*S, 3H]
+        cos, sin = self.rotary(seq, w.local)
+        q = rotate(qkv[:, :hidden].reshape(batch, seq, hidden), cos, sin, c.num_attention_heads)
+        k = rotate(qkv[:, hidden:2 * hidden].reshape(batch, seq, hidden), cos, sin, c.num_attention_heads)
+        v = np.ascontiguousarray(qkv[:, 2 * hidden:])
+        context = ops.attention(q, k, v, mask, c.num_attention_heads, probs, self.window(seq) if w.local else None)
+        attended = ops.linear(context, w.o_w, w.o_b)
+        x = x + attended
+        normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
+        inner = ops.linear(normed, w.wi_w, w.wi_b)
+        gated = ops.bias_activation_(np.ascontiguousarray(inner[:, :c.intermediate_size]), self.no_bias, c.hidden_act)
+        activated = gated.copy() if record else None
+        gated *= inner[:, c.intermediate_size:]
+        mlp = ops.linear(gated, w.wo_w, w.wo_b)
+        x = x + mlp
+        if record:
+            self._record(record, names, (batch, seq), h if w.attn_norm_g is not None else None, qkv, q, k, probs,
+                         self.window(seq) if w.local else None, attended, normed, inner, activated, mlp, x)
+        return x.reshape(batch, seq, hidden), probs if output_attentions else None
+
+    def _record(self, record, names, shape, *values) -> None:  # noqa: PLR0913
+        """Hand ``record`` a block's intermediates under Transformers' module names (the scores,
+        which the fused kernel never holds, from the rotated queries and keys)."""
+        batch, seq = shape
+        attn_norm, qkv, q, k, probs, window, attended, normed, inner, activated, mlp, x = values
+        heads = self.config.num_attention_heads
+        qh, kh = (t.reshape(batch, seq, heads, -1).transpose(0, 2, 1, 3).astype(np.float64) for t in (q, k))
+        scores = (qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(qh.shape[-1])).astype(np.float32)
+        if window is not None:
+            scores = scores + window
+        for key, value in (("attn_norm", attn_norm), ("qkv", qkv), ("scores", scores), ("probs", probs),
+                           ("attn", attended), ("mlp_norm", normed), ("wi", inner), ("act", activated),
+                           ("mlp", mlp), ("layer", x)):
+            if value is not None:
+                record(names[key], value if value.ndim == 4 else value.reshape(batch, seq, -1).copy())
+
+    def traced_names(self, i: int, call: int) -> dict[str, str]:
+        p = f"layers.{i}"
+        return {"attn_norm": f"{p}.attn_norm", "qkv": f"{p}.attn.Wqkv", "scores": f"{p}.attn.scores",
+                "probs": f"{p}.attn.probs", "attn": f"{p}.attn", "mlp_norm": f"{p}.mlp_norm", "wi": f"{p}.mlp.Wi",
+                "act": f"{p}.mlp.act", "mlp": f"{p}.mlp", "layer": p}
+
+    def layer_output_name(self, i: int) -> str:
+        return f"layers.{i}"
+
+    def finish(self, x, record):
+        """The final norm."""
+        batch, seq, hidden = x.shape
+        x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b,
+                                self.config.layer_norm_eps).reshape(batch, seq, hidden)
+        if record:
+            record("final_norm", x)
+        return x
+
+    @property
+    def num_parameters(self) -> int:
+        return super().num_parameters + int(self.final_g.size) + int(self.final_b.size) * self.config.norm_bias
+
+
+def _prediction_head(model, weights) -> dict[str, str]:
+    """Read ModernBERT's ``head`` (dense -> activation -> norm) into the masked LM's transform
+    attributes of ``model``; returns their checkpoint names -> attributes."""
+    enc, c, h = model.encoder, model.config, model.config.hidden_size
+    w = weights.get("head.dense.weight", (h, h))
+    model.transform_w = enc.packed(w)
+    model.transform_b = weights.get("head.dense.bias", (h,)) if c.classifier_bias else np.zeros(h, np.float32)
+    model.ln_g = weights.get("head.norm.weight", (h,))
+    model.ln_b = weights.get("head.norm.bias", (h,)) if c.norm_bias else np.zeros(h, np.float32)
+    return {"head.dense.weight": "transform_w", "head.dense.bias": "transform_b", "head.norm.weight": "ln_g",
+            "head.norm.bias": "ln_b"}
+
+
+class ModernBertMaskedLM(MaskedLM):
+    """ModernBERT's masked LM: ``head`` then ``decoder`` (tied to the token embeddings, with
+    ``decoder.bias`` unless ``decoder_bias`` is false)."""
+
+    def load_head(self, weights) -> None:
+        c = self.config
+        self.head_tensors = {"decoder.bias": "decoder_b"} | _prediction_head(self, weights)  # the logits: "decoder"
+        self.decoder = weights.get("decoder.weight", (c.vocab_size, c.hidden_size)) if weights.has("decoder.weight") \
+            else self.encoder.embeddings.word
+        self.decoder_b = weights.get("decoder.bias", (c.vocab_size,)) if c.decoder_bias \
+            else np.zeros(c.vocab_size, np.float32)
+        self.encoder.mlm_act = c.classifier_activation
+
+
+class _HeadThenClassifier:
+    """``head`` on the chosen states, then ``classifier`` (weight ``(outputs, hidden)``, bias)."""
+
+    transform = MaskedLM.transform
+
+    def load_head(self, weights) -> None:
+        self.head_tensors = {"classifier.weight": "w", "classifier.bias": "b"} | _prediction_head(self, weights)
+        self.w, self.b = _dense(self.encoder, weights, "classifier", None, self.config.hidden_size)
+        self.encoder.mlm_act = self.config.classifier_activation
+
+    def classify(self, rows: np.ndarray) -> np.ndarray:
+        return self.encoder.ops.linear(self.transform(rows), self.w, self.b)
+
+
+class ModernBertSequenceClassifier(_HeadThenClassifier, SequenceClassifier):
+    """``logits (batch, num_labels)``: the first token's state (``classifier_pooling`` ``cls``) or
+    the mean over the real tokens (``mean``), then ``head`` and ``classifier``."""
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
+        out = self.encoder(input_ids, attention_mask, token_type_ids)
+        return ModelOutput(self.head(out.last_hidden_state, None, attention_mask=attention_mask), out.last_hidden_state)
+
+    def head(self, hidden, pooled, attention_mask=None, **kwargs):
+        if self.config.classifier_pooling == "cls":
+            pooled = hidden[:, 0]
+        else:  # the mean over the real tokens (all of them without a mask)
+            mask = np.ones(hidden.shape[:2], np.float32) if attention_mask is None else \
+                np.asarray(attention_mask, np.float32).reshape(hidden.shape[:2])
+            pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        return self.classify(np.ascontiguousarray(pooled, np.float32))
+
+
+class ModernBertTokenClassifier(_HeadThenClassifier, TokenClassifier):
+    """``logits (batch, seq_len, num_labels)``: ``head`` and ``classifier`` on every token."""
+
+    def head(self, hidden, pooled, **kwargs):
+        batch, seq, h = hidden.shape
+        return self.classify(hidden.reshape(-1, h)).reshape(batch, seq, -1)
+
+
+class ModernBertQuestionAnswerer(_HeadThenClassifier, QuestionAnswerer):
+    """``logits (batch, seq_len, 2)``: ``head`` and a two-output ``classifier`` on every token."""
+
+    def head(self, hidden, pooled, **kwargs):
+        batch, seq, h = hidden.shape
+        return self.classify(hidden.reshape(-1, h)).reshape(batch, seq, 2)
+
+
+ModernBertModel.heads = {"masked-lm": ModernBertMaskedLM, "sequence-classification": ModernBertSequenceClassifier,
+                         "token-classification": ModernBertTokenClassifier,
+                         "question-answering": ModernBertQuestionAnswerer}
