@@ -135,6 +135,33 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
     return np.ascontiguousarray((p @ heads(v)).transpose(0, 2, 1, 3).reshape(batch * seq, hidden))
 
 
+def varlen_attention(q, k, v, offsets, num_heads, window, block):
+    """:func:`npformer.kernels.ops.varlen_attention` in NumPy: sequences packed without padding
+    (rows ``offsets[s] .. offsets[s + 1]``), keys within ``window`` of each query (``< 0``: all),
+    ``block`` queries at a time against the keys they can reach, so memory holds ``(heads, block,
+    keys)`` scores, never ``(seq, seq)``. Returns the context ``(tokens, hidden) float32``."""
+    tokens, hidden = q.shape
+    d = hidden // num_heads
+    context = np.empty((tokens, hidden), np.float32)
+    for s in range(len(offsets) - 1):
+        start, n = int(offsets[s]), int(offsets[s + 1] - offsets[s])
+
+        def heads(t, a, b):  # rows a..b of the sequence -> (heads, b - a, d)
+            return t[start + a:start + b].reshape(b - a, num_heads, d).transpose(1, 0, 2)
+
+        for i0 in range(0, n, block):
+            i1 = min(i0 + block, n)
+            lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i1 + window))
+            scores = (heads(q, i0, i1) * F32(1.0 / np.sqrt(d))) @ heads(k, lo, hi).transpose(0, 2, 1)
+            if window >= 0:
+                distance = np.abs(np.arange(i0, i1)[:, None] - np.arange(lo, hi)[None, :])
+                scores = np.where(distance <= window, scores, F32(-np.inf))
+            e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            p = e / e.sum(axis=-1, keepdims=True)
+            context[start + i0:start + i1] = (p @ heads(v, lo, hi)).transpose(1, 0, 2).reshape(i1 - i0, hidden)
+    return context
+
+
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-row int8, as :func:`npformer.kernels.gemm_int8.quantize_rows`: ``x (rows, n)
     float32`` -> ``(q (rows, n) float32 holding integers in [-127, 127], scales (rows,) float32)``,

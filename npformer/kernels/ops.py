@@ -257,6 +257,69 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
     return context
 
 
+@njit(parallel=True, fastmath=True, nogil=True)
+def varlen_attention(q, k, v, offsets, num_heads, window, block):
+    """Attention over sequences packed without padding, never holding a ``(seq, seq)`` score matrix:
+    ``q, k, v (tokens, hidden) float32`` (heads side by side), sequence ``s`` in rows
+    ``offsets[s] .. offsets[s + 1]``; query ``i`` attends to the keys ``j`` of its sequence with
+    ``|i - j| <= window`` (``window < 0``: all of them). Returns the context ``(tokens, hidden)
+    float32``.
+
+    Per (sequence, head) pair, in parallel: keys in blocks of ``block``, each query row kept as a
+    running maximum, sum and weighted value sum (the online softmax of FlashAttention, Dao et al.
+    2022), so memory is ``O(block + d)`` per row and the band of a local layer costs
+    ``O(window)`` per query. Reference: the plain softmax of :func:`attention` (tested to 1e-5 up
+    to 8,192 tokens) and Transformers' ModernBERT eager attention with its sliding-window mask.
+    """
+    tokens, hidden = q.shape
+    d = hidden // num_heads
+    n_seq = offsets.shape[0] - 1
+    scale = F32(1.0 / math.sqrt(d))
+    context = np.empty((tokens, hidden), np.float32)
+    for pair in prange(n_seq * num_heads):
+        s, h = pair // num_heads, pair % num_heads
+        start, n, c0 = offsets[s], offsets[s + 1] - offsets[s], h * d
+        kh = np.empty((n, d), np.float32)
+        vh = np.empty((n, d), np.float32)
+        for j in range(n):
+            for t in range(d):
+                kh[j, t] = k[start + j, c0 + t]
+                vh[j, t] = v[start + j, c0 + t]
+        qi = np.empty(d, np.float32)
+        acc = np.empty(d, np.float32)
+        scores = np.empty(block, np.float32)
+        for i in range(n):
+            for t in range(d):
+                qi[t] = q[start + i, c0 + t] * scale
+                acc[t] = F32(0.0)
+            lo, hi = (0, n) if window < 0 else (max(0, i - window), min(n, i + window + 1))
+            m, total = F32(-3.0e38), F32(0.0)
+            for j0 in range(lo, hi, block):
+                j1 = min(j0 + block, hi)
+                top = F32(-3.0e38)
+                for j in range(j0, j1):
+                    dot = F32(0.0)
+                    for t in range(d):
+                        dot += qi[t] * kh[j, t]
+                    scores[j - j0] = dot
+                    top = max(top, dot)
+                new_m = max(m, top)
+                correction = _exp(m - new_m)
+                total *= correction
+                for t in range(d):
+                    acc[t] *= correction
+                for j in range(j0, j1):
+                    e = _exp(scores[j - j0] - new_m)
+                    total += e
+                    for t in range(d):
+                        acc[t] += e * vh[j, t]
+                m = new_m
+            inv = F32(1.0) / total
+            for t in range(d):
+                context[start + i, c0 + t] = acc[t] * inv
+    return context
+
+
 @contextlib.contextmanager
 def threads(n: int):
     """Context for a forward pass: Numba's parallel kernels on ``n`` threads (``numba.set_num_threads``

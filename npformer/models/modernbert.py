@@ -35,11 +35,15 @@ from npformer.models.embeddings import Embeddings
 from npformer.models.encoder import Encoder
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier, _dense
 from npformer.models.heads import ModelOutput
+from npformer.models.inputs import check_inputs
+from npformer.models.outputs import EncoderOutput
 from npformer.quantization import read_matrix
+from npformer.runtime import one_parallel_runtime
 
 TOKEN_EMBEDDINGS = "embeddings.tok_embeddings.weight"
 TABLE_CACHE = 8  # sequence lengths whose rotary and window tables are kept
 LOWEST = np.finfo(np.float32).min  # what Transformers puts on the scores of keys out of the window
+KEY_BLOCK = 128  # keys per step of the unpadded pass's online softmax
 
 
 @dataclass
@@ -94,13 +98,14 @@ def rotary_tables(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np
 
 
 def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> np.ndarray:
-    """Rotary position embedding of ``x (batch, seq, hidden)`` float32, heads side by side:
-    ``x cos + rotate_half(x) sin`` per head (Transformers' ``apply_rotary_pos_emb``)."""
-    batch, seq, hidden = x.shape
-    t = x.reshape(batch, seq, num_heads, hidden // num_heads)
+    """Rotary position embedding of ``x (rows, hidden)`` float32, heads side by side, each row at
+    the position whose ``cos``/``sin`` rows ``(rows, head_dim)`` are given: ``x cos +
+    rotate_half(x) sin`` per head (Transformers' ``apply_rotary_pos_emb``)."""
+    rows, hidden = x.shape
+    t = x.reshape(rows, num_heads, hidden // num_heads)
     half = t.shape[-1] // 2
     turned = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
-    return (t * cos[None, :, None, :] + turned * sin[None, :, None, :]).reshape(batch * seq, hidden)
+    return (t * cos[:, None, :] + turned * sin[:, None, :]).reshape(rows, hidden)
 
 
 @register
@@ -207,33 +212,92 @@ class ModernBertModel(Encoder):
         return self._table(("window", seq), make)
 
     def layer(self, x, w, mask, output_attentions, scratch, record, names):
-        """One ModernBERT block (see the module docstring): ``x (batch, seq, hidden)`` float32 ->
-        ``(x, probs or None)``."""
-        ops, c = self.ops, self.config
+        """One ModernBERT block on a padded batch (the pass that gives attention probabilities):
+        ``x (batch, seq, hidden)`` float32 -> ``(x, probs or None)``."""
+        c = self.config
         batch, seq, hidden = x.shape
-        x = x.reshape(batch * seq, hidden)
         probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
                          np.float32)
+        window = self.window(seq) if w.local else None
+
+        def attend(q, k, v):
+            return self.ops.attention(q, k, v, mask, c.num_attention_heads, probs, window)
+
+        x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq,
+                              keep=bool(record))
+        if record:
+            self._record(record, names, (batch, seq), *parts[:4], probs, window, *parts[4:], x)
+        return x.reshape(batch, seq, hidden), probs if output_attentions else None
+
+    def block(self, x, w, attend, positions, width, keep: bool = False):  # noqa: PLR0913
+        """The block on ``x (rows, hidden)`` float32, each row at ``positions`` (< ``width``);
+        ``attend(q, k, v)`` is the attention. Returns ``(x, intermediates)``: those :meth:`_record`
+        hands a trace (the activation's copy only with ``keep``)."""
+        ops, c = self.ops, self.config
+        hidden, inter = c.hidden_size, c.intermediate_size
         h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
-        qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [B*S, 3H]
-        cos, sin = self.rotary(seq, w.local)
-        q = rotate(qkv[:, :hidden].reshape(batch, seq, hidden), cos, sin, c.num_attention_heads)
-        k = rotate(qkv[:, hidden:2 * hidden].reshape(batch, seq, hidden), cos, sin, c.num_attention_heads)
-        v = np.ascontiguousarray(qkv[:, 2 * hidden:])
-        context = ops.attention(q, k, v, mask, c.num_attention_heads, probs, self.window(seq) if w.local else None)
-        attended = ops.linear(context, w.o_w, w.o_b)
+        qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [rows, 3H]
+        cos, sin = self.rotary(width, w.local)
+        cos, sin = cos[positions], sin[positions]
+        q = rotate(qkv[:, :hidden], cos, sin, c.num_attention_heads)
+        k = rotate(qkv[:, hidden:2 * hidden], cos, sin, c.num_attention_heads)
+        attended = ops.linear(attend(q, k, np.ascontiguousarray(qkv[:, 2 * hidden:])), w.o_w, w.o_b)
         x = x + attended
         normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
         inner = ops.linear(normed, w.wi_w, w.wi_b)
-        gated = ops.bias_activation_(np.ascontiguousarray(inner[:, :c.intermediate_size]), self.no_bias, c.hidden_act)
-        activated = gated.copy() if record else None
-        gated *= inner[:, c.intermediate_size:]
+        gated = ops.bias_activation_(np.ascontiguousarray(inner[:, :inter]), self.no_bias, c.hidden_act)
+        activated = gated.copy() if keep else None
+        gated *= inner[:, inter:]
         mlp = ops.linear(gated, w.wo_w, w.wo_b)
         x = x + mlp
-        if record:
-            self._record(record, names, (batch, seq), h if w.attn_norm_g is not None else None, qkv, q, k, probs,
-                         self.window(seq) if w.local else None, attended, normed, inner, activated, mlp, x)
-        return x.reshape(batch, seq, hidden), probs if output_attentions else None
+        attn_norm = h if w.attn_norm_g is not None else None
+        return x, (attn_norm, qkv, q, k, attended, normed, inner, activated, mlp)
+
+    def unpadded(self, input_ids: np.ndarray, attention_mask: np.ndarray, output_hidden_states: bool):
+        """The pass over the real tokens only (ModernBERT's unpadding): ``(last_hidden_state,
+        hidden_states or None)`` as ``(batch, seq, hidden)`` float32, zeros at padding; None when a
+        row's real tokens are not one run (the padded pass takes those)."""
+        real = attention_mask != 0
+        lengths = real.sum(axis=1)
+        first = real.argmax(axis=1)
+        if any(not real[b, first[b]:first[b] + lengths[b]].all() for b in range(len(real))):
+            return None
+        batch, seq = input_ids.shape
+        rows = np.flatnonzero(real.reshape(-1))
+        positions = rows % seq  # each token's column: the position Transformers' eager pass gives it
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        c = self.config
+        x = self.embeddings(input_ids.reshape(1, -1)[:, rows], None, c.layer_norm_eps, self.ops.layer_norm)[0]
+        states = [x] if output_hidden_states else []
+        for w in self.layers:
+            window = c.local_attention // 2 if w.local else -1
+
+            def attend(q, k, v):
+                return self.ops.varlen_attention(q, k, v, offsets, c.num_attention_heads, window, KEY_BLOCK)
+
+            x = self.block(x, w, attend, positions, seq)[0]
+            states.append(x) if output_hidden_states else None
+        x = self.ops.layer_norm(x, self.final_g, self.final_b, c.layer_norm_eps)
+
+        def padded(packed):
+            out = np.zeros((batch * seq, c.hidden_size), np.float32)
+            out[rows] = packed
+            return out.reshape(batch, seq, -1)
+        return padded(x), tuple(padded(s) for s in states) if output_hidden_states else None
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, output_hidden_states: bool = False,
+                 output_attentions: bool = False, record=None) -> EncoderOutput:
+        """As :meth:`Encoder.__call__`; without attention probabilities or a trace, the pass runs
+        over the real tokens only (:meth:`unpadded`), so a batch's padding costs nothing and each
+        text's result is the same alone or in any batch."""
+        if not output_attentions and record is None:
+            ids, mask, _ = check_inputs(self.config, input_ids, attention_mask, None)
+            with one_parallel_runtime(self.ops, self.blas_linears):
+                found = self.unpadded(ids, mask, output_hidden_states)
+            if found is not None:
+                return EncoderOutput(last_hidden_state=found[0], pooler_output=None, hidden_states=found[1])
+        return super().__call__(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                                output_attentions=output_attentions, record=record)
 
     def _record(self, record, names, shape, *values) -> None:  # noqa: PLR0913
         """Hand ``record`` a block's intermediates under Transformers' module names (the scores,
