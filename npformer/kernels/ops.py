@@ -257,66 +257,99 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
     return context
 
 
+QUERY_BLOCK = 32  # query rows sharing each block of keys and values while it sits in cache
+
+
+@njit(inline="always", fastmath=True)
+def _online_softmax_(row, a, b, m, total, acc):
+    # One query's step of the online softmax over a block of keys: ``row`` holds its scores, of
+    # which ``a .. b`` are keys it attends to; they become exp(score - new max), the others 0. The
+    # running sum and the value sum ``acc`` are rescaled to the new maximum. Returns (max, sum).
+    if a >= b:
+        for j in range(row.shape[0]):
+            row[j] = F32(0.0)
+        return m, total
+    top = m
+    for j in range(a, b):
+        top = max(top, row[j])
+    correction = _exp(m - top)
+    total *= correction
+    for j in range(row.shape[0]):
+        e = _exp(row[j] - top) if a <= j < b else F32(0.0)
+        row[j] = e
+        total += e
+    for t in range(acc.shape[0]):
+        acc[t] *= correction
+    return top, total
+
+
 @njit(parallel=True, fastmath=True, nogil=True)
 def varlen_attention(q, k, v, offsets, num_heads, window, block):
     """Attention over sequences packed without padding, never holding a ``(seq, seq)`` score matrix:
     ``q, k, v (tokens, hidden) float32`` (heads side by side), sequence ``s`` in rows
     ``offsets[s] .. offsets[s + 1]``; query ``i`` attends to the keys ``j`` of its sequence with
     ``|i - j| <= window`` (``window < 0``: all of them). Returns the context ``(tokens, hidden)
-    float32``.
+    float32``. ``block`` (keys per step) is a multiple of ``F32_NR``.
 
-    Per (sequence, head) pair, in parallel: keys in blocks of ``block``, each query row kept as a
-    running maximum, sum and weighted value sum (the online softmax of FlashAttention, Dao et al.
-    2022), so memory is ``O(block + d)`` per row and the band of a local layer costs
-    ``O(window)`` per query. Reference: the plain softmax of :func:`attention` (tested to 1e-5 up
-    to 8,192 tokens) and Transformers' ModernBERT eager attention with its sliding-window mask.
+    Per (sequence, head) pair, in parallel: ``QUERY_BLOCK`` queries at a time against keys in blocks
+    of ``block``, both products on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32` (K^T
+    and V packed once per pair, as :func:`attention` packs them), each query row kept as a running
+    maximum, sum and weighted value sum (the online softmax of FlashAttention, Dao et al. 2022): the
+    scores held are ``QUERY_BLOCK x block``, and a local layer visits only the blocks its band
+    reaches. Reference: the plain softmax of :func:`attention` (tested to 1e-5 up to 8,192 tokens)
+    and Transformers' ModernBERT eager attention with its sliding-window mask.
     """
     tokens, hidden = q.shape
     d = hidden // num_heads
+    d_p = round_up(d, F32_NR)
     n_seq = offsets.shape[0] - 1
     scale = F32(1.0 / math.sqrt(d))
     context = np.empty((tokens, hidden), np.float32)
+    zeros = np.zeros(max(block, d_p), np.float32)
     for pair in prange(n_seq * num_heads):
         s, h = pair // num_heads, pair % num_heads
         start, n, c0 = offsets[s], offsets[s + 1] - offsets[s], h * d
-        kh = np.empty((n, d), np.float32)
-        vh = np.empty((n, d), np.float32)
+        keys_p = round_up(n, block)
+        kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES keys, each [d][L]
+        vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
         for j in range(n):
             for t in range(d):
-                kh[j, t] = k[start + j, c0 + t]
-                vh[j, t] = v[start + j, c0 + t]
-        qi = np.empty(d, np.float32)
-        acc = np.empty(d, np.float32)
-        scores = np.empty(block, np.float32)
-        for i in range(n):
-            for t in range(d):
-                qi[t] = q[start + i, c0 + t] * scale
-                acc[t] = F32(0.0)
-            lo, hi = (0, n) if window < 0 else (max(0, i - window), min(n, i + window + 1))
-            m, total = F32(-3.0e38), F32(0.0)
-            for j0 in range(lo, hi, block):
-                j1 = min(j0 + block, hi)
-                top = F32(-3.0e38)
-                for j in range(j0, j1):
-                    dot = F32(0.0)
-                    for t in range(d):
-                        dot += qi[t] * kh[j, t]
-                    scores[j - j0] = dot
-                    top = max(top, dot)
-                new_m = max(m, top)
-                correction = _exp(m - new_m)
-                total *= correction
+                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = k[start + j, c0 + t]
+                vp[((t // F32_LANES) * keys_p + j) * F32_LANES + t % F32_LANES] = v[start + j, c0 + t]
+        qb = np.empty((QUERY_BLOCK, d), np.float32)
+        acc = np.empty((QUERY_BLOCK, d_p), np.float32)
+        part = np.empty((QUERY_BLOCK, d_p), np.float32)
+        scores = np.empty((QUERY_BLOCK, block), np.float32)
+        m = np.empty(QUERY_BLOCK, np.float32)
+        total = np.empty(QUERY_BLOCK, np.float32)
+        for i0 in range(0, n, QUERY_BLOCK):
+            rows = min(QUERY_BLOCK, n - i0)
+            for r in range(rows):
+                m[r], total[r] = F32(-3.0e38), F32(0.0)
                 for t in range(d):
-                    acc[t] *= correction
-                for j in range(j0, j1):
-                    e = _exp(scores[j - j0] - new_m)
-                    total += e
-                    for t in range(d):
-                        acc[t] += e * vh[j, t]
-                m = new_m
-            inv = F32(1.0) / total
-            for t in range(d):
-                context[start + i, c0 + t] = acc[t] * inv
+                    qb[r, t] = q[start + i0 + r, c0 + t] * scale
+                for t in range(d_p):
+                    acc[r, t] = F32(0.0)
+            lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))
+            for j0 in range((lo // block) * block, hi, block):
+                for jb in range(block // F32_NR):
+                    tile_rows(qb, 0, d, kt, (j0 // F32_NR + jb) * F32_NR * d, F32_LANES * d, d, scores, jb * F32_NR,
+                              block, zeros, 0, rows)
+                for r in range(rows):  # the online softmax: scores become this block's weights
+                    i = i0 + r
+                    a, b = (j0, min(j0 + block, n)) if window < 0 else \
+                        (max(j0, i - window), min(j0 + block, n, i + window + 1))
+                    m[r], total[r] = _online_softmax_(scores[r], a - j0, b - j0, m[r], total[r], acc[r])
+                for tb in range(d_p // F32_NR):  # this block's weights times its values
+                    tile_rows(scores, 0, block, vp, tb * F32_NR * keys_p + j0 * F32_LANES, F32_LANES * keys_p, block,
+                              part, tb * F32_NR, d_p, zeros, 0, rows)
+                for r in range(rows):
+                    for t in range(d_p):
+                        acc[r, t] += part[r, t]
+            for r in range(rows):
+                inv = F32(1.0) / total[r]
+                for t in range(d):
+                    context[start + i0 + r, c0 + t] = acc[r, t] * inv
     return context
 
 
