@@ -194,7 +194,7 @@ def test_a_corrupt_parquet_input_is_one_line_naming_the_file(tmp_path):
         assert proc.stderr.count("\n") == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("model_type", ["xlm-roberta", "mpnet"])
+@pytest.mark.parametrize("model_type", ["xlm-roberta", "mpnet", "modernbert"])
 def test_the_new_architectures_run_in_batch(tmp_path, model_type):
     """A SentencePiece XLM-R classifier and an MPNet classifier through ``npformer batch``: every
     row once, labels and scores as the in-process pipeline gives them."""

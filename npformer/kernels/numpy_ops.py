@@ -135,13 +135,27 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
     return np.ascontiguousarray((p @ heads(v)).transpose(0, 2, 1, 3).reshape(batch * seq, hidden))
 
 
-def varlen_attention(q, k, v, offsets, num_heads, window, block):
+def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> np.ndarray:
+    """The rotary position embedding (Su et al. 2021) of ``x (rows, hidden)`` float32, heads side by
+    side, each row at the position whose ``cos``/``sin`` rows ``(rows, head_dim)`` are given:
+    ``x cos + rotate_half(x) sin`` per head (Transformers' ``apply_rotary_pos_emb``)."""
+    rows, hidden = x.shape
+    t = x.reshape(rows, num_heads, hidden // num_heads)
+    half = t.shape[-1] // 2
+    turned = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
+    return (t * cos[:, None, :] + turned * sin[:, None, :]).reshape(rows, hidden)
+
+
+def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=None):  # noqa: PLR0913
     """:func:`npformer.kernels.ops.varlen_attention` in NumPy: sequences packed without padding
     (rows ``offsets[s] .. offsets[s + 1]``), keys within ``window`` of each query (``< 0``: all),
-    ``block`` queries at a time against the keys they can reach, so memory holds ``(heads, block,
-    keys)`` scores, never ``(seq, seq)``. Returns the context ``(tokens, hidden) float32``."""
+    the rotary embedding applied first when ``cos``/``sin`` are given, ``block`` queries at a time
+    against the keys they can reach, so memory holds ``(heads, block, keys)`` scores, never
+    ``(seq, seq)``. Returns the context ``(tokens, hidden) float32``."""
     tokens, hidden = q.shape
     d = hidden // num_heads
+    if cos is not None:
+        q, k = rotary(q, cos, sin, num_heads), rotary(k, cos, sin, num_heads)
     context = np.empty((tokens, hidden), np.float32)
     for s in range(len(offsets) - 1):
         start, n = int(offsets[s]), int(offsets[s + 1] - offsets[s])

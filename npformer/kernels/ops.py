@@ -283,12 +283,22 @@ def _online_softmax_(row, a, b, m, total, acc):
     return top, total
 
 
+@njit(inline="always", fastmath=True)
+def _rotary_at(x, row, c0, t, d, cos, sin):
+    # element t of head (columns c0 ..) of row ``row`` after the rotary embedding: x cos + rotate_half(x) sin
+    half = d // 2
+    other = -x[row, c0 + t + half] if t < half else x[row, c0 + t - half]
+    return x[row, c0 + t] * cos[row, t] + other * sin[row, t]
+
+
 @njit(parallel=True, fastmath=True, nogil=True)
-def varlen_attention(q, k, v, offsets, num_heads, window, block):
+def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=None):  # noqa: PLR0913
     """Attention over sequences packed without padding, never holding a ``(seq, seq)`` score matrix:
-    ``q, k, v (tokens, hidden) float32`` (heads side by side), sequence ``s`` in rows
-    ``offsets[s] .. offsets[s + 1]``; query ``i`` attends to the keys ``j`` of its sequence with
-    ``|i - j| <= window`` (``window < 0``: all of them). Returns the context ``(tokens, hidden)
+    ``q, k, v (tokens, hidden) float32`` (heads side by side; views such as column slices of one
+    fused projection are read in place), sequence ``s`` in rows ``offsets[s] .. offsets[s + 1]``;
+    query ``i`` attends to the keys ``j`` of its sequence with ``|i - j| <= window`` (``window <
+    0``: all of them). With ``cos``/``sin`` ``(tokens, head_dim)`` the rotary embedding (Su et al.
+    2021) is applied to queries and keys as they are read. Returns the context ``(tokens, hidden)
     float32``. ``block`` (keys per step) is a multiple of ``F32_NR``.
 
     Per (sequence, head) pair, in parallel: ``QUERY_BLOCK`` queries at a time against keys in blocks
@@ -314,7 +324,8 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block):
         vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
         for j in range(n):
             for t in range(d):
-                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = k[start + j, c0 + t]
+                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = k[start + j, c0 + t] if cos is None \
+                    else _rotary_at(k, start + j, c0, t, d, cos, sin)
                 vp[((t // F32_LANES) * keys_p + j) * F32_LANES + t % F32_LANES] = v[start + j, c0 + t]
         qb = np.empty((QUERY_BLOCK, d), np.float32)
         acc = np.empty((QUERY_BLOCK, d_p), np.float32)
@@ -327,7 +338,8 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block):
             for r in range(rows):
                 m[r], total[r] = F32(-3.0e38), F32(0.0)
                 for t in range(d):
-                    qb[r, t] = q[start + i0 + r, c0 + t] * scale
+                    qb[r, t] = scale * (q[start + i0 + r, c0 + t] if cos is None
+                                        else _rotary_at(q, start + i0 + r, c0, t, d, cos, sin))
                 for t in range(d_p):
                     acc[r, t] = F32(0.0)
             lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))

@@ -31,6 +31,7 @@ import numpy as np
 from npformer.architectures import register
 from npformer.config import boolean, epsilon, positive_int
 from npformer.kernels import numpy_ops
+from npformer.kernels.numpy_ops import rotary
 from npformer.models.embeddings import Embeddings
 from npformer.models.encoder import Encoder
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier, _dense
@@ -95,17 +96,6 @@ def rotary_tables(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np
     freqs = np.arange(seq, dtype=np.float32)[:, None] * inv_freq[None, :]
     angles = np.concatenate([freqs, freqs], axis=1)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-
-
-def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> np.ndarray:
-    """Rotary position embedding of ``x (rows, hidden)`` float32, heads side by side, each row at
-    the position whose ``cos``/``sin`` rows ``(rows, head_dim)`` are given: ``x cos +
-    rotate_half(x) sin`` per head (Transformers' ``apply_rotary_pos_emb``)."""
-    rows, hidden = x.shape
-    t = x.reshape(rows, num_heads, hidden // num_heads)
-    half = t.shape[-1] // 2
-    turned = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
-    return (t * cos[:, None, :] + turned * sin[:, None, :]).reshape(rows, hidden)
 
 
 @register
@@ -219,29 +209,32 @@ class ModernBertModel(Encoder):
         probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
                          np.float32)
         window = self.window(seq) if w.local else None
+        rotated = []
 
-        def attend(q, k, v):
-            return self.ops.attention(q, k, v, mask, c.num_attention_heads, probs, window)
+        def attend(q, k, v, cos, sin):
+            rotated[:] = rotary(q, cos, sin, c.num_attention_heads), rotary(k, cos, sin, c.num_attention_heads)
+            return self.ops.attention(*rotated, np.ascontiguousarray(v), mask, c.num_attention_heads, probs, window)
 
         x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq,
                               keep=bool(record))
         if record:
-            self._record(record, names, (batch, seq), *parts[:4], probs, window, *parts[4:], x)
+            self._record(record, names, (batch, seq), *parts[:2], *rotated, probs, window, *parts[2:], x)
         return x.reshape(batch, seq, hidden), probs if output_attentions else None
 
     def block(self, x, w, attend, positions, width, keep: bool = False):  # noqa: PLR0913
         """The block on ``x (rows, hidden)`` float32, each row at ``positions`` (< ``width``);
-        ``attend(q, k, v)`` is the attention. Returns ``(x, intermediates)``: those :meth:`_record`
-        hands a trace (the activation's copy only with ``keep``)."""
+        ``attend(q, k, v, cos, sin)`` is the attention, which applies the rotary embedding (``cos``,
+        ``sin``: ``(rows, head_dim)``); ``q, k, v`` are views of the fused projection. Returns ``(x,
+        intermediates)``: those :meth:`_record` hands a trace (the activation's copy only with
+        ``keep``)."""
         ops, c = self.ops, self.config
         hidden, inter = c.hidden_size, c.intermediate_size
         h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
         qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [rows, 3H]
         cos, sin = self.rotary(width, w.local)
-        cos, sin = cos[positions], sin[positions]
-        q = rotate(qkv[:, :hidden], cos, sin, c.num_attention_heads)
-        k = rotate(qkv[:, hidden:2 * hidden], cos, sin, c.num_attention_heads)
-        attended = ops.linear(attend(q, k, np.ascontiguousarray(qkv[:, 2 * hidden:])), w.o_w, w.o_b)
+        context = attend(qkv[:, :hidden], qkv[:, hidden:2 * hidden], qkv[:, 2 * hidden:], cos[positions],
+                         sin[positions])
+        attended = ops.linear(context, w.o_w, w.o_b)
         x = x + attended
         normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
         inner = ops.linear(normed, w.wi_w, w.wi_b)
@@ -251,7 +244,7 @@ class ModernBertModel(Encoder):
         mlp = ops.linear(gated, w.wo_w, w.wo_b)
         x = x + mlp
         attn_norm = h if w.attn_norm_g is not None else None
-        return x, (attn_norm, qkv, q, k, attended, normed, inner, activated, mlp)
+        return x, (attn_norm, qkv, attended, normed, inner, activated, mlp)
 
     def unpadded(self, input_ids: np.ndarray, attention_mask: np.ndarray, output_hidden_states: bool):
         """The pass over the real tokens only (ModernBERT's unpadding): ``(last_hidden_state,
@@ -272,8 +265,8 @@ class ModernBertModel(Encoder):
         for w in self.layers:
             window = c.local_attention // 2 if w.local else -1
 
-            def attend(q, k, v):
-                return self.ops.varlen_attention(q, k, v, offsets, c.num_attention_heads, window, KEY_BLOCK)
+            def attend(q, k, v, cos, sin):
+                return self.ops.varlen_attention(q, k, v, offsets, c.num_attention_heads, window, KEY_BLOCK, cos, sin)
 
             x = self.block(x, w, attend, positions, seq)[0]
             states.append(x) if output_hidden_states else None
