@@ -176,7 +176,8 @@ def test_an_unknown_model_type_is_refused_by_name(checkpoint, tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "model_type": "funnel"}))
     with pytest.raises(ValueError, match=r"unknown model_type 'funnel': npformer supports albert \(ALBERT\), bert "
                                          r"\(BERT, TinyBERT, MiniLM\), camembert \(CamemBERT\), distilbert "
-                                         r"\(DistilBERT\), electra \(ELECTRA\), mpnet \(MPNet\), prelnbert.*"
+                                         r"\(DistilBERT\), electra \(ELECTRA\), modernbert \(ModernBERT\), mpnet \(MPNet\), "
+                                         r"prelnbert.*"
                                          r"roberta \(RoBERTa\), xlm-roberta \(XLM-RoBERTa\) "
                                          r"\(the table: https://\S+#supported-models\)$"):
         npformer.AutoModel.from_pretrained(tmp_path / "other")
