@@ -1,7 +1,7 @@
 """ModernBERT beyond tests/test_architectures.py (which holds every head and surface to Transformers):
 the unpadded pass's attention against the plain softmax kernel up to 8,192 tokens (1e-5; global and
 sliding-window), a text's result bit-identical alone and in any batch, left padding as Transformers'
-eager pass positions it, an input longer than several windows against Transformers, and an
+eager pass positions it (every hidden state), an input longer than several windows against Transformers, and an
 8,192-token input in memory far under its score matrix."""
 
 from __future__ import annotations
@@ -110,12 +110,16 @@ def test_left_padding_and_inputs_longer_than_the_window(model_dir):
         enc = hf_tok(lines, padding=True, truncation=True, max_length=200, return_tensors="np")
         assert enc["input_ids"].shape[1] > 4 * SMALL["local_attention"]
         with torch.no_grad():
-            expected = reference(input_ids=torch.tensor(enc["input_ids"]),
-                                 attention_mask=torch.tensor(enc["attention_mask"])).last_hidden_state.numpy()
+            ref = reference(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"]),
+                            output_hidden_states=True)
+        real = enc["attention_mask"].astype(bool)
         for backend in ("numba", "numpy"):
-            got = npformer.AutoModel.from_pretrained(model_dir, backend=backend)(enc["input_ids"], enc["attention_mask"])
-            real = enc["attention_mask"].astype(bool)
-            assert_close(got.last_hidden_state[real], expected[real], TOL, f"{side} padding, {backend}")
+            got = npformer.AutoModel.from_pretrained(model_dir, backend=backend)(enc["input_ids"], enc["attention_mask"],
+                                                                                  output_hidden_states=True)
+            assert_close(got.last_hidden_state[real], ref.last_hidden_state.numpy()[real], TOL, f"{side}, {backend}")
+            assert len(got.hidden_states) == len(ref.hidden_states) == SMALL["num_hidden_layers"] + 1
+            for i, (ours, theirs) in enumerate(zip(got.hidden_states, ref.hidden_states, strict=True)):
+                assert_close(ours[real], theirs.numpy()[real], TOL, f"hidden state {i}, {side}, {backend}")
 
 
 def test_an_8192_token_input_runs_in_bounded_memory(tmp_path):

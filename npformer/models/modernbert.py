@@ -151,6 +151,8 @@ class ModernBertModel(Encoder):
             raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
                              f"{sorted(numpy_ops.ACTIVATIONS)}")
         self.config = c = config
+        if c.head_dim % 2:
+            raise ValueError(f"{c.source}: the rotary embedding pairs head dimensions; head_dim {c.head_dim} is odd")
         h = c.hidden_size
         zeros = np.zeros(h, np.float32)
         self.embeddings = Embeddings(read_matrix(weights, TOKEN_EMBEDDINGS, (c.vocab_size, h)), None, None,
