@@ -82,10 +82,9 @@ class Dense:
         return out.astype(np.float32, copy=False)
 
 
-def _modules(directory: Path) -> tuple[Path, list[Dense], dict, bool]:
-    """``(encoder directory, projections, settings, do_lower_case)`` of a PyLate checkpoint. Raises
-    ``ValueError`` naming ``modules.json`` for a module npformer does not run, and naming
-    ``config_sentence_transformers.json`` for a setting of the wrong type."""
+def _module_list(directory: Path) -> list[dict]:
+    """``modules.json`` of a PyLate checkpoint, checked: a Transformer, then Dense modules. Raises
+    ``ValueError`` naming the file for a module npformer does not run."""
     modules_file = directory / "modules.json"
     if not modules_file.is_file():
         raise ValueError(f"{directory}: no modules.json; a ColBERT checkpoint is saved by PyLate "
@@ -96,6 +95,14 @@ def _modules(directory: Path) -> tuple[Path, list[Dense], dict, bool]:
     if not types or types[0] != TRANSFORMER or len(types) < 2 or any(t not in DENSE for t in types[1:]):
         raise ValueError(f"{modules_file}: npformer's ColBERT runs a Transformer then Dense modules; this checkpoint "
                          f"has {types}")
+    return modules
+
+
+def _modules(directory: Path) -> tuple[Path, list[Dense], dict, bool]:
+    """``(encoder directory, projections, settings, do_lower_case)`` of a PyLate checkpoint. Raises
+    ``ValueError`` as :func:`_module_list`, and naming ``config_sentence_transformers.json`` for a
+    setting of the wrong type."""
+    modules = _module_list(directory)
     encoder_dir = directory / str(modules[0].get("path", ""))
     projections = [Dense.from_pretrained(directory / str(m.get("path", ""))) for m in modules[1:]]
     settings_file = directory / "config_sentence_transformers.json"
@@ -112,7 +119,7 @@ def _modules(directory: Path) -> tuple[Path, list[Dense], dict, bool]:
 
 def encoder_directory(directory: Path) -> Path:
     """The directory of a PyLate checkpoint's ``Transformer`` module (its weights and tokenizer)."""
-    return _modules(Path(directory))[0]
+    return Path(directory) / str(_module_list(Path(directory))[0].get("path", ""))
 
 
 class ColBERTModel:
