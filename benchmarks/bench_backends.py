@@ -53,15 +53,23 @@ def main() -> None:
     for backend, t in times.items():
         med = statistics.median(t[1:])
         rows.append(f"| {backend} | {med:.2f} ({min(t[1:]):.2f}-{max(t[1:]):.2f}) | {med / len(texts) * 1e3:.2f} |")
-    body = "\n".join([f"- built-in INT8 model, {len(texts)} SST-2 dev sentences, batch 32, {args.rounds} rounds", ""]
-                     + rows + ["",
-                               f"- labels equal on the two backends: {(numba.argmax(1) == numpy_.argmax(1)).mean():.2%}; "
-                               f"max logit difference {np.abs(numba - numpy_).max():.3f}",
-                               f"- int8 (Numba) against the float32 model it came from: max logit difference "
-                               f"{np.abs(numba - float32).max():.3f}, "
-                               f"labels equal {(numba.argmax(1) == float32.argmax(1)).mean():.2%}"])
-    append_results("Backends: Numba and NumPy on SST-2 dev (bench_backends.py)",
-                   f"python benchmarks/bench_backends.py --rounds {args.rounds}", body)
+    body = "\n".join(
+        [f"- built-in INT8 model, {len(texts)} SST-2 dev sentences, batch 32, {args.rounds} rounds", ""]
+        + rows
+        + [
+            "",
+            f"- labels equal on the two backends: {(numba.argmax(1) == numpy_.argmax(1)).mean():.2%}; "
+            f"max logit difference {np.abs(numba - numpy_).max():.3f}",
+            f"- int8 (Numba) against the float32 model it came from: max logit difference "
+            f"{np.abs(numba - float32).max():.3f}, "
+            f"labels equal {(numba.argmax(1) == float32.argmax(1)).mean():.2%}",
+        ]
+    )
+    append_results(
+        "Backends: Numba and NumPy on SST-2 dev (bench_backends.py)",
+        f"python benchmarks/bench_backends.py --rounds {args.rounds}",
+        body,
+    )
 
 
 if __name__ == "__main__":

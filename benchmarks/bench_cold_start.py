@@ -38,11 +38,13 @@ def commands() -> dict[str, list[str]]:
     """Name -> argv of each timed command."""
     cli = shutil.which("npformer", path=str(Path(sys.executable).parent)) or shutil.which("npformer")
     npformer = [cli] if cli else [sys.executable, "-m", "npformer.cli"]
-    out = {"python -c pass": [sys.executable, "-c", "pass"],
-           "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
-           "python -c 'import npformer'": [sys.executable, "-c", "import npformer"],
-           "npformer sentiment TEXT": [*npformer, "sentiment", TEXT],
-           "npformer sentiment --backend numba TEXT": [*npformer, "sentiment", "--backend", "numba", TEXT]}
+    out = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
+        "python -c 'import npformer'": [sys.executable, "-c", "import npformer"],
+        "npformer sentiment TEXT": [*npformer, "sentiment", TEXT],
+        "npformer sentiment --backend numba TEXT": [*npformer, "sentiment", "--backend", "numba", TEXT],
+    }
     if (cache_dir() / "all-MiniLM-L6-v2" / "model.safetensors").is_file():
         out["npformer embed TEXT (MiniLM, float32)"] = [*npformer, "embed", TEXT]
     return out
@@ -65,10 +67,15 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     rows = ["| command | median s | min-max s |", "|---|---|---|"]
     rows += [f"| `{name}` | {statistics.median(t):.3f} | {min(t):.3f}-{max(t):.3f} |" for name, t in times.items()]
-    body = "\n".join([f"- {args.rounds} interleaved rounds of fresh processes, warm disk and Numba caches, "
-                      f"wall seconds (subprocess start to exit)", ""] + rows)
-    append_results("Cold start (bench_cold_start.py)", f"python benchmarks/bench_cold_start.py --rounds {args.rounds}",
-                   body)
+    body = "\n".join(
+        [
+            f"- {args.rounds} interleaved rounds of fresh processes, warm disk and Numba caches, "
+            f"wall seconds (subprocess start to exit)",
+            "",
+        ]
+        + rows
+    )
+    append_results("Cold start (bench_cold_start.py)", f"python benchmarks/bench_cold_start.py --rounds {args.rounds}", body)
 
 
 if __name__ == "__main__":

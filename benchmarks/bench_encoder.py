@@ -30,13 +30,32 @@ SEQ = 128
 THREADS = 2
 WARMUP_S = 3.0  # seconds of untimed passes before timing, for every engine
 CONFIGS = {
-    "distilbert-base": ("distilbert", dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
-                                           max_position_embeddings=512)),
-    "bert-base": ("bert", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                               intermediate_size=3072, max_position_embeddings=512)),
+    "distilbert-base": (
+        "distilbert",
+        dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, max_position_embeddings=512),
+    ),
+    "bert-base": (
+        "bert",
+        dict(
+            vocab_size=30522,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=512,
+        ),
+    ),
 }
-ENGINES = ["npformer-fp32", "npformer-int8", "npformer-fp32@avx2", "npformer-int8@avx2", "torch-fp32", "torch-int8",
-           "ort-fp32", "ort-int8"]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
+ENGINES = [
+    "npformer-fp32",
+    "npformer-int8",
+    "npformer-fp32@avx2",
+    "npformer-int8@avx2",
+    "torch-fp32",
+    "torch-int8",
+    "ort-fp32",
+    "ort-int8",
+]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
 
 
 def prepare(name: str) -> Path:
@@ -56,10 +75,16 @@ def prepare(name: str) -> Path:
     if not (directory / "model.onnx").exists():
         model = transformers.AutoModel.from_pretrained(directory).eval()
         ids = torch.ones((1, SEQ), dtype=torch.long)
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(directory / "model.onnx"),
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                          dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids)),
+            str(directory / "model.onnx"),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
+            opset_version=17,
+            dynamo=False,
+        )
     if not (directory / "model.int8.onnx").exists():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -116,8 +141,13 @@ def worker(engine: str, name: str, batch: int, runs: int) -> dict:
         weights = file.stat().st_size
         run = lambda: session.run(None, {"input_ids": ids, "attention_mask": mask})  # noqa: E731
     ms, times = median_ms(run, runs, warmup=2, warmup_s=WARMUP_S)
-    return {"median_ms": ms, "times_ms": [round(t, 2) for t in times], "peak_rss": peak_rss_bytes(),
-            "baseline_rss": baseline, "weights_bytes": weights}
+    return {
+        "median_ms": ms,
+        "times_ms": [round(t, 2) for t in times],
+        "peak_rss": peak_rss_bytes(),
+        "baseline_rss": baseline,
+        "weights_bytes": weights,
+    }
 
 
 def combine(outs: list[dict]) -> dict:
@@ -127,9 +157,14 @@ def combine(outs: list[dict]) -> dict:
         return outs[0]
     times = [t for o in ok for t in o["times_ms"]]
     best = max(ok, key=lambda o: o["peak_rss"])
-    return {"median_ms": statistics.median(times), "round_medians_ms": [round(o["median_ms"], 2) for o in ok],
-            "times_ms": times, "peak_rss": best["peak_rss"], "baseline_rss": best["baseline_rss"],
-            "weights_bytes": best["weights_bytes"]}
+    return {
+        "median_ms": statistics.median(times),
+        "round_medians_ms": [round(o["median_ms"], 2) for o in ok],
+        "times_ms": times,
+        "peak_rss": best["peak_rss"],
+        "baseline_rss": best["baseline_rss"],
+        "weights_bytes": best["weights_bytes"],
+    }
 
 
 def current_rss_bytes() -> int:
@@ -170,8 +205,11 @@ def main() -> None:
         print(json.dumps(worker(engine, name, int(batch), int(runs))))
         return
     require_clean_blas_env()
-    rows = ["| model | batch | engine | median ms | vs npformer-fp32 | vs ort same dtype | weights MB | peak RSS MB | "
-            "(peak - runtime) / weights |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | batch | engine | median ms | vs npformer-fp32 | vs ort same dtype | weights MB | peak RSS MB | "
+        "(peak - runtime) / weights |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     raw = {}
     for name in args.models:
         prepare(name)
@@ -180,7 +218,7 @@ def main() -> None:
             engines = args.engines
             rounds = {engine: [] for engine in engines}
             for r in range(args.rounds):  # engines interleaved, the order rotated each round
-                for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+                for engine in engines[r % len(engines) :] + engines[: r % len(engines)]:
                     isa = {"NPFORMER_ISA": engine.split("@")[1]} if "@" in engine else None
                     out = run_worker(HERE, [engine, name, str(batch), str(runs)], isa)
                     rounds[engine].append(out)
@@ -192,25 +230,37 @@ def main() -> None:
                 if "error" in r:
                     rows.append(f"| {name} | {batch} | {engine} | error: {r['error'][:60]} | | | | | |")
                     continue
-                ort = res.get("ort-int8" if engine.split("@")[0].endswith("int8") else "ort-fp32", {}).get("median_ms",
-                                                                                                        float("nan"))
-                rows.append(f"| {name} | {batch} | {engine} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | "
-                            f"{r['median_ms'] / ort:.2f} | {r['weights_bytes'] / 2**20:.0f} | {r['peak_rss'] / 2**20:.0f} | "
-                            f"{(r['peak_rss'] - r['baseline_rss']) / r['weights_bytes']:.2f} |")
-    body = (f"seq_len {SEQ}, {THREADS} threads, random weights with the public configs; {args.rounds} rounds, "
-            "each engine in a fresh process per round (engines interleaved, order rotated between rounds), "
-            f"{args.runs} timed passes at batch 1 and {max(3, args.runs // 4)} at batch 32 per round after "
-            f"{WARMUP_S:.0f} s of untimed passes; 'median ms' is the median over every timed pass of all rounds "
-            "(per-round medians below). "
-            "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS (VmHWM) includes the "
-            "interpreter and the engine's libraries ('runtime': RSS after imports and, for npformer, loading its "
-            "compiled kernels, before the model); the last column divides what the model adds by that engine's "
-            "weight file.\n\n"
-            + "\n".join(rows) + "\n\nPer-round medians (ms):\n\n"
-            + "\n".join(f"- {key} {engine}: {r.get('round_medians_ms', r.get('error'))}"
-                        for key, res in raw.items() for engine, r in res.items()))
-    append_results("Encoder speed and memory", "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
-                   "benchmarks/bench_encoder.py " + " ".join(sys.argv[1:]), body)
+                ort = res.get("ort-int8" if engine.split("@")[0].endswith("int8") else "ort-fp32", {}).get(
+                    "median_ms", float("nan")
+                )
+                rows.append(
+                    f"| {name} | {batch} | {engine} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | "
+                    f"{r['median_ms'] / ort:.2f} | {r['weights_bytes'] / 2**20:.0f} | {r['peak_rss'] / 2**20:.0f} | "
+                    f"{(r['peak_rss'] - r['baseline_rss']) / r['weights_bytes']:.2f} |"
+                )
+    body = (
+        f"seq_len {SEQ}, {THREADS} threads, random weights with the public configs; {args.rounds} rounds, "
+        "each engine in a fresh process per round (engines interleaved, order rotated between rounds), "
+        f"{args.runs} timed passes at batch 1 and {max(3, args.runs // 4)} at batch 32 per round after "
+        f"{WARMUP_S:.0f} s of untimed passes; 'median ms' is the median over every timed pass of all rounds "
+        "(per-round medians below). "
+        "'vs' columns are time ratios (< 1: faster than the reference). Peak RSS (VmHWM) includes the "
+        "interpreter and the engine's libraries ('runtime': RSS after imports and, for npformer, loading its "
+        "compiled kernels, before the model); the last column divides what the model adds by that engine's "
+        "weight file.\n\n"
+        + "\n".join(rows)
+        + "\n\nPer-round medians (ms):\n\n"
+        + "\n".join(
+            f"- {key} {engine}: {r.get('round_medians_ms', r.get('error'))}"
+            for key, res in raw.items()
+            for engine, r in res.items()
+        )
+    )
+    append_results(
+        "Encoder speed and memory",
+        "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_encoder.py " + " ".join(sys.argv[1:]),
+        body,
+    )
 
 
 if __name__ == "__main__":

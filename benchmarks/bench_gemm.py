@@ -56,8 +56,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     peak = fma_peak_gflops(args.runs)
     print(f"float32 FMA peak of one core: {peak:.0f} GFLOP/s")
-    rows = ["| threads | rows x in -> out | NumPy float32 | PyTorch float32 | npformer float32 | npformer int8 |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| threads | rows x in -> out | NumPy float32 | PyTorch float32 | npformer float32 | npformer int8 |",
+        "|---|---|---|---|---|---|",
+    ]
     for threads in (1, 2):
         torch.set_num_threads(threads)
         numba.set_num_threads(threads)
@@ -78,16 +80,19 @@ def main() -> None:
                 t_p, _ = median_ms(lambda: p.matmul(x, scratch=scratch), runs)
                 t_q, _ = median_ms(lambda: q.matmul(x, scratch=scratch), runs)
             ops = 2 * m * k * n / 1e9
-            rows.append(f"| {threads} | {m} x {k} -> {n} | {ops / t_np * 1e3:.0f} | {ops / t_torch * 1e3:.0f} | "
-                        f"{ops / t_p * 1e3:.0f} | {ops / t_q * 1e3:.0f} |")
+            rows.append(
+                f"| {threads} | {m} x {k} -> {n} | {ops / t_np * 1e3:.0f} | {ops / t_torch * 1e3:.0f} | "
+                f"{ops / t_p * 1e3:.0f} | {ops / t_q * 1e3:.0f} |"
+            )
             print(rows[-1])
-    append_results("Matrix products (GFLOP/s; GOP/s for int8)", "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
-                   f"python benchmarks/bench_gemm.py --runs {args.runs}",
-                   f"float32 FMA peak of one core (npformer's micro-kernel, operands in L1): {peak:.0f} GFLOP/s; "
-                   f"two cores: at most {2 * peak:.0f}.\n\n"
-                   "Median of repeated calls into preallocated outputs; higher is better. int8 includes quantizing "
-                   "the activations.\n\n"
-                   + "\n".join(rows))
+    append_results(
+        "Matrix products (GFLOP/s; GOP/s for int8)",
+        f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py --runs {args.runs}",
+        f"float32 FMA peak of one core (npformer's micro-kernel, operands in L1): {peak:.0f} GFLOP/s; "
+        f"two cores: at most {2 * peak:.0f}.\n\n"
+        "Median of repeated calls into preallocated outputs; higher is better. int8 includes quantizing "
+        "the activations.\n\n" + "\n".join(rows),
+    )
 
 
 if __name__ == "__main__":

@@ -76,26 +76,45 @@ def main() -> None:
 
     qa_dir = Path(tempfile.gettempdir()) / "npformer-bench-qa"
     if not (qa_dir / "model.safetensors").exists():
-        make_checkpoint(qa_dir, "bert", "qa", vocab="bert-base-uncased", hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=128)
+        make_checkpoint(
+            qa_dir,
+            "bert",
+            "qa",
+            vocab="bert-base-uncased",
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+        )
     rows = ["| job | input | time (s) | s per MB | peak RSS (MB) |", "|---|---|---|---|---|"]
     for mb in SIZES_MB:
         r = run_worker(Path(__file__), ["qa", str(mb)])
         if "error" in r:
             rows.append(f"| QA, random BERT h=64 | {mb} MB context | failed: {r['error']} | | |")
             continue
-        rows.append(f"| QA, random BERT h=64 | {mb} MB context | {r['seconds']:.2f} | {r['seconds'] / mb:.2f} | "
-                    f"{r['peak_rss_mb']:.0f} |")
+        rows.append(
+            f"| QA, random BERT h=64 | {mb} MB context | {r['seconds']:.2f} | {r['seconds'] / mb:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
     r = run_worker(Path(__file__), ["sentiment", "0"])
-    rows.append(f"| sentiment, built-in INT8 | one 10 MB line + a short text | {r.get('seconds', float('nan')):.2f} | "
-                f"| {r.get('peak_rss_mb', float('nan')):.0f} |")
+    rows.append(
+        f"| sentiment, built-in INT8 | one 10 MB line + a short text | {r.get('seconds', float('nan')):.2f} | "
+        f"| {r.get('peak_rss_mb', float('nan')):.0f} |"
+    )
     t = run_worker(Path(__file__), ["tokenizer", "0"])
-    tokenizer = (f"{t['seconds']:.1f} s, peak {t['bytes_per_char']:.1f} bytes per input character (tracemalloc)"
-                 if "error" not in t else f"failed: {t['error']}")
-    body = "\n".join(rows) + (f"\n\nTokenizer on 10 MB of `!` (10 M tokens): {tokenizer}.\n\n"
-                               f"Sentiment results: `{json.dumps(r.get('results', r.get('error')))}`\n")
-    append_results("Long inputs (QA scaling, 10 MB sentiment line, tokenizer memory)",
-                   "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_long_inputs.py", body)
+    tokenizer = (
+        f"{t['seconds']:.1f} s, peak {t['bytes_per_char']:.1f} bytes per input character (tracemalloc)"
+        if "error" not in t
+        else f"failed: {t['error']}"
+    )
+    body = "\n".join(rows) + (
+        f"\n\nTokenizer on 10 MB of `!` (10 M tokens): {tokenizer}.\n\n"
+        f"Sentiment results: `{json.dumps(r.get('results', r.get('error')))}`\n"
+    )
+    append_results(
+        "Long inputs (QA scaling, 10 MB sentiment line, tokenizer memory)",
+        "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_long_inputs.py",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, median_ms, peak_rss_bytes, require_clean_blas_env, run_worker  # noqa: E402
 
 MODEL = Path(tempfile.gettempdir()) / "npformer-bench-modernbert-base"
-BASE = dict(vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
-            local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=8192)
+BASE = dict(
+    vocab_size=50368,
+    hidden_size=768,
+    intermediate_size=1152,
+    num_hidden_layers=22,
+    num_attention_heads=12,
+    local_attention=128,
+    global_attn_every_n_layers=3,
+    max_position_embeddings=8192,
+)
 LENGTHS = (512, 2048, 8192)
 RUNS = {512: 5, 2048: 3, 8192: 2}
 
@@ -73,6 +81,7 @@ def worker(engine: str, length: int) -> dict:
 
         def run():
             model(ids, mask)
+
     loaded = rss_now()
     ms, times = median_ms(run, RUNS[length], warmup=1)
     return {"ms": ms, "times": times, "above_weights_mb": (peak_rss_bytes() - loaded) / 1e6, "loaded_mb": loaded / 1e6}
@@ -99,15 +108,22 @@ def mixed_worker() -> dict:
     padded = Encoder.__call__(model, ids, mask).last_hidden_state  # the padded pass, every text to the longest
     t2 = time.perf_counter()
     real = mask.astype(bool)
-    return {"unpadded_s": t1 - t0, "padded_s": t2 - t1, "tokens": int(lengths.sum()), "padded_tokens": int(ids.size),
-            "max_abs_diff": float(np.abs(unpadded[real] - padded[real]).max())}
+    return {
+        "unpadded_s": t1 - t0,
+        "padded_s": t2 - t1,
+        "tokens": int(lengths.sum()),
+        "padded_tokens": int(ids.size),
+        "max_abs_diff": float(np.abs(unpadded[real] - padded[real]).max()),
+    }
 
 
 def main() -> None:
     require_clean_blas_env()
     make_model()
-    rows = ["| tokens | engine | ms (median) | peak RSS above the weights (MB) | time vs Transformers | memory vs "
-            "Transformers |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| tokens | engine | ms (median) | peak RSS above the weights (MB) | time vs Transformers | memory vs Transformers |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for length in LENGTHS:
         found = {e: run_worker(Path(__file__), [e, str(length)]) for e in ("torch", "float32", "int8")}
         print(length, json.dumps(found), flush=True)
@@ -119,20 +135,24 @@ def main() -> None:
             ratio = r["ms"] / base["ms"] if "ms" in base else float("nan")
             memory = r["above_weights_mb"] / base["above_weights_mb"] if "above_weights_mb" in base else float("nan")
             name = "Transformers sdpa" if engine == "torch" else f"npformer {engine}"
-            rows.append(f"| {length} | {name} | {r['ms']:.0f} | {r['above_weights_mb']:.0f} | {ratio:.2f}x | "
-                        f"{memory:.2f}x |")
+            rows.append(f"| {length} | {name} | {r['ms']:.0f} | {r['above_weights_mb']:.0f} | {ratio:.2f}x | {memory:.2f}x |")
     mixed = run_worker(Path(__file__), ["mixed", "0"])
     print(json.dumps(mixed), flush=True)
     body = "\n".join(rows) + "\n\n"
     if "error" in mixed:
         body += f"Mixed batch: error {mixed['error']}\n"
     else:
-        body += (f"Mixed batch (64 texts, 16-2,048 tokens: {mixed['tokens']:,} tokens, {mixed['padded_tokens']:,} "
-                 f"once padded): unpadded {mixed['unpadded_s']:.1f} s, padded {mixed['padded_s']:.1f} s, "
-                 f"{mixed['padded_s'] / mixed['unpadded_s']:.2f}x faster unpadded (largest difference between the "
-                 f"two passes' states {mixed['max_abs_diff']:.1e}).\n")
-    append_results("ModernBERT-base at 512-8,192 tokens and a mixed batch", "env -u OPENBLAS_CORETYPE -u "
-                   "OPENBLAS_L2_SIZE python benchmarks/bench_modernbert.py", body)
+        body += (
+            f"Mixed batch (64 texts, 16-2,048 tokens: {mixed['tokens']:,} tokens, {mixed['padded_tokens']:,} "
+            f"once padded): unpadded {mixed['unpadded_s']:.1f} s, padded {mixed['padded_s']:.1f} s, "
+            f"{mixed['padded_s'] / mixed['unpadded_s']:.2f}x faster unpadded (largest difference between the "
+            f"two passes' states {mixed['max_abs_diff']:.1e}).\n"
+        )
+    append_results(
+        "ModernBERT-base at 512-8,192 tokens and a mixed batch",
+        "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_modernbert.py",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,15 @@ THREADS = 2
 BATCH = 32
 LATENCY_N = 200
 CACHE = Path(os.environ.get("NPFORMER_BENCH_CACHE", Path.home() / ".cache" / "npformer-bench")) / "pipelines"
-ENGINES = ["npformer-int8", "ort-int8", "npformer-fp32", "ort-fp32", "torch-fp32", "npformer-int8@avx2",
-           "npformer-fp32@avx2"]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
+ENGINES = [
+    "npformer-int8",
+    "ort-int8",
+    "npformer-fp32",
+    "ort-fp32",
+    "torch-fp32",
+    "npformer-int8@avx2",
+    "npformer-fp32@avx2",
+]  # "@avx2": the worker runs with NPFORMER_ISA=avx2 (kernels compiled for Haswell)
 JOBS = ("sentiment", "embeddings", "roberta-classify", "mpnet-embeddings")
 CLASSIFY = ("sentiment", "roberta-classify")  # the rest are embedding jobs
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, init_std=0.02)
@@ -88,8 +95,9 @@ def prepare(job: str) -> dict[str, Path]:
 
             make_checkpoint(fp32, "mpnet", None, **BASE)
             word = st.models.Transformer(str(fp32), max_seq_length=512)
-            st.SentenceTransformer(modules=[word, st.models.Pooling(768, "mean"), st.models.Normalize()],
-                                   device="cpu").save(str(fp32))
+            st.SentenceTransformer(modules=[word, st.models.Pooling(768, "mean"), st.models.Normalize()], device="cpu").save(
+                str(fp32)
+            )
         loader = transformers.AutoModel
     else:
         fp32 = minilm()
@@ -107,7 +115,7 @@ def length_batches(tokenizer, texts: list[str], size: int):
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     for start in range(0, len(order), size):
-        chunk = [texts[i] for i in order[start:start + size]]
+        chunk = [texts[i] for i in order[start : start + size]]
         yield tokenizer(chunk, padding=True, truncation=True, return_tensors="np")
 
 
@@ -124,11 +132,19 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
             source = "builtin:sentiment" if engine.endswith("int8") else paths["fp32"]
             pipe = npformer.pipeline("sentiment-analysis", model=source, batch_size=BATCH)
         elif job == "roberta-classify":
-            pipe = npformer.pipeline("text-classification", model=paths["fp32"], batch_size=BATCH,
-                                     dtype="int8" if engine.endswith("int8") else "float32")
+            pipe = npformer.pipeline(
+                "text-classification",
+                model=paths["fp32"],
+                batch_size=BATCH,
+                dtype="int8" if engine.endswith("int8") else "float32",
+            )
         else:
-            pipe = npformer.pipeline("sentence-embeddings", model=paths["fp32"], batch_size=BATCH,
-                                     dtype="int8" if engine.endswith("int8") else "float32")
+            pipe = npformer.pipeline(
+                "sentence-embeddings",
+                model=paths["fp32"],
+                batch_size=BATCH,
+                dtype="int8" if engine.endswith("int8") else "float32",
+            )
         return lambda texts, size: pipe(texts)  # batches of BATCH by length; one text is a batch of 1
     import transformers
 
@@ -146,8 +162,9 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(paths["onnx_int8" if engine.endswith("int8") else "onnx"]), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(paths["onnx_int8" if engine.endswith("int8") else "onnx"]), options, providers=["CPUExecutionProvider"]
+        )
         names = [i.name for i in session.get_inputs()]
 
         def forward(enc):
@@ -201,8 +218,10 @@ def main() -> None:
     require_clean_blas_env()
     from npformer.kernels.llvm_ir import HAS_AVX512, HAS_VNNI
 
-    kernels = (f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled "
-               f"for Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)")
+    kernels = (
+        f"default path: AVX-512 {HAS_AVX512}, VNNI {HAS_VNNI}; '@avx2' rows: NPFORMER_ISA=avx2 (Numba compiled "
+        f"for Haswell: ymm FMA float32 kernel, int8 by vpmaddwd)"
+    )
     paths = {job: prepare(job) for job in args.jobs}
     results: dict = {}
     for r in range(args.rounds):
@@ -222,20 +241,29 @@ def main() -> None:
             continue
         med[job, engine] = (statistics.median(o["batch_s"] for o in ok), statistics.median(o["latency_ms"] for o in ok))
         spread = f"{min(o['batch_s'] for o in ok):.2f}-{max(o['batch_s'] for o in ok):.2f}"
-        rows.append(f"| {job} ({ok[0]['n']}) | {engine} | {med[job, engine][0]:.2f} ({spread}) | "
-                    f"{med[job, engine][1]:.2f} |")
+        rows.append(f"| {job} ({ok[0]['n']}) | {engine} | {med[job, engine][0]:.2f} ({spread}) | {med[job, engine][1]:.2f} |")
     ratios = ["", "| job | A vs B | B's time / A's time, batch 32 (> 1: A faster) | batch 1 |", "|---|---|---|---|"]
     for job in args.jobs:
-        for ours, theirs in (("npformer-int8", "ort-int8"), ("npformer-fp32", "ort-fp32"), ("npformer-fp32", "torch-fp32"),
-                             ("npformer-int8", "torch-fp32"), ("npformer-int8@avx2", "ort-int8"),
-                             ("npformer-fp32@avx2", "ort-fp32"), ("npformer-int8@avx2", "npformer-int8"),
-                             ("npformer-fp32@avx2", "npformer-fp32")):
+        for ours, theirs in (
+            ("npformer-int8", "ort-int8"),
+            ("npformer-fp32", "ort-fp32"),
+            ("npformer-fp32", "torch-fp32"),
+            ("npformer-int8", "torch-fp32"),
+            ("npformer-int8@avx2", "ort-int8"),
+            ("npformer-fp32@avx2", "ort-fp32"),
+            ("npformer-int8@avx2", "npformer-int8"),
+            ("npformer-fp32@avx2", "npformer-fp32"),
+        ):
             if (job, ours) in med and (job, theirs) in med:
                 a, b = med[job, ours], med[job, theirs]
                 ratios.append(f"| {job} | {ours} vs {theirs} | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x |")
     body = "\n".join([f"- kernels: {kernels}", f"- {args.rounds} rounds, medians; threads {THREADS}", ""] + rows + ratios)
-    append_results("Pipelines end to end (bench_pipelines.py)", f"python benchmarks/bench_pipelines.py --rounds {args.rounds} "
-                   f"--jobs {' '.join(args.jobs)} --engines {' '.join(args.engines)}", body)
+    append_results(
+        "Pipelines end to end (bench_pipelines.py)",
+        f"python benchmarks/bench_pipelines.py --rounds {args.rounds} "
+        f"--jobs {' '.join(args.jobs)} --engines {' '.join(args.engines)}",
+        body,
+    )
 
 
 if __name__ == "__main__":

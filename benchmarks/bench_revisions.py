@@ -60,15 +60,19 @@ def checkout(rev: str | None, into: Path) -> Path:
     """A directory holding revision ``rev``'s npformer (the working tree itself for None)."""
     if rev is None:
         return ROOT
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), rev], check=True,
-                   capture_output=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), rev], check=True, capture_output=True)
     return into
 
 
 def measure(tree: Path, dtype: str, batch: int, runs: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-c", WORKER, str(tree / "npformer"), str(MODEL), dtype, str(batch),
-                           str(runs)], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, str(tree / "npformer"), str(MODEL), dtype, str(batch), str(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])["ms"]
@@ -87,32 +91,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"base": checkout(args.base, Path(tmp) / "base"), "new": checkout(args.new, Path(tmp) / "new")}
         try:
-            rows = ["| dtype | batch | base per round (ms) | new per round (ms) | new / base (medians) |",
-                    "|---|---|---|---|---|"]
+            rows = [
+                "| dtype | batch | base per round (ms) | new per round (ms) | new / base (medians) |",
+                "|---|---|---|---|---|",
+            ]
             for dtype in ("float32", "int8"):
                 for batch, runs in ((1, 30), (32, 5)):
                     if args.only and f"{dtype}:{batch}" not in args.only:
                         continue
                     times = {"base": [], "new": []}
                     for r in range(args.rounds):
-                        for side in (("base", "new") if r % 2 == 0 else ("new", "base")):
+                        for side in ("base", "new") if r % 2 == 0 else ("new", "base"):
                             times[side].append(measure(trees[side], dtype, batch, runs))
                     ratio = statistics.median(times["new"]) / statistics.median(times["base"])
-                    rows.append(f"| {dtype} | {batch} | {', '.join(f'{t:.1f}' for t in times['base'])} | "
-                                f"{', '.join(f'{t:.1f}' for t in times['new'])} | {ratio:.3f} |")
+                    rows.append(
+                        f"| {dtype} | {batch} | {', '.join(f'{t:.1f}' for t in times['base'])} | "
+                        f"{', '.join(f'{t:.1f}' for t in times['new'])} | {ratio:.3f} |"
+                    )
                     print(rows[-1], flush=True)
         finally:
             for side, tree in trees.items():
                 if tree != ROOT:
-                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                                   capture_output=True)
-    body = (f"base = `{names['base']}`, new = `{names['new']}`; random-init DistilBERT-base, seq 128, 2 threads; "
-            f"each cell a fresh process (3 s of untimed passes, then the median of the timed ones), rounds "
-            f"interleaved.\n\n" + "\n".join(rows))
-    append_results("Revision A/B: encoder speed before and after a change",
-                   f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_revisions.py {args.base} "
-                   f"{args.new or ''} --rounds {args.rounds}".rstrip() +
-                   (f" --only {' '.join(args.only)}" if args.only else ""), body)
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    body = (
+        f"base = `{names['base']}`, new = `{names['new']}`; random-init DistilBERT-base, seq 128, 2 threads; "
+        f"each cell a fresh process (3 s of untimed passes, then the median of the timed ones), rounds "
+        f"interleaved.\n\n" + "\n".join(rows)
+    )
+    append_results(
+        "Revision A/B: encoder speed before and after a change",
+        f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_revisions.py {args.base} "
+        f"{args.new or ''} --rounds {args.rounds}".rstrip()
+        + (f" --only {' '.join(args.only)}" if args.only else ""),
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, append_results, require_clean_blas_env  # noqa: E402
 
-TRANSFORMERS_APP = '''
+TRANSFORMERS_APP = """
 import sys, torch, transformers
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -55,7 +55,7 @@ async def health(request):
     return JSONResponse({})
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
-'''
+"""
 
 
 def free_port() -> int:
@@ -100,8 +100,9 @@ def float32_copy(directory: Path) -> Path:
 def start(cmd: list[str], port: int, cwd: Path | None = None) -> subprocess.Popen:
     """Start a server (in ``cwd``, which ``python -m`` puts first on ``sys.path``) and wait for /health."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**env, "HF_HUB_OFFLINE": "1"}, cwd=cwd)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, cwd=cwd
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -117,8 +118,7 @@ def start(cmd: list[str], port: int, cwd: Path | None = None) -> subprocess.Pope
     raise RuntimeError("server did not start")
 
 
-def load(port: int, texts: list[str], clients: int, seconds: float, max_requests: int,
-         on_count=None) -> dict:
+def load(port: int, texts: list[str], clients: int, seconds: float, max_requests: int, on_count=None) -> dict:
     """``clients`` threads posting single sentences until ``seconds`` pass or ``max_requests`` are sent."""
     latencies: list[float] = []
     errors = [0]
@@ -163,9 +163,14 @@ def load(port: int, texts: list[str], clients: int, seconds: float, max_requests
         t.join()
     wall = time.perf_counter() - start
     lat = sorted(latencies)
-    return {"clients": clients, "requests": len(lat), "errors": errors[0], "rps": len(lat) / wall,
-            "p50_ms": 1e3 * statistics.median(lat) if lat else float("nan"),
-            "p99_ms": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "errors": errors[0],
+        "rps": len(lat) / wall,
+        "p50_ms": 1e3 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+    }
 
 
 def rss(pid: int) -> tuple[int, int]:
@@ -192,10 +197,29 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_server_"))
     fp32 = float32_copy(tmp)
     servers = {
-        "npformer serve (batching)": lambda p: [sys.executable, "-m", "npformer.cli", "serve", "--port", str(p),
-                                                "--threads", "2", "-q"],
-        "npformer serve --no-batching": lambda p: [sys.executable, "-m", "npformer.cli", "serve", "--port", str(p),
-                                                   "--threads", "2", "--no-batching", "-q"],
+        "npformer serve (batching)": lambda p: [
+            sys.executable,
+            "-m",
+            "npformer.cli",
+            "serve",
+            "--port",
+            str(p),
+            "--threads",
+            "2",
+            "-q",
+        ],
+        "npformer serve --no-batching": lambda p: [
+            sys.executable,
+            "-m",
+            "npformer.cli",
+            "serve",
+            "--port",
+            str(p),
+            "--threads",
+            "2",
+            "--no-batching",
+            "-q",
+        ],
         "Transformers pipeline + Starlette": lambda p: [sys.executable, "-c", TRANSFORMERS_APP, str(fp32), str(p)],
     }
     rows, memory = [], []
@@ -215,12 +239,12 @@ def main() -> None:
                 def mark(n, pid=proc.pid):
                     if n in (1000, args.memory_requests):
                         marks[n] = rss(pid)[0]
+
                 load(port, texts, 32, 3600, args.memory_requests, on_count=mark)
                 time.sleep(0.5)
                 now, peak = rss(proc.pid)
                 first = marks.get(1000, now)
-                memory.append({"server": name, "rss_1000": first, "rss_end": marks.get(args.memory_requests, now),
-                               "peak": peak})
+                memory.append({"server": name, "rss_1000": first, "rss_end": marks.get(args.memory_requests, now), "peak": peak})
                 print(json.dumps(memory[-1]), flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -228,13 +252,19 @@ def main() -> None:
     by = {(r["server"], r["clients"]): r for r in rows}
     lines = ["| server | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                     f"{r['errors']} |")
-    lines += ["", "| server | RSS after 1,000 requests | RSS after " + f"{args.memory_requests:,}" +
-              " | change | peak RSS |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['server']} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        "| server | RSS after 1,000 requests | RSS after " + f"{args.memory_requests:,}" + " | change | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
     for m in memory:
-        lines.append(f"| {m['server']} | {m['rss_1000'] / 2**20:.0f} MB | {m['rss_end'] / 2**20:.0f} MB | "
-                     f"{100 * (m['rss_end'] / m['rss_1000'] - 1):+.1f}% | {m['peak'] / 2**20:.0f} MB |")
+        lines.append(
+            f"| {m['server']} | {m['rss_1000'] / 2**20:.0f} MB | {m['rss_end'] / 2**20:.0f} MB | "
+            f"{100 * (m['rss_end'] / m['rss_1000'] - 1):+.1f}% | {m['peak'] / 2**20:.0f} MB |"
+        )
     ratios = []
     for c in levels:
         a = by.get(("npformer serve (batching)", c))
@@ -242,11 +272,12 @@ def main() -> None:
         t = by.get(("Transformers pipeline + Starlette", c))
         if a and b and t:
             ratios.append(f"| {c} | {a['rps'] / b['rps']:.2f}x | {a['rps'] / t['rps']:.2f}x |")
-    lines += ["", "| clients | batching / no batching (requests/s) | batching / Transformers |", "|---|---|---|",
-              *ratios]
-    body = (f"Single SST-2 sentences to POST /predict, {args.seconds:.0f} s per level, keep-alive connections, "
-            f"loopback; built-in INT8 model; 2 threads per forward pass; "
-            f"default limits (--max-batch-size 64, --max-wait-ms 2).\n\n" + "\n".join(lines))
+    lines += ["", "| clients | batching / no batching (requests/s) | batching / Transformers |", "|---|---|---|", *ratios]
+    body = (
+        f"Single SST-2 sentences to POST /predict, {args.seconds:.0f} s per level, keep-alive connections, "
+        f"loopback; built-in INT8 model; 2 threads per forward pass; "
+        f"default limits (--max-batch-size 64, --max-wait-ms 2).\n\n" + "\n".join(lines)
+    )
     print(body)
     if not args.no_append:
         command = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_server.py " + " ".join(sys.argv[1:])

@@ -40,14 +40,21 @@ def references(workdir: Path) -> dict:
     roberta.save_pretrained(workdir / "bpe")
     unigram = XLMRobertaTokenizerFast(vocab_file=str(ROOT / "tests/data/sentencepiece/test_model.model"))
     unigram.save_pretrained(workdir / "unigram")
-    return {"WordPiece": (bert, {"BertTokenizerFast (Rust)": BertTokenizerFast.from_pretrained(bert),
-                                 "BertTokenizer (Python)": BertTokenizer.from_pretrained(bert)}),
-            "BPE": (workdir / "bpe", {"RobertaTokenizerFast (Rust)": roberta}),
-            "Unigram": (workdir / "unigram", {"XLMRobertaTokenizerFast (Rust)": unigram})}
+    return {
+        "WordPiece": (
+            bert,
+            {
+                "BertTokenizerFast (Rust)": BertTokenizerFast.from_pretrained(bert),
+                "BertTokenizer (Python)": BertTokenizer.from_pretrained(bert),
+            },
+        ),
+        "BPE": (workdir / "bpe", {"RobertaTokenizerFast (Rust)": roberta}),
+        "Unigram": (workdir / "unigram", {"XLMRobertaTokenizerFast (Rust)": unigram}),
+    }
 
 
 def batches(texts: list[str], size: int = 32) -> list[list[str]]:
-    return [texts[i:i + size] for i in range(0, len(texts), size)]
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
 def main() -> None:
@@ -59,8 +66,11 @@ def main() -> None:
 
     sst2 = [line.split("\t")[0] for line in (SHARED / "data/sst2/dev.tsv").read_text().splitlines()[1:]]
     wiki = [line for line in (SHARED / "data/wikitext2/wiki.test.raw").read_text().splitlines() if line.strip()]
-    rows = ["| model | corpus | texts | tokens | engine | one text per call: tokens/s | npformer speed-up "
-            "| batches of 32: tokens/s | npformer speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | corpus | texts | tokens | engine | one text per call: tokens/s | npformer speed-up "
+        "| batches of 32: tokens/s | npformer speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     memory = []
     with tempfile.TemporaryDirectory() as tmp:
         for model, (directory, refs) in references(Path(tmp)).items():
@@ -73,8 +83,9 @@ def main() -> None:
                     if "Python" in name:
                         continue  # minutes per pass, and no faster in batches
                     groups = batches(texts)
-                    batched[name] = median_ms(lambda tok=tok: [tok(g, padding=True) for g in groups], args.runs,
-                                              warmup=1)[0] / 1e3
+                    batched[name] = (
+                        median_ms(lambda tok=tok: [tok(g, padding=True) for g in groups], args.runs, warmup=1)[0] / 1e3
+                    )
                     print(model, corpus, name, f"{one[name]:.3f} s", f"{batched[name]:.3f} s", file=sys.stderr)
                 for name in engines:
                     cells = []
@@ -92,15 +103,21 @@ def main() -> None:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             size = sum(len(t.encode("utf-8")) for t in wiki)
-            memory.append(f"{model}: peak {peak / 2**20:.1f} MB while encoding WikiText-2 in batches of 32, word caches "
-                          f"warm "
-                          f"({size / 2**20:.1f} MB of text; {peak / size:.1f}x)")
-    append_results("Tokenizer throughput: WordPiece, BPE, Unigram", "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
-                   f"python benchmarks/bench_tokenizer.py --runs {args.runs}",
-                   "npformer speed-up = that engine's time / npformer's time (> 1: npformer is faster); median of "
-                   f"{args.runs} passes; the Rust tokenizers on one thread (RAYON_NUM_THREADS=1). Tokens counted "
-                   "with the special tokens.\n\n" + "\n".join(rows) + "\n\nMemory (tracemalloc, npformer):\n\n" +
-                   "\n".join(f"- {m}" for m in memory))
+            memory.append(
+                f"{model}: peak {peak / 2**20:.1f} MB while encoding WikiText-2 in batches of 32, word caches "
+                f"warm "
+                f"({size / 2**20:.1f} MB of text; {peak / size:.1f}x)"
+            )
+    append_results(
+        "Tokenizer throughput: WordPiece, BPE, Unigram",
+        f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_tokenizer.py --runs {args.runs}",
+        "npformer speed-up = that engine's time / npformer's time (> 1: npformer is faster); median of "
+        f"{args.runs} passes; the Rust tokenizers on one thread (RAYON_NUM_THREADS=1). Tokens counted "
+        "with the special tokens.\n\n"
+        + "\n".join(rows)
+        + "\n\nMemory (tracemalloc, npformer):\n\n"
+        + "\n".join(f"- {m}" for m in memory),
+    )
 
 
 if __name__ == "__main__":

@@ -49,10 +49,21 @@ np.savez(sys.argv[4], **out)
 
 
 def outputs(tree: Path, target: Path) -> dict[str, np.ndarray]:
-    proc = subprocess.run([sys.executable, "-c", WORKER, str(tree / "npformer"), str(MODEL),
-                           str(SHARED / "data" / "sst2" / "dev.tsv"), str(target)],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
-                          cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER,
+            str(tree / "npformer"),
+            str(MODEL),
+            str(SHARED / "data" / "sst2" / "dev.tsv"),
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+        cwd=tempfile.gettempdir(),
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-2000:])
     return dict(np.load(target))

@@ -21,8 +21,10 @@ def require_clean_blas_env() -> None:
     """Benchmarks must run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they slow NumPy here)."""
     bad = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
     if bad:
-        sys.exit(f"unset {' and '.join(bad)} for benchmarks, e.g.: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
-                 f"python {' '.join(sys.argv)}")
+        sys.exit(
+            f"unset {' and '.join(bad)} for benchmarks, e.g.: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
+            f"python {' '.join(sys.argv)}"
+        )
 
 
 def blas_info() -> str:
@@ -31,8 +33,11 @@ def blas_info() -> str:
     import numpy  # noqa: F401
     from threadpoolctl import threadpool_info
 
-    rows = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
+    rows = [
+        f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return "; ".join(rows) or "unknown"
 
 
@@ -85,8 +90,9 @@ def peak_rss_bytes() -> int:
 
 def run_worker(script: Path, args: list[str], env: dict | None = None) -> dict:
     """Run ``script --worker args`` in a fresh process (clean peak RSS); parse its last JSON line."""
-    proc = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, str(script), "--worker", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -95,8 +101,7 @@ def run_worker(script: Path, args: list[str], env: dict | None = None) -> dict:
 def append_results(title: str, command: str, body: str) -> None:
     """Append a dated section to benchmarks/RESULTS.md with the machine, BLAS and command."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n## {title} ({stamp})\n\n- machine: {machine()}\n- BLAS: {blas_info()}\n"
-            f"- command: `{command}`\n\n{body.strip()}\n")
+    text = f"\n## {title} ({stamp})\n\n- machine: {machine()}\n- BLAS: {blas_info()}\n- command: `{command}`\n\n{body.strip()}\n"
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nEach section is appended by the script named in its command.\n")
     with open(RESULTS, "a", encoding="utf-8") as f:

@@ -45,13 +45,18 @@ def main() -> None:
         rows.append(f"| {name} | {pipe.model.encoder.dtype} | {100 * correct / len(labels):.2f} | {correct} | {seconds:.1f} |")
     if len(predictions) == 2:
         a, b = predictions.values()
-        rows.append(f"\nprediction agreement {' vs '.join(predictions)}: "
-                    f"{100 * sum(x == y for x, y in zip(a, b)) / len(a):.2f}%")
+        rows.append(f"\nprediction agreement {' vs '.join(predictions)}: {100 * sum(x == y for x, y in zip(a, b)) / len(a):.2f}%")
     body = "\n".join(rows)
     print(body)
     if not args.no_write:
-        append_results("SST-2 dev accuracy", "python benchmarks/eval_sst2.py " +
-                       (f"--model {args.model} " if args.model else "") + "--dtype " + " ".join(args.dtype), body)
+        append_results(
+            "SST-2 dev accuracy",
+            "python benchmarks/eval_sst2.py "
+            + (f"--model {args.model} " if args.model else "")
+            + "--dtype "
+            + " ".join(args.dtype),
+            body,
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def main() -> None:
         a = st.encode(s1, batch_size=64, normalize_embeddings=True)
         b = st.encode(s2, batch_size=64, normalize_embeddings=True)
         seconds = time.perf_counter() - t0
-        rows.append(f"| sentence-transformers (PyTorch) | {spearmanr((a * b).sum(1), gold).statistic * 100:.2f} | "
-                    f"{seconds:.1f} |")
+        rows.append(
+            f"| sentence-transformers (PyTorch) | {spearmanr((a * b).sum(1), gold).statistic * 100:.2f} | {seconds:.1f} |"
+        )
         diff = max(np.abs(a - vectors["float32"][0]).max(), np.abs(b - vectors["float32"][1]).max())
         rows.append(f"\nmax abs diff of embeddings, npformer float32 vs sentence-transformers: {diff:.2e}")
     except ImportError:

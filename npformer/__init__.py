@@ -11,8 +11,14 @@ from npformer.colbert import ColBERT, colbert_scores
 from npformer.config import Config
 from npformer.convert import convert, quantize, save_quantized
 from npformer.cross_encoder import CrossEncoder
-from npformer.models.auto import (AutoModel, AutoTokenizer, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-                                  AutoModelForSequenceClassification, AutoModelForTokenClassification)
+from npformer.models.auto import (
+    AutoModel,
+    AutoTokenizer,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 from npformer.runtime import get_num_threads, set_num_threads
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from npformer.pipelines import pipeline
@@ -24,11 +30,36 @@ from npformer.tracing import Trace, trace
 from npformer.version import __version__
 
 __all__ = [
-    "AutoTokenizer", "ColBERT", "colbert_scores", "CrossEncoder", "SparseEncoder", "SparseVector", "trace", "Trace", "AutoModel",
-    "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
-    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "Config", "convert", "MaskedLM",
-    "QuantizedTensor", "QuestionAnswerer", "SequenceClassifier", "TokenClassifier", "Tokenizer", "pipeline",
-    "quantize", "quantize_embeddings", "save_quantized", "semantic_search", "similarity", "get_num_threads",
-    "set_num_threads", "__version__"]
+    "AutoTokenizer",
+    "ColBERT",
+    "colbert_scores",
+    "CrossEncoder",
+    "SparseEncoder",
+    "SparseVector",
+    "trace",
+    "Trace",
+    "AutoModel",
+    "AutoModelForMaskedLM",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "Config",
+    "convert",
+    "MaskedLM",
+    "QuantizedTensor",
+    "QuestionAnswerer",
+    "SequenceClassifier",
+    "TokenClassifier",
+    "Tokenizer",
+    "pipeline",
+    "quantize",
+    "quantize_embeddings",
+    "save_quantized",
+    "semantic_search",
+    "similarity",
+    "get_num_threads",
+    "set_num_threads",
+    "__version__",
+]
 
 logging.getLogger("npformer").addHandler(logging.NullHandler())  # the application decides what is shown

@@ -33,26 +33,58 @@ from npformer.files import read_json
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 SAVED_PREFIX = "base_model.model."
+
+
 def model_prefixes() -> tuple[str, ...]:
     """The registered architectures' task-checkpoint prefixes (``bert.``, ``distilbert.``...)."""
     return prefixes()
+
+
 # fields that only matter while training (initialisation, dropout, bookkeeping)
-TRAINING_ONLY = {"lora_dropout", "init_lora_weights", "inference_mode", "task_type", "revision", "auto_mapping",
-                 "base_model_name_or_path", "peft_type", "peft_version", "loftq_config", "eva_config",
-                 "corda_config", "runtime_config", "megatron_config", "megatron_core", "qalora_group_size",
-                 "ensure_weight_tying"}
-HANDLED = {"r", "lora_alpha", "target_modules", "fan_in_fan_out", "bias", "use_rslora", "modules_to_save",
-           "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "use_dora", "lora_bias",
-           "exclude_modules"}
+TRAINING_ONLY = {
+    "lora_dropout",
+    "init_lora_weights",
+    "inference_mode",
+    "task_type",
+    "revision",
+    "auto_mapping",
+    "base_model_name_or_path",
+    "peft_type",
+    "peft_version",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    "runtime_config",
+    "megatron_config",
+    "megatron_core",
+    "qalora_group_size",
+    "ensure_weight_tying",
+}
+HANDLED = {
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "fan_in_fan_out",
+    "bias",
+    "use_rslora",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "rank_pattern",
+    "alpha_pattern",
+    "use_dora",
+    "lora_bias",
+    "exclude_modules",
+}
 
 
 def canonical(module: str) -> str:
     """A module name without PEFT's ``base_model.model.`` and the architecture prefix."""
     if module.startswith(SAVED_PREFIX):
-        module = module[len(SAVED_PREFIX):]
+        module = module[len(SAVED_PREFIX) :]
     for prefix in model_prefixes():
         if module.startswith(prefix):
-            return module[len(prefix):]
+            return module[len(prefix) :]
     return module
 
 
@@ -104,8 +136,10 @@ class Adapter:
             return (base + np.float32(m.scaling) * m.b_bias).astype(np.float32)
         delta = (m.b.astype(np.float64) @ m.a.astype(np.float64)) * m.scaling
         if delta.shape != base.shape:
-            raise ValueError(f"{self.directory / WEIGHTS}: lora_B @ lora_A of {module!r} has shape {delta.shape} but "
-                             f"the base weight has {base.shape}")
+            raise ValueError(
+                f"{self.directory / WEIGHTS}: lora_B @ lora_A of {module!r} has shape {delta.shape} but "
+                f"the base weight has {base.shape}"
+            )
         weight = base.astype(np.float64) + delta
         if m.magnitude is not None:  # DoRA: each output row rescaled to its learnt magnitude
             weight *= (m.magnitude.astype(np.float64) / np.linalg.norm(weight, axis=1))[:, None]
@@ -123,8 +157,10 @@ def adapter_base(directory: str | Path) -> str:
     config = read_json(Path(directory) / CONFIG)
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
-        raise ValueError(f"{Path(directory) / CONFIG} names no base model (base_model_name_or_path); pass the base "
-                         f"checkpoint as model= and this directory as adapter=")
+        raise ValueError(
+            f"{Path(directory) / CONFIG} names no base model (base_model_name_or_path); pass the base "
+            f"checkpoint as model= and this directory as adapter="
+        )
     return base
 
 
@@ -157,8 +193,11 @@ def read_adapter(directory: str | Path) -> Adapter:
     _check_fields(config, config_file)
     if not weights_file.is_file():
         bin_file = directory / "adapter_model.bin"
-        hint = " (adapter_model.bin is a pickle, which npformer never loads: save with safe_serialization=True)" \
-            if bin_file.is_file() else ""
+        hint = (
+            " (adapter_model.bin is a pickle, which npformer never loads: save with safe_serialization=True)"
+            if bin_file.is_file()
+            else ""
+        )
         raise FileNotFoundError(f"no {WEIGHTS} in {directory}{hint}")
     try:
         raw = load_file(str(weights_file))
@@ -171,11 +210,13 @@ def read_adapter(directory: str | Path) -> Adapter:
             raise ValueError(f"{weights_file}: tensor {key!r} must hold finite floats")
         value = value.astype(np.float32)
         name = canonical(key)
-        match = re.fullmatch(r"(.+)\.(lora_A|lora_B|lora_magnitude_vector)(?:\.[^.]+)?\.(weight|bias)", name) or \
-            re.fullmatch(r"(.+)\.(lora_magnitude_vector)()", name)
+        match = re.fullmatch(r"(.+)\.(lora_A|lora_B|lora_magnitude_vector)(?:\.[^.]+)?\.(weight|bias)", name) or re.fullmatch(
+            r"(.+)\.(lora_magnitude_vector)()", name
+        )
         if "lora_embedding" in name:
-            raise ValueError(f"{weights_file}: tensor {key!r} adapts an embedding layer; npformer merges LoRA on "
-                             f"Linear layers only")
+            raise ValueError(
+                f"{weights_file}: tensor {key!r} adapts an embedding layer; npformer merges LoRA on Linear layers only"
+            )
         if match:
             module, part, kind = match.groups()
             pairs.setdefault(module, {})[part + ("_bias" if kind == "bias" and part == "lora_B" else "")] = value
@@ -214,8 +255,9 @@ def _module(config: dict, module: str, parts: dict, source: Path) -> LoraModule:
     r = config["rank_pattern"][key_r] if key_r is not None else config["r"]
     alpha = config["alpha_pattern"][key_alpha] if key_alpha is not None else config["lora_alpha"]
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != r or b.shape[1] != r:
-        raise ValueError(f"{source}: module {module!r} has lora_A {a.shape} and lora_B {b.shape}, but the config "
-                         f"gives it r = {r}")
+        raise ValueError(
+            f"{source}: module {module!r} has lora_A {a.shape} and lora_B {b.shape}, but the config gives it r = {r}"
+        )
     scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     magnitude = parts.get("lora_magnitude_vector")
     if magnitude is not None and not config.get("use_dora"):
@@ -262,8 +304,10 @@ def _check_targets(config: dict, modules: set[str], source: Path) -> None:
         raise ValueError(f"{source}: field 'target_modules' is missing")
     for module in sorted(modules):
         if not any(targeted(config, prefix + module) for prefix in ("", *model_prefixes())):
-            raise ValueError(f"{source}: the adapter has LoRA weights for {module!r}, which 'target_modules' "
-                             f"{config.get('target_modules')!r} (with 'layers_to_transform') does not name")
+            raise ValueError(
+                f"{source}: the adapter has LoRA weights for {module!r}, which 'target_modules' "
+                f"{config.get('target_modules')!r} (with 'layers_to_transform') does not name"
+            )
 
 
 class AdapterSet:
@@ -314,8 +358,10 @@ class Adaptable:
         Raises ``ValueError`` / ``FileNotFoundError`` as :func:`read_adapter`, and when the model
         was not loaded from a float checkpoint it can read base tensors from."""
         if self.adapter_set is None:
-            raise ValueError("this model cannot take adapters: load it with from_pretrained(..., adapter=...) or "
-                             "AutoModel*.from_pretrained from a float checkpoint")
+            raise ValueError(
+                "this model cannot take adapters: load it with from_pretrained(..., adapter=...) or "
+                "AutoModel*.from_pretrained from a float checkpoint"
+            )
         self.adapter_set.add(name, read_adapter(directory))
         if activate:
             self.set_adapter(name)
@@ -328,8 +374,10 @@ class Adaptable:
             raise KeyError(f"no adapter named {name!r}; this model has none loaded")
         for tensor, value in self.adapter_set.values(name).items():
             if value is None:
-                raise ValueError(f"the base checkpoint has no tensor {tensor!r}, and adapter {name!r} does not give "
-                                 f"one: it cannot run without an adapter that does")
+                raise ValueError(
+                    f"the base checkpoint has no tensor {tensor!r}, and adapter {name!r} does not give "
+                    f"one: it cannot run without an adapter that does"
+                )
             self.replace_tensor(tensor, value)
         self.adapter_set.active = name
 

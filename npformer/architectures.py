@@ -45,10 +45,12 @@ def architecture(model_type, source: str = "config.json") -> type:
         load_plugins(ENTRY_POINT_GROUP)
     found = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
     if found is None:
-        names = ", ".join(f"{k} ({v.description})" if getattr(v, "description", "") else k
-                          for k, v in sorted(ARCHITECTURES.items()))
-        raise ValueError(f"{source}: unknown model_type {model_type!r}: npformer supports {names} "
-                         f"(the table: {SUPPORTED_MODELS_URL})")
+        names = ", ".join(
+            f"{k} ({v.description})" if getattr(v, "description", "") else k for k, v in sorted(ARCHITECTURES.items())
+        )
+        raise ValueError(
+            f"{source}: unknown model_type {model_type!r}: npformer supports {names} (the table: {SUPPORTED_MODELS_URL})"
+        )
     return found
 
 

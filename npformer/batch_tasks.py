@@ -16,8 +16,9 @@ import pyarrow as pa  # noqa: E402
 
 from npformer.cross_encoder import CrossEncoder  # noqa: E402
 
-ENTITY = pa.struct([("entity_group", pa.string()), ("score", pa.float64()), ("word", pa.string()),
-                    ("start", pa.int64()), ("end", pa.int64())])
+ENTITY = pa.struct(
+    [("entity_group", pa.string()), ("score", pa.float64()), ("word", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
+)
 SPARSE_ENTRY = pa.struct([("index", pa.int64()), ("value", pa.float32())])
 
 
@@ -60,24 +61,43 @@ def _labels(pipe, texts, rows, job) -> dict:
 
 LABELS = BatchTask("text-classification", lambda pipe: [("label", pa.string()), ("score", pa.float64())], _labels)
 TASKS = {
-    "sentiment": LABELS, "text-classification": LABELS,
-    "ner": BatchTask("token-classification", lambda pipe: [("entities", pa.list_(ENTITY))],
-                     lambda pipe, texts, rows, job: {"entities": [
-                         [{k: (float(v) if k == "score" else v) for k, v in e.items()} for e in ents]
-                         for ents in pipe(texts, aggregation_strategy="simple")]}),
-    "embed": BatchTask("sentence-embeddings",
-                       lambda pipe: [("embedding", pa.list_(pa.float32(),
-                                                            pipe.config.hidden_size * len(pipe.pooling.modes)))],
-                       lambda pipe, texts, rows, job: {"embedding": list(pipe.encode(texts))}),
-    "qa": BatchTask("question-answering", lambda pipe: [("answer", pa.string()), ("score", pa.float64()),
-                                                        ("start", pa.int64()), ("end", pa.int64())], _qa, pair=True),
-    "zero-shot": BatchTask("zero-shot-classification",
-                           lambda pipe: [("labels", pa.list_(pa.string())), ("scores", pa.list_(pa.float64()))],
-                           _zero_shot),
+    "sentiment": LABELS,
+    "text-classification": LABELS,
+    "ner": BatchTask(
+        "token-classification",
+        lambda pipe: [("entities", pa.list_(ENTITY))],
+        lambda pipe, texts, rows, job: {
+            "entities": [
+                [{k: (float(v) if k == "score" else v) for k, v in e.items()} for e in ents]
+                for ents in pipe(texts, aggregation_strategy="simple")
+            ]
+        },
+    ),
+    "embed": BatchTask(
+        "sentence-embeddings",
+        lambda pipe: [("embedding", pa.list_(pa.float32(), pipe.config.hidden_size * len(pipe.pooling.modes)))],
+        lambda pipe, texts, rows, job: {"embedding": list(pipe.encode(texts))},
+    ),
+    "qa": BatchTask(
+        "question-answering",
+        lambda pipe: [("answer", pa.string()), ("score", pa.float64()), ("start", pa.int64()), ("end", pa.int64())],
+        _qa,
+        pair=True,
+    ),
+    "zero-shot": BatchTask(
+        "zero-shot-classification",
+        lambda pipe: [("labels", pa.list_(pa.string())), ("scores", pa.list_(pa.float64()))],
+        _zero_shot,
+    ),
     "rerank": BatchTask("text-classification", lambda pipe: [("score", pa.float64())], _rerank, pair=True),
-    "sparse-embed": BatchTask("sparse-embeddings", lambda pipe: [("embedding", pa.list_(SPARSE_ENTRY))],
-                              lambda pipe, texts, rows, job: {"embedding": [v.to_json() for v in pipe(texts)]}),
-    "colbert": BatchTask("late-interaction",
-                         lambda pipe: [("embeddings", pa.list_(pa.list_(pa.float32(), pipe.embedding_size)))],
-                         lambda pipe, texts, rows, job: {"embeddings": [v.tolist() for v in pipe(texts)]}),
+    "sparse-embed": BatchTask(
+        "sparse-embeddings",
+        lambda pipe: [("embedding", pa.list_(SPARSE_ENTRY))],
+        lambda pipe, texts, rows, job: {"embedding": [v.to_json() for v in pipe(texts)]},
+    ),
+    "colbert": BatchTask(
+        "late-interaction",
+        lambda pipe: [("embeddings", pa.list_(pa.list_(pa.float32(), pipe.embedding_size)))],
+        lambda pipe, texts, rows, job: {"embeddings": [v.tolist() for v in pipe(texts)]},
+    ),
 }

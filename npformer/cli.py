@@ -51,7 +51,6 @@ from npformer.version import __version__
 ONE_OFF_TEXTS = 32
 
 
-
 def info(model: str, revision: str | None = None) -> dict:
     """What ``npformer info`` prints (see :func:`npformer.provenance.describe`); loading the encoder
     validates the checkpoint."""
@@ -68,6 +67,7 @@ def _positive(name: str):
         if n < (0 if name == "--stride" else 1):
             raise argparse.ArgumentTypeError(f"{name} must be {'>= 0' if name == '--stride' else '>= 1'}, got {n}")
         return n
+
     return parse
 
 
@@ -77,8 +77,11 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def _fit_head_parser(sub) -> None:
-    p = sub.add_parser("fit-head", help="fit a few-shot classifier head on a frozen encoder's features (needs pip "
-                                        "install \".[train]\" in npformer's repository)")
+    p = sub.add_parser(
+        "fit-head",
+        help="fit a few-shot classifier head on a frozen encoder's features (needs pip "
+        'install ".[train]" in npformer\'s repository)',
+    )
     p.add_argument("--model", "-m", required=True, help="encoder checkpoint directory or Hub id")
     p.add_argument("--train", required=True, help="labelled examples: .csv, .tsv or .jsonl")
     p.add_argument("--text-column", default="text")
@@ -86,9 +89,12 @@ def _fit_head_parser(sub) -> None:
     p.add_argument("--delimiter", help="field separator of a CSV file")
     p.add_argument("--output", "-o", required=True, help="new checkpoint directory")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    p.add_argument("--features", default="pooled",
-                   help="pooled (sentence-embedding pooling), cls, mean, or layers:LIST (e.g. layers:-1,-2,-3,-4: "
-                        "each layer's mean over tokens, concatenated)")
+    p.add_argument(
+        "--features",
+        default="pooled",
+        help="pooled (sentence-embedding pooling), cls, mean, or layers:LIST (e.g. layers:-1,-2,-3,-4: "
+        "each layer's mean over tokens, concatenated)",
+    )
     p.add_argument("--normalize", action="store_true", help="L2-normalize the features")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularization strength")
     p.add_argument("--revision", help="Hub branch, tag or commit of --model")
@@ -100,8 +106,9 @@ def _fit_head(args) -> int:
     few_shot = importlib.import_module("npformer.few_shot")  # scikit-learn (the [train] extra) only here
     source = Source(args.train, [], args.text_column, args.delimiter, ())
     if source.kind not in ("table", "jsonl"):
-        raise UserError(f"--train {args.train}: give a .csv, .tsv or .jsonl file with {args.text_column!r} and "
-                        f"{args.label_column!r} columns")
+        raise UserError(
+            f"--train {args.train}: give a .csv, .tsv or .jsonl file with {args.text_column!r} and {args.label_column!r} columns"
+        )
     texts, labels = [], []
     for record in source:
         if record.error is not None:
@@ -110,20 +117,42 @@ def _fit_head(args) -> int:
             raise UserError(f"{source.where(record.line)}: no {args.label_column!r} value (--label-column)")
         texts.append(record.text)
         labels.append(record.fields[args.label_column])
-    fitted = few_shot.fit_head(args.model, texts, labels, args.output, features=args.features,
-                               normalize=args.normalize, C=args.C, batch_size=args.batch_size,
-                               overwrite=args.overwrite, revision=args.revision)
+    fitted = few_shot.fit_head(
+        args.model,
+        texts,
+        labels,
+        args.output,
+        features=args.features,
+        normalize=args.normalize,
+        C=args.C,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        revision=args.revision,
+    )
     accuracy = float(fitted.estimator.score(fitted.features.astype("float64"), [fitted.labels.index(str(v)) for v in labels]))
-    print(json.dumps({"output": str(fitted.directory), "labels": fitted.labels, "examples": len(texts),
-                      "train_accuracy": round(accuracy, 4)}))
+    print(
+        json.dumps(
+            {
+                "output": str(fitted.directory),
+                "labels": fitted.labels,
+                "examples": len(texts),
+                "train_accuracy": round(accuracy, 4),
+            }
+        )
+    )
     return 0
 
 
 def _batch_parser(sub) -> None:
-    p = sub.add_parser("batch", help="a corpus through a pipeline on Dask, one Parquet part per partition, resumable "
-                                     "(needs pip install \".[distributed]\" in npformer's repository)")
-    p.add_argument("task", choices=["sentiment", "text-classification", "ner", "embed", "qa", "zero-shot", "rerank",
-                                    "sparse-embed", "colbert"])
+    p = sub.add_parser(
+        "batch",
+        help="a corpus through a pipeline on Dask, one Parquet part per partition, resumable "
+        '(needs pip install ".[distributed]" in npformer\'s repository)',
+    )
+    p.add_argument(
+        "task",
+        choices=["sentiment", "text-classification", "ner", "embed", "qa", "zero-shot", "rerank", "sparse-embed", "colbert"],
+    )
     p.add_argument("--input", "-i", nargs="+", required=True, help="files or glob patterns: .parquet .csv .tsv .jsonl")
     p.add_argument("--output", "-o", required=True, help="directory of part files (resumed if it holds this run)")
     p.add_argument("--column", default="text", help="the text column (the question for qa)")
@@ -137,8 +166,12 @@ def _batch_parser(sub) -> None:
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
     p.add_argument("--workers", type=_positive("--workers"), default=2, help="local cluster: worker processes")
-    p.add_argument("--threads-per-worker", type=_positive("--threads-per-worker"), default=1,
-                   help="threads of each worker's forward passes (each worker runs one partition at a time)")
+    p.add_argument(
+        "--threads-per-worker",
+        type=_positive("--threads-per-worker"),
+        default=1,
+        help="threads of each worker's forward passes (each worker runs one partition at a time)",
+    )
     p.add_argument("--partition-rows", type=_positive("--partition-rows"), default=10_000)
     _verbosity(p)
 
@@ -148,20 +181,31 @@ def _batch(args) -> int:
     if not args.verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its lifecycle chatter only with -v
     keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
-    summary = distributed.run(args.task, args.input, args.output, column=args.column, model=args.model,
-                              dtype=args.dtype, batch_size=args.batch_size, scheduler=args.scheduler,
-                              workers=args.workers, threads_per_worker=args.threads_per_worker,
-                              partition_rows=args.partition_rows, id_column=args.id_column, keep_columns=keep,
-                              delimiter=args.delimiter, context_column=args.context_column,
-                              labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
-                              progress=not args.quiet and sys.stderr.isatty())
+    summary = distributed.run(
+        args.task,
+        args.input,
+        args.output,
+        column=args.column,
+        model=args.model,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        partition_rows=args.partition_rows,
+        id_column=args.id_column,
+        keep_columns=keep,
+        delimiter=args.delimiter,
+        context_column=args.context_column,
+        labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
     print(json.dumps(vars(summary) | {"output": args.output}))
     return 1 if summary.errors else 0
 
 
 def _explain_parser(sub) -> None:
-    p = sub.add_parser("explain", help="one self-contained HTML page: tokens, prediction, attention heads, hidden-state "
-                                       "norms")
+    p = sub.add_parser("explain", help="one self-contained HTML page: tokens, prediction, attention heads, hidden-state norms")
     p.add_argument("task", choices=["sentiment", "text-classification", "ner", "qa", "fill-mask"])
     p.add_argument("text", help="the text (the question, for qa)")
     p.add_argument("--context", help="qa: the context")
@@ -176,8 +220,7 @@ def _explain_parser(sub) -> None:
 def _explain(args) -> int:
     task = ALIASES.get(args.task, args.task)
     pipe = pipeline(task, args.model, dtype=args.dtype)
-    data = explain_data(pipe, args.text, context=args.context, top_k=args.top_k,
-                        model_name=str(args.model or "default"))
+    data = explain_data(pipe, args.text, context=args.context, top_k=args.top_k, model_name=str(args.model or "default"))
     path = write_page(args.output or f"explain-{args.task}.html", data, overwrite=args.overwrite)
     print(json.dumps({"output": str(path), "task": task, "tokens": len(data["tokens"])}))
     return 0
@@ -194,43 +237,79 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", "-i", help="a .txt (one text per line), .jsonl, .csv or .tsv file")
         p.add_argument("--column", help="field / column holding the text (default: text)")
         p.add_argument("--delimiter", help="field separator of a CSV file (default: ',' for .csv, tab for .tsv)")
-        p.add_argument("--keep-columns", help="comma-separated input columns each result carries under \"input\" "
-                                              "(default: every column of a .jsonl / .csv / .tsv input; '' for none)")
-        p.add_argument("--stdin-format", choices=["txt", "jsonl"], default="txt",
-                       help="what stdin holds: a text per line (txt) or a JSON object per line (jsonl)")
+        p.add_argument(
+            "--keep-columns",
+            help='comma-separated input columns each result carries under "input" '
+            "(default: every column of a .jsonl / .csv / .tsv input; '' for none)",
+        )
+        p.add_argument(
+            "--stdin-format",
+            choices=["txt", "jsonl"],
+            default="txt",
+            help="what stdin holds: a text per line (txt) or a JSON object per line (jsonl)",
+        )
         p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
         p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-        p.add_argument("--on-error", choices=ON_ERROR, default="record",
-                       help="a bad record is written with an \"error\" field (record, the default), left out "
-                            "(skip), or stops the run (abort); the exit status is 1 if any record failed")
+        p.add_argument(
+            "--on-error",
+            choices=ON_ERROR,
+            default="record",
+            help='a bad record is written with an "error" field (record, the default), left out '
+            "(skip), or stops the run (abort); the exit status is 1 if any record failed",
+        )
         p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's default)")
         p.add_argument("--revision", help="Hub branch, tag or commit of --model (pins what is downloaded)")
-        p.add_argument("--adapter", help="a PEFT LoRA adapter directory merged into --model (or give the adapter "
-                                         "as --model when its config names the base)")
+        p.add_argument(
+            "--adapter",
+            help="a PEFT LoRA adapter directory merged into --model (or give the adapter "
+            "as --model when its config names the base)",
+        )
         p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
-        p.add_argument("--backend", choices=BACKENDS, default=None,
-                       help="kernels of the forward pass: numba (fast per text) or numpy (no Numba to load: the "
-                            f"fastest start); default numpy for up to {ONE_OFF_TEXTS} texts given as arguments, "
-                            "numba otherwise")
+        p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=None,
+            help="kernels of the forward pass: numba (fast per text) or numpy (no Numba to load: the "
+            f"fastest start); default numpy for up to {ONE_OFF_TEXTS} texts given as arguments, "
+            "numba otherwise",
+        )
         p.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
-        p.add_argument("--max-length", type=_positive("--max-length"), default=None,
-                       help="tokens per window, special tokens included (default: the model's maximum)")
+        p.add_argument(
+            "--max-length",
+            type=_positive("--max-length"),
+            default=None,
+            help="tokens per window, special tokens included (default: the model's maximum)",
+        )
         _verbosity(p)
-        p.add_argument("--threads", type=_positive("--threads"), default=None,
-                       help="threads per forward pass (default: every core Numba started with)")
+        p.add_argument(
+            "--threads",
+            type=_positive("--threads"),
+            default=None,
+            help="threads per forward pass (default: every core Numba started with)",
+        )
         if command.arguments is not None:
             command.arguments(p, _positive)
     serve_command.add_parser(sub, _positive, _verbosity)
     _fit_head_parser(sub)
     _batch_parser(sub)
     _explain_parser(sub)
-    p = sub.add_parser("convert", help="convert a PyTorch .bin checkpoint or an ONNX export (float32, int8, 4-bit) to "
-                                       "safetensors, without torch or ONNX Runtime and without running code from the file")
-    p.add_argument("src", help="a checkpoint directory with pytorch_model.bin (or its shards) or an ONNX export "
-                               "(model.onnx, onnx/model_quantized.onnx, ...), or the .bin / .onnx file itself")
+    p = sub.add_parser(
+        "convert",
+        help="convert a PyTorch .bin checkpoint or an ONNX export (float32, int8, 4-bit) to "
+        "safetensors, without torch or ONNX Runtime and without running code from the file",
+    )
+    p.add_argument(
+        "src",
+        help="a checkpoint directory with pytorch_model.bin (or its shards) or an ONNX export "
+        "(model.onnx, onnx/model_quantized.onnx, ...), or the .bin / .onnx file itself",
+    )
     p.add_argument("out_dir", help="the new checkpoint directory")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="int8: quantize the converted float32 weights npformer's way (per-channel int8)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="int8: quantize the converted float32 weights npformer's way (per-channel int8)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
     _verbosity(p)
     p = sub.add_parser("info", help="architecture, parameters, size, labels and dtype of a checkpoint")
@@ -324,25 +403,34 @@ def _run(args, output: JsonLines) -> int:
     keep = None if args.keep_columns is None else tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
     source = Source(args.input, args.texts, args.column, args.delimiter, extra_columns, keep, args.stdin_format)
     if extra_columns and source.kind in ("args", "lines"):  # no fields to take the second text from
-        raise UserError("question answering needs a context: --context TEXT, --context-file FILE, or a "
-                        f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
-                        if args.command == "qa" else
-                        "similarity takes exactly two texts, or a .jsonl / .csv / .tsv input with a "
-                        f"{args.pair_column!r} field (--pair-column)")
+        raise UserError(
+            "question answering needs a context: --context TEXT, --context-file FILE, or a "
+            f"{args.context_column!r} field in each record of a .jsonl / .csv / .tsv input"
+            if args.command == "qa"
+            else "similarity takes exactly two texts, or a .jsonl / .csv / .tsv input with a "
+            f"{args.pair_column!r} field (--pair-column)"
+        )
     inputs = [source.path] if source.path is not None else []
     if args.command == "qa" and args.context_file:
         inputs.append(Path(args.context_file))
     output.check(inputs)
     one_off = source.kind == "args" and len(args.texts) <= ONE_OFF_TEXTS  # loading Numba would cost more than it saves
     backend = args.backend or ("numpy" if one_off else "numba")
-    pipe = pipeline(task, args.model, dtype=args.dtype, batch_size=args.batch_size, revision=args.revision,
-                    adapter=args.adapter, backend=backend)
+    pipe = pipeline(
+        task,
+        args.model,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        revision=args.revision,
+        adapter=args.adapter,
+        backend=backend,
+    )
     if args.command == "embed" and args.format == "npy":
         return run_npy(pipe, source, output, args.max_length)
     records, errors = run_task(args, pipe, fn, source, output)
     if errors or source.kind != "args" and not args.quiet:
         where = f"; results in {args.output}" if args.output else ""
-        what = {"record": " (written with an \"error\" field)", "skip": " (left out)"}[args.on_error] if errors else ""
+        what = {"record": ' (written with an "error" field)', "skip": " (left out)"}[args.on_error] if errors else ""
         counts = f"{records} record{'s' * (records != 1)}, {errors} error{'s' * (errors != 1)}"
         print(f"npformer: {counts}{what}{where}", file=sys.stderr)
     return 1 if errors else 0

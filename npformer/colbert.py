@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from npformer.hub import resolve
 from npformer.pipelines.base import load_tokenizer
-from npformer.pipelines.late_interaction import (ColBERTModel, LateInteractionPipeline, colbert_scores,
-                                                 encoder_directory, rerank)
+from npformer.pipelines.late_interaction import ColBERTModel, LateInteractionPipeline, colbert_scores, encoder_directory, rerank
 
 __all__ = ["ColBERT", "colbert_scores", "rerank"]
 
@@ -27,10 +26,22 @@ class ColBERT(LateInteractionPipeline):
     :meth:`npformer.AutoModel.from_pretrained` raises.
     """
 
-    def __init__(self, model_name_or_path, *, query_length: int | None = None, document_length: int | None = None,
-                 dtype: str = "float32", backend: str = "numba", revision: str | None = None):
+    def __init__(
+        self,
+        model_name_or_path,
+        *,
+        query_length: int | None = None,
+        document_length: int | None = None,
+        dtype: str = "float32",
+        backend: str = "numba",
+        revision: str | None = None,
+    ):
         directory = resolve(model_name_or_path, revision)
-        super().__init__(ColBERTModel.from_pretrained(directory, dtype=dtype, backend=backend),
-                         load_tokenizer(encoder_directory(directory)), model_dir=directory,
-                         query_length=query_length, document_length=document_length)
+        super().__init__(
+            ColBERTModel.from_pretrained(directory, dtype=dtype, backend=backend),
+            load_tokenizer(encoder_directory(directory)),
+            model_dir=directory,
+            query_length=query_length,
+            document_length=document_length,
+        )
         self.checkpoint = directory

@@ -21,8 +21,10 @@ from npformer.search import similarity
 
 CHUNK = 256  # records handed to a pipeline at a time (it batches them by --batch-size)
 ON_ERROR = ("record", "skip", "abort")
-EMPTY_WARNING = ("the text has no tokens after normalization (only whitespace, control or format characters): "
-                 "the result is the model's output for an empty input")
+EMPTY_WARNING = (
+    "the text has no tokens after normalization (only whitespace, control or format characters): "
+    "the result is the model's output for an empty input"
+)
 
 
 class UserError(Exception):
@@ -127,18 +129,28 @@ def _sentiment(args):
         texts = _texts(records)
         if args.top_k is None:
             return [{"text": t, **r} for t, r in zip(texts, pipe(texts, max_length=args.max_length), strict=True)]
-        return [{"text": t, "labels": r}
-                for t, r in zip(texts, pipe(texts, top_k=args.top_k, max_length=args.max_length), strict=True)]
+        return [
+            {"text": t, "labels": r}
+            for t, r in zip(texts, pipe(texts, top_k=args.top_k, max_length=args.max_length), strict=True)
+        ]
+
     return "sentiment-analysis", fn, ()
 
 
 def _ner(args):
     def fn(pipe, records):
         texts = _texts(records)
-        found = pipe(texts, aggregation_strategy=args.aggregation_strategy, stride=args.stride,
-                     return_probabilities=args.probabilities, max_length=args.max_length)
-        return [{"text": t, "entities": [x for x in e if x["score"] >= args.min_score]}
-                for t, e in zip(texts, found, strict=True)]
+        found = pipe(
+            texts,
+            aggregation_strategy=args.aggregation_strategy,
+            stride=args.stride,
+            return_probabilities=args.probabilities,
+            max_length=args.max_length,
+        )
+        return [
+            {"text": t, "entities": [x for x in e if x["score"] >= args.min_score]} for t, e in zip(texts, found, strict=True)
+        ]
+
     return "ner", fn, ()
 
 
@@ -160,12 +172,16 @@ def _qa(args):
         for record in records:
             ctx = context if context is not None else record.fields.get(args.context_column)
             if not isinstance(ctx, str) or not ctx.strip():
-                raise ValueError("question answering needs a context: --context TEXT, --context-file FILE, or a "
-                                 f"{args.context_column!r} field in each input record")
+                raise ValueError(
+                    "question answering needs a context: --context TEXT, --context-file FILE, or a "
+                    f"{args.context_column!r} field in each input record"
+                )
             answer = pipe(question=record.text, context=ctx, top_k=args.top_k or 1, max_seq_len=args.max_length)
-            out.append({"question": record.text, **answer} if isinstance(answer, dict)
-                       else {"question": record.text, "answers": answer})
+            out.append(
+                {"question": record.text, **answer} if isinstance(answer, dict) else {"question": record.text, "answers": answer}
+            )
         return out
+
     return "question-answering", fn, () if context is not None else (args.context_column,)
 
 
@@ -174,6 +190,7 @@ def _fill_mask(args):
         texts = _texts(records)
         found = pipe(texts, top_k=args.top_k or 5, max_length=args.max_length)
         return [{"text": t, "predictions": p} for t, p in zip(texts, found, strict=True)]
+
     return "fill-mask", fn, ()
 
 
@@ -181,6 +198,7 @@ def _embed(args):
     def fn(pipe, records):
         texts = _texts(records)
         return [{"text": t, "embedding": v} for t, v in zip(texts, pipe(texts, max_length=args.max_length), strict=True)]
+
     return "sentence-embeddings", fn, ()
 
 
@@ -189,6 +207,7 @@ def _features(args):
         texts = _texts(records)
         states = pipe(texts, return_tensors=True, truncation=args.truncation, max_length=args.max_length)
         return [{"text": t, "features": s[0]} for t, s in zip(texts, states, strict=True)]
+
     return "feature-extraction", fn, ()
 
 
@@ -202,10 +221,11 @@ def _similarity(args):
         pairs = [pair_given if pair_given is not None else r.fields.get(args.pair_column) for r in records]
         if any(not isinstance(p, str) or not p.strip() for p in pairs):
             raise ValueError(f"every input record needs a non-empty {args.pair_column!r} field (--pair-column)")
-        scores = np.diagonal(similarity(pipe(_texts(records), max_length=args.max_length),
-                                        pipe(pairs, max_length=args.max_length)))  # pair i: row i with row i
-        return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores,
-                                                                                       strict=True)]
+        scores = np.diagonal(
+            similarity(pipe(_texts(records), max_length=args.max_length), pipe(pairs, max_length=args.max_length))
+        )  # pair i: row i with row i
+        return [{"text": r.text, "text_pair": p, "score": float(s)} for r, p, s in zip(records, pairs, scores, strict=True)]
+
     return "sentence-embeddings", fn, () if pair_given is not None else (args.pair_column,)
 
 
@@ -217,8 +237,14 @@ def _zero_shot(args, task: str = "zero-shot-classification"):
         raise UserError(f"--hypothesis-template must contain {{}} for the label, got {args.hypothesis_template!r}")
 
     def fn(pipe, records):
-        return pipe(_texts(records), labels, multi_label=args.multi_label, hypothesis_template=args.hypothesis_template,
-                    max_length=args.max_length)
+        return pipe(
+            _texts(records),
+            labels,
+            multi_label=args.multi_label,
+            hypothesis_template=args.hypothesis_template,
+            max_length=args.max_length,
+        )
+
     return task, fn, ()
 
 
@@ -258,11 +284,13 @@ def _top_k(p, positive, default=None) -> None:
 
 def _ner_arguments(p, positive) -> None:
     p.add_argument("--aggregation-strategy", default="simple", choices=["none", "simple", "first", "average", "max"])
-    p.add_argument("--stride", type=positive("--stride"), default=None,
-                   help="cover long texts with windows overlapping by this many tokens")
+    p.add_argument(
+        "--stride", type=positive("--stride"), default=None, help="cover long texts with windows overlapping by this many tokens"
+    )
     p.add_argument("--min-score", type=float, default=0.0, help="leave out entities scoring below this")
-    p.add_argument("--probabilities", action="store_true",
-                   help="give each entity its label probabilities and their entropy (nats)")
+    p.add_argument(
+        "--probabilities", action="store_true", help="give each entity its label probabilities and their entropy (nats)"
+    )
 
 
 def _qa_arguments(p, positive) -> None:
@@ -275,35 +303,72 @@ def _qa_arguments(p, positive) -> None:
 def _zero_shot_arguments(p, positive) -> None:
     p.add_argument("--labels", help="comma-separated candidate labels")
     p.add_argument("--label", action="append", default=[], help="one candidate label (repeat it; a label may hold commas)")
-    p.add_argument("--hypothesis-template", default="This example is {}.",
-                   help="the sentence each label is put in ({} is the label)")
-    p.add_argument("--multi-label", action="store_true",
-                   help="score each label alone (an NLI model: its entailment probability; an embedding model: "
-                        "raw cosine similarity, -1..1), not a softmax over the labels")
+    p.add_argument(
+        "--hypothesis-template", default="This example is {}.", help="the sentence each label is put in ({} is the label)"
+    )
+    p.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="score each label alone (an NLI model: its entailment probability; an embedding model: "
+        "raw cosine similarity, -1..1), not a softmax over the labels",
+    )
 
 
 for _command in (
-    Command("sentiment", "text-classification", "classify the sentiment of texts (default: the built-in INT8 model)",
-            _sentiment, _top_k, ("sentiment-analysis", "text-classification")),
+    Command(
+        "sentiment",
+        "text-classification",
+        "classify the sentiment of texts (default: the built-in INT8 model)",
+        _sentiment,
+        _top_k,
+        ("sentiment-analysis", "text-classification"),
+    ),
     Command("ner", "token-classification", "named entities", _ner, _ner_arguments, ("token-classification",)),
-    Command("qa", "question-answering", "answer questions about a context", _qa, _qa_arguments,
-            ("question-answering",)),
+    Command("qa", "question-answering", "answer questions about a context", _qa, _qa_arguments, ("question-answering",)),
     Command("fill-mask", "fill-mask", "fill the [MASK] token", _fill_mask, _top_k),
-    Command("embed", "sentence-embeddings", "sentence embeddings", _embed,
-            lambda p, positive: p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl",
-                                               help="npy: one (n, dim) float32 array in --output, rows in input order"),
-            ("sentence-embeddings", "embeddings")),
-    Command("feature-extraction", "feature-extraction", "the last layer's hidden states of every token", _features,
-            lambda p, positive: p.add_argument("--truncation", action="store_true",
-                                               help="cut texts longer than the model's maximum")),
-    Command("similarity", "sentence-embeddings", "cosine similarity of two texts", _similarity,
-            lambda p, positive: p.add_argument("--pair-column", default="text_pair",
-                                               help="field holding the second text"), ("sentence-similarity",)),
-    Command("zero-shot", "zero-shot-classification", "classify against your labels (NLI model: entailment; "
-            "embedding model: similarity)",
-            _zero_shot, _zero_shot_arguments, ("zero-shot-classification",)),
-    Command("zero-shot-similarity", "zero-shot-similarity", "classify against your labels by embedding similarity",
-            lambda args: _zero_shot(args, "zero-shot-similarity"), _zero_shot_arguments),
+    Command(
+        "embed",
+        "sentence-embeddings",
+        "sentence embeddings",
+        _embed,
+        lambda p, positive: p.add_argument(
+            "--format",
+            choices=["jsonl", "npy"],
+            default="jsonl",
+            help="npy: one (n, dim) float32 array in --output, rows in input order",
+        ),
+        ("sentence-embeddings", "embeddings"),
+    ),
+    Command(
+        "feature-extraction",
+        "feature-extraction",
+        "the last layer's hidden states of every token",
+        _features,
+        lambda p, positive: p.add_argument("--truncation", action="store_true", help="cut texts longer than the model's maximum"),
+    ),
+    Command(
+        "similarity",
+        "sentence-embeddings",
+        "cosine similarity of two texts",
+        _similarity,
+        lambda p, positive: p.add_argument("--pair-column", default="text_pair", help="field holding the second text"),
+        ("sentence-similarity",),
+    ),
+    Command(
+        "zero-shot",
+        "zero-shot-classification",
+        "classify against your labels (NLI model: entailment; embedding model: similarity)",
+        _zero_shot,
+        _zero_shot_arguments,
+        ("zero-shot-classification",),
+    ),
+    Command(
+        "zero-shot-similarity",
+        "zero-shot-similarity",
+        "classify against your labels by embedding similarity",
+        lambda args: _zero_shot(args, "zero-shot-similarity"),
+        _zero_shot_arguments,
+    ),
 ):
     register_command(_command)
 

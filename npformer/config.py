@@ -63,8 +63,9 @@ def _id2label(v, source: str) -> dict[int, str]:
 def _label2id(v, source: str) -> dict[str, int]:
     if v is None:
         return {}
-    if not isinstance(v, dict) or not all(isinstance(k, str) and (_is_int(i) or isinstance(i, str) and i.isdigit())
-                                          for k, i in v.items()):
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str) and (_is_int(i) or isinstance(i, str) and i.isdigit()) for k, i in v.items()
+    ):
         raise ValueError(f"{source}: field 'label2id' must map str labels to integer ids, got {v!r}")
     return {k: int(i) for k, i in v.items()}
 
@@ -132,31 +133,41 @@ class Config:
         if missing:
             raise ValueError(f"{source}: a {model_type} config needs {missing[0]!r}, which is missing")
         fields = {k: positive_int(d[names[k]], names[k], source) for k in REQUIRED}
-        fields["max_position_embeddings"] = positive_int(d.get("max_position_embeddings", 512),
-                                                         "max_position_embeddings", source)
+        fields["max_position_embeddings"] = positive_int(d.get("max_position_embeddings", 512), "max_position_embeddings", source)
         own = arch.config_fields(d, source)
         fields.update({k: v for k, v in own.items() if k in FIELDS})
         extra = {k: v for k, v in own.items() if k not in FIELDS}
         if not isinstance(fields["hidden_act"], str):
             raise ValueError(f"{source}: the activation must be a name (str), got {fields['hidden_act']!r}")
         if fields["hidden_size"] % fields["num_attention_heads"]:
-            raise ValueError(f"{source}: {names['hidden_size']} {fields['hidden_size']} is not a multiple of "
-                             f"{names['num_attention_heads']} {fields['num_attention_heads']}")
+            raise ValueError(
+                f"{source}: {names['hidden_size']} {fields['hidden_size']} is not a multiple of "
+                f"{names['num_attention_heads']} {fields['num_attention_heads']}"
+            )
         pad_token_id = d.get("pad_token_id", 0)
         if pad_token_id is None:
             pad_token_id = 0
         if not _is_int(pad_token_id) or not 0 <= pad_token_id < fields["vocab_size"]:
-            raise ValueError(f"{source}: field 'pad_token_id' must be an integer in [0, {fields['vocab_size']}), "
-                             f"got {pad_token_id!r}")
+            raise ValueError(
+                f"{source}: field 'pad_token_id' must be an integer in [0, {fields['vocab_size']}), got {pad_token_id!r}"
+            )
         problem_type = d.get("problem_type")
         if problem_type not in PROBLEM_TYPES:
             raise ValueError(f"{source}: field 'problem_type' must be one of {PROBLEM_TYPES}, got {problem_type!r}")
         architectures = d.get("architectures") or []
         if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
             raise ValueError(f"{source}: field 'architectures' must be a list of str, got {architectures!r}")
-        return cls(model_type=model_type, pad_token_id=pad_token_id, id2label=_id2label(d.get("id2label"), source),
-                   label2id=_label2id(d.get("label2id"), source), problem_type=problem_type,
-                   architectures=list(architectures), source=source, extra=extra, **fields)
+        return cls(
+            model_type=model_type,
+            pad_token_id=pad_token_id,
+            id2label=_id2label(d.get("id2label"), source),
+            label2id=_label2id(d.get("label2id"), source),
+            problem_type=problem_type,
+            architectures=list(architectures),
+            source=source,
+            extra=extra,
+            **fields,
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Config":

@@ -26,8 +26,9 @@ from npformer.torch_bin import read_torch_bin
 from npformer.version import __version__
 
 
-def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None = None,
-                   overwrite: bool = False, source_name: str | None = None) -> Path:
+def save_quantized(
+    src: str | Path, out_dir: str | Path, *, revision: str | None = None, overwrite: bool = False, source_name: str | None = None
+) -> Path:
     """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
 
     Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
@@ -71,10 +72,17 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
             tensors[key] = np.ascontiguousarray(arr)
     source_name = source_name or (str(src) if not Path(str(src)).exists() else str(directory))
     temp = out_dir / ".model.safetensors.tmp"
-    save_file(tensors, str(temp),
-              metadata={"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes}),
-                        "source": Path(source_name).name,
-                        **{k: v for k, v in weights.metadata.items() if k == "converted_from"}})
+    save_file(
+        tensors,
+        str(temp),
+        metadata={
+            "format": "np",
+            "quantization": SCHEME,
+            "layout": json.dumps({"packed": packed_shapes}),
+            "source": Path(source_name).name,
+            **{k: v for k, v in weights.metadata.items() if k == "converted_from"},
+        },
+    )
     os.replace(temp, out_dir / "model.safetensors")
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
@@ -88,8 +96,10 @@ def save_quantized(src: str | Path, out_dir: str | Path, *, revision: str | None
             shutil.copytree(item, target, dirs_exist_ok=True)
         else:
             shutil.copy2(item, target)
-    sizes = {"model.safetensors (int8)": (out_dir / "model.safetensors").stat().st_size,
-             "source weights (float32)": sum(f.stat().st_size for f in weights.files)}
+    sizes = {
+        "model.safetensors (int8)": (out_dir / "model.safetensors").stat().st_size,
+        "source weights (float32)": sum(f.stat().st_size for f in weights.files),
+    }
     (out_dir / "README.md").write_text(quantized_card(directory, source_name, __version__, sizes), encoding="utf-8")
     return out_dir
 
@@ -106,8 +116,7 @@ def copy_checkpoint(src: str | Path, out_dir: str | Path, *, overwrite: bool = F
     if not src.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {src}")
     if out_dir.exists() and (not out_dir.is_dir() or out_dir.samefile(src)):
-        raise FileExistsError(f"{out_dir} is {'the source checkpoint' if out_dir.is_dir() else 'a file'}; "
-                              f"give another directory")
+        raise FileExistsError(f"{out_dir} is {'the source checkpoint' if out_dir.is_dir() else 'a file'}; give another directory")
     items = [item for item in sorted(src.iterdir()) if not item.name.startswith(".")]
     clashes = [item.name for item in items if (out_dir / item.name).exists()]
     if clashes and not overwrite:
@@ -169,8 +178,10 @@ def convert(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", ove
     elif find_onnx(src) is not None:
         write = convert_onnx
     else:
-        raise FileNotFoundError(f"nothing to convert in {src}: no pytorch_model.bin (or its shards) and no ONNX "
-                                f"export (model.onnx, onnx/model_quantized.onnx, ...)")
+        raise FileNotFoundError(
+            f"nothing to convert in {src}: no pytorch_model.bin (or its shards) and no ONNX "
+            f"export (model.onnx, onnx/model_quantized.onnx, ...)"
+        )
     return _checked_conversion(write, src, Path(out_dir), dtype, overwrite)
 
 
@@ -204,8 +215,7 @@ def _checked_conversion(write, src: Path, out_dir: Path, dtype: str, overwrite: 
         try:
             load_architecture(temp)  # refuse a conversion that does not load, before anything is replaced
         except ValueError as e:
-            raise ValueError(f"{src} does not convert to a complete model: {str(e).replace(str(temp), str(out_dir))}") \
-                from None
+            raise ValueError(f"{src} does not convert to a complete model: {str(e).replace(str(temp), str(out_dir))}") from None
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*out_dir.glob("*.safetensors"), out_dir / "model.safetensors.index.json"]:
             stale.unlink(missing_ok=True)  # --overwrite: no old shard index may outrank the new weights

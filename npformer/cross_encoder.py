@@ -18,7 +18,10 @@ from npformer.pipelines.base import sigmoid, softmax
 
 # torch activation class names sentence-transformers saves -> what npformer applies
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "Sigmoid": sigmoid, "Identity": lambda x: x, "Tanh": np.tanh, "ReLU": lambda x: np.maximum(x, 0),
+    "Sigmoid": sigmoid,
+    "Identity": lambda x: x,
+    "Tanh": np.tanh,
+    "ReLU": lambda x: np.maximum(x, 0),
 }
 
 
@@ -37,14 +40,21 @@ class CrossEncoder:
     never imported), and what :func:`npformer.pipeline` raises for the checkpoint.
     """
 
-    def __init__(self, model_name_or_path, *, max_length: int | None = None,
-                 activation_fn: str | Callable | None = None, dtype: str = "float32", revision: str | None = None):
-        self._setup(pipeline("text-classification", model=model_name_or_path, dtype=dtype, revision=revision),
-                    max_length, activation_fn)
+    def __init__(
+        self,
+        model_name_or_path,
+        *,
+        max_length: int | None = None,
+        activation_fn: str | Callable | None = None,
+        dtype: str = "float32",
+        revision: str | None = None,
+    ):
+        self._setup(
+            pipeline("text-classification", model=model_name_or_path, dtype=dtype, revision=revision), max_length, activation_fn
+        )
 
     @classmethod
-    def from_pipeline(cls, pipe, *, max_length: int | None = None,
-                      activation_fn: str | Callable | None = None) -> "CrossEncoder":
+    def from_pipeline(cls, pipe, *, max_length: int | None = None, activation_fn: str | Callable | None = None) -> "CrossEncoder":
         """A cross-encoder over a ``"text-classification"`` pipeline already loaded (the CLI's)."""
         self = cls.__new__(cls)
         self._setup(pipe, max_length, activation_fn)
@@ -66,8 +76,7 @@ class CrossEncoder:
             return ACTIVATIONS["Sigmoid" if self.num_labels == 1 else "Identity"]
         short = str(name).rsplit(".", 1)[-1]
         if short not in ACTIVATIONS:
-            raise ValueError(f"{source}: activation_fn {name!r} is not one npformer applies "
-                             f"({', '.join(sorted(ACTIVATIONS))})")
+            raise ValueError(f"{source}: activation_fn {name!r} is not one npformer applies ({', '.join(sorted(ACTIVATIONS))})")
         return ACTIVATIONS[short]
 
     @staticmethod
@@ -79,9 +88,16 @@ class CrossEncoder:
             raise ValueError(f"activation_fn must be one of {sorted(names)} or a function, got {fn!r}")
         return names[str(fn).lower()]
 
-    def predict(self, sentences, batch_size: int = 32, show_progress_bar: bool | None = None,  # noqa: PLR0913 - as sentence-transformers
-                activation_fn: str | Callable | None = None, apply_softmax: bool = False,
-                convert_to_numpy: bool = True, convert_to_tensor: bool = False):
+    def predict(
+        self,
+        sentences,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,  # noqa: PLR0913 - as sentence-transformers
+        activation_fn: str | Callable | None = None,
+        apply_softmax: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+    ):
         """Scores of ``sentences``: a list of ``(text, text_pair)`` (or one pair) -> float32 array
         ``(n,)`` for a one-label model, ``(n, num_labels)`` otherwise (one pair: its row). The
         activation is applied to the logits, then, with ``apply_softmax`` and several labels, a
@@ -105,18 +121,33 @@ class CrossEncoder:
             scores = scores[:, 0]
         return scores[0] if single else scores
 
-    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,  # noqa: PLR0913 - as sentence-transformers
-             return_documents: bool = False, batch_size: int = 32, show_progress_bar: bool | None = None,
-             activation_fn: str | Callable | None = None, apply_softmax: bool = False,
-             convert_to_numpy: bool = True, convert_to_tensor: bool = False) -> list[dict]:
+    def rank(  # noqa: PLR0913 - as sentence-transformers
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        activation_fn: str | Callable | None = None,
+        apply_softmax: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+    ) -> list[dict]:
         """``[{"corpus_id", "score"(, "text")}]`` of ``documents`` by decreasing score against
         ``query`` (ties in document order), the ``top_k`` first. Needs a one-label model (raises
         ``ValueError`` otherwise, as sentence-transformers)."""
         if self.num_labels != 1:
             raise ValueError(f"rank needs a model with one label; this one has {self.num_labels}")
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation_fn=activation_fn,
-                              apply_softmax=apply_softmax, convert_to_tensor=convert_to_tensor)
+        scores = self.predict(
+            [(query, d) for d in documents],
+            batch_size=batch_size,
+            activation_fn=activation_fn,
+            apply_softmax=apply_softmax,
+            convert_to_tensor=convert_to_tensor,
+        )
         order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))
-        ranked = [{"corpus_id": i, "score": float(scores[i])} | ({"text": documents[i]} if return_documents else {})
-                  for i in order]
+        ranked = [
+            {"corpus_id": i, "score": float(scores[i])} | ({"text": documents[i]} if return_documents else {}) for i in order
+        ]
         return ranked[:top_k] if top_k is not None else ranked

@@ -111,8 +111,7 @@ class ModelPlugin(WorkerPlugin):
         self.pipe = pipeline(TASKS[self.job.task].task, self.job.model, dtype=self.job.dtype, batch_size=self.job.batch_size)
         # one short call compiles or loads the kernels here, not inside the first partition
         text = "The worker warms up."
-        TASKS[self.job.task].columns(self.pipe, [text], [{self.job.column: text, self.job.context_column: text}],
-                                     self.job)
+        TASKS[self.job.task].columns(self.pipe, [text], [{self.job.column: text, self.job.context_column: text}], self.job)
 
 
 def input_files(inputs: list[str] | str) -> list[Path]:
@@ -180,8 +179,10 @@ def plan(files: list[Path], job: Job) -> tuple[list[Partition], dict[str, pa.Dat
         n, file_types = scan(path, job)
         for c, t in file_types.items():
             types[c] |= t
-        parts += [Partition(str(path), i, k, start, min(job.partition_rows, n - start))
-                  for k, start in enumerate(range(0, n, job.partition_rows))]
+        parts += [
+            Partition(str(path), i, k, start, min(job.partition_rows, n - start))
+            for k, start in enumerate(range(0, n, job.partition_rows))
+        ]
     return parts, {c: kept_type(t) for c, t in types.items()}
 
 
@@ -233,8 +234,10 @@ def process_partition(part: Partition, job: Job, kept: dict[str, pa.DataType]) -
     try:
         rows = read_rows(part, job)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise PartitionError(f"{part.path}: rows {part.start}-{part.start + part.rows - 1} cannot be read "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise PartitionError(
+            f"{part.path}: rows {part.start}-{part.start + part.rows - 1} cannot be read "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     good = [i for i, (_, error) in enumerate(rows) if error is None]
     valid = [rows[i][0] for i in good]
     outputs = TASKS[job.task].columns(pipe, [r[job.column] for r in valid], valid, job) if good else {}
@@ -242,8 +245,15 @@ def process_partition(part: Partition, job: Job, kept: dict[str, pa.DataType]) -
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     pq.write_table(table, temp)
     os.replace(temp, target)
-    return {"part": part.name, "rows": len(rows), "errors": len(rows) - len(good),
-            "seconds": time.perf_counter() - started, "worker": worker.address, "began": wall, "ended": time.time()}
+    return {
+        "part": part.name,
+        "rows": len(rows),
+        "errors": len(rows) - len(good),
+        "seconds": time.perf_counter() - started,
+        "worker": worker.address,
+        "began": wall,
+        "ended": time.time(),
+    }
 
 
 def _kept_value(value, type_: pa.DataType):
@@ -254,9 +264,11 @@ def _kept_value(value, type_: pa.DataType):
 
 def build_table(part: Partition, job: Job, rows, good: list[int], outputs: dict, schema: pa.Schema) -> pa.Table:
     name = Path(part.path).name
-    columns = {"id": [str(f.get(job.id_column)) if job.id_column else f"{name}:{part.start + i}"
-                      for i, (f, _) in enumerate(rows)],
-               "source": [name] * len(rows), "row": [part.start + i for i in range(len(rows))]}
+    columns = {
+        "id": [str(f.get(job.id_column)) if job.id_column else f"{name}:{part.start + i}" for i, (f, _) in enumerate(rows)],
+        "source": [name] * len(rows),
+        "row": [part.start + i for i in range(len(rows))],
+    }
     for c in job.keep_columns:
         type_ = schema.field(f"input_{c}").type
         columns[f"input_{c}"] = [_kept_value(f.get(c), type_) for f, _ in rows]
@@ -266,8 +278,9 @@ def build_table(part: Partition, job: Job, rows, good: list[int], outputs: dict,
             full[i] = v
         columns[key] = full
     columns["error"] = [error for _, error in rows]
-    return pa.table({k: pa.array(columns.get(k, [None] * len(rows)), type=schema.field(k).type) for k in schema.names},
-                    schema=schema)
+    return pa.table(
+        {k: pa.array(columns.get(k, [None] * len(rows)), type=schema.field(k).type) for k in schema.names}, schema=schema
+    )
 
 
 def output_schema(job: Job, pipe, kept: dict[str, pa.DataType]) -> pa.Schema:
@@ -288,19 +301,36 @@ def check_run(output: Path, job: Job) -> None:
         changed = sorted(k for k in mine if previous.get(k) != mine[k])
         if changed:
             names = ", ".join("inputs (files, their order or sizes)" if k == "inputs" else k for k in changed)
-            raise ValueError(f"{output} holds parts of a run with other arguments ({names}); "
-                             f"resume with the same arguments or choose a new --output")
+            raise ValueError(
+                f"{output} holds parts of a run with other arguments ({names}); "
+                f"resume with the same arguments or choose a new --output"
+            )
         return
     if any(output.glob("part-*.parquet")):
         raise ValueError(f"{output} holds part files but no {RUN_FILE}; choose a new --output")
     record.write_text(json.dumps(mine, indent=2), encoding="utf-8")
 
 
-def run(task: str, inputs, output: str | Path, *, column: str = "text", model: str | None = None,  # noqa: PLR0913 - batch's flags
-        dtype: str = "float32", batch_size: int = 32, scheduler: str | None = None, workers: int = 2,
-        threads_per_worker: int = 1, partition_rows: int = 10_000, id_column: str | None = None,
-        keep_columns: tuple[str, ...] = (), delimiter: str | None = None, context_column: str = "context",
-        labels: tuple[str, ...] = (), progress: bool = True) -> Summary:
+def run(  # noqa: PLR0913 - batch's flags
+    task: str,
+    inputs,
+    output: str | Path,
+    *,
+    column: str = "text",
+    model: str | None = None,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    scheduler: str | None = None,
+    workers: int = 2,
+    threads_per_worker: int = 1,
+    partition_rows: int = 10_000,
+    id_column: str | None = None,
+    keep_columns: tuple[str, ...] = (),
+    delimiter: str | None = None,
+    context_column: str = "context",
+    labels: tuple[str, ...] = (),
+    progress: bool = True,
+) -> Summary:
     """Run ``task`` (a name of :data:`npformer.batch_tasks.TASKS`: ``sentiment``, ``ner``, ``embed``,
     ``qa``, ``zero-shot`` with ``labels``, ``rerank`` (query in ``column``, document in
     ``context_column``), ``sparse-embed``, ``colbert``) over ``inputs`` on Dask; parts in ``output``.
@@ -318,16 +348,32 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
         raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
     if task == "zero-shot" and not labels:
         raise ValueError("zero-shot needs candidate labels: --labels a,b,c")
-    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
-                        ("partition_rows", partition_rows), ("batch_size", batch_size)):
+    for name, value in (
+        ("workers", workers),
+        ("threads_per_worker", threads_per_worker),
+        ("partition_rows", partition_rows),
+        ("batch_size", batch_size),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     started = time.perf_counter()
     output = Path(output)
     files = input_files(inputs)
-    job = Job(task, str(output.resolve()), tuple((str(f.resolve()), f.stat().st_size) for f in files), partition_rows,
-              column, context_column, id_column, tuple(keep_columns), delimiter, model, dtype, batch_size,
-              tuple(labels))
+    job = Job(
+        task,
+        str(output.resolve()),
+        tuple((str(f.resolve()), f.stat().st_size) for f in files),
+        partition_rows,
+        column,
+        context_column,
+        id_column,
+        tuple(keep_columns),
+        delimiter,
+        model,
+        dtype,
+        batch_size,
+        tuple(labels),
+    )
     partitions, kept = plan(files, job)
     output.mkdir(parents=True, exist_ok=True)
     check_run(output, job)
@@ -338,9 +384,18 @@ def run(task: str, inputs, output: str | Path, *, column: str = "text", model: s
     # threads ran at half the in-process rate)
     # a local cluster listens on the loopback only (its HTTP server on any free port); its workers'
     # logs are silenced, since a failed partition reaches the caller as one exception anyway
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                                  silence_logs=logging.CRITICAL)
+    cluster = (
+        None
+        if scheduler
+        else LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
+        )
+    )
     client = Client(scheduler or cluster)
     busy: dict[str, list[float]] = {}
     spans: list[tuple[float, float]] = []
@@ -388,7 +443,16 @@ def write_success(output: Path, partitions: list[Partition]) -> None:
     for p in partitions:
         f = pq.ParquetFile(output / p.name)
         errors = f.read(columns=["error"]).column("error").null_count
-        parts.append({"part": p.name, "source": p.path, "start": p.start, "rows": f.metadata.num_rows,
-                      "errors": f.metadata.num_rows - errors})
-    (output / SUCCESS).write_text(json.dumps({"parts": parts, "rows": sum(p["rows"] for p in parts),
-                                              "errors": sum(p["errors"] for p in parts)}, indent=2), encoding="utf-8")
+        parts.append(
+            {
+                "part": p.name,
+                "source": p.path,
+                "start": p.start,
+                "rows": f.metadata.num_rows,
+                "errors": f.metadata.num_rows - errors,
+            }
+        )
+    (output / SUCCESS).write_text(
+        json.dumps({"parts": parts, "rows": sum(p["rows"] for p in parts), "errors": sum(p["errors"] for p in parts)}, indent=2),
+        encoding="utf-8",
+    )

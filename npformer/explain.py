@@ -42,18 +42,30 @@ def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3,
     if task == "question-answering" and not (isinstance(context, str) and context.strip()):
         raise ValueError("question answering needs a context")
     pair = context if task == "question-answering" else None
-    enc = pipe.tokenizer.encode_batch([(text, pair)], truncation="only_second" if pair else "longest_first",
-                                      max_length=pipe.max_length, overflow=False)[0]
+    enc = pipe.tokenizer.encode_batch(
+        [(text, pair)], truncation="only_second" if pair else "longest_first", max_length=pipe.max_length, overflow=False
+    )[0]
     t = trace(pipe.model, text, pair, tokenizer=pipe.tokenizer, max_length=pipe.max_length)
     if len(t.tokens) != len(enc.ids):
         raise ValueError(f"the text and question do not fit one window of {pipe.max_length} tokens")
-    tokens = [{"token": tok, "start": a, "end": b, "special": s is None, "segment": s}
-              for tok, (a, b), s in zip(enc.tokens, enc.offsets, enc.sequence_ids)]
+    tokens = [
+        {"token": tok, "start": a, "end": b, "special": s is None, "segment": s}
+        for tok, (a, b), s in zip(enc.tokens, enc.offsets, enc.sequence_ids)
+    ]
     attentions = [np.round(a[0], 3).tolist() for a in t.attentions()]
     norms = [np.round(np.linalg.norm(h[0], axis=-1), 3).tolist() for h in t.hidden_states()]
-    return {"task": task, "model": model_name, "text": text, "context": context, "tokens": tokens,
-            "prediction": _prediction(pipe, text, context, top_k), "layers": len(attentions),
-            "heads": len(attentions[0]) if attentions else 0, "attentions": attentions, "norms": norms}
+    return {
+        "task": task,
+        "model": model_name,
+        "text": text,
+        "context": context,
+        "tokens": tokens,
+        "prediction": _prediction(pipe, text, context, top_k),
+        "layers": len(attentions),
+        "heads": len(attentions[0]) if attentions else 0,
+        "attentions": attentions,
+        "norms": norms,
+    }
 
 
 def _prediction(pipe, text: str, context: str | None, top_k: int) -> dict:
@@ -63,19 +75,34 @@ def _prediction(pipe, text: str, context: str | None, top_k: int) -> dict:
     if task == "token-classification":
         entities = pipe(text, aggregation_strategy="simple")
         per_token = pipe(text, aggregation_strategy="none", ignore_labels=[], return_probabilities=True)
-        return {"entities": [{"label": e["entity_group"], "score": float(e["score"]), "start": int(e["start"]),
-                              "end": int(e["end"]), "word": e["word"]} for e in entities],
-                "token_entropy": [{"start": int(e["start"]), "end": int(e["end"]), "label": e["entity"],
-                                   "entropy": float(e["entropy"])} for e in per_token]}
+        return {
+            "entities": [
+                {
+                    "label": e["entity_group"],
+                    "score": float(e["score"]),
+                    "start": int(e["start"]),
+                    "end": int(e["end"]),
+                    "word": e["word"],
+                }
+                for e in entities
+            ],
+            "token_entropy": [
+                {"start": int(e["start"]), "end": int(e["end"]), "label": e["entity"], "entropy": float(e["entropy"])}
+                for e in per_token
+            ],
+        }
     if task == "question-answering":
         answers = pipe(question=text, context=context, top_k=top_k)
         answers = [answers] if isinstance(answers, dict) else answers
-        return {"answers": [{"answer": a["answer"], "score": float(a["score"]), "start": int(a["start"]),
-                             "end": int(a["end"])} for a in answers]}
+        return {
+            "answers": [
+                {"answer": a["answer"], "score": float(a["score"]), "start": int(a["start"]), "end": int(a["end"])}
+                for a in answers
+            ]
+        }
     out = pipe(text, top_k=top_k)
     out = out if out and isinstance(out[0], list) else [out]
-    return {"masks": [[{"token": c["token_str"], "score": float(c["score"])} for c in candidates]
-                      for candidates in out]}
+    return {"masks": [[{"token": c["token_str"], "score": float(c["score"])} for c in candidates] for candidates in out]}
 
 
 def render_page(data: dict | None, title: str = "npformer explain", models: list[dict] | None = None) -> str:

@@ -27,8 +27,16 @@ from npformer.models.feature_head import CONFIG_KEY, HEAD_FILE, FeatureRecipe
 from npformer.models.pooling import Pooling
 from npformer.pipelines import pipeline
 
-ENCODER_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-                 "modules.json", "sentence_bert_config.json", "README.md")
+ENCODER_FILES = (
+    "config.json",
+    "model.safetensors",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "README.md",
+)
 
 
 @dataclass
@@ -54,8 +62,9 @@ def check_examples(texts: Sequence, labels: Sequence) -> list[str]:
             raise ValueError(f"example {i}: the label must be a non-empty string or an integer, got {label!r}")
     classes = sorted({str(label) for label in labels})
     if len(classes) < 2:
-        raise ValueError(f"the examples hold one class only ({classes[0] if classes else 'none'}); a classifier "
-                         f"needs at least two")
+        raise ValueError(
+            f"the examples hold one class only ({classes[0] if classes else 'none'}); a classifier needs at least two"
+        )
     return classes
 
 
@@ -67,9 +76,20 @@ def encode_features(pipe, recipe: FeatureRecipe, pooling: Pooling, texts: Sequen
     return np.stack(rows).astype(np.float32)
 
 
-def fit_head(model: str | Path, texts: Sequence[str], labels: Sequence, output: str | Path, *,  # noqa: PLR0913 - fit-head's flags
-             features: str = "pooled", normalize: bool = False, C: float = 1.0, max_iter: int = 2000,
-             batch_size: int = 32, overwrite: bool = False, revision: str | None = None) -> FittedHead:
+def fit_head(  # noqa: PLR0913 - fit-head's flags
+    model: str | Path,
+    texts: Sequence[str],
+    labels: Sequence,
+    output: str | Path,
+    *,
+    features: str = "pooled",
+    normalize: bool = False,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    revision: str | None = None,
+) -> FittedHead:
     """Embed ``texts`` with ``model`` (frozen, float32), fit a logistic regression to ``labels``,
     and write ``output``: the encoder's files, ``config.json`` with ``id2label`` and the recipe,
     and ``head.safetensors``. ``npformer.pipeline("text-classification", model=output)`` loads it.
@@ -109,13 +129,15 @@ def fit_head(model: str | Path, texts: Sequence[str], labels: Sequence, output: 
     if len(classes) == 2:  # scikit-learn keeps one row, for class 1; softmax([0, z]) = [1 - s(z), s(z)]
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([[0.0], intercept])
-    write_checkpoint(directory, output, recipe, classes, coef, intercept, overwrite,
-                     {"examples": len(texts), "C": C, "encoder": str(model)})
+    write_checkpoint(
+        directory, output, recipe, classes, coef, intercept, overwrite, {"examples": len(texts), "C": C, "encoder": str(model)}
+    )
     return FittedHead(output, classes, x, estimator)
 
 
-def write_checkpoint(encoder_dir: Path, output: Path, recipe: FeatureRecipe, classes: list[str], coef, intercept,
-                     overwrite: bool, training: dict) -> None:
+def write_checkpoint(
+    encoder_dir: Path, output: Path, recipe: FeatureRecipe, classes: list[str], coef, intercept, overwrite: bool, training: dict
+) -> None:
     """Write the checkpoint beside ``output`` and rename it into place when complete."""
     output.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
@@ -126,14 +148,23 @@ def write_checkpoint(encoder_dir: Path, output: Path, recipe: FeatureRecipe, cla
         for sub in (p for p in encoder_dir.iterdir() if p.is_dir() and (p / "config.json").is_file()):
             shutil.copytree(sub, temp / sub.name)  # sentence-transformers' module folders (pooling, ...)
         config = read_json(encoder_dir / "config.json")
-        config.update({"architectures": ["NpformerFeatureHeadClassifier"],
-                       "id2label": {str(i): c for i, c in enumerate(classes)},
-                       "label2id": {c: i for i, c in enumerate(classes)},
-                       "problem_type": "single_label_classification",
-                       CONFIG_KEY: {**recipe.to_json(), "training": training}})
+        config.update(
+            {
+                "architectures": ["NpformerFeatureHeadClassifier"],
+                "id2label": {str(i): c for i, c in enumerate(classes)},
+                "label2id": {c: i for i, c in enumerate(classes)},
+                "problem_type": "single_label_classification",
+                CONFIG_KEY: {**recipe.to_json(), "training": training},
+            }
+        )
         (temp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        save_file({"coef": np.ascontiguousarray(coef, dtype=np.float32),
-                   "intercept": np.ascontiguousarray(intercept, dtype=np.float32)}, str(temp / HEAD_FILE))
+        save_file(
+            {
+                "coef": np.ascontiguousarray(coef, dtype=np.float32),
+                "intercept": np.ascontiguousarray(intercept, dtype=np.float32),
+            },
+            str(temp / HEAD_FILE),
+        )
         if output.exists() and overwrite:
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         temp.rename(output)

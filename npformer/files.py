@@ -13,8 +13,16 @@ import numpy as np
 from safetensors.numpy import save_file
 
 # The files that travel with converted weights: config, tokenizer and sentence-transformers files.
-BESIDE_WEIGHTS = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
-                  "modules.json", "sentence_bert_config.json", "README.md")
+BESIDE_WEIGHTS = (
+    "config.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "README.md",
+)
 
 
 def read_json(file: Path):
@@ -44,8 +52,10 @@ def read_vocab(file: Path) -> list[str]:
             try:
                 tokens.append(raw.decode("utf-8").rstrip("\n"))
             except UnicodeDecodeError as e:
-                raise ValueError(f"{file} line {n} is not UTF-8 text (byte {e.start}: 0x{raw[e.start]:02x}); "
-                                 f"a vocab.txt holds one token per line") from None
+                raise ValueError(
+                    f"{file} line {n} is not UTF-8 text (byte {e.start}: 0x{raw[e.start]:02x}); "
+                    f"a vocab.txt holds one token per line"
+                ) from None
     return tokens
 
 

@@ -92,4 +92,5 @@ def resolve(path_or_id: str | Path, revision: str | None = None) -> Path:
         raise FileNotFoundError(
             f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0]}). "
             f"Without network access (or with HF_HUB_OFFLINE=1) download the checkpoint elsewhere and pass "
-            f"its local directory (config.json, vocab.txt, *.safetensors) instead of the id") from None
+            f"its local directory (config.json, vocab.txt, *.safetensors) instead of the id"
+        ) from None

@@ -46,10 +46,12 @@ from npformer.version import __version__
 
 # Ops an unoptimized export (opset 11-18, float32 or quantized) is made of: shape plumbing,
 # the attention and activation arithmetic, and the weight patterns above.
-PLAIN_OPS = frozenset("""Abs Add And Cast Concat Constant ConstantOfShape CumSum Div Equal Erf Expand Gather Gelu Gemm Greater
+PLAIN_OPS = frozenset(
+    """Abs Add And Cast Concat Constant ConstantOfShape CumSum Div Equal Erf Expand Gather Gelu Gemm Greater
     GreaterOrEqual Identity LayerNormalization Less LessOrEqual Log MatMul Max Min Mul Neg Not Or Pow Range ReduceMean Relu
     Reshape Shape Slice Softmax Split Sqrt Squeeze Sub Tanh Tile Transpose Trilu Unsqueeze Where DynamicQuantizeLinear
-    MatMulInteger DequantizeLinear MatMulNBits""".split())
+    MatMulInteger DequantizeLinear MatMulNBits""".split()
+)
 LINEAR_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
 NORM_NAMES = ("LayerNorm", "layer_norm")  # the last part of every layer norm module's name in both models
 # The FFN's activation op -> its config name (kernels.numpy_ops.ACTIVATIONS); ONNX Gelu (opset 20) has ``approximate``
@@ -89,8 +91,10 @@ class Graph:
                 if name not in self._arrays:
                     self._arrays[name] = self._to_array(self.init[name])
             except Exception as e:  # noqa: BLE001 - onnx raises ValueError, TypeError... for bad data
-                raise OnnxImportError(f"{self.file}: initializer {name!r} (dims {list(self.init[name].dims)}) cannot "
-                                      f"be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise OnnxImportError(
+                    f"{self.file}: initializer {name!r} (dims {list(self.init[name].dims)}) cannot "
+                    f"be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
             return self._arrays[name]
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
@@ -126,8 +130,11 @@ class Graph:
         """:meth:`module_path`, or an :class:`OnnxImportError` naming the node when it has none."""
         path = self.module_path(node)
         if not path:
-            raise self.fail(node, "neither its name nor its metadata carries a module path, so its weight cannot "
-                                  "be placed; export with torch.onnx.export or Optimum, which keep module names")
+            raise self.fail(
+                node,
+                "neither its name nor its metadata carries a module path, so its weight cannot "
+                "be placed; export with torch.onnx.export or Optimum, which keep module names",
+            )
         return path
 
 
@@ -216,8 +223,9 @@ def _layer_norms(g: Graph, tensors: dict, eps_found: list) -> None:
                 eps_found.append((node, float(consts[0].reshape(-1)[0])))
 
 
-def read_onnx(file: str | Path, hidden_act: str | None = None,
-              layer_norm_eps: float | None = None) -> tuple[dict[str, np.ndarray], str]:
+def read_onnx(
+    file: str | Path, hidden_act: str | None = None, layer_norm_eps: float | None = None
+) -> tuple[dict[str, np.ndarray], str]:
     """Read an ONNX export into ``{Transformers tensor name: float32 array}`` and a one-line description
     of what it was (``"float32"``, ``"int8 (quantize_dynamic: MatMulInteger)"``,
     ``"MatMulNBits (block 32, 4 bits)"``).
@@ -240,10 +248,16 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
         raise OnnxImportError(f"{file}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     g = Graph(model, file)
     for node in g.nodes:
-        if node.op_type not in PLAIN_OPS or node.domain not in ("", "ai.onnx", "com.microsoft") or (
-                node.domain == "com.microsoft" and node.op_type != "MatMulNBits"):
-            raise g.fail(node, f"op {node.domain + '.' if node.domain else ''}{node.op_type} is not part of a plain "
-                               f"BERT export (fused by an optimizer pass?); convert the export before optimization")
+        if (
+            node.op_type not in PLAIN_OPS
+            or node.domain not in ("", "ai.onnx", "com.microsoft")
+            or (node.domain == "com.microsoft" and node.op_type != "MatMulNBits")
+        ):
+            raise g.fail(
+                node,
+                f"op {node.domain + '.' if node.domain else ''}{node.op_type} is not part of a plain "
+                f"BERT export (fused by an optimizer pass?); convert the export before optimization",
+            )
     tensors: dict[str, np.ndarray] = {}
     kinds, nbits = set(), set()
     for node in g.nodes:
@@ -274,8 +288,13 @@ def read_onnx(file: str | Path, hidden_act: str | None = None,
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
             raise OnnxImportError(f"{file}: tensor {name} has non-finite values")
-    description = ("int8 (quantize_dynamic: MatMulInteger)" if "MatMulInteger" in kinds
-                   else f"MatMulNBits ({'; '.join(sorted(nbits))})" if nbits else "float32")
+    description = (
+        "int8 (quantize_dynamic: MatMulInteger)"
+        if "MatMulInteger" in kinds
+        else f"MatMulNBits ({'; '.join(sorted(nbits))})"
+        if nbits
+        else "float32"
+    )
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, description
 
 
@@ -293,19 +312,26 @@ def _check_rest(g: Graph, hidden_act: str | None, layer_norm_eps: float | None, 
             if name in g.init and name not in g.claimed:
                 value = g.constant(name)
                 if value.dtype.kind == "f" and value.size > 1 or value.dtype in (np.int8, np.uint8):
-                    raise g.fail(node, f"uses the weight {name} {tuple(value.shape)} in a way npformer does not "
-                                       f"recognise; refusing rather than dropping it")
+                    raise g.fail(
+                        node,
+                        f"uses the weight {name} {tuple(value.shape)} in a way npformer does not "
+                        f"recognise; refusing rather than dropping it",
+                    )
     if hidden_act is not None and hidden_act in ACTIVATIONS:
-        used = {form for n in g.nodes if (form := _activation_form(g, n))
-                and any(part in (g.module_path(n) or "") for part in FFN_MODULES)}
+        used = {
+            form
+            for n in g.nodes
+            if (form := _activation_form(g, n)) and any(part in (g.module_path(n) or "") for part in FFN_MODULES)
+        }
         if used and ACTIVATIONS[hidden_act] not in used:
-            raise OnnxImportError(f"{g.file}: the feed-forward layers compute {'/'.join(sorted(used))} but the config "
-                                  f"says hidden_act {hidden_act!r}; the config does not belong to this export")
+            raise OnnxImportError(
+                f"{g.file}: the feed-forward layers compute {'/'.join(sorted(used))} but the config "
+                f"says hidden_act {hidden_act!r}; the config does not belong to this export"
+            )
     if layer_norm_eps is not None:
         for node, eps in eps_found:
             if not np.isclose(np.float32(eps), np.float32(layer_norm_eps), rtol=1e-5, atol=0):
-                raise g.fail(node, f"layer norm epsilon {eps:g} differs from the config's layer_norm_eps "
-                                   f"{layer_norm_eps:g}")
+                raise g.fail(node, f"layer norm epsilon {eps:g} differs from the config's layer_norm_eps {layer_norm_eps:g}")
 
 
 def find_onnx(directory: Path) -> Path | None:
@@ -336,16 +362,17 @@ def convert_onnx(src: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"no ONNX export ({', '.join(ONNX_FILES)}) in {src} or {src / 'onnx'}")
     home = _home(file)
     if home is None:
-        raise FileNotFoundError(f"no config.json beside {file} or in its parent directory; an ONNX export needs "
-                                f"the model's config.json (and tokenizer files) to become a checkpoint")
+        raise FileNotFoundError(
+            f"no config.json beside {file} or in its parent directory; an ONNX export needs "
+            f"the model's config.json (and tokenizer files) to become a checkpoint"
+        )
     config = Config.from_pretrained(home)
     tensors, kind = read_onnx(file, config.hidden_act, config.layer_norm_eps)
     arch = architecture(config.model_type)
     decoder, table = f"{arch.mlm_names[2]}.weight", f"{arch.prefix}{WORD_EMBEDDINGS}"
     if decoder in tensors and table in tensors and np.array_equal(tensors[decoder], tensors[table]):
         del tensors[decoder]
-    metadata = {"format": "pt", "converted_from": f"{file.relative_to(home)} ({kind})",
-                "npformer_version": __version__}
+    metadata = {"format": "pt", "converted_from": f"{file.relative_to(home)} ({kind})", "npformer_version": __version__}
     return write_checkpoint(tensors, metadata, home, Path(out_dir))
 
 

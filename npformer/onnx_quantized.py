@@ -32,7 +32,7 @@ def nbits_weight(g, node) -> np.ndarray:
         raise g.fail(node, "its packed weight or scales are not initializers")
     blocks = -(-k // block)
     per_byte = 8 // bits
-    shifts = (np.arange(per_byte, dtype=np.uint8) * bits)
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
     q = ((packed.reshape(n, blocks, -1)[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, blocks, -1)[:, :, :block]
     zp_name = node.input[3] if len(node.input) > 3 else ""
     zp = g.constant(zp_name) if zp_name else None

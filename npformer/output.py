@@ -93,8 +93,7 @@ class JsonLines:
         if target.is_dir():
             raise OutputError(f"{self.option} {target} is a directory; give a file name")
         for source in inputs:
-            if target.exists() and source.exists() and (target.resolve() == source.resolve()
-                                                        or target.samefile(source)):
+            if target.exists() and source.exists() and (target.resolve() == source.resolve() or target.samefile(source)):
                 raise OutputError(f"{self.option} {target} is the input file; write the results to another file")
         if self.direct:
             return

@@ -19,10 +19,11 @@ from npformer.pipelines.tasks import task_for_checkpoint
 from npformer.quantization import SCALE_SUFFIX, is_quantized
 from npformer.weights import Weights
 
-CARD_FIELDS = ("license", "language", "datasets", "base_model", "pipeline_tag", "metrics", "library_name", "tags",
-               "model-index")
-NOTES = {"parameters": "every number stored in the checkpoint: encoder, pooler and task head",
-         "encoder_parameters": "the encoder's share (embeddings, layers, pooler), what AutoModel loads"}
+CARD_FIELDS = ("license", "language", "datasets", "base_model", "pipeline_tag", "metrics", "library_name", "tags", "model-index")
+NOTES = {
+    "parameters": "every number stored in the checkpoint: encoder, pooler and task head",
+    "encoder_parameters": "the encoder's share (embeddings, layers, pooler), what AutoModel loads",
+}
 
 
 def card_metadata(directory: Path) -> dict:
@@ -47,24 +48,43 @@ def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder
     builtin = next((name for name, path in BUILTIN.items() if path == directory), None)
     task = task_for_checkpoint(directory)
     pooling = Pooling.from_pretrained(directory) if task.name == "sentence-embeddings" else None
-    return {"path": str(directory), "name": builtin, "hub_commit": hub_commit(directory),
-            "model_type": config.model_type, "architectures": config.architectures,
-            "num_hidden_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
-            "num_attention_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
-            "vocab_size": config.vocab_size, "max_position_embeddings": config.max_position_embeddings,
-            "parameters": int(sum(t.size for k, t in weights.tensors.items()
-                                  if not k.endswith(SCALE_SUFFIX) and t.dtype.kind in "fi" and t.dtype != "int64")),
-            "encoder_parameters": encoder.num_parameters, "notes": NOTES,
-            "size_bytes": int(sum(f.stat().st_size for f in files)),
-            "dtype": "int8" if is_quantized(weights) else "float32",
-            "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
-            "id2label": {str(k): v for k, v in config.id2label.items()},
-            "task": task.name, "output": task.output,
-            "sentence_transformers": {"pooling": list(pooling.modes), "normalize": pooling.normalize,
-                                      "max_seq_length": pooling.max_seq_length}
-            if pooling is not None and (directory / "modules.json").is_file() else None,
-            "model_card": card_metadata(directory),
-            "converted_from": weights.metadata.get("converted_from")}
+    return {
+        "path": str(directory),
+        "name": builtin,
+        "hub_commit": hub_commit(directory),
+        "model_type": config.model_type,
+        "architectures": config.architectures,
+        "num_hidden_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "parameters": int(
+            sum(
+                t.size
+                for k, t in weights.tensors.items()
+                if not k.endswith(SCALE_SUFFIX) and t.dtype.kind in "fi" and t.dtype != "int64"
+            )
+        ),
+        "encoder_parameters": encoder.num_parameters,
+        "notes": NOTES,
+        "size_bytes": int(sum(f.stat().st_size for f in files)),
+        "dtype": "int8" if is_quantized(weights) else "float32",
+        "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
+        "id2label": {str(k): v for k, v in config.id2label.items()},
+        "task": task.name,
+        "output": task.output,
+        "sentence_transformers": {
+            "pooling": list(pooling.modes),
+            "normalize": pooling.normalize,
+            "max_seq_length": pooling.max_seq_length,
+        }
+        if pooling is not None and (directory / "modules.json").is_file()
+        else None,
+        "model_card": card_metadata(directory),
+        "converted_from": weights.metadata.get("converted_from"),
+    }
 
 
 def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str, int]) -> str:
@@ -79,12 +99,17 @@ def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str
         front, body = text[:end].rstrip() + "\n\n", text[end:].lstrip("\n")
     commit = hub_commit(source)
     origin = f"`{source_name}`" + (f" at commit `{commit}`" if commit else "")
-    lines = [f"# INT8 copy of {source_name}", "",
-             f"Written by npformer {version} (`npformer quantize`) from {origin}.", "",
-             "- quantized: every encoder Linear weight and the word embeddings, symmetric int8 per output "
-             "channel / row with float32 scales (`*_scale`); activations are quantized per token at run time",
-             "- kept in float32: biases, layer norms, position and token type embeddings, pooler, task head",
-             *[f"- `{name}`: {size:,} bytes" for name, size in sizes.items()], ""]
+    lines = [
+        f"# INT8 copy of {source_name}",
+        "",
+        f"Written by npformer {version} (`npformer quantize`) from {origin}.",
+        "",
+        "- quantized: every encoder Linear weight and the word embeddings, symmetric int8 per output "
+        "channel / row with float32 scales (`*_scale`); activations are quantized per token at run time",
+        "- kept in float32: biases, layer norms, position and token type embeddings, pooler, task head",
+        *[f"- `{name}`: {size:,} bytes" for name, size in sizes.items()],
+        "",
+    ]
     if body.strip():
         lines += ["## The source model's card", "", body]
     return front + "\n".join(lines).rstrip() + "\n"

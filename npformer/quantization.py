@@ -38,10 +38,15 @@ def packed_shapes(weights: Weights) -> dict[str, list[int]]:
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError, RecursionError):
         raise ValueError(f"{weights.files[0]}: metadata 'layout' is not a JSON object of packed shapes") from None
     for name, shape in shapes.items():
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and not isinstance(n, bool)
-                                                                     and 0 < n < 2**31 for n in shape)):
-            raise ValueError(f"{weights.files[0]}: metadata 'layout' gives {name!r} the shape {shape!r}; "
-                             "expected [out, in], two positive integers")
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**31 for n in shape)
+        ):
+            raise ValueError(
+                f"{weights.files[0]}: metadata 'layout' gives {name!r} the shape {shape!r}; "
+                "expected [out, in], two positive integers"
+            )
     return shapes
 
 
@@ -57,17 +62,21 @@ def read_matrix(weights: Weights, name: str, shape: tuple[int, int] | None = Non
     if dtype != "I8" or not (is_quantized(weights) or weights.has(key + SCALE_SUFFIX)):
         return weights.get(name, shape)
     if not weights.has(key + SCALE_SUFFIX):
-        raise ValueError(f"{file}: int8 tensor {key!r} has no {key + SCALE_SUFFIX!r} beside it; a quantized tensor "
-                         f"needs its float32 per-row scales")
+        raise ValueError(
+            f"{file}: int8 tensor {key!r} has no {key + SCALE_SUFFIX!r} beside it; a quantized tensor "
+            f"needs its float32 per-row scales"
+        )
     scales = weights.get(key + SCALE_SUFFIX)  # float dtype and finite values checked there
     if scales.size and scales.min() <= 0:
-        raise ValueError(f"{file}: tensor {key + SCALE_SUFFIX!r} holds a scale <= 0 ({scales.min()}); scales must "
-                         f"be positive")
+        raise ValueError(f"{file}: tensor {key + SCALE_SUFFIX!r} holds a scale <= 0 ({scales.min()}); scales must be positive")
     values = weights.raw(key)
     packed_shape = packed_shapes(weights).get(key)
     try:
-        matrix = QuantizedTensor(values, scales) if packed_shape is None else \
-            QuantizedTensor(None, scales, packed=values, shape=packed_shape)
+        matrix = (
+            QuantizedTensor(values, scales)
+            if packed_shape is None
+            else QuantizedTensor(None, scales, packed=values, shape=packed_shape)
+        )
     except ValueError as e:
         raise ValueError(f"{file}: tensor {key!r}: {e}") from None
     if shape is not None and tuple(matrix.shape) != tuple(shape):
@@ -85,8 +94,14 @@ class QuantizedTensor:
     ``rows(ids)`` gathers dequantized rows (embedding lookup); ``dequantize()`` returns float32.
     """
 
-    def __init__(self, values: np.ndarray | None, scales: np.ndarray, *, packed: np.ndarray | None = None,
-                 shape: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        values: np.ndarray | None,
+        scales: np.ndarray,
+        *,
+        packed: np.ndarray | None = None,
+        shape: tuple[int, int] | None = None,
+    ):
         shape = tuple(shape) if shape is not None else getattr(values, "shape", None)
         if values is None and packed is None or shape is None or len(shape) != 2:
             raise ValueError("a QuantizedTensor needs (out, in) int8 values, or packed values and their shape")
@@ -96,8 +111,7 @@ class QuantizedTensor:
             raise ValueError(f"scales must have shape ({shape[0]},), got {scales.shape}")
         n_p, k_p = round_up(shape[0], NR), round_up(shape[1], VNNI_K)
         if packed is not None and (packed.dtype != np.int8 or packed.shape != (n_p * k_p,)):
-            raise ValueError(f"packed values of a {shape} matrix must be ({n_p * k_p},) int8, got "
-                             f"{packed.dtype} {packed.shape}")
+            raise ValueError(f"packed values of a {shape} matrix must be ({n_p * k_p},) int8, got {packed.dtype} {packed.shape}")
         self.shape = shape
         self.scales = np.ascontiguousarray(scales, dtype=np.float32)
         self._values = values
@@ -154,18 +168,20 @@ class QuantizedTensor:
         if kernels.llvm_ir.HAS_AVX2_INT8:
             packed, scales, n_p, k_p = self.avx2_operands()
             xq, xs = g.quantize_rows_i16(x, k_p)
-            out = g.int8_matmul_avx2(xq, xs, packed, scales, f32.padded_vector(bias, n_p),
-                                     f32.output_buffer(scratch, xq.shape[0], n_p))
-            return out[:x.shape[0], :n]
+            out = g.int8_matmul_avx2(
+                xq, xs, packed, scales, f32.padded_vector(bias, n_p), f32.output_buffer(scratch, xq.shape[0], n_p)
+            )
+            return out[: x.shape[0], :n]
         if not kernels.llvm_ir.HAS_VNNI:
             xq, xs = g.quantize_rows(x)
             b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
             return g.int8_matmul(xq, xs, self.values, self.scales, b)
         packed, sums, scales, n_p, k_p = self.vnni_operands()
         xu, xs = g.quantize_rows_u8(x, k_p)
-        out = g.int8_matmul_vnni(xu, xs, packed, sums, scales, f32.padded_vector(bias, n_p),
-                                 f32.output_buffer(scratch, xu.shape[0], n_p), k_p)
-        return out[:x.shape[0], :n]
+        out = g.int8_matmul_vnni(
+            xu, xs, packed, sums, scales, f32.padded_vector(bias, n_p), f32.output_buffer(scratch, xu.shape[0], n_p), k_p
+        )
+        return out[: x.shape[0], :n]
 
     def vnni_operands(self):
         """``(packed, row sums (n_p,) int32, scales (n_p,) float32, n_p, k_p)`` for :func:`int8_matmul_vnni`.
@@ -189,8 +205,7 @@ class QuantizedTensor:
             n, k = self.shape
             n_p, k_p = round_up(n, 2 * kernels.gemm_int8.AVX2_LANES), round_up(k, 2)
             unpacked_here = self._values is None  # only the packed copy (from the file) was held
-            self._avx2 = (kernels.gemm_int8.pack_avx2(self.values), kernels.gemm_f32.padded_vector(self.scales, n_p),
-                          n_p, k_p)
+            self._avx2 = (kernels.gemm_int8.pack_avx2(self.values), kernels.gemm_f32.padded_vector(self.scales, n_p), n_p, k_p)
             if unpacked_here:
                 self._values = None  # the kernel reads the int16 copy; the packed int8 one remains
         return self._avx2

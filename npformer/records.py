@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 TABULAR = {".csv": ",", ".tsv": "\t"}
-csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))  # fields longer than 131,072 characters are texts too
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # fields longer than 131,072 characters are texts too
 
 
 class InputError(ValueError):
@@ -63,7 +63,8 @@ def check_text(value, name: str) -> str | None:
         return f"no field {name!r} (choose the field with --column)"
     if not isinstance(value, str):
         kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
-            type(value), type(value).__name__)
+            type(value), type(value).__name__
+        )
         return f"field {name!r} is {kind} ({json.dumps(value)[:40]}), expected a string"
     bad = _bad_utf8(value)
     if bad:
@@ -90,9 +91,16 @@ class Source:
         InputError: no input at all, the file is missing or unreadable, the header lacks the column.
     """
 
-    def __init__(self, path: str | None, texts: list[str], column: str | None = None,
-                 delimiter: str | None = None, extra_columns: tuple[str, ...] = (),
-                 keep_columns: tuple[str, ...] | None = None, stdin_format: str = "txt"):
+    def __init__(
+        self,
+        path: str | None,
+        texts: list[str],
+        column: str | None = None,
+        delimiter: str | None = None,
+        extra_columns: tuple[str, ...] = (),
+        keep_columns: tuple[str, ...] | None = None,
+        stdin_format: str = "txt",
+    ):
         self.texts = texts
         self.column = column or "text"
         self.extra_columns = extra_columns
@@ -131,8 +139,10 @@ class Source:
                         raise InputError(f"{self.path} line 1 (the header) has {_bad_utf8(bad)}")
                     for name in (self.column, *extra_columns):
                         if name not in header:
-                            raise InputError(f"column {name!r} not in {self.path.name} (columns: {', '.join(header)}); "
-                                             f"choose one with --column")
+                            raise InputError(
+                                f"column {name!r} not in {self.path.name} (columns: {', '.join(header)}); "
+                                f"choose one with --column"
+                            )
         except OSError as e:
             raise InputError(f"cannot read {self.path}: {e.strerror}") from None
 
@@ -141,8 +151,7 @@ class Source:
         return open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
     def _reader(self, f):
-        return csv.reader(f, delimiter=self.delimiter,
-                          quoting=csv.QUOTE_NONE if self.delimiter == "\t" else csv.QUOTE_MINIMAL)
+        return csv.reader(f, delimiter=self.delimiter, quoting=csv.QUOTE_NONE if self.delimiter == "\t" else csv.QUOTE_MINIMAL)
 
     def __iter__(self) -> Iterator[Record]:
         if self.kind == "args":
@@ -227,8 +236,13 @@ class Source:
                 continue
             if row:
                 if len(row) != len(header):
-                    yield Record(line, None, {}, f"{self.name} line {line}: {len(row)} fields, the header has "
-                                                 f"{len(header)} (is the delimiter {self.delimiter!r} right?)")
+                    yield Record(
+                        line,
+                        None,
+                        {},
+                        f"{self.name} line {line}: {len(row)} fields, the header has "
+                        f"{len(header)} (is the delimiter {self.delimiter!r} right?)",
+                    )
                 else:
                     yield self._record(line, dict(zip(header, row)), self.column)
             line = reader.line_num + 1

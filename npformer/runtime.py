@@ -70,6 +70,5 @@ def one_parallel_runtime(ops, blas_linears: bool):
     AVX2), Numba's kernels run on the calling thread instead.
     """
     n = get_num_threads()
-    with _ONE_PASS, ops.threads(1 if blas_linears else n), \
-            _THREADPOOLS.limit(limits=n if blas_linears else 1, user_api="blas"):
+    with _ONE_PASS, ops.threads(1 if blas_linears else n), _THREADPOOLS.limit(limits=n if blas_linears else 1, user_api="blas"):
         yield

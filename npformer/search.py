@@ -73,6 +73,7 @@ def similarity_function(name: str):
     """sentence-transformers' ``SimilarityFunction`` by name: ``cosine`` (:func:`similarity`), ``dot``
     (dot product), ``euclidean`` / ``manhattan`` (the negative L2 / L1 distance); each takes
     ``(n, dim)`` and ``(m, dim)`` and returns ``(n, m) float32``. Raises ``ValueError`` for another name."""
+
     def pairs(a, b):
         a, b = np.atleast_2d(np.asarray(a, dtype=np.float32)), np.atleast_2d(np.asarray(b, dtype=np.float32))
         if a.shape[1] != b.shape[1]:
@@ -87,6 +88,7 @@ def similarity_function(name: str):
         def negative(a, b):
             a, b = pairs(a, b)
             return (-np.linalg.norm(a[:, None, :] - b[None, :, :], ord=order, axis=-1)).astype(np.float32)
+
         return negative
 
     table = {"cosine": similarity, "dot": dot, "euclidean": distance(2), "manhattan": distance(1)}
@@ -97,12 +99,22 @@ def similarity_function(name: str):
 
 def is_sparse(vectors) -> bool:
     """Whether ``vectors`` is a :class:`SparseVector` or a non-empty list of them."""
-    return isinstance(vectors, SparseVector) or isinstance(vectors, (list, tuple)) and bool(vectors) and \
-        all(isinstance(v, SparseVector) for v in vectors)
+    return (
+        isinstance(vectors, SparseVector)
+        or isinstance(vectors, (list, tuple))
+        and bool(vectors)
+        and all(isinstance(v, SparseVector) for v in vectors)
+    )
 
 
-def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_chunk_size: int = 100,  # noqa: PLR0913
-                    corpus_chunk_size: int = 500_000, score_function=similarity) -> list[list[dict]]:
+def semantic_search(
+    query_embeddings,
+    corpus_embeddings,
+    top_k: int = 10,
+    query_chunk_size: int = 100,  # noqa: PLR0913
+    corpus_chunk_size: int = 500_000,
+    score_function=similarity,
+) -> list[list[dict]]:
     """For each query, the ``top_k`` corpus entries by ``score_function`` (cosine similarity), best
     first: ``[[{"corpus_id": int, "score": float}, ...], ...]`` (one list per query, also for a
     single 1-D query), as sentence-transformers' ``util.semantic_search``. Equal scores keep corpus
@@ -140,7 +152,7 @@ def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_
     for q in range(0, len(queries), query_chunk_size):
         best_ids, best_scores = [], []  # per corpus chunk: (queries, <= top_k)
         for c in range(0, len(corpus), corpus_chunk_size):
-            scores = score_function(queries[q:q + query_chunk_size], corpus[c:c + corpus_chunk_size])
+            scores = score_function(queries[q : q + query_chunk_size], corpus[c : c + corpus_chunk_size])
             keep = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
             best_ids.append(keep + c)
             best_scores.append(np.take_along_axis(scores, keep, axis=1))
@@ -151,8 +163,9 @@ def semantic_search(query_embeddings, corpus_embeddings, top_k: int = 10, query_
     return out
 
 
-def quantize_embeddings(embeddings, precision: str, ranges: np.ndarray | None = None,
-                        calibration_embeddings: np.ndarray | None = None):
+def quantize_embeddings(
+    embeddings, precision: str, ranges: np.ndarray | None = None, calibration_embeddings: np.ndarray | None = None
+):
     """Embeddings in a smaller type, by sentence-transformers' rules (``quantize_embeddings``):
 
     * ``"float32"``: as they are;

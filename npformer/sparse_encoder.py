@@ -27,10 +27,20 @@ class SparseEncoder(SparseEmbeddingPipeline):
     not run, and what loading raises.
     """
 
-    def __init__(self, model_name_or_path, *, max_active_dims: int | None = None, dtype: str = "float32",
-                 backend: str = "numba", revision: str | None = None):
+    def __init__(
+        self,
+        model_name_or_path,
+        *,
+        max_active_dims: int | None = None,
+        dtype: str = "float32",
+        backend: str = "numba",
+        revision: str | None = None,
+    ):
         directory = resolve(model_name_or_path, revision)
-        super().__init__(SpladeModel.from_pretrained(directory, dtype=dtype, backend=backend),
-                         load_tokenizer(SpladeModel.tokenizer_directory(directory)), model_dir=directory,
-                         max_active_dims=max_active_dims)
+        super().__init__(
+            SpladeModel.from_pretrained(directory, dtype=dtype, backend=backend),
+            load_tokenizer(SpladeModel.tokenizer_directory(directory)),
+            model_dir=directory,
+            max_active_dims=max_active_dims,
+        )
         self.checkpoint = directory

@@ -11,6 +11,7 @@ torch's weights-only loader restricts them: ``collections.OrderedDict``,
 (``torch.FloatStorage``...). Any other global or opcode stops the read with
 ``UnsafeCheckpointError`` naming it. Storages are read from the archive into NumPy arrays.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,9 +22,18 @@ from pathlib import Path
 import numpy as np
 
 # torch storage class -> NumPy dtype (bfloat16 is read as uint16 and widened to float32)
-STORAGES = {"FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": np.uint16,
-            "DoubleStorage": np.float64, "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-            "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
+STORAGES = {
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
 
 
 class UnsafeCheckpointError(ValueError):
@@ -55,19 +65,27 @@ def _materialize(name: str, view: _TensorView, source: Path) -> np.ndarray:
     def ints(value) -> bool:
         return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
-    if not isinstance(storage, np.ndarray) or not ints((offset,)) or not ints(size) or not ints(stride) \
-            or len(size) != len(stride):
-        raise ValueError(f"{source}: tensor {name!r} has an invalid layout (offset {offset!r}, size {size!r}, "
-                         f"stride {stride!r}): expected non-negative integers, one stride per dimension")
+    if (
+        not isinstance(storage, np.ndarray)
+        or not ints((offset,))
+        or not ints(size)
+        or not ints(stride)
+        or len(size) != len(stride)
+    ):
+        raise ValueError(
+            f"{source}: tensor {name!r} has an invalid layout (offset {offset!r}, size {size!r}, "
+            f"stride {stride!r}): expected non-negative integers, one stride per dimension"
+        )
     numel = int(np.prod(size, dtype=object))
     last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if numel else offset - 1
     if last >= storage.size or numel > storage.size:
-        raise ValueError(f"{source}: tensor {name!r} (offset {offset}, size {size}, stride {stride}) reads past "
-                         f"its storage of {storage.size} values")
+        raise ValueError(
+            f"{source}: tensor {name!r} (offset {offset}, size {size}, stride {stride}) reads past "
+            f"its storage of {storage.size} values"
+        )
     if not size:
-        return storage[offset:offset + 1].reshape(()).copy()
-    view_ = np.lib.stride_tricks.as_strided(storage[offset:], size, [st * storage.itemsize for st in stride],
-                                            writeable=False)
+        return storage[offset : offset + 1].reshape(()).copy()
+    view_ = np.lib.stride_tricks.as_strided(storage[offset:], size, [st * storage.itemsize for st in stride], writeable=False)
     return np.ascontiguousarray(view_)
 
 
@@ -75,15 +93,32 @@ def _rebuild_parameter(data, *_):
     return data
 
 
-ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
-           ("torch._utils", "_rebuild_tensor_v2"): _TensorView,
-           ("torch._utils", "_rebuild_parameter"): _rebuild_parameter}
+ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _TensorView,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
 
 
 MARK = object()
 CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
-PUSH_ARG = {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2", "LONG1",
-            "INT", "LONG", "BINFLOAT", "FLOAT", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+PUSH_ARG = {
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "BININT",
+    "BININT1",
+    "BININT2",
+    "LONG1",
+    "INT",
+    "LONG",
+    "BINFLOAT",
+    "FLOAT",
+    "SHORT_BINSTRING",
+    "BINSTRING",
+    "STRING",
+}
 IGNORED = {"PROTO", "FRAME", "STOP"}
 
 
@@ -95,8 +130,10 @@ class _Reader:
         self.storages: dict[str, np.ndarray] = {}
 
     def refuse(self, what: str):
-        raise UnsafeCheckpointError(f"{self.source}: the pickle asks for {what}, which is not needed to rebuild "
-                                    f"tensors; refused, nothing from the file was run")
+        raise UnsafeCheckpointError(
+            f"{self.source}: the pickle asks for {what}, which is not needed to rebuild "
+            f"tensors; refused, nothing from the file was run"
+        )
 
     def resolve(self, module: str, name: str):
         if (module, name) in ALLOWED:
@@ -112,7 +149,7 @@ class _Reader:
         def pop_mark() -> list:
             for i in range(len(stack) - 1, -1, -1):
                 if stack[i] is MARK:
-                    items = stack[i + 1:]
+                    items = stack[i + 1 :]
                     del stack[i:]
                     return items
             raise ValueError("MARK missing")
@@ -198,13 +235,15 @@ def read_torch_bin(path: str | Path) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path} is not a readable torch zip checkpoint ({e}); legacy (pre-1.6) .bin files "
-                         f"are not supported: re-save them with a current torch") from None
+        raise ValueError(
+            f"{path} is not a readable torch zip checkpoint ({e}); legacy (pre-1.6) .bin files "
+            f"are not supported: re-save them with a current torch"
+        ) from None
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pickles) != 1:
             raise ValueError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
-        prefix = pickles[0][:-len("data.pkl")]
+        prefix = pickles[0][: -len("data.pkl")]
         try:
             state = _Reader(archive, prefix, path).run(archive.read(pickles[0]))
         except UnsafeCheckpointError:

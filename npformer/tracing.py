@@ -68,15 +68,25 @@ class Trace:
         rows = [("name", "shape", "dtype", "mean", "std", "min", "max", "ms")]
         for e in self.entries:
             v = e.value.astype(np.float64)
-            rows.append((e.name, "x".join(map(str, e.value.shape)), str(e.value.dtype), f"{v.mean():.4g}",
-                         f"{v.std():.4g}", f"{v.min():.4g}", f"{v.max():.4g}", f"{e.ms:.2f}"))
+            rows.append(
+                (
+                    e.name,
+                    "x".join(map(str, e.value.shape)),
+                    str(e.value.dtype),
+                    f"{v.mean():.4g}",
+                    f"{v.std():.4g}",
+                    f"{v.min():.4g}",
+                    f"{v.max():.4g}",
+                    f"{e.ms:.2f}",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                         for r in rows)
+        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
 
 
-def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: Tokenizer | None = None,
-          max_length: int | None = None) -> Trace:
+def trace(
+    model_or_path, text: str, text_pair: str | None = None, *, tokenizer: Tokenizer | None = None, max_length: int | None = None
+) -> Trace:
     """Run ``model_or_path`` (a loaded encoder or task model, or a checkpoint directory / Hub id,
     loaded as a bare encoder) on one text (or pair) and record every intermediate.
 
@@ -98,11 +108,14 @@ def trace(model_or_path, text: str, text_pair: str | None = None, *, tokenizer: 
     else:
         enc = tokenizer(text, text_pair)
     if enc["input_ids"].shape[1] > encoder.config.max_length:
-        raise ValueError(f"the text has {enc['input_ids'].shape[1]} tokens, over the model's maximum of "
-                         f"{encoder.config.max_length}")
-    result = Trace(tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()),
-                   layer_outputs=encoder.layer_output_names(),
-                   embedding_output=encoder.embedding_output_name)
+        raise ValueError(
+            f"the text has {enc['input_ids'].shape[1]} tokens, over the model's maximum of {encoder.config.max_length}"
+        )
+    result = Trace(
+        tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()),
+        layer_outputs=encoder.layer_output_names(),
+        embedding_output=encoder.embedding_output_name,
+    )
     clock = [time.perf_counter()]
 
     def record(name: str, value: np.ndarray) -> None:
@@ -126,9 +139,10 @@ def _add_scores(result: Trace, encoder: Encoder) -> None:
     entries = []
     for e in result.entries:
         name, at, call = e.name.partition("@")  # "@1": a shared block's second run (ALBERT)
-        if name.endswith(".probs") and not any(x.name == name[:-len(".probs")] + ".scores" + at + call
-                                                for x in entries):  # unless the block recorded them
-            base = name[:-len(".probs")]
+        if name.endswith(".probs") and not any(
+            x.name == name[: -len(".probs")] + ".scores" + at + call for x in entries
+        ):  # unless the block recorded them
+            base = name[: -len(".probs")]
             q, k = _by_suffix(entries, base, "query", "q_lin", "q"), _by_suffix(entries, base, "key", "k_lin", "k")
             b, s, h = q.shape
             d = h // heads

@@ -20,8 +20,17 @@ from safetensors import safe_open
 from npformer.files import read_json
 from npformer.hub import hub_commit
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "U8": np.uint8,
-           "I32": np.int32, "I64": np.int64, "F64": np.float64, "BOOL": np.bool_}
+_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "I32": np.int32,
+    "I64": np.int64,
+    "F64": np.float64,
+    "BOOL": np.bool_,
+}
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 _CHUNK = 1 << 20  # elements per finiteness check (a 1 MB temporary)
 
@@ -31,7 +40,7 @@ def first_non_finite(arr: np.ndarray) -> int | None:
     chunks so that a large tensor needs no tensor-sized temporary."""
     flat = arr.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
-        ok = np.isfinite(flat[start:start + _CHUNK])
+        ok = np.isfinite(flat[start : start + _CHUNK])
         if not ok.all():
             return start + int(np.argmin(ok))
     return None
@@ -53,8 +62,7 @@ def _shards(index: Path) -> list[Path]:
     files = []
     for name in sorted(set(weight_map.values())):
         path = index.parent / name
-        if Path(name).is_absolute() or ".." in Path(name).parts or \
-                not any(path.resolve().is_relative_to(root) for root in roots):
+        if Path(name).is_absolute() or ".." in Path(name).parts or not any(path.resolve().is_relative_to(root) for root in roots):
             raise ValueError(f"{index}: shard {name!r} lies outside the checkpoint directory; refusing to read it")
         files.append(path)
     missing = [str(f) for f in files if not f.is_file()]
@@ -123,7 +131,8 @@ class Weights:
             raise FileNotFoundError(
                 f"{directory} has {pickled[0]} but no model.safetensors. npformer never unpickles checkpoints "
                 f"when loading (a pickle can run arbitrary code). Convert it once, without torch and without "
-                f"running code from the file: `npformer convert {directory} {directory}-safetensors`")
+                f"running code from the file: `npformer convert {directory} {directory}-safetensors`"
+            )
         raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in {directory}")
 
     def _map(self, file: Path) -> dict[str, np.ndarray]:
@@ -141,13 +150,15 @@ class Weights:
                 raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {info['dtype']}")
             if modern_name(name) != name:
                 if modern_name(name) in header:
-                    raise ValueError(f"{file}: holds both {name!r} and {modern_name(name)!r}, the same tensor "
-                                     "under its legacy and its current name")
+                    raise ValueError(
+                        f"{file}: holds both {name!r} and {modern_name(name)!r}, the same tensor "
+                        "under its legacy and its current name"
+                    )
                 name = modern_name(name)
             start, end = info["data_offsets"]
             self._ranges[name] = (mapping, base + start, base + end)
             self._stored[name] = (file, info["dtype"])
-            arr = data[base + start: base + end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+            arr = data[base + start : base + end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
             if info["dtype"] == "BF16":
                 arr = _bf16_to_f32(arr)
             elif info["dtype"] in ("F16", "F64"):
@@ -169,8 +180,9 @@ class Weights:
         """``(key, safetensors dtype, file)`` of tensor ``name``. Raises ``KeyError`` naming it when missing."""
         key = self.resolve(name)
         if key is None:
-            raise KeyError(f"tensor {name!r} is missing from the checkpoint in {self.directory} "
-                           f"(looked for prefixes {list(self.prefixes)})")
+            raise KeyError(
+                f"tensor {name!r} is missing from the checkpoint in {self.directory} (looked for prefixes {list(self.prefixes)})"
+            )
         file, dtype = self._stored[key]
         return key, dtype, file
 
@@ -189,14 +201,12 @@ class Weights:
         """
         key, dtype, file = self.stored(name)
         if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"{file}: tensor {key!r} is stored as {dtype}; expected a float type "
-                             f"({', '.join(FLOAT_DTYPES)})")
+            raise ValueError(f"{file}: tensor {key!r} is stored as {dtype}; expected a float type ({', '.join(FLOAT_DTYPES)})")
         arr = self.tensors[key]
         if key not in self.used:
             self._check_finite(key)
         if shape is not None and tuple(arr.shape) != tuple(shape):
-            raise ValueError(f"{file}: tensor {key!r} has shape {tuple(arr.shape)} but the config implies "
-                             f"{tuple(shape)}")
+            raise ValueError(f"{file}: tensor {key!r} has shape {tuple(arr.shape)} but the config implies {tuple(shape)}")
         self.used.add(key)
         return arr
 
@@ -236,7 +246,7 @@ class Weights:
         for key in self.tensors:
             if key in self.used or key.endswith("position_ids"):
                 continue
-            bare = next((key[len(p):] for p in self.prefixes if p and key.startswith(p)), key)
+            bare = next((key[len(p) :] for p in self.prefixes if p and key.startswith(p)), key)
             if bare.startswith(namespaces):
                 out.append(key)
         return sorted(out)

@@ -98,13 +98,20 @@ def main() -> None:
     agreement = 100 * sum(a == b for a, b in zip(pred_fp32, pred_int8)) / len(labels)
     log_file = args.fp32_dir / "train_log.jsonl"
     records = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
-    log = "\n".join(["| step | epoch | dev accuracy % |", "|---|---|---|"] +
-                    [f"| {r['step']} | {r['epoch']:.2f} | {100 * r['dev_acc']:.2f}{' (kept)' if r.get('saved') else ''} |"
-                     for r in records])
+    log = "\n".join(
+        ["| step | epoch | dev accuracy % |", "|---|---|---|"]
+        + [f"| {r['step']} | {r['epoch']:.2f} | {100 * r['dev_acc']:.2f}{' (kept)' if r.get('saved') else ''} |" for r in records]
+    )
     train = {"lr": 1e-4, "batch_size": 32, "epochs": 3, "seed": 42, "eval_every": 400, **args.train_args}
-    card = CARD.format(**train, size_mb=(args.out / "model.safetensors").stat().st_size / 1e6,
-                       fp32_mb=(args.fp32_dir / "model.safetensors").stat().st_size / 1e6,
-                       acc_fp32=acc_fp32, acc_int8=acc_int8, agreement=agreement, log=log)
+    card = CARD.format(
+        **train,
+        size_mb=(args.out / "model.safetensors").stat().st_size / 1e6,
+        fp32_mb=(args.fp32_dir / "model.safetensors").stat().st_size / 1e6,
+        acc_fp32=acc_fp32,
+        acc_int8=acc_int8,
+        agreement=agreement,
+        log=log,
+    )
     (args.out / "README.md").write_text(card)
     print(json.dumps({"acc_fp32": acc_fp32, "acc_int8": acc_int8, "agreement": agreement}))
 

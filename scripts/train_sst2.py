@@ -44,8 +44,8 @@ def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) ->
     pool = batch_size * 50
     batches = []
     for i in range(0, len(order), pool):
-        chunk = sorted(order[i:i + pool], key=lambda j: lengths[j])
-        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -55,8 +55,8 @@ def collate(enc: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.T
     ids = torch.zeros((len(idx), width), dtype=torch.long)
     mask = torch.zeros((len(idx), width), dtype=torch.long)
     for r, i in enumerate(idx):
-        ids[r, :len(enc[i])] = torch.tensor(enc[i])
-        mask[r, :len(enc[i])] = 1
+        ids[r, : len(enc[i])] = torch.tensor(enc[i])
+        mask[r, : len(enc[i])] = 1
     return ids, mask
 
 
@@ -66,7 +66,7 @@ def accuracy(model, enc, labels, batch_size=128) -> float:
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     correct = 0
     for k in range(0, len(order), batch_size):
-        idx = order[k:k + batch_size]
+        idx = order[k : k + batch_size]
         ids, mask = collate(enc, idx)
         pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
         correct += int((pred == torch.tensor([labels[i] for i in idx])).sum())
@@ -99,8 +99,8 @@ def main() -> None:
 
     tok = BertTokenizerFast.from_pretrained(args.base)
     model = BertForSequenceClassification.from_pretrained(
-        args.base, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1})
+        args.base, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}
+    )
     tr_x, tr_y = read_tsv(SHARED / "train.tsv")
     dv_x, dv_y = read_tsv(SHARED / "dev.tsv")
     tr_enc = tok(tr_x, truncation=True, max_length=args.max_length)["input_ids"]
@@ -109,8 +109,7 @@ def main() -> None:
 
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, lr=args.lr)
@@ -131,8 +130,15 @@ def main() -> None:
             step += 1
             if step % args.eval_every == 0 or step == total:
                 acc = accuracy(model, dv_enc, dv_y)
-                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss), "dev_acc": acc,
-                       "elapsed_s": round(time.time() - t0), "lr": args.lr, "seed": args.seed}
+                rec = {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": float(loss),
+                    "dev_acc": acc,
+                    "elapsed_s": round(time.time() - t0),
+                    "lr": args.lr,
+                    "seed": args.seed,
+                }
                 if acc > best:
                     best = acc
                     model.save_pretrained(out, safe_serialization=True)

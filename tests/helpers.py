@@ -25,13 +25,25 @@ from npformer.weights import Weights
 FP32_EXPORT = Path(os.environ.get("NPFORMER_SENTIMENT_FP32", ROOT / "exports" / "sentiment-fp32"))
 
 # Transformers class names per (model_type, head)
-_FAMILIES = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "electra": "Electra",
-             "xlm-roberta": "XLMRoberta", "camembert": "Camembert", "mpnet": "MPNet", "albert": "Albert",
-             "modernbert": "ModernBert"}
-_HEADS = {None: "Model", "sequence": "ForSequenceClassification", "token": "ForTokenClassification",
-          "qa": "ForQuestionAnswering", "mlm": "ForMaskedLM"}
-CLASSES = {(model_type, head): family + suffix for model_type, family in _FAMILIES.items()
-           for head, suffix in _HEADS.items()}
+_FAMILIES = {
+    "bert": "Bert",
+    "distilbert": "DistilBert",
+    "roberta": "Roberta",
+    "electra": "Electra",
+    "xlm-roberta": "XLMRoberta",
+    "camembert": "Camembert",
+    "mpnet": "MPNet",
+    "albert": "Albert",
+    "modernbert": "ModernBert",
+}
+_HEADS = {
+    None: "Model",
+    "sequence": "ForSequenceClassification",
+    "token": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
+    "mlm": "ForMaskedLM",
+}
+CLASSES = {(model_type, head): family + suffix for model_type, family in _FAMILIES.items() for head, suffix in _HEADS.items()}
 
 
 def roberta_tokenizer(directory: Path):
@@ -51,14 +63,20 @@ def roberta_tokenizer(directory: Path):
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     shutil.copy(src / "merges.txt", directory / "merges.txt")
-    tokenizer = transformers.RobertaTokenizerFast(str(directory / "vocab.json"), str(directory / "merges.txt"),
-                                                  model_max_length=512)
+    tokenizer = transformers.RobertaTokenizerFast(
+        str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=512
+    )
     tokenizer.save_pretrained(directory)
     return tokenizer
 
 
-SENTENCEPIECE_EXTRA = ["Café déjà vu, naïve façade — ½ ﬁne ＦＵＬＬ width", "日本語のテキストです。中文文本。",
-                       "Ελληνικά κείμενα και Русский текст", "emoji 👍🏽 👨‍👩‍👧 🇫🇷", "Ärger über Öl, straße"]
+SENTENCEPIECE_EXTRA = [
+    "Café déjà vu, naïve façade — ½ ﬁne ＦＵＬＬ width",
+    "日本語のテキストです。中文文本。",
+    "Ελληνικά κείμενα και Русский текст",
+    "emoji 👍🏽 👨‍👩‍👧 🇫🇷",
+    "Ärger über Öl, straße",
+]
 
 
 def sentencepiece_model(directory: Path, vocab_size: int = 2000) -> Path:
@@ -74,8 +92,14 @@ def sentencepiece_model(directory: Path, vocab_size: int = 2000) -> Path:
         lines = [line for line in read_wikitext()[:2500] if line.strip()] + SENTENCEPIECE_EXTRA * 20
         model = io.BytesIO()
         sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="unigram",
-            character_coverage=1.0, normalization_rule_name="nmt_nfkc", minloglevel=2)
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=1.0,
+            normalization_rule_name="nmt_nfkc",
+            minloglevel=2,
+        )
         out.write_bytes(model.getvalue())
     return out
 
@@ -93,9 +117,17 @@ def unigram_tokenizer(directory: Path, tokenizer_class: str = "XLMRobertaTokeniz
     return tokenizer
 
 
-def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *, seed: int = 0,  # noqa: PLR0913
-                    vocab: str | None = None, init_std: float = 0.1, tokenizer_class: str | None = None,
-                    **config_kwargs):
+def make_checkpoint(
+    directory: Path,
+    model_type: str,
+    head: str | None = None,
+    *,
+    seed: int = 0,  # noqa: PLR0913
+    vocab: str | None = None,
+    init_std: float = 0.1,
+    tokenizer_class: str | None = None,
+    **config_kwargs,
+):
     """Save a random-init Transformers model (safetensors) to ``directory``; returns the torch model.
 
     ``vocab`` names a folder of tests/data/vocab whose vocab.txt and tokenizer_config.json are copied
@@ -113,16 +145,20 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
         config_kwargs.setdefault("vocab_size", len(unigram_tokenizer(directory, tokenizer_class)))
     elif model_type == "modernbert":  # byte-level BPE (GPT-2's vocabulary with RoBERTa's special tokens)
         tokenizer = roberta_tokenizer(directory)
-        config_kwargs = {"vocab_size": len(tokenizer), "max_position_embeddings": 512,
-                         "attn_implementation": "eager", **{f"{t}_token_id": getattr(tokenizer, f"{t}_token_id")
-                                                            for t in ("pad", "bos", "eos", "cls", "sep")},
-                         **config_kwargs}
+        config_kwargs = {
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 512,
+            "attn_implementation": "eager",
+            **{f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("pad", "bos", "eos", "cls", "sep")},
+            **config_kwargs,
+        }
     elif model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "albert"):
         if model_type == "roberta":
             tokenizer = roberta_tokenizer(directory)
         elif model_type == "mpnet":  # WordPiece (bert-base-uncased's) with MPNet's <s> </s> template
-            tokenizer = transformers.MPNetTokenizerFast(str(require(VOCABS / "bert-base-uncased") / "vocab.txt"),
-                                                        model_max_length=512)
+            tokenizer = transformers.MPNetTokenizerFast(
+                str(require(VOCABS / "bert-base-uncased") / "vocab.txt"), model_max_length=512
+            )
             tokenizer.save_pretrained(directory)
         else:
             tokenizer = unigram_tokenizer(directory, CLASSES[(model_type, None)][:-5] + "TokenizerFast")
@@ -139,11 +175,17 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
             tok_config["tokenizer_class"] = f"{CLASSES[(model_type, None)][:-5]}Tokenizer"
         (directory / "tokenizer_config.json").write_text(json.dumps(tok_config))
         config_kwargs["vocab_size"] = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
-    config_cls = {"bert": transformers.BertConfig, "distilbert": transformers.DistilBertConfig,
-                  "roberta": transformers.RobertaConfig, "electra": transformers.ElectraConfig,
-                  "xlm-roberta": transformers.XLMRobertaConfig, "camembert": transformers.CamembertConfig,
-                  "mpnet": transformers.MPNetConfig, "albert": transformers.AlbertConfig,
-                  "modernbert": transformers.ModernBertConfig}[model_type]
+    config_cls = {
+        "bert": transformers.BertConfig,
+        "distilbert": transformers.DistilBertConfig,
+        "roberta": transformers.RobertaConfig,
+        "electra": transformers.ElectraConfig,
+        "xlm-roberta": transformers.XLMRobertaConfig,
+        "camembert": transformers.CamembertConfig,
+        "mpnet": transformers.MPNetConfig,
+        "albert": transformers.AlbertConfig,
+        "modernbert": transformers.ModernBertConfig,
+    }[model_type]
     config = config_cls(**config_kwargs)
     torch.manual_seed(seed)
     model = getattr(transformers, CLASSES[(model_type, head)])(config)
@@ -151,8 +193,11 @@ def make_checkpoint(directory: Path, model_type: str, head: str | None = None, *
         gen = torch.Generator().manual_seed(seed)
         for name, p in model.named_parameters():
             if "LayerNorm" in name or "layer_norm" in name or name.endswith(("norm.weight", "norm.bias")):
-                p.copy_((1.0 + 0.2 * torch.randn(p.shape, generator=gen)) if name.endswith("weight")
-                        else 0.1 * torch.randn(p.shape, generator=gen))
+                p.copy_(
+                    (1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+                    if name.endswith("weight")
+                    else 0.1 * torch.randn(p.shape, generator=gen)
+                )
             elif p.ndim >= 1 and "position_embeddings" not in name or not getattr(config, "sinusoidal_pos_embds", False):
                 p.copy_(init_std * torch.randn(p.shape, generator=gen))
     model.eval()
@@ -165,9 +210,18 @@ SENTIMENT_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
 def make_sentiment_checkpoint(directory: Path, num_hidden_layers: int = 1) -> Path:
     """A tiny random-init BERT sequence classifier with NEGATIVE / POSITIVE labels and the uncased vocab."""
-    make_checkpoint(directory, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32,
-                    num_hidden_layers=num_hidden_layers, num_attention_heads=2, intermediate_size=40,
-                    id2label=SENTIMENT_LABELS, label2id={v: k for k, v in SENTIMENT_LABELS.items()})
+    make_checkpoint(
+        directory,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=40,
+        id2label=SENTIMENT_LABELS,
+        label2id={v: k for k, v in SENTIMENT_LABELS.items()},
+    )
     return Path(directory)
 
 
@@ -181,7 +235,7 @@ def random_batch(rng: np.random.Generator, vocab_size: int, batch: int, seq: int
     types = np.zeros((batch, seq), dtype=np.int64)
     if type_vocab > 1:
         for b, n in enumerate(lengths):
-            types[b, n // 2:n] = 1
+            types[b, n // 2 : n] = 1
     return ids, mask, types
 
 
@@ -199,8 +253,10 @@ def assert_close(ours, reference, tol: float, what: str = "result") -> float:
     print(f"{what}: max abs diff {worst:.2e} (tolerance {tol:.0e})")
     if not worst <= tol:
         at = np.unravel_index(int(np.nanargmax(diff)), diff.shape)
-        raise AssertionError(f"{what}: max abs diff {worst:.3e} > {tol:.0e} at {tuple(int(i) for i in at)} "
-                             f"(ours {a[at]:.6g}, reference {b[at]:.6g})")
+        raise AssertionError(
+            f"{what}: max abs diff {worst:.3e} > {tol:.0e} at {tuple(int(i) for i in at)} "
+            f"(ours {a[at]:.6g}, reference {b[at]:.6g})"
+        )
     return worst
 
 
@@ -239,12 +295,20 @@ def export_onnx(model, directory: Path, opset: int = 14, dynamo: bool = False) -
     types = model.config.model_type in ("bert", "electra", "albert")
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
     ids = torch.tensor([[101, 7592, 2088, 102]]) % model.config.vocab_size
-    args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
-                 for n in names)
+    args = tuple(
+        ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids) for n in names
+    )
     file = Path(directory) / "onnx" / "model.onnx"
     file.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model.eval(), args, str(file), input_names=names, opset_version=max(opset, 18) if dynamo else opset,
-                      dynamo=dynamo, dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    torch.onnx.export(
+        model.eval(),
+        args,
+        str(file),
+        input_names=names,
+        opset_version=max(opset, 18) if dynamo else opset,
+        dynamo=dynamo,
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+    )
     return file
 
 

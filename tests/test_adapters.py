@@ -28,12 +28,33 @@ NER = {0: "O", 1: "B-PER", 2: "I-PER"}
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora_bases")
-    make_checkpoint(root / "bert_seq", "bert", "sequence", vocab="bert-base-uncased", id2label=LABELS,
-                    label2id={v: k for k, v in LABELS.items()}, **SMALL_BERT)
-    make_checkpoint(root / "distil_tok", "distilbert", "token", vocab="bert-base-uncased", id2label=NER,
-                    label2id={v: k for k, v in NER.items()}, **SMALL_DISTILBERT)
-    make_checkpoint(root / "bert_tok", "bert", "token", vocab="bert-base-uncased", id2label=NER,
-                    label2id={v: k for k, v in NER.items()}, **SMALL_BERT)
+    make_checkpoint(
+        root / "bert_seq",
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+        **SMALL_BERT,
+    )
+    make_checkpoint(
+        root / "distil_tok",
+        "distilbert",
+        "token",
+        vocab="bert-base-uncased",
+        id2label=NER,
+        label2id={v: k for k, v in NER.items()},
+        **SMALL_DISTILBERT,
+    )
+    make_checkpoint(
+        root / "bert_tok",
+        "bert",
+        "token",
+        vocab="bert-base-uncased",
+        id2label=NER,
+        label2id={v: k for k, v in NER.items()},
+        **SMALL_BERT,
+    )
     return root
 
 
@@ -42,8 +63,11 @@ def make_adapter(base: Path, out: Path, task_type: str, seed: int = 0, **config)
     modules perturbed; saved to ``out``; returns the PeftModel (eval mode)."""
     import transformers
 
-    cls = transformers.AutoModelForSequenceClassification if task_type == "SEQ_CLS" else \
-        transformers.AutoModelForTokenClassification
+    cls = (
+        transformers.AutoModelForSequenceClassification
+        if task_type == "SEQ_CLS"
+        else transformers.AutoModelForTokenClassification
+    )
     model = cls.from_pretrained(base)
     torch.manual_seed(seed)
     lora = peft.LoraConfig(task_type=task_type, init_lora_weights=False, **config)
@@ -74,10 +98,16 @@ def batch(vocab_size: int, seed: int = 0):
 CASES = {
     "plain": dict(r=4, lora_alpha=8, target_modules=["query", "value"]),
     "rslora": dict(r=4, lora_alpha=8, use_rslora=True, target_modules=["query", "key", "value", "dense"]),
-    "patterns": dict(r=4, lora_alpha=8, target_modules=["query", "value", "dense"],
-                     rank_pattern={"query": 2, "layer.1.output.dense": 6}, alpha_pattern={"value": 32}),
-    "layers": dict(r=2, lora_alpha=4, target_modules=["query", "value", "dense"], layers_to_transform=[1],
-                   layers_pattern="layer"),
+    "patterns": dict(
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value", "dense"],
+        rank_pattern={"query": 2, "layer.1.output.dense": 6},
+        alpha_pattern={"value": 32},
+    ),
+    "layers": dict(
+        r=2, lora_alpha=4, target_modules=["query", "value", "dense"], layers_to_transform=[1], layers_pattern="layer"
+    ),
     "regex": dict(r=3, lora_alpha=5, target_modules=r".*\.attention\.self\.(query|key)"),
     "bias_all": dict(r=4, lora_alpha=8, target_modules=["query", "value"], bias="all"),
     "bias_lora_only": dict(r=4, lora_alpha=8, target_modules=["key", "dense"], bias="lora_only"),
@@ -100,15 +130,18 @@ def test_lora_bias_matches_peft(bases, tmp_path):
 
     if "lora_bias" not in inspect.signature(peft.LoraConfig).parameters:
         pytest.fail("the installed peft has no lora_bias")
-    peft_model = make_adapter(bases / "bert_seq", tmp_path / "a", "SEQ_CLS", r=4, lora_alpha=8,
-                              target_modules=["query", "value"], lora_bias=True)
+    peft_model = make_adapter(
+        bases / "bert_seq", tmp_path / "a", "SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], lora_bias=True
+    )
     ids, mask, types = batch(peft_model.config.vocab_size)
     model = AutoModelForSequenceClassification.from_pretrained(bases / "bert_seq", adapter=tmp_path / "a")
     assert_close(model(ids, mask, types).logits, reference_logits(peft_model, ids, mask, types), TOL)
 
 
-@pytest.mark.parametrize("base_name, targets", [("distil_tok", ["q_lin", "v_lin", "lin1", "lin2"]),
-                                                ("bert_tok", ["query", "intermediate.dense", "output.dense"])])
+@pytest.mark.parametrize(
+    "base_name, targets",
+    [("distil_tok", ["q_lin", "v_lin", "lin1", "lin2"]), ("bert_tok", ["query", "intermediate.dense", "output.dense"])],
+)
 def test_token_classification_with_modules_to_save_matches_peft(bases, tmp_path, base_name, targets):
     base = bases / base_name
     peft_model = make_adapter(base, tmp_path / "a", "TOKEN_CLS", r=4, lora_alpha=16, target_modules=targets)
@@ -126,8 +159,10 @@ def test_switching_adapters_is_exact(bases, tmp_path):
     make_adapter(base, tmp_path / "b", "SEQ_CLS", seed=2, **CASES["patterns"])
     ids, mask, types = batch(1000)
     ids = ids % 1000
-    fresh = {name: AutoModelForSequenceClassification.from_pretrained(base, adapter=tmp_path / name)(ids, mask, types).logits
-             for name in ("a", "b")}
+    fresh = {
+        name: AutoModelForSequenceClassification.from_pretrained(base, adapter=tmp_path / name)(ids, mask, types).logits
+        for name in ("a", "b")
+    }
     plain = AutoModelForSequenceClassification.from_pretrained(base)(ids, mask, types).logits
     model = AutoModelForSequenceClassification.from_pretrained(base, adapter=tmp_path / "a")
     model.load_adapter("b", tmp_path / "b")
@@ -165,8 +200,9 @@ def test_bare_encoder_takes_an_adapter_saved_on_a_task_model(bases, tmp_path):
     ids = ids % 1000
     encoder = AutoModel.from_pretrained(base, adapter=tmp_path / "a")
     with torch.no_grad():
-        ref = peft_model.base_model.model.bert(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                               token_type_ids=torch.tensor(types)).last_hidden_state.numpy()
+        ref = peft_model.base_model.model.bert(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types)
+        ).last_hidden_state.numpy()
     assert_close(encoder(ids, mask, types).last_hidden_state, ref, TOL)
 
 
@@ -177,8 +213,12 @@ def test_pipeline_and_cli_take_adapters(bases, tmp_path):
     direct = npformer.pipeline("sentiment", base, adapter=tmp_path / "a")(texts)
     assert npformer.pipeline("sentiment", tmp_path / "a")(texts) == direct  # the config names its base
     assert direct != npformer.pipeline("sentiment", base)(texts)
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "--model", str(base), "--adapter",
-                           str(tmp_path / "a"), *texts], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "--model", str(base), "--adapter", str(tmp_path / "a"), *texts],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["label"] for r in rows] == [d["label"] for d in direct]
@@ -192,14 +232,17 @@ def _edit_config(directory: Path, **changes) -> None:
     path.write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(peft_type="IA3"), "merges LoRA adapters only"),
-    (dict(layer_replication=[[0, 1]]), "field 'layer_replication'"),
-    (dict(r=8), "gives it r = 8"),
-    (dict(target_modules=["key"]), "does not name"),
-    (dict(bias="sometimes"), "field 'bias'"),
-    (dict(use_dora=True), "has no lora_magnitude_vector"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(peft_type="IA3"), "merges LoRA adapters only"),
+        (dict(layer_replication=[[0, 1]]), "field 'layer_replication'"),
+        (dict(r=8), "gives it r = 8"),
+        (dict(target_modules=["key"]), "does not name"),
+        (dict(bias="sometimes"), "field 'bias'"),
+        (dict(use_dora=True), "has no lora_magnitude_vector"),
+    ],
+)
 def test_unsupported_or_inconsistent_configs_are_refused(bases, tmp_path, change, message):
     base = bases / "bert_seq"
     make_adapter(base, tmp_path / "a", "SEQ_CLS", **CASES["plain"])
@@ -219,13 +262,20 @@ def test_embedding_targets_and_pickles_are_refused(bases, tmp_path):
         AutoModelForSequenceClassification.from_pretrained(base, adapter=tmp_path / "bin")
     make_adapter(base, tmp_path / "plain", "SEQ_CLS", **CASES["plain"])
     with pytest.raises(ValueError, match="stored as I8; an adapter merges into a float checkpoint"):
-        AutoModelForSequenceClassification.from_pretrained(npformer.hub.BUILTIN["builtin:sentiment"],
-                                                           adapter=tmp_path / "plain")
+        AutoModelForSequenceClassification.from_pretrained(npformer.hub.BUILTIN["builtin:sentiment"], adapter=tmp_path / "plain")
 
 
 def test_trained_biases_with_lora_bias_match_peft(bases, tmp_path):
-    peft_model = make_adapter(bases / "bert_seq", tmp_path / "a", "SEQ_CLS", r=4, lora_alpha=8,
-                              target_modules=["query", "value"], bias="lora_only", lora_bias=True)
+    peft_model = make_adapter(
+        bases / "bert_seq",
+        tmp_path / "a",
+        "SEQ_CLS",
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value"],
+        bias="lora_only",
+        lora_bias=True,
+    )
     ids, mask, types = batch(peft_model.config.vocab_size)
     model = AutoModelForSequenceClassification.from_pretrained(bases / "bert_seq", adapter=tmp_path / "a")
     assert_close(model(ids, mask, types).logits, reference_logits(peft_model, ids, mask, types), TOL)

@@ -32,28 +32,46 @@ import transformers
 TOL = 1e-4
 SMALL = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, init_std=0.2)
 # name -> (model_type, make_checkpoint arguments)
-ARCHS = {"roberta": ("roberta", {}),
-         "xlm-roberta": ("xlm-roberta", {}),  # SentencePiece Unigram tokenizer (helpers.unigram_tokenizer)
-         "camembert": ("camembert", {}),
-         "mpnet": ("mpnet", {}),  # WordPiece with MPNet's template; relative position bias in every layer
-         "mpnet-64-buckets": ("mpnet", dict(relative_attention_num_buckets=64)),  # Transformers reads the first 32
-         "bert-unigram": ("bert", dict(tokenizer_class="XLMRobertaTokenizerFast")),  # paraphrase-multilingual's layout
-         "albert": ("albert", dict(embedding_size=16)),  # both layers run one shared block
-         "albert-groups": ("albert", dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2,
-                                          inner_group_num=2)),  # two groups of two blocks, each run twice
-         "electra": ("electra", dict(vocab="bert-base-uncased", embedding_size=16)),
-         "electra-same-width": ("electra", dict(vocab="bert-base-uncased", embedding_size=48)),
-         # a global then a local layer (a 5-token window: the texts are longer)
-         "modernbert": ("modernbert", dict(local_attention=4, global_attn_every_n_layers=2)),
-         "modernbert-biases-mean": ("modernbert", dict(local_attention=6, global_attn_every_n_layers=3,
-                                                       num_hidden_layers=4, norm_bias=True, attention_bias=True,
-                                                       mlp_bias=True, classifier_bias=True, classifier_pooling="mean",
-                                                       decoder_bias=False)),
-         "modernbert-all-global": ("modernbert", dict(global_attn_every_n_layers=1, local_rope_theta=500.0))}
+ARCHS = {
+    "roberta": ("roberta", {}),
+    "xlm-roberta": ("xlm-roberta", {}),  # SentencePiece Unigram tokenizer (helpers.unigram_tokenizer)
+    "camembert": ("camembert", {}),
+    "mpnet": ("mpnet", {}),  # WordPiece with MPNet's template; relative position bias in every layer
+    "mpnet-64-buckets": ("mpnet", dict(relative_attention_num_buckets=64)),  # Transformers reads the first 32
+    "bert-unigram": ("bert", dict(tokenizer_class="XLMRobertaTokenizerFast")),  # paraphrase-multilingual's layout
+    "albert": ("albert", dict(embedding_size=16)),  # both layers run one shared block
+    "albert-groups": (
+        "albert",
+        dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2),
+    ),  # two groups of two blocks, each run twice
+    "electra": ("electra", dict(vocab="bert-base-uncased", embedding_size=16)),
+    "electra-same-width": ("electra", dict(vocab="bert-base-uncased", embedding_size=48)),
+    # a global then a local layer (a 5-token window: the texts are longer)
+    "modernbert": ("modernbert", dict(local_attention=4, global_attn_every_n_layers=2)),
+    "modernbert-biases-mean": (
+        "modernbert",
+        dict(
+            local_attention=6,
+            global_attn_every_n_layers=3,
+            num_hidden_layers=4,
+            norm_bias=True,
+            attention_bias=True,
+            mlp_bias=True,
+            classifier_bias=True,
+            classifier_pooling="mean",
+            decoder_bias=False,
+        ),
+    ),
+    "modernbert-all-global": ("modernbert", dict(global_attn_every_n_layers=1, local_rope_theta=500.0)),
+}
 MAIN = ["roberta", "electra", "xlm-roberta", "mpnet", "albert", "modernbert"]
-LOADERS = {None: auto.AutoModel, "sequence": auto.AutoModelForSequenceClassification,
-           "token": auto.AutoModelForTokenClassification, "qa": auto.AutoModelForQuestionAnswering,
-           "mlm": auto.AutoModelForMaskedLM}
+LOADERS = {
+    None: auto.AutoModel,
+    "sequence": auto.AutoModelForSequenceClassification,
+    "token": auto.AutoModelForTokenClassification,
+    "qa": auto.AutoModelForQuestionAnswering,
+    "mlm": auto.AutoModelForMaskedLM,
+}
 TEXTS = ["Paris is the {mask} of France.", "a short one", "  Leading spaces,\ttabs and émigrés' café — ok?"]
 
 
@@ -74,8 +92,7 @@ def checkpoints(tmp_path_factory):
         if key not in made:
             directory = tmp_path_factory.mktemp(f"{arch}-{head}")
             model_type, kwargs = ARCHS[arch]
-            made[key] = (directory, make_checkpoint(directory, model_type, head, seed=len(made),
-                                                    **{**SMALL, **kwargs, **extra}))
+            made[key] = (directory, make_checkpoint(directory, model_type, head, seed=len(made), **{**SMALL, **kwargs, **extra}))
         return made[key]
 
     def get(arch, head, **extra):
@@ -94,8 +111,10 @@ def test_heads_match_transformers(checkpoints, arch, head, backend):
     directory, torch_model = checkpoints.torch_model(arch, head)
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     texts = texts_for(directory)
-    for enc in (tokenizer(texts, padding=True, return_tensors="np"),
-                tokenizer(texts, texts[::-1], padding=True, return_tensors="np")):
+    for enc in (
+        tokenizer(texts, padding=True, return_tensors="np"),
+        tokenizer(texts, texts[::-1], padding=True, return_tensors="np"),
+    ):
         assert (enc["attention_mask"] == 0).any()  # padding in the batch
         feed = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with torch.no_grad():
@@ -160,8 +179,12 @@ def test_mpnet_relative_position_buckets_and_long_inputs(checkpoints):
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("arch", MAIN)
 def test_text_classification(checkpoints, arch, backend):
-    directory = checkpoints(arch, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
-                            label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2})
+    directory = checkpoints(
+        arch,
+        "sequence",
+        id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2},
+    )
     texts = read_sst2("dev")[0][:60]
     ours = npformer.pipeline("text-classification", directory, batch_size=7, backend=backend)
     theirs = reference("text-classification", directory)
@@ -191,8 +214,7 @@ def test_question_answering(checkpoints, arch):
     ours = npformer.pipeline("question-answering", directory, batch_size=4)
     theirs = reference("question-answering", directory)
     for question, context in squad[::500][:12] + long_ones:
-        assert_same(ours(question=question, context=context, top_k=2), theirs(question=question, context=context,
-                                                                            top_k=2))
+        assert_same(ours(question=question, context=context, top_k=2), theirs(question=question, context=context, top_k=2))
     question, context = long_ones[0]
     kwargs = dict(max_seq_len=128, doc_stride=32, top_k=3, handle_impossible_answer=True)
     assert_same(ours(question=question, context=context, **kwargs), theirs(question=question, context=context, **kwargs))
@@ -228,8 +250,9 @@ def test_feature_extraction_and_sentence_transformers(checkpoints, arch, tmp_pat
     for a, b in zip(ours, theirs, strict=True):
         assert_close(a, b, TOL, "feature-extraction")
     word = st.models.Transformer(str(directory))
-    model = st.SentenceTransformer(modules=[word, st.models.Pooling(word.get_word_embedding_dimension(), "mean"),
-                                            st.models.Normalize()], device="cpu")
+    model = st.SentenceTransformer(
+        modules=[word, st.models.Pooling(word.get_word_embedding_dimension(), "mean"), st.models.Normalize()], device="cpu"
+    )
     model.save(str(tmp_path / "st"))
     expected = model.encode(texts, batch_size=5)
     got = npformer.pipeline("sentence-embeddings", tmp_path / "st").encode(texts, batch_size=5)
@@ -248,13 +271,13 @@ def test_lora_adapter_matches_peft(checkpoints, arch, tmp_path):
     which PEFT has no defaults for, name theirs) and its classifier saved whole."""
     import peft
 
-    directory = checkpoints(arch, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                            label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    directory = checkpoints(arch, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     torch.manual_seed(0)
     targets = {"mpnet": ["q", "v"], "albert": ["query", "value"], "modernbert": ["Wqkv", "Wo", "Wi"]}.get(arch)
-    peft_model = peft.get_peft_model(transformers.AutoModelForSequenceClassification.from_pretrained(directory),
-                                     peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False,
-                                                     target_modules=targets))
+    peft_model = peft.get_peft_model(
+        transformers.AutoModelForSequenceClassification.from_pretrained(directory),
+        peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, init_lora_weights=False, target_modules=targets),
+    )
     assert set(peft_model.peft_config["default"].target_modules) == set(targets or ["query", "value"])
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
@@ -263,8 +286,9 @@ def test_lora_adapter_matches_peft(checkpoints, arch, tmp_path):
     peft_model.eval().save_pretrained(tmp_path / "adapter")
     enc = transformers.AutoTokenizer.from_pretrained(directory)(texts_for(directory), padding=True, return_tensors="np")
     with torch.no_grad():
-        ref = peft_model(input_ids=torch.tensor(enc["input_ids"]),
-                         attention_mask=torch.tensor(enc["attention_mask"])).logits.numpy()
+        ref = peft_model(
+            input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"])
+        ).logits.numpy()
     model = auto.AutoModelForSequenceClassification.from_pretrained(directory, adapter=tmp_path / "adapter")
     assert_close(model(enc["input_ids"], enc["attention_mask"]).logits, ref, TOL, "LoRA logits")
 
@@ -274,8 +298,7 @@ def test_int8_checkpoint_and_command_line(checkpoints, arch, tmp_path):
     """``npformer quantize`` writes what ``dtype="int8"`` computes; ``info`` and a task command run it."""
     directory = checkpoints(arch, "mlm")
     cli = [sys.executable, "-m", "npformer.cli"]
-    done = subprocess.run([*cli, "quantize", str(directory), str(tmp_path / "i8")], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([*cli, "quantize", str(directory), str(tmp_path / "i8")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     loaded = auto.AutoModelForMaskedLM.from_pretrained(tmp_path / "i8")
     at_load = auto.AutoModelForMaskedLM.from_pretrained(directory, dtype="int8")
@@ -291,8 +314,7 @@ def test_int8_checkpoint_and_command_line(checkpoints, arch, tmp_path):
     info = subprocess.run([*cli, "info", str(tmp_path / "i8")], capture_output=True, text=True, timeout=300)
     shown = json.loads(info.stdout)
     assert shown["model_type"] == ARCHS[arch][0] and shown["dtype"] == "int8"
-    run = subprocess.run([*cli, "fill-mask", "--model", str(directory), texts[0]], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([*cli, "fill-mask", "--model", str(directory), texts[0]], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert_same(json.loads(run.stdout)["predictions"], reference("fill-mask", directory)(texts[0]))
 
@@ -317,12 +339,18 @@ def test_served_reranker_and_embedder(checkpoints, arch):
         assert [r["index"] for r in out] == list(np.argsort(-expected, kind="stable"))
         assert_close([r["score"] for r in sorted(out, key=lambda r: r["index"])], expected, TOL, "/rerank")
         predicted = client.ok("/predict?model=rerank", {"inputs": [query, texts[0]], "raw_scores": True})
-        assert_same(predicted, reference("text-classification", rerank)({"text": query, "text_pair": texts[0]},
-                                                                          top_k=None, function_to_apply="none"))
+        assert_same(
+            predicted,
+            reference("text-classification", rerank)(
+                {"text": query, "text_pair": texts[0]}, top_k=None, function_to_apply="none"
+            ),
+        )
         word = st.models.Transformer(str(embed))
-        model = st.SentenceTransformer(modules=[word, st.models.Pooling(word.get_word_embedding_dimension(), "mean")],
-                                       device="cpu")
-        assert_close(client.ok("/embed?model=embed", {"inputs": texts}),
-                     model.encode(texts, normalize_embeddings=True), TOL, "/embed")
+        model = st.SentenceTransformer(
+            modules=[word, st.models.Pooling(word.get_word_embedding_dimension(), "mean")], device="cpu"
+        )
+        assert_close(
+            client.ok("/embed?model=embed", {"inputs": texts}), model.encode(texts, normalize_embeddings=True), TOL, "/embed"
+        )
     finally:
         assert stop(proc) == 0

@@ -57,28 +57,29 @@ def edit_tensors(d: Path, fn):
 def poke(key: str, value: float):
     def fn(tensors):
         tensors[key].reshape(-1)[3] = value
+
     return fn
 
 
 def truncate_file(d: Path):
     data = (d / "model.safetensors").read_bytes()
-    (d / "model.safetensors").write_bytes(data[:len(data) // 2])
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
 
 
 def bad_header_length(d: Path):
     data = bytearray((d / "model.safetensors").read_bytes())
-    data[:8] = (10 ** 12).to_bytes(8, "little")
+    data[:8] = (10**12).to_bytes(8, "little")
     (d / "model.safetensors").write_bytes(bytes(data))
 
 
 def offsets_out_of_range(d: Path):
     data = (d / "model.safetensors").read_bytes()
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     key = next(k for k in header if k != "__metadata__")
-    header[key]["data_offsets"][1] += 10 ** 9
+    header[key]["data_offsets"][1] += 10**9
     raw = json.dumps(header).encode().ljust(n)
-    (d / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    (d / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
 
 
 def shard_index(target: str, link: bool = False):
@@ -91,6 +92,7 @@ def shard_index(target: str, link: bool = False):
             (d / "shard.safetensors").symlink_to(outside / "model.safetensors")
         weight_map = {k: name for k in load_file(outside / "model.safetensors")}
         (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
     return make
 
 
@@ -105,49 +107,133 @@ CASES = {
     "safetensors-header-length": (bad_header_length, "model.safetensors", "not a readable safetensors", "fp32", True),
     "safetensors-offsets-out-of-range": (offsets_out_of_range, "model.safetensors", "not a readable", "fp32", True),
     "config-empty": (lambda d: (d / "config.json").write_text(""), "config.json", "is empty", "fp32", True),
-    "config-not-json": (lambda d: (d / "config.json").write_text("{model_type: bert"), "config.json",
-                        "not valid JSON", "fp32", True),
-    "config-a-list": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json", "holds a JSON list", "fp32",
-                      True),
-    "config-zero-heads": (lambda d: edit_config(d, num_attention_heads=0), "config.json",
-                          "'num_attention_heads' must be a positive integer, got 0", "fp32", True),
-    "config-hidden-size-string": (lambda d: edit_config(d, hidden_size="32"), "config.json",
-                                  "'hidden_size' must be a positive integer, got '32'", "fp32", True),
-    "config-layer-norm-eps-string": (lambda d: edit_config(d, layer_norm_eps="1e-12"), "config.json",
-                                     "'layer_norm_eps' must be a finite number", "fp32", True),
-    "config-layer-norm-eps-nan": (lambda d: edit_config(d, layer_norm_eps=math.nan), "config.json",
-                                  "'layer_norm_eps' must be a finite number.*nan", "fp32", True),
-    "config-three-labels-two-logits": (lambda d: edit_config(d, id2label={"0": "a", "1": "b", "2": "c"}),
-                                       "config.json", "id2label names 3 labels.*'classifier.weight' has 2 rows",
-                                       "fp32", False),
-    "classifier-stored-as-int32": (lambda d: edit_tensors(d, lambda t: t.update(
-        {"classifier.weight": (t["classifier.weight"] * 100).astype(np.int32)})), "model.safetensors",
-        "'classifier.weight' is stored as I32; expected a float type", "fp32", False),
-    "nan-weight": (lambda d: edit_tensors(d, poke("bert.encoder.layer.1.output.dense.weight", math.nan)),
-                   "model.safetensors", "'bert.encoder.layer.1.output.dense.weight' holds nan at flat index 3",
-                   "fp32", True),
-    "inf-bias": (lambda d: edit_tensors(d, poke("bert.pooler.dense.bias", math.inf)),
-                 "model.safetensors", "'bert.pooler.dense.bias' holds inf", "fp32", True),
-    "int8-missing-scale": (drop_scale, "model.safetensors",
-                           "int8 tensor 'bert.encoder.layer.0.attention.self.query.weight' has no .*_scale", "int8",
-                           True),
-    "int8-nan-scale": (lambda d: edit_tensors(d, poke("bert.encoder.layer.1.intermediate.dense.weight_scale",
-                                                      math.nan)), "model.safetensors", "weight_scale' holds nan",
-                       "int8", True),
-    "int8-zero-scale": (lambda d: edit_tensors(d, poke("bert.encoder.layer.1.intermediate.dense.weight_scale", 0.0)),
-                        "model.safetensors", "scale <= 0", "int8", True),
-    "shard-outside-by-dotdot": (shard_index("../elsewhere/model.safetensors"), "model.safetensors.index.json",
-                                "lies outside the checkpoint directory", "fp32", True),
-    "shard-outside-by-symlink": (shard_index("shard.safetensors", link=True), "model.safetensors.index.json",
-                                 "lies outside the checkpoint directory", "fp32", True),
-    "shard-index-not-json": (lambda d: (d / "model.safetensors.index.json").write_text("{"),
-                             "model.safetensors.index.json", "not valid JSON", "fp32", True),
-    "tokenizer-config-a-list": (lambda d: (d / "tokenizer_config.json").write_text("[]"), "tokenizer_config.json",
-                                "holds a JSON list", "fp32", False),
-    "tokenizer-config-not-json": (lambda d: (d / "tokenizer_config.json").write_text("do_lower_case: true"),
-                                  "tokenizer_config.json", "not valid JSON", "fp32", False),
-    "vocab-binary": (lambda d: (d / "vocab.txt").write_bytes(bytes(range(256)) * 4), "vocab.txt",
-                     r"line \d+ is not UTF-8 text \(byte \d+: 0x", "fp32", False),
+    "config-not-json": (
+        lambda d: (d / "config.json").write_text("{model_type: bert"),
+        "config.json",
+        "not valid JSON",
+        "fp32",
+        True,
+    ),
+    "config-a-list": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json", "holds a JSON list", "fp32", True),
+    "config-zero-heads": (
+        lambda d: edit_config(d, num_attention_heads=0),
+        "config.json",
+        "'num_attention_heads' must be a positive integer, got 0",
+        "fp32",
+        True,
+    ),
+    "config-hidden-size-string": (
+        lambda d: edit_config(d, hidden_size="32"),
+        "config.json",
+        "'hidden_size' must be a positive integer, got '32'",
+        "fp32",
+        True,
+    ),
+    "config-layer-norm-eps-string": (
+        lambda d: edit_config(d, layer_norm_eps="1e-12"),
+        "config.json",
+        "'layer_norm_eps' must be a finite number",
+        "fp32",
+        True,
+    ),
+    "config-layer-norm-eps-nan": (
+        lambda d: edit_config(d, layer_norm_eps=math.nan),
+        "config.json",
+        "'layer_norm_eps' must be a finite number.*nan",
+        "fp32",
+        True,
+    ),
+    "config-three-labels-two-logits": (
+        lambda d: edit_config(d, id2label={"0": "a", "1": "b", "2": "c"}),
+        "config.json",
+        "id2label names 3 labels.*'classifier.weight' has 2 rows",
+        "fp32",
+        False,
+    ),
+    "classifier-stored-as-int32": (
+        lambda d: edit_tensors(d, lambda t: t.update({"classifier.weight": (t["classifier.weight"] * 100).astype(np.int32)})),
+        "model.safetensors",
+        "'classifier.weight' is stored as I32; expected a float type",
+        "fp32",
+        False,
+    ),
+    "nan-weight": (
+        lambda d: edit_tensors(d, poke("bert.encoder.layer.1.output.dense.weight", math.nan)),
+        "model.safetensors",
+        "'bert.encoder.layer.1.output.dense.weight' holds nan at flat index 3",
+        "fp32",
+        True,
+    ),
+    "inf-bias": (
+        lambda d: edit_tensors(d, poke("bert.pooler.dense.bias", math.inf)),
+        "model.safetensors",
+        "'bert.pooler.dense.bias' holds inf",
+        "fp32",
+        True,
+    ),
+    "int8-missing-scale": (
+        drop_scale,
+        "model.safetensors",
+        "int8 tensor 'bert.encoder.layer.0.attention.self.query.weight' has no .*_scale",
+        "int8",
+        True,
+    ),
+    "int8-nan-scale": (
+        lambda d: edit_tensors(d, poke("bert.encoder.layer.1.intermediate.dense.weight_scale", math.nan)),
+        "model.safetensors",
+        "weight_scale' holds nan",
+        "int8",
+        True,
+    ),
+    "int8-zero-scale": (
+        lambda d: edit_tensors(d, poke("bert.encoder.layer.1.intermediate.dense.weight_scale", 0.0)),
+        "model.safetensors",
+        "scale <= 0",
+        "int8",
+        True,
+    ),
+    "shard-outside-by-dotdot": (
+        shard_index("../elsewhere/model.safetensors"),
+        "model.safetensors.index.json",
+        "lies outside the checkpoint directory",
+        "fp32",
+        True,
+    ),
+    "shard-outside-by-symlink": (
+        shard_index("shard.safetensors", link=True),
+        "model.safetensors.index.json",
+        "lies outside the checkpoint directory",
+        "fp32",
+        True,
+    ),
+    "shard-index-not-json": (
+        lambda d: (d / "model.safetensors.index.json").write_text("{"),
+        "model.safetensors.index.json",
+        "not valid JSON",
+        "fp32",
+        True,
+    ),
+    "tokenizer-config-a-list": (
+        lambda d: (d / "tokenizer_config.json").write_text("[]"),
+        "tokenizer_config.json",
+        "holds a JSON list",
+        "fp32",
+        False,
+    ),
+    "tokenizer-config-not-json": (
+        lambda d: (d / "tokenizer_config.json").write_text("do_lower_case: true"),
+        "tokenizer_config.json",
+        "not valid JSON",
+        "fp32",
+        False,
+    ),
+    "vocab-binary": (
+        lambda d: (d / "vocab.txt").write_bytes(bytes(range(256)) * 4),
+        "vocab.txt",
+        r"line \d+ is not UTF-8 text \(byte \d+: 0x",
+        "fp32",
+        False,
+    ),
 }
 
 

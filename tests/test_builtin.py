@@ -13,12 +13,14 @@ from npformer.pipelines import BUILTIN_SENTIMENT
 
 import npformer
 
-CLEAR = [("This movie was absolutely wonderful, I loved every minute of it.", "POSITIVE"),
-         ("A brilliant, moving and beautifully acted film.", "POSITIVE"),
-         ("One of the best films of the year.", "POSITIVE"),
-         ("A dull, boring and painfully bad film.", "NEGATIVE"),
-         ("The worst movie I have ever seen; a complete waste of time.", "NEGATIVE"),
-         ("The plot is a mess and the acting is terrible.", "NEGATIVE")]
+CLEAR = [
+    ("This movie was absolutely wonderful, I loved every minute of it.", "POSITIVE"),
+    ("A brilliant, moving and beautifully acted film.", "POSITIVE"),
+    ("One of the best films of the year.", "POSITIVE"),
+    ("A dull, boring and painfully bad film.", "NEGATIVE"),
+    ("The worst movie I have ever seen; a complete waste of time.", "NEGATIVE"),
+    ("The plot is a mess and the acting is terrible.", "NEGATIVE"),
+]
 
 
 def test_builtin_model_is_shipped_int8_and_small():
@@ -70,16 +72,20 @@ def test_float32_model_matches_transformers_and_int8_agrees(tmp_path):
     texts = read_sst2("dev")[0][:64]
     tok = npformer.Tokenizer.from_pretrained(directory)
     enc = tok(texts, padding=True)
-    ours = npformer.AutoModelForSequenceClassification.from_pretrained(directory)(enc["input_ids"], enc["attention_mask"],
-                                                                   enc["token_type_ids"]).logits
+    ours = npformer.AutoModelForSequenceClassification.from_pretrained(directory)(
+        enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    ).logits
     ref = transformers.BertForSequenceClassification.from_pretrained(directory).eval()
     with torch.no_grad():
         expected = ref(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
-    int8 = npformer.AutoModelForSequenceClassification.from_pretrained(BUILTIN_SENTIMENT)(enc["input_ids"], enc["attention_mask"],
-                                                                          enc["token_type_ids"]).logits
+    int8 = npformer.AutoModelForSequenceClassification.from_pretrained(BUILTIN_SENTIMENT)(
+        enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    ).logits
     agreement = np.mean(int8.argmax(-1) == ours.argmax(-1))
-    print(f"{directory.name}: max abs logit diff vs Transformers {np.abs(ours - expected).max():.2e}; "
-          f"int8 vs float32: agreement {agreement:.3f}, max abs logit diff {np.abs(int8 - ours).max():.3f}")
+    print(
+        f"{directory.name}: max abs logit diff vs Transformers {np.abs(ours - expected).max():.2e}; "
+        f"int8 vs float32: agreement {agreement:.3f}, max abs logit diff {np.abs(int8 - ours).max():.3f}"
+    )
     assert np.abs(ours - expected).max() <= 1e-4
     assert agreement >= 0.95
     assert np.abs(int8 - ours).max() <= 0.5

@@ -19,9 +19,18 @@ LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 @pytest.fixture(scope="module")
 def sentiment_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cls")
-    make_checkpoint(d, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40, id2label=LABELS,
-                    label2id={v: k for k, v in LABELS.items()})
+    make_checkpoint(
+        d,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+    )
     return d
 
 
@@ -40,8 +49,24 @@ def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
     tsv = tmp_path / "in.tsv"
     tsv.write_text("id\tsentence\n1\tfine film\n2\tawful plot\n3\tquite nice\n")
     dest = tmp_path / "out.jsonl"
-    assert main(["sentiment", "-m", str(sentiment_dir), "--input", str(tsv), "--column", "sentence",
-                 "--output", str(dest), "--top-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "sentiment",
+                "-m",
+                str(sentiment_dir),
+                "--input",
+                str(tsv),
+                "--column",
+                "sentence",
+                "--output",
+                str(dest),
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = lines(dest.read_text())
     assert len(rows) == 3 and all(len(r["labels"]) == 2 for r in rows)
     # .jsonl and .txt
@@ -54,20 +79,31 @@ def test_sentiment_args_file_and_output(sentiment_dir, tmp_path, capsys):
     assert len(lines(capsys.readouterr().out)) == 4
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["qa", "Who?"], "needs a context"),
-    (["sentiment", "--input", "missing.tsv"], "input file not found"),
-    (["zero-shot", "text"], "--labels"),
-    (["similarity", "only one"], "exactly two texts"),
-    (["sentiment", "--batch-size", "0", "x"], "--batch-size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["qa", "Who?"], "needs a context"),
+        (["sentiment", "--input", "missing.tsv"], "input file not found"),
+        (["zero-shot", "text"], "--labels"),
+        (["similarity", "only one"], "exactly two texts"),
+        (["sentiment", "--batch-size", "0", "x"], "--batch-size must be >= 1"),
+    ],
+)
 def test_user_errors_are_one_line(sentiment_dir, capsys, argv, message, tmp_path):
     model = {"sentiment": sentiment_dir}.get(argv[0])
     if argv[0] in ("qa", "zero-shot", "similarity"):
         model = tmp_path / "m"
         head = {"qa": "qa", "zero-shot": None, "similarity": None}[argv[0]]
-        make_checkpoint(model, "bert", head, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=40)
+        make_checkpoint(
+            model,
+            "bert",
+            head,
+            vocab="bert-base-uncased",
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=40,
+        )
     if argv[1] == "--batch-size":
         with pytest.raises(SystemExit) as e:
             main(argv + ["--model", str(model)])
@@ -108,17 +144,32 @@ def test_info_quantize_and_int8_model(sentiment_dir, tmp_path, capsys):
 
 
 def test_console_script_stdin(sentiment_dir):
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "-m", str(sentiment_dir)],
-                          input="one\ntwo\n", capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "-m", str(sentiment_dir)],
+        input="one\ntwo\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(lines(proc.stdout)) == 2
 
 
 def test_ner_min_score_and_probabilities(tmp_path, capsys):
     labels = {0: "O", 1: "B-PER", 2: "I-PER"}
-    make_checkpoint(tmp_path, "bert", "token", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40, id2label=labels,
-                    label2id={v: k for k, v in labels.items()}, init_std=0.5)
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        "token",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        init_std=0.5,
+    )
     text = "ada lovelace met charles babbage in london in eighteen thirty three"
     assert main(["ner", "-m", str(tmp_path), "--aggregation-strategy", "none", "--probabilities", text]) == 0
     every = lines(capsys.readouterr().out)[0]["entities"]
@@ -145,8 +196,16 @@ def test_verbose_quiet_and_max_length(sentiment_dir, tmp_path, capsys):
 
 def test_every_pipeline_name_is_a_command(tmp_path, capsys):
     """feature-extraction too: per-token hidden states, equal to the pipeline's."""
-    make_checkpoint(tmp_path, "bert", None, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        None,
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     assert main(["feature-extraction", "-m", str(tmp_path), "a short text"]) == 0
     row = lines(capsys.readouterr().out)[0]
     expected = npformer.pipeline("feature-extraction", tmp_path)("a short text", return_tensors=True)[0]

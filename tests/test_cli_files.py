@@ -45,11 +45,16 @@ def digest(path: Path) -> str:
 
 
 def run(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "npformer.cli", *argv], capture_output=True, timeout=300,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    return subprocess.run(
+        [sys.executable, "-m", "npformer.cli", *argv],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
 
 
 # ---- 5. lost files -------------------------------------------------------------------------------
+
 
 def test_output_equal_to_input_is_refused(model, tmp_path, capsys):
     src = tmp_path / "a.txt"
@@ -70,10 +75,12 @@ def test_a_mistake_never_touches_existing_results(model, tmp_path, capsys, mista
     before = digest(results)
     tsv = tmp_path / "in.tsv"
     tsv.write_text("sentence\tlabel\nfine\t1\n")
-    argv = {"missing-input": ["-i", str(tmp_path / "typo.tsv"), "--column", "sentence", "--overwrite"],
-            "missing-column": ["-i", str(tsv), "--column", "sentense", "--overwrite"],
-            "existing-output": ["-i", str(tsv), "--column", "sentence"],
-            "bad-model": ["-i", str(tsv), "--column", "sentence", "--overwrite"]}[mistake]
+    argv = {
+        "missing-input": ["-i", str(tmp_path / "typo.tsv"), "--column", "sentence", "--overwrite"],
+        "missing-column": ["-i", str(tsv), "--column", "sentense", "--overwrite"],
+        "existing-output": ["-i", str(tsv), "--column", "sentence"],
+        "bad-model": ["-i", str(tsv), "--column", "sentence", "--overwrite"],
+    }[mistake]
     m = str(tmp_path / "no-model") if mistake == "bad-model" else model
     assert main(["sentiment", "-m", m, *argv, "-o", str(results)]) == 2
     err = capsys.readouterr().err
@@ -114,6 +121,7 @@ def test_failure_mid_run_keeps_a_partial_file(model, tmp_path, capsys, monkeypat
             if len(calls) == 3:
                 raise RuntimeError("disk controller on fire")
             return fn(pipe, records)
+
         return task, fn2, extra
 
     import dataclasses
@@ -141,6 +149,7 @@ def test_quantize_refuses_its_source(model, tmp_path, capsys):
 
 
 # ---- 6. one bad record ---------------------------------------------------------------------------
+
 
 def thousand_lines(tmp_path: Path) -> Path:
     lines = [json.dumps({"text": f"review {i}: a fine film", "id": i}) for i in range(1, 1001)]
@@ -183,8 +192,16 @@ def test_on_error_skip_and_abort(model, tmp_path, capsys):
 
 def test_task_errors_are_per_record(tmp_path, capsys):
     d = tmp_path / "mlm"
-    make_checkpoint(d, "bert", "mlm", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
+    make_checkpoint(
+        d,
+        "bert",
+        "mlm",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     assert main(["fill-mask", "-m", str(d), "a [MASK] film", "no mask here", "the [MASK] was fine"]) == 1
     rows = strict_lines(capsys.readouterr().out)
     assert "predictions" in rows[0] and "predictions" in rows[2]
@@ -192,6 +209,7 @@ def test_task_errors_are_per_record(tmp_path, capsys):
 
 
 # ---- 3. content-free texts, 4. standard JSON -----------------------------------------------------
+
 
 def test_content_free_texts_are_marked(model, capsys):
     assert main(["sentiment", "-m", model, "a fine film", "\x00\x00", "\u200b"]) == 0
@@ -220,9 +238,10 @@ def test_non_finite_results_become_errors(model, tmp_path, capsys, monkeypatch):
 
 # ---- 7. input formats ----------------------------------------------------------------------------
 
+
 def test_bom_delimiter_and_huge_fields(model, tmp_path, capsys):
     f = tmp_path / "excel.csv"
-    f.write_bytes("\ufeffsentence;label\n\"a fine; film\";1\nbad;0\n".encode("utf-8"))
+    f.write_bytes('\ufeffsentence;label\n"a fine; film";1\nbad;0\n'.encode("utf-8"))
     assert main(["sentiment", "-m", model, "-i", str(f), "--column", "sentence", "--delimiter", ";"]) == 0
     rows = strict_lines(capsys.readouterr().out)
     assert [r["text"] for r in rows] == ["a fine; film", "bad"] and [r["line"] for r in rows] == [2, 3]
@@ -243,8 +262,12 @@ def test_invalid_utf8_in_a_file_names_the_line(model, tmp_path, capsys):
 
 
 def test_invalid_utf8_on_stdin_is_an_error_not_copied(model):
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "-m", model],
-                          input=b"good film\nbad \xfe\xff film\n", capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "-m", model],
+        input=b"good film\nbad \xfe\xff film\n",
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     proc.stdout.decode("utf-8")  # valid UTF-8 out
     rows = strict_lines(proc.stdout.decode("utf-8"))
@@ -254,8 +277,11 @@ def test_invalid_utf8_on_stdin_is_an_error_not_copied(model):
 
 # ---- 8. errors that were tracebacks --------------------------------------------------------------
 
-@pytest.mark.parametrize("target, message", [("dir", "is a directory"), ("/dev/full", "No space left on device"),
-                                             ("missing-dir/out.jsonl", "does not exist")])
+
+@pytest.mark.parametrize(
+    "target, message",
+    [("dir", "is a directory"), ("/dev/full", "No space left on device"), ("missing-dir/out.jsonl", "does not exist")],
+)
 def test_unwritable_outputs_are_one_line(model, tmp_path, capsys, target, message):
     path = tmp_path if target == "dir" else Path(target) if target.startswith("/") else tmp_path / target
     if target == "/dev/full" and not Path("/dev/full").exists():
@@ -273,8 +299,9 @@ def test_read_only_directory(model, tmp_path, capsys, monkeypatch):
         import npformer.output
 
         real = os.access
-        monkeypatch.setattr(npformer.output.os, "access",
-                            lambda p, mode: False if Path(p) == ro and mode & os.W_OK else real(p, mode))
+        monkeypatch.setattr(
+            npformer.output.os, "access", lambda p, mode: False if Path(p) == ro and mode & os.W_OK else real(p, mode)
+        )
     try:
         assert main(["sentiment", "-m", model, "fine", "-o", str(ro / "out.jsonl")]) == 2
         err = capsys.readouterr().err
@@ -288,8 +315,11 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_partial_file(model, tmp_pa
     txt = tmp_path / "in.txt"
     txt.write_text("".join(f"a long enough review number {i} " * 20 + "\n" for i in range(200_000)))
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "npformer.cli", "sentiment", "-m", model, "-i", str(txt),
-                             "-o", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "-m", model, "-i", str(txt), "-o", str(out)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(tmp_path.glob(".out.jsonl.*.tmp")):
         time.sleep(0.05)
@@ -305,6 +335,7 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_the_partial_file(model, tmp_pa
 
 
 # ---- the user's data: columns kept, lines in place (issue 12) ------------------------------------
+
 
 def test_input_columns_are_kept_under_input(model, tmp_path, capsys):
     tsv = tmp_path / "dev.tsv"
@@ -329,8 +360,12 @@ def test_blank_lines_keep_their_place(model, tmp_path, capsys):
 
 
 def test_jsonl_on_stdin(model):
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "-m", model, "--stdin-format", "jsonl"],
-                          input=b'{"text": "a fine film", "id": 1}\n{"text": 2}\n', capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "-m", model, "--stdin-format", "jsonl"],
+        input=b'{"text": "a fine film", "id": 1}\n{"text": 2}\n',
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     rows = strict_lines(proc.stdout.decode())
     assert rows[0]["text"] == "a fine film" and rows[0]["input"] == {"id": 1}

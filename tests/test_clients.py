@@ -24,17 +24,48 @@ TEXTS = ["a man is eating food.", "the plane takes off at noon", "a gorgeous, wi
 @pytest.fixture(scope="module")
 def served(minilm_dir, tmp_path_factory):
     ner = tmp_path_factory.mktemp("ner")
-    make_checkpoint(ner, "bert", "token", vocab="bert-base-cased", id2label=NER_LABELS,
-                    label2id={v: k for k, v in NER_LABELS.items()}, hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
+    make_checkpoint(
+        ner,
+        "bert",
+        "token",
+        vocab="bert-base-cased",
+        id2label=NER_LABELS,
+        label2id={v: k for k, v in NER_LABELS.items()},
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     nli = tmp_path_factory.mktemp("nli")
     labels = {0: "contradiction", 1: "neutral", 2: "entailment"}
-    make_checkpoint(nli, "bert", "sequence", vocab="bert-base-uncased", id2label=labels,
-                    label2id={v: k for k, v in labels.items()}, hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
+    make_checkpoint(
+        nli,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     port = free_port()
-    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={minilm_dir}", "--model", f"ner={ner}",
-                  "--model", f"zeroshot={minilm_dir}@zero-shot", "--model", f"nli={nli}@zero-shot"], port)
+    proc = start(
+        [
+            "--model",
+            "sentiment=builtin:sentiment",
+            "--model",
+            f"minilm={minilm_dir}",
+            "--model",
+            f"ner={ner}",
+            "--model",
+            f"zeroshot={minilm_dir}@zero-shot",
+            "--model",
+            f"nli={nli}@zero-shot",
+        ],
+        port,
+    )
     yield f"http://127.0.0.1:{port}", {"minilm": minilm_dir, "ner": ner, "nli": nli}
     assert stop(proc) == 0
 
@@ -69,8 +100,9 @@ def test_inference_client_embeddings_and_similarity(served, online, minilm_dir):
     assert vectors.shape == (1, 384)  # TEI's /embed: a list of vectors, also for one text
     np.testing.assert_allclose(vectors[0], reference.encode(TEXTS[0], normalize_embeddings=True), atol=1e-5)
     scores = client.sentence_similarity(TEXTS[0], other_sentences=TEXTS[1:])
-    np.testing.assert_allclose(scores, reference.similarity(reference.encode(TEXTS[:1]),
-                                                            reference.encode(TEXTS[1:])).numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(
+        scores, reference.similarity(reference.encode(TEXTS[:1]), reference.encode(TEXTS[1:])).numpy()[0], atol=1e-5
+    )
 
 
 def test_inference_client_token_classification(served, online):
@@ -105,8 +137,9 @@ def test_inference_client_zero_shot_on_an_nli_model(served, online):
     reference = transformers.pipeline("zero-shot-classification", model=str(paths["nli"]), device="cpu")
     labels = ["food", "travel", "cinema"]
     for multi_label in (False, True):
-        got = client.zero_shot_classification(TEXTS[0], labels, multi_label=multi_label,
-                                              hypothesis_template="This text is about {}.")
+        got = client.zero_shot_classification(
+            TEXTS[0], labels, multi_label=multi_label, hypothesis_template="This text is about {}."
+        )
         expected = reference(TEXTS[0], labels, multi_label=multi_label, hypothesis_template="This text is about {}.")
         assert [g.label for g in got] == expected["labels"]
         np.testing.assert_allclose([g.score for g in got], expected["scores"], rtol=0, atol=1e-4)
@@ -117,12 +150,10 @@ def test_openai_client(served, minilm_dir):
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
     reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
     out = client.embeddings.create(input=TEXTS, model="minilm")
-    np.testing.assert_allclose([d.embedding for d in out.data], reference.encode(TEXTS, normalize_embeddings=True),
-                               atol=1e-5)
+    np.testing.assert_allclose([d.embedding for d in out.data], reference.encode(TEXTS, normalize_embeddings=True), atol=1e-5)
     short = client.embeddings.create(input=TEXTS, model="minilm", dimensions=64)
     small = st.SentenceTransformer(str(minilm_dir), device="cpu", truncate_dim=64)
-    np.testing.assert_allclose([d.embedding for d in short.data], small.encode(TEXTS, normalize_embeddings=True),
-                               atol=1e-5)
+    np.testing.assert_allclose([d.embedding for d in short.data], small.encode(TEXTS, normalize_embeddings=True), atol=1e-5)
     assert {m.id for m in client.models.list()} == {"sentiment", "minilm", "ner", "zeroshot", "nli"}
     with pytest.raises(openai.NotFoundError, match="model 'text-embedding-3-small' is not served"):
         client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
@@ -179,8 +210,9 @@ def test_openapi_describes_every_route_and_field(served):
         schema = ops.get("post", {}).get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         if schema is None or path == "/embed_sparse":  # no SPLADE model here: tests/test_retrieval_surfaces.py
             continue
-        url = path.replace("{name}", "sentiment" if path.startswith("/explain") else "minilm") + \
-            ("?model=sentiment" if path in ("/predict", "/") else "")
+        url = path.replace("{name}", "sentiment" if path.startswith("/explain") else "minilm") + (
+            "?model=sentiment" if path in ("/predict", "/") else ""
+        )
         status, body, _ = tei.call(url, {"no_such_field": 1})
         assert status == 422, (path, body)
         message = body["error"]["message"] if path == "/v1/embeddings" else body["error"]  # OpenAI's error shape

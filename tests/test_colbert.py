@@ -23,8 +23,7 @@ TOL = 1e-5
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, init_std=0.05)
 VARIANTS = {
     "bert": ("bert", {}),
-    "bert-attend-expansion": ("bert", dict(attend_to_expansion_tokens=True, query_length=12, document_length=20,
-                                           bias=True)),
+    "bert-attend-expansion": ("bert", dict(attend_to_expansion_tokens=True, query_length=12, document_length=20, bias=True)),
     "bert-no-expansion": ("bert", dict(do_query_expansion=False)),
     "roberta": ("roberta", {}),
 }
@@ -62,8 +61,12 @@ def test_vectors_scores_and_ranking_match_pylate(tmp_path, texts, variant):
         vectors[is_query] = theirs, mine
     np.testing.assert_allclose(ours.encode(texts[0]), vectors[True][1][0], rtol=0, atol=0)  # one text: same bits
     queries, documents = vectors[True][0][:6], vectors[False][0]
-    expected = np.array([[float(scores.colbert_scores(torch.from_numpy(q)[None], torch.from_numpy(d)[None])[0, 0])
-                          for d in documents] for q in queries])
+    expected = np.array(
+        [
+            [float(scores.colbert_scores(torch.from_numpy(q)[None], torch.from_numpy(d)[None])[0, 0]) for d in documents]
+            for q in queries
+        ]
+    )
     got = colbert_scores(vectors[True][1][:6], vectors[False][1])
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
     ranked = ours.rank(texts[0], texts, return_documents=True)

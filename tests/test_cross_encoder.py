@@ -35,8 +35,9 @@ def test_predict_and_rank_match_sentence_transformers(tmp_path, pairs, model_typ
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
     np.testing.assert_allclose(ours.predict(pairs[0]), ref.predict(pairs[0]), rtol=0, atol=TOL)  # one pair
     if num_labels > 1:
-        np.testing.assert_allclose(ours.predict(pairs, apply_softmax=True), ref.predict(pairs, apply_softmax=True),
-                                   rtol=0, atol=TOL)
+        np.testing.assert_allclose(
+            ours.predict(pairs, apply_softmax=True), ref.predict(pairs, apply_softmax=True), rtol=0, atol=TOL
+        )
         with pytest.raises(ValueError, match="rank needs a model with one label"):
             ours.rank("q", ["a"])
         return
@@ -60,7 +61,8 @@ def test_the_saved_activation_is_read(tmp_path, pairs):
     ours = npformer.CrossEncoder(tmp_path / "saved")
     np.testing.assert_allclose(ours.predict(pairs), ref.predict(pairs), rtol=0, atol=TOL)
     assert (ours.predict(pairs) < 0).any()  # raw logits, not sigmoids
-    np.testing.assert_allclose(ours.predict(pairs, activation_fn="sigmoid"),
-                               ref.predict(pairs, activation_fn=torch.nn.Sigmoid()), rtol=0, atol=TOL)
+    np.testing.assert_allclose(
+        ours.predict(pairs, activation_fn="sigmoid"), ref.predict(pairs, activation_fn=torch.nn.Sigmoid()), rtol=0, atol=TOL
+    )
     with pytest.raises(ValueError, match="not a pair of str"):
         ours.predict([("only one",)])

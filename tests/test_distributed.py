@@ -37,8 +37,17 @@ def read_output(directory: Path):
 def test_sst2_train_every_row_once_equal_to_the_pipeline(tmp_path):
     train = DATA / "sst2" / "train.tsv"
     texts, _ = read_sst2("train")
-    summary = distributed.run("sentiment", [str(train)], tmp_path / "out", column="sentence", workers=2,
-                              threads_per_worker=1, partition_rows=8_000, keep_columns=("label",), progress=False)
+    summary = distributed.run(
+        "sentiment",
+        [str(train)],
+        tmp_path / "out",
+        column="sentence",
+        workers=2,
+        threads_per_worker=1,
+        partition_rows=8_000,
+        keep_columns=("label",),
+        progress=False,
+    )
     assert summary.rows == len(texts) == 67_349 and summary.errors == 0 and len(summary.rows_per_second_by_worker) == 2
     rows = read_output(tmp_path / "out")
     assert len(rows) == len(texts) and sorted(r["row"] for r in rows) == list(range(len(texts)))
@@ -53,8 +62,9 @@ def test_sst2_train_every_row_once_equal_to_the_pipeline(tmp_path):
     # rows by up to 9e-5 (int8 activations rounding the other way after a last-bit difference whose
     # cause between processes is not found: not batch composition, not the thread count)
     np.testing.assert_allclose([by_row[i]["score"] for i in sample], [r["score"] for r in reference], atol=2e-4)
-    assert np.mean(np.abs(np.array([by_row[i]["score"] for i in sample]) -
-                          np.array([r["score"] for r in reference])) > 1e-6) < 0.02
+    assert (
+        np.mean(np.abs(np.array([by_row[i]["score"] for i in sample]) - np.array([r["score"] for r in reference])) > 1e-6) < 0.02
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +79,9 @@ def corpus(tmp_path_factory):
 
 def test_bad_rows_are_kept_with_their_id(corpus, tmp_path):
     root, _ = corpus
-    summary = distributed.run("sentiment", [str(root / "b.tsv")], tmp_path / "out", column="sentence",
-                              workers=1, partition_rows=3, progress=False)
+    summary = distributed.run(
+        "sentiment", [str(root / "b.tsv")], tmp_path / "out", column="sentence", workers=1, partition_rows=3, progress=False
+    )
     rows = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
     assert summary.errors == 2 and [r["id"] for r in rows] == [f"b.tsv:{i}" for i in range(4)]
     assert rows[1]["label"] is None and "is empty" in rows[1]["error"] and rows[0]["error"] is None
@@ -81,13 +92,26 @@ def test_a_killed_worker_loses_no_row_and_doubles_none(corpus, tmp_path):
     from distributed import Client, LocalCluster
 
     root, texts = corpus
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         pids = list(client.run(os.getpid).values())
         result = {}
-        runner = threading.Thread(target=lambda: result.update(summary=distributed.run(
-            "sentiment", [str(root / "*.tsv")], tmp_path / "out", column="sentence", scheduler=cluster.scheduler_address,
-            threads_per_worker=1, partition_rows=250, progress=False)))
+        runner = threading.Thread(
+            target=lambda: result.update(
+                summary=distributed.run(
+                    "sentiment",
+                    [str(root / "*.tsv")],
+                    tmp_path / "out",
+                    column="sentence",
+                    scheduler=cluster.scheduler_address,
+                    threads_per_worker=1,
+                    partition_rows=250,
+                    progress=False,
+                )
+            )
+        )
         runner.start()
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "out").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
@@ -102,8 +126,24 @@ def test_a_killed_worker_loses_no_row_and_doubles_none(corpus, tmp_path):
 
 def test_an_interrupted_client_resumes_without_rewriting_done_parts(corpus, tmp_path):
     root, texts = corpus
-    args = [sys.executable, "-m", "npformer.cli", "batch", "sentiment", "--input", str(root / "a.tsv"), "--column",
-            "sentence", "--output", str(tmp_path / "out"), "--partition-rows", "250", "--workers", "2", "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "npformer.cli",
+        "batch",
+        "sentiment",
+        "--input",
+        str(root / "a.tsv"),
+        "--column",
+        "sentence",
+        "--output",
+        str(tmp_path / "out"),
+        "--partition-rows",
+        "250",
+        "--workers",
+        "2",
+        "-q",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -120,8 +160,9 @@ def test_an_interrupted_client_resumes_without_rewriting_done_parts(corpus, tmp_
     assert summary["skipped_parts"] == len(done) and summary["rows"] == 4000 - 250 * len(done)
     assert all((tmp_path / "out" / name).stat().st_mtime_ns == mtime for name, mtime in done.items())
     resumed = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
-    whole = distributed.run("sentiment", [str(root / "a.tsv")], tmp_path / "whole", column="sentence",
-                            partition_rows=250, progress=False)
+    whole = distributed.run(
+        "sentiment", [str(root / "a.tsv")], tmp_path / "whole", column="sentence", partition_rows=250, progress=False
+    )
     assert whole.rows == 4000
     assert resumed == sorted(read_output(tmp_path / "whole"), key=lambda r: r["row"])
     changed = subprocess.run(args[:-1] + ["--dtype", "int8", "-q"], env=env, capture_output=True, text=True, timeout=300)
@@ -133,21 +174,26 @@ def test_a_resume_with_another_plan_is_refused_by_name(corpus, tmp_path):
     were silently missing. Every argument that shapes the output is now part of the recorded run."""
     root, _ = corpus
     first = [str(root / "a.tsv"), str(root / "b.tsv")]
-    summary = distributed.run("sentiment", first, tmp_path / "out", column="sentence", workers=1,
-                              partition_rows=500, progress=False)
+    summary = distributed.run(
+        "sentiment", first, tmp_path / "out", column="sentence", workers=1, partition_rows=500, progress=False
+    )
     assert summary.rows == 4004
     for part in sorted((tmp_path / "out").glob("part-00000-*.parquet"))[6:]:
         part.unlink()  # as if stopped after six parts
     (tmp_path / "out" / "_SUCCESS").unlink()
-    for changed, kwargs in [("partition_rows", dict(inputs=first, partition_rows=700)),
-                            ("inputs", dict(inputs=first[::-1], partition_rows=500)),
-                            ("inputs", dict(inputs=first[:1], partition_rows=500)),
-                            ("keep_columns", dict(inputs=first, partition_rows=500, keep_columns=("label",)))]:
+    for changed, kwargs in [
+        ("partition_rows", dict(inputs=first, partition_rows=700)),
+        ("inputs", dict(inputs=first[::-1], partition_rows=500)),
+        ("inputs", dict(inputs=first[:1], partition_rows=500)),
+        ("keep_columns", dict(inputs=first, partition_rows=500, keep_columns=("label",))),
+    ]:
         with pytest.raises(ValueError, match=rf"other arguments \({changed}"):
-            distributed.run("sentiment", kwargs.pop("inputs"), tmp_path / "out", column="sentence", workers=1,
-                            progress=False, **kwargs)
-    resumed = distributed.run("sentiment", first, tmp_path / "out", column="sentence", workers=1,
-                              partition_rows=500, progress=False)
+            distributed.run(
+                "sentiment", kwargs.pop("inputs"), tmp_path / "out", column="sentence", workers=1, progress=False, **kwargs
+            )
+    resumed = distributed.run(
+        "sentiment", first, tmp_path / "out", column="sentence", workers=1, partition_rows=500, progress=False
+    )
     assert resumed.skipped_parts == 6 + 1 and resumed.rows == 4000 - 6 * 500
     rows = read_output(tmp_path / "out")
     assert len(rows) == 4004 and len({r["id"] for r in rows}) == 4004
@@ -156,21 +202,43 @@ def test_a_resume_with_another_plan_is_refused_by_name(corpus, tmp_path):
 def test_kept_columns_keep_their_types(tmp_path):
     import pyarrow as pa
 
-    table = pa.table({"id": pa.array([7, 8, 9], pa.int64()), "text": ["good", "", "bad"],
-                      "weight": pa.array([0.5, None, 2.0]), "flag": [True, False, True]})
+    table = pa.table(
+        {
+            "id": pa.array([7, 8, 9], pa.int64()),
+            "text": ["good", "", "bad"],
+            "weight": pa.array([0.5, None, 2.0]),
+            "flag": [True, False, True],
+        }
+    )
     pq.write_table(table, tmp_path / "in.parquet")
-    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "fine", "meta": {"a": 1}, "n": 1}\n'
-                                       '{"id": 2, "text": "poor", "meta": "x", "n": 2.5}\n', encoding="utf-8")
+    (tmp_path / "in.jsonl").write_text(
+        '{"id": 1, "text": "fine", "meta": {"a": 1}, "n": 1}\n{"id": 2, "text": "poor", "meta": "x", "n": 2.5}\n',
+        encoding="utf-8",
+    )
     keep = ("id", "weight", "flag")
-    distributed.run("sentiment", [str(tmp_path / "in.parquet")], tmp_path / "p", workers=1, partition_rows=2,
-                    keep_columns=keep, progress=False)
+    distributed.run(
+        "sentiment",
+        [str(tmp_path / "in.parquet")],
+        tmp_path / "p",
+        workers=1,
+        partition_rows=2,
+        keep_columns=keep,
+        progress=False,
+    )
     out = pq.read_table(tmp_path / "p")
     assert out.schema.field("input_id").type == pa.int64() and out.schema.field("input_flag").type == pa.bool_()
     assert out.schema.field("input_weight").type == pa.float64()
     rows = sorted(out.to_pylist(), key=lambda r: r["row"])
     assert [r["input_id"] for r in rows] == [7, 8, 9] and [r["input_weight"] for r in rows] == [0.5, None, 2.0]
-    distributed.run("sentiment", [str(tmp_path / "in.jsonl")], tmp_path / "j", workers=1, partition_rows=1,
-                    keep_columns=("id", "meta", "n"), progress=False)
+    distributed.run(
+        "sentiment",
+        [str(tmp_path / "in.jsonl")],
+        tmp_path / "j",
+        workers=1,
+        partition_rows=1,
+        keep_columns=("id", "meta", "n"),
+        progress=False,
+    )
     out = pq.read_table(tmp_path / "j")
     assert out.schema.field("input_id").type == pa.int64() and out.schema.field("input_n").type == pa.float64()
     rows = sorted(out.to_pylist(), key=lambda r: r["row"])
@@ -187,9 +255,26 @@ def test_a_corrupt_parquet_input_is_one_line_naming_the_file(tmp_path):
     data[8:60] = os.urandom(52)  # the column chunk, not the footer: fails on the worker
     (tmp_path / "hurt.parquet").write_bytes(bytes(data))
     for name in ("garbage.parquet", "hurt.parquet"):
-        proc = subprocess.run([sys.executable, "-m", "npformer.cli", "batch", "sentiment", "--input",
-                               str(tmp_path / name), "--output", str(tmp_path / f"out-{name}"), "--workers", "1",
-                               "-q"], capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "npformer.cli",
+                "batch",
+                "sentiment",
+                "--input",
+                str(tmp_path / name),
+                "--output",
+                str(tmp_path / f"out-{name}"),
+                "--workers",
+                "1",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -200,13 +285,29 @@ def test_the_new_architectures_run_in_batch(tmp_path, model_type):
     row once, labels and scores as the in-process pipeline gives them."""
     from helpers import make_checkpoint
 
-    make_checkpoint(tmp_path / "model", model_type, "sequence", hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                    label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    make_checkpoint(
+        tmp_path / "model",
+        model_type,
+        "sequence",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     texts, labels = read_sst2("dev")
     source = write_tsv(tmp_path / "dev.tsv", texts[:300], labels[:300])
-    summary = distributed.run("sentiment", [str(source)], tmp_path / "out", column="sentence", model=str(tmp_path / "model"),
-                              workers=1, partition_rows=100, progress=False)
+    summary = distributed.run(
+        "sentiment",
+        [str(source)],
+        tmp_path / "out",
+        column="sentence",
+        model=str(tmp_path / "model"),
+        workers=1,
+        partition_rows=100,
+        progress=False,
+    )
     assert summary.rows == 300 and summary.errors == 0
     rows = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
     reference = npformer.pipeline("sentiment", tmp_path / "model")(texts[:300])

@@ -49,14 +49,21 @@ def test_walkthrough_runs_and_matches_transformers(minilm_dir):
     assert_close(namespace["embedding"], pooled / np.linalg.norm(pooled), 1e-4, "sentence embedding")
     # the printed values shown in the page's comments are the ones computed
     page = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
-    for shown in ("['[CLS]', 'a', 'man', 'is', 'eating', 'food', '.', '[SEP]']",
-                  "[101, 1037, 2158, 2003, 5983, 2833, 1012, 102]"):
+    for shown in (
+        "['[CLS]', 'a', 'man', 'is', 'eating', 'food', '.', '[SEP]']",
+        "[101, 1037, 2158, 2003, 5983, 2833, 1012, 102]",
+    ):
         assert shown in page and shown in lines
 
 
 def test_site_builds_strict(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "npformer search" in cli and "--on-error" in cli  # generated from the parser
@@ -94,19 +101,28 @@ def test_security_promises_name_tests_that_exist():
         else:
             assert f"def {bare}(" in every, bare
     deploying = (ROOT / "docs" / "guides" / "deploying.md").read_text(encoding="utf-8")
-    for flag in ("--api-key", "--allowed-hosts", "--cors-allow-origin", "--read-timeout", "--explain-max-tokens",
-                 "--max-concurrent-explains"):
+    for flag in (
+        "--api-key",
+        "--allowed-hosts",
+        "--cors-allow-origin",
+        "--read-timeout",
+        "--explain-max-tokens",
+        "--max-concurrent-explains",
+    ):
         assert flag in deploying
-        assert flag in subprocess.run([sys.executable, "-m", "npformer.cli", "serve", "--help"], capture_output=True,
-                                      text=True, timeout=120).stdout
+        assert (
+            flag
+            in subprocess.run(
+                [sys.executable, "-m", "npformer.cli", "serve", "--help"], capture_output=True, text=True, timeout=120
+            ).stdout
+        )
 
 
 def test_the_retrieval_guide_runs(tmp_path, monkeypatch):
     """docs/guides/retrieval.md with small random models in place of its four Hub checkpoints."""
     from helpers import make_checkpoint
 
-    small = dict(vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=40)
+    small = dict(vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
     make_checkpoint(tmp_path / "dense", "bert", None, **small)
     make_checkpoint(tmp_path / "sparse", "bert", "mlm", **small)
     make_checkpoint(tmp_path / "reranker", "bert", "sequence", num_labels=1, **small)

@@ -44,14 +44,30 @@ def test_minilm_sentence_embeddings_match(minilm_dir):
 
 @pytest.mark.parametrize("modes", [("cls",), ("max",), ("mean_sqrt_len",), ("cls", "mean")])
 def test_pooling_modes(tmp_path, modes):
-    make_checkpoint(tmp_path, "bert", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (tmp_path / "1_Pooling").mkdir()
-    keys = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
-            "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
+    keys = {
+        "cls": "pooling_mode_cls_token",
+        "max": "pooling_mode_max_tokens",
+        "mean": "pooling_mode_mean_tokens",
+        "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+    }
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({keys[m]: True for m in modes}))
     pipe = npformer.pipeline("sentence-embeddings", tmp_path)
     texts = ["a short one", "a somewhat longer sentence with more words in it"]
@@ -61,8 +77,12 @@ def test_pooling_modes(tmp_path, modes):
     with torch.no_grad():
         h = transformers.BertModel.from_pretrained(tmp_path).eval()(**enc).last_hidden_state
     m = enc["attention_mask"][..., None].float()
-    parts = {"cls": h[:, 0], "max": torch.where(m > 0, h, torch.tensor(-1e9)).max(1).values,
-             "mean": (h * m).sum(1) / m.sum(1), "mean_sqrt_len": (h * m).sum(1) / m.sum(1).sqrt()}
+    parts = {
+        "cls": h[:, 0],
+        "max": torch.where(m > 0, h, torch.tensor(-1e9)).max(1).values,
+        "mean": (h * m).sum(1) / m.sum(1),
+        "mean_sqrt_len": (h * m).sum(1) / m.sum(1).sqrt(),
+    }
     expected = torch.cat([parts[k] for k in modes], dim=-1).numpy()
     assert_close(got, expected, 1e-4, f"pooling {modes}")
 

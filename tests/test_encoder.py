@@ -21,26 +21,53 @@ import torch
 
 TOL = 1e-4
 BERT_CONFIGS = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                 vocab_size=1000, max_position_embeddings=64),
-    "tinybert-4x312": dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200,
-                           vocab_size=2000, max_position_embeddings=128),
-    "minilm-6x384-gelu_new": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                  intermediate_size=1536, vocab_size=2000, max_position_embeddings=128,
-                                  hidden_act="gelu_new"),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        vocab_size=1000,
+        max_position_embeddings=64,
+    ),
+    "tinybert-4x312": dict(
+        hidden_size=312,
+        num_hidden_layers=4,
+        num_attention_heads=12,
+        intermediate_size=1200,
+        vocab_size=2000,
+        max_position_embeddings=128,
+    ),
+    "minilm-6x384-gelu_new": dict(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        vocab_size=2000,
+        max_position_embeddings=128,
+        hidden_act="gelu_new",
+    ),
 }
 DISTIL_CONFIGS = {
     "tiny": dict(dim=32, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=1000, max_position_embeddings=64),
-    "sinusoidal-relu": dict(dim=64, n_layers=3, n_heads=8, hidden_dim=128, vocab_size=1000,
-                            max_position_embeddings=64, sinusoidal_pos_embds=True, activation="relu"),
+    "sinusoidal-relu": dict(
+        dim=64,
+        n_layers=3,
+        n_heads=8,
+        hidden_dim=128,
+        vocab_size=1000,
+        max_position_embeddings=64,
+        sinusoidal_pos_embds=True,
+        activation="relu",
+    ),
     "3x256": dict(dim=256, n_layers=3, n_heads=4, hidden_dim=1024, vocab_size=2000, max_position_embeddings=128),
 }
 
 
 def compare(ours, ref, ids, mask, types, with_types=True):
     with torch.no_grad():
-        kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                      output_hidden_states=True, output_attentions=True)
+        kwargs = dict(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True, output_attentions=True
+        )
         if with_types:
             kwargs["token_type_ids"] = torch.tensor(types)
         expected = ref(**kwargs)
@@ -93,8 +120,9 @@ def test_blas_fallback_matches_transformers(tmp_path, monkeypatch, model_type, n
     ref = make_checkpoint(tmp_path, model_type, **cfg)
     model = AutoModel.from_pretrained(tmp_path)
     assert model.blas_linears and isinstance(model.layers[0].q_w, np.ndarray)
-    ids, mask, types = random_batch(np.random.default_rng(3), cfg["vocab_size"], 3, 21,
-                                    type_vocab=2 if model_type == "bert" else 1)
+    ids, mask, types = random_batch(
+        np.random.default_rng(3), cfg["vocab_size"], 3, 21, type_vocab=2 if model_type == "bert" else 1
+    )
     compare(model, ref, ids, mask, types, with_types=model_type == "bert")
 
 
@@ -189,6 +217,7 @@ def _config(**changes):
     def edit(d):
         config = json.loads((d / "config.json").read_text())
         (d / "config.json").write_text(json.dumps({**config, **changes}))
+
     return edit
 
 
@@ -198,8 +227,12 @@ LOAD_ERRORS = {
     "empty-directory": (lambda d: [p.unlink() for p in d.iterdir()], "", FileNotFoundError, "config.json"),
     "pickle-only-refused": (_pickled, "", FileNotFoundError, "pytorch_model.bin.*never unpickles"),
     "unknown-architecture": (_config(model_type="gpt2"), "", ValueError, "unknown model_type 'gpt2'"),
-    "config-disagrees-with-shapes": (_config(intermediate_size=40), "", ValueError,
-                                     r"intermediate.dense.weight.*\(37, 32\).*\(40, 32\)"),
+    "config-disagrees-with-shapes": (
+        _config(intermediate_size=40),
+        "",
+        ValueError,
+        r"intermediate.dense.weight.*\(37, 32\).*\(40, 32\)",
+    ),
     "fewer-layers-than-weights": (_config(num_hidden_layers=1), "", ValueError, "unexpected tensors.*encoder.layer.1"),
     "more-layers-than-weights": (_config(num_hidden_layers=3), "", ValueError, "encoder.layer.2.*missing"),
     "unsupported-activation": (_config(hidden_act="swish"), "", ValueError, "config.json: activation 'swish'"),
@@ -255,15 +288,18 @@ def test_all_minilm_l6_v2_on_stsb(minilm_dir):
     ref = transformers.BertModel.from_pretrained(minilm_dir).eval()
     worst = 0.0
     for i in range(0, len(sentences), 64):
-        enc = tok(sentences[i:i + 64], padding=True, truncation=True, max_length=256)
+        enc = tok(sentences[i : i + 64], padding=True, truncation=True, max_length=256)
         got = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         with torch.no_grad():
             expected = ref(**{k: torch.tensor(v) for k, v in enc.items()})
         # Real tokens only: the states of [PAD] positions are never read downstream and are
         # ill-conditioned on this checkpoint (see test_minilm_padding_rows_against_float64).
         real = enc["attention_mask"].astype(bool)
-        worst = max(worst, max_abs_diff(got.last_hidden_state[real], expected.last_hidden_state.numpy()[real]),
-                    max_abs_diff(got.pooler_output, expected.pooler_output))
+        worst = max(
+            worst,
+            max_abs_diff(got.last_hidden_state[real], expected.last_hidden_state.numpy()[real]),
+            max_abs_diff(got.pooler_output, expected.pooler_output),
+        )
     print(f"all-MiniLM-L6-v2, {len(sentences)} STS-B sentences: max abs diff {worst:.2e}")
     assert worst <= TOL
 
@@ -284,8 +320,11 @@ def test_minilm_padding_rows_against_float64(minilm_dir):
     inputs = {k: torch.tensor(v) for k, v in enc.items()}
     with torch.no_grad():
         f32 = transformers.BertModel.from_pretrained(minilm_dir).eval()(**inputs).last_hidden_state.numpy()
-        f64 = transformers.BertModel.from_pretrained(minilm_dir, torch_dtype=torch.float64).eval()(
-            **inputs).last_hidden_state.numpy()
+        f64 = (
+            transformers.BertModel.from_pretrained(minilm_dir, torch_dtype=torch.float64)
+            .eval()(**inputs)
+            .last_hidden_state.numpy()
+        )
     ours, theirs = max_abs_diff(got.last_hidden_state[pad], f64[pad]), max_abs_diff(f32[pad], f64[pad])
     print(f"[PAD] rows vs float64: npformer {ours:.2e}, Transformers float32 {theirs:.2e}")
     assert pad.any() and ours <= TOL

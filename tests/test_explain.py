@@ -52,8 +52,9 @@ def artifacts(tmp_path_factory) -> Path:
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40)
-    make_checkpoint(root / "ner", "bert", "token", vocab="bert-base-cased", id2label=NER,
-                    label2id={v: k for k, v in NER.items()}, **small)
+    make_checkpoint(
+        root / "ner", "bert", "token", vocab="bert-base-cased", id2label=NER, label2id={v: k for k, v in NER.items()}, **small
+    )
     make_checkpoint(root / "qa", "bert", "qa", vocab="bert-base-uncased", **small)
     make_checkpoint(root / "mlm", "bert", "mlm", vocab="bert-base-uncased", **small)
     return root
@@ -61,8 +62,13 @@ def checkpoints(tmp_path_factory):
 
 def explain(tmp_path: Path, *args) -> Path:
     out = tmp_path / "page.html"
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "explain", *args, "--output", str(out)],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "explain", *args, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -100,12 +106,19 @@ def test_ner_page(browser, tmp_path, artifacts, checkpoints):
     marks = browser.find_elements(By.CSS_SELECTOR, "mark.entity")
     assert len(marks) == len(data["data"]["prediction"]["entities"])
     for mark, entity in zip(marks, data["data"]["prediction"]["entities"]):
-        assert mark.text.startswith(text[entity["start"]:entity["end"]])
+        assert mark.text.startswith(text[entity["start"] : entity["end"]])
 
 
 def test_qa_page(browser, tmp_path, artifacts, checkpoints):
-    page = explain(tmp_path, "qa", "Who wrote it?", "--context", "It was written by Ada Lovelace in 1843.",
-                   "--model", str(checkpoints / "qa"))
+    page = explain(
+        tmp_path,
+        "qa",
+        "Who wrote it?",
+        "--context",
+        "It was written by Ada Lovelace in 1843.",
+        "--model",
+        str(checkpoints / "qa"),
+    )
     data = json.loads(page.read_text().split('<script id="payload" type="application/json">')[1].split("</script>")[0])
     check_page(browser, page.as_uri(), 2, 4, artifacts / "explain-qa.png")
     best = data["data"]["prediction"]["answers"][0]["answer"]
@@ -136,7 +149,7 @@ def test_server_page(browser, artifacts):
 
 
 def test_a_hostile_text_neither_blanks_the_page_nor_runs(browser, tmp_path):
-    """"<!--" then "<script>" inside the payload's <script> element once made the page blank; the
+    """ "<!--" then "<script>" inside the payload's <script> element once made the page blank; the
     payload's <, > and & are JSON escapes now, and the text shows as text."""
     text = "a gorgeous <!-- <script>window.pwned = 1</script> film & </script><img src=x onerror=alert(1)>"
     page = explain(tmp_path, "sentiment", text)

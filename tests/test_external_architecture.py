@@ -42,8 +42,16 @@ def plugin(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, plugin) -> Path:
     directory = tmp_path_factory.mktemp("prelnbert")
-    make_checkpoint(directory, "bert", "sequence", vocab="bert-base-uncased", init_std=0.2, id2label=SENTIMENT_LABELS,
-                    label2id={v: k for k, v in SENTIMENT_LABELS.items()}, **SIZES)
+    make_checkpoint(
+        directory,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        init_std=0.2,
+        id2label=SENTIMENT_LABELS,
+        label2id={v: k for k, v in SENTIMENT_LABELS.items()},
+        **SIZES,
+    )
     tensors = load_file(directory / "model.safetensors")
     rng = np.random.default_rng(7)
     tensors["bert.encoder.final_layer_norm.weight"] = (1 + 0.2 * rng.standard_normal(32)).astype(np.float32)
@@ -69,8 +77,11 @@ def reference(directory: Path, ids: np.ndarray, mask: np.ndarray) -> tuple[np.nd
 
     ids, mask = torch.tensor(ids), torch.tensor(mask)
     batch, seq = ids.shape
-    x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][:seq] \
+    x = (
+        t["embeddings.word_embeddings.weight"][ids]
+        + t["embeddings.position_embeddings.weight"][:seq]
         + t["embeddings.token_type_embeddings.weight"][0]
+    )
     x = norm(x, "embeddings.LayerNorm")
     hidden = [x]
     bias = (1 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
@@ -78,8 +89,9 @@ def reference(directory: Path, ids: np.ndarray, mask: np.ndarray) -> tuple[np.nd
     for i in range(config["num_hidden_layers"]):
         p = f"encoder.layer.{i}."
         h = norm(x, p + "attention.output.LayerNorm")
-        q, k, v = (dense(h, p + f"attention.self.{n}").view(batch, seq, heads, d).transpose(1, 2)
-                   for n in ("query", "key", "value"))
+        q, k, v = (
+            dense(h, p + f"attention.self.{n}").view(batch, seq, heads, d).transpose(1, 2) for n in ("query", "key", "value")
+        )
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + bias, dim=-1)
         context = (probs @ v).transpose(1, 2).reshape(batch, seq, -1)
         x = x + dense(context, p + "attention.output.dense")
@@ -122,8 +134,13 @@ def test_pipeline_and_cli_in_a_fresh_process(checkpoint, plugin, capsys):
     assert [g["label"] for g in got] == [e[0] for e in expected]
     np.testing.assert_allclose([g["score"] for g in got], [e[1] for e in expected], atol=TOL)
     env = dict(os.environ, PYTHONPATH=str(plugin), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "--model", str(checkpoint), *texts()],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "--model", str(checkpoint), *texts()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["label"] for r in rows] == [g["label"] for g in got]
@@ -174,10 +191,13 @@ def test_an_unknown_model_type_is_refused_by_name(checkpoint, tmp_path):
     shutil.copytree(checkpoint, tmp_path / "other")
     config = json.loads((tmp_path / "other" / "config.json").read_text())
     (tmp_path / "other" / "config.json").write_text(json.dumps({**config, "model_type": "funnel"}))
-    with pytest.raises(ValueError, match=r"unknown model_type 'funnel': npformer supports albert \(ALBERT\), bert "
-                                         r"\(BERT, TinyBERT, MiniLM\), camembert \(CamemBERT\), distilbert "
-                                         r"\(DistilBERT\), electra \(ELECTRA\), modernbert \(ModernBERT\), mpnet \(MPNet\), "
-                                         r"prelnbert.*"
-                                         r"roberta \(RoBERTa\), xlm-roberta \(XLM-RoBERTa\) "
-                                         r"\(the table: https://\S+#supported-models\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model_type 'funnel': npformer supports albert \(ALBERT\), bert "
+        r"\(BERT, TinyBERT, MiniLM\), camembert \(CamemBERT\), distilbert "
+        r"\(DistilBERT\), electra \(ELECTRA\), modernbert \(ModernBERT\), mpnet \(MPNet\), "
+        r"prelnbert.*"
+        r"roberta \(RoBERTa\), xlm-roberta \(XLM-RoBERTa\) "
+        r"\(the table: https://\S+#supported-models\)$",
+    ):
         npformer.AutoModel.from_pretrained(tmp_path / "other")

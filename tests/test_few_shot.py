@@ -53,9 +53,17 @@ def test_a_head_on_32_per_class_beats_chance_by_far(minilm_dir, tmp_path):
 
 
 def test_three_classes_and_int_labels(minilm_dir, tmp_path):
-    texts = ["the match ended 2-1", "the striker scored", "a goal in extra time",
-             "parliament passed the bill", "the minister resigned", "elections are in may",
-             "the cake needs sugar", "bake it for an hour", "whisk the eggs"]
+    texts = [
+        "the match ended 2-1",
+        "the striker scored",
+        "a goal in extra time",
+        "parliament passed the bill",
+        "the minister resigned",
+        "elections are in may",
+        "the cake needs sugar",
+        "bake it for an hour",
+        "whisk the eggs",
+    ]
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     fitted = fit_head(minilm_dir, texts, labels, tmp_path / "head", features="mean")
     assert fitted.labels == ["0", "1", "2"]
@@ -63,12 +71,15 @@ def test_three_classes_and_int_labels(minilm_dir, tmp_path):
     assert len(out) == 3 and abs(sum(d["score"] for d in out) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("texts, labels, error, message", [
-    (["good", "fine"], ["pos", "pos"], ValueError, "one class only"),
-    (["good", ""], ["pos", "neg"], ValueError, "example 1: the text is empty"),
-    (["good", "bad"], ["pos"], ValueError, "2 texts but 1 labels"),
-    (["good", "bad"], ["pos", None], ValueError, "example 1: the label"),
-])
+@pytest.mark.parametrize(
+    "texts, labels, error, message",
+    [
+        (["good", "fine"], ["pos", "pos"], ValueError, "one class only"),
+        (["good", ""], ["pos", "neg"], ValueError, "example 1: the text is empty"),
+        (["good", "bad"], ["pos"], ValueError, "2 texts but 1 labels"),
+        (["good", "bad"], ["pos", None], ValueError, "example 1: the label"),
+    ],
+)
 def test_bad_examples_are_refused(minilm_dir, tmp_path, texts, labels, error, message):
     with pytest.raises(error, match=message):
         fit_head(minilm_dir, texts, labels, tmp_path / "head")
@@ -90,10 +101,23 @@ def test_cli_fit_head_then_sentiment(minilm_dir, tmp_path):
     texts, labels = sample(8, seed=5)
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\n" + "".join(f"{t.strip()}\t{lab}\n" for t, lab in zip(texts, labels)))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "npformer.cli", *a], capture_output=True, text=True,  # noqa: E731
-                                    timeout=300)
-    proc = run("fit-head", "--model", str(minilm_dir), "--train", str(train), "--text-column", "sentence",
-               "--output", str(tmp_path / "head"))
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "npformer.cli", *a],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    proc = run(
+        "fit-head",
+        "--model",
+        str(minilm_dir),
+        "--train",
+        str(train),
+        "--text-column",
+        "sentence",
+        "--output",
+        str(tmp_path / "head"),
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["labels"] == ["negative", "positive"] and summary["examples"] == 16
@@ -103,6 +127,7 @@ def test_cli_fit_head_then_sentiment(minilm_dir, tmp_path):
     assert [r["label"] for r in rows] == [r["label"] for r in reference]
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence\tgold\nfine\tpositive\n")
-    proc = run("fit-head", "--model", str(minilm_dir), "--train", str(bad), "--text-column", "sentence",
-               "--output", str(tmp_path / "h2"))
+    proc = run(
+        "fit-head", "--model", str(minilm_dir), "--train", str(bad), "--text-column", "sentence", "--output", str(tmp_path / "h2")
+    )
     assert proc.returncode == 2 and "no 'label' value" in proc.stderr and "Traceback" not in proc.stderr

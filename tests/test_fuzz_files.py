@@ -28,9 +28,11 @@ from test_torch_bin import tensor_pickle
 EXPECTED = (ValueError, TypeError, KeyError, FileNotFoundError)
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def one_line(error: BaseException) -> None:
@@ -54,9 +56,24 @@ def deeply_nested(depth: int = 100_000) -> str:
     return "[" * depth + "]" * depth
 
 
-CONFIG_FIELDS = ["model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "hidden_act", "layer_norm_eps", "max_position_embeddings", "type_vocab_size",
-                 "pad_token_id", "id2label", "label2id", "problem_type", "architectures", "position_embedding_type"]
+CONFIG_FIELDS = [
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "pad_token_id",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "architectures",
+    "position_embedding_type",
+]
 
 
 @FUZZ
@@ -102,11 +119,18 @@ shapes = st.lists(st.integers(-3, 2**40), max_size=3) | json_values
 
 
 @FUZZ
-@given(entries=st.dictionaries(st.text(min_size=1, max_size=12), st.fixed_dictionaries(
-    {"dtype": DTYPES, "shape": shapes, "data_offsets": st.lists(st.integers(-8, 2**40), max_size=3) | json_values})
-       | json_values, max_size=3),
-       metadata=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=3) | json_values,
-       size=st.integers(0, 256))
+@given(
+    entries=st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.fixed_dictionaries(
+            {"dtype": DTYPES, "shape": shapes, "data_offsets": st.lists(st.integers(-8, 2**40), max_size=3) | json_values}
+        )
+        | json_values,
+        max_size=3,
+    ),
+    metadata=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=3) | json_values,
+    size=st.integers(0, 256),
+)
 def test_random_safetensors_headers(tmp_path_factory, entries, metadata, size):
     tmp = tmp_path_factory.mktemp("st")
     write_safetensors(tmp / "model.safetensors", {**entries, "__metadata__": metadata}, bytes(size))
@@ -122,10 +146,16 @@ def test_random_safetensors_headers(tmp_path_factory, entries, metadata, size):
 @given(layout=json_values | st.just(deeply_nested(50_000)).map(lambda s: {"packed": s}))
 def test_random_quantized_layout_metadata(good, tmp_path_factory, layout):
     tmp = tmp_path_factory.mktemp("layout")
-    text = layout["packed"] if isinstance(layout, dict) and isinstance(layout.get("packed"), str) \
-        and layout["packed"].startswith("[[[") else json.dumps(layout)
-    write_safetensors(tmp / "model.safetensors", {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                                                  "__metadata__": {"layout": text}}, bytes(4))
+    text = (
+        layout["packed"]
+        if isinstance(layout, dict) and isinstance(layout.get("packed"), str) and layout["packed"].startswith("[[[")
+        else json.dumps(layout)
+    )
+    write_safetensors(
+        tmp / "model.safetensors",
+        {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {"layout": text}},
+        bytes(4),
+    )
     try:
         shapes_ = packed_shapes(Weights(tmp))
         assert all(isinstance(s, list) and len(s) == 2 for s in shapes_.values())
@@ -134,9 +164,12 @@ def test_random_quantized_layout_metadata(good, tmp_path_factory, layout):
 
 
 @FUZZ
-@given(offset=st.integers(-2**40, 2**40) | st.floats(allow_nan=False),
-       size=st.lists(st.integers(-2**40, 2**40), max_size=4), stride=st.lists(st.integers(-2**40, 2**40), max_size=4),
-       numel=st.integers(0, 64))
+@given(
+    offset=st.integers(-(2**40), 2**40) | st.floats(allow_nan=False),
+    size=st.lists(st.integers(-(2**40), 2**40), max_size=4),
+    stride=st.lists(st.integers(-(2**40), 2**40), max_size=4),
+    numel=st.integers(0, 64),
+)
 def test_random_bin_tensor_layouts(tmp_path_factory, offset, size, stride, numel):
     path = tmp_path_factory.mktemp("bin") / "w.bin"
     with zipfile.ZipFile(path, "w") as z:
@@ -151,10 +184,25 @@ def test_random_bin_tensor_layouts(tmp_path_factory, offset, size, stride, numel
 
 
 @FUZZ
-@given(field=st.sampled_from(["model", "normalizer", "pre_tokenizer", "post_processor", "padding", "added_tokens",
-                              "model.vocab", "model.unk_token", "model.max_input_chars_per_word", "model.type",
-                              "post_processor.cls", "post_processor.single"]),
-       value=json_values)
+@given(
+    field=st.sampled_from(
+        [
+            "model",
+            "normalizer",
+            "pre_tokenizer",
+            "post_processor",
+            "padding",
+            "added_tokens",
+            "model.vocab",
+            "model.unk_token",
+            "model.max_input_chars_per_word",
+            "model.type",
+            "post_processor.cls",
+            "post_processor.single",
+        ]
+    ),
+    value=json_values,
+)
 def test_random_tokenizer_json_fields(good, tmp_path_factory, field, value):
     import transformers
 

@@ -57,8 +57,9 @@ def test_micro_kernel_is_register_blocked():
     (AVX-512: 8 rows x 2 vectors), or 8 on ymm with no zmm instruction anywhere (the AVX2 path,
     ``NPFORMER_ISA=avx2``, compiled for Haswell)."""
     w = gemm.pack_rows(np.ones((F32_NR, 16), np.float32))
-    asm = fresh_asm(gemm.sgemm_packed, np.ones((8, 16), np.float32), w, np.zeros(F32_NR, np.float32),
-                    np.empty((8, F32_NR), np.float32))
+    asm = fresh_asm(
+        gemm.sgemm_packed, np.ones((8, 16), np.float32), w, np.zeros(F32_NR, np.float32), np.empty((8, F32_NR), np.float32)
+    )
     register = "zmm" if HAS_AVX512 else "ymm"
     fmas = re.findall(rf"vfmadd\d+ps\s+[^\n]*%{register}", asm)
     assert len(fmas) >= 2 * F32_MR, f"packed GEMM lost its {register} FMA micro-kernel"

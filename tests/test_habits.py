@@ -25,11 +25,24 @@ import transformers
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     made = {}
-    for head, extra in (("sequence", {}), ("token", dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})),
-                        ("qa", {}), ("mlm", {}), (None, {})):
+    for head, extra in (
+        ("sequence", {}),
+        ("token", dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})),
+        ("qa", {}),
+        ("mlm", {}),
+        (None, {}),
+    ):
         made[head] = tmp_path_factory.mktemp(head or "base")
-        make_checkpoint(made[head], "bert", head, vocab="bert-base-cased" if head == "token" else "bert-base-uncased",
-                        seed=3, init_std=0.2, **SIZES["bert"], **extra)
+        make_checkpoint(
+            made[head],
+            "bert",
+            head,
+            vocab="bert-base-cased" if head == "token" else "bert-base-uncased",
+            seed=3,
+            init_std=0.2,
+            **SIZES["bert"],
+            **extra,
+        )
     return made
 
 
@@ -80,8 +93,9 @@ def test_text_pair_and_the_deprecated_spellings(dirs):
         text = "George Washington went to Washington ."
         ner, ner_theirs = npformer.pipeline("ner", dirs["token"]), reference("ner", dirs["token"])
         assert_same(ner(text, grouped_entities=True), ner_theirs(text, grouped_entities=True))
-        assert_same(ner(text, grouped_entities=True, ignore_subwords=True),
-                    ner_theirs(text, grouped_entities=True, ignore_subwords=True))
+        assert_same(
+            ner(text, grouped_entities=True, ignore_subwords=True), ner_theirs(text, grouped_entities=True, ignore_subwords=True)
+        )
     with pytest.warns(FutureWarning, match="return_all_scores is deprecated"):
         clf("a fine film", return_all_scores=True)
 
@@ -114,8 +128,9 @@ def test_inputs_that_are_not_text_are_a_type_error(dirs, task, bad):
     pipe = npformer.pipeline(task, dirs[head])
     with pytest.raises(TypeError, match=rf"the \S+ pipeline takes .* got {type(bad).__name__}$"):
         pipe(bad)
-    np.testing.assert_equal(len(pipe("a fine film") if task != "question-answering" else
-                                pipe(question="what?", context="a fine film")) > 0, True)
+    np.testing.assert_equal(
+        len(pipe("a fine film") if task != "question-answering" else pipe(question="what?", context="a fine film")) > 0, True
+    )
 
 
 def test_tokenizer_options_where_transformers_takes_them(dirs):
@@ -143,8 +158,10 @@ def test_tokenizer_options_where_transformers_takes_them(dirs):
 
     clf = npformer.pipeline("text-classification", dirs["sequence"])
     clf_theirs = reference("text-classification", dirs["sequence"])
-    assert_same(clf(texts(4), padding="max_length", max_length=64),
-                clf_theirs(texts(4), padding="max_length", max_length=64, truncation=True))
+    assert_same(
+        clf(texts(4), padding="max_length", max_length=64),
+        clf_theirs(texts(4), padding="max_length", max_length=64, truncation=True),
+    )
     with pytest.raises(ValueError, match="unknown padding strategy 'sideways'"):
         clf(texts(4), padding="sideways")
     qa, qa_theirs = npformer.pipeline("question-answering", dirs["qa"]), reference("question-answering", dirs["qa"])

@@ -27,8 +27,11 @@ def prompted(minilm_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("prompted") / "minilm"
     shutil.copytree(minilm_dir, directory)
     config = json.loads((directory / "config_sentence_transformers.json").read_text())
-    config.update(prompts={"query": "query: ", "passage": "passage: ", "topic": "topic of this text: "},
-                  default_prompt_name="topic", similarity_fn_name="dot")
+    config.update(
+        prompts={"query": "query: ", "passage": "passage: ", "topic": "topic of this text: "},
+        default_prompt_name="topic",
+        similarity_fn_name="dot",
+    )
     (directory / "config_sentence_transformers.json").write_text(json.dumps(config))
     return directory
 
@@ -93,8 +96,9 @@ def test_numpy_tensor_and_device_arguments(minilm_dir):
         ours.encode("x", device="cuda")
 
 
-@pytest.mark.parametrize("module", ["sentence_transformers.sparse_encoder.models.SpladePooling",
-                                    "sentence_transformers.models.Dense"])
+@pytest.mark.parametrize(
+    "module", ["sentence_transformers.sparse_encoder.models.SpladePooling", "sentence_transformers.models.Dense"]
+)
 def test_modules_npformer_does_not_run_are_refused_by_name(minilm_dir, tmp_path, module):
     """Issue: a SpladePooling model loaded silently as a mean-pooled dense embedder."""
     shutil.copytree(minilm_dir, tmp_path / "m")
@@ -114,5 +118,6 @@ def test_int8_precision_differs_by_at_most_one_step_and_only_through_the_floats(
     got, want = ours.encode(sentences(6), precision="int8"), theirs.encode(sentences(6), precision="int8")
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1 and (got != want).mean() < 0.05
     floats = theirs.encode(sentences(6))
-    np.testing.assert_array_equal(npformer.quantize_embeddings(floats, "int8"),
-                                  st.quantization.quantize_embeddings(floats, "int8"))
+    np.testing.assert_array_equal(
+        npformer.quantize_embeddings(floats, "int8"), st.quantization.quantize_embeddings(floats, "int8")
+    )

@@ -36,23 +36,48 @@ def test_bad_isa_is_one_line_from_the_command_line(tmp_path, one_off):
     source = tmp_path / "texts.txt"
     source.write_text("a fine film\n", encoding="utf-8")
     texts = ["a fine film"] if one_off else ["--input", str(source)]
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", *texts], capture_output=True, text=True,
-                          env={**os.environ, "NPFORMER_ISA": "sse9"}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", *texts],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NPFORMER_ISA": "sse9"},
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines() == ["npformer: error: NPFORMER_ISA='sse9' is not one of ('avx512', 'avx2') "
-                                        "(or unset: the best the CPU has)"]
+    assert proc.stderr.splitlines() == [
+        "npformer: error: NPFORMER_ISA='sse9' is not one of ('avx512', 'avx2') (or unset: the best the CPU has)"
+    ]
 
 
-@pytest.mark.skipif("+avx2" not in CPU_FEATURES or "+avx512f" not in CPU_FEATURES,
-                    reason="forcing the AVX2 path needs an AVX-512 CPU (an AVX2 CPU runs it by default)")
+@pytest.mark.skipif(
+    "+avx2" not in CPU_FEATURES or "+avx512f" not in CPU_FEATURES,
+    reason="forcing the AVX2 path needs an AVX-512 CPU (an AVX2 CPU runs it by default)",
+)
 def test_kernel_tests_pass_on_the_avx2_path():
     env = {**os.environ, "NPFORMER_ISA": "avx2"}
-    files = ["tests/test_gemm.py", "tests/test_kernels.py", "tests/test_quantization.py", "tests/test_encoder.py",
-             "tests/test_batcher.py", "tests/test_numpy_backend.py::test_int8_linear_is_the_int8_gemm"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files,
-                           "-k", "not minilm"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    files = [
+        "tests/test_gemm.py",
+        "tests/test_kernels.py",
+        "tests/test_quantization.py",
+        "tests/test_encoder.py",
+        "tests/test_batcher.py",
+        "tests/test_numpy_backend.py::test_int8_linear_is_the_int8_gemm",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files, "-k", "not minilm"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
-    probe = subprocess.run([sys.executable, "-c", "from npformer.kernels.llvm_ir import ISA, F32_LANES, HAS_VNNI; "
-                            "print(ISA, F32_LANES, HAS_VNNI)"], env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "from npformer.kernels.llvm_ir import ISA, F32_LANES, HAS_VNNI; print(ISA, F32_LANES, HAS_VNNI)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.stdout.split() == ["avx2", "8", "False"]

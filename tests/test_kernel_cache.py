@@ -28,12 +28,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def run(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
-    (tmp_path / "user_kernels.py").write_text("from numba import njit\n\n@njit(cache=True)\n"
-                                              "def twice(x):\n    return 2 * x\n")
+    (tmp_path / "user_kernels.py").write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
     env = {**os.environ, "NPFORMER_CACHE": str(cache), "PYTHONPATH": str(tmp_path)}
     env.pop("NUMBA_CACHE_DIR", None)
-    return subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def kernel_files(directory: Path) -> list[Path]:

@@ -38,7 +38,7 @@ def test_gelu(tanh_form, backend):
     got = backend.bias_gelu_(x.copy(), bias, tanh_form)
     xd = x.astype(np.float64)
     if tanh_form:
-        expected = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd ** 3)))
+        expected = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
     else:
         expected = 0.5 * xd * (1 + np.vectorize(math.erf)(xd / math.sqrt(2)))
     err = np.abs(got - expected)
@@ -92,20 +92,23 @@ def reference_attention(q, k, v, mask, num_heads):
 
 
 @BACKENDS
-@pytest.mark.parametrize("batch,seq,num_heads,d_head", [(2, 5, 3, 4), (1, 128, 12, 64), (3, 37, 2, 26),
-                                                        (2, 41, 4, 48), (1, 1, 1, 1)])
+@pytest.mark.parametrize(
+    "batch,seq,num_heads,d_head", [(2, 5, 3, 4), (1, 128, 12, 64), (3, 37, 2, 26), (2, 41, 4, 48), (1, 1, 1, 1)]
+)
 def test_attention(batch, seq, num_heads, d_head, backend):
     rng = np.random.default_rng(seq)
     q, k, v = (rng.standard_normal((batch * seq, num_heads * d_head)).astype(np.float32) for _ in range(3))
     mask = np.ones((batch, seq), np.int64)
-    mask[0, seq // 2 + 1:] = 0  # padding
+    mask[0, seq // 2 + 1 :] = 0  # padding
     if batch > 2:
         mask[2] = 0  # nothing to attend to
     probs = np.empty((batch, num_heads, seq, seq), np.float32)
     context = backend.attention(q, k, v, mask, num_heads, probs)
     expected_context, expected_probs = reference_attention(q, k, v, mask, num_heads)
-    print(f"attention max abs diff: context {np.abs(context - expected_context).max():.2e}, "
-          f"probs {np.abs(probs - expected_probs).max():.2e}")
+    print(
+        f"attention max abs diff: context {np.abs(context - expected_context).max():.2e}, "
+        f"probs {np.abs(probs - expected_probs).max():.2e}"
+    )
     np.testing.assert_allclose(context, expected_context, atol=2e-5)
     np.testing.assert_allclose(probs, expected_probs, atol=1e-6)
     without = backend.attention(q, k, v, mask, num_heads, np.empty((0, 0, 0, 0), np.float32))
@@ -130,6 +133,12 @@ print(json.dumps({"misses": sum(sum(d.stats.cache_misses.values()) for d in used
 
 def test_cold_process_reuses_compiled_kernels():
     """A second fresh process loads the machine code from the cache instead of compiling."""
-    runs = [json.loads(subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True,
-                                      timeout=600).stdout.splitlines()[-1]) for _ in range(2)]
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", CHILD], capture_output=True, text=True, check=True, timeout=600
+            ).stdout.splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
     assert runs[1]["misses"] == 0 and runs[1]["hits"] >= 5, runs

@@ -1,5 +1,7 @@
 """The package's layout stays walkable: no import cycles, no npformer import hidden inside a function,
-every module importable on its own, no module far over 400 lines, `import npformer` light.
+every module importable on its own, `import npformer` light, ruff's lint and format clean. Function size
+is ruff's to keep (complexity, branches, statements and arguments, pyproject.toml); a module line cap
+remains as a backstop against a module that holds several concepts.
 
 One import is deferred on purpose, and only there: ``npformer.kernels`` imports its Numba modules on
 first use (PEP 562 ``__getattr__``), so that a one-off call on the NumPy backend never loads Numba."""
@@ -16,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "npformer"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-MAX_LINES = 420
+MAX_LINES = 500  # formatted lines (ruff format)
 
 
 def module_name(path: Path) -> str:
@@ -36,7 +38,7 @@ def imports(path: Path) -> tuple[set[str], list[str]]:
         base = node.module or ""
         if node.level:  # relative import
             package = module_name(path).split(".")
-            package = package[:len(package) - node.level + (1 if path.name == "__init__.py" else 0)]
+            package = package[: len(package) - node.level + (1 if path.name == "__init__.py" else 0)]
             base = ".".join(package + ([base] if base else []))
         # "from npformer.kernels import ops" imports the module npformer.kernels.ops
         return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
@@ -65,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == "active":
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state:
                 found = visit(n)
                 if found:
@@ -101,20 +103,24 @@ def test_module_size(path):
 
 def test_every_module_imports_on_its_own():
     """Each module, first in a fresh interpreter: an order-dependent import or a circle fails here."""
-    code = ("import importlib, sys\n"
-            f"for name in {sorted(GRAPH)!r}:\n"
-            "    for k in [k for k in sys.modules if k.startswith('npformer')]: del sys.modules[k]\n"
-            "    importlib.import_module(name)\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {sorted(GRAPH)!r}:\n"
+        "    for k in [k for k in sys.modules if k.startswith('npformer')]: del sys.modules[k]\n"
+        "    importlib.import_module(name)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_import_npformer_imports_nothing_optional():
-    code = ("import sys, npformer\n"
-            "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'starlette', 'uvicorn', "
-            "'prometheus_client', 'dask',\n"
-            "         'pyarrow', 'sklearn', 'pandas']\n"  # (numba itself imports scipy when it is installed)
-            "print([m for m in heavy if m in sys.modules])")
+    code = (
+        "import sys, npformer\n"
+        "heavy = ['torch', 'transformers', 'tokenizers', 'onnx', 'onnxruntime', 'fastapi', 'starlette', 'uvicorn', "
+        "'prometheus_client', 'dask',\n"
+        "         'pyarrow', 'sklearn', 'pandas']\n"  # (numba itself imports scipy when it is installed)
+        "print([m for m in heavy if m in sys.modules])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -132,6 +138,35 @@ def test_import_npformer_defers_numba():
 def test_ruff_check():
     """ruff's rules of pyproject.toml (pyflakes, pycodestyle, complexity and argument-count limits)
     over the package, tests, scripts and benchmarks."""
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "npformer", "tests", "scripts",
-                           "benchmarks", "docs/hooks.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "npformer", "tests", "scripts", "benchmarks", "docs/hooks.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_ruff_format():
+    """The package, tests, scripts and benchmarks are as ``ruff format`` writes them."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--check",
+            "--no-cache",
+            "npformer",
+            "tests",
+            "scripts",
+            "benchmarks",
+            "docs/hooks.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

@@ -21,8 +21,14 @@ import torch
 import transformers
 
 TOL = 1e-4
-SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48, local_attention=16,
-             global_attn_every_n_layers=2)
+SMALL = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=48,
+    local_attention=16,
+    global_attn_every_n_layers=2,
+)
 
 
 def plain_rows(q, k, v, rows, num_heads, window):
@@ -61,10 +67,12 @@ def test_unpadded_attention_equals_the_plain_softmax(backend):
                 bias = None
                 if window >= 0:
                     near = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= window
-                    bias = np.ascontiguousarray(np.broadcast_to(
-                        np.where(near, 0, np.finfo(np.float32).min).astype(np.float32), (heads, n, n)))
-                expected = kernels.attention(q[a:b], k[a:b], v[a:b], np.ones((1, n), np.int64), heads,
-                                             np.empty((0, 0, 0, 0), np.float32), bias)
+                    bias = np.ascontiguousarray(
+                        np.broadcast_to(np.where(near, 0, np.finfo(np.float32).min).astype(np.float32), (heads, n, n))
+                    )
+                expected = kernels.attention(
+                    q[a:b], k[a:b], v[a:b], np.ones((1, n), np.int64), heads, np.empty((0, 0, 0, 0), np.float32), bias
+                )
                 np.testing.assert_allclose(out[a:b], expected, rtol=0, atol=1e-5)
             else:
                 rows = [0, 1, 63, 64, 4095, 4096, 8000, n - 1]
@@ -110,12 +118,16 @@ def test_left_padding_and_inputs_longer_than_the_window(model_dir):
         enc = hf_tok(lines, padding=True, truncation=True, max_length=200, return_tensors="np")
         assert enc["input_ids"].shape[1] > 4 * SMALL["local_attention"]
         with torch.no_grad():
-            ref = reference(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"]),
-                            output_hidden_states=True)
+            ref = reference(
+                input_ids=torch.tensor(enc["input_ids"]),
+                attention_mask=torch.tensor(enc["attention_mask"]),
+                output_hidden_states=True,
+            )
         real = enc["attention_mask"].astype(bool)
         for backend in ("numba", "numpy"):
-            got = npformer.AutoModel.from_pretrained(model_dir, backend=backend)(enc["input_ids"], enc["attention_mask"],
-                                                                                  output_hidden_states=True)
+            got = npformer.AutoModel.from_pretrained(model_dir, backend=backend)(
+                enc["input_ids"], enc["attention_mask"], output_hidden_states=True
+            )
             assert_close(got.last_hidden_state[real], ref.last_hidden_state.numpy()[real], TOL, f"{side}, {backend}")
             assert len(got.hidden_states) == len(ref.hidden_states) == SMALL["num_hidden_layers"] + 1
             for i, (ours, theirs) in enumerate(zip(got.hidden_states, ref.hidden_states, strict=True)):
@@ -125,9 +137,18 @@ def test_left_padding_and_inputs_longer_than_the_window(model_dir):
 def test_an_8192_token_input_runs_in_bounded_memory(tmp_path):
     """8,192 tokens through a global and a local layer: the peak traced memory is a small multiple of
     the activations, far under one layer's (heads, seq, seq) float32 scores (512 MB here)."""
-    make_checkpoint(tmp_path, "modernbert", None, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=48, local_attention=128, global_attn_every_n_layers=2,
-                    max_position_embeddings=8192)
+    make_checkpoint(
+        tmp_path,
+        "modernbert",
+        None,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        local_attention=128,
+        global_attn_every_n_layers=2,
+        max_position_embeddings=8192,
+    )
     model = npformer.AutoModel.from_pretrained(tmp_path)
     ids = np.random.default_rng(0).integers(5, 1000, (1, 8192))
     model(ids[:, :64])  # compile the kernels outside the measurement

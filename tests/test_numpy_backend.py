@@ -48,8 +48,7 @@ def test_int8_sums_stay_exact_at_their_largest():
     k = 3000
     x = np.ones((2, k), np.float32)
     x[1, ::2] = -1.0
-    w = QuantizedTensor(np.where(np.arange(k) % 3 == 0, -127, 127).astype(np.int8)[None, :].repeat(3, 0),
-                        np.ones(3, np.float32))
+    w = QuantizedTensor(np.where(np.arange(k) % 3 == 0, -127, 127).astype(np.int8)[None, :].repeat(3, 0), np.ones(3, np.float32))
     xq, xs = numpy_ops.quantize_rows(x)
     assert np.abs(xq).min() == 127
     expected = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float32) * xs[:, None]
@@ -78,8 +77,7 @@ def test_builtin_int8_model_on_both_backends(tmp_path):
     texts = texts[:400]
 
     def logits(model=None, backend="numba"):
-        out = npformer.pipeline("sentiment", model, backend=backend, batch_size=32)(
-            texts, top_k=None, function_to_apply="none")
+        out = npformer.pipeline("sentiment", model, backend=backend, batch_size=32)(texts, top_k=None, function_to_apply="none")
         return np.array([[d["score"] for d in sorted(o, key=lambda d: d["label"])] for o in out])
 
     numba, numpy_, float32 = logits(), logits(backend="numpy"), logits(float32_checkpoint(tmp_path))
@@ -100,8 +98,7 @@ print(json.dumps({"exit": code, "numba": "numba" in sys.modules}))
 
 def run_cli(*args: str) -> tuple[list[dict], dict]:
     """``npformer ARGS`` in a fresh interpreter: (its JSON records, {"exit", "numba": whether Numba was imported})."""
-    proc = subprocess.run([sys.executable, "-c", ONE_OFF, json.dumps(list(args))], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", ONE_OFF, json.dumps(list(args))], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     return lines[:-1], lines[-1]
@@ -125,8 +122,17 @@ def test_one_off_command_never_loads_numba(tmp_path):
 
 def test_float32_one_off_agrees_with_numba(tmp_path):
     """A float32 model: the backends differ only by float32 rounding."""
-    make_checkpoint(tmp_path, "bert", "sequence", vocab="bert-base-uncased", hidden_size=48, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=96, init_std=0.2)
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        init_std=0.2,
+    )
     texts = read_sst2("dev")[0][:20]
     quick, state = run_cli("sentiment", "--model", str(tmp_path), "--top-k", "2", *texts)
     assert state == {"exit": 0, "numba": False}
@@ -137,8 +143,16 @@ def test_float32_one_off_agrees_with_numba(tmp_path):
 
 
 def test_backend_errors(tmp_path):
-    make_checkpoint(tmp_path, "bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                    intermediate_size=37, vocab_size=1000, max_position_embeddings=64)
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        vocab_size=1000,
+        max_position_embeddings=64,
+    )
     with pytest.raises(ValueError, match="unknown backend 'torch'"):
         npformer.AutoModel.from_pretrained(tmp_path, backend="torch")
     with pytest.raises(ValueError, match="unknown backend"):
@@ -147,6 +161,10 @@ def test_backend_errors(tmp_path):
     assert model.backend == "numpy" and model.blas_linears
     with pytest.raises(ValueError, match="backend= applies when loading"):
         npformer.pipeline("feature-extraction", model, tokenizer=Path(tmp_path), backend="numpy")
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "--backend", "torch", "x"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "--backend", "torch", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "invalid choice: 'torch'" in proc.stderr

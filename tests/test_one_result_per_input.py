@@ -18,7 +18,7 @@ import npformer
 
 MAX_POSITIONS = 64
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
-LONG_A = "awful boring film. " * 60        # ~240 tokens: several windows of 64
+LONG_A = "awful boring film. " * 60  # ~240 tokens: several windows of 64
 LONG_B = "the cast of paris was superb " * 40
 SHORT = ["a wonderful, moving film", "ok", "", "\u200b", "terrible [MASK] acting", "the [MASK] was fine"]
 MIXED = [LONG_A, SHORT[0], LONG_B, SHORT[1], SHORT[2], LONG_A + SHORT[0], SHORT[3]]
@@ -31,12 +31,26 @@ def models(tmp_path_factory):
     def get(head):
         if head not in made:
             d = tmp_path_factory.mktemp(f"m-{head}")
-            extra = dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()}) if head == "token" \
-                else dict(id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}) \
-                if head == "sequence" else {}
-            make_checkpoint(d, "bert", head, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                            num_attention_heads=2, intermediate_size=40, max_position_embeddings=MAX_POSITIONS,
-                            init_std=0.3, **extra)
+            extra = (
+                dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
+                if head == "token"
+                else dict(id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+                if head == "sequence"
+                else {}
+            )
+            make_checkpoint(
+                d,
+                "bert",
+                head,
+                vocab="bert-base-uncased",
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=40,
+                max_position_embeddings=MAX_POSITIONS,
+                init_std=0.3,
+                **extra,
+            )
             made[head] = d
         return made[head]
 
@@ -102,8 +116,10 @@ def test_similarity_one_score_per_pair(models):
     assert sims[1, 1] == pytest.approx(emb.similarity(SHORT[0], LONG_B), abs=1e-6)
 
 
-@pytest.mark.parametrize("task, head", [("sentence-embeddings", None), ("feature-extraction", None),
-                                        ("sentiment-analysis", "sequence"), ("fill-mask", "mlm")])
+@pytest.mark.parametrize(
+    "task, head",
+    [("sentence-embeddings", None), ("feature-extraction", None), ("sentiment-analysis", "sequence"), ("fill-mask", "mlm")],
+)
 def test_truncation_false_names_the_input(models, task, head):
     pipe = npformer.pipeline(task, models(head))
     texts = ["a [MASK] film", "the [MASK] " + LONG_A]
@@ -115,7 +131,7 @@ def test_embeddings_of_a_truncated_text_equal_its_first_window(models):
     """Truncation keeps the first max_length - 2 tokens: the embedding equals that of the text cut there."""
     emb = npformer.pipeline("sentence-embeddings", models(None))
     tokens = emb.tokenizer.encode(LONG_A)
-    cut = LONG_A[:tokens.offsets[MAX_POSITIONS - 3][1]]
+    cut = LONG_A[: tokens.offsets[MAX_POSITIONS - 3][1]]
     np.testing.assert_allclose(emb(LONG_A), emb(cut), atol=1e-6)
 
 

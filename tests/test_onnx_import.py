@@ -37,14 +37,14 @@ import torch
 import onnx
 import onnxruntime as ort
 
-SMALL = {"bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
-         "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40),
-         "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
-         "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=40),
-         "mpnet": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
-         "albert": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=40)}
+SMALL = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+    "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40),
+    "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+    "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+    "mpnet": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+    "albert": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40),
+}
 
 
 def ragged_batch(model_type: str, seed: int = 0, vocab_size: int = 30522):
@@ -100,7 +100,7 @@ def test_float32_exports_convert_exactly(tmp_path, model_type, head):
     feed = ragged_batch(model_type, vocab_size=model.config.vocab_size)
     ref = run_ort(file, feed)
     ours = run_ours(tmp_path / "out", feed)
-    compare(ours, ref[:len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} float32")
+    compare(ours, ref[: len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} float32")
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     tensors = read_onnx(file)[0]
     for name, value in tensors.items():  # every tensor read is the model's own, bit for bit
@@ -108,13 +108,13 @@ def test_float32_exports_convert_exactly(tmp_path, model_type, head):
         assert key is not None and np.array_equal(value, state[key]), name
 
 
-@pytest.mark.parametrize("model_type, head", [("bert", "sequence"), ("bert", "qa"), ("distilbert", "mlm"),
-                                             ("distilbert", None)])
+@pytest.mark.parametrize("model_type, head", [("bert", "sequence"), ("bert", "qa"), ("distilbert", "mlm"), ("distilbert", None)])
 def test_dynamo_exports_convert_exactly(tmp_path, model_type, head):
     """torch's newer exporter (``dynamo=True``, torch's default since 2.9): module paths come from
     node metadata, GELU is one ``Gelu`` op, the tied decoder a ``Transpose`` of the word embeddings,
     the weights an external ``model.onnx.data`` file."""
     import onnxscript  # noqa: F401 (torch.onnx.export(dynamo=True) needs it)
+
     model = make_checkpoint(tmp_path / "src", model_type, head, vocab="bert-base-uncased", **SMALL[model_type])
     (tmp_path / "src" / "model.safetensors").unlink()
     file = export_onnx(model, tmp_path / "src", dynamo=True)
@@ -122,13 +122,20 @@ def test_dynamo_exports_convert_exactly(tmp_path, model_type, head):
     convert(tmp_path / "src", tmp_path / "out")
     feed = ragged_batch(model_type)
     ours = run_ours(tmp_path / "out", feed)
-    compare(ours, run_ort(file, feed)[:len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} dynamo")
+    compare(ours, run_ort(file, feed)[: len(ours)], feed["attention_mask"], 1e-4, f"{model_type}/{head} dynamo")
 
 
 def test_onnx_only_directory_loads_and_is_converted_once(tmp_path, monkeypatch):
     monkeypatch.setenv("NPFORMER_CACHE", str(tmp_path / "cache"))
-    model = make_checkpoint(tmp_path / "src", "bert", "sequence", vocab="bert-base-uncased", **SMALL["bert"],
-                            id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    model = make_checkpoint(
+        tmp_path / "src",
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        **SMALL["bert"],
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     (tmp_path / "src" / "model.safetensors").unlink()
     export_onnx(model, tmp_path / "src")
     pipe = npformer.pipeline("sentiment-analysis", model=tmp_path / "src")
@@ -173,9 +180,9 @@ def test_quantized_exports_dequantize_exactly(tmp_path, model_type, head, kind):
     feed = ragged_batch(model_type)
     ref = run_ort(file, feed)
     ours = run_ours(tmp_path / "out", feed)
-    scale = max(float(np.abs(r).max()) for r in ref[:len(ours)])
+    scale = max(float(np.abs(r).max()) for r in ref[: len(ours)])
     tol = 0.1 * scale if int8 else 1e-4
-    compare(ours, ref[:len(ours)], feed["attention_mask"], tol, f"{model_type}/{head} {kind}")
+    compare(ours, ref[: len(ours)], feed["attention_mask"], tol, f"{model_type}/{head} {kind}")
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +220,7 @@ def test_trained_model_agrees_with_onnx_runtime_on_sst2_dev(tmp_path, trained_ex
     float_session = ort.InferenceSession(str(trained_exports["float32"]), providers=["CPUExecutionProvider"])
     ours, ref, ref_float = [], [], []
     for start in range(0, len(texts), 64):
-        enc = {k: np.asarray(v, np.int64) for k, v in tokenizer(texts[start:start + 64], padding=True).items()}
+        enc = {k: np.asarray(v, np.int64) for k, v in tokenizer(texts[start : start + 64], padding=True).items()}
         ours.append(model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).logits)
         ref.append(session.run(None, enc)[0])
         ref_float.append(float_session.run(None, enc)[0])
@@ -221,8 +228,10 @@ def test_trained_model_agrees_with_onnx_runtime_on_sst2_dev(tmp_path, trained_ex
     agreement = float(np.mean(ours.argmax(-1) == ref.argmax(-1)))
     own = float(np.mean(ref_float.argmax(-1) == ref.argmax(-1)))
     diff, own_diff = float(np.abs(ours - ref).max()), float(np.abs(ref_float - ref).max())
-    print(f"{kind}: {len(texts)} SST-2 dev sentences, argmax agreement with ONNX Runtime {agreement:.4f} "
-          f"(ONNX Runtime float32 with it: {own:.4f}), max abs logit diff {diff:.2e} (float32's: {own_diff:.2e})")
+    print(
+        f"{kind}: {len(texts)} SST-2 dev sentences, argmax agreement with ONNX Runtime {agreement:.4f} "
+        f"(ONNX Runtime float32 with it: {own:.4f}), max abs logit diff {diff:.2e} (float32's: {own_diff:.2e})"
+    )
     if kind == "int8":
         assert agreement >= max(own, 0.98)
         assert diff <= own_diff
@@ -235,11 +244,11 @@ def test_cli_convert_int8_and_info(tmp_path):
     (tmp_path / "src" / "model.safetensors").unlink()
     file = quantize_onnx(export_onnx(model, tmp_path / "src"), "q4-asym")
     run = [sys.executable, "-m", "npformer.cli"]
-    proc = subprocess.run(run + ["convert", str(file), str(tmp_path / "out"), "--dtype", "int8"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        run + ["convert", str(file), str(tmp_path / "out"), "--dtype", "int8"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
-    info = json.loads(subprocess.run(run + ["info", str(tmp_path / "out")], capture_output=True, text=True,
-                                     timeout=300).stdout)
+    info = json.loads(subprocess.run(run + ["info", str(tmp_path / "out")], capture_output=True, text=True, timeout=300).stdout)
     assert info["converted_from"] == "onnx/model_q4.onnx (MatMulNBits (block 32, 4 bits))"
     assert info["dtype"] == "int8"
     qa = npformer.pipeline("question-answering", model=tmp_path / "out")
@@ -281,12 +290,15 @@ def odd_weight(model):
     node.input[1] = "odd"
 
 
-@pytest.mark.parametrize("change, message", [
-    (strip_names, "neither its name nor its metadata carries a module path"),
-    (gelu_op, "op Celu is not part of a plain BERT export"),
-    (odd_weight, "uses the weight odd"),
-    (weight_as_input, "embeddings.token_type_embeddings.weight"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (strip_names, "neither its name nor its metadata carries a module path"),
+        (gelu_op, "op Celu is not part of a plain BERT export"),
+        (odd_weight, "uses the weight odd"),
+        (weight_as_input, "embeddings.token_type_embeddings.weight"),
+    ],
+)
 def test_unrecognised_graphs_are_refused_by_node(tmp_path, change, message):
     model = make_checkpoint(tmp_path / "src", "bert", "sequence", vocab="bert-base-uncased", **SMALL["bert"])
     (tmp_path / "src" / "model.safetensors").unlink()
@@ -338,22 +350,45 @@ def test_hub_repository_with_only_an_onnx_export(tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--tiny-onnx"
     snapshot = repo / "snapshots" / commit
-    model = make_checkpoint(snapshot, "bert", "sequence", vocab="bert-base-uncased", **SMALL["bert"],
-                            id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    model = make_checkpoint(
+        snapshot,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        **SMALL["bert"],
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     (snapshot / "model.safetensors").unlink()
     quantize_onnx(export_onnx(model, snapshot), "q4-asym")  # onnx/model.onnx and onnx/model_q4.onnx
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
-           "NPFORMER_CACHE": str(tmp_path / "npformer")}
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "sentiment", "--model", "acme/tiny-onnx", "a fine film"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "NPFORMER_CACHE": str(tmp_path / "npformer"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "sentiment", "--model", "acme/tiny-onnx", "a fine film"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["label"] in ("NEGATIVE", "POSITIVE")
     converted = list((tmp_path / "npformer" / "onnx").iterdir())
     assert len(converted) == 1
-    info = json.loads(subprocess.run([sys.executable, "-m", "npformer.cli", "info", str(converted[0])],
-                                     capture_output=True, text=True, timeout=300, env=env).stdout)
+    info = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "npformer.cli", "info", str(converted[0])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        ).stdout
+    )
     assert info["converted_from"] == "onnx/model.onnx (float32)"  # float32 preferred over the 4-bit copy
 
 
@@ -373,8 +408,15 @@ def test_fetch_onnx_takes_the_first_export_by_preference(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     assert fetch_onnx("acme/tiny", "v1") == tmp_path / "onnx" / "model_q4.onnx"
-    assert asked == ["onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/model_int8.onnx", "onnx/model_uint8.onnx",
-                     "onnx/model_q4.onnx", "onnx/model_q4.onnx_data", "onnx/model_q4.onnx.data"]
+    assert asked == [
+        "onnx/model.onnx",
+        "onnx/model_quantized.onnx",
+        "onnx/model_int8.onnx",
+        "onnx/model_uint8.onnx",
+        "onnx/model_q4.onnx",
+        "onnx/model_q4.onnx_data",
+        "onnx/model_q4.onnx.data",
+    ]
     asked.clear()
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: download("x", "none"))
     assert fetch_onnx("acme/none", None) is None

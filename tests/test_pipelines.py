@@ -20,8 +20,10 @@ import transformers
 
 TOL = 1e-4
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-ORG", 4: "I-ORG", 5: "B-LOC", 6: "I-LOC", 7: "MISC"}
-SIZES = {"bert": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96),
-         "distilbert": dict(dim=48, n_layers=2, n_heads=4, hidden_dim=96)}
+SIZES = {
+    "bert": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96),
+    "distilbert": dict(dim=48, n_layers=2, n_heads=4, hidden_dim=96),
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def checkpoints(tmp_path_factory):
         key = (model_type, head, repr(sorted(extra.items())))
         if key not in made:
             directory = tmp_path_factory.mktemp(f"{model_type}-{head}")
-            make_checkpoint(directory, model_type, head, vocab="bert-base-uncased", seed=len(made),
-                            init_std=0.2, **SIZES[model_type], **extra)
+            make_checkpoint(
+                directory, model_type, head, vocab="bert-base-uncased", seed=len(made), init_std=0.2, **SIZES[model_type], **extra
+            )
             made[key] = directory
         return made[key]
 
@@ -55,8 +58,12 @@ def assert_same(ours, theirs, path="result"):
         assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), (path, ours, theirs)
         for i, (a, b) in enumerate(zip(ours, theirs)):
             assert_same(a, b, f"{path}[{i}]")
-    elif isinstance(theirs, (float, np.floating)) and not float(theirs).is_integer() or path.endswith("score") \
-            or ".scores[" in path:
+    elif (
+        isinstance(theirs, (float, np.floating))
+        and not float(theirs).is_integer()
+        or path.endswith("score")
+        or ".scores[" in path
+    ):
         assert math.isclose(float(ours), float(theirs), abs_tol=TOL), (path, ours, theirs)
     else:
         assert ours == theirs, (path, ours, theirs)
@@ -65,15 +72,24 @@ def assert_same(ours, theirs, path="result"):
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_text_classification(checkpoints, model_type, backend):
-    directory = checkpoints(model_type, "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
-                            label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2})
+    directory = checkpoints(
+        model_type,
+        "sequence",
+        id2label={0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2},
+    )
     texts = read_sst2("dev")[0][:120]
     ours = npformer.pipeline("sentiment-analysis", directory, batch_size=7, backend=backend)
     theirs = reference("sentiment-analysis", directory)
     assert_same(ours(texts), theirs(texts))
     assert_same(ours(texts[0]), theirs(texts[0]))
-    for kwargs in [dict(top_k=None), dict(top_k=2), dict(top_k=1), dict(function_to_apply="sigmoid"),
-                   dict(function_to_apply="none", top_k=None)]:
+    for kwargs in [
+        dict(top_k=None),
+        dict(top_k=2),
+        dict(top_k=1),
+        dict(function_to_apply="sigmoid"),
+        dict(function_to_apply="none", top_k=None),
+    ]:
         assert_same(ours(texts[:20], **kwargs), theirs(texts[:20], **kwargs))
         assert_same(ours(texts[3], **kwargs), theirs(texts[3], **kwargs))
     pair = {"text": texts[0], "text_pair": texts[1]}
@@ -81,11 +97,18 @@ def test_text_classification(checkpoints, model_type, backend):
 
 
 def test_text_classification_multilabel(checkpoints):
-    directory = checkpoints("bert", "sequence", problem_type="multi_label_classification",
-                            id2label={0: "a", 1: "b", 2: "c", 3: "d"}, label2id={"a": 0, "b": 1, "c": 2, "d": 3})
+    directory = checkpoints(
+        "bert",
+        "sequence",
+        problem_type="multi_label_classification",
+        id2label={0: "a", 1: "b", 2: "c", 3: "d"},
+        label2id={"a": 0, "b": 1, "c": 2, "d": 3},
+    )
     texts = read_sst2("dev")[0][:30]
-    assert_same(npformer.pipeline("text-classification", directory)(texts, top_k=None),
-                reference("text-classification", directory)(texts, top_k=None))
+    assert_same(
+        npformer.pipeline("text-classification", directory)(texts, top_k=None),
+        reference("text-classification", directory)(texts, top_k=None),
+    )
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
@@ -97,8 +120,10 @@ def test_token_classification(checkpoints, model_type, strategy, backend):
     ours = npformer.pipeline("ner", directory, batch_size=5, backend=backend)
     theirs = reference("ner", directory)
     assert_same(ours(lines, aggregation_strategy=strategy), theirs(lines, aggregation_strategy=strategy))
-    assert_same(ours(lines[0], aggregation_strategy=strategy, ignore_labels=[]),
-                theirs(lines[0], aggregation_strategy=strategy, ignore_labels=[]))
+    assert_same(
+        ours(lines[0], aggregation_strategy=strategy, ignore_labels=[]),
+        theirs(lines[0], aggregation_strategy=strategy, ignore_labels=[]),
+    )
 
 
 @pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
@@ -124,13 +149,16 @@ def test_question_answering(checkpoints, model_type, backend):
     for question, context in samples + long_ones:
         assert_same(ours(question=question, context=context), theirs(question=question, context=context))
     for question, context in samples[:5] + long_ones[:1]:
-        for kwargs in [dict(top_k=3), dict(handle_impossible_answer=True), dict(max_answer_len=4, top_k=2),
-                       dict(max_seq_len=128, doc_stride=32, top_k=2), dict(align_to_words=False, top_k=2)]:
-            assert_same(ours(question=question, context=context, **kwargs),
-                        theirs(question=question, context=context, **kwargs))
+        for kwargs in [
+            dict(top_k=3),
+            dict(handle_impossible_answer=True),
+            dict(max_answer_len=4, top_k=2),
+            dict(max_seq_len=128, doc_stride=32, top_k=2),
+            dict(align_to_words=False, top_k=2),
+        ]:
+            assert_same(ours(question=question, context=context, **kwargs), theirs(question=question, context=context, **kwargs))
     questions, contexts = zip(*samples[:6])
-    assert_same(ours(question=list(questions), context=list(contexts)),
-                theirs(question=list(questions), context=list(contexts)))
+    assert_same(ours(question=list(questions), context=list(contexts)), theirs(question=list(questions), context=list(contexts)))
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
@@ -165,8 +193,7 @@ def test_feature_extraction(checkpoints, backend):
 
 
 def test_batching_keeps_order_and_results(checkpoints):
-    directory = checkpoints("bert", "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                            label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    directory = checkpoints("bert", "sequence", id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     texts = read_sst2("dev")[0][:50]
     one = npformer.pipeline("sentiment-analysis", directory, batch_size=1)(texts, top_k=None)
     many = npformer.pipeline("sentiment-analysis", directory, batch_size=16)(texts, top_k=None)
@@ -177,22 +204,40 @@ NER_KW = dict(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()
 PIPELINE_ERRORS = {
     "qa-empty-context": ("question-answering", ("bert", "qa"), dict(question="Who?", context=""), "context"),
     "qa-no-context": ("question-answering", ("bert", "qa"), dict(question="Who?"), "context"),
-    "qa-doc-stride-too-large": ("question-answering", ("bert", "qa"),
-                                dict(question="Who?", context="Nobody.", doc_stride=500), "doc_stride"),
-    "qa-negative-doc-stride": ("question-answering", ("bert", "qa"),
-                               dict(question="Who?", context="Nobody.", doc_stride=-3), "doc_stride"),
-    "qa-max-seq-len-over-model": ("question-answering", ("bert", "qa"),
-                                  dict(question="Who?", context="Nobody.", max_seq_len=4096), "max_seq_len"),
+    "qa-doc-stride-too-large": (
+        "question-answering",
+        ("bert", "qa"),
+        dict(question="Who?", context="Nobody.", doc_stride=500),
+        "doc_stride",
+    ),
+    "qa-negative-doc-stride": (
+        "question-answering",
+        ("bert", "qa"),
+        dict(question="Who?", context="Nobody.", doc_stride=-3),
+        "doc_stride",
+    ),
+    "qa-max-seq-len-over-model": (
+        "question-answering",
+        ("bert", "qa"),
+        dict(question="Who?", context="Nobody.", max_seq_len=4096),
+        "max_seq_len",
+    ),
     "fill-mask-no-mask": ("fill-mask", ("bert", "mlm"), dict(inputs="no mask here"), r"\[MASK\]"),
-    "fill-mask-second-input-no-mask": ("fill-mask", ("bert", "mlm"), dict(inputs=["a [MASK].", "none"]),
-                                       "input 1"),
-    "ner-stride-without-aggregation": ("ner", ("bert", "token"),
-                                       dict(inputs="text", aggregation_strategy="none", stride=16), "aggregation"),
-    "ner-negative-stride": ("ner", ("bert", "token"),
-                            dict(inputs="text", aggregation_strategy="simple", stride=-200), "stride"),
+    "fill-mask-second-input-no-mask": ("fill-mask", ("bert", "mlm"), dict(inputs=["a [MASK].", "none"]), "input 1"),
+    "ner-stride-without-aggregation": (
+        "ner",
+        ("bert", "token"),
+        dict(inputs="text", aggregation_strategy="none", stride=16),
+        "aggregation",
+    ),
+    "ner-negative-stride": ("ner", ("bert", "token"), dict(inputs="text", aggregation_strategy="simple", stride=-200), "stride"),
     "ner-non-str-in-list": ("ner", ("bert", "token"), dict(inputs=["fine", 12345]), "text 1 must be a str"),
-    "classification-truncation-false": ("sentiment-analysis", ("bert", "sequence"),
-                                        dict(inputs=["short", "word " * 600], truncation=False), "input 1 is longer"),
+    "classification-truncation-false": (
+        "sentiment-analysis",
+        ("bert", "sequence"),
+        dict(inputs=["short", "word " * 600], truncation=False),
+        "input 1 is longer",
+    ),
 }
 
 
@@ -204,15 +249,16 @@ def test_pipeline_errors(checkpoints, case):
         pipe(**kwargs)
 
 
-@pytest.mark.parametrize("task, head, message", [("translation", "mlm", "unknown task"),
-                                                 ("sentiment-analysis", "mlm", "no sequence-classification head")])
+@pytest.mark.parametrize(
+    "task, head, message",
+    [("translation", "mlm", "unknown task"), ("sentiment-analysis", "mlm", "no sequence-classification head")],
+)
 def test_pipeline_construction_errors(checkpoints, task, head, message):
     with pytest.raises(ValueError, match=message):
         npformer.pipeline(task, checkpoints("bert", head))
 
 
-@pytest.mark.parametrize("task, head", [("ner", "token"), ("sentiment-analysis", "sequence"),
-                                        ("feature-extraction", None)])
+@pytest.mark.parametrize("task, head", [("ner", "token"), ("sentiment-analysis", "sequence"), ("feature-extraction", None)])
 def test_content_free_texts_as_transformers(checkpoints, task, head):
     """Texts with nothing left after normalization are accepted, as Transformers does: NER gives
     no entity, classification and feature extraction see ``[CLS] [SEP]``."""
@@ -233,7 +279,7 @@ def test_question_longer_than_max_question_len_is_cut(checkpoints):
     question, context = read_squad()[0]
     long_question = " ".join([question] * 20)  # ~200 tokens
     answer = qa(question=long_question, context=context, max_question_len=16)
-    assert answer["answer"] == context[answer["start"]:answer["end"]]
+    assert answer["answer"] == context[answer["start"] : answer["end"]]
     with pytest.raises(ValueError, match="question too long"):
         qa(question=" ".join([question] * 50), context=context, max_question_len=1000)
 
@@ -284,15 +330,19 @@ def test_legacy_layer_norm_names_load_as_transformers_loads_them(checkpoints, tm
     source = checkpoints("bert", "mlm")
     shutil.copytree(source, tmp_path / "legacy")
     tensors = load_file(source / "model.safetensors")
-    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-              for k, v in tensors.items()}
+    legacy = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in tensors.items()
+    }
     assert sum(k.endswith("LayerNorm.gamma") for k in legacy) == 6  # embeddings, 2 x 2 per layer, MLM transform
     save_file(legacy, tmp_path / "legacy" / "model.safetensors", metadata={"format": "pt"})
     masked = ["the river [MASK] through the old city .", "a [MASK] of bread and a [MASK] of milk"]
     theirs = reference("fill-mask", tmp_path / "legacy")
     assert_same(npformer.pipeline("fill-mask", tmp_path / "legacy")(masked), theirs(masked))
     # both names for one tensor is refused by name, not silently resolved
-    save_file({**legacy, "bert.embeddings.LayerNorm.weight": tensors["bert.embeddings.LayerNorm.weight"]},
-              tmp_path / "legacy" / "model.safetensors")
+    save_file(
+        {**legacy, "bert.embeddings.LayerNorm.weight": tensors["bert.embeddings.LayerNorm.weight"]},
+        tmp_path / "legacy" / "model.safetensors",
+    )
     with pytest.raises(ValueError, match="bert.embeddings.LayerNorm.gamma.*LayerNorm.weight"):
         npformer.AutoModelForMaskedLM.from_pretrained(tmp_path / "legacy")

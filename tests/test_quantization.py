@@ -70,28 +70,42 @@ def test_int8_kernel_is_vectorized():
     if HAS_VNNI:
         packed, sums, scales, n_p, k_p = w.vnni_operands()
         xu, xs = q.quantize_rows_u8(np.ones((4, 128), np.float32), k_p)
-        vnni = fresh_asm(q.int8_matmul_vnni, xu, xs, packed, sums, scales, np.zeros(n_p, np.float32),
-                         np.empty((xu.shape[0], n_p), np.float32), k_p)
+        vnni = fresh_asm(
+            q.int8_matmul_vnni,
+            xu,
+            xs,
+            packed,
+            sums,
+            scales,
+            np.zeros(n_p, np.float32),
+            np.empty((xu.shape[0], n_p), np.float32),
+            k_p,
+        )
         assert len(re.findall(r"vpdpbusd\s+.*%zmm", vnni)) >= 16, "VNNI kernel lost its zmm vpdpbusd loop"
     if HAS_AVX2_INT8:  # NPFORMER_ISA=avx2 (or an AVX2 CPU): 8 ymm vpmaddwd per step, no AVX-512 code
         packed, scales, n_p, k_p = w.avx2_operands()
         xi, xs = q.quantize_rows_i16(np.ones((4, 128), np.float32), k_p)
-        avx2 = fresh_asm(q.int8_matmul_avx2, xi, xs, packed, scales, np.zeros(n_p, np.float32),
-                         np.empty((xi.shape[0], n_p), np.float32))
+        avx2 = fresh_asm(
+            q.int8_matmul_avx2, xi, xs, packed, scales, np.zeros(n_p, np.float32), np.empty((xi.shape[0], n_p), np.float32)
+        )
         assert len(re.findall(r"vpmaddwd\s+.*%ymm", avx2)) >= 8, "AVX2 kernel lost its ymm vpmaddwd loop"
         assert "zmm" not in avx2, "the AVX2 path emitted AVX-512 code"
 
 
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=500,
-            max_position_embeddings=64)
+TINY = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=500, max_position_embeddings=64
+)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "electra", "mpnet", "albert"])
 def test_int8_encoder_close_to_float32(tmp_path, model_type):
     """Stated bound: cosine(float32, int8) of every token's last hidden state >= 0.99 and the mean
     abs error <= 5% of the mean abs activation, on random weights (init std 0.1)."""
-    cfg = TINY if model_type != "distilbert" else dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, vocab_size=500,
-                                                 max_position_embeddings=64)
+    cfg = (
+        TINY
+        if model_type != "distilbert"
+        else dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, vocab_size=500, max_position_embeddings=64)
+    )
     make_checkpoint(tmp_path, model_type, **cfg)
     f32 = AutoModel.from_pretrained(tmp_path)
     i8 = AutoModel.from_pretrained(tmp_path, dtype="int8")
@@ -116,9 +130,18 @@ def test_packed_layout_round_trip(n, k, seed):
 def test_quantized_checkpoint(tmp_path):
     src, dst = tmp_path / "f32", tmp_path / "i8"
     labels = {0: "NEGATIVE", 1: "POSITIVE"}
-    make_checkpoint(src, "bert", "sequence", vocab="bert-base-uncased", hidden_size=128, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=256, id2label=labels,
-                    label2id={v: k for k, v in labels.items()})
+    make_checkpoint(
+        src,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     quantize(src, dst)
     size_f32 = (src / "model.safetensors").stat().st_size
     size_i8 = (dst / "model.safetensors").stat().st_size
@@ -133,8 +156,7 @@ def test_quantized_checkpoint(tmp_path):
     assert w._values is None and w.shape == (256, 128) and not w.packed.flags.owndata
     ids, mask, types = random_batch(np.random.default_rng(1), 30000, 3, 20)
     # the checkpoint holds exactly what in-memory quantization computes
-    np.testing.assert_allclose(loaded(ids, mask, types).logits, in_memory(ids, mask, types).logits,
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded(ids, mask, types).logits, in_memory(ids, mask, types).logits, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="already quantized"):
         quantize(dst, tmp_path / "again")
 

@@ -31,14 +31,22 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("retrieval")
     make_checkpoint(root / "mlm", "bert", "mlm", vocab="bert-base-uncased", **SMALL)
-    SparseEncoder(modules=[sparse_models.MLMTransformer(str(root / "mlm")), sparse_models.SpladePooling()],
-                  device="cpu").save(str(root / "splade"))
+    SparseEncoder(modules=[sparse_models.MLMTransformer(str(root / "mlm")), sparse_models.SpladePooling()], device="cpu").save(
+        str(root / "splade")
+    )
     make_checkpoint(root / "base", "bert", vocab="bert-base-uncased", **SMALL)
     pylate_models.ColBERT(str(root / "base"), device="cpu", embedding_size=16).save(str(root / "colbert"))
     make_checkpoint(root / "rerank", "bert", "sequence", vocab="bert-base-uncased", num_labels=1, **SMALL)
     nli = {0: "contradiction", 1: "neutral", 2: "entailment"}
-    make_checkpoint(root / "nli", "bert", "sequence", vocab="bert-base-uncased", id2label=nli,
-                    label2id={v: k for k, v in nli.items()}, **SMALL)
+    make_checkpoint(
+        root / "nli",
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        id2label=nli,
+        label2id={v: k for k, v in nli.items()},
+        **SMALL,
+    )
     return {name: root / name for name in ("splade", "colbert", "rerank", "nli")}
 
 
@@ -100,8 +108,7 @@ def test_cli_rerank_and_info(models, corpus, capsys):
     expected = npformer.CrossEncoder(models["rerank"]).rank(texts[5], texts, top_k=4)
     assert [h["corpus_id"] for h in row["hits"]] == [e["corpus_id"] for e in expected]
     np.testing.assert_allclose([h["score"] for h in row["hits"]], [e["score"] for e in expected], rtol=0, atol=1e-6)
-    for name, task in (("splade", "sparse-embeddings"), ("colbert", "late-interaction"),
-                       ("rerank", "text-classification")):
+    for name, task in (("splade", "sparse-embeddings"), ("colbert", "late-interaction"), ("rerank", "text-classification")):
         assert main(["info", str(models[name])]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["task"] == task and info["output"] == npformer.pipelines.get_task(task).output
@@ -143,18 +150,19 @@ def test_batch_zero_shot_and_rerank(models, corpus, tmp_path):
 
     texts = corpus[1][:20]
     path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "context": texts[-1 - i]}) + "\n" for i, t in enumerate(texts)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"text": t, "context": texts[-1 - i]}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
     labels = ("film", "food", "travel")
-    summary = distributed.run("zero-shot", [str(path)], tmp_path / "zs", model=str(models["nli"]), workers=1,
-                              labels=labels, progress=False)
+    summary = distributed.run(
+        "zero-shot", [str(path)], tmp_path / "zs", model=str(models["nli"]), workers=1, labels=labels, progress=False
+    )
     assert summary.rows == len(texts) and summary.errors == 0
     rows = sorted(read_parts(tmp_path / "zs"), key=lambda r: r["row"])
     expected = npformer.pipeline("zero-shot-classification", models["nli"])(texts, list(labels))
     assert [r["labels"] for r in rows] == [e["labels"] for e in expected]
     np.testing.assert_allclose([r["scores"] for r in rows], [e["scores"] for e in expected], rtol=0, atol=1e-6)
-    summary = distributed.run("rerank", [str(path)], tmp_path / "rr", model=str(models["rerank"]), workers=1,
-                              progress=False)
+    summary = distributed.run("rerank", [str(path)], tmp_path / "rr", model=str(models["rerank"]), workers=1, progress=False)
     rows = sorted(read_parts(tmp_path / "rr"), key=lambda r: r["row"])
     scores = npformer.CrossEncoder(models["rerank"]).predict([(t, texts[-1 - i]) for i, t in enumerate(texts)])
     np.testing.assert_allclose([r["score"] for r in rows], scores, rtol=0, atol=1e-6)
@@ -174,11 +182,14 @@ def test_batch_writes_sparse_and_per_token_columns(models, corpus, tmp_path):
     texts = corpus[1]
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-    expected = {"sparse-embed": npformer.SparseEncoder(models["splade"]).encode(texts),
-                "colbert": npformer.ColBERT(models["colbert"]).encode(texts, is_query=False)}
+    expected = {
+        "sparse-embed": npformer.SparseEncoder(models["splade"]).encode(texts),
+        "colbert": npformer.ColBERT(models["colbert"]).encode(texts, is_query=False),
+    }
     for task, name, column in (("sparse-embed", "splade", "embedding"), ("colbert", "colbert", "embeddings")):
-        summary = distributed.run(task, [str(path)], tmp_path / task, model=str(models[name]), workers=1,
-                                  partition_rows=15, progress=False)
+        summary = distributed.run(
+            task, [str(path)], tmp_path / task, model=str(models[name]), workers=1, partition_rows=15, progress=False
+        )
         assert summary.rows == len(texts) and summary.errors == 0
         rows = sorted(read_parts(tmp_path / task), key=lambda r: r["row"])
         for row, vector in zip(rows, expected[task], strict=True):

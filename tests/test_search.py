@@ -17,13 +17,16 @@ from npformer.cli import main
 import npformer
 
 import sentence_transformers as st
+
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def models(minilm_dir):
-    return (npformer.pipeline("sentence-embeddings", minilm_dir, batch_size=32),
-            st.SentenceTransformer(str(minilm_dir), device="cpu"))
+    return (
+        npformer.pipeline("sentence-embeddings", minilm_dir, batch_size=32),
+        st.SentenceTransformer(str(minilm_dir), device="cpu"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +98,7 @@ def test_any_iterable_of_str(models, sentences):
         def __iter__(self):
             return iter(sentences[:6])
 
-    makers = (lambda: np.array(sentences[:6]), lambda: (s for s in sentences[:6]), lambda: tuple(sentences[:6]),
-              Column)
+    makers = (lambda: np.array(sentences[:6]), lambda: (s for s in sentences[:6]), lambda: tuple(sentences[:6]), Column)
     for make in makers:
         np.testing.assert_array_equal(ours.encode(make()), expected)
         np.testing.assert_array_equal(ours(make()), expected)
@@ -115,8 +117,25 @@ def test_cli_search(minilm_dir, tmp_path, capsys, sentences):
     corpus.write_text("sentence\tid\n" + "".join(f"{s}\t{i}\n" for i, s in enumerate(sentences[:40])))
     saved = tmp_path / "corpus.npy"
     query = sentences[3]
-    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
-                 "--top-k", "3", "--save-embeddings", str(saved), query]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(minilm_dir),
+                "--corpus",
+                str(corpus),
+                "--column",
+                "sentence",
+                "--top-k",
+                "3",
+                "--save-embeddings",
+                str(saved),
+                query,
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["query"] == query
     hits = rows[0]["hits"]
@@ -126,12 +145,42 @@ def test_cli_search(minilm_dir, tmp_path, capsys, sentences):
     assert [h["corpus_id"] for h in hits] == [h["corpus_id"] for h in expected]
     # the saved corpus embeddings are reused, and must match the corpus
     assert np.load(saved).shape == (40, 384)
-    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
-                 "--embeddings", str(saved), query]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(minilm_dir),
+                "--corpus",
+                str(corpus),
+                "--column",
+                "sentence",
+                "--embeddings",
+                str(saved),
+                query,
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["hits"][0]["corpus_id"] == 3
     np.save(tmp_path / "short.npy", np.zeros((5, 384), np.float32))
-    assert main(["search", "--model", str(minilm_dir), "--corpus", str(corpus), "--column", "sentence",
-                 "--embeddings", str(tmp_path / "short.npy"), query]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(minilm_dir),
+                "--corpus",
+                str(corpus),
+                "--column",
+                "sentence",
+                "--embeddings",
+                str(tmp_path / "short.npy"),
+                query,
+            ]
+        )
+        == 2
+    )
     assert "5 rows but the corpus has 40 records" in capsys.readouterr().err
 
 
@@ -148,20 +197,28 @@ def test_cli_embed_npy(minilm_dir, tmp_path, capsys, sentences):
     assert "--format npy needs --output" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 5}\n')
-    assert main(["embed", "--model", str(minilm_dir), "-i", str(bad), "--format", "npy", "-o",
-                 str(tmp_path / "b.npy")]) == 1
+    assert main(["embed", "--model", str(minilm_dir), "-i", str(bad), "--format", "npy", "-o", str(tmp_path / "b.npy")]) == 1
     assert "line 2" in capsys.readouterr().err and not (tmp_path / "b.npy").exists()
 
 
 # ---- Transformers habits (issue 12, part) ---------------------------------------------------------
+
 
 def test_outputs_index_like_transformers(tmp_path):
     import torch
 
     from helpers import make_checkpoint, random_batch
 
-    ref = make_checkpoint(tmp_path, "bert", "sequence", vocab="bert-base-uncased", hidden_size=32,
-                          num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
+    ref = make_checkpoint(
+        tmp_path,
+        "bert",
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     ids, mask, types = random_batch(np.random.default_rng(0), ref.config.vocab_size, 2, 9)
     with torch.no_grad():
         expected = ref.bert(torch.tensor(ids), torch.tensor(mask), torch.tensor(types), output_hidden_states=True)
@@ -210,8 +267,19 @@ def test_threads_device_and_version(tmp_path, capsys, monkeypatch):
 
 def test_cli_zero_shot_labels_and_template(minilm_dir, capsys):
     text = "the pasta needs more salt and garlic"
-    argv = ["zero-shot", "--model", str(minilm_dir), "--label", "food, cooking", "--label", "sports",
-            "--hypothesis-template", "This text is about {}.", "--multi-label", text]
+    argv = [
+        "zero-shot",
+        "--model",
+        str(minilm_dir),
+        "--label",
+        "food, cooking",
+        "--label",
+        "sports",
+        "--hypothesis-template",
+        "This text is about {}.",
+        "--multi-label",
+        text,
+    ]
     assert main(argv) == 0
     row = json.loads(capsys.readouterr().out)
     pipe = npformer.pipeline("zero-shot-classification", minilm_dir)

@@ -44,13 +44,20 @@ class Client:
 
     def call(self, path: str, body=None, *, raw: bytes | None = None, method: str | None = None, timeout: float = 60):
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method or ("GET" if data is None else "POST"),
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method or ("GET" if data is None else "POST"),
+            headers={"content-type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 payload = r.read()
-                return r.status, (json.loads(payload) if payload and "json" in r.headers.get("content-type", "")
-                                  else payload.decode()), dict(r.headers)
+                return (
+                    r.status,
+                    (json.loads(payload) if payload and "json" in r.headers.get("content-type", "") else payload.decode()),
+                    dict(r.headers),
+                )
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read()), dict(e.headers)
 
@@ -62,14 +69,22 @@ class Client:
     def metric(self, name: str) -> float:
         """Sum of a metric's samples in /metrics (e.g. ``npformer_batch_size_count``)."""
         text = self.call("/metrics")[1]
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name + " ") or line.startswith(name + "{"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        )
 
 
 def start(args: list[str], port: int, timeout: float = 180, pythonpath: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", **({"PYTHONPATH": str(pythonpath)} if pythonpath else {}))
-    proc = subprocess.Popen([sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "-q", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "-q", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     client, deadline = Client(port), time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -99,24 +114,46 @@ def stop(proc: subprocess.Popen) -> int:
 def checkpoints(tmp_path_factory, minilm_dir):
     root = tmp_path_factory.mktemp("served")
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
-    make_checkpoint(root / "ner", "bert", "token", vocab="bert-base-cased", id2label=NER_LABELS,
-                    label2id={v: k for k, v in NER_LABELS.items()}, **small)
-    make_checkpoint(root / "qa", "distilbert", "qa", vocab="bert-base-uncased", dim=32, n_layers=1, n_heads=2,
-                    hidden_dim=40)
+    make_checkpoint(
+        root / "ner",
+        "bert",
+        "token",
+        vocab="bert-base-cased",
+        id2label=NER_LABELS,
+        label2id={v: k for k, v in NER_LABELS.items()},
+        **small,
+    )
+    make_checkpoint(root / "qa", "distilbert", "qa", vocab="bert-base-uncased", dim=32, n_layers=1, n_heads=2, hidden_dim=40)
     make_checkpoint(root / "mlm", "bert", "mlm", vocab="bert-base-uncased", **small)
     make_checkpoint(root / "rerank", "bert", "sequence", vocab="bert-base-uncased", num_labels=1, **small)
-    return {"ner": root / "ner", "qa": root / "qa", "mlm": root / "mlm", "rerank": root / "rerank",
-            "minilm": minilm_dir}
+    return {"ner": root / "ner", "qa": root / "qa", "mlm": root / "mlm", "rerank": root / "rerank", "minilm": minilm_dir}
 
 
 @pytest.fixture(scope="module")
 def server(checkpoints):
     port = free_port()
     c = checkpoints
-    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={c['minilm']}",
-                  "--model", f"ner={c['ner']}", "--model", f"qa={c['qa']}", "--model", f"mlm={c['mlm']}",
-                  "--model", f"rerank={c['rerank']}", "--model", f"zeroshot={c['minilm']}@zero-shot",
-                  "--max-client-batch-size", "8"], port)
+    proc = start(
+        [
+            "--model",
+            "sentiment=builtin:sentiment",
+            "--model",
+            f"minilm={c['minilm']}",
+            "--model",
+            f"ner={c['ner']}",
+            "--model",
+            f"qa={c['qa']}",
+            "--model",
+            f"mlm={c['mlm']}",
+            "--model",
+            f"rerank={c['rerank']}",
+            "--model",
+            f"zeroshot={c['minilm']}@zero-shot",
+            "--max-client-batch-size",
+            "8",
+        ],
+        port,
+    )
     yield Client(port)
     assert stop(proc) == 0
 
@@ -124,10 +161,15 @@ def server(checkpoints):
 @pytest.fixture(scope="module")
 def pipes(checkpoints):
     c = checkpoints
-    return {"sentiment": npformer.pipeline("sentiment"), "minilm": npformer.pipeline("sentence-embeddings", c["minilm"]),
-            "ner": npformer.pipeline("ner", c["ner"]), "qa": npformer.pipeline("qa", c["qa"]),
-            "mlm": npformer.pipeline("fill-mask", c["mlm"]), "rerank": npformer.pipeline("text-classification", c["rerank"]),
-            "zeroshot": npformer.pipeline("zero-shot", c["minilm"])}
+    return {
+        "sentiment": npformer.pipeline("sentiment"),
+        "minilm": npformer.pipeline("sentence-embeddings", c["minilm"]),
+        "ner": npformer.pipeline("ner", c["ner"]),
+        "qa": npformer.pipeline("qa", c["qa"]),
+        "mlm": npformer.pipeline("fill-mask", c["mlm"]),
+        "rerank": npformer.pipeline("text-classification", c["rerank"]),
+        "zeroshot": npformer.pipeline("zero-shot", c["minilm"]),
+    }
 
 
 def close_scores(ours: list[dict], reference: list[dict]) -> None:
@@ -194,11 +236,13 @@ def test_embed_routes(server, pipes):
     assert openai["object"] == "list" and openai["model"] == "minilm" and [d["index"] for d in openai["data"]] == [0, 1]
     n_tokens = sum(len(ref.tokenizer.encode(t, add_special_tokens=True).ids) for t in texts[:2])
     assert openai["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
-    np.testing.assert_allclose([d["embedding"] for d in openai["data"]], ref.encode(texts[:2], normalize_embeddings=True),
-                               atol=TOL)
+    np.testing.assert_allclose(
+        [d["embedding"] for d in openai["data"]], ref.encode(texts[:2], normalize_embeddings=True), atol=TOL
+    )
     b64 = server.ok("/v1/embeddings", {"input": texts[0], "encoding_format": "base64"})["data"][0]["embedding"]
-    np.testing.assert_allclose(np.frombuffer(base64.b64decode(b64), "<f4"), ref.encode(texts[0], normalize_embeddings=True),
-                               atol=TOL)
+    np.testing.assert_allclose(
+        np.frombuffer(base64.b64decode(b64), "<f4"), ref.encode(texts[0], normalize_embeddings=True), atol=TOL
+    )
 
 
 def test_tokenize_and_decode(server, pipes):
@@ -212,14 +256,17 @@ def test_tokenize_and_decode(server, pipes):
     assert [t["text"] for t in out[1:-1]] == [text[a:b] for a, b in enc.offsets[1:-1]]
     assert server.ok("/tokenize", {"inputs": text, "add_special_tokens": False})[0][0]["id"] == enc.ids[1]
     assert server.ok("/decode", {"ids": enc.ids}) == [tok.decode(enc.ids, skip_special_tokens=True)]
-    assert server.ok("/decode", {"ids": [enc.ids, enc.ids[:3]], "skip_special_tokens": False}) == \
-        [tok.decode(enc.ids), tok.decode(enc.ids[:3])]
+    assert server.ok("/decode", {"ids": [enc.ids, enc.ids[:3]], "skip_special_tokens": False}) == [
+        tok.decode(enc.ids),
+        tok.decode(enc.ids[:3]),
+    ]
 
 
 def test_info_health_metrics(server):
     info = server.ok("/info")
-    assert info["model_type"] == {"classifier": {"id2label": {"0": "NEGATIVE", "1": "POSITIVE"},
-                                                 "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}}
+    assert info["model_type"] == {
+        "classifier": {"id2label": {"0": "NEGATIVE", "1": "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    }
     assert info["model_dtype"] == "int8" and info["max_client_batch_size"] == 8 and info["max_input_length"] == 512
     assert [m["name"] for m in info["models"]] == ["sentiment", "minilm", "ner", "qa", "mlm", "rerank", "zeroshot"]
     assert server.ok("/info?model=minilm")["model_type"] == {"embedding": {"pooling": "mean"}}
@@ -253,25 +300,48 @@ def test_inference_api_every_task(server, pipes):
     cases = [
         ("sentiment", {"inputs": ["good", "bad"], "parameters": {"top_k": 2}}, lambda p: p(["good", "bad"], top_k=2)),
         ("sentiment", {"inputs": {"text": "good", "text_pair": "bad"}}, lambda p: p({"text": "good", "text_pair": "bad"})),
-        ("ner", {"inputs": "Ada Lovelace lived in London", "parameters": {"aggregation_strategy": "simple"}},
-         lambda p: p("Ada Lovelace lived in London", aggregation_strategy="simple")),
+        (
+            "ner",
+            {"inputs": "Ada Lovelace lived in London", "parameters": {"aggregation_strategy": "simple"}},
+            lambda p: p("Ada Lovelace lived in London", aggregation_strategy="simple"),
+        ),
         ("ner", {"inputs": ["Ada went to Paris", "Bob"]}, lambda p: p(["Ada went to Paris", "Bob"])),
-        ("qa", {"inputs": {"question": "Who wrote it?", "context": "It was written by Ada in 1843."},
-                "parameters": {"top_k": 2}},
-         lambda p: p(question="Who wrote it?", context="It was written by Ada in 1843.", top_k=2)),
-        ("qa", {"inputs": [{"question": "When?", "context": "In 1843."}, {"question": "Who?", "context": "Ada did."}]},
-         lambda p: p(question=["When?", "Who?"], context=["In 1843.", "Ada did."])),
-        ("mlm", {"inputs": f"paris is the {mask} of france.", "parameters": {"top_k": 3}},
-         lambda p: p(f"paris is the {mask} of france.", top_k=3)),
-        ("mlm", {"inputs": f"the {mask} sat", "parameters": {"targets": ["cat", "dog"]}},
-         lambda p: p(f"the {mask} sat", targets=["cat", "dog"])),
+        (
+            "qa",
+            {"inputs": {"question": "Who wrote it?", "context": "It was written by Ada in 1843."}, "parameters": {"top_k": 2}},
+            lambda p: p(question="Who wrote it?", context="It was written by Ada in 1843.", top_k=2),
+        ),
+        (
+            "qa",
+            {"inputs": [{"question": "When?", "context": "In 1843."}, {"question": "Who?", "context": "Ada did."}]},
+            lambda p: p(question=["When?", "Who?"], context=["In 1843.", "Ada did."]),
+        ),
+        (
+            "mlm",
+            {"inputs": f"paris is the {mask} of france.", "parameters": {"top_k": 3}},
+            lambda p: p(f"paris is the {mask} of france.", top_k=3),
+        ),
+        (
+            "mlm",
+            {"inputs": f"the {mask} sat", "parameters": {"targets": ["cat", "dog"]}},
+            lambda p: p(f"the {mask} sat", targets=["cat", "dog"]),
+        ),
         ("minilm", {"inputs": ["a man eats", "it rains"]}, lambda p: p.encode(["a man eats", "it rains"]).tolist()),
-        ("minilm", {"inputs": {"source_sentence": "a man eats", "sentences": ["someone eats", "it rains"]}},
-         lambda p: p.similarity(["a man eats"], ["someone eats", "it rains"])[0].tolist()),
-        ("zeroshot", {"inputs": "the striker scored twice", "parameters": {"candidate_labels": ["sport", "politics"]}},
-         lambda p: label_scores(p("the striker scored twice", ["sport", "politics"]))),
-        ("zeroshot", {"inputs": ["a goal", "a vote"], "parameters": {"candidate_labels": "sport, politics"}},
-         lambda p: [label_scores(o) for o in p(["a goal", "a vote"], ["sport", "politics"])]),
+        (
+            "minilm",
+            {"inputs": {"source_sentence": "a man eats", "sentences": ["someone eats", "it rains"]}},
+            lambda p: p.similarity(["a man eats"], ["someone eats", "it rains"])[0].tolist(),
+        ),
+        (
+            "zeroshot",
+            {"inputs": "the striker scored twice", "parameters": {"candidate_labels": ["sport", "politics"]}},
+            lambda p: label_scores(p("the striker scored twice", ["sport", "politics"])),
+        ),
+        (
+            "zeroshot",
+            {"inputs": ["a goal", "a vote"], "parameters": {"candidate_labels": "sport, politics"}},
+            lambda p: [label_scores(o) for o in p(["a goal", "a vote"], ["sport", "politics"])],
+        ),
     ]
     for name, body, reference in cases:
         close_nested(server.ok(f"/models/{name}", body), reference(pipes[name]))
@@ -281,40 +351,48 @@ def test_inference_api_every_task(server, pipes):
 # ---- errors: status and JSON body
 
 
-@pytest.mark.parametrize("path, body, status, needle", [
-    ("/predict", b"{inputs", 422, "not valid JSON"),
-    ("/predict", {"inputs": 3}, 422, "`inputs` must be"),
-    ("/predict", {"inputs": ["a", "b", "c"]}, 422, "a pair of strings"),
-    ("/predict", {"inputs": []}, 422, "must be a string, a pair"),
-    ("/predict", {"inputs": "   "}, 422, "`inputs` cannot be empty"),
-    ("/predict", {"inputs": [["a"]] * 9}, 413, "batch size 9 > maximum allowed batch size 8"),
-    ("/predict", {"inputs": "x", "truncate": "yes"}, 422, "`truncate` must be a boolean"),
-    ("/predict", {"inputs": "x", "colour": 1}, 422, "unknown field `colour`"),
-    ("/predict", {"inputs": "long " * 600}, 422, "longer than the model's maximum of 512 tokens"),
-    ("/predict", [1, 2], 422, "must be a JSON object"),
-    ("/embed", {"inputs": []}, 422, "`inputs` cannot be empty"),
-    ("/embed", {"inputs": ["ok", 5]}, 422, "`inputs[1]` must be a string"),
-    ("/embed", {"inputs": "long " * 600}, 422, "longer than the model's maximum"),
-    ("/embed", {"inputs": ["short", "long " * 600]}, 422,
-     '`inputs[1]` is longer than the model\'s maximum of 256 tokens; send "truncate": true to cut it'),
-    ("/rerank", {"query": "q", "texts": ["a"]} , 200, None),
-    ("/rerank?model=sentiment", {"query": "q", "texts": ["a"]}, 422, "not a reranker"),
-    ("/embed?model=sentiment", {"inputs": "x"}, 422, "/embed needs a sentence-embeddings model"),
-    ("/embed?model=nobody", {"inputs": "x"}, 404, "model 'nobody' is not served"),
-    ("/models/nobody", {"inputs": "x"}, 404, "model 'nobody' is not served"),
-    ("/nowhere", {"inputs": "x"}, 404, "no route /nowhere"),
-    ("/models/sentiment", {"inputs": "x", "parameters": {"top_k": 0}}, 422, "`parameters.top_k` must be an integer >= 1"),
-    ("/models/sentiment", {"inputs": "x", "parameters": {"stride": 2}}, 422, "unknown field `parameters.stride`"),
-    ("/models/sentiment", {"inputs": "x", "parameters": {"function_to_apply": "cube"}}, 422, "function_to_apply must be"),
-    ("/models/zeroshot", {"inputs": "x"}, 422, "missing field `parameters.candidate_labels`"),
-    ("/models/qa", {"inputs": {"question": "q"}}, 422, "missing field `inputs.context`"),
-    ("/models/mlm", {"inputs": "no mask here"}, 422, "no mask token"),
-    ("/decode", {"ids": [1, -2]}, 422, "token ids"),
-    ("/tokenize", {}, 422, "missing field `inputs`"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, needle",
+    [
+        ("/predict", b"{inputs", 422, "not valid JSON"),
+        ("/predict", {"inputs": 3}, 422, "`inputs` must be"),
+        ("/predict", {"inputs": ["a", "b", "c"]}, 422, "a pair of strings"),
+        ("/predict", {"inputs": []}, 422, "must be a string, a pair"),
+        ("/predict", {"inputs": "   "}, 422, "`inputs` cannot be empty"),
+        ("/predict", {"inputs": [["a"]] * 9}, 413, "batch size 9 > maximum allowed batch size 8"),
+        ("/predict", {"inputs": "x", "truncate": "yes"}, 422, "`truncate` must be a boolean"),
+        ("/predict", {"inputs": "x", "colour": 1}, 422, "unknown field `colour`"),
+        ("/predict", {"inputs": "long " * 600}, 422, "longer than the model's maximum of 512 tokens"),
+        ("/predict", [1, 2], 422, "must be a JSON object"),
+        ("/embed", {"inputs": []}, 422, "`inputs` cannot be empty"),
+        ("/embed", {"inputs": ["ok", 5]}, 422, "`inputs[1]` must be a string"),
+        ("/embed", {"inputs": "long " * 600}, 422, "longer than the model's maximum"),
+        (
+            "/embed",
+            {"inputs": ["short", "long " * 600]},
+            422,
+            '`inputs[1]` is longer than the model\'s maximum of 256 tokens; send "truncate": true to cut it',
+        ),
+        ("/rerank", {"query": "q", "texts": ["a"]}, 200, None),
+        ("/rerank?model=sentiment", {"query": "q", "texts": ["a"]}, 422, "not a reranker"),
+        ("/embed?model=sentiment", {"inputs": "x"}, 422, "/embed needs a sentence-embeddings model"),
+        ("/embed?model=nobody", {"inputs": "x"}, 404, "model 'nobody' is not served"),
+        ("/models/nobody", {"inputs": "x"}, 404, "model 'nobody' is not served"),
+        ("/nowhere", {"inputs": "x"}, 404, "no route /nowhere"),
+        ("/models/sentiment", {"inputs": "x", "parameters": {"top_k": 0}}, 422, "`parameters.top_k` must be an integer >= 1"),
+        ("/models/sentiment", {"inputs": "x", "parameters": {"stride": 2}}, 422, "unknown field `parameters.stride`"),
+        ("/models/sentiment", {"inputs": "x", "parameters": {"function_to_apply": "cube"}}, 422, "function_to_apply must be"),
+        ("/models/zeroshot", {"inputs": "x"}, 422, "missing field `parameters.candidate_labels`"),
+        ("/models/qa", {"inputs": {"question": "q"}}, 422, "missing field `inputs.context`"),
+        ("/models/mlm", {"inputs": "no mask here"}, 422, "no mask token"),
+        ("/decode", {"ids": [1, -2]}, 422, "token ids"),
+        ("/tokenize", {}, 422, "missing field `inputs`"),
+    ],
+)
 def test_errors(server, path, body, status, needle):
-    code, payload, _ = server.call(path, raw=body if isinstance(body, bytes) else None,
-                                   body=None if isinstance(body, bytes) else body)
+    code, payload, _ = server.call(
+        path, raw=body if isinstance(body, bytes) else None, body=None if isinstance(body, bytes) else body
+    )
     assert code == status, payload
     if needle is not None:
         assert set(payload) == {"error", "error_type"} and needle in payload["error"], payload
@@ -337,8 +415,7 @@ def test_over_long_text_is_cut_on_request(server, pipes):
     # Across processes this input is looser than 1e-6: 512 identical tokens sit on int8 rounding
     # ties, and one CI run's test process (whose history of compiled kernels differs) answered
     # 0.9109 where the server and a fresh process answer 0.9121 (noted in the closing note)
-    np.testing.assert_allclose([d["score"] for d in cut], [d["score"] for d in pipes["sentiment"](text, top_k=None)],
-                               atol=5e-3)
+    np.testing.assert_allclose([d["score"] for d in cut], [d["score"] for d in pipes["sentiment"](text, top_k=None)], atol=5e-3)
 
 
 def test_payload_limit(server):
@@ -395,17 +472,28 @@ def test_concurrent_clients_get_their_own_answers_in_shared_batches(server, pipe
 
 
 def test_contradictory_limits_are_refused_at_start():
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "serve", "--port", str(free_port()),
-                           "--max-batch-tokens", "100"], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "serve", "--port", str(free_port()), "--max-batch-tokens", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("npformer: error: --max-batch-tokens 100 is less than model "
-                                                           "'sentiment''s longest input (512 tokens)")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("npformer: error: --max-batch-tokens 100 is less than model 'sentiment''s longest input (512 tokens)")
+    )
 
 
 def test_bad_model_spec_is_one_line():
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "serve", "--model", "x=builtin:sentiment@translation"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "serve", "--model", "x=builtin:sentiment@translation"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown task 'translation'" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -51,8 +51,21 @@ def rss_mb(pid: int) -> float:
 def tight(minilm_dir):
     """A server with small limits: 8 requests at once, 2 s to send a request, the MiniLM embedder."""
     port = free_port()
-    proc = start(["--model", "sentiment=builtin:sentiment", "--model", f"minilm={minilm_dir}",
-                  "--max-concurrent-requests", "8", "--read-timeout", "2", "--max-client-batch-size", "32"], port)
+    proc = start(
+        [
+            "--model",
+            "sentiment=builtin:sentiment",
+            "--model",
+            f"minilm={minilm_dir}",
+            "--max-concurrent-requests",
+            "8",
+            "--read-timeout",
+            "2",
+            "--max-client-batch-size",
+            "32",
+        ],
+        port,
+    )
     yield port, proc
     assert stop(proc) == 0
 
@@ -62,8 +75,9 @@ def test_slow_bodies_hold_no_slot_and_get_408(tight):
     they closed, and then counted as 500s with tracebacks."""
     port, _ = tight
     client = Client(port)
-    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"inputs\":")
+    head = (
+        b'POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inputs":'
+    )
     with ThreadPoolExecutor(8) as pool:
         slow = [pool.submit(raw, port, head, timeout=15) for _ in range(8)]
         time.sleep(0.5)  # the slow clients are connected and stalled
@@ -90,13 +104,16 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(tight):
     port, proc = tight
     client = Client(port)
     before = client.metric('npformer_requests_total{model="",route="/embed",status="499"}')
-    head = (b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 5000\r\n\r\n{\"inputs\": [\"a")
+    head = (
+        b'POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"inputs": ["a'
+    )
     for _ in range(3):
         raw(port, head, timeout=0.2)  # sends, waits briefly, closes
     deadline = time.monotonic() + 10
-    while client.metric('npformer_requests_total{model="",route="/embed",status="499"}') < before + 3 \
-            and time.monotonic() < deadline:
+    while (
+        client.metric('npformer_requests_total{model="",route="/embed",status="499"}') < before + 3
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert client.metric('npformer_requests_total{model="",route="/embed",status="499"}') == before + 3
     assert client.metric('npformer_request_errors_total{error_type="Backend",route="/embed"}') == 0
@@ -111,9 +128,11 @@ def test_health_answers_during_a_large_response(tight):
 
     def big():  # the body is parsed after the timing: a 64 MB json.loads here would hold this process's GIL
         started = time.monotonic()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/embed_all?model=minilm",
-                                         json.dumps({"inputs": [text] * 32, "truncate": True}).encode(),
-                                         {"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/embed_all?model=minilm",
+            json.dumps({"inputs": [text] * 32, "truncate": True}).encode(),
+            {"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=300) as response:
             result.update(code=response.status, body=response.read(), seconds=time.monotonic() - started)
 
@@ -150,20 +169,32 @@ def test_explain_is_bounded_in_tokens_concurrency_and_memory(tight):
     assert rss_mb(proc.pid) < 2048
 
 
-@pytest.mark.parametrize("path, body, status, needle", [
-    ("/decode", {"ids": "abc"}, 422, "`ids` must be a list"),  # once a 500 KeyError naming a lambda
-    ("/similarity?model=minilm", {"inputs": {"source_sentence": "a", "sentences": "b"}}, 422,
-     "`inputs.sentences` must be a list"),
-    ("/embed?model=minilm", b"[" * 100_000 + b"]" * 100_000, 422, "nests JSON too deeply"),  # once a RecursionError
-    ("/embed?model=minilm", {"inputs": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, 422,
-     "deeper than 32 levels"),
-    ("/embed?model=minilm", {"inputs": ["x"] * 100_000}, 413, "batch size 100000 > maximum allowed batch size 32"),
-    ("/predict", {"inputs": ["x"] * 100_000}, 413, "(--max-client-batch-size)"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, needle",
+    [
+        ("/decode", {"ids": "abc"}, 422, "`ids` must be a list"),  # once a 500 KeyError naming a lambda
+        (
+            "/similarity?model=minilm",
+            {"inputs": {"source_sentence": "a", "sentences": "b"}},
+            422,
+            "`inputs.sentences` must be a list",
+        ),
+        ("/embed?model=minilm", b"[" * 100_000 + b"]" * 100_000, 422, "nests JSON too deeply"),  # once a RecursionError
+        (
+            "/embed?model=minilm",
+            {"inputs": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+            422,
+            "deeper than 32 levels",
+        ),
+        ("/embed?model=minilm", {"inputs": ["x"] * 100_000}, 413, "batch size 100000 > maximum allowed batch size 32"),
+        ("/predict", {"inputs": ["x"] * 100_000}, 413, "(--max-client-batch-size)"),
+    ],
+)
 def test_bad_bodies_are_4xx_naming_the_problem(tight, path, body, status, needle):
     client = Client(tight[0])
-    code, payload, _ = client.call(path, raw=body if isinstance(body, bytes) else None,
-                                   body=None if isinstance(body, bytes) else body)
+    code, payload, _ = client.call(
+        path, raw=body if isinstance(body, bytes) else None, body=None if isinstance(body, bytes) else body
+    )
     assert code == status and needle in payload["error"], payload
 
 
@@ -177,16 +208,54 @@ def test_overload_says_when_to_retry(tight):
     assert overloaded and all(h["retry-after"] == "1" for _, _, h in overloaded)
 
 
-ROUTES = ["/predict", "/rerank", "/embed?model=minilm", "/embed_all?model=minilm", "/similarity?model=minilm",
-          "/tokenize", "/decode", "/v1/embeddings", "/models/sentiment", "/models/minilm", "/explain/sentiment"]
-FIELDS = ["inputs", "input", "texts", "query", "ids", "parameters", "truncate", "normalize", "raw_scores",
-          "source_sentence", "sentences", "encoding_format", "dimensions", "model", "context", "top_k",
-          "add_special_tokens", "skip_special_tokens", "truncation_direction", "return_text", "prompt_name"]
-scalars = st.none() | st.booleans() | st.integers(-2**65, 2**65) | st.floats(allow_nan=False, allow_infinity=False) \
+ROUTES = [
+    "/predict",
+    "/rerank",
+    "/embed?model=minilm",
+    "/embed_all?model=minilm",
+    "/similarity?model=minilm",
+    "/tokenize",
+    "/decode",
+    "/v1/embeddings",
+    "/models/sentiment",
+    "/models/minilm",
+    "/explain/sentiment",
+]
+FIELDS = [
+    "inputs",
+    "input",
+    "texts",
+    "query",
+    "ids",
+    "parameters",
+    "truncate",
+    "normalize",
+    "raw_scores",
+    "source_sentence",
+    "sentences",
+    "encoding_format",
+    "dimensions",
+    "model",
+    "context",
+    "top_k",
+    "add_special_tokens",
+    "skip_special_tokens",
+    "truncation_direction",
+    "return_text",
+    "prompt_name",
+]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                           | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=4),
-                           max_leaves=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -255,24 +324,40 @@ def test_other_host_names_are_refused(guarded):
 
 def test_cors(guarded):
     port, key = guarded
-    code, _, headers = call(port, "/predict", method="OPTIONS",
-                            headers={"origin": "https://app.example", "access-control-request-method": "POST",
-                                     "access-control-request-headers": "authorization, content-type"})
+    code, _, headers = call(
+        port,
+        "/predict",
+        method="OPTIONS",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
     assert code == 200 and headers["access-control-allow-origin"] == "https://app.example"
-    code, _, headers = call(port, "/predict", method="OPTIONS",
-                            headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
+    code, _, headers = call(
+        port, "/predict", method="OPTIONS", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
+    )
     assert code == 400 and "access-control-allow-origin" not in {k.lower() for k in headers}
-    code, _, headers = call(port, "/predict", json.dumps({"inputs": "a"}).encode(),
-                            {"origin": "https://app.example", "content-type": "application/json",
-                             "authorization": f"Bearer {key}"})
+    code, _, headers = call(
+        port,
+        "/predict",
+        json.dumps({"inputs": "a"}).encode(),
+        {"origin": "https://app.example", "content-type": "application/json", "authorization": f"Bearer {key}"},
+    )
     assert code == 200 and headers["access-control-allow-origin"] == "https://app.example"
 
 
 def test_the_key_is_never_printed(tmp_path):
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", NPFORMER_API_KEY="from-the-environment-123")
-    proc = subprocess.Popen([sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "-v"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "npformer.cli", "serve", "--port", str(port), "-v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -293,8 +378,9 @@ def test_sigterm_does_not_wait_for_a_stalled_client(minilm_dir):
     """Issue: SIGTERM waited the full 60 s for a client that sent half a body."""
     port = free_port()
     proc = start(["--read-timeout", "3"], port)
-    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"inputs\":")
+    head = (
+        b'POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inputs":'
+    )
     with ThreadPoolExecutor(2) as pool:
         stalled = pool.submit(raw, port, head, timeout=30)
         time.sleep(0.5)

@@ -46,8 +46,10 @@ def assert_same_vectors(ours: np.ndarray, theirs: np.ndarray):
         assert set(np.flatnonzero(a > TOL)) == set(np.flatnonzero(b > TOL))
 
 
-@pytest.mark.parametrize("pooling", [dict(pooling_strategy="max"), dict(pooling_strategy="sum"),
-                                     dict(pooling_strategy="max", activation_function="log1p_relu")])
+@pytest.mark.parametrize(
+    "pooling",
+    [dict(pooling_strategy="max"), dict(pooling_strategy="sum"), dict(pooling_strategy="max", activation_function="log1p_relu")],
+)
 def test_vectors_decode_and_search_match_sentence_transformers(mlm, tmp_path, pooling):
     ref, directory = saved(mlm, tmp_path, **pooling)
     ours = npformer.SparseEncoder(directory)
@@ -65,15 +67,13 @@ def test_vectors_decode_and_search_match_sentence_transformers(mlm, tmp_path, po
     np.testing.assert_allclose([w for _, w in mine], [w for _, w in theirs], rtol=0, atol=TOL)
     queries = texts[:3]
     scores = ours.similarity(ours.encode(queries), vectors)
-    np.testing.assert_allclose(scores, ref.similarity(ref.encode(queries), ref.encode(texts)).numpy(), rtol=1e-5,
-                               atol=1e-4)
-    assert [list(np.argsort(-row, kind="stable")[:3]) for row in scores] == \
-        [list(np.argsort(-row, kind="stable")[:3]) for row in dense(ref, queries) @ expected.T]
+    np.testing.assert_allclose(scores, ref.similarity(ref.encode(queries), ref.encode(texts)).numpy(), rtol=1e-5, atol=1e-4)
+    assert [list(np.argsort(-row, kind="stable")[:3]) for row in scores] == [
+        list(np.argsort(-row, kind="stable")[:3]) for row in dense(ref, queries) @ expected.T
+    ]
     hits = npformer.semantic_search(ours.encode(queries), vectors, top_k=3)  # sparse in, dot products
-    assert [[h["corpus_id"] for h in row] for row in hits] == \
-        [list(np.argsort(-row, kind="stable")[:3]) for row in scores]
-    np.testing.assert_allclose([[h["score"] for h in row] for row in hits], np.sort(scores, axis=1)[:, ::-1][:, :3],
-                               rtol=1e-6)
+    assert [[h["corpus_id"] for h in row] for row in hits] == [list(np.argsort(-row, kind="stable")[:3]) for row in scores]
+    np.testing.assert_allclose([[h["score"] for h in row] for row in hits], np.sort(scores, axis=1)[:, ::-1][:, :3], rtol=1e-6)
 
 
 def test_a_plain_masked_lm_and_refused_modules(mlm, tmp_path):
@@ -81,7 +81,8 @@ def test_a_plain_masked_lm_and_refused_modules(mlm, tmp_path):
     texts = read_sst2("dev")[0][:6]
     assert_same_vectors(npformer.SparseEncoder(mlm).encode(texts, convert_to_dense=True), dense(ref, texts))
     (tmp_path / "splade" / "modules.json").write_text(
-        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]')
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]'
+    )
     with pytest.raises(ValueError, match="runs MLMTransformer then SpladePooling"):
         npformer.SparseEncoder(tmp_path / "splade")
 
@@ -104,13 +105,15 @@ def test_an_inference_free_model(mlm, tmp_path):
     SparseEncoder(modules=[router], device="cpu").save(str(tmp_path / "free"))
     ref, ours = SparseEncoder(str(tmp_path / "free"), device="cpu"), npformer.SparseEncoder(tmp_path / "free")
     texts = read_sst2("dev")[0][:12] + ["", "Punctuation!! and UPPER case", "word " * 700]
-    np.testing.assert_allclose(ours.encode_query(texts, convert_to_dense=True),
-                               ref.encode_query(texts).to_dense().numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(
+        ours.encode_query(texts, convert_to_dense=True), ref.encode_query(texts).to_dense().numpy(), rtol=0, atol=TOL
+    )
     assert_same_vectors(ours.encode_document(texts, convert_to_dense=True), dense_documents(ref, texts))
     assert len(ours.encode_query(texts[0], max_active_dims=3).indices) == 3
     assert task_for_checkpoint(tmp_path / "free").name == "sparse-embeddings"
-    assert_same_vectors(np.stack([v.dense() for v in npformer.pipeline("splade", tmp_path / "free")(texts)]),
-                        dense_documents(ref, texts))
+    assert_same_vectors(
+        np.stack([v.dense() for v in npformer.pipeline("splade", tmp_path / "free")(texts)]), dense_documents(ref, texts)
+    )
 
 
 def dense_documents(ref, texts):
@@ -120,7 +123,7 @@ def dense_documents(ref, texts):
 def test_pooling_is_fused_into_the_head(mlm):
     """32 texts of 256 tokens on a 30,522-token vocabulary: the full logits would take 1 GB."""
     ours = npformer.SparseEncoder(mlm)
-    texts = [" ".join(read_wikitext()[i:i + 20])[:3000] for i in range(32)]
+    texts = [" ".join(read_wikitext()[i : i + 20])[:3000] for i in range(32)]
     ours.encode(texts[:2])  # compile the kernels outside the measurement
     tracemalloc.start()
     vectors = ours.encode(texts, batch_size=32)

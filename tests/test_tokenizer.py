@@ -65,8 +65,17 @@ def test_wikitext2_every_line(pair):
 def test_wikitext2_truncated_with_overflow(pair):
     ours, ref = pair
     lines = read_wikitext()[:300]
-    assert_same(ours, ref, lines, truncation=True, max_length=64, stride=16, padding="longest",
-                return_overflowing_tokens=True, return_offsets_mapping=True)
+    assert_same(
+        ours,
+        ref,
+        lines,
+        truncation=True,
+        max_length=64,
+        stride=16,
+        padding="longest",
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
 
 
 def test_squad_as_the_qa_pipeline_encodes():
@@ -77,8 +86,18 @@ def test_squad_as_the_qa_pipeline_encodes():
         if context in seen:
             continue
         seen.add(context)
-        assert_same(ours, ref, question, context, truncation="only_second", max_length=384, stride=128,
-                    return_overflowing_tokens=True, return_offsets_mapping=True, padding="longest")
+        assert_same(
+            ours,
+            ref,
+            question,
+            context,
+            truncation="only_second",
+            max_length=384,
+            stride=128,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="longest",
+        )
     assert len(seen) == 2067
 
 
@@ -94,9 +113,15 @@ def test_pair_truncation_strategies_and_windows(strategy, side, monkeypatch):
     for _ in range(150):
         a = " ".join(rng.sample(words, rng.randint(0, 40)))
         b = " ".join(rng.sample(words, rng.randint(0, 40)))
-        kwargs = dict(truncation=strategy, max_length=rng.randint(8, 40), stride=rng.randint(0, 4),
-                      return_overflowing_tokens=True, return_offsets_mapping=True,
-                      return_special_tokens_mask=True, padding="max_length")
+        kwargs = dict(
+            truncation=strategy,
+            max_length=rng.randint(8, 40),
+            stride=rng.randint(0, 4),
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            padding="max_length",
+        )
         try:
             expected = ref(a, b, return_tensors="np", **kwargs)
         except (Exception, BaseException) as error:  # Rust panics are BaseExceptions
@@ -119,19 +144,41 @@ def test_batch_of_pairs_padding_max_length():
 
 # Code points whose Unicode properties have been stable since before the fast tokenizer's tables
 # (its Rust crates carry Unicode ~8 tables; Python 3.11 has 14.0: see test_unicode_version_note).
-_RANGES = [(0x00, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x600, 0x6FF), (0x900, 0x97F),
-           (0xE00, 0xE7F), (0x2000, 0x206F), (0x3000, 0x303F), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
-           (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFF00, 0xFF60), (0x1F300, 0x1F64F), (0x20000, 0x2A6D6)]
-WHITESPACE = "\t\n\r\x0b\x0c \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
-             "\u200a\u2028\u2029\u202f\u205f\u3000\x1c\x1d\x1e\x1f"
+_RANGES = [
+    (0x00, 0x24F),
+    (0x300, 0x36F),
+    (0x370, 0x3FF),
+    (0x400, 0x4FF),
+    (0x600, 0x6FF),
+    (0x900, 0x97F),
+    (0xE00, 0xE7F),
+    (0x2000, 0x206F),
+    (0x3000, 0x303F),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7A3),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFF00, 0xFF60),
+    (0x1F300, 0x1F64F),
+    (0x20000, 0x2A6D6),
+]
+WHITESPACE = (
+    "\t\n\r\x0b\x0c \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000\x1c\x1d\x1e\x1f"
+)
 # Inside those ranges, the one code point whose properties the fast tokenizer's tables lack (checked
 # exhaustively by test_every_code_point_of_the_ranges): U+061D ARABIC END OF TEXT MARK (Unicode 14, Po).
 UNICODE_VERSION_DIVERGENCES = {"\u061d"}
-chars = st.one_of(*[st.characters(min_codepoint=lo, max_codepoint=hi, exclude_categories=["Cs"],
-                                  exclude_characters=UNICODE_VERSION_DIVERGENCES)
-                    for lo, hi in _RANGES],
-                  st.sampled_from(WHITESPACE + "\u200b\u200c\u200d\u2060\ufeff\u00ad\x00\ufffd[]#\u302e\u302f\u0316\u0301"),
-                  st.sampled_from(["[MASK]", "[SEP]", "[UNK]", "##", "e\u0301", "\u0130", "\U0001F469\u200d\U0001F4BB"]))
+chars = st.one_of(
+    *[
+        st.characters(
+            min_codepoint=lo, max_codepoint=hi, exclude_categories=["Cs"], exclude_characters=UNICODE_VERSION_DIVERGENCES
+        )
+        for lo, hi in _RANGES
+    ],
+    st.sampled_from(WHITESPACE + "\u200b\u200c\u200d\u2060\ufeff\u00ad\x00\ufffd[]#\u302e\u302f\u0316\u0301"),
+    st.sampled_from(["[MASK]", "[SEP]", "[UNK]", "##", "e\u0301", "\u0130", "\U0001f469\u200d\U0001f4bb"]),
+)
 texts = st.lists(chars, max_size=40).map("".join)
 
 
@@ -182,8 +229,9 @@ def test_every_code_point_of_the_ranges():
             text = f"a{chr(cp)}b"
             a = ours(text, return_offsets_mapping=True)
             b = ref(text, return_offsets_mapping=True)
-            if a["input_ids"][0].tolist() != b["input_ids"] or \
-                    a["offset_mapping"][0].tolist() != [list(o) for o in b["offset_mapping"]]:
+            if a["input_ids"][0].tolist() != b["input_ids"] or a["offset_mapping"][0].tolist() != [
+                list(o) for o in b["offset_mapping"]
+            ]:
                 differ.add(chr(cp))
     assert differ == UNICODE_VERSION_DIVERGENCES
 
@@ -250,8 +298,7 @@ def test_bad_input_errors(tmp_path):
         Tokenizer.from_pretrained(tmp_path / "missing")
     long_context = "word " * 400
     with pytest.raises(ValueError, match="stride"):
-        ours("question?", long_context, truncation="only_second", max_length=20, stride=16,
-             return_overflowing_tokens=True)
+        ours("question?", long_context, truncation="only_second", max_length=20, stride=16, return_overflowing_tokens=True)
     with pytest.raises(ValueError, match="only_first"):
         ours("short", long_context, truncation="only_first", max_length=20)
     with pytest.raises(ValueError, match="padding"):
@@ -326,9 +373,15 @@ def test_stride_must_be_a_non_negative_integer(stride):
         ours("word " * 100, truncation=True, max_length=16, stride=stride, return_overflowing_tokens=True)
 
 
-@pytest.mark.parametrize("kwargs", [dict(return_tensors="np"), dict(return_attention_mask=False),
-                                    dict(return_token_type_ids=False),
-                                    dict(return_attention_mask=False, return_token_type_ids=False, padding=True)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(return_tensors="np"),
+        dict(return_attention_mask=False),
+        dict(return_token_type_ids=False),
+        dict(return_attention_mask=False, return_token_type_ids=False, padding=True),
+    ],
+)
 def test_transformers_keyword_arguments(kwargs):
     ours, ref = tokenizers("bert-base-uncased")
     texts = ["a first text", "and a second, longer one"]
@@ -354,8 +407,7 @@ def test_truncation_side_from_the_config(tmp_path):
     ours = Tokenizer.from_pretrained(tmp_path)
     ref = transformers.BertTokenizerFast.from_pretrained(tmp_path)
     assert ours.truncation_side == ref.truncation_side == "left"
-    assert_same(ours, ref, ["one two three four five six seven", "a b"], truncation=True, max_length=5,
-                padding=True)
+    assert_same(ours, ref, ["one two three four five six seven", "a b"], truncation=True, max_length=5, padding=True)
     (tmp_path / "tokenizer_config.json").write_text('{"truncation_side": "middle"}')
     with pytest.raises(ValueError, match="field 'truncation_side' must be 'right' or 'left', got 'middle'"):
         Tokenizer.from_pretrained(tmp_path)

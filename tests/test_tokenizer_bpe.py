@@ -47,10 +47,25 @@ def assert_same(ours, ref, *args, **kwargs):
 
 def test_sst2_wikitext_and_added_tokens(gpt2):
     files, fast, ref = gpt2
-    texts = read_sst2("dev")[0] + read_wikitext()[:1500] + [
-        "Paris is the <mask> of France.", "Paris is the   <mask>of France.", "a<s>b</s> c <mask>d", "<mask>",
-        "  two leading spaces", "tabs\tand\nnewlines\r\n end ", "naïve café déjà vu", "日本語のテキスト", "emoji 😀👍🏽 ok",
-        "'s 're 've 'll 'd 'm 't don't", "1,234.56 and 7e10", "\x00\x01 control \u200b zero-width", ""]
+    texts = (
+        read_sst2("dev")[0]
+        + read_wikitext()[:1500]
+        + [
+            "Paris is the <mask> of France.",
+            "Paris is the   <mask>of France.",
+            "a<s>b</s> c <mask>d",
+            "<mask>",
+            "  two leading spaces",
+            "tabs\tand\nnewlines\r\n end ",
+            "naïve café déjà vu",
+            "日本語のテキスト",
+            "emoji 😀👍🏽 ok",
+            "'s 're 've 'll 'd 'm 't don't",
+            "1,234.56 and 7e10",
+            "\x00\x01 control \u200b zero-width",
+            "",
+        ]
+    )
     for ours in (files, fast):
         for text in texts:
             assert_same(ours, ref, text, **KEYS)
@@ -60,16 +75,32 @@ def test_sst2_wikitext_and_added_tokens(gpt2):
 def test_pairs_truncation_and_windows(gpt2):
     files, _, ref = gpt2
     for question, context in read_squad()[:40]:
-        assert_same(files, ref, question, context, truncation="only_second", max_length=96, stride=32,
-                    return_overflowing_tokens=True, padding="max_length", **KEYS)
+        assert_same(
+            files,
+            ref,
+            question,
+            context,
+            truncation="only_second",
+            max_length=96,
+            stride=32,
+            return_overflowing_tokens=True,
+            padding="max_length",
+            **KEYS,
+        )
     words = " ".join(read_wikitext()[:200]).split()
     rng = random.Random(7)
     for _ in range(120):
         a, b = (" ".join(rng.sample(words, rng.randint(0, 30))) for _ in range(2))
         strategy = rng.choice(["longest_first", "only_first", "only_second"])
         files.truncation_side = ref.truncation_side = rng.choice(["right", "left"])
-        kwargs = dict(truncation=strategy, max_length=rng.randint(8, 40), stride=rng.randint(0, 4),
-                      return_overflowing_tokens=True, padding="longest", **KEYS)
+        kwargs = dict(
+            truncation=strategy,
+            max_length=rng.randint(8, 40),
+            stride=rng.randint(0, 4),
+            return_overflowing_tokens=True,
+            padding="longest",
+            **KEYS,
+        )
         try:
             ref(a, b, return_tensors="np", **kwargs)
         except BaseException as error:  # noqa: BLE001 - Rust panics are BaseExceptions
@@ -88,16 +119,20 @@ def test_decode(gpt2):
         ids = ref(text)["input_ids"]
         for skip in (False, True):
             assert files.decode(ids, skip_special_tokens=skip) == ref.decode(ids, skip_special_tokens=skip)
-    assert files.decode([ref.convert_tokens_to_ids("Ġ")] + ref("😀", add_special_tokens=False)["input_ids"][:1]) == \
-        ref.decode([ref.convert_tokens_to_ids("Ġ")] + ref("😀", add_special_tokens=False)["input_ids"][:1])
+    assert files.decode([ref.convert_tokens_to_ids("Ġ")] + ref("😀", add_special_tokens=False)["input_ids"][:1]) == ref.decode(
+        [ref.convert_tokens_to_ids("Ġ")] + ref("😀", add_special_tokens=False)["input_ids"][:1]
+    )
 
 
 # Code points unassigned in Python's Unicode data (14.0 on Python 3.11; category Cn) are left out:
 # tokenizers' regex engine knows newer Unicode versions, where some are letters (U+13460, Egyptian
 # hieroglyphs extended-A, is one since Unicode 16), and splits them otherwise (documented).
-pieces = st.one_of(st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=8),
-                   st.sampled_from(["<mask>", " <mask>", "<s>", "  ", " \u00a0", "'s", "'ll", "\r\n", "\u0301",
-                                    "\U0001F469\u200d\U0001F4BB", "123", " x"]))
+pieces = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=8),
+    st.sampled_from(
+        ["<mask>", " <mask>", "<s>", "  ", " \u00a0", "'s", "'ll", "\r\n", "\u0301", "\U0001f469\u200d\U0001f4bb", "123", " x"]
+    ),
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,15 +152,24 @@ def test_a_bpe_trained_here_with_a_template(tmp_path):
     model = tokenizers.Tokenizer(tokenizers.models.BPE())
     model.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=True)
     model.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=2000, special_tokens=["[CLS]", "[SEP]", "[PAD]", "[MASK]"],
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["[CLS]", "[SEP]", "[PAD]", "[MASK]"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
     model.train_from_iterator(read_wikitext(), trainer)
     cls, sep = model.token_to_id("[CLS]"), model.token_to_id("[SEP]")
     model.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     model.save(str(tmp_path / "tokenizer.json"))
-    ref = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), pad_token="[PAD]",
-                                               cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    ref = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer.json"),
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     ref.save_pretrained(tmp_path)
     ours = Tokenizer.from_pretrained(tmp_path)
     for text in read_sst2("dev")[0][:200] + ["[CLS] written [MASK] in", " leading space", "x"]:

@@ -13,6 +13,7 @@ from conftest import VOCABS, read_sst2, read_wikitext, require
 from npformer import Tokenizer
 
 import transformers
+
 VOCAB_NAMES = ["bert-base-uncased", "bert-base-cased", "bert-base-multilingual-cased", "bert-base-chinese"]
 EXTRA = ["Héllo WÖRLD, naïve café!", "北京欢迎你 and 東京", "a\u200bb\tc\u00a0d", "unaffable tokenization", ""]
 

@@ -33,10 +33,35 @@ from tokenizers import decoders, normalizers, pre_tokenizers
 
 CLASSES = ("XLMRobertaTokenizerFast", "CamembertTokenizerFast", "AlbertTokenizerFast", "DebertaV2TokenizerFast")
 # code points from many scripts, combining marks, compatibility forms, emoji and joiners
-POOL = [chr(c) for c in [*range(32, 0x250), *range(0x300, 0x370), *range(0x370, 0x400, 3), *range(0x900, 0x980),
-                         *range(0x3000, 0x3100), *range(0xFF00, 0xFF60), *range(0xAC00, 0xAC40), *range(0x1100, 0x1180, 5),
-                         *range(0x1F1E6, 0x1F200), *range(0x1F300, 0x1F340), 0x200D, 0x200B, 0xFE0F, 0x1F3FB, 0xA0, 0x2003,
-                         0xFB01, 0x2126, 0x212B, 0xAD, 0x2028, 0xD, 0xA, 0x9]]
+POOL = [
+    chr(c)
+    for c in [
+        *range(32, 0x250),
+        *range(0x300, 0x370),
+        *range(0x370, 0x400, 3),
+        *range(0x900, 0x980),
+        *range(0x3000, 0x3100),
+        *range(0xFF00, 0xFF60),
+        *range(0xAC00, 0xAC40),
+        *range(0x1100, 0x1180, 5),
+        *range(0x1F1E6, 0x1F200),
+        *range(0x1F300, 0x1F340),
+        0x200D,
+        0x200B,
+        0xFE0F,
+        0x1F3FB,
+        0xA0,
+        0x2003,
+        0xFB01,
+        0x2126,
+        0x212B,
+        0xAD,
+        0x2028,
+        0xD,
+        0xA,
+        0x9,
+    ]
+]
 
 
 def random_texts(n: int, seed: int = 0) -> list[str]:
@@ -64,9 +89,21 @@ def assert_texts_and_pairs(ours, ref, texts: list[str]) -> None:
 
 def test_texts_offsets_and_decoding(converted):
     ours, ref = converted
-    texts = [t for t in read_wikitext()[:1200] if t.strip()] + read_sst2("dev")[0][:200] + SENTENCEPIECE_EXTRA + [
-        "Paris is the <mask> of France.", "  leading and   trailing  ", "", " ", "a\u3000b\u00a0c", "<s>x</s> y",
-        "``quoted'' text"] + random_texts(1500)
+    texts = (
+        [t for t in read_wikitext()[:1200] if t.strip()]
+        + read_sst2("dev")[0][:200]
+        + SENTENCEPIECE_EXTRA
+        + [
+            "Paris is the <mask> of France.",
+            "  leading and   trailing  ",
+            "",
+            " ",
+            "a\u3000b\u00a0c",
+            "<s>x</s> y",
+            "``quoted'' text",
+        ]
+        + random_texts(1500)
+    )
     for text in texts:
         assert_same(ours, ref, text, **KEYS)
         ids = ref(text)["input_ids"]
@@ -82,15 +119,28 @@ def test_pairs_truncation_windows(converted):
     assert_same(ours, ref, pairs, truncation=True, max_length=48, padding=True, **KEYS)
     questions = [(a[:30], b) for a, b in pairs]
     assert_same(ours, ref, questions, truncation="only_second", max_length=64, padding="max_length", **KEYS)
-    assert_same(ours, ref, lines[:30], truncation=True, max_length=32, stride=8, return_overflowing_tokens=True,
-                padding=True, **KEYS)
+    assert_same(
+        ours, ref, lines[:30], truncation=True, max_length=32, stride=8, return_overflowing_tokens=True, padding=True, **KEYS
+    )
     assert ours.model_input_names == tuple(ref.model_input_names)
 
 
 def test_unigram_byte_fallback_and_unknown_runs(tmp_path):
     """A Unigram model built with tokenizers: byte fallback on and off, unknown characters fused."""
-    pieces = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0), ("\u2581", -2.0), ("\u2581a", -1.5), ("a", -2.5),
-              ("b", -2.6), ("ab", -3.0), ("\u2581ab", -4.0), ("abc", -3.5), ("c", -2.0), ("bc", -2.1)]
+    pieces = [
+        ("<unk>", 0.0),
+        ("<s>", 0.0),
+        ("</s>", 0.0),
+        ("\u2581", -2.0),
+        ("\u2581a", -1.5),
+        ("a", -2.5),
+        ("b", -2.6),
+        ("ab", -3.0),
+        ("\u2581ab", -4.0),
+        ("abc", -3.5),
+        ("c", -2.0),
+        ("bc", -2.1),
+    ]
     pieces += [(f"<0x{b:02X}>", -8.0) for b in range(256)]
     texts = ["ab abc cab", "abé ßa", "xyz ab", "aaa bbb ccc", "日本 abc", "bcabcab"]
     for byte_fallback in (False, True):
@@ -110,11 +160,15 @@ def test_normalizers_against_tokenizers():
     """Each normalizer's output equals tokenizers' ``normalize_str`` on random multilingual text."""
     charsmap = converted_charsmap()
     pairs = {
-        "NFC": (normalizers.NFC(), N.unicode_form("NFC")), "NFD": (normalizers.NFD(), N.unicode_form("NFD")),
-        "NFKC": (normalizers.NFKC(), N.unicode_form("NFKC")), "NFKD": (normalizers.NFKD(), N.unicode_form("NFKD")),
+        "NFC": (normalizers.NFC(), N.unicode_form("NFC")),
+        "NFD": (normalizers.NFD(), N.unicode_form("NFD")),
+        "NFKC": (normalizers.NFKC(), N.unicode_form("NFKC")),
+        "NFKD": (normalizers.NFKD(), N.unicode_form("NFKD")),
         "Lowercase": (normalizers.Lowercase(), N.lowercase),
-        "NFD+StripAccents": (normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()]),
-                             N.sequence([N.unicode_form("NFD"), N.strip_accents])),
+        "NFD+StripAccents": (
+            normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()]),
+            N.sequence([N.unicode_form("NFD"), N.strip_accents]),
+        ),
         "Strip": (normalizers.Strip(left=True, right=False), N.strip(True, False)),
         "Replace": (normalizers.Replace(tokenizers.Regex("[ab]+"), "XY"), N.replace(re.compile("[ab]+"), "XY")),
         "Prepend": (normalizers.Prepend("\u2581"), N.prepend("\u2581")),
@@ -139,8 +193,9 @@ def converted_charsmap() -> bytes:
 
 
 def spans(pieces):
-    return [(word, (chars[0] if chars else start, (chars[-1] + 1) if chars else start + len(word)))
-            for start, word, chars in pieces]
+    return [
+        (word, (chars[0] if chars else start, (chars[-1] + 1) if chars else start + len(word))) for start, word, chars in pieces
+    ]
 
 
 def test_pre_tokenizers_against_tokenizers():
@@ -150,18 +205,38 @@ def test_pre_tokenizers_against_tokenizers():
         (pre_tokenizers.Metaspace(prepend_scheme="never"), P.Metaspace(prepend_scheme="never")),
         (pre_tokenizers.Metaspace(prepend_scheme="first"), P.Metaspace(prepend_scheme="first")),
         (pre_tokenizers.Metaspace(split=False), P.Metaspace(split=False)),
-        (pre_tokenizers.Whitespace(), P.whitespace()), (pre_tokenizers.WhitespaceSplit(), P.whitespace_split()),
-        (pre_tokenizers.Digits(individual_digits=True), P.digits(True)), (pre_tokenizers.Digits(), P.digits(False)),
-        (pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]),
-         P.SequencePreTokenizer([P.whitespace_split(), P.punctuation()])),
+        (pre_tokenizers.Whitespace(), P.whitespace()),
+        (pre_tokenizers.WhitespaceSplit(), P.whitespace_split()),
+        (pre_tokenizers.Digits(individual_digits=True), P.digits(True)),
+        (pre_tokenizers.Digits(), P.digits(False)),
+        (
+            pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]),
+            P.SequencePreTokenizer([P.whitespace_split(), P.punctuation()]),
+        ),
     ]
     for behavior in P.BEHAVIORS:
         cases.append((pre_tokenizers.Punctuation(behavior), P.punctuation(behavior)))
         for invert in (False, True):
-            cases.append((pre_tokenizers.Split(tokenizers.Regex(r"\d+|-"), behavior, invert=invert),
-                          P.Split(re.compile(r"\d+|-"), behavior, invert)))
-    texts = ["Hello world  again", " lead", "a--b 12-34 x1y22z", "tab\tnew\nline", "don't, stop! (now)", "",
-             "\u2581already", "日本語 テキスト"] + [t for t in read_wikitext()[:200] if t.strip()] + random_texts(300, seed=5)
+            cases.append(
+                (
+                    pre_tokenizers.Split(tokenizers.Regex(r"\d+|-"), behavior, invert=invert),
+                    P.Split(re.compile(r"\d+|-"), behavior, invert),
+                )
+            )
+    texts = (
+        [
+            "Hello world  again",
+            " lead",
+            "a--b 12-34 x1y22z",
+            "tab\tnew\nline",
+            "don't, stop! (now)",
+            "",
+            "\u2581already",
+            "日本語 テキスト",
+        ]
+        + [t for t in read_wikitext()[:200] if t.strip()]
+        + random_texts(300, seed=5)
+    )
     for ref, ours in cases:
         for text in texts:
             assert spans(ours(text)) == ref.pre_tokenize_str(text), (ref, text)
@@ -172,14 +247,24 @@ def test_decoders_against_tokenizers():
     cases = [
         (decoders.Metaspace(), our_decoders.MetaspaceDecoder()),
         (decoders.Metaspace(prepend_scheme="never"), our_decoders.MetaspaceDecoder(prepend_scheme="never")),
-        (decoders.ByteFallback(), our_decoders.ByteFallbackDecoder()), (decoders.Fuse(), our_decoders.FuseDecoder()),
+        (decoders.ByteFallback(), our_decoders.ByteFallbackDecoder()),
+        (decoders.Fuse(), our_decoders.FuseDecoder()),
         (decoders.Strip("\u2581", 1, 0), our_decoders.StripDecoder("\u2581", 1, 0)),
         (decoders.Replace("\u2581", " "), our_decoders.ReplaceDecoder("\u2581", " ")),
         (decoders.BPEDecoder(), our_decoders.BPEDecoder()),
-        (decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                            decoders.Strip(" ", 1, 0)]),
-         our_decoders.SequenceDecoder((our_decoders.ReplaceDecoder("\u2581", " "), our_decoders.ByteFallbackDecoder(),
-                                       our_decoders.FuseDecoder(), our_decoders.StripDecoder(" ", 1, 0)))),
+        (
+            decoders.Sequence(
+                [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+            ),
+            our_decoders.SequenceDecoder(
+                (
+                    our_decoders.ReplaceDecoder("\u2581", " "),
+                    our_decoders.ByteFallbackDecoder(),
+                    our_decoders.FuseDecoder(),
+                    our_decoders.StripDecoder(" ", 1, 0),
+                )
+            ),
+        ),
     ]
     for ref, ours in cases:
         for k in range(len(tokens) + 1):
@@ -252,10 +337,10 @@ def trained(kind: str):
     elif kind == "bpe-byte-fallback":
         tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
-        trainer = tokenizers.trainers.BpeTrainer(vocab_size=1500, special_tokens=specials +
-                                                 [f"<0x{b:02X}>" for b in range(256)])
+        tok.decoder = decoders.Sequence(
+            [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        )
+        trainer = tokenizers.trainers.BpeTrainer(vocab_size=1500, special_tokens=specials + [f"<0x{b:02X}>" for b in range(256)])
         texts = [t for t in texts if t.isascii()]  # other characters then take the byte fallback
     else:
         tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="<unk>"))
@@ -266,7 +351,8 @@ def trained(kind: str):
     tok.train_from_iterator(texts, trainer)
     s, e = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = tokenizers.processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", s), ("</s>", e)])
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", s), ("</s>", e)]
+    )
     return tok
 
 
@@ -275,13 +361,24 @@ def test_tokenizers_trained_here(tmp_path, kind):
     import transformers
 
     trained(kind).save(str(tmp_path / "tokenizer.json"))
-    ref = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), bos_token="<s>",
-                                               eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                               mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    ref = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
     ref.save_pretrained(tmp_path)
     ours = Tokenizer.from_pretrained(tmp_path)
-    texts = multilingual() + [t for t in read_wikitext()[2000:2300] if t.strip()] + random_texts(300, seed=13) + [
-        "a <mask> b", "<s>x</s>", " lead  and trail "]
+    texts = (
+        multilingual()
+        + [t for t in read_wikitext()[2000:2300] if t.strip()]
+        + random_texts(300, seed=13)
+        + ["a <mask> b", "<s>x</s>", " lead  and trail "]
+    )
     for text in texts:
         assert_same(ours, ref, text, **KEYS)
         ids = ref(text)["input_ids"]
@@ -291,13 +388,13 @@ def test_tokenizers_trained_here(tmp_path, kind):
     assert_same(ours, ref, list(zip(lines[::2], lines[1::2])), truncation=True, max_length=20, padding=True, **KEYS)
     # (overflowing windows of pairs: tokenizers gives B's tokens type id 1 in the windows after the first
     # even where the template says 0, as here; npformer follows the template. Single texts agree.)
-    assert_same(ours, ref, lines, truncation=True, max_length=20, stride=4, return_overflowing_tokens=True,
-                padding=True, **KEYS)
+    assert_same(ours, ref, lines, truncation=True, max_length=20, stride=4, return_overflowing_tokens=True, padding=True, **KEYS)
 
 
 @pytest.mark.parametrize("model", ["test_model.model", "test_ja_model.model"])
-@pytest.mark.parametrize("tokenizer_class", ["XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer",
-                                             "DebertaV2Tokenizer"])
+@pytest.mark.parametrize(
+    "tokenizer_class", ["XLMRobertaTokenizer", "CamembertTokenizer", "AlbertTokenizer", "DebertaV2Tokenizer"]
+)
 def test_sentencepiece_model_files_without_tokenizer_json(tmp_path, model, tokenizer_class):
     """A directory with only the ``.model`` file and ``tokenizer_config.json`` (as Transformers' slow
     tokenizer saves it) reads as the fast tokenizer Transformers converts from it."""
@@ -309,8 +406,12 @@ def test_sentencepiece_model_files_without_tokenizer_json(tmp_path, model, token
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert ref.is_fast
     ours = Tokenizer.from_pretrained(tmp_path)
-    texts = multilingual() + [t for t in read_wikitext()[:200] if t.strip()] + random_texts(300, seed=17) + [
-        f"Paris is the {ref.mask_token} of France.", "  spaces   inside  "]
+    texts = (
+        multilingual()
+        + [t for t in read_wikitext()[:200] if t.strip()]
+        + random_texts(300, seed=17)
+        + [f"Paris is the {ref.mask_token} of France.", "  spaces   inside  "]
+    )
     assert_texts_and_pairs(ours, ref, texts)
 
 
@@ -325,8 +426,7 @@ def test_a_sentencepiece_model_of_another_kind_is_refused(tmp_path):
         Tokenizer.from_pretrained(tmp_path)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
-          derandomize=True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
 def test_hypothesis_unicode(converted, text):
     """Any Unicode text (combining marks, CJK, emoji, RTL, zero-width and control characters, NUL)

@@ -22,10 +22,13 @@ from npformer.torch_bin import UnsafeCheckpointError, read_torch_bin
 import torch
 
 
-@pytest.mark.parametrize("model_type, head, kwargs", [
-    ("bert", "sequence", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40)),
-    ("distilbert", "mlm", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40)),
-])
+@pytest.mark.parametrize(
+    "model_type, head, kwargs",
+    [
+        ("bert", "sequence", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40)),
+        ("distilbert", "mlm", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=40)),
+    ],
+)
 def test_bin_converts_bit_exactly_and_loads(tmp_path, model_type, head, kwargs):
     model = make_checkpoint(tmp_path / "src", model_type, head, vocab="bert-base-uncased", **kwargs)
     (tmp_path / "src" / "model.safetensors").unlink()
@@ -37,8 +40,12 @@ def test_bin_converts_bit_exactly_and_loads(tmp_path, model_type, head, kwargs):
         assert value.dtype == state[name].dtype and np.array_equal(value, state[name]), name
     with pytest.raises(FileNotFoundError, match="npformer convert"):
         npformer.AutoModel.from_pretrained(tmp_path / "src")
-    proc = subprocess.run([sys.executable, "-m", "npformer.cli", "convert", str(tmp_path / "src"), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "convert", str(tmp_path / "src"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["out_dir"] == str(tmp_path / "out")
     ids = np.array([[101, 7592, 2088, 102]])
@@ -47,12 +54,14 @@ def test_bin_converts_bit_exactly_and_loads(tmp_path, model_type, head, kwargs):
     loader = npformer.AutoModelForSequenceClassification if head == "sequence" else npformer.AutoModelForMaskedLM
     np.testing.assert_allclose(loader.from_pretrained(tmp_path / "out")(ids).logits, ref, atol=1e-4)
     from safetensors import safe_open
+
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "np") as f:
         assert f.metadata()["converted_from"] == "pytorch_model.bin"
     with pytest.raises(FileExistsError):
         convert_bin(tmp_path / "src", tmp_path / "out")
-    shown = subprocess.run([sys.executable, "-m", "npformer.cli", "info", str(tmp_path / "out")], capture_output=True,
-                           text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "npformer.cli", "info", str(tmp_path / "out")], capture_output=True, text=True, timeout=300
+    )
     assert json.loads(shown.stdout)["converted_from"] == "pytorch_model.bin"
 
 
@@ -74,12 +83,15 @@ def crafted(tmp_path, payload) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("make", [
-    lambda marker: Payload(os.system, f"touch {marker}"),
-    lambda marker: Payload(eval, f"open({str(marker)!r}, 'w')"),
-    lambda marker: Payload(__import__("builtins").exec, f"open({str(marker)!r}, 'w')"),
-    lambda marker: Payload(pickle.loads, pickle.dumps(Payload(os.system, f"touch {marker}"))),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda marker: Payload(os.system, f"touch {marker}"),
+        lambda marker: Payload(eval, f"open({str(marker)!r}, 'w')"),
+        lambda marker: Payload(__import__("builtins").exec, f"open({str(marker)!r}, 'w')"),
+        lambda marker: Payload(pickle.loads, pickle.dumps(Payload(os.system, f"touch {marker}"))),
+    ],
+)
 def test_malicious_pickles_are_refused_and_never_run(tmp_path, make):
     marker = tmp_path / "pwned"
     path = crafted(tmp_path, make(marker))
@@ -89,8 +101,16 @@ def test_malicious_pickles_are_refused_and_never_run(tmp_path, make):
 
 
 def test_truncated_and_corrupted_archives(tmp_path):
-    model = make_checkpoint(tmp_path / "src", "bert", None, vocab="bert-base-uncased", hidden_size=32,
-                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
+    model = make_checkpoint(
+        tmp_path / "src",
+        "bert",
+        None,
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     torch.save(model.state_dict(), tmp_path / "good.bin")
     data = (tmp_path / "good.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
@@ -130,17 +150,20 @@ def tensor_pickle(offset, size, stride, numel: int) -> bytes:
     return b"\x80\x02}" + text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"Rs."
 
 
-@pytest.mark.parametrize("offset, size, stride", [
-    (0, (4096,), (1,)),  # 4,096 values from a storage of 4: once read 2,700 values of other memory
-    (0, (4,), (-1000,)),  # once a segmentation fault
-    (0, (2**28,), (1,)),  # once a segmentation fault
-    (3, (2,), (1,)),  # the offset pushes the last element out
-    (0, (2, 2), (3, 1)),  # the outer stride pushes it out
-    (0, (2**40, 2**40), (0, 0)),  # in bounds, but 2^80 elements broadcast from 4 values
-    (-1, (2,), (1,)),
-    (0, (2,), (1, 1)),  # one stride per dimension
-    (0, (2.5,), (1,)),
-])
+@pytest.mark.parametrize(
+    "offset, size, stride",
+    [
+        (0, (4096,), (1,)),  # 4,096 values from a storage of 4: once read 2,700 values of other memory
+        (0, (4,), (-1000,)),  # once a segmentation fault
+        (0, (2**28,), (1,)),  # once a segmentation fault
+        (3, (2,), (1,)),  # the offset pushes the last element out
+        (0, (2, 2), (3, 1)),  # the outer stride pushes it out
+        (0, (2**40, 2**40), (0, 0)),  # in bounds, but 2^80 elements broadcast from 4 values
+        (-1, (2,), (1,)),
+        (0, (2,), (1, 1)),  # one stride per dimension
+        (0, (2.5,), (1,)),
+    ],
+)
 def test_tensor_layouts_are_checked_against_their_storage(tmp_path, offset, size, stride):
     path = tmp_path / "layout.bin"
     with zipfile.ZipFile(path, "w") as z:
@@ -152,13 +175,16 @@ def test_tensor_layouts_are_checked_against_their_storage(tmp_path, offset, size
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("offset, size, stride, expected", [
-    (0, (4,), (1,), [0, 1, 2, 3]),
-    (1, (3,), (1,), [1, 2, 3]),
-    (0, (2, 2), (1, 2), [[0, 2], [1, 3]]),  # a transposed view
-    (0, (0, 5), (5, 1), np.zeros((0, 5))),
-    (2, (), (), 2.0),
-])
+@pytest.mark.parametrize(
+    "offset, size, stride, expected",
+    [
+        (0, (4,), (1,), [0, 1, 2, 3]),
+        (1, (3,), (1,), [1, 2, 3]),
+        (0, (2, 2), (1, 2), [[0, 2], [1, 3]]),  # a transposed view
+        (0, (0, 5), (5, 1), np.zeros((0, 5))),
+        (2, (), (), 2.0),
+    ],
+)
 def test_tensor_layouts_inside_their_storage_read_as_torch_reads_them(tmp_path, offset, size, stride, expected):
     path = tmp_path / "layout.bin"
     with zipfile.ZipFile(path, "w") as z:

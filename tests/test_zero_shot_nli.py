@@ -25,16 +25,24 @@ NLI = {0: "contradiction", 1: "neutral", 2: "entailment"}
 def nli(request, tmp_path_factory):
     model_type, labels = request.param
     directory = tmp_path_factory.mktemp(f"nli-{model_type}")
-    make_checkpoint(directory, model_type, "sequence", vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, id2label=labels,
-                    label2id={v: k for k, v in labels.items()},
-                    max_position_embeddings=514 if model_type == "roberta" else 512)
+    make_checkpoint(
+        directory,
+        model_type,
+        "sequence",
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        max_position_embeddings=514 if model_type == "roberta" else 512,
+    )
     return directory
 
 
 def assert_same(ours, theirs):
-    for a, b in zip(ours if isinstance(ours, list) else [ours], theirs if isinstance(theirs, list) else [theirs],
-                    strict=True):
+    for a, b in zip(ours if isinstance(ours, list) else [ours], theirs if isinstance(theirs, list) else [theirs], strict=True):
         assert a["sequence"] == b["sequence"] and a["labels"] == b["labels"], (a, b)
         np.testing.assert_allclose(a["scores"], b["scores"], rtol=0, atol=TOL)
 
@@ -58,8 +66,16 @@ def test_nli_zero_shot_matches_transformers(nli):
 def test_a_loaded_nli_model_and_the_similarity_method_stay(nli, tmp_path):
     model = npformer.AutoModelForSequenceClassification.from_pretrained(nli)
     assert isinstance(npformer.pipeline("zero-shot-classification", model, tokenizer=nli), NLIZeroShotPipeline)
-    make_checkpoint(tmp_path, "bert", None, vocab="bert-base-uncased", hidden_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=40)
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        None,
+        vocab="bert-base-uncased",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+    )
     for task in ("zero-shot-classification", "zero-shot-similarity"):
         pipe = npformer.pipeline(task, tmp_path)
         assert isinstance(pipe, ZeroShotClassificationPipeline)

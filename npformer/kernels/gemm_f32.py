@@ -31,8 +31,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from npformer.kernels.jit import njit
-from npformer.kernels.llvm_ir import (F32_LANES, F32_MR, F32_NR, F32_ROW_TILE, Args, const, counted_loop, round_up, splat,
-                                      vector_at)
+from npformer.kernels.llvm_ir import (
+    F32_LANES,
+    F32_MR,
+    F32_NR,
+    F32_ROW_TILE,
+    Args,
+    const,
+    counted_loop,
+    round_up,
+    splat,
+    vector_at,
+)
 
 FMA_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k", "out", "o_off", "ldo", "bias", "j_off")
 
@@ -54,20 +64,24 @@ def _fma_kernel(mr):
             f32 = ir.FloatType()
             f16 = ir.VectorType(f32, F32_LANES)
             a = Args(context, builder, sig, args, FMA_ARGS)
-            x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k", "o_off",
-                                                                      "ldo", "j_off")
+            x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = a.ints(
+                "x_off", "ldx", "w_off", "w_block", "k", "o_off", "ldo", "j_off"
+            )
             x_p = builder.gep(a.ptr("x", f32), [x_off])
             w_p = builder.gep(a.ptr("w", f32), [w_off])
             out_p = builder.gep(a.ptr("out", f32), [o_off])
             b_p = builder.gep(a.ptr("bias", f32), [j_off])
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16] * 3),
-                                                     f"llvm.fmuladd.v{F32_LANES}f32")
+            fmuladd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(f16, [f16] * 3), f"llvm.fmuladd.v{F32_LANES}f32"
+            )
             biases = [builder.load(vector_at(builder, b_p, const(F32_LANES * h), f16), align=4) for h in range(2)]
 
             def step(t, accs):
                 w_t = builder.mul(t, const(F32_LANES))
-                ws = [builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16),
-                                   align=4) for h in range(2)]
+                ws = [
+                    builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16), align=4)
+                    for h in range(2)
+                ]
                 new = []
                 for row in range(mr):
                     xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(row), ldx), t)]), align=4)
@@ -123,8 +137,21 @@ def sgemm_packed(x, w_packed, bias, out):
     for r0 in range(0, rows, F32_ROW_TILE):
         r1 = min(rows, r0 + F32_ROW_TILE)
         for jb in prange(n_padded // F32_NR):
-            tile_rows(x, r0 * k, k, w_packed, jb * 2 * w_block, w_block, k, out, r0 * n_padded + jb * F32_NR,
-                      n_padded, bias, jb * F32_NR, r1 - r0)
+            tile_rows(
+                x,
+                r0 * k,
+                k,
+                w_packed,
+                jb * 2 * w_block,
+                w_block,
+                k,
+                out,
+                r0 * n_padded + jb * F32_NR,
+                n_padded,
+                bias,
+                jb * F32_NR,
+                r1 - r0,
+            )
     return out
 
 
@@ -138,7 +165,7 @@ def output_buffer(scratch: np.ndarray | None, rows: int, n: int) -> np.ndarray:
     encoder keeps one such buffer per thread for the feed-forward activations.
     """
     if scratch is not None and scratch.size >= rows * n:
-        return scratch[:rows * n].reshape(rows, n)
+        return scratch[: rows * n].reshape(rows, n)
     return np.empty((rows, n), np.float32)
 
 
@@ -150,7 +177,7 @@ def padded_vector(vector: np.ndarray | None, n_padded: int) -> np.ndarray:
         return np.ascontiguousarray(vector, dtype=np.float32)
     padded = np.zeros(n_padded, np.float32)
     if vector is not None:
-        padded[:vector.shape[0]] = vector
+        padded[: vector.shape[0]] = vector
     return padded
 
 
@@ -201,6 +228,5 @@ class PackedMatrix:
         if x.ndim != 2 or x.shape[1] != k:
             raise ValueError(f"cannot multiply activations of shape {x.shape} by a ({n}, {k}) weight")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = sgemm_packed(x, self.packed, padded_vector(bias, self.n_padded),
-                           output_buffer(scratch, x.shape[0], self.n_padded))
+        out = sgemm_packed(x, self.packed, padded_vector(bias, self.n_padded), output_buffer(scratch, x.shape[0], self.n_padded))
         return out if n == self.n_padded else np.ascontiguousarray(out[:, :n])

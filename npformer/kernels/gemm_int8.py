@@ -19,12 +19,42 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from npformer.kernels.jit import njit
-from npformer.kernels.llvm_ir import (AVX2_MR, F32_LANES, INT8_ROW_TILE, LANES, MR, NR, VNNI_K, Args, const, counted_loop,
-                                      element_at, round_up, splat, vector_at)
+from npformer.kernels.llvm_ir import (
+    AVX2_MR,
+    F32_LANES,
+    INT8_ROW_TILE,
+    LANES,
+    MR,
+    NR,
+    VNNI_K,
+    Args,
+    const,
+    counted_loop,
+    element_at,
+    round_up,
+    splat,
+    vector_at,
+)
 from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
 
-VNNI_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_steps", "out", "o_off", "ldo", "xs", "i_off", "w_sums",
-             "w_scales", "bias", "j_off")
+VNNI_ARGS = (
+    "x",
+    "x_off",
+    "ldx",
+    "w",
+    "w_off",
+    "w_block",
+    "k_steps",
+    "out",
+    "o_off",
+    "ldo",
+    "xs",
+    "i_off",
+    "w_sums",
+    "w_scales",
+    "bias",
+    "j_off",
+)
 
 
 @intrinsic
@@ -44,8 +74,7 @@ def _vector_abs_max(typingctx, row, chunks):
         suffix = f"v{F32_LANES}f32"
         fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), f"llvm.fabs.{suffix}")
         maxnum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]), f"llvm.maxnum.{suffix}")
-        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
-                                                f"llvm.vector.reduce.fmax.{suffix}")
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]), f"llvm.vector.reduce.fmax.{suffix}")
 
         def step(t, values):
             v = builder.load(vector_at(builder, ptr, builder.mul(t, const(F32_LANES)), vec), align=4)
@@ -153,12 +182,10 @@ def store_dequantized(builder, a: Args, accs, lanes: int, rows: int, corrections
 
 
 @intrinsic
-def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums,
-               w_scales, bias, j_off):
+def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off):
     """``out[i0+a, j0:j0+32] = (sum_k xu[i0+a, k] * W[j0:j0+32, k] - 128 * w_sums) * xs * w_scales + bias``
     for a < 8, as 16 zmm accumulators over ``k_steps`` steps of 4 bytes (see the block comment)."""
-    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias,
-                     j_off)
+    sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off)
 
     def codegen(context, builder, sig, args):
         i8, i32 = ir.IntType(8), ir.IntType(32)
@@ -169,17 +196,19 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         at = partial(element_at, builder)
 
         x_p, w_p = at(a.ptr("x", i8), x_off), at(a.ptr("w", i8), w_off)
-        dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                                "llvm.x86.avx512.vpdpbusd.512")
+        dpbusd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512"
+        )
 
         def step(t, accs):
             w_step, x_step = builder.mul(t, const(LANES * VNNI_K)), builder.mul(t, const(VNNI_K))
-            ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()),
-                               align=1) for h in range(2)]
+            ws = [
+                builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()), align=1)
+                for h in range(2)
+            ]
             new = []
             for row in range(MR):
-                xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()),
-                                  align=1)
+                xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()), align=1)
                 xb = splat(builder, xv, v16)
                 new += [builder.call(dpbusd, [accs[2 * row + h], xb, ws[h]]) for h in range(2)]
             return new
@@ -187,8 +216,10 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
         accs = counted_loop(builder, "vnni", k_steps, [ir.Constant(v16, [0] * LANES)] * (MR * 2), step)
         sums_p = at(a.ptr("w_sums", i32), j_off)
         shift = ir.Constant(v16, [128] * LANES)
-        corrections = [builder.mul(builder.load(builder.bitcast(at(sums_p, const(LANES * h)), v16.as_pointer()),
-                                                align=4), shift) for h in range(2)]
+        corrections = [
+            builder.mul(builder.load(builder.bitcast(at(sums_p, const(LANES * h)), v16.as_pointer()), align=4), shift)
+            for h in range(2)
+        ]
         store_dequantized(builder, a, accs, LANES, MR, corrections)
         return context.get_dummy_value()
 
@@ -230,8 +261,24 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
     for r0 in range(0, rows_p, INT8_ROW_TILE):
         for jb in prange(n_padded // NR):
             for i0 in range(r0, min(rows_p, r0 + INT8_ROW_TILE), MR):
-                _vnni_8x32(xu, i0 * k_padded, k_padded, w_packed, jb * 2 * w_block, w_block, k_steps,
-                           out, i0 * n_padded + jb * NR, n_padded, x_scales, i0, w_sums, w_scales, bias, jb * NR)
+                _vnni_8x32(
+                    xu,
+                    i0 * k_padded,
+                    k_padded,
+                    w_packed,
+                    jb * 2 * w_block,
+                    w_block,
+                    k_steps,
+                    out,
+                    i0 * n_padded + jb * NR,
+                    n_padded,
+                    x_scales,
+                    i0,
+                    w_sums,
+                    w_scales,
+                    bias,
+                    jb * NR,
+                )
     return out
 
 
@@ -242,14 +289,28 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
 # quantized as on every path, widened to int16 (so no vpmaddubsw saturation: the int32 sums are
 # exact and equal the VNNI path's), and dequantized by the same float32 operations in the same
 # order, so both paths give the same bits. A 4 x 16 tile keeps 8 accumulators in registers.
-AVX2_ARGS = ("x", "x_off", "ldx", "w", "w_off", "w_block", "k_pairs", "out", "o_off", "ldo", "xs", "i_off",
-             "w_scales", "bias", "j_off")
+AVX2_ARGS = (
+    "x",
+    "x_off",
+    "ldx",
+    "w",
+    "w_off",
+    "w_block",
+    "k_pairs",
+    "out",
+    "o_off",
+    "ldo",
+    "xs",
+    "i_off",
+    "w_scales",
+    "bias",
+    "j_off",
+)
 AVX2_LANES = 8  # int32 lanes of a ymm register: channels per packed block
 
 
 @intrinsic
-def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off, ldo, xs, i_off, w_scales, bias,
-               j_off):
+def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off, ldo, xs, i_off, w_scales, bias, j_off):
     """``out[i0+a, j0:j0+16] = (sum_k x[i0+a, k] * W[j0:j0+16, k]) * xs * w_scales + bias`` for a < 4,
     ``x`` int16 activations, ``w`` int16 weights packed by :func:`pack_avx2`, over ``k_pairs`` steps."""
     sig = types.none(x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off, ldo, xs, i_off, w_scales, bias, j_off)
@@ -263,17 +324,17 @@ def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off,
         at = partial(element_at, builder)
 
         x_p, w_p = at(a.ptr("x", i16), x_off), at(a.ptr("w", i16), w_off)
-        pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [h16, h16]),
-                                                 "llvm.x86.avx2.pmadd.wd")
+        pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [h16, h16]), "llvm.x86.avx2.pmadd.wd")
 
         def step(t, accs):
             w_step, x_step = builder.mul(t, const(2 * AVX2_LANES)), builder.mul(t, const(2))
-            ws = [builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), h16.as_pointer()),
-                               align=2) for h in range(2)]
+            ws = [
+                builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), h16.as_pointer()), align=2)
+                for h in range(2)
+            ]
             new = []
             for row in range(AVX2_MR):
-                pair = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()),
-                                    align=2)
+                pair = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()), align=2)
                 xb = builder.bitcast(splat(builder, pair, v8), h16)
                 new += [builder.add(accs[2 * row + h], builder.call(pmaddwd, [xb, ws[h]])) for h in range(2)]
             return new
@@ -310,9 +371,23 @@ def int8_matmul_avx2(xq, x_scales, w_packed, w_scales, bias, out):
     for r0 in range(0, rows_p, INT8_ROW_TILE):
         for jb in prange(n_padded // (2 * AVX2_LANES)):
             for i0 in range(r0, min(rows_p, r0 + INT8_ROW_TILE), AVX2_MR):
-                _avx2_4x16(xq, i0 * k_p, k_p, w_packed, jb * 2 * w_block, w_block, k_p // 2, out,
-                           i0 * n_padded + jb * 2 * AVX2_LANES, n_padded, x_scales, i0, w_scales, bias,
-                           jb * 2 * AVX2_LANES)
+                _avx2_4x16(
+                    xq,
+                    i0 * k_p,
+                    k_p,
+                    w_packed,
+                    jb * 2 * w_block,
+                    w_block,
+                    k_p // 2,
+                    out,
+                    i0 * n_padded + jb * 2 * AVX2_LANES,
+                    n_padded,
+                    x_scales,
+                    i0,
+                    w_scales,
+                    bias,
+                    jb * 2 * AVX2_LANES,
+                )
     return out
 
 
@@ -323,5 +398,4 @@ def pack_avx2(values: np.ndarray) -> np.ndarray:
     n_p, k_p = round_up(n, 2 * AVX2_LANES), round_up(k, 2)
     padded = np.zeros((n_p, k_p), np.int16)
     padded[:n, :k] = values
-    return np.ascontiguousarray(padded.reshape(n_p // AVX2_LANES, AVX2_LANES, k_p // 2, 2)
-                                .transpose(0, 2, 1, 3)).reshape(-1)
+    return np.ascontiguousarray(padded.reshape(n_p // AVX2_LANES, AVX2_LANES, k_p // 2, 2).transpose(0, 2, 1, 3)).reshape(-1)

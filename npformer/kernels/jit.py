@@ -72,9 +72,12 @@ def _usable(directory: Path) -> bool:
         tempfile.TemporaryFile(dir=directory).close()
         return True
     except OSError as error:
-        warnings.warn(f"npformer: cannot write the kernel cache {directory} ({error.strerror or error}); "
-                      "kernels are compiled in every process (set NPFORMER_CACHE to a writable directory)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"npformer: cannot write the kernel cache {directory} ({error.strerror or error}); "
+            "kernels are compiled in every process (set NPFORMER_CACHE to a writable directory)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return False
 
 

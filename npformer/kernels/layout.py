@@ -29,8 +29,7 @@ def pack_vnni(values: np.ndarray) -> np.ndarray:
     n_p, k_p = round_up(n, NR), round_up(k, VNNI_K)
     padded = np.zeros((n_p, k_p), np.int8)
     padded[:n, :k] = values
-    return np.ascontiguousarray(padded.reshape(n_p // LANES, LANES, k_p // VNNI_K, VNNI_K)
-                                .transpose(0, 2, 1, 3)).reshape(-1)
+    return np.ascontiguousarray(padded.reshape(n_p // LANES, LANES, k_p // VNNI_K, VNNI_K).transpose(0, 2, 1, 3)).reshape(-1)
 
 
 def unpack_vnni(packed: np.ndarray, n: int, k: int) -> np.ndarray:

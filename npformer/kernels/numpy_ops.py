@@ -40,11 +40,22 @@ ACTIVATIONS = {
 # erf's rational approximation on [-4, 4] (Eigen / TensorFlow ``generic_fast_erf_float``, |error|
 # < 2e-7; erf = +-1 outside in float32): numerator and denominator coefficients in x^2, highest first.
 # NumPy has no erf; :mod:`npformer.kernels.ops` evaluates the same polynomials from these tuples.
-ERF_P = tuple(F32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-                               -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-                               -1.60960333262415e-02))
-ERF_Q = tuple(F32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-                               -7.37332916720468e-03, -1.42647390514189e-02))
+ERF_P = tuple(
+    F32(c)
+    for c in (
+        -2.72614225801306e-10,
+        2.77068142495902e-08,
+        -2.10102402082508e-06,
+        -5.69250639462346e-05,
+        -7.34990630326855e-04,
+        -2.95459980854025e-03,
+        -1.60960333262415e-02,
+    )
+)
+ERF_Q = tuple(
+    F32(c)
+    for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02)
+)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -161,7 +172,7 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
         start, n = int(offsets[s]), int(offsets[s + 1] - offsets[s])
 
         def heads(t, a, b):  # rows a..b of the sequence -> (heads, b - a, d)
-            return t[start + a:start + b].reshape(b - a, num_heads, d).transpose(1, 0, 2)
+            return t[start + a : start + b].reshape(b - a, num_heads, d).transpose(1, 0, 2)
 
         for i0 in range(0, n, block):
             i1 = min(i0 + block, n)
@@ -172,7 +183,7 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                 scores = np.where(distance <= window, scores, F32(-np.inf))
             e = np.exp(scores - scores.max(axis=-1, keepdims=True))
             p = e / e.sum(axis=-1, keepdims=True)
-            context[start + i0:start + i1] = (p @ heads(v, lo, hi)).transpose(1, 0, 2).reshape(i1 - i0, hidden)
+            context[start + i0 : start + i1] = (p @ heads(v, lo, hi)).transpose(1, 0, 2).reshape(i1 - i0, hidden)
     return context
 
 
@@ -194,7 +205,7 @@ def int8_linear(x: np.ndarray, weight: QuantizedTensor, bias: np.ndarray | None 
     w = weight.float_values
     sums = np.zeros((x.shape[0], w.shape[0]), np.float64)
     for start in range(0, w.shape[1], K_EXACT):
-        sums += xq[:, start:start + K_EXACT] @ w[:, start:start + K_EXACT].T
+        sums += xq[:, start : start + K_EXACT] @ w[:, start : start + K_EXACT].T
     out = sums.astype(F32) * x_scales[:, None] * weight.scales
     if bias is not None:
         out += bias

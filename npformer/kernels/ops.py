@@ -251,9 +251,8 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
                 probs[b, h, i] = scores[i, :seq]
         ctx = np.empty((seq, d_p), np.float32)
         for jb in range(d_p // F32_NR):
-            tile_rows(scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, ctx, jb * F32_NR, d_p, zeros, 0,
-                      seq)
-        context[r0:r0 + seq, c0:c0 + d] = ctx[:, :d]
+            tile_rows(scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, ctx, jb * F32_NR, d_p, zeros, 0, seq)
+        context[r0 : r0 + seq, c0 : c0 + d] = ctx[:, :d]
     return context
 
 
@@ -324,8 +323,9 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
         vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
         for j in range(n):
             for t in range(d):
-                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = k[start + j, c0 + t] if cos is None \
-                    else _rotary_at(k, start + j, c0, t, d, cos, sin)
+                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = (
+                    k[start + j, c0 + t] if cos is None else _rotary_at(k, start + j, c0, t, d, cos, sin)
+                )
                 vp[((t // F32_LANES) * keys_p + j) * F32_LANES + t % F32_LANES] = v[start + j, c0 + t]
         qb = np.empty((QUERY_BLOCK, d), np.float32)
         acc = np.empty((QUERY_BLOCK, d_p), np.float32)
@@ -338,23 +338,49 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
             for r in range(rows):
                 m[r], total[r] = F32(-3.0e38), F32(0.0)
                 for t in range(d):
-                    qb[r, t] = scale * (q[start + i0 + r, c0 + t] if cos is None
-                                        else _rotary_at(q, start + i0 + r, c0, t, d, cos, sin))
+                    qb[r, t] = scale * (
+                        q[start + i0 + r, c0 + t] if cos is None else _rotary_at(q, start + i0 + r, c0, t, d, cos, sin)
+                    )
                 for t in range(d_p):
                     acc[r, t] = F32(0.0)
             lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))
             for j0 in range((lo // block) * block, hi, block):
                 for jb in range(block // F32_NR):
-                    tile_rows(qb, 0, d, kt, (j0 // F32_NR + jb) * F32_NR * d, F32_LANES * d, d, scores, jb * F32_NR,
-                              block, zeros, 0, rows)
+                    tile_rows(
+                        qb,
+                        0,
+                        d,
+                        kt,
+                        (j0 // F32_NR + jb) * F32_NR * d,
+                        F32_LANES * d,
+                        d,
+                        scores,
+                        jb * F32_NR,
+                        block,
+                        zeros,
+                        0,
+                        rows,
+                    )
                 for r in range(rows):  # the online softmax: scores become this block's weights
                     i = i0 + r
-                    a, b = (j0, min(j0 + block, n)) if window < 0 else \
-                        (max(j0, i - window), min(j0 + block, n, i + window + 1))
+                    a, b = (j0, min(j0 + block, n)) if window < 0 else (max(j0, i - window), min(j0 + block, n, i + window + 1))
                     m[r], total[r] = _online_softmax_(scores[r], a - j0, b - j0, m[r], total[r], acc[r])
                 for tb in range(d_p // F32_NR):  # this block's weights times its values
-                    tile_rows(scores, 0, block, vp, tb * F32_NR * keys_p + j0 * F32_LANES, F32_LANES * keys_p, block,
-                              part, tb * F32_NR, d_p, zeros, 0, rows)
+                    tile_rows(
+                        scores,
+                        0,
+                        block,
+                        vp,
+                        tb * F32_NR * keys_p + j0 * F32_LANES,
+                        F32_LANES * keys_p,
+                        block,
+                        part,
+                        tb * F32_NR,
+                        d_p,
+                        zeros,
+                        0,
+                        rows,
+                    )
                 for r in range(rows):
                     for t in range(d_p):
                         acc[r, t] += part[r, t]

@@ -39,9 +39,12 @@ class AlbertModel(BertModel):
         groups = positive_int(d.get("num_hidden_groups", 1), "num_hidden_groups", source)
         if layers % groups:
             raise ValueError(f"{source}: num_hidden_groups {groups} does not divide num_hidden_layers {layers}")
-        return {**fields, "embedding_size": positive_int(d.get("embedding_size", 128), "embedding_size", source),
-                "num_hidden_groups": groups,
-                "inner_group_num": positive_int(d.get("inner_group_num", 1), "inner_group_num", source)}
+        return {
+            **fields,
+            "embedding_size": positive_int(d.get("embedding_size", 128), "embedding_size", source),
+            "num_hidden_groups": groups,
+            "inner_group_num": positive_int(d.get("inner_group_num", 1), "inner_group_num", source),
+        }
 
     def layer_names(self, i: int) -> dict[str, str]:
         """Field -> checkpoint key of block ``i``: block ``i % inner_group_num`` of group
@@ -49,12 +52,24 @@ class AlbertModel(BertModel):
         inner = self.config.inner_group_num
         p = f"encoder.albert_layer_groups.{i // inner}.albert_layers.{i % inner}."
         a = p + "attention."
-        return {"q_w": a + "query.weight", "q_b": a + "query.bias", "k_w": a + "key.weight", "k_b": a + "key.bias",
-                "v_w": a + "value.weight", "v_b": a + "value.bias", "o_w": a + "dense.weight", "o_b": a + "dense.bias",
-                "ln1_g": a + "LayerNorm.weight", "ln1_b": a + "LayerNorm.bias",
-                "ff1_w": p + "ffn.weight", "ff1_b": p + "ffn.bias", "ff2_w": p + "ffn_output.weight",
-                "ff2_b": p + "ffn_output.bias", "ln2_g": p + "full_layer_layer_norm.weight",
-                "ln2_b": p + "full_layer_layer_norm.bias"}
+        return {
+            "q_w": a + "query.weight",
+            "q_b": a + "query.bias",
+            "k_w": a + "key.weight",
+            "k_b": a + "key.bias",
+            "v_w": a + "value.weight",
+            "v_b": a + "value.bias",
+            "o_w": a + "dense.weight",
+            "o_b": a + "dense.bias",
+            "ln1_g": a + "LayerNorm.weight",
+            "ln1_b": a + "LayerNorm.bias",
+            "ff1_w": p + "ffn.weight",
+            "ff1_b": p + "ffn.bias",
+            "ff2_w": p + "ffn_output.weight",
+            "ff2_b": p + "ffn_output.bias",
+            "ln2_g": p + "full_layer_layer_norm.weight",
+            "ln2_b": p + "full_layer_layer_norm.bias",
+        }
 
     @property
     def num_blocks(self) -> int:

@@ -74,8 +74,14 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     if dtype == "int8" and not quantized:
         encoder.quantize_()
     encoder.pack_linears_(weights, layers=encoder.dtype == "float32")  # the pooler stays float32 in int8 models
-    log.info("loaded a %s encoder (%d layers, %s) from %s in %.0f ms", config.model_type, config.num_hidden_layers,
-             encoder.dtype, weights.directory, (time.perf_counter() - started) * 1e3)
+    log.info(
+        "loaded a %s encoder (%d layers, %s) from %s in %.0f ms",
+        config.model_type,
+        config.num_hidden_layers,
+        encoder.dtype,
+        weights.directory,
+        (time.perf_counter() - started) * 1e3,
+    )
     return encoder
 
 
@@ -84,13 +90,16 @@ def open_adapters(weights: Weights, adapter: str | Path | None) -> AdapterSet:
     adapter is read and its merged tensors replace the base's in ``weights`` before the model is
     built (so int8 quantizes the merged weights). Raises as :func:`read_adapter`, and ``ValueError``
     when an adapted tensor of the base is stored quantized."""
+
     def read_base(name: str):
         if not weights.has(name):
             return None
         key, dtype, file = weights.stored(name)
         if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"{file}: tensor {key!r} is stored as {dtype}; an adapter merges into a float checkpoint "
-                             f"(load the float one and pass dtype='int8')")
+            raise ValueError(
+                f"{file}: tensor {key!r} is stored as {dtype}; an adapter merges into a float checkpoint "
+                f"(load the float one and pass dtype='int8')"
+            )
         return weights.get(name)
 
     adapters = AdapterSet(read_base)
@@ -107,8 +116,14 @@ class AutoModel:
     ``distilbert`` or any architecture registered with :mod:`npformer.architectures`)."""
 
     @staticmethod
-    def from_pretrained(path_or_id: str | Path, *, revision: str | None = None, dtype: str = "float32",
-                        adapter: str | Path | None = None, backend: str = "numba") -> Encoder:
+    def from_pretrained(
+        path_or_id: str | Path,
+        *,
+        revision: str | None = None,
+        dtype: str = "float32",
+        adapter: str | Path | None = None,
+        backend: str = "numba",
+    ) -> Encoder:
         """Encoder from a local directory or a Hub id (config.json + *.safetensors).
 
         Args:
@@ -147,8 +162,15 @@ class _AutoTaskModel:
     head: type[TaskModel]
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, *, revision: str | None = None,
-                        dtype: str = "float32", adapter: str | Path | None = None, backend: str = "numba") -> TaskModel:
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        revision: str | None = None,
+        dtype: str = "float32",
+        adapter: str | Path | None = None,
+        backend: str = "numba",
+    ) -> TaskModel:
         """Encoder and task head from a directory or Hub id (see :meth:`AutoModel.from_pretrained`).
 
         Raises ``ValueError`` naming the missing head tensor when the checkpoint has no such head,
@@ -166,35 +188,43 @@ class _AutoTaskModel:
         try:
             model = encoder.heads.get(cls.head.task, cls.head)(encoder, weights)  # the architecture's own, if any
         except KeyError as e:
-            raise ValueError(f"{e.args[0]}: this checkpoint has no {cls.head.task} head "
-                             f"(architectures: {config.architectures})") from None
+            raise ValueError(
+                f"{e.args[0]}: this checkpoint has no {cls.head.task} head (architectures: {config.architectures})"
+            ) from None
         model.adapter_set = adapters
         return model
 
 
 class AutoModelForSequenceClassification(_AutoTaskModel):
     """Encoder + :class:`SequenceClassifier` (``*ForSequenceClassification`` checkpoints)."""
+
     head = SequenceClassifier
 
 
 class AutoModelForTokenClassification(_AutoTaskModel):
     """Encoder + :class:`TokenClassifier` (``*ForTokenClassification`` checkpoints)."""
+
     head = TokenClassifier
 
 
 class AutoModelForQuestionAnswering(_AutoTaskModel):
     """Encoder + :class:`QuestionAnswerer` (``*ForQuestionAnswering`` checkpoints)."""
+
     head = QuestionAnswerer
 
 
 class AutoModelForMaskedLM(_AutoTaskModel):
     """Encoder + :class:`MaskedLM` (``*ForMaskedLM`` checkpoints)."""
+
     head = MaskedLM
 
 
-ARCHITECTURE_HEADS = {"ForSequenceClassification": AutoModelForSequenceClassification,
-                      "ForTokenClassification": AutoModelForTokenClassification,
-                      "ForQuestionAnswering": AutoModelForQuestionAnswering, "ForMaskedLM": AutoModelForMaskedLM}
+ARCHITECTURE_HEADS = {
+    "ForSequenceClassification": AutoModelForSequenceClassification,
+    "ForTokenClassification": AutoModelForTokenClassification,
+    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+    "ForMaskedLM": AutoModelForMaskedLM,
+}
 
 
 def load_architecture(path_or_id: str | Path, dtype: str = "float32") -> Encoder | TaskModel:

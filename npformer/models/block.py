@@ -58,10 +58,18 @@ class LayerWeights:
     LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
 
 
-def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, ops,  # noqa: PLR0913
-                      output_attentions: bool = False, scratch: np.ndarray | None = None,
-                      record: Callable[[str, np.ndarray], None] | None = None, names: dict[str, str] | None = None,
-                      position_bias: np.ndarray | None = None):
+def transformer_layer(  # noqa: PLR0913
+    x: np.ndarray,
+    w: LayerWeights,
+    mask: np.ndarray,
+    config: Config,
+    ops,
+    output_attentions: bool = False,
+    scratch: np.ndarray | None = None,
+    record: Callable[[str, np.ndarray], None] | None = None,
+    names: dict[str, str] | None = None,
+    position_bias: np.ndarray | None = None,
+):
     """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
     probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
     ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
@@ -72,8 +80,7 @@ def transformer_layer(x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: 
     name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
     batch, seq, hidden = x.shape
     x = x.reshape(batch * seq, hidden)
-    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
-                     np.float32)
+    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
 
     def keep(name: str, value: np.ndarray, bias: np.ndarray | None = None) -> None:
         """Hand ``record`` an intermediate as ``(batch, seq, -1)``: a copy (the buffers change in
@@ -114,7 +121,16 @@ def module_names(layer_keys: dict[str, str]) -> dict[str, str]:
     ffn = module["ff1_w"].rsplit(".", 1)[0]
     # BERT's attention.self returns the context; DistilBERT's attention module includes out_lin
     context = attention if attention.endswith(".self") else attention + ".context"
-    return {"query": module["q_w"], "key": module["k_w"], "value": module["v_w"], "attention": context,
-            "scores": attention + ".scores", "probs": attention + ".probs", "attention_dense": module["o_w"],
-            "ln1": module["ln1_g"], "activation": ffn if ffn.endswith("intermediate") else ffn + ".activation",
-            "output_dense": module["ff2_w"], "ln2": module["ln2_g"]}
+    return {
+        "query": module["q_w"],
+        "key": module["k_w"],
+        "value": module["v_w"],
+        "attention": context,
+        "scores": attention + ".scores",
+        "probs": attention + ".probs",
+        "attention_dense": module["o_w"],
+        "ln1": module["ln1_g"],
+        "activation": ffn if ffn.endswith("intermediate") else ffn + ".activation",
+        "output_dense": module["ff2_w"],
+        "ln2": module["ln2_g"],
+    }

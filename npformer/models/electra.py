@@ -27,16 +27,17 @@ class ElectraModel(BertModel):
     namespaces = ("embeddings.", "embeddings_project.", "encoder.")
     pooler_name = None
     pre_classifier, pre_classifier_act, classifier_name = "classifier.dense", "gelu", "classifier.out_proj"
-    mlm_names = ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head",
-                 "generator_lm_head.bias")
+    mlm_names = ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head", "generator_lm_head.bias")
     mlm_act = "gelu"
 
     @classmethod
     def config_fields(cls, d: dict, source: str) -> dict:
         """BERT's fields and ``embedding_size`` (default 128, as Transformers' ElectraConfig).
         Raises ``ValueError`` naming ``source`` and the field."""
-        return {**super().config_fields(d, source),
-                "embedding_size": positive_int(d.get("embedding_size", 128), "embedding_size", source)}
+        return {
+            **super().config_fields(d, source),
+            "embedding_size": positive_int(d.get("embedding_size", 128), "embedding_size", source),
+        }
 
     def __init__(self, config, weights: Weights):
         # Transformers builds embeddings_project only when the widths differ

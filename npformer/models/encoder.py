@@ -39,8 +39,7 @@ def converted(current, value: np.ndarray, name: str):
     ``ValueError`` when the shapes differ."""
     value = np.ascontiguousarray(value, dtype=np.float32)
     if tuple(value.shape) != tuple(current.shape):
-        raise ValueError(f"tensor {name!r}: the new value has shape {tuple(value.shape)}, the model's "
-                         f"{tuple(current.shape)}")
+        raise ValueError(f"tensor {name!r}: the new value has shape {tuple(value.shape)}, the model's {tuple(current.shape)}")
     if isinstance(current, QuantizedTensor):
         return QuantizedTensor.from_float(value)
     if isinstance(current, np.ndarray):
@@ -84,8 +83,12 @@ class Encoder(Adaptable):
     pre_classifier_act: str = "relu"  # after pre_classifier: DistilBERT's ReLU, RoBERTa's tanh
     classifier_name: str = "classifier"  # the sequence classifier's output layer
     mlm_act: str | None = None  # the masked-LM transform's activation (None: hidden_act)
-    mlm_names: tuple[str, str, str, str] = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                                            "cls.predictions.decoder", "cls.predictions.bias")
+    mlm_names: tuple[str, str, str, str] = (
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.decoder",
+        "cls.predictions.bias",
+    )
     namespaces: tuple[str, ...] = ()
     token_types: bool = True  # token type (segment) embeddings
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
@@ -108,8 +111,16 @@ class Encoder(Adaptable):
         ``type_vocab_size``...) from the ``config.json`` dict ``d``, validated; each architecture says."""
         raise NotImplementedError
 
-    def layer(self, x: np.ndarray, weights: "LayerWeights", mask: np.ndarray, output_attentions: bool,
-              scratch: np.ndarray | None, record, names: dict[str, str] | None):
+    def layer(
+        self,
+        x: np.ndarray,
+        weights: "LayerWeights",
+        mask: np.ndarray,
+        output_attentions: bool,
+        scratch: np.ndarray | None,
+        record,
+        names: dict[str, str] | None,
+    ):
         """One block: ``x (batch, seq, hidden) float32`` -> ``(x, probs or None)``; see
         :func:`transformer_layer` (BERT's post-LN block), whose arguments these are."""
         return transformer_layer(x, weights, mask, self.config, self.ops, output_attentions, scratch, record, names)
@@ -144,27 +155,29 @@ class Encoder(Adaptable):
 
     def __init__(self, config: Config, weights: Weights):
         if config.hidden_act not in numpy_ops.ACTIVATIONS:
-            raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
-                             f"{sorted(numpy_ops.ACTIVATIONS)}")
+            raise ValueError(
+                f"{config.source}: activation {config.hidden_act!r} is not supported; use one of {sorted(numpy_ops.ACTIVATIONS)}"
+            )
         self.config = c = config
         width = c.extra.get("embedding_size", c.hidden_size)
         self.embeddings = Embeddings.load(weights, c, self.token_types, width)
         # (weight (hidden_size, embedding_size), bias (hidden_size,)) or None
         self.projection = self.embedding_projection and (
             weights.get(f"{self.embedding_projection}.weight", (c.hidden_size, width)),
-            weights.get(f"{self.embedding_projection}.bias", (c.hidden_size,)))
+            weights.get(f"{self.embedding_projection}.bias", (c.hidden_size,)),
+        )
         self.layers = [self.layer_class.load(weights, self.layer_names(i), c) for i in range(self.num_blocks)]
         h = c.hidden_size
         self.pooler = None  # (weight (hidden_size, hidden_size), bias (hidden_size,))
         if self.pooler_name is not None and weights.has(f"{self.pooler_name}.weight"):
-            self.pooler = (weights.get(f"{self.pooler_name}.weight", (h, h)),
-                           weights.get(f"{self.pooler_name}.bias", (h,)))
+            self.pooler = (weights.get(f"{self.pooler_name}.weight", (h, h)), weights.get(f"{self.pooler_name}.bias", (h,)))
 
     def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray, record=None) -> np.ndarray:
         """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm
         (and the ``embedding_projection``), handing ``record`` each under its module name."""
-        x = self.embeddings(input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm,
-                            self.position_ids(input_ids))
+        x = self.embeddings(
+            input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm, self.position_ids(input_ids)
+        )
         if record:
             record("embeddings", x)
         if self.projection is not None:
@@ -197,15 +210,21 @@ class Encoder(Adaptable):
             return w
         return kernels.gemm_f32.PackedMatrix(w)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 output_hidden_states: bool = False, output_attentions: bool = False,
-                 record: Callable[[str, np.ndarray], None] | None = None) -> EncoderOutput:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        record: Callable[[str, np.ndarray], None] | None = None,
+    ) -> EncoderOutput:
         """Run the encoder; see :class:`EncoderOutput` for shapes. ``record(name, array)`` receives
         every named intermediate (see :func:`npformer.tracing.trace`). Raises ``ValueError`` on bad inputs."""
         if not self.token_types:  # no token type embeddings: the ids mean nothing (as Transformers' MPNet takes none)
             token_type_ids = None
-        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
-                                                                 token_type_ids)
+        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
         with one_parallel_runtime(self.ops, self.blas_linears):
             x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
@@ -227,16 +246,22 @@ class Encoder(Adaptable):
                     record(self.pooler_activation, pooled)
                 elif record:
                     record(self.pooler_name.rsplit(".", 1)[0], pooled)
-        return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
-                             hidden_states=tuple(hidden_states) if output_hidden_states else None,
-                             attentions=tuple(attentions) if output_attentions else None)
+        return EncoderOutput(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
 
     @property
     def blas_linears(self) -> bool:
         """True when the Linear layers are products on NumPy's BLAS: the NumPy backend, or plain float32
         weights (a CPU without AVX2); False for packed float32 and int8 weights on Numba's GEMMs."""
-        return self.backend == "numpy" or bool(self.layers) and \
-            isinstance(getattr(self.layers[0], self.layer_class.LINEARS[0]), np.ndarray)
+        return (
+            self.backend == "numpy"
+            or bool(self.layers)
+            and isinstance(getattr(self.layers[0], self.layer_class.LINEARS[0]), np.ndarray)
+        )
 
     def scratch(self, rows: int) -> np.ndarray:
         """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
@@ -254,6 +279,7 @@ class Encoder(Adaptable):
         """Hold every float32 Linear weight of the layers (unless ``layers`` is False) and the pooler
         as :meth:`packed` makes it, releasing each memory-mapped original as soon as a packed copy
         exists so that the model holds its weights once."""
+
         def pack(w, name):
             if not isinstance(w, np.ndarray):
                 return w
@@ -283,8 +309,9 @@ class Encoder(Adaptable):
         for attribute, module in (("pooler", self.pooler_name), ("projection", self.embedding_projection)):
             if getattr(self, attribute) is not None and name in (f"{module}.weight", f"{module}.bias"):
                 w, b = getattr(self, attribute)
-                setattr(self, attribute, (converted(w, value, name), b) if name.endswith("weight")
-                        else (w, converted(b, value, name)))
+                setattr(
+                    self, attribute, (converted(w, value, name), b) if name.endswith("weight") else (w, converted(b, value, name))
+                )
                 return
         field = self.embedding_fields.get(name)
         if field is not None and getattr(self.embeddings, field, None) is not None:
@@ -317,8 +344,10 @@ class Encoder(Adaptable):
         """Raise ``ValueError`` if the checkpoint has encoder tensors this config does not use."""
         extra = weights.unused(self.namespaces)
         if extra:
-            raise ValueError(f"unexpected tensors in the checkpoint (does config.json match the weights?): "
-                             f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
+            raise ValueError(
+                f"unexpected tensors in the checkpoint (does config.json match the weights?): "
+                f"{extra[:5]}{' ...' if len(extra) > 5 else ''}"
+            )
 
     @property
     def num_parameters(self) -> int:

@@ -61,8 +61,11 @@ class FeatureRecipe:
         if not isinstance(data, dict) or data.get("features") not in (*FEATURES, "layers"):
             raise ValueError(f"{source}: field {CONFIG_KEY!r} must give 'features' as one of {FEATURES} or 'layers'")
         layers = data.get("layers") or []
-        if not isinstance(layers, list) or not all(isinstance(i, int) for i in layers) or \
-                (data["features"] == "layers") != bool(layers):
+        if (
+            not isinstance(layers, list)
+            or not all(isinstance(i, int) for i in layers)
+            or (data["features"] == "layers") != bool(layers)
+        ):
             raise ValueError(f"{source}: field {CONFIG_KEY}.layers must list integers exactly when features is 'layers'")
         return cls(data["features"], tuple(layers), bool(data.get("normalize", False)))
 
@@ -83,8 +86,10 @@ class FeatureRecipe:
         """Raise ``ValueError`` when a layer index is outside ``[-(N+1), N]``."""
         for i in self.layers:
             if not -(num_hidden_layers + 1) <= i <= num_hidden_layers:
-                raise ValueError(f"{source}: layer {i} does not exist (the encoder has {num_hidden_layers} layers; "
-                                 f"0 is the embeddings, -1 the last layer)")
+                raise ValueError(
+                    f"{source}: layer {i} does not exist (the encoder has {num_hidden_layers} layers; "
+                    f"0 is the embeddings, -1 the last layer)"
+                )
 
 
 class FeatureHeadClassifier:
@@ -95,8 +100,7 @@ class FeatureHeadClassifier:
     task = "sequence-classification"
     adapter_set = None
 
-    def __init__(self, encoder: Encoder, recipe: FeatureRecipe, pooling: Pooling, coef: np.ndarray,
-                 intercept: np.ndarray):
+    def __init__(self, encoder: Encoder, recipe: FeatureRecipe, pooling: Pooling, coef: np.ndarray, intercept: np.ndarray):
         self.encoder, self.recipe, self.pooling = encoder, recipe, pooling
         self.config = encoder.config
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)  # (num_labels, dim)
@@ -119,8 +123,7 @@ class FeatureHeadClassifier:
         coef, intercept = tensors["coef"], tensors["intercept"]
         labels = len(encoder.config.id2label) or coef.shape[0]
         if coef.ndim != 2 or coef.shape[0] != labels or intercept.shape != (labels,):
-            raise ValueError(f"{head_file}: 'coef' {coef.shape} and 'intercept' {intercept.shape} do not fit "
-                             f"{labels} labels")
+            raise ValueError(f"{head_file}: 'coef' {coef.shape} and 'intercept' {intercept.shape} do not fit {labels} labels")
         return cls(encoder, recipe, Pooling.from_pretrained(directory), coef, intercept)
 
     def features(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:

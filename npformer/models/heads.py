@@ -39,8 +39,10 @@ def _dense(encoder: Encoder, weights: Weights, name: str, out_dim: int | None, i
 def _check_labels(config: Config, w, name: str) -> None:
     """``id2label`` must name one label per row of the classifier."""
     if config.id2label and len(config.id2label) != w.shape[0]:
-        raise ValueError(f"{config.source}: id2label names {len(config.id2label)} labels but tensor "
-                         f"'{name}.weight' has {w.shape[0]} rows, one per label")
+        raise ValueError(
+            f"{config.source}: id2label names {len(config.id2label)} labels but tensor "
+            f"'{name}.weight' has {w.shape[0]} rows, one per label"
+        )
 
 
 @dataclass
@@ -107,8 +109,7 @@ class TaskModel(Adaptable):
     @property
     def num_parameters(self) -> int:
         held = (np.ndarray,) if self.encoder.backend == "numpy" else (np.ndarray, kernels.gemm_f32.PackedMatrix)
-        return self.encoder.num_parameters + int(sum(int(np.prod(a.shape)) for a in vars(self).values()
-                                                     if isinstance(a, held)))
+        return self.encoder.num_parameters + int(sum(int(np.prod(a.shape)) for a in vars(self).values() if isinstance(a, held)))
 
 
 class SequenceClassifier(TaskModel):
@@ -137,8 +138,9 @@ class SequenceClassifier(TaskModel):
         elif self.encoder.pre_classifier_act == "tanh":  # RoBERTa's classification head
             x = np.tanh(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w, self.pre_b))
         else:  # DistilBERT's ReLU, ELECTRA's GELU
-            x = ops.bias_activation_(ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b,
-                                     self.encoder.pre_classifier_act)
+            x = ops.bias_activation_(
+                ops.linear(np.ascontiguousarray(hidden[:, 0]), self.pre_w), self.pre_b, self.encoder.pre_classifier_act
+            )
         return ops.linear(x, self.w, self.b)  # [B, num_labels]
 
 
@@ -184,15 +186,22 @@ class MaskedLM(TaskModel):
         c, h = self.config, self.config.hidden_size
         e = self.encoder.embeddings.word.shape[1]  # the embeddings' width: hidden_size, or embedding_size
         names = self.encoder.mlm_names
-        self.head_tensors = {f"{names[0]}.weight": "transform_w", f"{names[0]}.bias": "transform_b",
-                             f"{names[1]}.weight": "ln_g", f"{names[1]}.bias": "ln_b"}
+        self.head_tensors = {
+            f"{names[0]}.weight": "transform_w",
+            f"{names[0]}.bias": "transform_b",
+            f"{names[1]}.weight": "ln_g",
+            f"{names[1]}.bias": "ln_b",
+        }
         # (width, hidden_size), (width,)
         self.transform_w, self.transform_b = _dense(self.encoder, weights, names[0], e, h)
         self.ln_g = weights.get(f"{names[1]}.weight", (e,))  # (width,)
         self.ln_b = weights.get(f"{names[1]}.bias", (e,))  # (width,)
         # The decoder is tied to the word embeddings; safetensors files store it once.
-        self.decoder = (weights.get(f"{names[2]}.weight", (c.vocab_size, e)) if weights.has(f"{names[2]}.weight")
-                        else self.encoder.embeddings.word)
+        self.decoder = (
+            weights.get(f"{names[2]}.weight", (c.vocab_size, e))
+            if weights.has(f"{names[2]}.weight")
+            else self.encoder.embeddings.word
+        )
         bias_name = names[3] if weights.has(names[3]) else f"{names[2]}.bias"
         self.decoder_b = weights.get(bias_name, (c.vocab_size,))  # (vocab_size,); decoder (vocab_size, width)
 

@@ -17,13 +17,16 @@ def check_inputs(config: Config, input_ids, attention_mask, token_type_ids):
     if input_ids.ndim == 1:
         input_ids = input_ids[None, :]
     if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
-        raise ValueError(f"input_ids must be a (batch, seq_len) integer array, got shape {input_ids.shape} "
-                         f"dtype {input_ids.dtype}")
+        raise ValueError(
+            f"input_ids must be a (batch, seq_len) integer array, got shape {input_ids.shape} dtype {input_ids.dtype}"
+        )
     batch, seq = input_ids.shape
     if seq > config.max_length:
-        raise ValueError(f"sequence length {seq} exceeds the model's maximum of {config.max_length} tokens "
-                         f"(max_position_embeddings={config.max_position_embeddings}); truncate the input or split "
-                         f"it into windows")
+        raise ValueError(
+            f"sequence length {seq} exceeds the model's maximum of {config.max_length} tokens "
+            f"(max_position_embeddings={config.max_position_embeddings}); truncate the input or split "
+            f"it into windows"
+        )
     if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
         raise ValueError(f"input_ids must lie in [0, {config.vocab_size}), got [{input_ids.min()}, {input_ids.max()}]")
 

@@ -75,24 +75,31 @@ class ModernBertLayerWeights:
         h, i, c = config.hidden_size, config.intermediate_size, config
 
         def norm(prefix: str):
-            return weights.get(names[prefix + "_g"], (h,)), (weights.get(names[prefix + "_b"], (h,)) if c.norm_bias
-                                                             else np.zeros(h, np.float32))
+            return weights.get(names[prefix + "_g"], (h,)), (
+                weights.get(names[prefix + "_b"], (h,)) if c.norm_bias else np.zeros(h, np.float32)
+            )
 
         def linear(prefix: str, shape: tuple[int, int], bias: bool):
-            return read_matrix(weights, names[prefix + "_w"], shape), \
-                weights.get(names[prefix + "_b"], (shape[0],)) if bias else None
+            return read_matrix(weights, names[prefix + "_w"], shape), weights.get(
+                names[prefix + "_b"], (shape[0],)
+            ) if bias else None
 
         attn_norm = norm("attn_norm") if "attn_norm_g" in names else (None, None)
-        return cls(*attn_norm, *linear("qkv", (3 * h, h), c.attention_bias), *linear("o", (h, h), c.attention_bias),
-                   *norm("mlp_norm"), *linear("wi", (2 * i, h), c.mlp_bias), *linear("wo", (h, i), c.mlp_bias))
+        return cls(
+            *attn_norm,
+            *linear("qkv", (3 * h, h), c.attention_bias),
+            *linear("o", (h, h), c.attention_bias),
+            *norm("mlp_norm"),
+            *linear("wi", (2 * i, h), c.mlp_bias),
+            *linear("wo", (h, i), c.mlp_bias),
+        )
 
 
 def rotary_tables(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """``(cos, sin)``, each ``(seq, head_dim)`` float32, of positions ``0 .. seq - 1``: angle
     ``p / theta^(2j / head_dim)`` for the pair ``j``, repeated for both halves, computed in float32
     as Transformers' default rotary embedding (Su et al. 2021)."""
-    inv_freq = np.float32(1.0) / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32)
-                                                         / np.float32(head_dim)))
+    inv_freq = np.float32(1.0) / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
     freqs = np.arange(seq, dtype=np.float32)[:, None] * inv_freq[None, :]
     angles = np.concatenate([freqs, freqs], axis=1)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
@@ -116,6 +123,7 @@ class ModernBertModel(Encoder):
         """``hidden_activation``, ``norm_eps``, the bias flags, rotary thetas, ``local_attention``,
         ``global_attn_every_n_layers`` and the classifier's settings, with ModernBertConfig's
         defaults. Raises ``ValueError`` naming ``source`` and the field."""
+
         def number(name: str, default):
             v = d.get(name, default)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
@@ -129,35 +137,51 @@ class ModernBertModel(Encoder):
         if rope not in (None, {}) and (not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) != "default"):
             raise ValueError(f"{source}: field 'rope_scaling' {rope!r} is not supported (npformer runs the default rotary)")
         local_theta = d.get("local_rope_theta", 10000.0)
-        fields = {"hidden_act": d.get("hidden_activation", "gelu"), "layer_norm_eps": epsilon(d.get("norm_eps", 1e-5),
-                                                                                             source),
-                  "type_vocab_size": 1, "classifier_pooling": pooling,
-                  "classifier_activation": d.get("classifier_activation", "gelu"),
-                  "global_rope_theta": number("global_rope_theta", 160000.0),
-                  "local_rope_theta": number("local_rope_theta", local_theta) if local_theta is not None else None,
-                  "local_attention": positive_int(d.get("local_attention", 128), "local_attention", source),
-                  "global_attn_every_n_layers": positive_int(d.get("global_attn_every_n_layers", 3),
-                                                             "global_attn_every_n_layers", source)}
-        for flag, default in (("norm_bias", False), ("attention_bias", False), ("mlp_bias", False),
-                              ("classifier_bias", False), ("decoder_bias", True)):
+        fields = {
+            "hidden_act": d.get("hidden_activation", "gelu"),
+            "layer_norm_eps": epsilon(d.get("norm_eps", 1e-5), source),
+            "type_vocab_size": 1,
+            "classifier_pooling": pooling,
+            "classifier_activation": d.get("classifier_activation", "gelu"),
+            "global_rope_theta": number("global_rope_theta", 160000.0),
+            "local_rope_theta": number("local_rope_theta", local_theta) if local_theta is not None else None,
+            "local_attention": positive_int(d.get("local_attention", 128), "local_attention", source),
+            "global_attn_every_n_layers": positive_int(
+                d.get("global_attn_every_n_layers", 3), "global_attn_every_n_layers", source
+            ),
+        }
+        for flag, default in (
+            ("norm_bias", False),
+            ("attention_bias", False),
+            ("mlp_bias", False),
+            ("classifier_bias", False),
+            ("decoder_bias", True),
+        ):
             fields[flag] = boolean(d.get(flag, default), flag, source)
         if fields["classifier_activation"] not in numpy_ops.ACTIVATIONS:
-            raise ValueError(f"{source}: classifier_activation {fields['classifier_activation']!r} is not supported; "
-                             f"use one of {sorted(numpy_ops.ACTIVATIONS)}")
+            raise ValueError(
+                f"{source}: classifier_activation {fields['classifier_activation']!r} is not supported; "
+                f"use one of {sorted(numpy_ops.ACTIVATIONS)}"
+            )
         return fields
 
     def __init__(self, config, weights):
         if config.hidden_act not in numpy_ops.ACTIVATIONS:
-            raise ValueError(f"{config.source}: activation {config.hidden_act!r} is not supported; use one of "
-                             f"{sorted(numpy_ops.ACTIVATIONS)}")
+            raise ValueError(
+                f"{config.source}: activation {config.hidden_act!r} is not supported; use one of {sorted(numpy_ops.ACTIVATIONS)}"
+            )
         self.config = c = config
         if c.head_dim % 2:
             raise ValueError(f"{c.source}: the rotary embedding pairs head dimensions; head_dim {c.head_dim} is odd")
         h = c.hidden_size
         zeros = np.zeros(h, np.float32)
-        self.embeddings = Embeddings(read_matrix(weights, TOKEN_EMBEDDINGS, (c.vocab_size, h)), None, None,
-                                     weights.get("embeddings.norm.weight", (h,)),
-                                     weights.get("embeddings.norm.bias", (h,)) if c.norm_bias else zeros)
+        self.embeddings = Embeddings(
+            read_matrix(weights, TOKEN_EMBEDDINGS, (c.vocab_size, h)),
+            None,
+            None,
+            weights.get("embeddings.norm.weight", (h,)),
+            weights.get("embeddings.norm.bias", (h,)) if c.norm_bias else zeros,
+        )
         self.projection = self.pooler = None
         self.layers = [ModernBertLayerWeights.load(weights, self.layer_names(i), c) for i in range(c.num_hidden_layers)]
         for i, layer in enumerate(self.layers):
@@ -170,10 +194,18 @@ class ModernBertModel(Encoder):
     @staticmethod
     def layer_names(i: int) -> dict[str, str]:
         p = f"layers.{i}."
-        names = {"qkv_w": p + "attn.Wqkv.weight", "qkv_b": p + "attn.Wqkv.bias", "o_w": p + "attn.Wo.weight",
-                 "o_b": p + "attn.Wo.bias", "mlp_norm_g": p + "mlp_norm.weight", "mlp_norm_b": p + "mlp_norm.bias",
-                 "wi_w": p + "mlp.Wi.weight", "wi_b": p + "mlp.Wi.bias", "wo_w": p + "mlp.Wo.weight",
-                 "wo_b": p + "mlp.Wo.bias"}
+        names = {
+            "qkv_w": p + "attn.Wqkv.weight",
+            "qkv_b": p + "attn.Wqkv.bias",
+            "o_w": p + "attn.Wo.weight",
+            "o_b": p + "attn.Wo.bias",
+            "mlp_norm_g": p + "mlp_norm.weight",
+            "mlp_norm_b": p + "mlp_norm.bias",
+            "wi_w": p + "mlp.Wi.weight",
+            "wi_b": p + "mlp.Wi.bias",
+            "wo_w": p + "mlp.Wo.weight",
+            "wo_b": p + "mlp.Wo.bias",
+        }
         if i > 0:  # layer 0 has no attention norm (the embeddings' norm precedes it)
             names |= {"attn_norm_g": p + "attn_norm.weight", "attn_norm_b": p + "attn_norm.bias"}
         return names
@@ -201,6 +233,7 @@ class ModernBertModel(Encoder):
             distance = np.abs(np.arange(seq)[:, None] - np.arange(seq)[None, :])
             bias = np.where(distance <= c.local_attention // 2, np.float32(0), LOWEST).astype(np.float32)
             return np.ascontiguousarray(np.broadcast_to(bias, (c.num_attention_heads, seq, seq)))
+
         return self._table(("window", seq), make)
 
     def layer(self, x, w, mask, output_attentions, scratch, record, names):
@@ -208,8 +241,7 @@ class ModernBertModel(Encoder):
         ``x (batch, seq, hidden)`` float32 -> ``(x, probs or None)``."""
         c = self.config
         batch, seq, hidden = x.shape
-        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
-                         np.float32)
+        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
         window = self.window(seq) if w.local else None
         rotated = []
 
@@ -217,8 +249,7 @@ class ModernBertModel(Encoder):
             rotated[:] = rotary(q, cos, sin, c.num_attention_heads), rotary(k, cos, sin, c.num_attention_heads)
             return self.ops.attention(*rotated, np.ascontiguousarray(v), mask, c.num_attention_heads, probs, window)
 
-        x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq,
-                              keep=bool(record))
+        x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq, keep=bool(record))
         if record:
             self._record(record, names, (batch, seq), *parts[:2], *rotated, probs, window, *parts[2:], x)
         return x.reshape(batch, seq, hidden), probs if output_attentions else None
@@ -234,8 +265,7 @@ class ModernBertModel(Encoder):
         h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
         qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [rows, 3H]
         cos, sin = self.rotary(width, w.local)
-        context = attend(qkv[:, :hidden], qkv[:, hidden:2 * hidden], qkv[:, 2 * hidden:], cos[positions],
-                         sin[positions])
+        context = attend(qkv[:, :hidden], qkv[:, hidden : 2 * hidden], qkv[:, 2 * hidden :], cos[positions], sin[positions])
         attended = ops.linear(context, w.o_w, w.o_b)
         x = x + attended
         normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
@@ -255,7 +285,7 @@ class ModernBertModel(Encoder):
         real = attention_mask != 0
         lengths = real.sum(axis=1)
         first = real.argmax(axis=1)
-        if any(not real[b, first[b]:first[b] + lengths[b]].all() for b in range(len(real))):
+        if any(not real[b, first[b] : first[b] + lengths[b]].all() for b in range(len(real))):
             return None
         batch, seq = input_ids.shape
         rows = np.flatnonzero(real.reshape(-1))
@@ -278,10 +308,19 @@ class ModernBertModel(Encoder):
             out = np.zeros((batch * seq, c.hidden_size), np.float32)
             out[rows] = packed
             return out.reshape(batch, seq, -1)
+
         return padded(x), tuple(padded(s) for s in states) if output_hidden_states else None
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, output_hidden_states: bool = False,
-                 output_attentions: bool = False, record=None) -> EncoderOutput:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        record=None,
+    ) -> EncoderOutput:
         """As :meth:`Encoder.__call__`; without attention probabilities or a trace, the pass runs
         over the real tokens only (:meth:`unpadded`), so a batch's padding costs nothing and each
         text's result is the same alone or in any batch."""
@@ -291,8 +330,14 @@ class ModernBertModel(Encoder):
                 found = self.unpadded(ids, mask, output_hidden_states)
             if found is not None:
                 return EncoderOutput(last_hidden_state=found[0], pooler_output=None, hidden_states=found[1])
-        return super().__call__(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                                output_attentions=output_attentions, record=record)
+        return super().__call__(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            record=record,
+        )
 
     def _record(self, record, names, shape, *values) -> None:  # noqa: PLR0913
         """Hand ``record`` a block's intermediates under Transformers' module names (the scores,
@@ -304,17 +349,35 @@ class ModernBertModel(Encoder):
         scores = (qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(qh.shape[-1])).astype(np.float32)
         if window is not None:
             scores = scores + window
-        for key, value in (("attn_norm", attn_norm), ("qkv", qkv), ("scores", scores), ("probs", probs),
-                           ("attn", attended), ("mlp_norm", normed), ("wi", inner), ("act", activated),
-                           ("mlp", mlp), ("layer", x)):
+        for key, value in (
+            ("attn_norm", attn_norm),
+            ("qkv", qkv),
+            ("scores", scores),
+            ("probs", probs),
+            ("attn", attended),
+            ("mlp_norm", normed),
+            ("wi", inner),
+            ("act", activated),
+            ("mlp", mlp),
+            ("layer", x),
+        ):
             if value is not None:
                 record(names[key], value if value.ndim == 4 else value.reshape(batch, seq, -1).copy())
 
     def traced_names(self, i: int, call: int) -> dict[str, str]:
         p = f"layers.{i}"
-        return {"attn_norm": f"{p}.attn_norm", "qkv": f"{p}.attn.Wqkv", "scores": f"{p}.attn.scores",
-                "probs": f"{p}.attn.probs", "attn": f"{p}.attn", "mlp_norm": f"{p}.mlp_norm", "wi": f"{p}.mlp.Wi",
-                "act": f"{p}.mlp.act", "mlp": f"{p}.mlp", "layer": p}
+        return {
+            "attn_norm": f"{p}.attn_norm",
+            "qkv": f"{p}.attn.Wqkv",
+            "scores": f"{p}.attn.scores",
+            "probs": f"{p}.attn.probs",
+            "attn": f"{p}.attn",
+            "mlp_norm": f"{p}.mlp_norm",
+            "wi": f"{p}.mlp.Wi",
+            "act": f"{p}.mlp.act",
+            "mlp": f"{p}.mlp",
+            "layer": p,
+        }
 
     def layer_output_name(self, i: int) -> str:
         return f"layers.{i}"
@@ -322,8 +385,9 @@ class ModernBertModel(Encoder):
     def finish(self, x, record):
         """The final norm."""
         batch, seq, hidden = x.shape
-        x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b,
-                                self.config.layer_norm_eps).reshape(batch, seq, hidden)
+        x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b, self.config.layer_norm_eps).reshape(
+            batch, seq, hidden
+        )
         if record:
             record("final_norm", x)
         return x
@@ -342,8 +406,12 @@ def _prediction_head(model, weights) -> dict[str, str]:
     model.transform_b = weights.get("head.dense.bias", (h,)) if c.classifier_bias else np.zeros(h, np.float32)
     model.ln_g = weights.get("head.norm.weight", (h,))
     model.ln_b = weights.get("head.norm.bias", (h,)) if c.norm_bias else np.zeros(h, np.float32)
-    return {"head.dense.weight": "transform_w", "head.dense.bias": "transform_b", "head.norm.weight": "ln_g",
-            "head.norm.bias": "ln_b"}
+    return {
+        "head.dense.weight": "transform_w",
+        "head.dense.bias": "transform_b",
+        "head.norm.weight": "ln_g",
+        "head.norm.bias": "ln_b",
+    }
 
 
 class ModernBertMaskedLM(MaskedLM):
@@ -353,10 +421,12 @@ class ModernBertMaskedLM(MaskedLM):
     def load_head(self, weights) -> None:
         c = self.config
         self.head_tensors = {"decoder.bias": "decoder_b"} | _prediction_head(self, weights)  # the logits: "decoder"
-        self.decoder = weights.get("decoder.weight", (c.vocab_size, c.hidden_size)) if weights.has("decoder.weight") \
+        self.decoder = (
+            weights.get("decoder.weight", (c.vocab_size, c.hidden_size))
+            if weights.has("decoder.weight")
             else self.encoder.embeddings.word
-        self.decoder_b = weights.get("decoder.bias", (c.vocab_size,)) if c.decoder_bias \
-            else np.zeros(c.vocab_size, np.float32)
+        )
+        self.decoder_b = weights.get("decoder.bias", (c.vocab_size,)) if c.decoder_bias else np.zeros(c.vocab_size, np.float32)
         self.encoder.mlm_act = c.classifier_activation
 
 
@@ -386,8 +456,11 @@ class ModernBertSequenceClassifier(_HeadThenClassifier, SequenceClassifier):
         if self.config.classifier_pooling == "cls":
             pooled = hidden[:, 0]
         else:  # the mean over the real tokens (all of them without a mask)
-            mask = np.ones(hidden.shape[:2], np.float32) if attention_mask is None else \
-                np.asarray(attention_mask, np.float32).reshape(hidden.shape[:2])
+            mask = (
+                np.ones(hidden.shape[:2], np.float32)
+                if attention_mask is None
+                else np.asarray(attention_mask, np.float32).reshape(hidden.shape[:2])
+            )
             pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
         return self.classify(np.ascontiguousarray(pooled, np.float32))
 
@@ -408,6 +481,9 @@ class ModernBertQuestionAnswerer(_HeadThenClassifier, QuestionAnswerer):
         return self.classify(hidden.reshape(-1, h)).reshape(batch, seq, 2)
 
 
-ModernBertModel.heads = {"masked-lm": ModernBertMaskedLM, "sequence-classification": ModernBertSequenceClassifier,
-                         "token-classification": ModernBertTokenClassifier,
-                         "question-answering": ModernBertQuestionAnswerer}
+ModernBertModel.heads = {
+    "masked-lm": ModernBertMaskedLM,
+    "sequence-classification": ModernBertSequenceClassifier,
+    "token-classification": ModernBertTokenClassifier,
+    "question-answering": ModernBertQuestionAnswerer,
+}

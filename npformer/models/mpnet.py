@@ -26,8 +26,9 @@ NUM_BUCKETS, MAX_DISTANCE = 32, 128  # what Transformers' compute_position_bias 
 BIAS_CACHE = 8  # sequence lengths whose bias tables are kept
 
 
-def relative_position_bucket(relative_position: np.ndarray, num_buckets: int = NUM_BUCKETS,
-                             max_distance: int = MAX_DISTANCE) -> np.ndarray:
+def relative_position_bucket(
+    relative_position: np.ndarray, num_buckets: int = NUM_BUCKETS, max_distance: int = MAX_DISTANCE
+) -> np.ndarray:
     """T5 buckets of ``relative_position`` (int array, key minus query) -> int64 array of the same
     shape in ``[0, num_buckets)``; as Transformers' (float32 logarithm, truncated toward zero)."""
     n = -relative_position.astype(np.int64)
@@ -57,12 +58,24 @@ class MPNetModel(RobertaModel):
     def layer_names(i: int) -> dict[str, str]:
         p = f"encoder.layer.{i}."
         a = p + "attention.attn."
-        return {"q_w": a + "q.weight", "q_b": a + "q.bias", "k_w": a + "k.weight", "k_b": a + "k.bias",
-                "v_w": a + "v.weight", "v_b": a + "v.bias", "o_w": a + "o.weight", "o_b": a + "o.bias",
-                "ln1_g": p + "attention.LayerNorm.weight", "ln1_b": p + "attention.LayerNorm.bias",
-                "ff1_w": p + "intermediate.dense.weight", "ff1_b": p + "intermediate.dense.bias",
-                "ff2_w": p + "output.dense.weight", "ff2_b": p + "output.dense.bias",
-                "ln2_g": p + "output.LayerNorm.weight", "ln2_b": p + "output.LayerNorm.bias"}
+        return {
+            "q_w": a + "q.weight",
+            "q_b": a + "q.bias",
+            "k_w": a + "k.weight",
+            "k_b": a + "k.bias",
+            "v_w": a + "v.weight",
+            "v_b": a + "v.bias",
+            "o_w": a + "o.weight",
+            "o_b": a + "o.bias",
+            "ln1_g": p + "attention.LayerNorm.weight",
+            "ln1_b": p + "attention.LayerNorm.bias",
+            "ff1_w": p + "intermediate.dense.weight",
+            "ff1_b": p + "intermediate.dense.bias",
+            "ff2_w": p + "output.dense.weight",
+            "ff2_b": p + "output.dense.bias",
+            "ln2_g": p + "output.LayerNorm.weight",
+            "ln2_b": p + "output.LayerNorm.bias",
+        }
 
     @classmethod
     def config_fields(cls, d: dict, source: str) -> dict:
@@ -72,14 +85,17 @@ class MPNetModel(RobertaModel):
         fields = super().config_fields(d, source)
         buckets = positive_int(d.get("relative_attention_num_buckets", 32), "relative_attention_num_buckets", source)
         if buckets < NUM_BUCKETS:
-            raise ValueError(f"{source}: relative_attention_num_buckets is {buckets}; Transformers' MPNet reads "
-                             f"{NUM_BUCKETS} buckets of the table")
+            raise ValueError(
+                f"{source}: relative_attention_num_buckets is {buckets}; Transformers' MPNet reads "
+                f"{NUM_BUCKETS} buckets of the table"
+            )
         return {**fields, "position_offset": 2, "type_vocab_size": 1, "relative_attention_num_buckets": buckets}
 
     def __init__(self, config, weights):
         super().__init__(config, weights)
         self.relative_attention_bias = weights.get(
-            "encoder.relative_attention_bias.weight", (config.relative_attention_num_buckets, config.num_attention_heads))
+            "encoder.relative_attention_bias.weight", (config.relative_attention_num_buckets, config.num_attention_heads)
+        )
         self._bias: dict[int, np.ndarray] = {}
 
     def position_bias(self, seq: int) -> np.ndarray:
@@ -96,8 +112,18 @@ class MPNetModel(RobertaModel):
 
     def layer(self, x, weights, mask, output_attentions, scratch, record, names):
         """BERT's post-LN block with :meth:`position_bias` added to the scores."""
-        return transformer_layer(x, weights, mask, self.config, self.ops, output_attentions, scratch, record, names,
-                                 position_bias=self.position_bias(x.shape[1]))
+        return transformer_layer(
+            x,
+            weights,
+            mask,
+            self.config,
+            self.ops,
+            output_attentions,
+            scratch,
+            record,
+            names,
+            position_bias=self.position_bias(x.shape[1]),
+        )
 
     @property
     def num_parameters(self) -> int:

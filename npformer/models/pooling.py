@@ -22,11 +22,18 @@ from npformer.files import read_json
 
 MODES = ("cls", "max", "mean", "mean_sqrt_len")
 # the modules.json types npformer runs: the encoder, pooling, L2 normalization
-MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
-           "sentence_transformers.models.Normalize")
+MODULES = (
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+)
 SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
-KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
-        "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
+KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "mean": "pooling_mode_mean_tokens",
+    "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+}
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -66,12 +73,20 @@ class Pooling:
             raise ValueError(f"{modules_file} must hold a list of module objects, got {type(modules).__name__}")
         unknown = [str(m.get("type")) for m in modules if m.get("type") not in MODULES]
         if unknown:
-            splade = "; a SPLADE model: npformer.SparseEncoder" if "sparse_encoder" in unknown[0] else \
-                "; a PyLate ColBERT model: npformer.ColBERT" if unknown[0].startswith("pylate.") else ""
-            raise ValueError(f"{modules_file}: module {unknown[0]!r} is not one npformer runs (it runs "
-                             f"{', '.join(t.rsplit('.', 1)[1] for t in MODULES)} here{splade})")
-        pooling_dir = next((directory / str(m.get("path", "")) for m in modules
-                            if m.get("type") == "sentence_transformers.models.Pooling"), None)
+            splade = (
+                "; a SPLADE model: npformer.SparseEncoder"
+                if "sparse_encoder" in unknown[0]
+                else "; a PyLate ColBERT model: npformer.ColBERT"
+                if unknown[0].startswith("pylate.")
+                else ""
+            )
+            raise ValueError(
+                f"{modules_file}: module {unknown[0]!r} is not one npformer runs (it runs "
+                f"{', '.join(t.rsplit('.', 1)[1] for t in MODULES)} here{splade})"
+            )
+        pooling_dir = next(
+            (directory / str(m.get("path", "")) for m in modules if m.get("type") == "sentence_transformers.models.Pooling"), None
+        )
         modes: tuple[str, ...] = ("mean",)
         if pooling_dir is not None and (pooling_dir / "config.json").is_file():
             config = read_json(pooling_dir / "config.json")
@@ -79,12 +94,14 @@ class Pooling:
                 raise ValueError(f"{pooling_dir / 'config.json'} must hold a JSON object of pooling_mode_* fields")
             unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in KEYS.values()]
             if unsupported:
-                raise ValueError(f"{pooling_dir / 'config.json'}: pooling modes {unsupported} are not supported "
-                                 f"(npformer implements {MODES})")
+                raise ValueError(
+                    f"{pooling_dir / 'config.json'}: pooling modes {unsupported} are not supported (npformer implements {MODES})"
+                )
             modes = tuple(m for m in MODES if config.get(KEYS[m])) or ("mean",)
             if config.get("include_prompt", True) is not True:
-                raise ValueError(f"{pooling_dir / 'config.json'}: include_prompt=false (pooling without the prompt's "
-                                 "tokens) is not supported")
+                raise ValueError(
+                    f"{pooling_dir / 'config.json'}: include_prompt=false (pooling without the prompt's tokens) is not supported"
+                )
         normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
         max_seq_length, do_lower_case = None, False
         st_config = directory / "sentence_bert_config.json"
@@ -94,10 +111,10 @@ class Pooling:
             max_seq_length, do_lower_case = data.get("max_seq_length"), data.get("do_lower_case", False)
             if not isinstance(do_lower_case, bool):
                 raise ValueError(f"{st_config}: field 'do_lower_case' must be true or false, got {do_lower_case!r}")
-            if max_seq_length is not None and (not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool)
-                                               or max_seq_length < 1):
-                raise ValueError(f"{st_config}: field 'max_seq_length' must be a positive integer, "
-                                 f"got {max_seq_length!r}")
+            if max_seq_length is not None and (
+                not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 1
+            ):
+                raise ValueError(f"{st_config}: field 'max_seq_length' must be a positive integer, got {max_seq_length!r}")
         return cls(modes, normalize, max_seq_length, do_lower_case)
 
     def __call__(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -6,14 +6,18 @@ from pathlib import Path
 
 from npformer.adapters import adapter_base, is_adapter
 from npformer.hub import BUILTIN, cache_dir, resolve
-from npformer.models.auto import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-                                  AutoModelForSequenceClassification, AutoModelForTokenClassification)
+from npformer.models.auto import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import FeatureHeadClassifier
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
 from npformer.tokenizer import Tokenizer
-from npformer.pipelines.embeddings import (FeatureExtractionPipeline, SentenceEmbeddingPipeline,
-                                           ZeroShotClassificationPipeline)
+from npformer.pipelines.embeddings import FeatureExtractionPipeline, SentenceEmbeddingPipeline, ZeroShotClassificationPipeline
 from npformer.pipelines.fill_mask import FillMaskPipeline
 from npformer.pipelines.late_interaction import PYLATE_MODULES, ColBERTModel, LateInteractionPipeline
 from npformer.pipelines.question_answering import QuestionAnsweringPipeline
@@ -28,50 +32,150 @@ MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 TRUNCATION = {"truncation": "bool", "max_length": "int"}
 
 # the built-in tasks; the other names are Transformers' and the CLI's command names
-register_task(Task("text-classification", TextClassificationPipeline, AutoModelForSequenceClassification,
-                   "builtin:sentiment", aliases=("sentiment-analysis", "sentiment"),
-                   head_suffix="ForSequenceClassification", explain=True, output="label scores",
-                   parameters={"top_k": "positive_int", "function_to_apply": "str", **TRUNCATION}))
-register_task(Task("token-classification", TokenClassificationPipeline, AutoModelForTokenClassification,
-                   "dslim/bert-base-NER", aliases=("ner",), head_suffix="ForTokenClassification", explain=True,
-                   output="labelled entity spans",
-                   parameters={"aggregation_strategy": "str", "ignore_labels": "str_list", "stride": "int",
-                               "return_probabilities": "bool", "max_length": "int"}))
-register_task(Task("question-answering", QuestionAnsweringPipeline, AutoModelForQuestionAnswering,
-                   "distilbert/distilbert-base-cased-distilled-squad", aliases=("qa",),
-                   head_suffix="ForQuestionAnswering", explain=True, output="an answer span of the context",
-                   warm_up=lambda pipe: pipe(question="What warms up?", context="The server warms up."),
-                   parameters={"top_k": "positive_int", "doc_stride": "int", "max_answer_len": "int",
-                               "max_seq_len": "int", "max_question_len": "int", "handle_impossible_answer": "bool",
-                               "align_to_words": "bool"}))
-register_task(Task("fill-mask", FillMaskPipeline, AutoModelForMaskedLM, "google-bert/bert-base-uncased",
-                   head_suffix="ForMaskedLM", explain=True, output="the likeliest tokens for each mask",
-                   warm_up=lambda pipe: pipe(f"The server warms {pipe.tokenizer.mask_token}."),
-                   parameters={"top_k": "positive_int", "targets": "str_or_list", **TRUNCATION}))
-register_task(Task("feature-extraction", FeatureExtractionPipeline, AutoModel, MINILM_ID, parameters=dict(TRUNCATION),
-                   output="the last hidden state of every token"))
-register_task(Task("sentence-embeddings", SentenceEmbeddingPipeline, AutoModel, MINILM_ID,
-                   aliases=("embed", "embeddings", "sentence-similarity", "similarity"), output="one dense vector",
-                   parameters={"normalize_embeddings": "bool", "precision": "str", **TRUNCATION}))
-ZERO_SHOT = {"candidate_labels": "str_or_list", "multi_label": "bool", "hypothesis_template": "str",
-             "temperature": "number", **TRUNCATION}
-register_task(Task("zero-shot-classification", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
-                   aliases=("zero-shot",), output="scores of the candidate labels",
-                   warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
-                   parameters=ZERO_SHOT,
-                   variant=lambda source: (NLIZeroShotPipeline, AutoModelForSequenceClassification)
-                   if is_nli(source) else None))
-register_task(Task("zero-shot-similarity", ZeroShotClassificationPipeline, AutoModel, MINILM_ID,
-                   output="scores of the candidate labels",
-                   warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]), parameters=ZERO_SHOT))
+register_task(
+    Task(
+        "text-classification",
+        TextClassificationPipeline,
+        AutoModelForSequenceClassification,
+        "builtin:sentiment",
+        aliases=("sentiment-analysis", "sentiment"),
+        head_suffix="ForSequenceClassification",
+        explain=True,
+        output="label scores",
+        parameters={"top_k": "positive_int", "function_to_apply": "str", **TRUNCATION},
+    )
+)
+register_task(
+    Task(
+        "token-classification",
+        TokenClassificationPipeline,
+        AutoModelForTokenClassification,
+        "dslim/bert-base-NER",
+        aliases=("ner",),
+        head_suffix="ForTokenClassification",
+        explain=True,
+        output="labelled entity spans",
+        parameters={
+            "aggregation_strategy": "str",
+            "ignore_labels": "str_list",
+            "stride": "int",
+            "return_probabilities": "bool",
+            "max_length": "int",
+        },
+    )
+)
+register_task(
+    Task(
+        "question-answering",
+        QuestionAnsweringPipeline,
+        AutoModelForQuestionAnswering,
+        "distilbert/distilbert-base-cased-distilled-squad",
+        aliases=("qa",),
+        head_suffix="ForQuestionAnswering",
+        explain=True,
+        output="an answer span of the context",
+        warm_up=lambda pipe: pipe(question="What warms up?", context="The server warms up."),
+        parameters={
+            "top_k": "positive_int",
+            "doc_stride": "int",
+            "max_answer_len": "int",
+            "max_seq_len": "int",
+            "max_question_len": "int",
+            "handle_impossible_answer": "bool",
+            "align_to_words": "bool",
+        },
+    )
+)
+register_task(
+    Task(
+        "fill-mask",
+        FillMaskPipeline,
+        AutoModelForMaskedLM,
+        "google-bert/bert-base-uncased",
+        head_suffix="ForMaskedLM",
+        explain=True,
+        output="the likeliest tokens for each mask",
+        warm_up=lambda pipe: pipe(f"The server warms {pipe.tokenizer.mask_token}."),
+        parameters={"top_k": "positive_int", "targets": "str_or_list", **TRUNCATION},
+    )
+)
+register_task(
+    Task(
+        "feature-extraction",
+        FeatureExtractionPipeline,
+        AutoModel,
+        MINILM_ID,
+        parameters=dict(TRUNCATION),
+        output="the last hidden state of every token",
+    )
+)
+register_task(
+    Task(
+        "sentence-embeddings",
+        SentenceEmbeddingPipeline,
+        AutoModel,
+        MINILM_ID,
+        aliases=("embed", "embeddings", "sentence-similarity", "similarity"),
+        output="one dense vector",
+        parameters={"normalize_embeddings": "bool", "precision": "str", **TRUNCATION},
+    )
+)
+ZERO_SHOT = {
+    "candidate_labels": "str_or_list",
+    "multi_label": "bool",
+    "hypothesis_template": "str",
+    "temperature": "number",
+    **TRUNCATION,
+}
+register_task(
+    Task(
+        "zero-shot-classification",
+        ZeroShotClassificationPipeline,
+        AutoModel,
+        MINILM_ID,
+        aliases=("zero-shot",),
+        output="scores of the candidate labels",
+        warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
+        parameters=ZERO_SHOT,
+        variant=lambda source: (NLIZeroShotPipeline, AutoModelForSequenceClassification) if is_nli(source) else None,
+    )
+)
+register_task(
+    Task(
+        "zero-shot-similarity",
+        ZeroShotClassificationPipeline,
+        AutoModel,
+        MINILM_ID,
+        output="scores of the candidate labels",
+        warm_up=lambda pipe: pipe("The server warms up.", ["warm", "cold"]),
+        parameters=ZERO_SHOT,
+    )
+)
 
-register_task(Task("sparse-embeddings", SparseEmbeddingPipeline, SpladeModel,
-                   "naver/splade-cocondenser-ensembledistil", aliases=("sparse-embed", "splade"),
-                   output="one sparse vector over the vocabulary (SPLADE)", modules=(SPLADE_MODULE,),
-                   parameters={"max_active_dims": "positive_int", **TRUNCATION}))
-register_task(Task("late-interaction", LateInteractionPipeline, ColBERTModel, "lightonai/colbertv2.0",
-                   aliases=("colbert", "multi-vector"), parameters={"is_query": "bool"},
-                   output="one vector per token (late interaction, MaxSim)", modules=PYLATE_MODULES))
+register_task(
+    Task(
+        "sparse-embeddings",
+        SparseEmbeddingPipeline,
+        SpladeModel,
+        "naver/splade-cocondenser-ensembledistil",
+        aliases=("sparse-embed", "splade"),
+        output="one sparse vector over the vocabulary (SPLADE)",
+        modules=(SPLADE_MODULE,),
+        parameters={"max_active_dims": "positive_int", **TRUNCATION},
+    )
+)
+register_task(
+    Task(
+        "late-interaction",
+        LateInteractionPipeline,
+        ColBERTModel,
+        "lightonai/colbertv2.0",
+        aliases=("colbert", "multi-vector"),
+        parameters={"is_query": "bool"},
+        output="one vector per token (late interaction, MaxSim)",
+        modules=PYLATE_MODULES,
+    )
+)
 
 
 def default_model(task: str) -> str | Path:
@@ -87,9 +191,19 @@ def default_model(task: str) -> str | Path:
     return name
 
 
-def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  # noqa: PLR0913 - as Transformers'
-             batch_size: int = DEFAULT_BATCH_SIZE, revision: str | None = None, device: str | int | None = "cpu",
-             adapter=None, backend: str | None = None, **kwargs) -> Pipeline:
+def pipeline(
+    task: str,
+    model=None,
+    *,
+    tokenizer=None,
+    dtype: str = "float32",  # noqa: PLR0913 - as Transformers'
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    revision: str | None = None,
+    device: str | int | None = "cpu",
+    adapter=None,
+    backend: str | None = None,
+    **kwargs,
+) -> Pipeline:
     """Build a pipeline, as ``transformers.pipeline`` (4.57) does.
 
     Tasks (aliases in parentheses), what a call takes and returns, and the default model:
@@ -162,8 +276,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
         if tokenizer is None:
             raise ValueError("a loaded model needs tokenizer= (a Tokenizer or the checkpoint directory)")
         if adapter is not None:
-            raise ValueError("adapter= applies when loading; on a loaded model use model.load_adapter(name, directory, "
-                             "activate=True)")
+            raise ValueError(
+                "adapter= applies when loading; on a loaded model use model.load_adapter(name, directory, activate=True)"
+            )
         if backend is not None:
             raise ValueError("backend= applies when loading; a loaded model keeps the backend it was loaded with")
         net, directory = model, resolve(tokenizer, revision) if isinstance(tokenizer, (str, Path)) else None
@@ -179,8 +294,9 @@ def pipeline(task: str, model=None, *, tokenizer=None, dtype: str = "float32",  
             pipeline_cls, loader = record.variant(directory) or (pipeline_cls, loader)
         net = loader.from_pretrained(directory, dtype=dtype, adapter=adapter, backend=backend or "numba")
     if not isinstance(tokenizer, Tokenizer):  # a loader may keep the tokenizer beside the weights, in a module's folder
-        tokenizer = load_tokenizer(tokenizer if tokenizer is not None else
-                                   getattr(loader, "tokenizer_directory", lambda d: d)(directory))
+        tokenizer = load_tokenizer(
+            tokenizer if tokenizer is not None else getattr(loader, "tokenizer_directory", lambda d: d)(directory)
+        )
     pipe = pipeline_cls(net, tokenizer, batch_size=batch_size, model_dir=directory, **kwargs)
     pipe.task = task  # the name it was asked by, as Transformers' pipe.task ("sentiment-analysis" stays so)
     pipe.checkpoint = None if loaded else directory

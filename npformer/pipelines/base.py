@@ -27,8 +27,14 @@ from npformer.weights import Weights
 DEFAULT_BATCH_SIZE = 16
 
 
-def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, pad_id: int,
-                per_token: bool = False, progress: Callable[[int], None] | None = None) -> list:
+def run_batched(
+    encodings: Sequence[Encoding],
+    run: Callable,
+    batch_size: int,
+    pad_id: int,
+    per_token: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list:
     """Call ``run(input_ids, attention_mask, token_type_ids) -> array (batch, ...)`` on length-sorted,
     dynamically padded batches; returns one result per encoding, in the order given.
 
@@ -38,12 +44,12 @@ def run_batched(encodings: Sequence[Encoding], run: Callable, batch_size: int, p
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
     results: list = [None] * len(encodings)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         batch = [encodings[i] for i in chunk]
         arrays = pad(batch, pad_id)  # (batch, longest) int64 each
         out = run(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
         for row, i in enumerate(chunk):
-            results[i] = out[row, :len(encodings[i])] if per_token else out[row]
+            results[i] = out[row, : len(encodings[i])] if per_token else out[row]
         if progress is not None:
             progress(len(chunk))
     return results
@@ -54,8 +60,10 @@ class InputTooLong(ValueError):
     the server words it with its own ``truncate`` field)."""
 
     def __init__(self, index: int, max_length: int, source: str = "text"):
-        super().__init__(f"input {index} is longer than the model's maximum of {max_length} tokens; "
-                         f"pass truncation=True to cut it to that length")
+        super().__init__(
+            f"input {index} is longer than the model's maximum of {max_length} tokens; "
+            f"pass truncation=True to cut it to that length"
+        )
         self.index, self.max_length, self.source = index, max_length, source
 
 
@@ -73,8 +81,9 @@ class Pipeline:
     device = "cpu"  # as Transformers' pipeline.device; npformer runs on the CPU only
     runner: Runner | None = None  # who runs the forward passes (None: the pipeline, see run_on)
 
-    def __init__(self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 model_dir: Path | None = None, **call_defaults):
+    def __init__(
+        self, model, tokenizer: Tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, model_dir: Path | None = None, **call_defaults
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -84,17 +93,18 @@ class Pipeline:
         accepted = self.call_parameters()
         unknown = sorted(set(call_defaults) - accepted)
         if unknown:
-            raise TypeError(f"the {self.task} pipeline takes no argument {unknown[0]!r}; its call takes "
-                            f"{sorted(accepted)}")
+            raise TypeError(f"the {self.task} pipeline takes no argument {unknown[0]!r}; its call takes {sorted(accepted)}")
         self.call_defaults = call_defaults
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         call = cls.__dict__.get("__call__")
         if call is not None and not getattr(call, "dispatched", False):
+
             @functools.wraps(call)
             def __call__(self, *args, **kw):
                 return self._dispatch(call, args, kw)
+
             __call__.dispatched = True
             cls.__call__ = __call__
 
@@ -150,11 +160,15 @@ class Pipeline:
         """
         encoder = getattr(self.model, "encoder", self.model)
         if self.checkpoint is None:
-            raise ValueError("this pipeline runs a model you loaded yourself; save_pretrained copies the checkpoint "
-                             "a pipeline was loaded from: build it with npformer.pipeline(task, directory)")
+            raise ValueError(
+                "this pipeline runs a model you loaded yourself; save_pretrained copies the checkpoint "
+                "a pipeline was loaded from: build it with npformer.pipeline(task, directory)"
+            )
         if getattr(encoder, "active_adapter", None) is not None:
-            raise ValueError(f"this pipeline runs LoRA adapter {encoder.active_adapter!r} merged at load; keep the "
-                             f"adapter's directory and the base checkpoint ({self.checkpoint}) instead")
+            raise ValueError(
+                f"this pipeline runs LoRA adapter {encoder.active_adapter!r} merged at load; keep the "
+                f"adapter's directory and the base checkpoint ({self.checkpoint}) instead"
+            )
         if encoder.dtype == "int8" and not is_quantized(Weights(self.checkpoint)):
             return save_quantized(self.checkpoint, save_directory, overwrite=overwrite)
         return copy_checkpoint(self.checkpoint, save_directory, overwrite=overwrite)
@@ -165,15 +179,15 @@ class Pipeline:
         model's ``max_position_embeddings``."""
         return min(self.tokenizer.model_max_length, self.config.max_length)
 
-    def encode_one_window(self, pairs: Sequence[tuple[str, str | None]], truncation: bool,
-                          max_length: int | None = None) -> list[Encoding]:
+    def encode_one_window(
+        self, pairs: Sequence[tuple[str, str | None]], truncation: bool, max_length: int | None = None
+    ) -> list[Encoding]:
         """Exactly one :class:`Encoding` per ``(text, text_pair)``, in order, for the tasks that read
         one window. Over-long inputs are cut to ``max_length`` (default :attr:`max_length`) tokens
         with ``truncation``; without it they raise ``ValueError`` naming the input's index. A
         ``max_length`` outside ``[2, model maximum]`` raises ``ValueError``."""
         max_length = self.check_max_length(max_length)
-        encodings = self.tokenizer.encode_batch(pairs, truncation="longest_first", max_length=max_length,
-                                                overflow=False)
+        encodings = self.tokenizer.encode_batch(pairs, truncation="longest_first", max_length=max_length, overflow=False)
         if not truncation:
             for i, enc in enumerate(encodings):
                 if enc.truncated:
@@ -218,8 +232,9 @@ class Pipeline:
         if max_length is None:
             return self.max_length
         if not isinstance(max_length, int) or isinstance(max_length, bool) or not 2 <= max_length <= self.max_length:
-            raise ValueError(f"max_length must be an integer from 2 to {self.max_length} (the model's maximum), "
-                             f"got {max_length!r}")
+            raise ValueError(
+                f"max_length must be an integer from 2 to {self.max_length} (the model's maximum), got {max_length!r}"
+            )
         return max_length
 
     def label(self, index: int) -> str:
@@ -230,8 +245,7 @@ class Pipeline:
         """The model's ``logits`` for one padded batch (a ``run`` for :meth:`forward`)."""
         return self.model(input_ids, attention_mask, token_type_ids).logits
 
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                      token_type_ids: np.ndarray) -> np.ndarray:
+    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """The last layer's hidden states ``(batch, seq_len, hidden_size) float32`` for one padded batch."""
         return self.model(input_ids, attention_mask, token_type_ids).last_hidden_state
 
@@ -240,8 +254,14 @@ class Pipeline:
         which may run them with other requests' rows of the same step); None: run them here."""
         self.runner = runner
 
-    def forward(self, encodings: Sequence[Encoding], run: Callable, per_token: bool = False,
-                batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> list:
+    def forward(
+        self,
+        encodings: Sequence[Encoding],
+        run: Callable,
+        per_token: bool = False,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list:
         """:func:`run_batched` with this pipeline's batch size (unless given) and padding id, or
         the :attr:`runner`'s run.
 
@@ -253,14 +273,16 @@ class Pipeline:
             run = Step(run, (id(self), run.__name__))
         if self.runner is not None:
             return self.runner(encodings, Step.of(run), per_token, self.tokenizer.pad_token_id)
-        return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token,
-                           progress)
+        return run_batched(encodings, run, batch_size or self.batch_size, self.tokenizer.pad_token_id, per_token, progress)
 
 
 @functools.lru_cache(maxsize=None)
 def _keywords(call: Callable) -> frozenset[str]:
-    return frozenset(name for name, p in inspect.signature(call).parameters.items()
-                     if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return frozenset(
+        name
+        for name, p in inspect.signature(call).parameters.items()
+        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
 
 
 def check_texts(inputs, what: str = "text", allow_empty: bool = False) -> tuple[list[str], bool]:
@@ -304,8 +326,7 @@ def tokenizer_kwargs(given, name: str, **direct) -> dict:
         raise TypeError(f"{name} must be a dict of tokenizer options, got {type(given).__name__}")
     unknown = sorted(set(given) - set(TOKENIZER_KWARGS))
     if unknown:
-        raise TypeError(f"{name}: npformer's pipelines take the tokenizer options {list(TOKENIZER_KWARGS)}, "
-                        f"not {unknown[0]!r}")
+        raise TypeError(f"{name}: npformer's pipelines take the tokenizer options {list(TOKENIZER_KWARGS)}, not {unknown[0]!r}")
     options = dict(given)
     for key, value in direct.items():
         if value is not None:
@@ -323,10 +344,14 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     """The checkpoint's tokenizer (``tokenizer.json``, ``vocab.json`` + ``merges.txt``, a SentencePiece
     model or ``vocab.txt``, + ``tokenizer_config.json``)."""
     directory = resolve(directory)
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")) and \
-            sentencepiece.model_file(directory) is None:
-        raise FileNotFoundError(f"no tokenizer.json, vocab.txt, vocab.json + merges.txt or SentencePiece model in "
-                                f"{directory}: npformer needs the tokenizer beside the weights")
+    if (
+        not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json"))
+        and sentencepiece.model_file(directory) is None
+    ):
+        raise FileNotFoundError(
+            f"no tokenizer.json, vocab.txt, vocab.json + merges.txt or SentencePiece model in "
+            f"{directory}: npformer needs the tokenizer beside the weights"
+        )
     return Tokenizer.from_pretrained(directory)
 
 

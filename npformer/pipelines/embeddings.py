@@ -24,12 +24,20 @@ class FeatureExtractionPipeline(Pipeline):
 
     task = "feature-extraction"
 
-    def __call__(self, inputs, *, return_tensors: bool = False, truncation: bool | None = None,
-                 max_length: int | None = None, tokenize_kwargs: dict | None = None):
+    def __call__(
+        self,
+        inputs,
+        *,
+        return_tensors: bool = False,
+        truncation: bool | None = None,
+        max_length: int | None = None,
+        tokenize_kwargs: dict | None = None,
+    ):
         options = tokenizer_kwargs(tokenize_kwargs, "tokenize_kwargs", truncation=truncation, max_length=max_length)
         texts, single = check_texts(inputs, allow_empty=True)
-        encodings = self.encode_one_window([(t, None) for t in texts], options.get("truncation", False),
-                                           options.get("max_length"))
+        encodings = self.encode_one_window(
+            [(t, None) for t in texts], options.get("truncation", False), options.get("max_length")
+        )
         if options.get("padding") == "max_length":
             width = self.check_max_length(options.get("max_length"))
             tok = self.tokenizer
@@ -129,11 +137,23 @@ class SentenceEmbeddingPipeline(Pipeline):
             prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
         return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
-    def encode(self, sentences, prompt_name: str | None = None, prompt: str | None = None,  # noqa: PLR0913, C901
-               batch_size: int | None = None, show_progress_bar: bool | None = None,
-               output_value: str = "sentence_embedding", precision: str = "float32", convert_to_numpy: bool = True,
-               convert_to_tensor: bool = False, device: str | None = None, normalize_embeddings: bool = False,
-               truncate_dim: int | None = None, truncation: bool = True, max_length: int | None = None):
+    def encode(  # noqa: PLR0913, C901
+        self,
+        sentences,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        output_value: str = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+    ):
         """sentence-transformers' ``SentenceTransformer.encode``, with its arguments' meanings.
 
         Args:
@@ -167,17 +187,30 @@ class SentenceEmbeddingPipeline(Pipeline):
         prompt = self.prompt_for(prompt, prompt_name) or ""
         texts = [self.pooling.prepare(prompt + t) for t in texts]  # as sentence-transformers' Transformer module
         encodings = self.encode_one_window([(t, None) for t in texts], truncation, max_length or self.max_seq_length)
-        vectors = self.embed_encodings(encodings, output_value=output_value, precision=precision, batch_size=batch_size,
-                                       show_progress_bar=show_progress_bar, normalize_embeddings=normalize_embeddings,
-                                       truncate_dim=truncate_dim)
+        vectors = self.embed_encodings(
+            encodings,
+            output_value=output_value,
+            precision=precision,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+        )
         if not convert_to_numpy and not single and output_value == "sentence_embedding":
             return list(vectors)
         return vectors[0] if single else vectors
 
-    def embed_encodings(self, encodings, *, output_value: str = "sentence_embedding",  # noqa: PLR0913
-                        precision: str = "float32", batch_size: int | None = None,
-                        show_progress_bar: bool | None = None, normalize_embeddings: bool = False,
-                        truncate_dim: int | None = None):
+    def embed_encodings(
+        self,
+        encodings,
+        *,
+        output_value: str = "sentence_embedding",  # noqa: PLR0913
+        precision: str = "float32",
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+    ):
         """:meth:`encode` on inputs already tokenized: a list of
         :class:`~npformer.tokenizer.Encoding` (special tokens included; e.g. the server's token-id
         inputs). Returns ``(n, dim)`` (or a list of ``(tokens_i, hidden_size)`` arrays for
@@ -195,8 +228,9 @@ class SentenceEmbeddingPipeline(Pipeline):
 
             bar = tqdm(total=len(encodings), unit="text", desc="encode")
         try:
-            rows = self.forward(encodings, run, per_token=tokens, batch_size=batch_size,
-                                progress=bar.update if bar is not None else None)
+            rows = self.forward(
+                encodings, run, per_token=tokens, batch_size=batch_size, progress=bar.update if bar is not None else None
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -258,9 +292,17 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
     lazy = True
     temperature = 0.05
 
-    def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",
-                 multi_label: bool = False, truncation: bool = True, temperature: float | None = None,
-                 max_length: int | None = None):
+    def __call__(
+        self,
+        inputs,
+        candidate_labels=None,
+        *,
+        hypothesis_template: str = "This example is {}.",
+        multi_label: bool = False,
+        truncation: bool = True,
+        temperature: float | None = None,
+        max_length: int | None = None,
+    ):
         texts, single = check_texts(inputs, allow_empty=True)
         if isinstance(candidate_labels, str):
             candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
@@ -272,12 +314,14 @@ class ZeroShotClassificationPipeline(SentenceEmbeddingPipeline):
         if not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
-        sims = self.similarity(super().__call__(texts, truncation=truncation, max_length=max_length),
-                               super().__call__(hypotheses))
+        sims = self.similarity(
+            super().__call__(texts, truncation=truncation, max_length=max_length), super().__call__(hypotheses)
+        )
         results = []
         for text, row in zip(texts, sims):
             scores = row.astype(np.float64) if multi_label else softmax(row / temperature)
             order = np.argsort(-scores, kind="stable")
-            results.append({"sequence": text, "labels": [candidate_labels[i] for i in order],
-                            "scores": [float(scores[i]) for i in order]})
+            results.append(
+                {"sequence": text, "labels": [candidate_labels[i] for i in order], "scores": [float(scores[i]) for i in order]}
+            )
         return results[0] if single else results

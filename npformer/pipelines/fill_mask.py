@@ -20,8 +20,16 @@ class FillMaskPipeline(Pipeline):
 
     task = "fill-mask"
 
-    def __call__(self, inputs, *, top_k: int = 5, targets=None, truncation: bool | None = None,  # noqa: PLR0913
-                 max_length: int | None = None, tokenizer_kwargs: dict | None = None):
+    def __call__(
+        self,
+        inputs,
+        *,
+        top_k: int = 5,
+        targets=None,
+        truncation: bool | None = None,  # noqa: PLR0913
+        max_length: int | None = None,
+        tokenizer_kwargs: dict | None = None,
+    ):
         """Predict every mask token of each text (see the class docstring).
 
         ``inputs`` is a str or an iterable of str; ``targets`` a str or list of str; ``max_length``
@@ -32,8 +40,7 @@ class FillMaskPipeline(Pipeline):
         ``ValueError`` naming the input without a mask token or longer than the model's maximum
         (unless ``truncation=True``).
         """
-        options = check_tokenizer_kwargs(tokenizer_kwargs, "tokenizer_kwargs", truncation=truncation,
-                                         max_length=max_length)
+        options = check_tokenizer_kwargs(tokenizer_kwargs, "tokenizer_kwargs", truncation=truncation, max_length=max_length)
         truncation, max_length = options.get("truncation", False), options.get("max_length")
         texts, single = check_texts(inputs)
         if not isinstance(top_k, int) or top_k < 1:
@@ -90,7 +97,13 @@ class FillMaskPipeline(Pipeline):
                 filled = ids.copy()
                 filled[position] = token
                 filled = filled[filled != self.tokenizer.pad_token_id]
-                row.append({"score": float(probs[p]), "token": token, "token_str": self.tokenizer.decode([token]),
-                            "sequence": self.tokenizer.decode(filled, skip_special_tokens=single_mask)})
+                row.append(
+                    {
+                        "score": float(probs[p]),
+                        "token": token,
+                        "token_str": self.tokenizer.decode([token]),
+                        "sequence": self.tokenizer.decode(filled, skip_special_tokens=single_mask),
+                    }
+                )
             result.append(row)
         return result[0] if single_mask else result

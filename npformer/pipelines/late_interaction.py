@@ -37,9 +37,15 @@ DENSE = ("pylate.models.Dense.Dense", "sentence_transformers.models.Dense")
 PYLATE_MODULES = ("pylate.models.Dense.Dense",)  # a checkpoint with one is a ColBERT model
 ACTIVATIONS = {"torch.nn.modules.linear.Identity": lambda x: x, "torch.nn.modules.activation.Tanh": np.tanh}
 INT8_SCALE = 127.0  # int8 storage: a unit vector's components times 127, rounded
-DEFAULTS = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 180,
-            "do_query_expansion": True, "attend_to_expansion_tokens": False,
-            "skiplist_words": list(string.punctuation)}
+DEFAULTS = {
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 180,
+    "do_query_expansion": True,
+    "attend_to_expansion_tokens": False,
+    "skiplist_words": list(string.punctuation),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +64,18 @@ class Dense:
         """Read ``config.json`` and ``model.safetensors`` of a ``Dense`` module's directory. Raises
         ``ValueError`` naming the file for an activation npformer does not apply."""
         config = read_json(directory / "config.json")
-        if not isinstance(config, dict) or not isinstance(config.get("in_features"), int) \
-                or not isinstance(config.get("out_features"), int):
+        if (
+            not isinstance(config, dict)
+            or not isinstance(config.get("in_features"), int)
+            or not isinstance(config.get("out_features"), int)
+        ):
             raise ValueError(f"{directory / 'config.json'}: a Dense module names in_features and out_features")
         activation = config.get("activation_function", "torch.nn.modules.linear.Identity")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"{directory / 'config.json'}: activation_function {activation!r} is not one npformer "
-                             f"applies ({', '.join(ACTIVATIONS)})")
+            raise ValueError(
+                f"{directory / 'config.json'}: activation_function {activation!r} is not one npformer "
+                f"applies ({', '.join(ACTIVATIONS)})"
+            )
         weights = Weights(directory)
         shape = (config["out_features"], config["in_features"])
         use_residual = bool(config.get("use_residual", False))
@@ -87,14 +98,14 @@ def _module_list(directory: Path) -> list[dict]:
     ``ValueError`` naming the file for a module npformer does not run."""
     modules_file = directory / "modules.json"
     if not modules_file.is_file():
-        raise ValueError(f"{directory}: no modules.json; a ColBERT checkpoint is saved by PyLate "
-                         "(a Transformer module, then Dense projections)")
+        raise ValueError(
+            f"{directory}: no modules.json; a ColBERT checkpoint is saved by PyLate "
+            "(a Transformer module, then Dense projections)"
+        )
     modules = read_json(modules_file)
-    types = [m.get("type") for m in modules] if isinstance(modules, list) and \
-        all(isinstance(m, dict) for m in modules) else None
+    types = [m.get("type") for m in modules] if isinstance(modules, list) and all(isinstance(m, dict) for m in modules) else None
     if not types or types[0] != TRANSFORMER or len(types) < 2 or any(t not in DENSE for t in types[1:]):
-        raise ValueError(f"{modules_file}: npformer's ColBERT runs a Transformer then Dense modules; this checkpoint "
-                         f"has {types}")
+        raise ValueError(f"{modules_file}: npformer's ColBERT runs a Transformer then Dense modules; this checkpoint has {types}")
     return modules
 
 
@@ -107,10 +118,16 @@ def _modules(directory: Path) -> tuple[Path, list[Dense], dict, bool]:
     projections = [Dense.from_pretrained(directory / str(m.get("path", ""))) for m in modules[1:]]
     settings_file = directory / "config_sentence_transformers.json"
     raw = read_json(settings_file) if settings_file.is_file() else {}
-    settings = {key: raw.get(key, default) if raw.get(key) is not None else default
-                for key, default in DEFAULTS.items()} if isinstance(raw, dict) else None
-    if settings is None or any(not isinstance(settings[k], type(DEFAULTS[k])) for k in DEFAULTS) \
-            or min(settings["query_length"], settings["document_length"]) < 2:
+    settings = (
+        {key: raw.get(key, default) if raw.get(key) is not None else default for key, default in DEFAULTS.items()}
+        if isinstance(raw, dict)
+        else None
+    )
+    if (
+        settings is None
+        or any(not isinstance(settings[k], type(DEFAULTS[k])) for k in DEFAULTS)
+        or min(settings["query_length"], settings["document_length"]) < 2
+    ):
         raise ValueError(f"{settings_file}: a setting has the wrong type ({', '.join(DEFAULTS)}; lengths >= 2)")
     bert_config = encoder_dir / "sentence_bert_config.json"
     lower = read_json(bert_config).get("do_lower_case", False) if bert_config.is_file() else False
@@ -147,8 +164,7 @@ class LateInteractionPipeline(Pipeline):
 
     task = "late-interaction"
 
-    def __init__(self, model, tokenizer, *, query_length: int | None = None, document_length: int | None = None,
-                 **kwargs):
+    def __init__(self, model, tokenizer, *, query_length: int | None = None, document_length: int | None = None, **kwargs):
         super().__init__(model, tokenizer, **kwargs)
         if self.model_dir is None:
             raise ValueError("a ColBERT pipeline reads its projections from the checkpoint: load it from its directory")
@@ -201,8 +217,16 @@ class LateInteractionPipeline(Pipeline):
             hidden = dense(hidden)
         return hidden
 
-    def encode(self, sentences, *, is_query: bool = True, batch_size: int | None = None,  # noqa: PLR0913
-               normalize_embeddings: bool = True, precision: str = "float32", show_progress_bar=None):
+    def encode(
+        self,
+        sentences,
+        *,
+        is_query: bool = True,
+        batch_size: int | None = None,  # noqa: PLR0913
+        normalize_embeddings: bool = True,
+        precision: str = "float32",
+        show_progress_bar=None,
+    ):
         """Per-token vectors of ``sentences`` (a str or a list of str): for each text a
         ``(tokens, embedding_size)`` array (one for a str). A query keeps every position (with its
         expansion tokens: ``query_length`` rows); a document drops padding and its skiplist tokens.
@@ -234,17 +258,23 @@ class LateInteractionPipeline(Pipeline):
         """:meth:`encode` with ``is_query=False``."""
         return self.encode(sentences, is_query=False, **kwargs)
 
-    def rank(self, query: str, documents: list[str], top_k: int | None = None, return_documents: bool = False,
-             batch_size: int | None = None) -> list[dict]:
+    def rank(
+        self,
+        query: str,
+        documents: list[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int | None = None,
+    ) -> list[dict]:
         """The documents by decreasing MaxSim score for ``query``: ``[{"corpus_id", "score"}, ...]``
         (with ``"text"`` when ``return_documents``), the ``top_k`` first (all by default), as
         sentence-transformers' ``CrossEncoder.rank``. Raises ``ValueError`` as :meth:`encode`."""
         texts, _ = check_texts(documents, "documents", allow_empty=True)
-        scores = colbert_scores([self.encode(query, is_query=True)],
-                                self.encode(texts, is_query=False, batch_size=batch_size))[0]
+        scores = colbert_scores([self.encode(query, is_query=True)], self.encode(texts, is_query=False, batch_size=batch_size))[0]
         order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": texts[i]} if return_documents else {})}
-                for i in order]
+        return [
+            {"corpus_id": int(i), "score": float(scores[i]), **({"text": texts[i]} if return_documents else {})} for i in order
+        ]
 
 
 def _as_float(vectors: np.ndarray) -> np.ndarray:

@@ -36,12 +36,25 @@ class QuestionAnsweringPipeline(Pipeline):
     """
 
     task = "question-answering"
-    accepts = ('question= and context= strings (or lists of them), a {"question": ..., "context": ...} dict, or a '
-               "list or generator of such dicts")
+    accepts = (
+        'question= and context= strings (or lists of them), a {"question": ..., "context": ...} dict, or a '
+        "list or generator of such dicts"
+    )
 
-    def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,  # noqa: PLR0913
-                 max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
-                 handle_impossible_answer: bool = False, align_to_words: bool = True, padding: bool | str = False):
+    def __call__(  # noqa: PLR0913
+        self,
+        question=None,
+        context=None,
+        *,
+        top_k: int = 1,
+        doc_stride: int | None = None,
+        max_answer_len: int = 15,
+        max_seq_len: int | None = None,
+        max_question_len: int = 64,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+        padding: bool | str = False,
+    ):
         """Answer each question from its context (see the class docstring for the arguments).
 
         ``question`` and ``context`` are a str each, or lists of equal length (one question for
@@ -53,14 +66,17 @@ class QuestionAnsweringPipeline(Pipeline):
         (padded positions are masked). Raises ``ValueError`` as the class docstring says.
         """
         padding_strategy(padding)
-        if context is None and (isinstance(question, dict) or isinstance(question, (list, tuple)) and question
-                                and all(isinstance(q, dict) for q in question)):  # SQuAD-style dicts, as Transformers
+        if context is None and (
+            isinstance(question, dict)
+            or isinstance(question, (list, tuple))
+            and question
+            and all(isinstance(q, dict) for q in question)
+        ):  # SQuAD-style dicts, as Transformers
             single = isinstance(question, dict)
             items = [question] if single else list(question)
             for i, item in enumerate(items):
                 if not isinstance(item.get("question"), str) or not isinstance(item.get("context"), str):
-                    raise ValueError(f"input {i} must be a dict with 'question' and 'context' strings, got "
-                                     f"{sorted(item)}")
+                    raise ValueError(f"input {i} must be a dict with 'question' and 'context' strings, got {sorted(item)}")
             question = items[0]["question"] if single else [item["question"] for item in items]
             context = items[0]["context"] if single else [item["context"] for item in items]
         pairs, single = _pairs(question, context)
@@ -73,30 +89,31 @@ class QuestionAnsweringPipeline(Pipeline):
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, 128)
         if not isinstance(max_seq_len, int) or not 4 <= max_seq_len <= self.max_length:
-            raise ValueError(f"max_seq_len must be an integer in [4, {self.max_length}] (the model's maximum), "
-                             f"got {max_seq_len!r}")
+            raise ValueError(
+                f"max_seq_len must be an integer in [4, {self.max_length}] (the model's maximum), got {max_seq_len!r}"
+            )
         if not isinstance(doc_stride, int) or isinstance(doc_stride, bool) or doc_stride < 0:
             raise ValueError(f"doc_stride must be an integer >= 0, got {doc_stride!r}")
         if doc_stride > max_seq_len:
             raise ValueError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
         pairs = [(self._cut_question(q, max_question_len), c) for q, c in pairs]
         try:
-            encodings = self.tokenizer.encode_batch(pairs, truncation="only_second", max_length=max_seq_len,
-                                                    stride=doc_stride)
+            encodings = self.tokenizer.encode_batch(pairs, truncation="only_second", max_length=max_seq_len, stride=doc_stride)
         except ValueError as e:
-            raise ValueError(f"question too long for max_seq_len={max_seq_len} and doc_stride={doc_stride}: {e}") \
-                from None
+            raise ValueError(f"question too long for max_seq_len={max_seq_len} and doc_stride={doc_stride}: {e}") from None
         logits = self.forward(encodings, self.logits, per_token=True)
         per_sample = [[] for _ in pairs]
         for enc, row in zip(encodings, logits, strict=True):
             per_sample[enc.overflow_to_sample].append((enc, row))
-        results = [self._answers(context, windows, top_k, max_answer_len, handle_impossible_answer, align_to_words)
-                   for (_, context), windows in zip(pairs, per_sample, strict=True)]
+        results = [
+            self._answers(context, windows, top_k, max_answer_len, handle_impossible_answer, align_to_words)
+            for (_, context), windows in zip(pairs, per_sample, strict=True)
+        ]
         return results[0] if single else results
 
     def _cut_question(self, question: str, max_question_len: int) -> str:
         pieces = self.tokenizer.pieces(question, max_tokens=max_question_len + 1)
-        return question if len(pieces) <= max_question_len else question[:int(pieces.ends[max_question_len - 1])]
+        return question if len(pieces) <= max_question_len else question[: int(pieces.ends[max_question_len - 1])]
 
     def _answers(self, context: str, windows, top_k, max_answer_len, handle_impossible, align_to_words):
         min_null_score = 1000000.0

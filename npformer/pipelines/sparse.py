@@ -57,13 +57,16 @@ class SpladeLayout:
         if not modules_file.is_file():
             return cls(directory)
         modules = read_json(modules_file)
-        types = [m.get("type") for m in modules] if isinstance(modules, list) and \
-            all(isinstance(m, dict) for m in modules) else None
+        types = (
+            [m.get("type") for m in modules] if isinstance(modules, list) and all(isinstance(m, dict) for m in modules) else None
+        )
         if types == [ROUTER_MODULE]:
             return cls._routed(directory / str(modules[0].get("path", "")))
         if types != [MLM_MODULE, SPLADE_MODULE]:
-            raise ValueError(f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling (or a "
-                             f"Router with a SparseStaticEmbedding query route); this checkpoint has {types}")
+            raise ValueError(
+                f"{modules_file}: npformer's SparseEncoder runs MLMTransformer then SpladePooling (or a "
+                f"Router with a SparseStaticEmbedding query route); this checkpoint has {types}"
+            )
         return cls._splade(directory / str(modules[0].get("path", "")), directory / str(modules[1].get("path", "")))
 
     @classmethod
@@ -71,8 +74,10 @@ class SpladeLayout:
         pooling = read_json(pooling_dir / "config.json")
         strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
         if strategy not in ("max", "sum") or activation not in ("relu", "log1p_relu"):
-            raise ValueError(f"{pooling_dir / 'config.json'}: pooling {strategy!r} with activation {activation!r}; "
-                             "SpladePooling has max or sum, relu or log1p_relu")
+            raise ValueError(
+                f"{pooling_dir / 'config.json'}: pooling {strategy!r} with activation {activation!r}; "
+                "SpladePooling has max or sum, relu or log1p_relu"
+            )
         settings_file = mlm_dir / "sentence_bert_config.json"
         settings = read_json(settings_file) if settings_file.is_file() else {}
         return cls(mlm_dir, strategy, activation, settings.get("max_seq_length"), static_dir)
@@ -87,9 +92,11 @@ class SpladeLayout:
         document, query = routes.get("document"), routes.get("query")
         splade = [f"{MLM_MODULE}.MLMTransformer", f"{SPLADE_MODULE}.SpladePooling"]
         if document != splade or query not in (splade, [STATIC_MODULE]):
-            raise ValueError(f"{config_file}: npformer's SparseEncoder runs a document route MLMTransformer, "
-                             f"SpladePooling and a query route the same or SparseStaticEmbedding; this checkpoint has "
-                             f"{routes}")
+            raise ValueError(
+                f"{config_file}: npformer's SparseEncoder runs a document route MLMTransformer, "
+                f"SpladePooling and a query route the same or SparseStaticEmbedding; this checkpoint has "
+                f"{routes}"
+            )
         static = directory / structure["query"][0] if query == [STATIC_MODULE] else None
         return cls._splade(directory / structure["document"][0], directory / structure["document"][1], static)
 
@@ -101,8 +108,9 @@ class SpladeModel:
     @staticmethod
     def from_pretrained(directory, *, dtype: str = "float32", adapter=None, backend: str = "numba"):
         """The checkpoint's masked LM (:class:`~npformer.models.auto.AutoModelForMaskedLM`'s arguments)."""
-        return AutoModelForMaskedLM.from_pretrained(SpladeLayout.read(directory).mlm_dir, dtype=dtype,
-                                                    adapter=adapter, backend=backend)
+        return AutoModelForMaskedLM.from_pretrained(
+            SpladeLayout.read(directory).mlm_dir, dtype=dtype, adapter=adapter, backend=backend
+        )
 
     @staticmethod
     def tokenizer_directory(directory) -> Path:
@@ -135,11 +143,11 @@ class SparseEmbeddingPipeline(Pipeline):
             self.static_tokenizer = load_tokenizer(layout.static_dir)
             self.static_weight = Weights(layout.static_dir).get("weight", (self.vocab_size,))
 
-    def __call__(self, inputs, *, max_active_dims: int | None = None, truncation: bool = True,
-                 max_length: int | None = None):
+    def __call__(self, inputs, *, max_active_dims: int | None = None, truncation: bool = True, max_length: int | None = None):
         texts, single = check_texts(inputs, allow_empty=True)
-        encodings = self.encode_one_window([(t, None) for t in texts], truncation,
-                                           max_length if max_length is not None else self.max_seq_length)
+        encodings = self.encode_one_window(
+            [(t, None) for t in texts], truncation, max_length if max_length is not None else self.max_seq_length
+        )
         vectors = self.vectors(encodings, max_active_dims)
         return vectors[0] if single else vectors
 
@@ -157,20 +165,21 @@ class SparseEmbeddingPipeline(Pipeline):
         owner = rows // seq
         out = np.zeros((batch, self.vocab_size), np.float32)
         for start in range(0, rows.size, CHUNK_ROWS):
-            take = rows[start:start + CHUNK_ROWS]
+            take = rows[start : start + CHUNK_ROWS]
             weights = np.log1p(np.maximum(self.model.decode(self.model.transform(hidden.reshape(-1, width)[take])), 0))
             if self.activation_function == "log1p_relu":
                 weights = np.log1p(weights)
-            for b in np.unique(owner[start:start + CHUNK_ROWS]):
-                mine = weights[owner[start:start + CHUNK_ROWS] == b]
+            for b in np.unique(owner[start : start + CHUNK_ROWS]):
+                mine = weights[owner[start : start + CHUNK_ROWS] == b]
                 if self.pooling_strategy == "max":
                     np.maximum(out[b], mine.max(axis=0), out=out[b])
                 else:
                     out[b] += mine.sum(axis=0)
         return out
 
-    def encode(self, sentences, batch_size: int | None = None, max_active_dims: int | None = None,
-               convert_to_dense: bool = False):
+    def encode(
+        self, sentences, batch_size: int | None = None, max_active_dims: int | None = None, convert_to_dense: bool = False
+    ):
         """Sparse vectors of ``sentences`` (a str or a list of str): a :class:`SparseVector` per
         text (one for a str), or with ``convert_to_dense`` a ``(n, vocab_size)`` float32 array
         (``(vocab_size,)`` for a str). Texts are cut to ``max_seq_length`` tokens."""
@@ -182,8 +191,9 @@ class SparseEmbeddingPipeline(Pipeline):
             return dense[0] if single else dense
         return vectors[0] if single else vectors
 
-    def encode_query(self, sentences, batch_size: int | None = None, max_active_dims: int | None = None,
-                     convert_to_dense: bool = False):
+    def encode_query(
+        self, sentences, batch_size: int | None = None, max_active_dims: int | None = None, convert_to_dense: bool = False
+    ):
         """:meth:`encode` for queries: by the ``SparseStaticEmbedding`` of an inference-free model
         (each token of the query, special tokens not added, weighs its static weight), else the
         same as :meth:`encode`."""

@@ -33,23 +33,31 @@ class TextClassificationPipeline(Pipeline):
 
     task = "text-classification"
 
-    def __call__(self, inputs, *, top_k=_UNSET, function_to_apply: str | None = None, truncation: bool = True,  # noqa: PLR0913
-                 max_length: int | None = None, text_pair: str | None = None, return_all_scores: bool | None = None,
-                 padding: bool | str = False):
+    def __call__(
+        self,
+        inputs,
+        *,
+        top_k=_UNSET,
+        function_to_apply: str | None = None,
+        truncation: bool = True,  # noqa: PLR0913
+        max_length: int | None = None,
+        text_pair: str | None = None,
+        return_all_scores: bool | None = None,
+        padding: bool | str = False,
+    ):
         padding_strategy(padding)  # as Transformers' tokenizer argument; rows are masked, so it changes no score
         if text_pair is not None:  # Transformers hands it to the tokenizer: the pair of a single text
             if not isinstance(inputs, str) or not isinstance(text_pair, str):
-                raise ValueError("text_pair= pairs one text with one str; for several pairs give "
-                                 '[{"text": ..., "text_pair": ...}, ...]')
+                raise ValueError(
+                    'text_pair= pairs one text with one str; for several pairs give [{"text": ..., "text_pair": ...}, ...]'
+                )
             inputs = {"text": inputs, "text_pair": text_pair}
             single_str = True
         else:
             single_str = isinstance(inputs, str)
         if return_all_scores is not None and top_k is _UNSET:  # deprecated in Transformers, still accepted
-            warnings.warn("return_all_scores is deprecated: use top_k=None (all scores) or top_k=1", FutureWarning,
-                          stacklevel=3)
-            return self._legacy_all_scores(inputs, single_str, bool(return_all_scores), function_to_apply, truncation,
-                                           max_length)
+            warnings.warn("return_all_scores is deprecated: use top_k=None (all scores) or top_k=1", FutureWarning, stacklevel=3)
+            return self._legacy_all_scores(inputs, single_str, bool(return_all_scores), function_to_apply, truncation, max_length)
         single = isinstance(inputs, (str, dict))
         items = [inputs] if single else list(inputs)
         pairs = []
@@ -77,8 +85,7 @@ class TextClassificationPipeline(Pipeline):
         in a list); ``False``: the best label, as the call without ``top_k``. As Transformers 4.57."""
         if not all_scores:
             return self(inputs, function_to_apply=function_to_apply, truncation=truncation, max_length=max_length)
-        ranked = self(inputs, top_k=None, function_to_apply=function_to_apply, truncation=truncation,
-                      max_length=max_length)
+        ranked = self(inputs, top_k=None, function_to_apply=function_to_apply, truncation=truncation, max_length=max_length)
         rows = [ranked] if isinstance(inputs, (str, dict)) else ranked
         order = {self.label(i): i for i in range(len(rows[0]))} if rows else {}
         rows = [sorted(row, key=lambda d: order[d["label"]]) for row in rows]
@@ -101,6 +108,7 @@ class TextClassificationPipeline(Pipeline):
         if legacy:
             best = int(np.argmax(scores))
             return {"label": self.label(best), "score": float(scores[best])}
-        ranked = sorted(({"label": self.label(i), "score": float(s)} for i, s in enumerate(scores)),
-                        key=lambda d: d["score"], reverse=True)
+        ranked = sorted(
+            ({"label": self.label(i), "score": float(s)} for i, s in enumerate(scores)), key=lambda d: d["score"], reverse=True
+        )
         return ranked if top_k is None else ranked[:top_k]

@@ -32,9 +32,18 @@ class TokenClassificationPipeline(Pipeline):
 
     task = "token-classification"
 
-    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=None,  # noqa: PLR0913
-                 stride: int | None = None, return_probabilities: bool = False, max_length: int | None = None,
-                 grouped_entities: bool | None = None, ignore_subwords: bool | None = None):
+    def __call__(
+        self,
+        inputs,
+        *,
+        aggregation_strategy: str = "none",
+        ignore_labels=None,  # noqa: PLR0913
+        stride: int | None = None,
+        return_probabilities: bool = False,
+        max_length: int | None = None,
+        grouped_entities: bool | None = None,
+        ignore_subwords: bool | None = None,
+    ):
         """Entities of each text (see the class docstring), as Transformers' TokenClassificationPipeline.
 
         Args:
@@ -57,8 +66,11 @@ class TokenClassificationPipeline(Pipeline):
         texts, single = check_texts(inputs, allow_empty=True)
         if grouped_entities is not None or ignore_subwords is not None:
             aggregation_strategy = ("first" if ignore_subwords else "simple") if grouped_entities else "none"
-            warnings.warn(f"grouped_entities / ignore_subwords are deprecated: use aggregation_strategy="
-                          f"{aggregation_strategy!r}", FutureWarning, stacklevel=3)
+            warnings.warn(
+                f"grouped_entities / ignore_subwords are deprecated: use aggregation_strategy={aggregation_strategy!r}",
+                FutureWarning,
+                stacklevel=3,
+            )
         strategy = str(aggregation_strategy).lower()
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy must be one of {STRATEGIES}, got {aggregation_strategy!r}")
@@ -70,12 +82,17 @@ class TokenClassificationPipeline(Pipeline):
             if stride >= max_length:
                 raise ValueError(f"stride ({stride}) must be smaller than the model's max length ({max_length})")
             if strategy == "none":
-                raise ValueError("stride covers long texts with several windows, which needs an aggregation_strategy "
-                                 "other than 'none'")
+                raise ValueError(
+                    "stride covers long texts with several windows, which needs an aggregation_strategy other than 'none'"
+                )
         # without a stride Transformers keeps only the first window of a long text
-        encodings = self.tokenizer.encode_batch([(t, None) for t in texts], truncation="longest_first",
-                                                max_length=max_length, stride=stride or 0,
-                                                overflow=stride is not None)
+        encodings = self.tokenizer.encode_batch(
+            [(t, None) for t in texts],
+            truncation="longest_first",
+            max_length=max_length,
+            stride=stride or 0,
+            overflow=stride is not None,
+        )
         logits = self.forward(encodings, self.logits, per_token=True)
         results = [[] for _ in texts]
         windows = [0] * len(texts)
@@ -102,11 +119,10 @@ class TokenClassificationPipeline(Pipeline):
                 continue
             word = self.tokenizer.ids_to_tokens[token_id]
             word_ref = text[start:end]
-            is_subword = len(word) != len(word_ref) if word_aware else start > 0 and " " not in text[start - 1:start + 1]
+            is_subword = len(word) != len(word_ref) if word_aware else start > 0 and " " not in text[start - 1 : start + 1]
             if token_id == self.tokenizer.unk_token_id:
                 word, is_subword = word_ref, False
-            out.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,
-                        "is_subword": is_subword})
+            out.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx, "is_subword": is_subword})
         return out
 
     def _aggregate(self, pre: list[dict], strategy: str) -> list[dict]:
@@ -114,8 +130,17 @@ class TokenClassificationPipeline(Pipeline):
             entities = []
             for p in pre:
                 best = int(p["scores"].argmax())
-                entities.append({"entity": self.label(best), "score": float(p["scores"][best]), "index": p["index"],
-                                 "word": p["word"], "start": p["start"], "end": p["end"], "_probs": p["scores"]})
+                entities.append(
+                    {
+                        "entity": self.label(best),
+                        "score": float(p["scores"][best]),
+                        "index": p["index"],
+                        "word": p["word"],
+                        "start": p["start"],
+                        "end": p["end"],
+                        "_probs": p["scores"],
+                    }
+                )
         else:
             entities, group = [], []
             for p in pre:
@@ -135,9 +160,14 @@ class TokenClassificationPipeline(Pipeline):
         else:  # average
             scores = np.nanmean(np.stack([t["scores"] for t in tokens]), axis=0)
         best = int(scores.argmax())
-        return {"entity": self.label(best), "score": float(scores[best]),
-                "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in tokens]),
-                "start": tokens[0]["start"], "end": tokens[-1]["end"], "_probs": scores}
+        return {
+            "entity": self.label(best),
+            "score": float(scores[best]),
+            "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in tokens]),
+            "start": tokens[0]["start"],
+            "end": tokens[-1]["end"],
+            "_probs": scores,
+        }
 
     def _group(self, entities: list[dict]) -> list[dict]:
         groups, current = [], []
@@ -154,11 +184,14 @@ class TokenClassificationPipeline(Pipeline):
         return groups
 
     def _group_one(self, entities: list[dict]) -> dict:
-        return {"entity_group": entities[0]["entity"].split("-", 1)[-1],
-                "score": float(np.nanmean([e["score"] for e in entities])),
-                "word": self.tokenizer.convert_tokens_to_string([e["word"] for e in entities]),
-                "start": entities[0]["start"], "end": entities[-1]["end"],
-                "_probs": np.mean([e["_probs"] for e in entities], axis=0)}
+        return {
+            "entity_group": entities[0]["entity"].split("-", 1)[-1],
+            "score": float(np.nanmean([e["score"] for e in entities])),
+            "word": self.tokenizer.convert_tokens_to_string([e["word"] for e in entities]),
+            "start": entities[0]["start"],
+            "end": entities[-1]["end"],
+            "_probs": np.mean([e["_probs"] for e in entities], axis=0),
+        }
 
 
 def entropy(probs: np.ndarray) -> float:

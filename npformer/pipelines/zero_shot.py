@@ -43,8 +43,9 @@ def is_nli(source) -> bool:
             return False
         heads = ["ForSequenceClassification"]
         labels = [*source.config.label2id, *source.config.id2label.values()]
-    return any(h.endswith("ForSequenceClassification") for h in heads) and \
-        any(str(label).lower().startswith("entail") for label in labels)
+    return any(h.endswith("ForSequenceClassification") for h in heads) and any(
+        str(label).lower().startswith("entail") for label in labels
+    )
 
 
 class NLIZeroShotPipeline(Pipeline):
@@ -58,29 +59,41 @@ class NLIZeroShotPipeline(Pipeline):
 
     task = "zero-shot-classification"
 
-    def __call__(self, inputs, candidate_labels=None, *, hypothesis_template: str = "This example is {}.",  # noqa: PLR0913
-                 multi_label: bool = False, truncation: bool = True, max_length: int | None = None,
-                 temperature: float | None = None):
+    def __call__(
+        self,
+        inputs,
+        candidate_labels=None,
+        *,
+        hypothesis_template: str = "This example is {}.",  # noqa: PLR0913
+        multi_label: bool = False,
+        truncation: bool = True,
+        max_length: int | None = None,
+        temperature: float | None = None,
+    ):
         if temperature is not None:
-            raise ValueError("temperature applies to zero-shot classification by similarity (an embedding model); "
-                             "this is an NLI model")
+            raise ValueError(
+                "temperature applies to zero-shot classification by similarity (an embedding model); this is an NLI model"
+            )
         texts, single = check_texts(inputs, allow_empty=True)
         if isinstance(candidate_labels, str):
             candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
         if not candidate_labels or not texts:
             raise ValueError("You must include at least one label and at least one sequence.")
         if hypothesis_template.format(candidate_labels[0]) == hypothesis_template:
-            raise ValueError(f"The provided hypothesis_template {hypothesis_template!r} was not able to be formatted "
-                             f"with the target labels; it needs a {{}} for the label")
+            raise ValueError(
+                f"The provided hypothesis_template {hypothesis_template!r} was not able to be formatted "
+                f"with the target labels; it needs a {{}} for the label"
+            )
         hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
         limit = self.check_max_length(max_length)
         pairs = [(text, h) for text in texts for h in hypotheses]
         encodings = []
-        for text_pairs in (pairs[i:i + len(hypotheses)] for i in range(0, len(pairs), len(hypotheses))):
+        for text_pairs in (pairs[i : i + len(hypotheses)] for i in range(0, len(pairs), len(hypotheses))):
             # only the text is cut, as Transformers (ONLY_FIRST); a hypothesis too long for it runs whole
             try:
-                encodings += self.tokenizer.encode_batch(text_pairs, truncation="only_first" if truncation else False,
-                                                         max_length=limit, overflow=False)
+                encodings += self.tokenizer.encode_batch(
+                    text_pairs, truncation="only_first" if truncation else False, max_length=limit, overflow=False
+                )
             except ValueError:
                 encodings += self.tokenizer.encode_batch(text_pairs, overflow=False)
         logits = np.stack(self.forward(encodings, self.logits)).astype(np.float32)
@@ -97,6 +110,7 @@ class NLIZeroShotPipeline(Pipeline):
                 e = np.exp(rows[:, entail])
                 scores = e / e.sum(-1, keepdims=True)
             order = list(reversed(scores.argsort()))
-            results.append({"sequence": text, "labels": [candidate_labels[i] for i in order],
-                            "scores": [float(scores[i]) for i in order]})
+            results.append(
+                {"sequence": text, "labels": [candidate_labels[i] for i in order], "scores": [float(scores[i]) for i in order]}
+            )
         return results[0] if single else results

@@ -23,8 +23,15 @@ from npformer.extras import require_extra
 
 require_extra("server", "starlette", "uvicorn", "prometheus_client")
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,  # noqa: E402
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.requests import ClientDisconnect, Request  # noqa: E402
@@ -53,24 +60,38 @@ class Metrics:
     def __init__(self):
         disable_created_metrics()  # no *_created series: they double /metrics for nothing a dashboard reads
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("npformer_requests", "Requests answered, by route, model and status",
-                                ["route", "model", "status"], registry=r)
-        self.errors = Counter("npformer_request_errors", "Requests that failed, by route and error type",
-                              ["route", "error_type"], registry=r)
+        self.requests = Counter(
+            "npformer_requests", "Requests answered, by route, model and status", ["route", "model", "status"], registry=r
+        )
+        self.errors = Counter(
+            "npformer_request_errors", "Requests that failed, by route and error type", ["route", "error_type"], registry=r
+        )
         self.in_flight = Gauge("npformer_requests_in_flight", "Requests being answered", registry=r)
-        self.duration = Histogram("npformer_request_duration_seconds", "Time from request to response", ["route"],
-                                  buckets=SECONDS, registry=r)
-        self.queue = Histogram("npformer_request_queue_duration_seconds",
-                               "Time a request's rows waited for a forward pass", buckets=SECONDS, registry=r)
-        self.inference = Histogram("npformer_request_inference_duration_seconds",
-                                   "Time of the forward passes a request's rows ran in", buckets=SECONDS, registry=r)
+        self.duration = Histogram(
+            "npformer_request_duration_seconds", "Time from request to response", ["route"], buckets=SECONDS, registry=r
+        )
+        self.queue = Histogram(
+            "npformer_request_queue_duration_seconds",
+            "Time a request's rows waited for a forward pass",
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "npformer_request_inference_duration_seconds",
+            "Time of the forward passes a request's rows ran in",
+            buckets=SECONDS,
+            registry=r,
+        )
         self.batch_size = Histogram("npformer_batch_size", "Rows per forward pass", buckets=SIZES, registry=r)
-        self.batch_requests = Histogram("npformer_batch_requests", "Requests whose rows shared one forward pass",
-                                        buckets=SIZES, registry=r)
-        self.batch_tokens = Histogram("npformer_batch_tokens", "Padded tokens per forward pass",
-                                      buckets=tuple(64 * s for s in SIZES), registry=r)
-        self.batch_duration = Histogram("npformer_batch_duration_seconds", "Time of one forward pass", buckets=SECONDS,
-                                        registry=r)
+        self.batch_requests = Histogram(
+            "npformer_batch_requests", "Requests whose rows shared one forward pass", buckets=SIZES, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "npformer_batch_tokens", "Padded tokens per forward pass", buckets=tuple(64 * s for s in SIZES), registry=r
+        )
+        self.batch_duration = Histogram(
+            "npformer_batch_duration_seconds", "Time of one forward pass", buckets=SECONDS, registry=r
+        )
 
     def on_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.rows)
@@ -117,8 +138,11 @@ def openai_error(e: ApiError) -> JSONResponse:
     """An error in OpenAI's shape (what its client parses): ``{"error": {"message", "type", "param", "code"}}``."""
     kind = {404: ("invalid_request_error", "model_not_found"), 429: ("rate_limit_error", "rate_limit_exceeded")}
     error_type, code = kind.get(e.status, ("invalid_request_error" if e.status < 500 else "server_error", None))
-    return JSONResponse({"error": {"message": e.message, "type": error_type, "param": "model" if e.status == 404 else None,
-                                   "code": code}}, status_code=e.status, headers=e.headers)
+    return JSONResponse(
+        {"error": {"message": e.message, "type": error_type, "param": "model" if e.status == 404 else None, "code": code}},
+        status_code=e.status,
+        headers=e.headers,
+    )
 
 
 def overloaded(limit: int, flag: str, what: str = "requests") -> ApiError:
@@ -131,34 +155,42 @@ class Server:
     ``app`` is the ASGI application: the Starlette routes behind ``access``'s checks
     (:mod:`npformer.serving.guard`)."""
 
-    def __init__(self, models: list[Served], limits: Limits, batcher: Batcher, metrics: Metrics,
-                 access: Access | None = None):
+    def __init__(self, models: list[Served], limits: Limits, batcher: Batcher, metrics: Metrics, access: Access | None = None):
         self.models = {m.name: m for m in models}
         self.limits, self.batcher, self.metrics = limits, batcher, metrics
         self.in_flight = 0
         self.explains = 0
         for m in models:
             m.pipe.run_on(batcher.submit)
-        post = [("/predict", routes.predict, CLASSIFIER_TASKS), ("/rerank", routes.rerank, CLASSIFIER_TASKS),
-                ("/embed", routes.embed, EMBEDDING_TASKS), ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
-                ("/embed_sparse", routes.embed_sparse, SPARSE_TASKS),
-                ("/similarity", routes.similarity_route, EMBEDDING_TASKS), ("/tokenize", routes.tokenize, None),
-                ("/decode", routes.decode, None)]
-        self.routes = Starlette(routes=[
-            *[Route(path, self._tei(path, fn, tasks), methods=["POST"]) for path, fn, tasks in post],
-            Route("/v1/embeddings", self._openai, methods=["POST"]),
-            Route("/v1/models", self._openai_models, methods=["GET"]),
-            Route("/models/{name}", self._inference, methods=["POST"]),
-            Route("/models", self._list, methods=["GET"]),
-            Route("/", self._page, methods=["GET"]),
-            Route("/", self._root, methods=["POST"]),
-            Route("/explain/{name}", self._explain, methods=["POST"]),
-            Route("/info", self._info, methods=["GET"]),
-            Route("/health", self._health, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
-            Route("/openapi.json", self._openapi, methods=["GET"]),
-            Route("/docs", self._docs, methods=["GET"]),
-        ], exception_handlers={404: self._not_found, 405: self._not_allowed}, lifespan=self._lifespan)
+        post = [
+            ("/predict", routes.predict, CLASSIFIER_TASKS),
+            ("/rerank", routes.rerank, CLASSIFIER_TASKS),
+            ("/embed", routes.embed, EMBEDDING_TASKS),
+            ("/embed_all", routes.embed_all, EMBEDDING_TASKS),
+            ("/embed_sparse", routes.embed_sparse, SPARSE_TASKS),
+            ("/similarity", routes.similarity_route, EMBEDDING_TASKS),
+            ("/tokenize", routes.tokenize, None),
+            ("/decode", routes.decode, None),
+        ]
+        self.routes = Starlette(
+            routes=[
+                *[Route(path, self._tei(path, fn, tasks), methods=["POST"]) for path, fn, tasks in post],
+                Route("/v1/embeddings", self._openai, methods=["POST"]),
+                Route("/v1/models", self._openai_models, methods=["GET"]),
+                Route("/models/{name}", self._inference, methods=["POST"]),
+                Route("/models", self._list, methods=["GET"]),
+                Route("/", self._page, methods=["GET"]),
+                Route("/", self._root, methods=["POST"]),
+                Route("/explain/{name}", self._explain, methods=["POST"]),
+                Route("/info", self._info, methods=["GET"]),
+                Route("/health", self._health, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+                Route("/openapi.json", self._openapi, methods=["GET"]),
+                Route("/docs", self._docs, methods=["GET"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_allowed},
+            lifespan=self._lifespan,
+        )
         self.app = (access or Access()).wrap(self.routes)
 
     @contextlib.asynccontextmanager
@@ -183,50 +215,83 @@ class Server:
         # /rerank: the first cross-encoder (one label), else the first classifier (which then explains)
         found = next((m for m in fits if m.is_reranker or route != "/rerank"), fits[0] if fits else None)
         if found is None:
-            raise ApiError(404, f"no {' or '.join(tasks)} model is served; {route} needs one "
-                                f"(npformer serve --model NAME=PATH@{tasks[0]})", "NotFound")
+            raise ApiError(
+                404,
+                f"no {' or '.join(tasks)} model is served; {route} needs one (npformer serve --model NAME=PATH@{tasks[0]})",
+                "NotFound",
+            )
         return found
 
     # ---- handlers
 
     def _tei(self, route: str, fn: Callable, tasks):
         async def handler(request: Request):
-            return await self.answer(request, route, lambda body: (self.pick(request, tasks, route), body),
-                                     lambda model, body, timings: fn(model, body, self.limits))
+            return await self.answer(
+                request,
+                route,
+                lambda body: (self.pick(request, tasks, route), body),
+                lambda model, body, timings: fn(model, body, self.limits),
+            )
+
         return handler
 
     async def _openai(self, request: Request):
         """``POST /v1/embeddings``: the body's ``model`` names a served model (404 otherwise, as
         OpenAI answers an unknown model); without one, the first embedding model. Errors in
         OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``."""
+
         def choose(body):
             name = body.get("model") if isinstance(body, dict) else None
             if name is not None and not isinstance(name, str):
                 raise invalid(f"`model` must be a string, got {type(name).__name__}")
             return self.pick(request, EMBEDDING_TASKS, "/v1/embeddings", name), body
-        return await self.answer(request, "/v1/embeddings", choose,
-                                 lambda model, body, timings: routes.openai_embeddings(model, body, self.limits, timings),
-                                 openai=True)
+
+        return await self.answer(
+            request,
+            "/v1/embeddings",
+            choose,
+            lambda model, body, timings: routes.openai_embeddings(model, body, self.limits, timings),
+            openai=True,
+        )
 
     async def _openai_models(self, request: Request):
         """``GET /v1/models``: the served models as OpenAI lists them."""
-        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
-                                                         "owned_by": "npformer"} for name in self.models]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": name, "object": "model", "created": 0, "owned_by": "npformer"} for name in self.models],
+            }
+        )
 
     async def _root(self, request: Request):
         """``POST /``, where Hugging Face's ``InferenceClient(model=URL)`` / ``(base_url=URL)`` posts
         every task: the Inference API's ``{"inputs", "parameters"}`` for the first served model (or
         ``?model=NAME``), as TEI answers ``/`` with its one model."""
-        return await self.answer(request, "/", lambda body: (self.pick(request, None, "/"), body),
-                                 lambda model, body, timings: routes.root(model, body, self.limits))
+        return await self.answer(
+            request,
+            "/",
+            lambda body: (self.pick(request, None, "/"), body),
+            lambda model, body, timings: routes.root(model, body, self.limits),
+        )
 
     async def _inference(self, request: Request):
         name = request.path_params["name"]
-        return await self.answer(request, "/models", lambda body: (self.pick(request, None, "/models", name), body),
-                                 lambda model, body, timings: routes.inference(model, body, self.limits))
+        return await self.answer(
+            request,
+            "/models",
+            lambda body: (self.pick(request, None, "/models", name), body),
+            lambda model, body, timings: routes.inference(model, body, self.limits),
+        )
 
-    async def answer(self, request: Request, route: str, choose: Callable, work: Callable,  # noqa: PLR0913
-                     explain: bool = False, openai: bool = False) -> Response:
+    async def answer(
+        self,
+        request: Request,
+        route: str,
+        choose: Callable,
+        work: Callable,  # noqa: PLR0913
+        explain: bool = False,
+        openai: bool = False,
+    ) -> Response:
         """Run one POST request: body (within ``read_timeout``), backpressure, model, work in a
         thread (the JSON of the answer too, so that a large answer never stalls the event loop),
         headers, metrics. The concurrency slot is taken once the body is in, so slow clients hold
@@ -260,10 +325,15 @@ class Server:
             self.metrics.queue.observe(timings.queue)
             self.metrics.inference.observe(timings.inference)
             ms = lambda s: str(int(round(s * 1000)))  # noqa: E731
-            response.headers.update({
-                "x-compute-time": ms(time.perf_counter() - start), "x-queue-time": ms(timings.queue),
-                "x-inference-time": ms(timings.inference), "x-compute-tokens": str(timings.tokens),
-                "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference))})
+            response.headers.update(
+                {
+                    "x-compute-time": ms(time.perf_counter() - start),
+                    "x-queue-time": ms(timings.queue),
+                    "x-inference-time": ms(timings.inference),
+                    "x-compute-tokens": str(timings.tokens),
+                    "x-tokenization-time": ms(max(0.0, time.perf_counter() - started - timings.queue - timings.inference)),
+                }
+            )
         except ApiError as e:
             return self._failed(route, model_name, e, start, openai)
         except ValueError as e:  # a pipeline's own check of the input: over-long text, bad parameter value
@@ -301,8 +371,9 @@ class Server:
                     return await self._read_json(request)
             return await asyncio.wait_for(self._read_json(request), self.limits.read_timeout)
         except asyncio.TimeoutError:
-            raise ApiError(408, f"the request body did not arrive within {self.limits.read_timeout:g} s "
-                                "(--read-timeout)", "Timeout") from None
+            raise ApiError(
+                408, f"the request body did not arrive within {self.limits.read_timeout:g} s (--read-timeout)", "Timeout"
+            ) from None
 
     async def _read_json(self, request: Request):
         """An over-limit body is read on (and dropped) up to :data:`DRAIN` more bytes, so that the
@@ -316,8 +387,12 @@ class Server:
             elif size > limit + DRAIN:
                 break
         if size > limit:
-            raise ApiError(413, f"request body of {size}{'+' if size > limit + DRAIN else ''} bytes is over the payload "
-                                f"limit of {limit} bytes (--payload-limit)", "PayloadTooLarge")
+            raise ApiError(
+                413,
+                f"request body of {size}{'+' if size > limit + DRAIN else ''} bytes is over the payload "
+                f"limit of {limit} bytes (--payload-limit)",
+                "PayloadTooLarge",
+            )
         try:
             body = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as e:
@@ -335,9 +410,13 @@ class Server:
     async def _explain(self, request: Request):
         """``POST /explain/{name}``, at most ``max_concurrent_explains`` at once (429 beyond)."""
         name = request.path_params["name"]
-        return await self.answer(request, "/explain", lambda body: (self.pick(request, EXPLAIN_TASKS, "/explain", name), body),
-                                 lambda model, body, timings: routes.explain_route(model, body, self.limits),
-                                 explain=True)
+        return await self.answer(
+            request,
+            "/explain",
+            lambda body: (self.pick(request, EXPLAIN_TASKS, "/explain", name), body),
+            lambda model, body, timings: routes.explain_route(model, body, self.limits),
+            explain=True,
+        )
 
     async def _info(self, request: Request):
         try:

@@ -93,8 +93,14 @@ class Batcher:
     :meth:`close` at exit.
     """
 
-    def __init__(self, max_batch_tokens: int, max_batch_size: int, max_wait_ms: float,
-                 on_batch: Callable[[BatchStats], None] | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_wait_ms: float,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        enabled: bool = True,
+    ):
         for name, value, low in (("max_batch_tokens", max_batch_tokens, 2), ("max_batch_size", max_batch_size, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -141,8 +147,9 @@ class Batcher:
             return []
         timings = getattr(self._local, "timings", None) or Timings()
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
-        job = _Job(encodings, Step.of(run), per_token, pad_id, timings, time.perf_counter(), order,
-                   results=[None] * len(encodings))
+        job = _Job(
+            encodings, Step.of(run), per_token, pad_id, timings, time.perf_counter(), order, results=[None] * len(encodings)
+        )
         inside = getattr(self._local, "timings", None) is not None
         with self._cond:
             if self._closing:
@@ -200,7 +207,7 @@ class Batcher:
         key = self._queue[0].key()
         for job in self._queue:
             if job.key() == key:
-                for row in job.order[job.taken:]:
+                for row in job.order[job.taken :]:
                     yield job, row
             if not self.enabled:
                 return
@@ -256,7 +263,7 @@ class Batcher:
             return
         seconds = time.perf_counter() - start
         for i, (job, row) in enumerate(group):
-            job.results[row] = out[i, :len(job.encodings[row])] if job.per_token else out[i]
+            job.results[row] = out[i, : len(job.encodings[row])] if job.per_token else out[i]
             job.done += 1
             job.timings.rows += 1
             job.timings.tokens += len(job.encodings[row])

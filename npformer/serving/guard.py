@@ -41,8 +41,13 @@ class Access:
         the API key and the content type."""
         inner = Guard(app, api_key=self.api_key, json_only=True)
         if self.cors_allow_origin:
-            inner = CORSMiddleware(inner, allow_origins=list(self.cors_allow_origin), allow_methods=["GET", "POST"],
-                                   allow_headers=["authorization", "content-type"], max_age=600)
+            inner = CORSMiddleware(
+                inner,
+                allow_origins=list(self.cors_allow_origin),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+                max_age=600,
+            )
         return Guard(inner, allowed_hosts=self.allowed_hosts)
 
 
@@ -64,8 +69,7 @@ class Guard:
     the path is ``/health``, ``api_key`` (if set) and, for ``POST``, the ``application/json`` type.
     A refusal is TEI's error body with 400, 401 or 415."""
 
-    def __init__(self, app, *, allowed_hosts: tuple[str, ...] | None = None, api_key: str | None = None,
-                 json_only: bool = False):
+    def __init__(self, app, *, allowed_hosts: tuple[str, ...] | None = None, api_key: str | None = None, json_only: bool = False):
         self.app, self.api_key, self.json_only = app, api_key, json_only
         self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
         self._expected = f"Bearer {api_key}".encode() if api_key else None
@@ -82,9 +86,13 @@ class Guard:
             return await self.app(scope, receive, send)
         status, message, error_type, extra = refusal
         body = json.dumps({"error": message, "error_type": error_type}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def refusal(self, scope, headers: dict) -> tuple[int, str, str, list] | None:
@@ -97,14 +105,17 @@ class Guard:
         if self._expected is not None and scope["method"] != "OPTIONS":
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
-                return 401, "missing or wrong API key: send Authorization: Bearer KEY", "Unauthorized", \
-                    [(b"www-authenticate", b"Bearer")]
+                return (
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer KEY",
+                    "Unauthorized",
+                    [(b"www-authenticate", b"Bearer")],
+                )
         if self.json_only and scope["method"] == "POST":
             media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if media_type != b"application/json":
                 shown = media_type.decode("latin-1") or "none"
-                return 415, f"the request body must be Content-Type: application/json, got {shown}", \
-                    "UnsupportedMediaType", []
+                return 415, f"the request body must be Content-Type: application/json, got {shown}", "UnsupportedMediaType", []
         return None
 
 

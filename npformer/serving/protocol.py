@@ -52,6 +52,7 @@ def _show(value) -> str:
 
 # ---- field checks: (test, what the field must be)
 
+
 def is_bool(v) -> bool:
     return isinstance(v, bool)
 
@@ -85,9 +86,16 @@ def is_any(v) -> bool:
     return True
 
 
-KINDS: dict[Callable, str] = {is_bool: "a boolean", is_int: "an integer", is_number: "a number", is_str: "a string",
-                              is_str_list: "a list of strings", is_str_or_list: "a string or a list of strings",
-                              is_list: "a list", is_any: "a JSON value"}
+KINDS: dict[Callable, str] = {
+    is_bool: "a boolean",
+    is_int: "an integer",
+    is_number: "a number",
+    is_str: "a string",
+    is_str_list: "a list of strings",
+    is_str_or_list: "a string or a list of strings",
+    is_list: "a list",
+    is_any: "a JSON value",
+}
 MAX_DEPTH = 32  # JSON nesting accepted in a request body (every route's shape is at most 5 deep)
 
 
@@ -119,8 +127,10 @@ def get(body: dict, name: str, test: Callable, default=REQUIRED, where: str = ""
 def check_fields(body, allowed: set[str], where: str = "") -> dict:
     """``body`` if it is a JSON object whose keys are all in ``allowed``; else :class:`ApiError` 422."""
     if not isinstance(body, dict):
-        raise invalid(f"the {'request body' if not where else '`' + where.rstrip('.') + '`'} must be a JSON object, "
-                      f"got {type(body).__name__ if body is not None else 'null'}")
+        raise invalid(
+            f"the {'request body' if not where else '`' + where.rstrip('.') + '`'} must be a JSON object, "
+            f"got {type(body).__name__ if body is not None else 'null'}"
+        )
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise invalid(f"unknown field `{where}{_field(unknown[0])}`; expected one of {sorted(allowed)}")
@@ -164,14 +174,18 @@ def predict_inputs(value, limit: int) -> tuple[list[tuple[str, str | None]], boo
         check_batch_size(len(value), limit)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         if len(value) > 2:
-            raise invalid("`inputs` must be a string, a pair of strings [string, string] or a batch "
-                          f"[[string], [string, string], ...]; got a list of {len(value)} strings")
+            raise invalid(
+                "`inputs` must be a string, a pair of strings [string, string] or a batch "
+                f"[[string], [string, string], ...]; got a list of {len(value)} strings"
+            )
         items, single = [value], True
     elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
         items, single = value, False
     else:
-        raise invalid("`inputs` must be a string, a pair of strings [string, string] or a batch "
-                      f"[[string], [string, string], ...]; got {_show(value)}")
+        raise invalid(
+            "`inputs` must be a string, a pair of strings [string, string] or a batch "
+            f"[[string], [string, string], ...]; got {_show(value)}"
+        )
     check_batch_size(len(items), limit)
     pairs = []
     for i, item in enumerate(items):
@@ -190,7 +204,7 @@ def truncation(body: dict, auto_truncate: bool, where: str = "") -> tuple[bool, 
     the default, keeps the start of a text; ``"Left"`` its end) as ``(truncate, side)``."""
     direction = get(body, "truncation_direction", is_str, "Right", where)
     if direction not in ("Right", "Left", "right", "left"):
-        raise invalid(f"`{where}truncation_direction` must be \"Right\" or \"Left\", got {_show(direction)}")
+        raise invalid(f'`{where}truncation_direction` must be "Right" or "Left", got {_show(direction)}')
     return get(body, "truncate", is_bool, auto_truncate, where), direction.lower()
 
 
@@ -234,14 +248,22 @@ def base64_floats(vector) -> str:
 
 # ---- the Inference API's parameters per task: name -> check
 
+
 def _is_top_k(v) -> bool:
     return is_int(v) and v >= 1
 
 
 KINDS[_is_top_k] = "an integer >= 1"
 # a task record's parameter kinds (npformer.pipelines.tasks) -> their checks
-CHECKS = {"bool": is_bool, "int": is_int, "positive_int": _is_top_k, "number": is_number, "str": is_str,
-          "str_list": is_str_list, "str_or_list": is_str_or_list}
+CHECKS = {
+    "bool": is_bool,
+    "int": is_int,
+    "positive_int": _is_top_k,
+    "number": is_number,
+    "str": is_str,
+    "str_list": is_str_list,
+    "str_or_list": is_str_or_list,
+}
 
 
 def parameters(task: str, value) -> dict:
@@ -258,8 +280,9 @@ def qa_inputs(value, limit: int) -> tuple[list[tuple[str, str]], bool]:
     single = isinstance(value, dict)
     items = [value] if single else value
     if not isinstance(items, list) or not items:
-        raise invalid('`inputs` must be {"question": string, "context": string} or a non-empty list of them, '
-                      f"got {_show(value)}")
+        raise invalid(
+            f'`inputs` must be {{"question": string, "context": string}} or a non-empty list of them, got {_show(value)}'
+        )
     check_batch_size(len(items), limit)
     pairs = []
     for i, item in enumerate(items):

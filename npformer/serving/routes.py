@@ -16,9 +16,26 @@ from npformer.pipelines import Pipeline
 from npformer.pipelines.base import InputTooLong
 from npformer.pipelines.tasks import get_task
 from npformer.search import similarity
-from npformer.serving.protocol import (ApiError, base64_floats, check_batch_size, check_fields, embedding_inputs,
-                                       floats, get, invalid, is_any, is_bool, is_int, is_list, is_str,
-                                       parameters, predict_inputs, qa_inputs, texts, truncation)
+from npformer.serving.protocol import (
+    ApiError,
+    base64_floats,
+    check_batch_size,
+    check_fields,
+    embedding_inputs,
+    floats,
+    get,
+    invalid,
+    is_any,
+    is_bool,
+    is_int,
+    is_list,
+    is_str,
+    parameters,
+    predict_inputs,
+    qa_inputs,
+    texts,
+    truncation,
+)
 
 EMBEDDING_TASKS = ("sentence-embeddings",)
 SPARSE_TASKS = ("sparse-embeddings",)
@@ -64,10 +81,13 @@ class Served:
 
 # ---- TEI routes
 
+
 def _too_long(e: InputTooLong):
     """TEI's wording for an over-long input: its ``truncate`` field and the server's flag."""
-    return invalid(f"`inputs[{e.index}]` is longer than the model's maximum of {e.max_length} tokens; send "
-                   '"truncate": true to cut it, or start the server with --auto-truncate')
+    return invalid(
+        f"`inputs[{e.index}]` is longer than the model's maximum of {e.max_length} tokens; send "
+        '"truncate": true to cut it, or start the server with --auto-truncate'
+    )
 
 
 def predict(model: Served, body, limits: Limits):
@@ -78,8 +98,9 @@ def predict(model: Served, body, limits: Limits):
     raw = get(body, "raw_scores", is_bool, False)
     items = [a if b is None else {"text": a, "text_pair": b} for a, b in pairs]
     try:
-        out = model.pipe.with_truncation_side(side)(items, top_k=None, function_to_apply="none" if raw else None,
-                                                    truncation=truncate)
+        out = model.pipe.with_truncation_side(side)(
+            items, top_k=None, function_to_apply="none" if raw else None, truncation=truncate
+        )
     except InputTooLong as e:
         raise _too_long(e) from None
     return out[0] if single else out
@@ -90,15 +111,21 @@ def rerank(model: Served, body, limits: Limits):
     (a cross-encoder: a classifier with one label; sigmoid of its logit unless ``raw_scores``)."""
     check_fields(body, {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"})
     if not model.is_reranker:
-        raise invalid(f"model {model.name!r} is a classifier with {model.pipe.config.num_labels} labels, not a "
-                      f"reranker (one label); /rerank needs a cross-encoder")
+        raise invalid(
+            f"model {model.name!r} is a classifier with {model.pipe.config.num_labels} labels, not a "
+            f"reranker (one label); /rerank needs a cross-encoder"
+        )
     query, _ = texts(get(body, "query", is_str), "query", 1)
     docs, _ = texts(get(body, "texts", is_list), "texts", limits.max_client_batch_size)
     truncate, side = truncation(body, limits.auto_truncate)
     raw = get(body, "raw_scores", is_bool, False)
     try:
-        out = model.pipe.with_truncation_side(side)([{"text": query[0], "text_pair": t} for t in docs], top_k=None,
-                         function_to_apply="none" if raw else "sigmoid", truncation=truncate)
+        out = model.pipe.with_truncation_side(side)(
+            [{"text": query[0], "text_pair": t} for t in docs],
+            top_k=None,
+            function_to_apply="none" if raw else "sigmoid",
+            truncation=truncate,
+        )
     except InputTooLong as e:
         raise _too_long(e) from None
     ranks = [{"index": i, "score": scores[0]["score"]} for i, scores in enumerate(out)]
@@ -112,8 +139,7 @@ def _encode(model: Served, body, limits: Limits, fields: set[str], **kwargs):
     check_fields(body, fields)
     prompt_name = get(body, "prompt_name", is_str, None)
     if prompt_name is not None and prompt_name not in model.pipe.prompts:
-        raise invalid(f"`prompt_name` {prompt_name!r} is not one of model {model.name!r}'s prompts "
-                      f"{sorted(model.pipe.prompts)}")
+        raise invalid(f"`prompt_name` {prompt_name!r} is not one of model {model.name!r}'s prompts {sorted(model.pipe.prompts)}")
     items, _ = embedding_inputs(get(body, "inputs", is_any), "inputs", limits.max_client_batch_size)
     return _embed_items(model, items, truncation(body, limits.auto_truncate), prompt_name, **kwargs)
 
@@ -162,8 +188,7 @@ def similarity_route(model: Served, body, limits: Limits):
     inputs = check_fields(get(body, "inputs", is_any), {"source_sentence", "sentences"}, "inputs.")
     params = check_fields(body.get("parameters") or {}, {"truncate", "truncation_direction", "prompt_name"}, "parameters.")
     source, _ = texts(get(inputs, "source_sentence", is_str, where="inputs."), "inputs.source_sentence", 1)
-    sentences, _ = texts(get(inputs, "sentences", is_list, where="inputs."),
-                         "inputs.sentences", limits.max_client_batch_size)
+    sentences, _ = texts(get(inputs, "sentences", is_list, where="inputs."), "inputs.sentences", limits.max_client_batch_size)
     vectors = _embed_items(model, source + sentences, truncation(params, limits.auto_truncate, "parameters."))
     return similarity(vectors[:1], vectors[1:])[0].astype(float).tolist()
 
@@ -180,13 +205,19 @@ def openai_embeddings(model: Served, body, limits: Limits, timings):
     if not 1 <= dimensions <= full:
         raise invalid(f"`dimensions` must be from 1 to {full} (model {model.name!r}'s size), got {dimensions}")
     # fewer dimensions: the first ones, normalized again (Matryoshka, as OpenAI's text-embedding-3 models)
-    vectors = _embed_items(model, items, (limits.auto_truncate, "right"), normalize_embeddings=True,
-                           truncate_dim=dimensions if dimensions < full else None)
-    data = [{"object": "embedding", "embedding": base64_floats(v) if fmt == "base64" else floats(v), "index": i}
-            for i, v in enumerate(vectors)]
+    vectors = _embed_items(
+        model,
+        items,
+        (limits.auto_truncate, "right"),
+        normalize_embeddings=True,
+        truncate_dim=dimensions if dimensions < full else None,
+    )
+    data = [
+        {"object": "embedding", "embedding": base64_floats(v) if fmt == "base64" else floats(v), "index": i}
+        for i, v in enumerate(vectors)
+    ]
     tokens = timings.tokens
-    return {"object": "list", "data": data, "model": model.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {"object": "list", "data": data, "model": model.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def tokenize(model: Served, body, limits: Limits):
@@ -198,10 +229,18 @@ def tokenize(model: Served, body, limits: Limits):
     out = []
     for text in items:
         enc = model.pipe.tokenizer.encode(text, add_special_tokens=special)
-        out.append([{"id": i, "text": token if s else text[a:b], "special": bool(s), "start": None if s else a,
-                     "stop": None if s else b}
-                    for i, token, (a, b), s in zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask or
-                                                   [0] * len(enc.ids))])
+        out.append(
+            [
+                {
+                    "id": i,
+                    "text": token if s else text[a:b],
+                    "special": bool(s),
+                    "start": None if s else a,
+                    "stop": None if s else b,
+                }
+                for i, token, (a, b), s in zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask or [0] * len(enc.ids))
+            ]
+        )
     return out
 
 
@@ -220,6 +259,7 @@ def decode(model: Served, body, limits: Limits):
 
 # ---- the Inference API: POST /models/{name}
 
+
 def inference(model: Served, body, limits: Limits, client_shapes: bool = False):
     """``{"inputs", "parameters", "options"}`` -> the pipeline's own output for the model's task;
     zero-shot classification in the Inference API's shape, ``[{"label", "score"}]`` best first per
@@ -235,8 +275,7 @@ def inference(model: Served, body, limits: Limits, client_shapes: bool = False):
             return to_json(pipe(question=pairs[0][0], context=pairs[0][1], **params))
         return to_json(pipe(question=[q for q, _ in pairs], context=[c for _, c in pairs], **params))
     if task == "sentence-embeddings" and isinstance(inputs, dict):  # the Inference API's sentence-similarity
-        return similarity_route(model, {"inputs": inputs, "parameters": {"truncate": params.get("truncation", True)}},
-                                limits)
+        return similarity_route(model, {"inputs": inputs, "parameters": {"truncate": params.get("truncation", True)}}, limits)
     if task == "text-classification":
         items = _classification_inputs(inputs, limit)
         return to_json(pipe(items, **params))
@@ -247,8 +286,10 @@ def inference(model: Served, body, limits: Limits, client_shapes: bool = False):
         return floats(pipe.encode(items[0] if single else items, **params))
     out = to_json(pipe(items[0] if single else items, **params))
     if task == "zero-shot-classification" and not client_shapes:
-        shaped = [[{"label": label, "score": score} for label, score in zip(o["labels"], o["scores"])]
-                  for o in (out if isinstance(out, list) else [out])]
+        shaped = [
+            [{"label": label, "score": score} for label, score in zip(o["labels"], o["scores"])]
+            for o in (out if isinstance(out, list) else [out])
+        ]
         return shaped[0] if single else shaped
     return out
 
@@ -300,8 +341,7 @@ def explain_route(model: Served, body, limits: Limits) -> dict:
     tokenizer = model.pipe.tokenizer
     tokens = len(tokenizer.encode(text[0], add_special_tokens=True)) + (len(tokenizer.encode(context)) + 1 if context else 0)
     if tokens > limits.explain_max_tokens:
-        raise invalid(f"the text has {tokens} tokens; /explain shows at most {limits.explain_max_tokens} "
-                      "(--explain-max-tokens)")
+        raise invalid(f"the text has {tokens} tokens; /explain shows at most {limits.explain_max_tokens} (--explain-max-tokens)")
     return explain_data(model.pipe, text[0], context=context, model_name=model.name)
 
 
@@ -310,8 +350,10 @@ def model_info(model: Served, limits: Limits, version: str) -> dict:
     ``embedding``; npformer adds ``task`` and what it outputs)."""
     config = model.pipe.config
     if model.task in CLASSIFIER_TASKS:
-        labels = {"id2label": {str(i): model.pipe.label(i) for i in range(config.num_labels)},
-                  "label2id": {model.pipe.label(i): i for i in range(config.num_labels)}}
+        labels = {
+            "id2label": {str(i): model.pipe.label(i) for i in range(config.num_labels)},
+            "label2id": {model.pipe.label(i): i for i in range(config.num_labels)},
+        }
         model_type = {"reranker" if model.is_reranker else "classifier": labels}
     elif model.task in EMBEDDING_TASKS:
         model_type = {"embedding": {"pooling": "+".join(model.pipe.pooling.modes)}}
@@ -319,12 +361,25 @@ def model_info(model: Served, limits: Limits, version: str) -> dict:
         model_type = {"embedding": {"pooling": "splade"}}
     else:
         model_type = {model.task.replace("-", "_"): {}}
-    return {"model_id": model.model_id, "model_sha": model.model_sha, "model_dtype": model.dtype,
-            "model_type": model_type, "name": model.name, "task": model.task, "output": get_task(model.task).output,
-            "max_concurrent_requests": limits.max_concurrent_requests, "max_input_length": model.pipe.max_length,
-            "max_batch_tokens": limits.max_batch_tokens, "max_batch_requests": limits.max_batch_size,
-            "max_client_batch_size": limits.max_client_batch_size, "auto_truncate": limits.auto_truncate,
-            "tokenization_workers": 1, "version": version, "sha": None, "docker_label": None}
+    return {
+        "model_id": model.model_id,
+        "model_sha": model.model_sha,
+        "model_dtype": model.dtype,
+        "model_type": model_type,
+        "name": model.name,
+        "task": model.task,
+        "output": get_task(model.task).output,
+        "max_concurrent_requests": limits.max_concurrent_requests,
+        "max_input_length": model.pipe.max_length,
+        "max_batch_tokens": limits.max_batch_tokens,
+        "max_batch_requests": limits.max_batch_size,
+        "max_client_batch_size": limits.max_client_batch_size,
+        "auto_truncate": limits.auto_truncate,
+        "tokenization_workers": 1,
+        "version": version,
+        "sha": None,
+        "docker_label": None,
+    }
 
 
 def require(model: Served, tasks: tuple[str, ...], route: str) -> Served:

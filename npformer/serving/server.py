@@ -61,25 +61,32 @@ def infer_task(directory: Path) -> str:
 
 def check_limits(limits: Limits, models: list[Served]) -> None:
     """Refuse limits that contradict each other or the models (``ValueError`` naming the flags)."""
-    for flag, value in (("--max-batch-tokens", limits.max_batch_tokens), ("--max-batch-size", limits.max_batch_size),
-                        ("--max-concurrent-requests", limits.max_concurrent_requests),
-                        ("--max-client-batch-size", limits.max_client_batch_size),
-                        ("--payload-limit", limits.payload_limit)):
+    for flag, value in (
+        ("--max-batch-tokens", limits.max_batch_tokens),
+        ("--max-batch-size", limits.max_batch_size),
+        ("--max-concurrent-requests", limits.max_concurrent_requests),
+        ("--max-client-batch-size", limits.max_client_batch_size),
+        ("--payload-limit", limits.payload_limit),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if not 0 <= limits.max_wait_ms <= 10_000:
         raise ValueError(f"--max-wait-ms must be from 0 to 10000, got {limits.max_wait_ms!r}")
     if not 0 < limits.read_timeout <= 3600:
         raise ValueError(f"--read-timeout must be more than 0 and at most 3600 seconds, got {limits.read_timeout!r}")
-    for flag, value in (("--explain-max-tokens", limits.explain_max_tokens),
-                        ("--max-concurrent-explains", limits.max_concurrent_explains)):
+    for flag, value in (
+        ("--explain-max-tokens", limits.explain_max_tokens),
+        ("--max-concurrent-explains", limits.max_concurrent_explains),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     for m in models:
         if m.pipe.max_length > limits.max_batch_tokens:
-            raise ValueError(f"--max-batch-tokens {limits.max_batch_tokens} is less than model {m.name!r}'s longest "
-                             f"input ({m.pipe.max_length} tokens): such a request could never run; raise "
-                             f"--max-batch-tokens to at least {m.pipe.max_length}")
+            raise ValueError(
+                f"--max-batch-tokens {limits.max_batch_tokens} is less than model {m.name!r}'s longest "
+                f"input ({m.pipe.max_length} tokens): such a request could never run; raise "
+                f"--max-batch-tokens to at least {m.pipe.max_length}"
+            )
     if limits.payload_limit < 64:
         raise ValueError(f"--payload-limit {limits.payload_limit} bytes cannot hold any request; use at least 64")
 
@@ -108,9 +115,19 @@ def warm_up(model: Served) -> None:
     get_task(model.task).warm_up(model.pipe)
 
 
-def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8080,  # noqa: PLR0913 - serve's flags
-          limits: Limits | None = None, threads: int | None = None, batching: bool = True,
-          revision: str | None = None, log_level: str = "info", access: Access | None = None) -> int:
+def serve(  # noqa: PLR0913 - serve's flags
+    specs: list[str],
+    *,
+    dtype: str = "float32",
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: Limits | None = None,
+    threads: int | None = None,
+    batching: bool = True,
+    revision: str | None = None,
+    log_level: str = "info",
+    access: Access | None = None,
+) -> int:
     """Load the models, check the limits, then answer HTTP on ``host:port`` until SIGTERM or Ctrl-C.
 
     ``access`` says who may call (API key, ``Host`` names, CORS origins; see
@@ -127,13 +144,20 @@ def serve(specs: list[str], *, dtype: str = "float32", host: str = "127.0.0.1", 
     models = load_models(specs, dtype, revision)
     check_limits(limits, models)
     metrics = Metrics()
-    batcher = Batcher(limits.max_batch_tokens, limits.max_batch_size, limits.max_wait_ms, metrics.on_batch,
-                      enabled=batching)
+    batcher = Batcher(limits.max_batch_tokens, limits.max_batch_size, limits.max_wait_ms, metrics.on_batch, enabled=batching)
     server = Server(models, limits, batcher, metrics, access or Access(allowed_hosts=loopback_hosts(host)))
     for model in models:  # through the batcher: its inference thread is the one that runs passes later
         warm_up(model)
-    config = uvicorn.Config(server.app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=60, lifespan="on", http=header_deadline_protocol(limits.read_timeout))
+    config = uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=60,
+        lifespan="on",
+        http=header_deadline_protocol(limits.read_timeout),
+    )
     # uvicorn re-raises the signal it stopped on once it is done; a SIGTERM that ended a graceful
     # shutdown is then ignored, so the process exits 0
     previous = signal.signal(signal.SIGTERM, lambda *_: None)

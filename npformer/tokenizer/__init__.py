@@ -29,8 +29,18 @@ from npformer.tokenizer import fast_json, sentencepiece
 from npformer.tokenizer.added_tokens import AddedToken, AddedTokens
 from npformer.tokenizer.config import SPECIAL_TOKEN_KEYS, read_config
 from npformer.tokenizer.decoders import WordPieceDecoder, clean_up
-from npformer.tokenizer.encoding import (BatchEncoding, Encoding, Pieces, as_pairs, int32_array, pad, padding_strategy,
-                                         truncate, truncation_side as check_side, truncation_strategy)
+from npformer.tokenizer.encoding import (
+    BatchEncoding,
+    Encoding,
+    Pieces,
+    as_pairs,
+    int32_array,
+    pad,
+    padding_strategy,
+    truncate,
+    truncation_side as check_side,
+    truncation_strategy,
+)
 from npformer.tokenizer.normalizer import BertNormalizer
 from npformer.tokenizer.post_processor import BertProcessing
 from npformer.tokenizer.pre_tokenizer import BertPreTokenizer
@@ -64,12 +74,21 @@ class Tokenizer:
         ValueError: a special token is missing from the vocabulary.
     """
 
-    def __init__(self, vocab_file: str | Path | list[str], do_lower_case: bool = True,  # noqa: PLR0913 - as BertTokenizer
-                 strip_accents: bool | None = None,
-                 tokenize_chinese_chars: bool = True, model_max_length: int = 512,
-                 unk_token: str = "[UNK]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
-                 cls_token: str = "[CLS]", mask_token: str = "[MASK]", max_input_chars_per_word: int = 100,
-                 truncation_side: str = "right"):
+    def __init__(  # noqa: PLR0913 - as BertTokenizer
+        self,
+        vocab_file: str | Path | list[str],
+        do_lower_case: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        model_max_length: int = 512,
+        unk_token: str = "[UNK]",
+        sep_token: str = "[SEP]",
+        pad_token: str = "[PAD]",
+        cls_token: str = "[CLS]",
+        mask_token: str = "[MASK]",
+        max_input_chars_per_word: int = 100,
+        truncation_side: str = "right",
+    ):
         if isinstance(vocab_file, list):  # tokens in id order, e.g. from tokenizer.json
             tokens, vocab_file = vocab_file, "the vocabulary"
         else:
@@ -80,8 +99,7 @@ class Tokenizer:
         vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             vocab.setdefault(tok, i)
-        special = dict(unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token,
-                       mask_token=mask_token)
+        special = dict(unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token, mask_token=mask_token)
         for name, token in special.items():
             if token not in vocab:
                 raise ValueError(f"{name} {token!r} is not in {vocab_file}")
@@ -89,14 +107,20 @@ class Tokenizer:
         self.strip_accents = do_lower_case if strip_accents is None else strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.max_input_chars_per_word = max_input_chars_per_word
-        self._setup(tokens, normalizer=BertNormalizer(do_lower_case, self.strip_accents),
-                    pre_tokenizer=BertPreTokenizer(tokenize_chinese_chars),
-                    model=WordPiece(vocab, vocab[unk_token], max_input_chars_per_word),
-                    post_processor=BertProcessing((cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])),
-                    decoder=WordPieceDecoder(),
-                    added_tokens=[AddedToken(t, vocab[t]) for t in dict.fromkeys(special.values())],
-                    special=special, model_max_length=model_max_length, truncation_side=truncation_side,
-                    clean_up_tokenization_spaces=True, model_input_names=BERT_INPUTS)
+        self._setup(
+            tokens,
+            normalizer=BertNormalizer(do_lower_case, self.strip_accents),
+            pre_tokenizer=BertPreTokenizer(tokenize_chinese_chars),
+            model=WordPiece(vocab, vocab[unk_token], max_input_chars_per_word),
+            post_processor=BertProcessing((cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])),
+            decoder=WordPieceDecoder(),
+            added_tokens=[AddedToken(t, vocab[t]) for t in dict.fromkeys(special.values())],
+            special=special,
+            model_max_length=model_max_length,
+            truncation_side=truncation_side,
+            clean_up_tokenization_spaces=True,
+            model_input_names=BERT_INPUTS,
+        )
 
     @classmethod
     def from_components(cls, tokens: list[str], **components) -> "Tokenizer":
@@ -112,10 +136,22 @@ class Tokenizer:
         self._setup(tokens, **components)
         return self
 
-    def _setup(self, tokens: list[str], *, normalizer, pre_tokenizer, model, post_processor, decoder,  # noqa: PLR0913
-               added_tokens: list[AddedToken], special: dict, model_max_length: int = 512,
-               truncation_side: str = "right", clean_up_tokenization_spaces: bool = False,
-               model_input_names: tuple[str, ...] = BERT_INPUTS) -> None:
+    def _setup(  # noqa: PLR0913
+        self,
+        tokens: list[str],
+        *,
+        normalizer,
+        pre_tokenizer,
+        model,
+        post_processor,
+        decoder,
+        added_tokens: list[AddedToken],
+        special: dict,
+        model_max_length: int = 512,
+        truncation_side: str = "right",
+        clean_up_tokenization_spaces: bool = False,
+        model_input_names: tuple[str, ...] = BERT_INPUTS,
+    ) -> None:
         self.vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             self.vocab.setdefault(tok, i)
@@ -132,8 +168,9 @@ class Tokenizer:
             setattr(self, key, token)
             setattr(self, key + "_id", self.vocab.get(token) if token is not None else None)
         self.special_tokens = [t for t in (special.get(k) for k in SPECIAL_TOKEN_KEYS) if t is not None]
-        self.all_special_ids = sorted({t.id for t in added_tokens if t.special} |
-                                      {self.vocab[t] for t in self.special_tokens if t in self.vocab})
+        self.all_special_ids = sorted(
+            {t.id for t in added_tokens if t.special} | {self.vocab[t] for t in self.special_tokens if t in self.vocab}
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides) -> "Tokenizer":
@@ -153,12 +190,12 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
         config, kwargs = read_config(path / "tokenizer_config.json")
         common = {k: kwargs[k] for k in ("model_max_length", "truncation_side") if k in kwargs}
-        if (path / "tokenizer.json").is_file() and (fast_json.model_type(path / "tokenizer.json") != "WordPiece"
-                                                    or not fast_json.bert_template(path / "tokenizer.json")):
+        if (path / "tokenizer.json").is_file() and (
+            fast_json.model_type(path / "tokenizer.json") != "WordPiece" or not fast_json.bert_template(path / "tokenizer.json")
+        ):
             tokens, parts = fast_json.components(path / "tokenizer.json", config)
             return cls.from_components(tokens, **{**parts, **common, **overrides})
-        if not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file() \
-                and (path / "merges.txt").is_file():
+        if not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             tokens, parts = fast_json.gpt2_files(path, config)
             return cls.from_components(tokens, **{**parts, **common, **overrides})
         spm = sentencepiece.model_file(path)
@@ -212,8 +249,9 @@ class Tokenizer:
                 continue
             if seg_start == seg_end:
                 continue
-            normalized, align = self.normalizer(text[seg_start:seg_end]) if self.normalizer is not None \
-                else (text[seg_start:seg_end], None)
+            normalized, align = (
+                self.normalizer(text[seg_start:seg_end]) if self.normalizer is not None else (text[seg_start:seg_end], None)
+            )
             for run_start, run_end, late in self.added_tokens.in_normalized(normalized):
                 if late is not None:  # an added token found in the normalized text
                     a, b = (run_start, run_end - 1) if align is None else (align[run_start], align[run_end - 1])
@@ -229,8 +267,11 @@ class Tokenizer:
                 if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
                     words_of = pattern.finditer(run)
                 else:
-                    words_of = self.pre_tokenizer(run, seg_start == 0 and run_start == 0) \
-                        if self.pre_tokenizer is not None else [(0, run, None)]
+                    words_of = (
+                        self.pre_tokenizer(run, seg_start == 0 and run_start == 0)
+                        if self.pre_tokenizer is not None
+                        else [(0, run, None)]
+                    )
                 for item in words_of:
                     s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
                     for piece_id, s, e in model(piece):
@@ -248,8 +289,13 @@ class Tokenizer:
                     if max_tokens is not None and len(ids) >= max_tokens:
                         break
         n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
-        return Pieces(int32_array(ids, n), int32_array(starts, n), int32_array(ends, n), int32_array(words, n),
-                      {k: v for k, v in texts.items() if k < n})
+        return Pieces(
+            int32_array(ids, n),
+            int32_array(starts, n),
+            int32_array(ends, n),
+            int32_array(words, n),
+            {k: v for k, v in texts.items() if k < n},
+        )
 
     def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
         """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;
@@ -297,6 +343,7 @@ class Tokenizer:
         if i not in self.ids_to_tokens:
             raise ValueError(f"token id {i} is outside the vocabulary (size {len(self)})")
         return self.ids_to_tokens[i]
+
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """Token strings joined by the tokenizer's decoder (WordPiece: ``##`` pieces glued to the
         previous token, others spaced; byte-level: the bytes they stand for, as UTF-8)."""
@@ -314,9 +361,16 @@ class Tokenizer:
 
     # ---- special tokens, truncation, padding (see .encoding)
 
-    def encode_batch(self, pairs: list[tuple[str, str | None]], *, truncation: bool | str = "do_not_truncate",  # noqa: PLR0913
-                     max_length: int | None = None, stride: int = 0, overflow: bool = True,
-                     side: str | None = None) -> list[Encoding]:
+    def encode_batch(
+        self,
+        pairs: list[tuple[str, str | None]],
+        *,
+        truncation: bool | str = "do_not_truncate",  # noqa: PLR0913
+        max_length: int | None = None,
+        stride: int = 0,
+        overflow: bool = True,
+        side: str | None = None,
+    ) -> list[Encoding]:
         """Encode ``(text, text_pair or None)`` pairs.
 
         With ``overflow`` (the default) every truncation window is returned, in Transformers'
@@ -334,16 +388,22 @@ class Tokenizer:
         out = []
         for sample, (text, pair) in enumerate(pairs):
             # one window of a lone text never holds more than max_length - (special tokens): stop one after
-            cap = max(max_length - self.post_processor.added_tokens(False) + 1, 0) \
-                if truncating and not overflow and pair is None and side == "right" else None
+            cap = (
+                max(max_length - self.post_processor.added_tokens(False) + 1, 0)
+                if truncating and not overflow and pair is None and side == "right"
+                else None
+            )
             first = self.pieces(text, cap)
             second = self.pieces(pair) if pair is not None else None
             n_b = len(second) if second is not None else None
             added = self.post_processor.added_tokens(pair is not None)
-            spans = truncate(len(first), n_b, truncation, max_length, stride, added, side) if truncating \
+            spans = (
+                truncate(len(first), n_b, truncation, max_length, stride, added, side)
+                if truncating
                 else [((0, len(first)), None if n_b is None else (0, n_b))]
+            )
             whole = len(first) + (n_b or 0)
-            for a_span, b_span in spans[:None if overflow else 1]:
+            for a_span, b_span in spans[: None if overflow else 1]:
                 a = first.window(*a_span, self.ids_to_tokens, 0)
                 b = second.window(*b_span, self.ids_to_tokens, 1) if second is not None else None
                 enc = self._add_special_tokens(a, b)
@@ -351,15 +411,26 @@ class Tokenizer:
                 enc.truncated = len(a) + (len(b) if b is not None else 0) < whole
                 out.append(enc)
         return out
+
     def _add_special_tokens(self, a: Encoding, b: Encoding | None) -> Encoding:
         return self.post_processor.process(a, b)
 
-    def __call__(self, text, text_pair=None, *, truncation: bool | str = False,  # noqa: PLR0913 - Transformers' call
-                 max_length: int | None = None,
-                 padding: bool | str = False, stride: int = 0, return_overflowing_tokens: bool = False,
-                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
-                 return_attention_mask: bool = True, return_token_type_ids: bool | None = None,
-                 return_tensors: str | None = "np") -> BatchEncoding:
+    def __call__(  # noqa: PLR0913 - Transformers' call
+        self,
+        text,
+        text_pair=None,
+        *,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        padding: bool | str = False,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
+        return_offsets_mapping: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_attention_mask: bool = True,
+        return_token_type_ids: bool | None = None,
+        return_tensors: str | None = "np",
+    ) -> BatchEncoding:
         """Encode a text, a pair, or a batch of texts/pairs into ``(batch, seq_len)`` int64 arrays.
 
         Args:
@@ -385,26 +456,32 @@ class Tokenizer:
                 a pair whose truncated text cannot be shortened enough.
         """
         if return_tensors not in (None, "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}: npformer returns NumPy arrays only "
-                             f"(return_tensors='np'); convert them yourself if you need another framework")
+            raise ValueError(
+                f"return_tensors={return_tensors!r}: npformer returns NumPy arrays only "
+                f"(return_tensors='np'); convert them yourself if you need another framework"
+            )
         pairs = as_pairs(text, text_pair)
         strategy = truncation_strategy(truncation)
         padding = padding_strategy(padding)
         if max_length is None and (strategy != "do_not_truncate" or padding == "max_length"):
             max_length = self.model_max_length
-        encodings = self.encode_batch(pairs, truncation=strategy, max_length=max_length, stride=stride,
-                                      overflow=return_overflowing_tokens)
+        encodings = self.encode_batch(
+            pairs, truncation=strategy, max_length=max_length, stride=stride, overflow=return_overflowing_tokens
+        )
         width = max(len(e) for e in encodings)
         if padding == "max_length":
             width = max(width, max_length)
         if padding == "do_not_pad" and len({len(e) for e in encodings}) > 1:
-            raise ValueError("the encoded texts have different lengths; pass padding=True (or 'max_length') "
-                             "to get arrays")
+            raise ValueError("the encoded texts have different lengths; pass padding=True (or 'max_length') to get arrays")
         if return_token_type_ids is None:
             return_token_type_ids = "token_type_ids" in self.model_input_names
-        keys = ("input_ids",) + ("token_type_ids",) * return_token_type_ids + \
-            ("attention_mask",) * return_attention_mask + \
-            ("special_tokens_mask",) * return_special_tokens_mask + ("offset_mapping",) * return_offsets_mapping
+        keys = (
+            ("input_ids",)
+            + ("token_type_ids",) * return_token_type_ids
+            + ("attention_mask",) * return_attention_mask
+            + ("special_tokens_mask",) * return_special_tokens_mask
+            + ("offset_mapping",) * return_offsets_mapping
+        )
         data = pad(encodings, self.pad_token_id, width, keys)
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = np.array([e.overflow_to_sample for e in encodings], dtype=np.int64)

@@ -68,8 +68,9 @@ class _Matcher:
                 start, end = m.start(), m.end()
                 if start < cursor:  # inside the whitespace an rstrip before it took
                     continue
-                if token.single_word and (start > 0 and _is_word_char(text[start - 1])
-                                          or end < len(text) and _is_word_char(text[end])):
+                if token.single_word and (
+                    start > 0 and _is_word_char(text[start - 1]) or end < len(text) and _is_word_char(text[end])
+                ):
                     continue
                 if token.lstrip:
                     while start > cursor and text[start - 1] in WHITESPACE:

@@ -26,9 +26,18 @@ class BPE:
     Raises ``ValueError`` for a merge whose parts or result are not in the vocabulary.
     """
 
-    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]], *, unk_token: str | None = None,  # noqa: PLR0913
-                 continuing_subword_prefix: str = "", end_of_word_suffix: str = "", fuse_unk: bool = False,
-                 byte_fallback: bool = False, ignore_merges: bool = False):
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: list[tuple[str, str]],
+        *,
+        unk_token: str | None = None,  # noqa: PLR0913
+        continuing_subword_prefix: str = "",
+        end_of_word_suffix: str = "",
+        fuse_unk: bool = False,
+        byte_fallback: bool = False,
+        ignore_merges: bool = False,
+    ):
         self.vocab = vocab
         self.prefix, self.suffix = continuing_subword_prefix or "", end_of_word_suffix or ""
         self.unk_token, self.fuse_unk, self.byte_fallback = unk_token, fuse_unk, byte_fallback
@@ -37,7 +46,7 @@ class BPE:
             raise ValueError(f"the unknown token {unk_token!r} is not in the vocabulary")
         self.ranks: dict[tuple[str, str], int] = {}
         for rank, (left, right) in enumerate(merges):
-            merged = left + (right[len(self.prefix):] if self.prefix and right.startswith(self.prefix) else right)
+            merged = left + (right[len(self.prefix) :] if self.prefix and right.startswith(self.prefix) else right)
             for part in (left, right, merged):
                 if part not in vocab:
                     raise ValueError(f"merge {rank} ({left!r} {right!r}): {part!r} is not in the vocabulary")
@@ -77,7 +86,7 @@ class BPE:
             if best is None:
                 break
             right = symbols[at + 1]
-            symbols[at] += right[len(prefix):] if prefix and right.startswith(prefix) else right
+            symbols[at] += right[len(prefix) :] if prefix and right.startswith(prefix) else right
             spans[at] = (spans[at][0], spans[at + 1][1])
             del symbols[at + 1], spans[at + 1], known[at + 1]
         return self._ids(symbols, spans, known)
@@ -91,7 +100,7 @@ class BPE:
                 unk_open = False
                 continue
             if self.byte_fallback:
-                raw = symbol[len(self.prefix):] if self.prefix and start and symbol.startswith(self.prefix) else symbol
+                raw = symbol[len(self.prefix) :] if self.prefix and start and symbol.startswith(self.prefix) else symbol
                 byte_tokens = [f"<0x{b:02X}>" for b in raw.encode("utf-8")]
                 if all(t in self.vocab for t in byte_tokens):
                     out.extend((self.vocab[t], start, end) for t in byte_tokens)

@@ -78,11 +78,13 @@ def pre_tokenizer_from(spec: dict | None):
     kind = spec.get("type")
     try:
         if kind == "ByteLevel":
-            return ByteLevel(bool(spec.get("add_prefix_space", False)), bool(spec.get("use_regex", True)),
-                             bool(spec.get("trim_offsets", True)))
+            return ByteLevel(
+                bool(spec.get("add_prefix_space", False)), bool(spec.get("use_regex", True)), bool(spec.get("trim_offsets", True))
+            )
         if kind == "Metaspace":
-            return pre_tokenizer.Metaspace(str(spec.get("replacement", "\u2581")), _prepend_scheme(spec),
-                                           bool(spec.get("split", True)))
+            return pre_tokenizer.Metaspace(
+                str(spec.get("replacement", "\u2581")), _prepend_scheme(spec), bool(spec.get("split", True))
+            )
         if kind == "BertPreTokenizer":
             return pre_tokenizer.BertPreTokenizer(bool(spec.get("handle_chinese_chars", True)))
         if kind == "Whitespace":
@@ -94,8 +96,9 @@ def pre_tokenizer_from(spec: dict | None):
         if kind == "Digits":
             return pre_tokenizer.digits(bool(spec.get("individual_digits", False)))
         if kind == "Split":
-            return pre_tokenizer.Split(_pattern(spec["pattern"], "Split pre-tokenizer's"),
-                                       _behavior(spec["behavior"]), bool(spec.get("invert", False)))
+            return pre_tokenizer.Split(
+                _pattern(spec["pattern"], "Split pre-tokenizer's"), _behavior(spec["behavior"]), bool(spec.get("invert", False))
+            )
         if kind == "Sequence":
             return pre_tokenizer.SequencePreTokenizer([pre_tokenizer_from(s) for s in spec["pretokenizers"]])
     except ValueError as e:

@@ -80,11 +80,17 @@ def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Enco
     n = width - len(enc)
     if n <= 0:
         return enc
-    return replace(enc, ids=enc.ids + [pad_id] * n, tokens=enc.tokens + [pad_token] * n,
-                   offsets=enc.offsets + [(0, 0)] * n, word_ids=enc.word_ids + [None] * n,
-                   sequence_ids=enc.sequence_ids + [None] * n, type_ids=enc.type_ids + [0] * n,
-                   special_tokens_mask=enc.special_tokens_mask + [1] * n,
-                   attention_mask=enc.attention_mask + [0] * n)
+    return replace(
+        enc,
+        ids=enc.ids + [pad_id] * n,
+        tokens=enc.tokens + [pad_token] * n,
+        offsets=enc.offsets + [(0, 0)] * n,
+        word_ids=enc.word_ids + [None] * n,
+        sequence_ids=enc.sequence_ids + [None] * n,
+        type_ids=enc.type_ids + [0] * n,
+        special_tokens_mask=enc.special_tokens_mask + [1] * n,
+        attention_mask=enc.attention_mask + [0] * n,
+    )
 
 
 def int32_array(values: array, n: int) -> np.ndarray:
@@ -121,17 +127,25 @@ class BatchEncoding(dict):
         return list(self.encodings[batch_index].tokens) + [self.pad_token] * self._padding(batch_index)
 
 
-def pad(encodings: list[Encoding], pad_id: int, width: int | None = None,
-        keys: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")) -> dict[str, np.ndarray]:
+def pad(
+    encodings: list[Encoding],
+    pad_id: int,
+    width: int | None = None,
+    keys: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids"),
+) -> dict[str, np.ndarray]:
     """The one padding routine: ``encodings`` right-padded to ``width`` (default: the longest) as
     ``(batch, width) int64`` arrays under Transformers' names (``offset_mapping`` is
     ``(batch, width, 2)``). Padding: ``pad_id``, attention 0, token type 0, special mask 1,
     offsets ``(0, 0)``. The encodings are not changed."""
     width = max(len(e) for e in encodings) if width is None else width
-    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1,
-            "offset_mapping": 0}
-    field_of = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids",
-                "special_tokens_mask": "special_tokens_mask", "offset_mapping": "offsets"}
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1, "offset_mapping": 0}
+    field_of = {
+        "input_ids": "ids",
+        "attention_mask": "attention_mask",
+        "token_type_ids": "type_ids",
+        "special_tokens_mask": "special_tokens_mask",
+        "offset_mapping": "offsets",
+    }
     out = {}
     for key in keys:
         shape = (len(encodings), width, 2) if key == "offset_mapping" else (len(encodings), width)
@@ -139,7 +153,7 @@ def pad(encodings: list[Encoding], pad_id: int, width: int | None = None,
         for row, enc in enumerate(encodings):
             values = getattr(enc, field_of[key])
             if values:
-                arr[row, :len(enc)] = values
+                arr[row, : len(enc)] = values
         out[key] = arr
     return out
 
@@ -171,8 +185,15 @@ def padding_strategy(padding) -> str:
     return _strategy(padding, PADDING_STRATEGIES, "padding")
 
 
-def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: int,  # noqa: PLR0913
-             added: int | None = None, side: str = "right") -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
+def truncate(
+    n_a: int,
+    n_b: int | None,
+    strategy: str,
+    max_length: int,
+    stride: int,  # noqa: PLR0913
+    added: int | None = None,
+    side: str = "right",
+) -> list[tuple[tuple[int, int], tuple[int, int] | None]]:
     """Token spans ``((a_start, a_stop), (b_start, b_stop) or None)`` of each window of a text
     of ``n_a`` tokens and an optional pair of ``n_b`` tokens, leaving room for the ``added`` special
     tokens (the post-processor's count; BERT's 2, or 3 for a pair, by default). ``side`` is
@@ -205,7 +226,8 @@ def truncate(n_a: int, n_b: int | None, strategy: str, max_length: int, stride: 
             raise ValueError(
                 f"truncation={strategy!r} cannot fit max_length={max_length}: the {which} text has "
                 f"{target} tokens but {to_remove} must be removed; the other text is too long "
-                f"(use a larger max_length or truncation='longest_first')")
+                f"(use a larger max_length or truncation='longest_first')"
+            )
         len_a = n_a - to_remove if strategy == "only_first" else n_a
         len_b = n_b - to_remove if strategy == "only_second" else n_b
     parts_a = windows(n_a, len_a, stride, side)
@@ -225,8 +247,10 @@ def windows(n: int, max_len: int, stride: int, side: str = "right") -> list[tupl
     if max_len == 0:
         return [(0, 0), (0, n)]
     if stride >= max_len:
-        raise ValueError(f"stride={stride} must be smaller than the {max_len} tokens left for the truncated "
-                         f"text after the other text and special tokens")
+        raise ValueError(
+            f"stride={stride} must be smaller than the {max_len} tokens left for the truncated "
+            f"text after the other text and special tokens"
+        )
     parts = []
     if side == "left":
         for stop in range(n, 0, -(max_len - stride)):

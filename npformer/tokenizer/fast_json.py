@@ -26,15 +26,22 @@ from npformer.tokenizer.bpe import BPE
 from npformer.tokenizer.byte_level import ByteLevel
 from npformer.tokenizer.components import decoder_from, normalizer_from, pre_tokenizer_from
 from npformer.tokenizer.decoders import ByteLevelDecoder
-from npformer.tokenizer.post_processor import (BertProcessing, ByteLevelProcessing, RobertaProcessing,
-                                               SequenceProcessing, TemplateProcessing)
+from npformer.tokenizer.post_processor import (
+    BertProcessing,
+    ByteLevelProcessing,
+    RobertaProcessing,
+    SequenceProcessing,
+    TemplateProcessing,
+)
 from npformer.tokenizer.unigram import Unigram
 from npformer.tokenizer.wordpiece import WordPiece
 
 
 def _fail(file: Path, what: str):
-    raise ValueError(f"{file}: {what}; npformer reads WordPiece, BPE and Unigram tokenizers built from the "
-                     f"components Hugging Face tokenizers implements (see the supported-models table)")
+    raise ValueError(
+        f"{file}: {what}; npformer reads WordPiece, BPE and Unigram tokenizers built from the "
+        f"components Hugging Face tokenizers implements (see the supported-models table)"
+    )
 
 
 def read_tokenizer_json(file: Path) -> tuple[list[str], dict]:
@@ -74,9 +81,12 @@ def _read(file: Path, data) -> tuple[list[str], dict]:
         tokens[i] = token
     lowercase = bool(normalizer.get("lowercase", True))
     strip = normalizer.get("strip_accents")
-    kwargs = {"do_lower_case": lowercase, "strip_accents": None if strip is None else bool(strip),
-              "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
-              "max_input_chars_per_word": model.get("max_input_chars_per_word", 100)}
+    kwargs = {
+        "do_lower_case": lowercase,
+        "strip_accents": None if strip is None else bool(strip),
+        "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
+        "max_input_chars_per_word": model.get("max_input_chars_per_word", 100),
+    }
     if not isinstance(kwargs["max_input_chars_per_word"], int) or kwargs["max_input_chars_per_word"] < 1:
         _fail(file, f"max_input_chars_per_word is {kwargs['max_input_chars_per_word']!r}, not a positive integer")
     if isinstance(model.get("unk_token"), str):
@@ -131,9 +141,18 @@ def _components(file: Path, data: dict, config: dict) -> tuple[list[str], dict]:
         model, vocab = _wordpiece(file, spec)
     else:
         _fail(file, f"the model is {kind!r}; npformer implements WordPiece, BPE and Unigram")
-    added = [AddedToken(t["content"], int(t["id"]), bool(t.get("special", False)), bool(t.get("lstrip", False)),
-                        bool(t.get("rstrip", False)), bool(t.get("single_word", False)), bool(t.get("normalized", True)))
-             for t in data.get("added_tokens") or []]
+    added = [
+        AddedToken(
+            t["content"],
+            int(t["id"]),
+            bool(t.get("special", False)),
+            bool(t.get("lstrip", False)),
+            bool(t.get("rstrip", False)),
+            bool(t.get("single_word", False)),
+            bool(t.get("normalized", True)),
+        )
+        for t in data.get("added_tokens") or []
+    ]
     by_id = {i: t for t, i in vocab.items()}
     for t in added:
         by_id.setdefault(t.id, t.content)
@@ -157,13 +176,22 @@ def _components(file: Path, data: dict, config: dict) -> tuple[list[str], dict]:
     names = config.get("model_input_names")
     tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast").removesuffix("Tokenizer")
     if not isinstance(names, list):
-        names = ["input_ids", "attention_mask"] if tokenizer_class in NO_TOKEN_TYPES else \
-            ["input_ids", "token_type_ids", "attention_mask"]
+        names = (
+            ["input_ids", "attention_mask"]
+            if tokenizer_class in NO_TOKEN_TYPES
+            else ["input_ids", "token_type_ids", "attention_mask"]
+        )
     return tokens, dict(
-        normalizer=normalizer, pre_tokenizer=pre, model=model,
-        post_processor=post, decoder=decoder, added_tokens=added,
-        special=special, clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
-        model_input_names=tuple(names))
+        normalizer=normalizer,
+        pre_tokenizer=pre,
+        model=model,
+        post_processor=post,
+        decoder=decoder,
+        added_tokens=added,
+        special=special,
+        clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+        model_input_names=tuple(names),
+    )
 
 
 def _bpe(file: Path, spec: dict) -> tuple[BPE, dict[str, int]]:
@@ -176,10 +204,16 @@ def _bpe(file: Path, spec: dict) -> tuple[BPE, dict[str, int]]:
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
     if any(len(m) != 2 for m in merges):
         _fail(file, "a merge is not a pair of tokens")
-    return BPE(vocab, merges, unk_token=spec.get("unk_token"), continuing_subword_prefix=spec.get(
-        "continuing_subword_prefix") or "", end_of_word_suffix=spec.get("end_of_word_suffix") or "",
-        fuse_unk=bool(spec.get("fuse_unk", False)), byte_fallback=bool(spec.get("byte_fallback", False)),
-        ignore_merges=bool(spec.get("ignore_merges", False))), vocab
+    return BPE(
+        vocab,
+        merges,
+        unk_token=spec.get("unk_token"),
+        continuing_subword_prefix=spec.get("continuing_subword_prefix") or "",
+        end_of_word_suffix=spec.get("end_of_word_suffix") or "",
+        fuse_unk=bool(spec.get("fuse_unk", False)),
+        byte_fallback=bool(spec.get("byte_fallback", False)),
+        ignore_merges=bool(spec.get("ignore_merges", False)),
+    ), vocab
 
 
 def _wordpiece(file: Path, spec: dict) -> tuple[WordPiece, dict[str, int]]:
@@ -217,8 +251,11 @@ def bert_template(file: Path) -> bool:
         return False
     vocab = data["model"].get("vocab") if isinstance(data.get("model"), dict) else None
     added = data.get("added_tokens")
-    if isinstance(vocab, dict) and isinstance(added, list) and \
-            any(isinstance(t, dict) and t.get("content") not in vocab for t in added):
+    if (
+        isinstance(vocab, dict)
+        and isinstance(added, list)
+        and any(isinstance(t, dict) and t.get("content") not in vocab for t in added)
+    ):
         return False  # tokens added after training (PyLate's "[Q] "): the components path matches them
     if not isinstance(post, dict) or post.get("type") == "BertProcessing":
         return True
@@ -228,8 +265,9 @@ def bert_template(file: Path) -> bool:
 
 def _unigram(file: Path, spec: dict) -> tuple[Unigram, dict[str, int]]:
     pieces = spec.get("vocab")
-    if not isinstance(pieces, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
-                                               and isinstance(p[1], (int, float)) for p in pieces):
+    if not isinstance(pieces, list) or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float)) for p in pieces
+    ):
         _fail(file, "the Unigram model's 'vocab' is not a list of [piece, score] pairs")
     unk_id = spec.get("unk_id")
     if unk_id is not None and (not isinstance(unk_id, int) or not 0 <= unk_id < len(pieces)):
@@ -267,8 +305,9 @@ def _special_tokens(config: dict, data: dict, model) -> dict:
     contents = {t.get("content") for t in data.get("added_tokens") or []}
     out["unk_token"] = out["unk_token"] or model.unk_token or ("<unk>" if "<unk>" in contents else None)
     out["mask_token"] = out["mask_token"] or ("<mask>" if "<mask>" in contents else None)
-    out["pad_token"] = out["pad_token"] or ((data.get("padding") or {}).get("pad_token")) or \
-        ("<pad>" if "<pad>" in contents else None)
+    out["pad_token"] = (
+        out["pad_token"] or ((data.get("padding") or {}).get("pad_token")) or ("<pad>" if "<pad>" in contents else None)
+    )
     return out
 
 
@@ -278,8 +317,9 @@ def _post_processor(file: Path, post: dict | None, ids: dict[str, int]):
         return TemplateProcessing((("A", 0),), (("A", 0), ("B", 1)))
     kind = post.get("type")
     if kind == "RobertaProcessing":
-        return RobertaProcessing(tuple(post["cls"]), tuple(post["sep"]), bool(post.get("trim_offsets", True)),
-                                 bool(post.get("add_prefix_space", True)))
+        return RobertaProcessing(
+            tuple(post["cls"]), tuple(post["sep"]), bool(post.get("trim_offsets", True)), bool(post.get("add_prefix_space", True))
+        )
     if kind == "BertProcessing":
         return BertProcessing(tuple(post["cls"]), tuple(post["sep"]))
     if kind == "ByteLevel":
@@ -322,11 +362,17 @@ def gpt2_files(directory: Path, config: dict) -> tuple[list[str], dict]:
                 continue
             parts = line.split(" ")
             if len(parts) != 2:
-                raise ValueError(f"{merges_file}, line {number}: a merge is two tokens separated by one space, "
-                                 f"got {line[:60]!r}")
+                raise ValueError(f"{merges_file}, line {number}: a merge is two tokens separated by one space, got {line[:60]!r}")
             merges.append((parts[0], parts[1]))
-    names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>", "pad_token": "<pad>",
-             "cls_token": "<s>", "mask_token": "<mask>"}
+    names = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
+        "mask_token": "<mask>",
+    }
     for key in names:
         value = config.get(key)
         value = value.get("content") if isinstance(value, dict) else value
@@ -344,10 +390,15 @@ def gpt2_files(directory: Path, config: dict) -> tuple[list[str], dict]:
     add_prefix_space, trim = bool(config.get("add_prefix_space", False)), bool(config.get("trim_offsets", True))
     ids = {t.content: t.id for t in added}
     return [by_id[i] for i in range(len(by_id))], dict(
-        normalizer=None, pre_tokenizer=ByteLevel(add_prefix_space, True, trim), model=BPE(vocab, merges),
-        post_processor=RobertaProcessing((names["cls_token"], ids[names["cls_token"]]),
-                                         (names["sep_token"], ids[names["sep_token"]]), trim, add_prefix_space),
-        decoder=ByteLevelDecoder(), added_tokens=added,
+        normalizer=None,
+        pre_tokenizer=ByteLevel(add_prefix_space, True, trim),
+        model=BPE(vocab, merges),
+        post_processor=RobertaProcessing(
+            (names["cls_token"], ids[names["cls_token"]]), (names["sep_token"], ids[names["sep_token"]]), trim, add_prefix_space
+        ),
+        decoder=ByteLevelDecoder(),
+        added_tokens=added,
         special={k: names[k] for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")},
         clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
-        model_input_names=("input_ids", "attention_mask"))
+        model_input_names=("input_ids", "attention_mask"),
+    )

@@ -38,8 +38,18 @@ def break_class(ch: str) -> str:
     return "ExtPict" if k >= 0 and cp <= _PICT_ENDS[k] else "Other"
 
 
-_HANGUL_JOINS = {("L", "L"), ("L", "V"), ("L", "LV"), ("L", "LVT"), ("LV", "V"), ("LV", "T"), ("V", "V"),
-                 ("V", "T"), ("LVT", "T"), ("T", "T")}
+_HANGUL_JOINS = {
+    ("L", "L"),
+    ("L", "V"),
+    ("L", "LV"),
+    ("L", "LVT"),
+    ("LV", "V"),
+    ("LV", "T"),
+    ("V", "V"),
+    ("V", "T"),
+    ("LVT", "T"),
+    ("T", "T"),
+}
 
 
 def graphemes(text: str) -> list[tuple[int, int]]:

@@ -14,8 +14,10 @@ import unicodedata
 from array import array
 
 # Rust's ``char::is_whitespace`` (Unicode White_Space), which the fast tokenizer uses.
-WHITESPACE = frozenset("\t\n\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-                        "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\x0b\x0c")
+WHITESPACE = frozenset(
+    "\t\n\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\x0b\x0c"
+)
 
 
 def is_control(ch: str) -> bool:
@@ -83,8 +85,7 @@ class BertNormalizer:
         """Whether NFD's canonical reordering could move ``ch``'s kept (non-Mn) marks across chars."""
         risky = self._reorder_cache.get(ch)
         if risky is None:
-            risky = any(unicodedata.combining(d) and unicodedata.category(d) != "Mn"
-                        for d in unicodedata.normalize("NFD", ch))
+            risky = any(unicodedata.combining(d) and unicodedata.category(d) != "Mn" for d in unicodedata.normalize("NFD", ch))
             self._reorder_cache[ch] = risky
         return risky
 
@@ -280,7 +281,7 @@ def replace(pattern: re.Pattern, content: str):
         for m in pattern.finditer(text):
             if m.start() == m.end():
                 continue
-            out.append(text[last:m.start()])
+            out.append(text[last : m.start()])
             align.extend(range(last, m.start()))
             out.append(content)
             align.extend([m.end() - 1] * len(content))

@@ -15,8 +15,16 @@ from npformer.tokenizer.normalizer import WHITESPACE
 # CJK Unified Ideographs blocks, as the fast tokenizer's ``is_chinese_char`` (tokenizers
 # ``normalizers/bert.rs``) lists them. Google's ``_is_chinese_char`` starts the Extension E block at
 # 0x2B820; the fast tokenizer starts it at 0x2B920, so U+2B820..U+2B91F are not isolated: we follow it.
-CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-               (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
 
 
 def is_punctuation(ch: str) -> bool:
@@ -147,8 +155,14 @@ def rust_word_class() -> str:
     """Rust regex's ``\\w`` as a character class: Alphabetic, marks, decimal digits, connector
     punctuation and the joiners (Python's ``\\w`` leaves marks out and takes other numbers in)."""
     word = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "Pc"}
-    extra = [*range(0x24B6, 0x24EA), *range(0x1F130, 0x1F14A), *range(0x1F150, 0x1F16A), *range(0x1F170, 0x1F18A),
-             0x200C, 0x200D]  # Other_Alphabetic symbols (circled and squared letters), Join_Control
+    extra = [
+        *range(0x24B6, 0x24EA),
+        *range(0x1F130, 0x1F14A),
+        *range(0x1F150, 0x1F16A),
+        *range(0x1F170, 0x1F18A),
+        0x200C,
+        0x200D,
+    ]  # Other_Alphabetic symbols (circled and squared letters), Join_Control
     return _as_class(sorted({cp for cp in range(0x110000) if unicodedata.category(chr(cp)) in word} | set(extra)))
 
 
@@ -192,7 +206,8 @@ class Metaspace:
         text = text.replace(" ", self.replacement)
         chars = None
         if not text.startswith(self.replacement) and (
-                self.prepend_scheme == "always" or self.prepend_scheme == "first" and at_start):
+            self.prepend_scheme == "always" or self.prepend_scheme == "first" and at_start
+        ):
             text = self.replacement + text
             chars = [0, *range(len(text) - 1)]
         spans = _merged_with_next(text, self.replacement) if self.split else [(0, len(text))]
@@ -228,8 +243,10 @@ class SequencePreTokenizer:
             out = []
             for start, word, chars in words:
                 for s, piece, inner in step(word, at_start and start == 0):
-                    where = [chars[k] if chars is not None else start + k
-                             for k in (inner if inner is not None else range(s, s + len(piece)))]
+                    where = [
+                        chars[k] if chars is not None else start + k
+                        for k in (inner if inner is not None else range(s, s + len(piece)))
+                    ]
                     out.append((where[0] if where else start, piece, where))
             words = out
         return iter(words)

@@ -41,7 +41,7 @@ class Precompiled:
         if trie_size % 4 or 4 + trie_size > len(charsmap):
             raise ValueError(f"precompiled_charsmap: a trie of {trie_size} bytes does not fit in {len(charsmap)}")
         self.units = struct.unpack_from(f"<{trie_size // 4}I", charsmap, 4)
-        self.strings = charsmap[4 + trie_size:]
+        self.strings = charsmap[4 + trie_size :]
         self._cache: dict[str, str | None] = {}
         # ASCII chars (and CR LF) the charsmap rewrites: an ASCII text without them is unchanged
         self._ascii = frozenset(c for c in map(chr, range(128)) if self.lookup(c) is not None)
@@ -68,7 +68,7 @@ class Precompiled:
             if (unit >> 8) & 1:  # has a leaf: its value is an offset into the strings
                 start = units[node] & 0x7FFFFFFF
                 end = self.strings.find(b"\0", start)
-                found = self.strings[start:end if end >= 0 else len(self.strings)].decode("utf-8", "replace")
+                found = self.strings[start : end if end >= 0 else len(self.strings)].decode("utf-8", "replace")
                 break
         self._cache[chunk] = found
         return found

@@ -32,8 +32,7 @@ def _model_proto():
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     f = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="npformer_sentencepiece.proto", package="npformer_spm",
-                                              syntax="proto2")
+    file = descriptor_pb2.FileDescriptorProto(name="npformer_sentencepiece.proto", package="npformer_spm", syntax="proto2")
 
     def message(name: str, fields: list[tuple]) -> None:
         m = file.message_type.add(name=name)
@@ -42,14 +41,27 @@ def _model_proto():
             if kind == f.TYPE_MESSAGE and field_name == "pieces":
                 field.label = f.LABEL_REPEATED
 
-    message("SentencePiece", [("piece", 1, f.TYPE_STRING, {}), ("score", 2, f.TYPE_FLOAT, {}),
-                              ("type", 3, f.TYPE_INT32, {"default_value": "1"})])
-    message("TrainerSpec", [("model_type", 3, f.TYPE_INT32, {"default_value": "1"}),
-                            ("byte_fallback", 35, f.TYPE_BOOL, {}), ("unk_id", 40, f.TYPE_INT32, {"default_value": "0"})])
+    message(
+        "SentencePiece",
+        [("piece", 1, f.TYPE_STRING, {}), ("score", 2, f.TYPE_FLOAT, {}), ("type", 3, f.TYPE_INT32, {"default_value": "1"})],
+    )
+    message(
+        "TrainerSpec",
+        [
+            ("model_type", 3, f.TYPE_INT32, {"default_value": "1"}),
+            ("byte_fallback", 35, f.TYPE_BOOL, {}),
+            ("unk_id", 40, f.TYPE_INT32, {"default_value": "0"}),
+        ],
+    )
     message("NormalizerSpec", [("precompiled_charsmap", 2, f.TYPE_BYTES, {})])
-    message("ModelProto", [("pieces", 1, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.SentencePiece"}),
-                           ("trainer_spec", 2, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.TrainerSpec"}),
-                           ("normalizer_spec", 3, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.NormalizerSpec"})])
+    message(
+        "ModelProto",
+        [
+            ("pieces", 1, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.SentencePiece"}),
+            ("trainer_spec", 2, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.TrainerSpec"}),
+            ("normalizer_spec", 3, f.TYPE_MESSAGE, {"type_name": ".npformer_spm.NormalizerSpec"}),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("npformer_spm.ModelProto"))
@@ -80,28 +92,44 @@ def components(file: Path, config: dict) -> tuple[list[str], dict]:
     tokenizer class or model type."""
     kind = str(config.get("tokenizer_class") or "").removesuffix("Fast").removesuffix("Tokenizer")
     if kind not in CLASSES:
-        raise ValueError(f"{file}: a SentencePiece model for tokenizer_class {config.get('tokenizer_class')!r}; "
-                         f"npformer converts those of {', '.join(c + 'Tokenizer' for c in CLASSES)} (or reads a "
-                         f"tokenizer.json)")
+        raise ValueError(
+            f"{file}: a SentencePiece model for tokenizer_class {config.get('tokenizer_class')!r}; "
+            f"npformer converts those of {', '.join(c + 'Tokenizer' for c in CLASSES)} (or reads a "
+            f"tokenizer.json)"
+        )
     proto = read_model(file)
     if proto.trainer_spec.model_type != 1:
-        raise ValueError(f"{file}: a SentencePiece model of type {proto.trainer_spec.model_type} (not Unigram); "
-                         f"npformer reads such models from their tokenizer.json")
+        raise ValueError(
+            f"{file}: a SentencePiece model of type {proto.trainer_spec.model_type} (not Unigram); "
+            f"npformer reads such models from their tokenizer.json"
+        )
     vocab, unk_id = _vocab(kind, proto)
     ids: dict[str, int] = {}
     for i, (piece, _) in enumerate(vocab):
         ids.setdefault(piece, i)
-    added = {p.piece: AddedToken(p.piece, ids[p.piece], special=p.type == CONTROL)
-             for p in proto.pieces if p.type in (CONTROL, USER_DEFINED) and p.piece in ids}
+    added = {
+        p.piece: AddedToken(p.piece, ids[p.piece], special=p.type == CONTROL)
+        for p in proto.pieces
+        if p.type in (CONTROL, USER_DEFINED) and p.piece in ids
+    }
     tokens = [piece for piece, _ in vocab]
     for key, spec in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
-        token = AddedToken(str(spec["content"]), int(key), bool(spec.get("special", True)), bool(spec.get("lstrip")),
-                           bool(spec.get("rstrip")), bool(spec.get("single_word")), bool(spec.get("normalized")))
+        token = AddedToken(
+            str(spec["content"]),
+            int(key),
+            bool(spec.get("special", True)),
+            bool(spec.get("lstrip")),
+            bool(spec.get("rstrip")),
+            bool(spec.get("single_word")),
+            bool(spec.get("normalized")),
+        )
         if token.id == len(tokens):
             tokens.append(token.content)
         elif token.id > len(tokens) or tokens[token.id] != token.content:
-            raise ValueError(f"{file}: tokenizer_config.json's added token {token.content!r} has id {token.id}, "
-                             f"which the converted vocabulary of {len(tokens)} holds for another")
+            raise ValueError(
+                f"{file}: tokenizer_config.json's added token {token.content!r} has id {token.id}, "
+                f"which the converted vocabulary of {len(tokens)} holds for another"
+            )
         added[token.content] = token
     charsmap = proto.normalizer_spec.precompiled_charsmap
     scheme = "always" if config.get("add_prefix_space", True) else "never"
@@ -113,26 +141,36 @@ def components(file: Path, config: dict) -> tuple[list[str], dict]:
     special = {key: _name(config.get(key)) for key in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")}
     defaults = {"unk_token": "<unk>", "pad_token": "<pad>", "sep_token": "</s>", "cls_token": "<s>", "mask_token": "<mask>"}
     if kind in ("Albert", "DebertaV2"):
-        defaults.update(sep_token="[SEP]", cls_token="[CLS]", mask_token="[MASK]", pad_token="<pad>" if kind == "Albert"
-                        else "[PAD]", unk_token="<unk>" if kind == "Albert" else "[UNK]")
+        defaults.update(
+            sep_token="[SEP]",
+            cls_token="[CLS]",
+            mask_token="[MASK]",
+            pad_token="<pad>" if kind == "Albert" else "[PAD]",
+            unk_token="<unk>" if kind == "Albert" else "[UNK]",
+        )
     special = {k: v or defaults[k] for k, v in special.items()}
     where = {t: i for i, t in reversed(list(enumerate(tokens)))}
     cls, sep = special["cls_token"], special["sep_token"]
     for name in (cls, sep):
         if name not in where:
-            raise ValueError(f"{file}: the special token {name!r} is neither a piece nor in tokenizer_config.json's "
-                             f"added_tokens_decoder")
+            raise ValueError(
+                f"{file}: the special token {name!r} is neither a piece nor in tokenizer_config.json's added_tokens_decoder"
+            )
     fairseq = kind in ("XLMRoberta", "Camembert")  # <s> A </s></s> B </s>, one type id
     a, b = ("A", 0), ("B", 0 if fairseq else 1)
     c, s, s_b = ((cls, where[cls]), 0), ((sep, where[sep]), 0), ((sep, where[sep]), b[1])
     pair = (c, a, s, s, b, s_b) if fairseq else (c, a, s, b, s_b)
     return tokens, dict(
-        normalizer=normalizer.sequence(_normalizers(kind, config, charsmap)), pre_tokenizer=metaspace,
+        normalizer=normalizer.sequence(_normalizers(kind, config, charsmap)),
+        pre_tokenizer=metaspace,
         model=Unigram(vocab, unk_id),
         post_processor=TemplateProcessing((c, a, s), pair),
-        decoder=decoders.MetaspaceDecoder("\u2581", scheme), added_tokens=list(added.values()), special=special,
+        decoder=decoders.MetaspaceDecoder("\u2581", scheme),
+        added_tokens=list(added.values()),
+        special=special,
         clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
-        model_input_names=("input_ids", "attention_mask") if fairseq else ("input_ids", "token_type_ids", "attention_mask"))
+        model_input_names=("input_ids", "attention_mask") if fairseq else ("input_ids", "token_type_ids", "attention_mask"),
+    )
 
 
 def _vocab(kind: str, proto) -> tuple[list[tuple[str, float]], int]:
@@ -142,10 +180,16 @@ def _vocab(kind: str, proto) -> tuple[list[tuple[str, float]], int]:
     if kind == "XLMRoberta":
         return [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces[3:], ("<mask>", 0.0)], 3
     if kind == "Camembert":
-        return [("<s>NOTUSED", 0.0), ("<pad>", 0.0), ("</s>NOTUSED", 0.0), ("<unk>", 0.0), ("<unk>NOTUSED", -100.0),
-                *pieces[1:], ("<mask>", 0.0)], 3
-    vocab = [(p, s) if kind != "Albert" or len(p) < 2 or p[-1] != "," or not p[-2].isdigit() else (p, s - 100)
-             for p, s in pieces]
+        return [
+            ("<s>NOTUSED", 0.0),
+            ("<pad>", 0.0),
+            ("</s>NOTUSED", 0.0),
+            ("<unk>", 0.0),
+            ("<unk>NOTUSED", -100.0),
+            *pieces[1:],
+            ("<mask>", 0.0),
+        ], 3
+    vocab = [(p, s) if kind != "Albert" or len(p) < 2 or p[-1] != "," or not p[-2].isdigit() else (p, s - 100) for p, s in pieces]
     return vocab, proto.trainer_spec.unk_id
 
 

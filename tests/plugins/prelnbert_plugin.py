@@ -38,8 +38,7 @@ class PreLNBertModel(BertModel):
         ops, c = self.ops, self.config
         batch, seq, hidden = x.shape
         x = x.reshape(batch * seq, hidden)
-        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0),
-                         np.float32)
+        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
         h = ops.layer_norm(x, w.ln1_g, w.ln1_b, c.layer_norm_eps)
         q, k, v = ops.linear(h, w.q_w, w.q_b), ops.linear(h, w.k_w, w.k_b), ops.linear(h, w.v_w, w.v_b)
         context = ops.attention(q, k, v, mask, c.num_attention_heads, probs)
@@ -64,8 +63,9 @@ class PreLNBertModel(BertModel):
 
     def finish(self, x, record):
         batch, seq, hidden = x.shape
-        x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b,
-                                self.config.layer_norm_eps).reshape(batch, seq, hidden)
+        x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b, self.config.layer_norm_eps).reshape(
+            batch, seq, hidden
+        )
         if record:
             record(FINAL, x)
         return x
