@@ -73,14 +73,10 @@ def main() -> None:
             ):
                 out = tmp / f"out-{dtype}-{workers}x{threads}"
                 summary = distributed.run(
-                    "sentiment",
-                    [str(tmp / "train.tsv")],
-                    out,
-                    column="sentence",
-                    model=model,
-                    scheduler=cluster.scheduler_address,
-                    threads_per_worker=threads,
-                    partition_rows=2_000,
+                    distributed.Job(
+                        "sentiment", [str(tmp / "train.tsv")], out, column="sentence", model=model, partition_rows=2_000
+                    ),
+                    distributed.Cluster(scheduler=cluster.scheduler_address, threads_per_worker=threads),
                     progress=False,
                 )
                 rate = summary.rows / (time.perf_counter() - t0)

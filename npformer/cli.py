@@ -45,9 +45,9 @@ from npformer.provenance import describe
 from npformer.records import InputError, Source
 from npformer.version import __version__
 
-# Up to this many texts given as arguments run on the NumPy backend by default: starting Numba (1.0 s
-# more for a one-off call, benchmarks/bench_cold_start.py) costs more than its faster kernels save
-# (11 ms a text, bench_backends.py: built-in model, SST-2 dev, batch 32; break-even near 90 texts).
+# Up to this many texts given as arguments run on the NumPy backend by default: starting Numba costs
+# more than its faster kernels save on so few (the break-even is in benchmarks/RESULTS.md,
+# bench_cold_start.py and bench_backends.py).
 ONE_OFF_TEXTS = 32
 
 
@@ -181,25 +181,23 @@ def _batch(args) -> int:
     if not args.verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its lifecycle chatter only with -v
     keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
-    summary = distributed.run(
+    job = distributed.Job(
         args.task,
         args.input,
         args.output,
-        column=args.column,
-        model=args.model,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        threads_per_worker=args.threads_per_worker,
         partition_rows=args.partition_rows,
+        column=args.column,
+        context_column=args.context_column,
         id_column=args.id_column,
         keep_columns=keep,
         delimiter=args.delimiter,
-        context_column=args.context_column,
+        model=args.model,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
         labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
-        progress=not args.quiet and sys.stderr.isatty(),
     )
+    cluster = distributed.Cluster(args.scheduler, args.workers, args.threads_per_worker)
+    summary = distributed.run(job, cluster, progress=not args.quiet and sys.stderr.isatty())
     print(json.dumps(vars(summary) | {"output": args.output}))
     return 1 if summary.errors else 0
 

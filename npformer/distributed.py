@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from npformer.extras import require_extra
@@ -49,23 +49,61 @@ RUN_FILE, SUCCESS = "_RUN.json", "_SUCCESS"
 
 @dataclass(frozen=True)
 class Job:
-    """What every partition is processed with, and what shapes the output: all of it is recorded in
-    ``_RUN.json`` and compared when resuming (the input files in order with their sizes, the
-    partition size, the columns, the model and dtype), so a resume never mixes two plans."""
+    """What to run: ``task`` (a name of :data:`npformer.batch_tasks.TASKS`: ``sentiment``, ``ner``,
+    ``embed``, ``qa``, ``zero-shot`` with ``labels``, ``rerank`` (query in ``column``, document in
+    ``context_column``), ``sparse-embed``, ``colbert``) over ``inputs`` (paths or glob patterns of
+    ``.parquet``, ``.csv``, ``.tsv`` or ``.jsonl`` files), parts written to the directory ``output``.
+
+    Everything here shapes the output, so all of it is recorded in ``_RUN.json`` (the input files
+    resolved, in order, with their sizes) and compared when resuming: a resume never mixes two
+    plans. Raises ``ValueError`` for an unknown task, zero-shot without labels or a size below 1."""
 
     task: str
+    inputs: tuple[str, ...]
     output: str
-    inputs: tuple[tuple[str, int], ...] = ()  # (absolute path, size in bytes), in the order given
     partition_rows: int = 10_000
     column: str = "text"
     context_column: str = "context"
     id_column: str | None = None
     keep_columns: tuple[str, ...] = ()
     delimiter: str | None = None
-    model: str | None = None
+    model: str | None = None  # a path every worker can read, or a Hub id; None: the task's default
     dtype: str = "float32"
     batch_size: int = 32
     labels: tuple[str, ...] = ()  # zero-shot's candidate labels
+
+    def __post_init__(self):
+        inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
+        object.__setattr__(self, "inputs", tuple(str(i) for i in inputs))
+        object.__setattr__(self, "output", str(self.output))
+        object.__setattr__(self, "keep_columns", tuple(self.keep_columns))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; use one of {sorted(TASKS)}")
+        if self.task == "zero-shot" and not self.labels:
+            raise ValueError("zero-shot needs candidate labels: --labels a,b,c")
+        _check_sizes(partition_rows=self.partition_rows, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where a :class:`Job` runs: ``scheduler``, a running Dask scheduler's address
+    (``tcp://HOST:8786``; start its workers with ``--nthreads 1``), or None for a ``LocalCluster`` of
+    ``workers`` single-task processes on the loopback; ``threads_per_worker`` is the threads each
+    worker's forward passes use. Raises ``ValueError`` for a count below 1."""
+
+    scheduler: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+
+    def __post_init__(self):
+        _check_sizes(workers=self.workers, threads_per_worker=self.threads_per_worker)
+
+
+def _check_sizes(**sizes) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -291,10 +329,12 @@ def output_schema(job: Job, pipe, kept: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema(fields + TASKS[job.task].fields(pipe) + [("error", pa.string())])
 
 
-def check_run(output: Path, job: Job) -> None:
-    """Write ``_RUN.json`` for a new output directory; refuse one holding another job's parts."""
+def check_run(output: Path, job: Job, sizes: list[int]) -> None:
+    """Write ``_RUN.json`` for a new output directory (the job, each input file with its size in
+    bytes); refuse one holding another job's parts."""
     record = output / RUN_FILE
     mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(job).items()}
+    mine["inputs"] = [[path, size] for path, size in zip(job.inputs, sizes)]
     if record.exists():
         previous = json.loads(record.read_text(encoding="utf-8"))
         mine = json.loads(json.dumps(mine))  # tuples as JSON lists, as they were recorded
@@ -311,84 +351,31 @@ def check_run(output: Path, job: Job) -> None:
     record.write_text(json.dumps(mine, indent=2), encoding="utf-8")
 
 
-def run(  # noqa: PLR0913 - batch's flags
-    task: str,
-    inputs,
-    output: str | Path,
-    *,
-    column: str = "text",
-    model: str | None = None,
-    dtype: str = "float32",
-    batch_size: int = 32,
-    scheduler: str | None = None,
-    workers: int = 2,
-    threads_per_worker: int = 1,
-    partition_rows: int = 10_000,
-    id_column: str | None = None,
-    keep_columns: tuple[str, ...] = (),
-    delimiter: str | None = None,
-    context_column: str = "context",
-    labels: tuple[str, ...] = (),
-    progress: bool = True,
-) -> Summary:
-    """Run ``task`` (a name of :data:`npformer.batch_tasks.TASKS`: ``sentiment``, ``ner``, ``embed``,
-    ``qa``, ``zero-shot`` with ``labels``, ``rerank`` (query in ``column``, document in
-    ``context_column``), ``sparse-embed``, ``colbert``) over ``inputs`` on Dask; parts in ``output``.
-
-    ``scheduler`` is a running scheduler's address (``tcp://HOST:8786``; start its workers with
-    ``--nthreads 1``); without it a ``LocalCluster`` of ``workers`` single-task processes is
-    started. ``threads_per_worker`` is the threads each worker's forward passes use. The model (a
-    path every worker can read, or a Hub id) loads once per worker. Returns a :class:`Summary`.
+def run(job: Job, cluster: Cluster = Cluster(), *, progress: bool = True) -> Summary:
+    """Run ``job`` (:class:`Job`) on Dask, ``cluster`` (:class:`Cluster`) saying where; a progress bar
+    on stderr when ``progress``. The model loads once per worker. Returns a :class:`Summary`.
 
     Raises ``ImportError`` without the ``distributed`` extra, ``FileNotFoundError`` /
-    ``ValueError`` for bad inputs or arguments, and ``ValueError`` when ``output`` holds another
-    run's parts.
+    ``ValueError`` for bad inputs, and ``ValueError`` when ``job.output`` holds another run's parts.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
-    if task == "zero-shot" and not labels:
-        raise ValueError("zero-shot needs candidate labels: --labels a,b,c")
-    for name, value in (
-        ("workers", workers),
-        ("threads_per_worker", threads_per_worker),
-        ("partition_rows", partition_rows),
-        ("batch_size", batch_size),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     started = time.perf_counter()
-    output = Path(output)
-    files = input_files(inputs)
-    job = Job(
-        task,
-        str(output.resolve()),
-        tuple((str(f.resolve()), f.stat().st_size) for f in files),
-        partition_rows,
-        column,
-        context_column,
-        id_column,
-        tuple(keep_columns),
-        delimiter,
-        model,
-        dtype,
-        batch_size,
-        tuple(labels),
-    )
+    output = Path(job.output)
+    files = input_files(list(job.inputs))
+    job = replace(job, inputs=tuple(str(f.resolve()) for f in files), output=str(output.resolve()))
     partitions, kept = plan(files, job)
     output.mkdir(parents=True, exist_ok=True)
-    check_run(output, job)
+    check_run(output, job, [f.stat().st_size for f in files])
     todo = [p for p in partitions if not (output / p.name).exists()]
     summary = Summary(skipped_parts=len(partitions) - len(todo))
     # one partition at a time per worker, its forward passes on threads_per_worker cores: two partitions in
-    # one process would hand the GIL back and forth between kernel calls (measured: 1 worker with 2 Dask
-    # threads ran at half the in-process rate)
+    # one process would hand the GIL back and forth between kernel calls
     # a local cluster listens on the loopback only (its HTTP server on any free port); its workers'
     # logs are silenced, since a failed partition reaches the caller as one exception anyway
-    cluster = (
+    local = (
         None
-        if scheduler
+        if cluster.scheduler
         else LocalCluster(
-            n_workers=workers,
+            n_workers=cluster.workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
@@ -396,11 +383,11 @@ def run(  # noqa: PLR0913 - batch's flags
             silence_logs=logging.CRITICAL,
         )
     )
-    client = Client(scheduler or cluster)
+    client = Client(cluster.scheduler or local)
     busy: dict[str, list[float]] = {}
     spans: list[tuple[float, float]] = []
     try:
-        client.register_plugin(ModelPlugin(job, threads_per_worker), name=PLUGIN)
+        client.register_plugin(ModelPlugin(job, cluster.threads_per_worker), name=PLUGIN)
         futures = client.map(process_partition, todo, job=job, kept=kept, pure=False, retries=3)
         bar = _bar(sum(p.rows for p in todo), progress)
         for future in as_completed(futures):
@@ -420,8 +407,8 @@ def run(  # noqa: PLR0913 - batch's flags
             bar.close()
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
+        if local is not None:
+            local.close()
     write_success(output, partitions)
     summary.seconds = time.perf_counter() - started
     summary.task_seconds = max(e for _, e in spans) - min(b for b, _ in spans) if spans else 0.0

@@ -27,7 +27,11 @@ from npformer.pipelines.tasks import TASKS as REGISTRY
 from npformer.tracing import trace
 
 PAGE = Path(__file__).with_name("explain.html")
-TASKS = tuple(name for name, task in REGISTRY.items() if task.explain)  # the built-in tasks the page can show
+
+
+def explainable() -> tuple[str, ...]:
+    """The tasks the page can show: those whose record has an ``explain`` view."""
+    return tuple(name for name, task in REGISTRY.items() if task.explain is not None)
 
 
 def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3, model_name: str = "") -> dict:
@@ -35,13 +39,14 @@ def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3,
     attention ``[layer][head][query][key]`` (3 decimals) and hidden-state norms ``[layer][token]``.
     Raises ``ValueError`` for a task the page does not show, an empty text, or QA without context."""
     task = type(pipe).task  # the canonical name (pipe.task is the name the pipeline was asked by)
-    if task not in TASKS:
-        raise ValueError(f"explain shows {', '.join(TASKS)}; this pipeline is {task!r}")
+    view = REGISTRY[task].explain if task in REGISTRY else None
+    if view is None:
+        raise ValueError(f"explain shows {', '.join(explainable())}; this pipeline is {task!r}")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the text is empty")
-    if task == "question-answering" and not (isinstance(context, str) and context.strip()):
-        raise ValueError("question answering needs a context")
-    pair = context if task == "question-answering" else None
+    if view.needs_context and not (isinstance(context, str) and context.strip()):
+        raise ValueError(f"{task} needs a context")
+    pair = context if view.needs_context else None
     enc = pipe.tokenizer.encode_batch(
         [(text, pair)], truncation="only_second" if pair else "longest_first", max_length=pipe.max_length, overflow=False
     )[0]
@@ -60,49 +65,12 @@ def explain_data(pipe, text: str, *, context: str | None = None, top_k: int = 3,
         "text": text,
         "context": context,
         "tokens": tokens,
-        "prediction": _prediction(pipe, text, context, top_k),
+        "prediction": view.prediction(pipe, text, context, top_k),
         "layers": len(attentions),
         "heads": len(attentions[0]) if attentions else 0,
         "attentions": attentions,
         "norms": norms,
     }
-
-
-def _prediction(pipe, text: str, context: str | None, top_k: int) -> dict:
-    task = type(pipe).task  # the canonical name (pipe.task is the name the pipeline was asked by)
-    if task == "text-classification":
-        return {"scores": [{"label": d["label"], "score": float(d["score"])} for d in pipe(text, top_k=None)]}
-    if task == "token-classification":
-        entities = pipe(text, aggregation_strategy="simple")
-        per_token = pipe(text, aggregation_strategy="none", ignore_labels=[], return_probabilities=True)
-        return {
-            "entities": [
-                {
-                    "label": e["entity_group"],
-                    "score": float(e["score"]),
-                    "start": int(e["start"]),
-                    "end": int(e["end"]),
-                    "word": e["word"],
-                }
-                for e in entities
-            ],
-            "token_entropy": [
-                {"start": int(e["start"]), "end": int(e["end"]), "label": e["entity"], "entropy": float(e["entropy"])}
-                for e in per_token
-            ],
-        }
-    if task == "question-answering":
-        answers = pipe(question=text, context=context, top_k=top_k)
-        answers = [answers] if isinstance(answers, dict) else answers
-        return {
-            "answers": [
-                {"answer": a["answer"], "score": float(a["score"]), "start": int(a["start"]), "end": int(a["end"])}
-                for a in answers
-            ]
-        }
-    out = pipe(text, top_k=top_k)
-    out = out if out and isinstance(out[0], list) else [out]
-    return {"masks": [[{"token": c["token_str"], "score": float(c["score"])} for c in candidates] for candidates in out]}
 
 
 def render_page(data: dict | None, title: str = "npformer explain", models: list[dict] | None = None) -> str:

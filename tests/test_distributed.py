@@ -38,14 +38,10 @@ def test_sst2_train_every_row_once_equal_to_the_pipeline(tmp_path):
     train = DATA / "sst2" / "train.tsv"
     texts, _ = read_sst2("train")
     summary = distributed.run(
-        "sentiment",
-        [str(train)],
-        tmp_path / "out",
-        column="sentence",
-        workers=2,
-        threads_per_worker=1,
-        partition_rows=8_000,
-        keep_columns=("label",),
+        distributed.Job(
+            "sentiment", [str(train)], tmp_path / "out", column="sentence", partition_rows=8_000, keep_columns=("label",)
+        ),
+        distributed.Cluster(workers=2, threads_per_worker=1),
         progress=False,
     )
     assert summary.rows == len(texts) == 67_349 and summary.errors == 0 and len(summary.rows_per_second_by_worker) == 2
@@ -80,7 +76,9 @@ def corpus(tmp_path_factory):
 def test_bad_rows_are_kept_with_their_id(corpus, tmp_path):
     root, _ = corpus
     summary = distributed.run(
-        "sentiment", [str(root / "b.tsv")], tmp_path / "out", column="sentence", workers=1, partition_rows=3, progress=False
+        distributed.Job("sentiment", [str(root / "b.tsv")], tmp_path / "out", column="sentence", partition_rows=3),
+        distributed.Cluster(workers=1),
+        progress=False,
     )
     rows = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
     assert summary.errors == 2 and [r["id"] for r in rows] == [f"b.tsv:{i}" for i in range(4)]
@@ -101,13 +99,8 @@ def test_a_killed_worker_loses_no_row_and_doubles_none(corpus, tmp_path):
         runner = threading.Thread(
             target=lambda: result.update(
                 summary=distributed.run(
-                    "sentiment",
-                    [str(root / "*.tsv")],
-                    tmp_path / "out",
-                    column="sentence",
-                    scheduler=cluster.scheduler_address,
-                    threads_per_worker=1,
-                    partition_rows=250,
+                    distributed.Job("sentiment", [str(root / "*.tsv")], tmp_path / "out", column="sentence", partition_rows=250),
+                    distributed.Cluster(scheduler=cluster.scheduler_address, threads_per_worker=1),
                     progress=False,
                 )
             )
@@ -161,7 +154,8 @@ def test_an_interrupted_client_resumes_without_rewriting_done_parts(corpus, tmp_
     assert all((tmp_path / "out" / name).stat().st_mtime_ns == mtime for name, mtime in done.items())
     resumed = sorted(read_output(tmp_path / "out"), key=lambda r: r["row"])
     whole = distributed.run(
-        "sentiment", [str(root / "a.tsv")], tmp_path / "whole", column="sentence", partition_rows=250, progress=False
+        distributed.Job("sentiment", [str(root / "a.tsv")], tmp_path / "whole", column="sentence", partition_rows=250),
+        progress=False,
     )
     assert whole.rows == 4000
     assert resumed == sorted(read_output(tmp_path / "whole"), key=lambda r: r["row"])
@@ -175,7 +169,9 @@ def test_a_resume_with_another_plan_is_refused_by_name(corpus, tmp_path):
     root, _ = corpus
     first = [str(root / "a.tsv"), str(root / "b.tsv")]
     summary = distributed.run(
-        "sentiment", first, tmp_path / "out", column="sentence", workers=1, partition_rows=500, progress=False
+        distributed.Job("sentiment", first, tmp_path / "out", column="sentence", partition_rows=500),
+        distributed.Cluster(workers=1),
+        progress=False,
     )
     assert summary.rows == 4004
     for part in sorted((tmp_path / "out").glob("part-00000-*.parquet"))[6:]:
@@ -189,10 +185,14 @@ def test_a_resume_with_another_plan_is_refused_by_name(corpus, tmp_path):
     ]:
         with pytest.raises(ValueError, match=rf"other arguments \({changed}"):
             distributed.run(
-                "sentiment", kwargs.pop("inputs"), tmp_path / "out", column="sentence", workers=1, progress=False, **kwargs
+                distributed.Job("sentiment", kwargs.pop("inputs"), tmp_path / "out", column="sentence", **kwargs),
+                distributed.Cluster(workers=1),
+                progress=False,
             )
     resumed = distributed.run(
-        "sentiment", first, tmp_path / "out", column="sentence", workers=1, partition_rows=500, progress=False
+        distributed.Job("sentiment", first, tmp_path / "out", column="sentence", partition_rows=500),
+        distributed.Cluster(workers=1),
+        progress=False,
     )
     assert resumed.skipped_parts == 6 + 1 and resumed.rows == 4000 - 6 * 500
     rows = read_output(tmp_path / "out")
@@ -217,12 +217,8 @@ def test_kept_columns_keep_their_types(tmp_path):
     )
     keep = ("id", "weight", "flag")
     distributed.run(
-        "sentiment",
-        [str(tmp_path / "in.parquet")],
-        tmp_path / "p",
-        workers=1,
-        partition_rows=2,
-        keep_columns=keep,
+        distributed.Job("sentiment", [str(tmp_path / "in.parquet")], tmp_path / "p", partition_rows=2, keep_columns=keep),
+        distributed.Cluster(workers=1),
         progress=False,
     )
     out = pq.read_table(tmp_path / "p")
@@ -231,12 +227,10 @@ def test_kept_columns_keep_their_types(tmp_path):
     rows = sorted(out.to_pylist(), key=lambda r: r["row"])
     assert [r["input_id"] for r in rows] == [7, 8, 9] and [r["input_weight"] for r in rows] == [0.5, None, 2.0]
     distributed.run(
-        "sentiment",
-        [str(tmp_path / "in.jsonl")],
-        tmp_path / "j",
-        workers=1,
-        partition_rows=1,
-        keep_columns=("id", "meta", "n"),
+        distributed.Job(
+            "sentiment", [str(tmp_path / "in.jsonl")], tmp_path / "j", partition_rows=1, keep_columns=("id", "meta", "n")
+        ),
+        distributed.Cluster(workers=1),
         progress=False,
     )
     out = pq.read_table(tmp_path / "j")
@@ -299,13 +293,10 @@ def test_the_new_architectures_run_in_batch(tmp_path, model_type):
     texts, labels = read_sst2("dev")
     source = write_tsv(tmp_path / "dev.tsv", texts[:300], labels[:300])
     summary = distributed.run(
-        "sentiment",
-        [str(source)],
-        tmp_path / "out",
-        column="sentence",
-        model=str(tmp_path / "model"),
-        workers=1,
-        partition_rows=100,
+        distributed.Job(
+            "sentiment", [str(source)], tmp_path / "out", column="sentence", model=str(tmp_path / "model"), partition_rows=100
+        ),
+        distributed.Cluster(workers=1),
         progress=False,
     )
     assert summary.rows == 300 and summary.errors == 0

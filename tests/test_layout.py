@@ -9,11 +9,15 @@ first use (PEP 562 ``__getattr__``), so that a one-off call on the NumPy backend
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from npformer.kernels import numpy_ops, ops
+from npformer.kernels.protocol import OPS_FUNCTIONS, Ops
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "npformer"
@@ -170,3 +174,16 @@ def test_ruff_format():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_both_backends_implement_the_ops_protocol():
+    """Every function of :class:`npformer.kernels.protocol.Ops`, with its parameters, in both
+    backends' kernel modules (a Numba kernel's parameters are its Python function's)."""
+    assert {"linear", "attention", "varlen_attention", "layer_norm", "threads"} <= set(OPS_FUNCTIONS)
+    for module in (ops, numpy_ops):
+        for name in OPS_FUNCTIONS:
+            function = getattr(module, name, None)
+            assert function is not None, f"{module.__name__} has no {name}"
+            expected = list(inspect.signature(getattr(Ops, name)).parameters)[1:]  # without self
+            got = list(inspect.signature(getattr(function, "py_func", function)).parameters)
+            assert got == expected, f"{module.__name__}.{name}{got} is not the protocol's {expected}"

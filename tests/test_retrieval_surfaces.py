@@ -155,19 +155,25 @@ def test_batch_zero_shot_and_rerank(models, corpus, tmp_path):
     )
     labels = ("film", "food", "travel")
     summary = distributed.run(
-        "zero-shot", [str(path)], tmp_path / "zs", model=str(models["nli"]), workers=1, labels=labels, progress=False
+        distributed.Job("zero-shot", [str(path)], tmp_path / "zs", model=str(models["nli"]), labels=labels),
+        distributed.Cluster(workers=1),
+        progress=False,
     )
     assert summary.rows == len(texts) and summary.errors == 0
     rows = sorted(read_parts(tmp_path / "zs"), key=lambda r: r["row"])
     expected = npformer.pipeline("zero-shot-classification", models["nli"])(texts, list(labels))
     assert [r["labels"] for r in rows] == [e["labels"] for e in expected]
     np.testing.assert_allclose([r["scores"] for r in rows], [e["scores"] for e in expected], rtol=0, atol=1e-6)
-    summary = distributed.run("rerank", [str(path)], tmp_path / "rr", model=str(models["rerank"]), workers=1, progress=False)
+    summary = distributed.run(
+        distributed.Job("rerank", [str(path)], tmp_path / "rr", model=str(models["rerank"])),
+        distributed.Cluster(workers=1),
+        progress=False,
+    )
     rows = sorted(read_parts(tmp_path / "rr"), key=lambda r: r["row"])
     scores = npformer.CrossEncoder(models["rerank"]).predict([(t, texts[-1 - i]) for i, t in enumerate(texts)])
     np.testing.assert_allclose([r["score"] for r in rows], scores, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="zero-shot needs candidate labels"):
-        distributed.run("zero-shot", [str(path)], tmp_path / "none", model=str(models["nli"]), progress=False)
+        distributed.run(distributed.Job("zero-shot", [str(path)], tmp_path / "none", model=str(models["nli"])), progress=False)
 
 
 def read_parts(directory):
@@ -188,7 +194,9 @@ def test_batch_writes_sparse_and_per_token_columns(models, corpus, tmp_path):
     }
     for task, name, column in (("sparse-embed", "splade", "embedding"), ("colbert", "colbert", "embeddings")):
         summary = distributed.run(
-            task, [str(path)], tmp_path / task, model=str(models[name]), workers=1, partition_rows=15, progress=False
+            distributed.Job(task, [str(path)], tmp_path / task, model=str(models[name]), partition_rows=15),
+            distributed.Cluster(workers=1),
+            progress=False,
         )
         assert summary.rows == len(texts) and summary.errors == 0
         rows = sorted(read_parts(tmp_path / task), key=lambda r: r["row"])

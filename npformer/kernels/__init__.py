@@ -1,6 +1,9 @@
 """The math of npformer: each kernel names the reference it reproduces and the test that compares with it.
 
 - :mod:`numpy_ops`: the encoder's operations in plain NumPy (``backend="numpy"``), no Numba.
+- :mod:`linear`: the Linear layer's weight kinds (``QuantizedTensor``) and the one switch between
+  the GEMMs, for both backends (no Numba at import).
+- :mod:`layout`: the VNNI packed int8 layout.
 - :mod:`llvm_ir`: CPU features, tile sizes, packed strides and IR helpers shared by the GEMMs.
 - :mod:`gemm_f32`: the packed float32 GEMM (AVX-512 / AVX2 FMA micro-kernel) and ``PackedMatrix``.
 - :mod:`gemm_int8`: row quantization and the int8 GEMMs (AVX-512 VNNI, AVX2, portable).

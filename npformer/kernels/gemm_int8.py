@@ -35,7 +35,7 @@ from npformer.kernels.llvm_ir import (
     splat,
     vector_at,
 )
-from npformer.kernels.numpy_ops import TINY_ROW  # the step rule for subnormal-tiny rows, shared
+from npformer.kernels.linear import TINY_ROW  # the step rule for subnormal-tiny rows, shared
 
 VNNI_ARGS = (
     "x",

@@ -17,15 +17,10 @@ import contextlib
 
 import numpy as np
 
-from npformer.quantization import QuantizedTensor
+from npformer.kernels.linear import K_EXACT, TINY_ROW, int8_linear, quantize_rows  # noqa: F401 (the NumPy backend's int8)
+from npformer.kernels.linear import numpy_linear as linear  # noqa: F401 (ops.linear on this backend)
 
 F32 = np.float32
-# Below this max|row| the step max/127 is subnormal and 1/step overflows to inf (0 * inf is NaN):
-# such a row quantizes to zeros with step 1 (the error, under 1.5e-36, is far below half a step).
-TINY_ROW = F32(127.0 * np.finfo(np.float32).tiny)
-# float32 sums of int8 x int8 products are exact while every partial sum stays under 2^24:
-# K_EXACT * 127 * 127 = 16,516,096 < 16,777,216, whatever order BLAS adds them in.
-K_EXACT = 1024
 INV_SQRT2 = F32(0.7071067811865476)  # GELU's constants, both backends
 SQRT_2_OVER_PI = F32(0.7978845608028654)
 
@@ -185,60 +180,6 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
             p = e / e.sum(axis=-1, keepdims=True)
             context[start + i0 : start + i1] = (p @ heads(v, lo, hi)).transpose(1, 0, 2).reshape(i1 - i0, hidden)
     return context
-
-
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8, as :func:`npformer.kernels.gemm_int8.quantize_rows`: ``x (rows, n)
-    float32`` -> ``(q (rows, n) float32 holding integers in [-127, 127], scales (rows,) float32)``,
-    ``scale = max|x_row| / 127`` (1 for an all-zero or subnormal-tiny row), ``q = round(x / scale)``."""
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], F32)
-    # times the float32 reciprocal of 127, not divided by 127: what the Numba kernel's fastmath computes
-    scales = np.where(amax >= TINY_ROW, amax * F32(1.0 / 127.0), F32(1.0)).astype(F32)
-    return np.clip(np.rint(x * (F32(1.0) / scales)[:, None]), F32(-127.0), F32(127.0)), scales
-
-
-def int8_linear(x: np.ndarray, weight: QuantizedTensor, bias: np.ndarray | None = None) -> np.ndarray:
-    """``x @ W.T + bias`` as the int8 GEMMs compute it (:meth:`QuantizedTensor.matmul`): ``x (rows, in)
-    float32`` quantized per row, the int32 sums of int8 products exact, then
-    ``float(sum) * x_scale * w_scale + bias`` in float32 -> ``(rows, out) float32``."""
-    xq, x_scales = quantize_rows(np.ascontiguousarray(x, dtype=F32))
-    w = weight.float_values
-    sums = np.zeros((x.shape[0], w.shape[0]), np.float64)
-    for start in range(0, w.shape[1], K_EXACT):
-        sums += xq[:, start : start + K_EXACT] @ w[:, start : start + K_EXACT].T
-    out = sums.astype(F32) * x_scales[:, None] * weight.scales
-    if bias is not None:
-        out += bias
-    return out
-
-
-def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
-    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``, all in NumPy: an
-    int8 :class:`QuantizedTensor` by :func:`int8_linear`, anything else as :func:`weight_product`."""
-    if isinstance(weight, QuantizedTensor):
-        return int8_linear(x, weight, bias)
-    return weight_product(x, weight, bias, scratch)
-
-
-def weight_product(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
-    """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``; the Numba backend's
-    ``linear``, the one switch between its GEMMs.
-
-    ``weight`` is a plain ``(out, in) float32`` array (NumPy's BLAS, bias added in place), or an
-    object with ``matmul(x, bias, scratch)``: a :class:`npformer.kernels.gemm_f32.PackedMatrix`
-    (packed float32 GEMM, bias as the accumulators' start) or a :class:`QuantizedTensor` (int8 GEMM,
-    bias fused into dequantization). Without ``bias`` the fused operation that follows adds it (GELU,
-    residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer the
-    result may be written to. Raises ``ValueError`` when ``x``'s width is not the weight's ``in``.
-    """
-    if isinstance(weight, np.ndarray):
-        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
-        out = x @ weight.T
-        if bias is not None:
-            out += bias
-        return out
-    return weight.matmul(x, bias, scratch)
 
 
 def threads(n: int):

@@ -1,5 +1,5 @@
 """Numba kernels: layer norm, GELU, attention with its masked softmax, fused bias/residual ops, and
-the linear layer (:func:`npformer.kernels.numpy_ops.weight_product`).
+the linear layer (:func:`npformer.kernels.linear.linear`).
 
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
 and is compiled with npformer's on-disk cache (:mod:`npformer.kernels.jit`) so a new process loads
@@ -23,7 +23,8 @@ from npformer.kernels.jit import njit
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
-from npformer.kernels.numpy_ops import weight_product as linear  # noqa: F401 (ops.linear: the switch between the GEMMs)
+from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
+from npformer.kernels.linear import linear  # noqa: F401 (ops.linear: the switch between the GEMMs)
 
 F32 = np.float32
 

@@ -10,12 +10,13 @@ ModernBERT's) bring their own weights class and :meth:`~npformer.models.encoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
 
 from npformer.config import Config
+from npformer.kernels.protocol import Ops
 from npformer.quantization import read_matrix
 from npformer.weights import Weights
 
@@ -58,57 +59,81 @@ class LayerWeights:
     LINEARS = ("q_w", "k_w", "v_w", "o_w", "ff1_w", "ff2_w")
 
 
-def transformer_layer(  # noqa: PLR0913
-    x: np.ndarray,
-    w: LayerWeights,
-    mask: np.ndarray,
-    config: Config,
-    ops,
-    output_attentions: bool = False,
-    scratch: np.ndarray | None = None,
-    record: Callable[[str, np.ndarray], None] | None = None,
-    names: dict[str, str] | None = None,
-    position_bias: np.ndarray | None = None,
-):
-    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
-    probabilities ``(batch, heads, seq, seq) float32`` when ``output_attentions`` (else None).
+@dataclass
+class RunState:
+    """What one forward pass carries beside the math (as llama2.c's ``RunState``): the backend's
+    kernels, this thread's reusable buffer, whether the attention probabilities are wanted, and the
+    tracer. The encoder makes one per pass and sets ``names`` and ``scratch`` before each block; a
+    block reads the kernels from ``ops`` and hands its intermediates to :meth:`keep`.
+
     ``ops`` is the backend's kernel module (:mod:`npformer.kernels.ops`, Numba, or
-    :mod:`npformer.kernels.numpy_ops`); ``scratch`` a reusable float32 buffer for the feed-forward
-    activations (see ``linear``); ``position_bias`` a ``(heads, seq, seq)`` float32 bias added to the
-    attention scores (MPNet's relative positions), or None.
-    ``record(name, array)``, when given, receives each intermediate under the Transformers module
-    name that produces it (``names``: :func:`module_names`), in order (see :mod:`npformer.tracing`)."""
+    :mod:`npformer.kernels.numpy_ops`; see :class:`npformer.kernels.protocol.Ops`); ``shape`` the
+    pass's ``(batch, seq)``; ``scratch`` a reusable float32 buffer for the feed-forward activations
+    (the Numba GEMMs' ``scratch``) or None; ``record(name, array)``, when tracing, receives each
+    intermediate under the Transformers module name ``names[key]`` (:func:`module_names`; see
+    :mod:`npformer.tracing`)."""
+
+    ops: Ops
+    shape: tuple[int, int]
+    output_attentions: bool = False
+    record: Callable[[str, np.ndarray], None] | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    scratch: np.ndarray | None = None
+
+    @property
+    def tracing(self) -> bool:
+        return self.record is not None
+
+    def probs(self, num_heads: int) -> np.ndarray:
+        """The buffer the attention kernel writes its probabilities to: ``(batch, heads, seq, seq)``
+        float32 when they are wanted or traced, else an empty array (the kernel then keeps none)."""
+        batch, seq = self.shape
+        wanted = self.output_attentions or self.tracing
+        return np.empty((batch, num_heads, seq, seq) if wanted else (0, 0, 0, 0), np.float32)
+
+    def keep(self, key: str, value: np.ndarray | None, bias: np.ndarray | None = None) -> None:
+        """When tracing, record ``value`` under ``names[key]``: a ``(batch, heads, seq, seq)`` array as
+        it is, rows ``(batch * seq, width)`` as a ``(batch, seq, width)`` copy (the buffers change in
+        place later), with ``bias`` added where the fused kernel that follows would add it."""
+        if self.record is None or value is None:
+            return
+        if value.ndim != 4:
+            value = (value.copy() if bias is None else value + bias).reshape(*self.shape, -1)
+        self.record(self.names[key], value)
+
+
+def transformer_layer(
+    x: np.ndarray, w: LayerWeights, mask: np.ndarray, config: Config, run: RunState, position_bias: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One post-LN block: ``x (batch, seq, hidden) float32`` -> same shape, and the attention
+    probabilities ``(batch, heads, seq, seq) float32`` when ``run.output_attentions`` (else None).
+    ``mask (batch, seq)`` is the attention mask (1 = token, 0 = padding); ``position_bias`` a
+    ``(heads, seq, seq)`` float32 bias added to the attention scores (MPNet's relative positions), or
+    None. The kernels, buffers and tracer come from ``run`` (:class:`RunState`)."""
+    ops = run.ops
     batch, seq, hidden = x.shape
     x = x.reshape(batch * seq, hidden)
-    probs = np.empty((batch, config.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
-
-    def keep(name: str, value: np.ndarray, bias: np.ndarray | None = None) -> None:
-        """Hand ``record`` an intermediate as ``(batch, seq, -1)``: a copy (the buffers change in
-        place later), with ``bias`` added where the fused kernel that follows would add it."""
-        if record:
-            record(names[name], (value.copy() if bias is None else value + bias).reshape(batch, seq, -1))
-
+    probs = run.probs(config.num_attention_heads)
     q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
-    keep("query", q), keep("key", k), keep("value", v)
+    run.keep("query", q), run.keep("key", k), run.keep("value", v)
     if position_bias is None:
         context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
     else:
         context = ops.attention(q, k, v, mask, config.num_attention_heads, probs, position_bias)
-    if record:
-        record(names["probs"], probs)
-    keep("attention", context)
+    run.keep("probs", probs)
+    run.keep("attention", context)
     attended = ops.linear(context, w.o_w)
-    keep("attention_dense", attended, w.o_b)
+    run.keep("attention_dense", attended, w.o_b)
     x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
-    keep("ln1", x)
-    inner = ops.linear(x, w.ff1_w, scratch=scratch)  # [B*S, H] -> [B*S, intermediate]
+    run.keep("ln1", x)
+    inner = ops.linear(x, w.ff1_w, scratch=run.scratch)  # [B*S, H] -> [B*S, intermediate]
     ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
-    keep("activation", inner)
+    run.keep("activation", inner)
     out = ops.linear(inner, w.ff2_w)
-    keep("output_dense", out, w.ff2_b)
+    run.keep("output_dense", out, w.ff2_b)
     x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
-    keep("ln2", x)
-    return x.reshape(batch, seq, hidden), probs if output_attentions else None
+    run.keep("ln2", x)
+    return x.reshape(batch, seq, hidden), probs if run.output_attentions else None
 
 
 def module_names(layer_keys: dict[str, str]) -> dict[str, str]:

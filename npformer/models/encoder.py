@@ -25,7 +25,7 @@ from npformer import kernels
 from npformer.adapters import Adaptable
 from npformer.config import Config
 from npformer.kernels import numpy_ops
-from npformer.models.block import LayerWeights, module_names, transformer_layer
+from npformer.models.block import LayerWeights, RunState, module_names, transformer_layer
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
 from npformer.models.inputs import check_inputs
 from npformer.models.outputs import EncoderOutput
@@ -111,19 +111,10 @@ class Encoder(Adaptable):
         ``type_vocab_size``...) from the ``config.json`` dict ``d``, validated; each architecture says."""
         raise NotImplementedError
 
-    def layer(
-        self,
-        x: np.ndarray,
-        weights: "LayerWeights",
-        mask: np.ndarray,
-        output_attentions: bool,
-        scratch: np.ndarray | None,
-        record,
-        names: dict[str, str] | None,
-    ):
+    def layer(self, x: np.ndarray, weights: "LayerWeights", mask: np.ndarray, run: RunState):
         """One block: ``x (batch, seq, hidden) float32`` -> ``(x, probs or None)``; see
         :func:`transformer_layer` (BERT's post-LN block), whose arguments these are."""
-        return transformer_layer(x, weights, mask, self.config, self.ops, output_attentions, scratch, record, names)
+        return transformer_layer(x, weights, mask, self.config, run)
 
     def layer_output_name(self, i: int) -> str:
         """The traced name of block ``i``'s output (:mod:`npformer.tracing`): BERT's last LayerNorm."""
@@ -149,7 +140,7 @@ class Encoder(Adaptable):
         names = module_names(self.layer_names(i))
         return names if call == 0 else {k: f"{v}@{call}" for k, v in names.items()}
 
-    def finish(self, x: np.ndarray, record) -> np.ndarray:
+    def finish(self, x: np.ndarray, run: RunState) -> np.ndarray:
         """After the last layer (a final norm in pre-LN encoders): ``x`` unchanged here."""
         return x
 
@@ -174,7 +165,8 @@ class Encoder(Adaptable):
 
     def embed(self, input_ids: np.ndarray, token_type_ids: np.ndarray, record=None) -> np.ndarray:
         """``(batch, seq)`` ids -> ``(batch, seq, hidden_size)`` float32 embeddings after layer norm
-        (and the ``embedding_projection``), handing ``record`` each under its module name."""
+        (and the ``embedding_projection``), handing ``record(name, array)``, when given, each under
+        its module name."""
         x = self.embeddings(
             input_ids, token_type_ids, self.config.layer_norm_eps, self.ops.layer_norm, self.position_ids(input_ids)
         )
@@ -225,18 +217,21 @@ class Encoder(Adaptable):
         if not self.token_types:  # no token type embeddings: the ids mean nothing (as Transformers' MPNet takes none)
             token_type_ids = None
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        run = RunState(self.ops, input_ids.shape, output_attentions, record)
+        if not self.blas_linears:  # the Numba GEMMs' feed-forward buffer
+            run.scratch = self.scratch(input_ids.size)
         with one_parallel_runtime(self.ops, self.blas_linears):
             x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for i, call, ends_layer in self.schedule():
-                names = self.traced_names(i, call) if record else None
-                scratch = None if self.blas_linears else self.scratch(x.shape[0] * x.shape[1])  # (Numba GEMMs')
-                x, probs = self.layer(x, self.layers[i], attention_mask, output_attentions, scratch, record, names)
+                if record:
+                    run.names = self.traced_names(i, call)
+                x, probs = self.layer(x, self.layers[i], attention_mask, run)
                 if output_hidden_states and ends_layer:
                     hidden_states.append(x)
                 if output_attentions:
                     attentions.append(probs)
-            x = self.finish(x, record)
+            x = self.finish(x, run)
             pooled = None
             if self.pooler is not None:
                 dense = self.ops.linear(np.ascontiguousarray(x[:, 0]), *self.pooler)

@@ -31,7 +31,6 @@ import numpy as np
 from npformer.architectures import register
 from npformer.config import boolean, epsilon, positive_int
 from npformer.kernels import numpy_ops
-from npformer.kernels.numpy_ops import rotary
 from npformer.models.embeddings import Embeddings
 from npformer.models.encoder import Encoder
 from npformer.models.heads import MaskedLM, QuestionAnswerer, SequenceClassifier, TokenClassifier, _dense
@@ -236,29 +235,29 @@ class ModernBertModel(Encoder):
 
         return self._table(("window", seq), make)
 
-    def layer(self, x, w, mask, output_attentions, scratch, record, names):
+    def layer(self, x, w, mask, run):
         """One ModernBERT block on a padded batch (the pass that gives attention probabilities):
         ``x (batch, seq, hidden)`` float32 -> ``(x, probs or None)``."""
         c = self.config
         batch, seq, hidden = x.shape
-        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
+        probs = run.probs(c.num_attention_heads)
         window = self.window(seq) if w.local else None
         rotated = []
 
         def attend(q, k, v, cos, sin):
-            rotated[:] = rotary(q, cos, sin, c.num_attention_heads), rotary(k, cos, sin, c.num_attention_heads)
-            return self.ops.attention(*rotated, np.ascontiguousarray(v), mask, c.num_attention_heads, probs, window)
+            rotated[:] = run.ops.rotary(q, cos, sin, c.num_attention_heads), run.ops.rotary(k, cos, sin, c.num_attention_heads)
+            return run.ops.attention(*rotated, np.ascontiguousarray(v), mask, c.num_attention_heads, probs, window)
 
-        x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq, keep=bool(record))
-        if record:
-            self._record(record, names, (batch, seq), *parts[:2], *rotated, probs, window, *parts[2:], x)
-        return x.reshape(batch, seq, hidden), probs if output_attentions else None
+        x, parts = self.block(x.reshape(batch * seq, hidden), w, attend, np.tile(np.arange(seq), batch), seq, keep=run.tracing)
+        if run.tracing:
+            self._keep(run, *parts[:2], *rotated, probs, window, *parts[2:], x)
+        return x.reshape(batch, seq, hidden), probs if run.output_attentions else None
 
     def block(self, x, w, attend, positions, width, keep: bool = False):  # noqa: PLR0913
         """The block on ``x (rows, hidden)`` float32, each row at ``positions`` (< ``width``);
         ``attend(q, k, v, cos, sin)`` is the attention, which applies the rotary embedding (``cos``,
         ``sin``: ``(rows, head_dim)``); ``q, k, v`` are views of the fused projection. Returns ``(x,
-        intermediates)``: those :meth:`_record` hands a trace (the activation's copy only with
+        intermediates)``: those :meth:`_keep` hands a trace (the activation's copy only with
         ``keep``)."""
         ops, c = self.ops, self.config
         hidden, inter = c.hidden_size, c.intermediate_size
@@ -339,10 +338,10 @@ class ModernBertModel(Encoder):
             record=record,
         )
 
-    def _record(self, record, names, shape, *values) -> None:  # noqa: PLR0913
-        """Hand ``record`` a block's intermediates under Transformers' module names (the scores,
+    def _keep(self, run, *values) -> None:
+        """Hand the tracer a block's intermediates under Transformers' module names (the scores,
         which the fused kernel never holds, from the rotated queries and keys)."""
-        batch, seq = shape
+        batch, seq = run.shape
         attn_norm, qkv, q, k, probs, window, attended, normed, inner, activated, mlp, x = values
         heads = self.config.num_attention_heads
         qh, kh = (t.reshape(batch, seq, heads, -1).transpose(0, 2, 1, 3).astype(np.float64) for t in (q, k))
@@ -361,8 +360,7 @@ class ModernBertModel(Encoder):
             ("mlp", mlp),
             ("layer", x),
         ):
-            if value is not None:
-                record(names[key], value if value.ndim == 4 else value.reshape(batch, seq, -1).copy())
+            run.keep(key, value)
 
     def traced_names(self, i: int, call: int) -> dict[str, str]:
         p = f"layers.{i}"
@@ -382,14 +380,14 @@ class ModernBertModel(Encoder):
     def layer_output_name(self, i: int) -> str:
         return f"layers.{i}"
 
-    def finish(self, x, record):
+    def finish(self, x, run):
         """The final norm."""
         batch, seq, hidden = x.shape
         x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b, self.config.layer_norm_eps).reshape(
             batch, seq, hidden
         )
-        if record:
-            record("final_norm", x)
+        if run.tracing:
+            run.record("final_norm", x)
         return x
 
     @property

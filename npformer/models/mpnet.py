@@ -110,20 +110,9 @@ class MPNetModel(RobertaModel):
             self._bias[seq] = bias
         return bias
 
-    def layer(self, x, weights, mask, output_attentions, scratch, record, names):
+    def layer(self, x, weights, mask, run):
         """BERT's post-LN block with :meth:`position_bias` added to the scores."""
-        return transformer_layer(
-            x,
-            weights,
-            mask,
-            self.config,
-            self.ops,
-            output_attentions,
-            scratch,
-            record,
-            names,
-            position_bias=self.position_bias(x.shape[1]),
-        )
+        return transformer_layer(x, weights, mask, self.config, run, position_bias=self.position_bias(x.shape[1]))
 
     @property
     def num_parameters(self) -> int:

@@ -15,6 +15,7 @@ from npformer.models.auto import (
 )
 from npformer.models.encoder import Encoder
 from npformer.models.feature_head import FeatureHeadClassifier
+from npformer.pipelines import explain_views
 from npformer.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, load_tokenizer
 from npformer.tokenizer import Tokenizer
 from npformer.pipelines.embeddings import FeatureExtractionPipeline, SentenceEmbeddingPipeline, ZeroShotClassificationPipeline
@@ -40,7 +41,7 @@ register_task(
         "builtin:sentiment",
         aliases=("sentiment-analysis", "sentiment"),
         head_suffix="ForSequenceClassification",
-        explain=True,
+        explain=explain_views.LABEL_SCORES,
         output="label scores",
         parameters={"top_k": "positive_int", "function_to_apply": "str", **TRUNCATION},
     )
@@ -53,7 +54,7 @@ register_task(
         "dslim/bert-base-NER",
         aliases=("ner",),
         head_suffix="ForTokenClassification",
-        explain=True,
+        explain=explain_views.ENTITIES,
         output="labelled entity spans",
         parameters={
             "aggregation_strategy": "str",
@@ -72,7 +73,7 @@ register_task(
         "distilbert/distilbert-base-cased-distilled-squad",
         aliases=("qa",),
         head_suffix="ForQuestionAnswering",
-        explain=True,
+        explain=explain_views.ANSWERS,
         output="an answer span of the context",
         warm_up=lambda pipe: pipe(question="What warms up?", context="The server warms up."),
         parameters={
@@ -93,7 +94,7 @@ register_task(
         AutoModelForMaskedLM,
         "google-bert/bert-base-uncased",
         head_suffix="ForMaskedLM",
-        explain=True,
+        explain=explain_views.MASKS,
         output="the likeliest tokens for each mask",
         warm_up=lambda pipe: pipe(f"The server warms {pipe.tokenizer.mask_token}."),
         parameters={"top_k": "positive_int", "targets": "str_or_list", **TRUNCATION},

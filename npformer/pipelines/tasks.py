@@ -5,9 +5,9 @@ A record names the task's pipeline class and model loader, its default model, it
 ``architectures`` suffix or sentence-transformers modules that make a checkpoint serve it, what it
 outputs, the parameters the Inference API's
 ``POST /models/{name}`` accepts (name -> kind: ``bool``, ``int``, ``positive_int``, ``number``,
-``str``, ``str_list``, ``str_or_list``), the call that warms a served model up, and whether the
-explain page shows it. The CLI's commands are records of their own (:mod:`npformer.commands`), each
-naming the task it runs.
+``str``, ``str_list``, ``str_or_list``), the call that warms a served model up, and what the explain
+page shows of its prediction (:mod:`npformer.pipelines.explain_views`). The CLI's commands are
+records of their own (:mod:`npformer.commands`), each naming the task it runs.
 
 Tasks outside npformer register the same way, from an installed package's entry point in the group
 ``npformer.tasks``, imported the first time a task name is not found (and by the CLI when a command
@@ -21,6 +21,7 @@ from typing import Callable
 
 from pathlib import Path
 
+from npformer.pipelines.explain_views import ExplainView
 from npformer.config import Config
 from npformer.files import read_json
 from npformer.plugins import load_plugins
@@ -46,7 +47,7 @@ class Task:
     head_suffix: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     warm_up: Callable = _warm_up
-    explain: bool = False
+    explain: ExplainView | None = None  # what the explain page shows (None: not shown)
     output: str = ""  # what one input gives, in words (``npformer info`` and ``/info`` say it)
     # sentence-transformers module types (modules.json) that make a checkpoint serve this task
     modules: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ from starlette.requests import ClientDisconnect, Request  # noqa: E402
 from starlette.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from npformer.explain import TASKS as EXPLAIN_TASKS  # noqa: E402
+from npformer.explain import explainable  # noqa: E402
 from npformer.explain import render_page  # noqa: E402
 from npformer.serving import routes  # noqa: E402
 from npformer.serving.batcher import Batcher, BatchStats  # noqa: E402
@@ -404,7 +404,7 @@ class Server:
 
     async def _page(self, request: Request):
         """The explain page (:mod:`npformer.explain`) for the models it can show."""
-        models = [{"name": m.name, "task": m.task} for m in self.models.values() if m.task in EXPLAIN_TASKS]
+        models = [{"name": m.name, "task": m.task} for m in self.models.values() if m.task in explainable()]
         return HTMLResponse(render_page(None, "npformer serve", models))
 
     async def _explain(self, request: Request):
@@ -413,7 +413,7 @@ class Server:
         return await self.answer(
             request,
             "/explain",
-            lambda body: (self.pick(request, EXPLAIN_TASKS, "/explain", name), body),
+            lambda body: (self.pick(request, explainable(), "/explain", name), body),
             lambda model, body, timings: routes.explain_route(model, body, self.limits),
             explain=True,
         )

@@ -14,7 +14,6 @@ is LN_1 and ``output.LayerNorm`` LN_2) plus ``encoder.final_layer_norm``.
 
 from __future__ import annotations
 
-import numpy as np
 
 from npformer.architectures import register
 from npformer.models.bert import BertModel
@@ -34,11 +33,11 @@ class PreLNBertModel(BertModel):
         self.final_g = weights.get(f"{FINAL}.weight", (h,))
         self.final_b = weights.get(f"{FINAL}.bias", (h,))
 
-    def layer(self, x, w, mask, output_attentions, scratch, record, names):
-        ops, c = self.ops, self.config
+    def layer(self, x, w, mask, run):
+        ops, c = run.ops, self.config
         batch, seq, hidden = x.shape
         x = x.reshape(batch * seq, hidden)
-        probs = np.empty((batch, c.num_attention_heads, seq, seq) if output_attentions or record else (0, 0, 0, 0), np.float32)
+        probs = run.probs(c.num_attention_heads)
         h = ops.layer_norm(x, w.ln1_g, w.ln1_b, c.layer_norm_eps)
         q, k, v = ops.linear(h, w.q_w, w.q_b), ops.linear(h, w.k_w, w.k_b), ops.linear(h, w.v_w, w.v_b)
         context = ops.attention(q, k, v, mask, c.num_attention_heads, probs)
@@ -47,12 +46,11 @@ class PreLNBertModel(BertModel):
         inner = ops.linear(h, w.ff1_w)
         ops.bias_activation_(inner, w.ff1_b, c.hidden_act)
         x = x + ops.linear(inner, w.ff2_w, w.ff2_b)
-        if record:
-            for name, value in (("query", q), ("key", k), ("value", v)):
-                record(names[name], value.reshape(batch, seq, -1))
-            record(names["probs"], probs)
-            record(self._output_name(names), x.reshape(batch, seq, -1).copy())
-        return x.reshape(batch, seq, hidden), probs if output_attentions else None
+        for name, value in (("query", q), ("key", k), ("value", v), ("probs", probs)):
+            run.keep(name, value)
+        if run.tracing:
+            run.record(self._output_name(run.names), x.reshape(batch, seq, -1).copy())
+        return x.reshape(batch, seq, hidden), probs if run.output_attentions else None
 
     @staticmethod
     def _output_name(names: dict[str, str]) -> str:
@@ -61,11 +59,11 @@ class PreLNBertModel(BertModel):
     def layer_output_name(self, i: int) -> str:
         return f"encoder.layer.{i}"
 
-    def finish(self, x, record):
+    def finish(self, x, run):
         batch, seq, hidden = x.shape
         x = self.ops.layer_norm(x.reshape(batch * seq, hidden), self.final_g, self.final_b, self.config.layer_norm_eps).reshape(
             batch, seq, hidden
         )
-        if record:
-            record(FINAL, x)
+        if run.tracing:
+            run.record(FINAL, x)
         return x
