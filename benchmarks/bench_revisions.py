@@ -1,12 +1,12 @@
 """A/B speed check of two npformer revisions on the encoder (a refactor must not slow it down).
 
 Each revision is checked out into a temporary git worktree; its encoder (random-init DistilBERT-base,
-seq 128, float32 and int8, batch 1 and 32, 2 threads) runs in fresh processes that import npformer
+seq 128 or ``--seq``, float32 and int8, batch 1 and 32, 2 threads) runs in fresh processes that import npformer
 from that worktree, interleaved round by round so both revisions see the same machine drift.
 Reports per-round medians (ms) and the ratio of medians; writes a section to RESULTS.md.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_revisions.py BASE [NEW] [--rounds 3]
-        [--only int8:32 ...]
+        [--only int8:32 ...] [--seq 128]
 
 BASE / NEW are git revisions (NEW defaults to the working tree as it is).
 """
@@ -32,8 +32,8 @@ import numpy as np
 import npformer
 assert npformer.__file__.startswith(sys.argv[1]), npformer.__file__
 model = npformer.AutoModel.from_pretrained(sys.argv[2], dtype=sys.argv[3])
-batch, runs = int(sys.argv[4]), int(sys.argv[5])
-ids = np.random.default_rng(0).integers(1000, 30000, size=(batch, 128))
+batch, runs, seq = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+ids = np.random.default_rng(0).integers(1000, 30000, size=(batch, seq))
 mask = np.ones_like(ids)
 start = time.perf_counter()
 while time.perf_counter() - start < 3.0:
@@ -64,10 +64,10 @@ def checkout(rev: str | None, into: Path) -> Path:
     return into
 
 
-def measure(tree: Path, dtype: str, batch: int, runs: int) -> float:
+def measure(tree: Path, dtype: str, batch: int, runs: int, seq: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, str(tree / "npformer"), str(MODEL), dtype, str(batch), str(runs)],
+        [sys.executable, "-c", WORKER, str(tree / "npformer"), str(MODEL), dtype, str(batch), str(runs), str(seq)],
         capture_output=True,
         text=True,
         env=env,
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("new", nargs="?")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=[], metavar="DTYPE:BATCH", help="e.g. int8:32 (default: all)")
+    parser.add_argument("--seq", type=int, default=128, help="tokens per sequence")
     args = parser.parse_args()
     prepare_model()
     names = {"base": args.base, "new": args.new or "working tree"}
@@ -102,7 +103,7 @@ def main() -> None:
                     times = {"base": [], "new": []}
                     for r in range(args.rounds):
                         for side in ("base", "new") if r % 2 == 0 else ("new", "base"):
-                            times[side].append(measure(trees[side], dtype, batch, runs))
+                            times[side].append(measure(trees[side], dtype, batch, runs, args.seq))
                     ratio = statistics.median(times["new"]) / statistics.median(times["base"])
                     rows.append(
                         f"| {dtype} | {batch} | {', '.join(f'{t:.1f}' for t in times['base'])} | "
@@ -114,7 +115,7 @@ def main() -> None:
                 if tree != ROOT:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
     body = (
-        f"base = `{names['base']}`, new = `{names['new']}`; random-init DistilBERT-base, seq 128, 2 threads; "
+        f"base = `{names['base']}`, new = `{names['new']}`; random-init DistilBERT-base, seq {args.seq}, 2 threads; "
         f"each cell a fresh process (3 s of untimed passes, then the median of the timed ones), rounds "
         f"interleaved.\n\n" + "\n".join(rows)
     )
@@ -122,7 +123,8 @@ def main() -> None:
         "Revision A/B: encoder speed before and after a change",
         f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_revisions.py {args.base} "
         f"{args.new or ''} --rounds {args.rounds}".rstrip()
-        + (f" --only {' '.join(args.only)}" if args.only else ""),
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (f" --seq {args.seq}" if args.seq != 128 else ""),
         body,
     )
 

@@ -9,10 +9,10 @@ a ragged batch of 8 x 128 ids), each on both backends. The arrays are compared w
 ``np.array_equal``; the script prints one line per output and exits 1 if any differs.
 NEW defaults to the working tree.
 
-Each revision runs twice and the second run is compared: Numba's kernels compiled in the process
-and the same kernels loaded from its cache can round differently (``fastmath``'s reassociation; see
-RESULTS.md, "Reproducibility across processes"), so a first run that compiles is not comparable
-with one that loads.
+Each revision runs twice and the second run is compared: in revisions before the kernels dropped
+``fastmath``'s reassociation (``npformer.kernels.jit.FASTMATH``), kernels compiled in the process and
+the same kernels loaded from its cache could round differently (RESULTS.md, "Reproducibility across
+processes"), so a first run that compiles was not comparable with one that loads.
 """
 
 from __future__ import annotations

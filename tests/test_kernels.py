@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -142,3 +143,56 @@ def test_cold_process_reuses_compiled_kernels():
         for _ in range(2)
     ]
     assert runs[1]["misses"] == 0 and runs[1]["hits"] >= 5, runs
+
+
+BITS_CHILD = """
+import hashlib, json, numpy as np
+from npformer.kernels import gemm_f32, gemm_int8, ops
+from npformer.kernels.linear import QuantizedTensor
+rng = np.random.default_rng(0)
+def r(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+x, w, g, b = r(50, 200), r(90, 200), r(200), r(200)
+q, k, v = r(40, 64), r(40, 64), r(40, 64)
+mask = np.ones((2, 20), np.int64)
+mask[1, 13:] = 0
+probs = np.empty((2, 4, 20, 20), np.float32)
+cos, sin = r(40, 16), r(40, 16)
+offsets = np.array([0, 23, 40], np.int64)
+out = {
+    "layer_norm": ops.layer_norm(x, g, b, 1e-12),
+    "residual_layer_norm": ops.bias_residual_layer_norm_(x.copy(), b, x, g, b, 1e-12),
+    "gelu": ops.bias_gelu_(x.copy(), b, False),
+    "gelu_tanh": ops.bias_gelu_(x.copy(), b, True),
+    "attention": ops.attention(q, k, v, mask, 4, probs, r(4, 20, 20)),
+    "probs": probs,
+    "varlen_attention": ops.varlen_attention(q, k, v, offsets, 4, 5, 32, cos, sin),
+    "quantize_rows": gemm_int8.quantize_rows(x)[0],
+    "int8": QuantizedTensor.from_float(w).matmul(x, b[:90]),
+    "float32": gemm_f32.PackedMatrix(w).matmul(x, b[:90]),
+}
+used = (ops.layer_norm, ops.attention, ops.varlen_attention, ops.bias_gelu_)
+print(json.dumps({
+    "bits": {name: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for name, a in out.items()},
+    "misses": sum(sum(d.stats.cache_misses.values()) for d in used),
+    "hits": sum(sum(d.stats.cache_hits.values()) for d in used),
+}))
+"""
+
+
+def test_a_process_that_compiles_the_kernels_computes_what_one_that_loads_them_does(tmp_path):
+    """Every kernel's bits in a process that compiles it (an empty cache) and in the next, which
+    loads the cached machine code. They differed when LLVM could reassociate sums: the cached
+    softmax vectorized its sum otherwise than the one compiled in the running process, so a server
+    or a Dask worker could answer other bits than the process that started it (FASTMATH)."""
+    env = {**os.environ, "NPFORMER_CACHE": str(tmp_path)}
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", BITS_CHILD], capture_output=True, text=True, check=True, timeout=900, env=env
+            ).stdout.splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
+    assert runs[0]["misses"] >= 4 and runs[1]["misses"] == 0 and runs[1]["hits"] >= 4, runs
+    assert runs[0]["bits"] == runs[1]["bits"]

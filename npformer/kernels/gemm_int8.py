@@ -18,7 +18,7 @@ from numba import int32, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from npformer.kernels.jit import njit
+from npformer.kernels.jit import FASTMATH, njit
 from npformer.kernels.llvm_ir import (
     AVX2_MR,
     F32_LANES,
@@ -86,7 +86,7 @@ def _vector_abs_max(typingctx, row, chunks):
     return sig, codegen
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _row_scale(row):
     """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row)."""
     chunks = row.shape[0] // F32_LANES
@@ -96,12 +96,12 @@ def _row_scale(row):
     return amax / np.float32(127.0) if amax >= TINY_ROW else np.float32(1.0)
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _round_clip(v):
     return min(max(np.rint(v), np.float32(-127.0)), np.float32(127.0))
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _quantize_row(row, out, shift):
     """``out[j] = round(row[j] / scale) + shift`` (``out``'s integer type); returns the row's scale."""
     scale = _row_scale(row)
@@ -111,7 +111,7 @@ def _quantize_row(row, out, shift):
     return scale
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.
 
@@ -125,7 +125,7 @@ def quantize_rows(x):
     return q, scales
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def int8_matmul(xq, x_scales, wq, w_scales, bias):
     """``(xq @ wq.T) * x_scales[:, None] * w_scales[None, :] + bias`` with int32 accumulation (portable kernel).
 
@@ -226,7 +226,7 @@ def _vnni_8x32(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off,
     return sig, codegen
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def quantize_rows_u8(x, k_padded):
     """Per-row int8 quantization, stored shifted to uint8 (``q + 128``) in a buffer padded to
     ``(rows rounded up to 8, k_padded)`` with the value 128 (a zero). Returns ``(buffer, scales)``."""
@@ -346,7 +346,7 @@ def _avx2_4x16(typingctx, x, x_off, ldx, w, w_off, w_block, k_pairs, out, o_off,
     return sig, codegen
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def quantize_rows_i16(x, k_padded):
     """Per-row int8 quantization (as :func:`quantize_rows`) widened to int16, in a zero-padded
     ``(rows rounded up to 4, k_padded)`` buffer for :func:`int8_matmul_avx2`. Returns ``(buffer, scales)``."""

@@ -88,6 +88,15 @@ if CACHING and NpformerCacheLocator not in _LOCATORS._locator_classes:
     _LOCATORS._locator_classes.insert(0, NpformerCacheLocator)
 
 
+# Fast-math without ``reassoc``: no NaN or infinity, no signed zeros, reciprocals and fused
+# multiply-adds allowed, but every sum is added in the order the source writes. With reassociation
+# LLVM may vectorize a reduction one way when Numba compiles a kernel in the running process and
+# another in the object code it caches (seen on a prange loop that both exponentiates and sums:
+# the softmax), so a process that compiled the kernels and one that loaded them computed different
+# bits. Kernels that need a fast sum write its lanes out (``ops._sum8``).
+FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}  # a set: Numba takes no other collection
+
+
 def njit(*args, **options):
     """``numba.njit`` with npformer's cache (see the module docstring); ``cache`` is decided here."""
     return numba.njit(*args, cache=CACHING, **options)

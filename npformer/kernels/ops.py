@@ -19,7 +19,7 @@ from llvmlite import ir
 from numba import int32, prange, types
 from numba.extending import intrinsic
 
-from npformer.kernels.jit import njit
+from npformer.kernels.jit import FASTMATH, njit
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
@@ -29,7 +29,7 @@ from npformer.kernels.linear import linear  # noqa: F401 (ops.linear: the switch
 F32 = np.float32
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _erf(x):
     # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
     # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``), coefficients in
@@ -56,7 +56,7 @@ def _float_from_bits(typingctx, bits):
     return sig, codegen
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _exp(x):
     # float32 exp (Cephes expf): x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
     # 2^n built in the exponent bits. Relative error < 2e-7; vectorizes, unlike libm's expf.
@@ -72,13 +72,13 @@ def _exp(x):
     return p * _float_from_bits(int32((int32(n) + int32(127)) << int32(23)))
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _gelu_erf(x):
     # reference: torch.nn.functional.gelu(x) (approximate="none"): 0.5 x (1 + erf(x / sqrt 2))
     return F32(0.5) * x * (F32(1.0) + _erf(x * INV_SQRT2))
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _gelu_tanh(x):
     # reference: transformers NewGELUActivation / gelu(approximate="tanh"):
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x*x*x, never x**3.
@@ -87,7 +87,7 @@ def _gelu_tanh(x):
     return F32(0.5) * x * (F32(1.0) + (e - F32(1.0)) / (e + F32(1.0)))
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def bias_gelu_(x, bias, tanh_form):
     """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
 
@@ -105,7 +105,7 @@ def bias_gelu_(x, bias, tanh_form):
     return x
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def bias_relu_(x, bias):
     """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
     rows, n = x.shape
@@ -122,25 +122,65 @@ def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.nda
     return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
+def _sum8(x, a, b, zero):
+    # x[a:b] summed in the type of ``zero``: eight partial sums (lane j % 8, which the compiler may
+    # hold in one vector register), added pairwise, then the tail. A fixed order, so the same bits
+    # however the kernel is compiled (see npformer.kernels.jit.FASTMATH).
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    end = a + (b - a) // 8 * 8
+    for j in range(a, end, 8):
+        s0 += x[j]
+        s1 += x[j + 1]
+        s2 += x[j + 2]
+        s3 += x[j + 3]
+        s4 += x[j + 4]
+        s5 += x[j + 5]
+        s6 += x[j + 6]
+        s7 += x[j + 7]
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(end, b):
+        total += x[j]
+    return total
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _squared_deviations8(x, center):
+    # sum of (x[j] - center) ** 2 in float64, in _sum8's order
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    end = n // 8 * 8
+    for j in range(0, end, 8):
+        d0, d1, d2, d3 = x[j] - center, x[j + 1] - center, x[j + 2] - center, x[j + 3] - center
+        d4, d5, d6, d7 = x[j + 4] - center, x[j + 5] - center, x[j + 6] - center, x[j + 7] - center
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        s4 += d4 * d4
+        s5 += d5 * d5
+        s6 += d6 * d6
+        s7 += d7 * d7
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(end, n):
+        d = x[j] - center
+        total += d * d
+    return total
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _layer_norm_row(src, dst, gamma, beta, eps):
     # reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics in
-    # float64 (fastmath lets the sums vectorize; they stay float64), the normalization in float32.
+    # float64 (summed in a fixed order, _sum8), the normalization in float32.
     n = src.shape[0]
-    mean = 0.0
-    for j in range(n):
-        mean += src[j]
-    mean /= n
-    var = 0.0
-    for j in range(n):
-        d = src[j] - mean
-        var += d * d
+    mean = _sum8(src, 0, n, 0.0) / n
+    var = _squared_deviations8(src, mean)
     mean32, inv = F32(mean), F32(1.0 / math.sqrt(var / n + eps))
     for j in range(n):
         dst[j] = (src[j] - mean32) * inv * gamma[j] + beta[j]
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def layer_norm(x, gamma, beta, eps):
     """Layer norm over the last axis. ``x (rows, n) float32`` -> new ``(rows, n) float32``.
 
@@ -154,7 +194,7 @@ def layer_norm(x, gamma, beta, eps):
     return out
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     """In place: ``x = LayerNorm(x + bias + residual)``; all ``(rows, n)`` / ``(n,)`` float32.
 
@@ -170,7 +210,7 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     return x
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
     # In place softmax of one row of attention scores; keys with mask 0 get probability 0
     # (reference: Transformers adds the float32 minimum to masked scores before softmax, so a row
@@ -186,19 +226,16 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
     m = lowest  # branch-free passes (selects) so that each one vectorizes
     for j in range(n_keys):
         m = max(m, row[j] if mask_row[j] != 0 else lowest)
-    total = F32(0.0)
     for j in range(n_keys):
-        e = _exp(row[j] - m) if mask_row[j] != 0 else F32(0.0)
-        row[j] = e
-        total += e
-    inv = F32(1.0) / total
+        row[j] = _exp(row[j] - m) if mask_row[j] != 0 else F32(0.0)
+    inv = F32(1.0) / _sum8(row, 0, n_keys, F32(0.0))
     for j in range(n_keys):
         row[j] *= inv
     for j in range(n_keys, k_len):
         row[j] = F32(0.0)
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + bias + mask) V`` for every (sequence, head) pair, in parallel over the pairs.
@@ -260,7 +297,7 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
 QUERY_BLOCK = 32  # query rows sharing each block of keys and values while it sits in cache
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _online_softmax_(row, a, b, m, total, acc):
     # One query's step of the online softmax over a block of keys: ``row`` holds its scores, of
     # which ``a .. b`` are keys it attends to; they become exp(score - new max), the others 0. The
@@ -273,17 +310,15 @@ def _online_softmax_(row, a, b, m, total, acc):
     for j in range(a, b):
         top = max(top, row[j])
     correction = _exp(m - top)
-    total *= correction
     for j in range(row.shape[0]):
-        e = _exp(row[j] - top) if a <= j < b else F32(0.0)
-        row[j] = e
-        total += e
+        row[j] = _exp(row[j] - top) if a <= j < b else F32(0.0)
+    total = total * correction + _sum8(row, a, b, F32(0.0))
     for t in range(acc.shape[0]):
         acc[t] *= correction
     return top, total
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=FASTMATH)
 def _rotary_at(x, row, c0, t, d, cos, sin):
     # element t of head (columns c0 ..) of row ``row`` after the rotary embedding: x cos + rotate_half(x) sin
     half = d // 2
@@ -291,7 +326,7 @@ def _rotary_at(x, row, c0, t, d, cos, sin):
     return x[row, c0 + t] * cos[row, t] + other * sin[row, t]
 
 
-@njit(parallel=True, fastmath=True, nogil=True)
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=None):  # noqa: PLR0913
     """Attention over sequences packed without padding, never holding a ``(seq, seq)`` score matrix:
     ``q, k, v (tokens, hidden) float32`` (heads side by side; views such as column slices of one
