@@ -93,7 +93,7 @@ if CACHING and NpformerCacheLocator not in _LOCATORS._locator_classes:
 # LLVM may vectorize a reduction one way when Numba compiles a kernel in the running process and
 # another in the object code it caches (seen on a prange loop that both exponentiates and sums:
 # the softmax), so a process that compiled the kernels and one that loaded them computed different
-# bits. Kernels that need a fast sum write its lanes out (``ops._sum8``).
+# bits. Kernels that need a fast sum write its lanes out (``ops._lane_moment``, ``ops._sum8``).
 FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}  # a set: Numba takes no other collection
 
 

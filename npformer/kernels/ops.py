@@ -21,7 +21,7 @@ from numba.extending import intrinsic
 
 from npformer.kernels.jit import FASTMATH, njit
 from npformer.kernels.gemm_f32 import tile_rows
-from npformer.kernels.llvm_ir import F32_LANES, F32_NR, round_up
+from npformer.kernels.llvm_ir import F32_LANES, F32_NR, Args, const, counted_loop, round_up, vector_at
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
 from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
 from npformer.kernels.linear import linear  # noqa: F401 (ops.linear: the switch between the GEMMs)
@@ -144,37 +144,70 @@ def _sum8(x, a, b, zero):
     return total
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _squared_deviations8(x, center):
-    # sum of (x[j] - center) ** 2 in float64, in _sum8's order
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    end = n // 8 * 8
-    for j in range(0, end, 8):
-        d0, d1, d2, d3 = x[j] - center, x[j + 1] - center, x[j + 2] - center, x[j + 3] - center
-        d4, d5, d6, d7 = x[j + 4] - center, x[j + 5] - center, x[j + 6] - center, x[j + 7] - center
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        s4 += d4 * d4
-        s5 += d5 * d5
-        s6 += d6 * d6
-        s7 += d7 * d7
-    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    for j in range(end, n):
-        d = x[j] - center
-        total += d * d
-    return total
+STAT_LANES = 8  # float64 lanes of a vector of the layer norm's sums (one zmm, or two ymm on AVX2)
+STAT_VECTORS = 4  # vectors summed side by side, so that the adds' latency overlaps
+STAT_CHUNK = STAT_LANES * STAT_VECTORS  # elements per step of _lane_moment
+
+
+@intrinsic
+def _lane_moment(typingctx, row, chunks, center):
+    """Over the first ``chunks * STAT_CHUNK`` elements of a float32 row with unit stride, in float64:
+    ``sum(row[j])`` when ``center`` is None, else ``sum((row[j] - center) ** 2)``. Element ``j``
+    goes to lane ``j % 32`` of four vectors of eight, which add up in a fixed order: the vectors
+    ``(v0 + v1) + (v2 + v3)``, then the lanes pairwise. No fast-math flag is set, so no compile,
+    cached or not, for AVX-512 or AVX2, sums another way (see :data:`npformer.kernels.jit.FASTMATH`)."""
+    if not (isinstance(row, types.Array) and row.dtype == types.float32 and row.ndim == 1):
+        return None  # a row of layout "A" is read as contiguous: the caller checks its stride
+    squares = not isinstance(center, (types.NoneType, types.Omitted))
+    sig = types.float64(row, chunks, center)
+
+    def codegen(context, builder, sig, args):
+        a = Args(context, builder, sig, args, ("row", "chunks", "center"))
+        f32, f64, i32 = ir.FloatType(), ir.DoubleType(), ir.IntType(32)
+        vec32, vec64 = ir.VectorType(f32, STAT_LANES), ir.VectorType(f64, STAT_LANES)
+        ptr, (count,) = a.ptr("row", f32), a.ints("chunks")
+        if squares:
+            one = builder.insert_element(ir.Constant(vec64, ir.Undefined), args[2], ir.Constant(i32, 0))
+            mean = builder.shuffle_vector(
+                one, ir.Constant(vec64, ir.Undefined), ir.Constant(ir.VectorType(i32, STAT_LANES), [0] * STAT_LANES)
+            )
+
+        def step(t, values):
+            out = []
+            for k, acc in enumerate(values):
+                offset = builder.add(builder.mul(t, const(STAT_CHUNK)), const(k * STAT_LANES))
+                v = builder.fpext(builder.load(vector_at(builder, ptr, offset, vec32), align=4), vec64)
+                if squares:
+                    d = builder.fsub(v, mean)
+                    v = builder.fmul(d, d)
+                out.append(builder.fadd(acc, v))
+            return out
+
+        zero = ir.Constant(vec64, [0.0] * STAT_LANES)
+        v0, v1, v2, v3 = counted_loop(builder, "moment", count, [zero] * STAT_VECTORS, step)
+        acc = builder.fadd(builder.fadd(v0, v1), builder.fadd(v2, v3))
+        lane = [builder.extract_element(acc, ir.Constant(i32, i)) for i in range(STAT_LANES)]
+        while len(lane) > 1:
+            lane = [builder.fadd(lane[i], lane[i + 1]) for i in range(0, len(lane), 2)]
+        return lane[0]
+
+    return sig, codegen
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _layer_norm_row(src, dst, gamma, beta, eps):
     # reference: torch.nn.LayerNorm (biased variance, eps inside the square root); statistics in
-    # float64 (summed in a fixed order, _sum8), the normalization in float32.
+    # float64 (summed in a fixed order, _lane_moment), the normalization in float32.
     n = src.shape[0]
-    mean = _sum8(src, 0, n, 0.0) / n
-    var = _squared_deviations8(src, mean)
+    chunks = n // STAT_CHUNK if src.strides[0] == 4 else 0  # (a strided row: the loops below only)
+    mean = _lane_moment(src, chunks, None)
+    for j in range(chunks * STAT_CHUNK, n):
+        mean += src[j]
+    mean /= n
+    var = _lane_moment(src, chunks, mean)
+    for j in range(chunks * STAT_CHUNK, n):
+        d = src[j] - mean
+        var += d * d
     mean32, inv = F32(mean), F32(1.0 / math.sqrt(var / n + eps))
     for j in range(n):
         dst[j] = (src[j] - mean32) * inv * gamma[j] + beta[j]
