@@ -54,13 +54,9 @@ def test_sst2_train_every_row_once_equal_to_the_pipeline(tmp_path):
     sample = sorted(np.random.default_rng(0).choice(len(texts), 3_000, replace=False))
     reference = npformer.pipeline("sentiment", batch_size=32)([texts[i] for i in sample])
     assert [by_row[i]["label"] for i in sample] == [r["label"] for r in reference]
-    # 1e-6 holds on this machine; one CI run's workers differed from the test process on 22 of 3,000
-    # rows by up to 9e-5 (int8 activations rounding the other way after a last-bit difference whose
-    # cause between processes is not found: not batch composition, not the thread count)
-    np.testing.assert_allclose([by_row[i]["score"] for i in sample], [r["score"] for r in reference], atol=2e-4)
-    assert (
-        np.mean(np.abs(np.array([by_row[i]["score"] for i in sample]) - np.array([r["score"] for r in reference])) > 1e-6) < 0.02
-    )
+    # the workers' processes may have compiled the kernels or loaded them from the cache, and run one
+    # thread where this process runs two: the same bits either way (the kernels sum in a fixed order)
+    np.testing.assert_array_equal([by_row[i]["score"] for i in sample], [r["score"] for r in reference])
 
 
 @pytest.fixture(scope="module")

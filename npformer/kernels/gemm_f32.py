@@ -12,14 +12,13 @@
   * the two cores split the 32-channel blocks (``prange``); a block's weights stream from L2 while
     a tile of 128 activation rows stays there.
 
-On the development machine (AMD EPYC Zen 4, ``benchmarks/bench_gemm.py``) it runs the BERT-base
-layer shapes at b=1 at 83-97% of the measured one-core FMA peak, faster than NumPy's OpenBLAS and
-PyTorch there, and it lets the whole forward pass run in one thread pool (Numba's) instead of two
-that spin against each other. Numba has no vector types, so the micro-kernel is LLVM IR (``llvm.fmuladd`` on
-``<16 x float>``: fused where the CPU has FMA, correct everywhere). Without AVX-512 the packed
-With AVX2 (:data:`~npformer.kernels.llvm_ir.ISA` ``"avx2"``) the same kernel runs on 8-lane
-ymm vectors: blocks of 8 channels, a 4 x 16 tile (AVX2 has 16 vector registers). Without AVX2
-the packed path is not used and Linear layers go through BLAS.
+It lets the whole forward pass run in one thread pool (Numba's) instead of two that spin against
+each other; its speed against NumPy's OpenBLAS and PyTorch is in ``benchmarks/RESULTS.md``
+(``bench_gemm.py``). Numba has no vector types, so the micro-kernel is LLVM IR (``llvm.fmuladd`` on
+``<16 x float>``: fused where the CPU has FMA, correct everywhere). With AVX2
+(:data:`~npformer.kernels.llvm_ir.ISA` ``"avx2"``) the same kernel runs on 8-lane ymm vectors:
+blocks of 8 channels, a 4 x 16 tile (AVX2 has 16 vector registers). Without AVX2 the packed path
+is not used and Linear layers go through BLAS.
 """
 
 from __future__ import annotations

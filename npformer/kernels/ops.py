@@ -4,8 +4,11 @@ the linear layer (:func:`npformer.kernels.linear.linear`).
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
 and is compiled with npformer's on-disk cache (:mod:`npformer.kernels.jit`) so a new process loads
 the machine code instead of compiling again. Matrix products run on the packed float32 micro-kernel of
-:mod:`npformer.kernels.gemm_f32` (NumPy's BLAS for plain arrays) or the int8 GEMM of
-:mod:`npformer.quantization`. Each kernel names the reference it reproduces.
+:mod:`npformer.kernels.gemm_f32` (NumPy's BLAS for plain arrays) or the int8 GEMMs of
+:mod:`npformer.kernels.gemm_int8`, chosen by :mod:`npformer.kernels.linear`. Fast-math without
+reassociation (:data:`npformer.kernels.jit.FASTMATH`): every sum is added in the order written
+here, so a process that compiles a kernel and one that loads it from the cache agree bit for bit.
+Each kernel names the reference it reproduces.
 """
 
 from __future__ import annotations
