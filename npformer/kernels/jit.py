@@ -4,9 +4,9 @@ Numba's default (``cache=True``) writes ``*.nbi`` / ``*.nbc`` files into ``__pyc
 source, which for an installed npformer is ``site-packages``: pip does not remove them on uninstall,
 and the leftover ``npformer/`` folder then shadows a later (editable) install as an empty namespace
 package. Here every npformer kernel is cached under ``$NPFORMER_CACHE/numba/<key>/`` instead, where
-``<key>`` names the npformer version, Python, Numba and the kernel family (``NPFORMER_ISA`` and the
-CPU), so that none of them ever loads another's entry. Numba's own index also checks the source
-file's hash and the CPU's name and features.
+``<key>`` names the npformer version, Python, Numba, the kernel family (``NPFORMER_ISA`` and the
+CPU) and the copy of npformer (its directory), so that none of them ever loads another's entry.
+Numba's own index also checks the source file's hash and the CPU's name and features.
 
 The locator claims only files inside the ``npformer`` package: the user's own ``cache=True`` functions
 keep Numba's default locations, and no process-wide setting (``NUMBA_CACHE_DIR``) is touched. If the
@@ -15,6 +15,7 @@ directory cannot be created or written, the kernels are compiled without caching
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import tempfile
 import warnings
@@ -33,10 +34,13 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 def cache_key() -> str:
     """The sub-directory name of this process's kernel cache: npformer, Python and Numba versions,
-    the requested kernel family (``NPFORMER_ISA``, ``native`` when unset) and the host CPU's name."""
+    the requested kernel family (``NPFORMER_ISA``, ``native`` when unset), the host CPU's name and
+    which copy of npformer this is (a hash of its directory: two checkouts on one machine would
+    otherwise share entries and recompile over each other)."""
     isa = requested_isa() or "native"
     python = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return f"npformer-{__version__}-{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}"
+    where = hashlib.sha1(str(PACKAGE_DIR).encode("utf-8")).hexdigest()[:10]
+    return f"npformer-{__version__}-{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}-{where}"
 
 
 def kernel_cache_dir() -> Path:
