@@ -96,7 +96,7 @@ class QuantizedTensor:
     @property
     def float_values(self) -> np.ndarray:
         """``(out, in) float32`` holding the int8 values exactly (not scaled), made once: the NumPy
-        backend multiplies these with BLAS (:func:`npformer.kernels.numpy_ops.int8_linear`)."""
+        backend multiplies these with BLAS (:func:`int8_linear`)."""
         if self._float is None:
             values = self._values if self._values is not None else unpack_vnni(self._packed, *self.shape)
             self._float = values.astype(np.float32)

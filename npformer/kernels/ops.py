@@ -186,13 +186,14 @@ def _lane_moment(typingctx, row, chunks, center):
                 out.append(builder.fadd(acc, v))
             return out
 
+        def pairwise(values):  # ((a + b) + (c + d)) + ...: a power-of-two count, added in this order
+            while len(values) > 1:
+                values = [builder.fadd(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+            return values[0]
+
         zero = ir.Constant(vec64, [0.0] * STAT_LANES)
-        v0, v1, v2, v3 = counted_loop(builder, "moment", count, [zero] * STAT_VECTORS, step)
-        acc = builder.fadd(builder.fadd(v0, v1), builder.fadd(v2, v3))
-        lane = [builder.extract_element(acc, ir.Constant(i32, i)) for i in range(STAT_LANES)]
-        while len(lane) > 1:
-            lane = [builder.fadd(lane[i], lane[i + 1]) for i in range(0, len(lane), 2)]
-        return lane[0]
+        acc = pairwise(counted_loop(builder, "moment", count, [zero] * STAT_VECTORS, step))
+        return pairwise([builder.extract_element(acc, ir.Constant(i32, i)) for i in range(STAT_LANES)])
 
     return sig, codegen
 

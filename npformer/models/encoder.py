@@ -217,10 +217,11 @@ class Encoder(Adaptable):
         if not self.token_types:  # no token type embeddings: the ids mean nothing (as Transformers' MPNet takes none)
             token_type_ids = None
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        blas = self.blas_linears
         run = RunState(self.ops, input_ids.shape, output_attentions, record)
-        if not self.blas_linears:  # the Numba GEMMs' feed-forward buffer
+        if not blas:  # the Numba GEMMs' feed-forward buffer
             run.scratch = self.scratch(input_ids.size)
-        with one_parallel_runtime(self.ops, self.blas_linears):
+        with one_parallel_runtime(self.ops, blas):
             x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
             for i, call, ends_layer in self.schedule():
