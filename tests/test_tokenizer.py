@@ -189,6 +189,20 @@ def test_hypothesis_unicode_text(text, name):
     assert_same(ours, ref, text, return_offsets_mapping=True, return_special_tokens_mask=True)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    text=st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
+    name=st.sampled_from(VOCAB_NAMES),
+    max_length=st.integers(2, 12),
+)
+def test_hypothesis_ascii_text(text, name, max_length):
+    """ASCII text takes the tokenizer's own fast paths (one translate for normalization, a short word
+    regex, the tight word loop); controls, whitespace and punctuation included, and truncated."""
+    ours, ref = tokenizers(name)
+    assert_same(ours, ref, text, return_offsets_mapping=True)
+    assert_same(ours, ref, [text, "x " + text], truncation=True, max_length=max_length, padding=True)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(word=st.text(alphabet="abcdefghij", min_size=95, max_size=110), prefix=texts)
 def test_hypothesis_long_words(word, prefix):

@@ -19,6 +19,7 @@ slow ``BertTokenizer`` disagrees with the fast one we follow the fast one (see
 
 from __future__ import annotations
 
+import sys
 from array import array
 from pathlib import Path
 
@@ -230,9 +231,9 @@ class Tokenizer:
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
         texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
-        pattern = getattr(self.pre_tokenizer, "pattern", None)
-        # Unigram's unknown pieces keep their text as token (tokenizers' Token value), others the vocabulary's
-        unknown_text = self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
+        pattern_for = getattr(self.pre_tokenizer, "pattern_for", None)  # a regex pre-tokenizer (BERT's)
+        limit = max_tokens if max_tokens is not None else sys.maxsize
+        unknown_text = self._unknown_text
         model, add_id, add_start, add_end, add_word = self.model, ids.append, starts.append, ends.append, words.append
         word = 0
         for seg_start, seg_end, added in self.added_tokens(text):
@@ -264,16 +265,13 @@ class Tokenizer:
                     word += 1
                     continue
                 run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
-                if pattern is not None:  # a regex pre-tokenizer: each match is a word of the text's own characters
-                    words_of = pattern.finditer(run)
-                else:
-                    words_of = (
-                        self.pre_tokenizer(run, seg_start == 0 and run_start == 0)
-                        if self.pre_tokenizer is not None
-                        else [(0, run, None)]
-                    )
-                for item in words_of:
-                    s0, piece, chars = (item.start(), item.group(), None) if pattern is not None else item
+                if pattern_for is not None and align is None:  # the common case, in its own tight loop
+                    columns = (ids, starts, ends, words)
+                    word = self._add_matches(pattern_for(run), run, seg_start + run_start, word, columns, texts, limit)
+                    continue
+                at_start = seg_start == 0 and run_start == 0
+                words_of = self.pre_tokenizer(run, at_start) if self.pre_tokenizer is not None else [(0, run, None)]
+                for s0, piece, chars in words_of:
                     for piece_id, s, e in model(piece):
                         if piece_id == unknown_text:  # its token string is the text it stands for
                             texts[len(ids)] = piece[s:e]
@@ -286,9 +284,9 @@ class Tokenizer:
                         add_end(seg_start + b + 1)
                         add_word(word)
                     word += 1
-                    if max_tokens is not None and len(ids) >= max_tokens:
+                    if len(ids) >= limit:
                         break
-        n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+        n = min(len(ids), limit)
         return Pieces(
             int32_array(ids, n),
             int32_array(starts, n),
@@ -296,6 +294,34 @@ class Tokenizer:
             int32_array(words, n),
             {k: v for k, v in texts.items() if k < n},
         )
+
+    @property
+    def _unknown_text(self) -> int:
+        # Unigram's unknown pieces keep their text as token (tokenizers' Token value), others the
+        # vocabulary's: the id whose token string is the text, or -1
+        return self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
+
+    def _add_matches(self, pattern, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
+        """:meth:`pieces`' loop for a regex pre-tokenizer on text that normalization kept char for
+        char: the tokens of each match of ``pattern`` in ``run`` (which starts at ``base`` in the
+        original text) appended to ``out`` (ids, starts, ends, word ids), stopping once ``limit``
+        tokens are held. Returns the next word index."""
+        ids, model = out[0], self.model
+        add_id, add_start, add_end, add_word = (column.append for column in out)
+        unknown_text = self._unknown_text
+        for m in pattern.finditer(run):
+            s0, piece = base + m.start(), m.group()
+            for piece_id, s, e in model(piece):
+                if piece_id == unknown_text:  # its token string is the text it stands for
+                    texts[len(ids)] = piece[s:e]
+                add_id(piece_id)
+                add_start(s0 + s)
+                add_end(s0 + e)
+                add_word(word)
+            word += 1
+            if len(ids) >= limit:
+                break
+        return word
 
     def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
         """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;

@@ -49,6 +49,8 @@ class BertNormalizer:
         self.strip_accents = strip_accents
         self._char_map: dict[str, str] = {}
         self._reorder_cache: dict[str, bool] = {}
+        # what each ASCII character becomes, for str.translate's fast ASCII path
+        self._ascii = {cp: self.char(chr(cp)) for cp in range(128)}
 
     def char(self, ch: str) -> str:
         """What one original character becomes: '' (removed), itself, or several characters."""
@@ -65,6 +67,10 @@ class BertNormalizer:
 
     def __call__(self, text: str) -> tuple[str, array | None]:
         """Normalized text and, unless it is char-for-char, the original index of each char."""
+        if text.isascii():  # the common case: one C pass, no per-character Python
+            normalized = text.translate(self._ascii)
+            if len(normalized) == len(text):  # nothing removed: char for char
+                return normalized, None
         chars = set(text)
         char_map = [self.char(c) for c in chars]
         if self.strip_accents and any(self._may_reorder(c) for c in chars):
