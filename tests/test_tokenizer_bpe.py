@@ -142,6 +142,33 @@ def test_hypothesis_unicode_text(gpt2, text):
     assert_same(files, ref, text, **KEYS)
 
 
+@pytest.fixture(scope="module")
+def gpt2_prefixed(tmp_path_factory):
+    """(ours, reference) for GPT-2's vocabulary with ``add_prefix_space=True``."""
+    path = require(VOCABS / "gpt2")
+    ref = transformers.RobertaTokenizerFast(str(path / "vocab.json"), str(path / "merges.txt"), add_prefix_space=True)
+    saved = tmp_path_factory.mktemp("gpt2-prefixed")
+    ref.save_pretrained(saved)
+    return Tokenizer.from_pretrained(saved), ref
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.lists(
+        st.one_of(st.text(st.characters(max_codepoint=127), max_size=6), st.sampled_from(["'s", " 're", "  x"])), max_size=10
+    ).map("".join),
+    max_length=st.integers(2, 10),
+)
+def test_hypothesis_ascii_text(gpt2, gpt2_prefixed, text, max_length):
+    """ASCII text takes the fast loop (the ASCII-only GPT-2 regex, one translate per word, the match
+    cache) unless a space is added before it; offsets trimmed, truncated too."""
+    files, _, ref = gpt2
+    assert_same(files, ref, text, **KEYS)
+    assert_same(files, ref, [text, "x" + text], truncation=True, max_length=max_length, padding=True, **KEYS)
+    prefixed, prefixed_ref = gpt2_prefixed
+    assert_same(prefixed, prefixed_ref, text, **KEYS)
+
+
 def test_no_letter_or_number_beyond_the_scanned_range():
     assert not any(unicodedata.category(chr(cp))[0] in "LN" for cp in range(CLASS_END, 0x110000))
 

@@ -49,6 +49,7 @@ from npformer.tokenizer.unigram import Unigram
 from npformer.tokenizer.wordpiece import WordPiece
 
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+MATCH_CACHE = 200_000  # words whose pieces the fast loop remembers (keyed as matched, before any byte mapping)
 
 
 class Tokenizer:
@@ -161,6 +162,7 @@ class Tokenizer:
         self.post_processor, self.decoder = post_processor, decoder
         self.added_tokens = AddedTokens(added_tokens, normalizer)
         self.model_max_length = model_max_length
+        self._match_pieces: dict[str, list] = {}  # a word as the pre-tokenizer's regex matched it -> its pieces
         self.truncation_side = check_side(truncation_side)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.model_input_names = tuple(model_input_names)
@@ -231,7 +233,7 @@ class Tokenizer:
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
         texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
-        pattern_for = getattr(self.pre_tokenizer, "pattern_for", None)  # a regex pre-tokenizer (BERT's)
+        matches = getattr(self.pre_tokenizer, "matches", None)  # a regex pre-tokenizer (BERT's, byte-level)
         limit = max_tokens if max_tokens is not None else sys.maxsize
         unknown_text = self._unknown_text
         model, add_id, add_start, add_end, add_word = self.model, ids.append, starts.append, ends.append, words.append
@@ -265,11 +267,12 @@ class Tokenizer:
                     word += 1
                     continue
                 run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
-                if pattern_for is not None and align is None:  # the common case, in its own tight loop
-                    columns = (ids, starts, ends, words)
-                    word = self._add_matches(pattern_for(run), run, seg_start + run_start, word, columns, texts, limit)
-                    continue
                 at_start = seg_start == 0 and run_start == 0
+                plan = matches(run, at_start) if matches is not None and align is None else None
+                if plan is not None:  # the common case, in its own tight loop
+                    columns = (ids, starts, ends, words)
+                    word = self._add_matches(*plan, run, seg_start + run_start, word, columns, texts, limit)
+                    continue
                 words_of = self.pre_tokenizer(run, at_start) if self.pre_tokenizer is not None else [(0, run, None)]
                 for s0, piece, chars in words_of:
                     for piece_id, s, e in model(piece):
@@ -301,19 +304,25 @@ class Tokenizer:
         # vocabulary's: the id whose token string is the text, or -1
         return self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
 
-    def _add_matches(self, pattern, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
+    def _add_matches(self, pattern, table, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
         """:meth:`pieces`' loop for a regex pre-tokenizer on text that normalization kept char for
         char: the tokens of each match of ``pattern`` in ``run`` (which starts at ``base`` in the
-        original text) appended to ``out`` (ids, starts, ends, word ids), stopping once ``limit``
-        tokens are held. Returns the next word index."""
-        ids, model = out[0], self.model
+        original text; its characters mapped one for one by ``table``, when not None) appended to
+        ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held. Returns the
+        next word index."""
+        ids, model, cached = out[0], self.model, self._match_pieces.get
         add_id, add_start, add_end, add_word = (column.append for column in out)
         unknown_text = self._unknown_text
         for m in pattern.finditer(run):
-            s0, piece = base + m.start(), m.group()
-            for piece_id, s, e in model(piece):
+            s0, match = base + m.start(), m.group()
+            pieces = cached(match)
+            if pieces is None:
+                pieces = model(match if table is None else match.translate(table))
+                if len(self._match_pieces) < MATCH_CACHE:
+                    self._match_pieces[match] = pieces
+            for piece_id, s, e in pieces:
                 if piece_id == unknown_text:  # its token string is the text it stands for
-                    texts[len(ids)] = piece[s:e]
+                    texts[len(ids)] = (match if table is None else match.translate(table))[s:e]
                 add_id(piece_id)
                 add_start(s0 + s)
                 add_end(s0 + e)

@@ -59,19 +59,19 @@ def word_pattern(isolate_cjk: bool, ascii_only: bool = False) -> re.Pattern:
 
 class BertPreTokenizer:
     """``pre_tokenizer(text)`` -> ``(start, word, None)`` per word (None: the word's characters are
-    ``text[start:start + len(word)]``); see :func:`word_pattern`. ``pattern_for(text)`` is the regex
-    whose matches are the words of ``text`` (what the tokenizer's loop reads directly)."""
+    ``text[start:start + len(word)]``); see :func:`word_pattern`."""
 
     def __init__(self, tokenize_chinese_chars: bool = True):
         self.pattern = word_pattern(tokenize_chinese_chars)
         self.ascii_pattern = word_pattern(tokenize_chinese_chars, ascii_only=True)
 
-    def pattern_for(self, text: str) -> re.Pattern:
-        """The word regex for ``text``: the short ASCII one when ``text`` is ASCII (the same matches)."""
-        return self.ascii_pattern if text.isascii() else self.pattern
+    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, None]:
+        """``(pattern, None)``: the words of ``text`` are the matches of ``pattern``, characters
+        unchanged (the short ASCII regex when ``text`` is ASCII). The tokenizer's fast loop reads it."""
+        return (self.ascii_pattern if text.isascii() else self.pattern), None
 
     def __call__(self, text: str, at_start: bool = True):
-        return ((m.start(), m.group(), None) for m in self.pattern_for(text).finditer(text))
+        return ((m.start(), m.group(), None) for m in self.matches(text)[0].finditer(text))
 
 
 # ---- the other pre-tokenizers of tokenizer.json (tokenizers ``pre_tokenizers/``). Each is called
