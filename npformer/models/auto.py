@@ -72,7 +72,7 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     encoder.backend = backend
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
-        encoder.quantize_()
+        encoder.quantize_(weights)
     encoder.pack_linears_(weights, layers=encoder.dtype == "float32")  # the pooler stays float32 in int8 models
     log.info(
         "loaded a %s encoder (%d layers, %s) from %s in %.0f ms",

@@ -315,18 +315,25 @@ class Encoder(Adaptable):
             return
         raise KeyError(f"the model has no tensor {name!r}")
 
-    def quantize_(self) -> "Encoder":
+    def quantize_(self, weights: Weights | None = None) -> "Encoder":
         """In place: every Linear weight of the layers, and the word embeddings, to int8 per output
-        channel / per row (:class:`QuantizedTensor`); returns the encoder."""
-        for layer in self.layers:
+        channel / per row (:class:`QuantizedTensor`); returns the encoder. With ``weights`` (the
+        checkpoint being loaded) each float original's pages are released once its int8 copy exists,
+        so the model holds its weights once (int8), not twice."""
+        for i, layer in enumerate(self.layers):
+            names = self.layer_names(i)
             for name in self.layer_class.LINEARS:
                 w = getattr(layer, name)
                 if isinstance(w, kernels.gemm_f32.PackedMatrix):
                     w = w.dense()
                 if isinstance(w, np.ndarray):
                     setattr(layer, name, QuantizedTensor.from_float(w))
+                    if weights is not None:
+                        weights.release(names[name])
         if isinstance(self.embeddings.word, np.ndarray):
             self.embeddings.word = QuantizedTensor.from_float(self.embeddings.word)
+            if weights is not None:
+                weights.release(self.word_embeddings_name)
         self.dtype = "int8"
         return self
 
