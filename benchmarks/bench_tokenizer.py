@@ -8,7 +8,7 @@ BertTokenizer for WordPiece), one run, for each tokenizer model npformer impleme
 
 Tokens per second on every SST-2 dev sentence and every WikiText-2 test line, one text per call
 (``tok(text)``, as a service would) and in batches of 32 (``tok(texts)``); the Rust tokenizer on one
-thread (``RAYON_NUM_THREADS=1``, set here). Median of ``--runs`` passes. Writes a section to
+thread (``RAYON_NUM_THREADS=1``, set here). Median of ``--runs`` passes, the engines taking turns. Writes a section to
 benchmarks/RESULTS.md. Also measures peak memory of npformer's batch encode of WikiText-2 above the
 loaded tokenizer (tracemalloc), against the text's size.
 
@@ -24,7 +24,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from common import ROOT, SHARED, append_results, median_ms, require_clean_blas_env
+from common import ROOT, SHARED, append_results, interleaved_ms, median_ms, require_clean_blas_env
 
 os.environ["RAYON_NUM_THREADS"] = "1"  # before tokenizers is imported: its batch encode on one thread
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -77,15 +77,18 @@ def main() -> None:
             engines = {"npformer": Tokenizer.from_pretrained(directory), **refs}
             for corpus, texts in (("SST-2 dev", sst2), ("WikiText-2 test", wiki)):
                 n_tokens = sum(int(engines["npformer"](t)["attention_mask"].sum()) for t in texts)
-                one, batched = {}, {}
+                groups = batches(texts)
+                fast = {name: tok for name, tok in engines.items() if "Python" not in name}  # Python: minutes per pass
+                one = interleaved_ms({name: lambda tok=tok: [tok(t) for t in texts] for name, tok in fast.items()}, args.runs)
+                batched = interleaved_ms(
+                    {name: lambda tok=tok: [tok(g, padding=True) for g in groups] for name, tok in fast.items()}, args.runs
+                )
                 for name, tok in engines.items():
-                    one[name] = median_ms(lambda tok=tok: [tok(t) for t in texts], args.runs, warmup=1)[0] / 1e3
-                    if "Python" in name:
-                        continue  # minutes per pass, and no faster in batches
-                    groups = batches(texts)
-                    batched[name] = (
-                        median_ms(lambda tok=tok: [tok(g, padding=True) for g in groups], args.runs, warmup=1)[0] / 1e3
-                    )
+                    if name not in fast:
+                        one[name] = median_ms(lambda tok=tok: [tok(t) for t in texts], 3, warmup=1)[0]
+                one = {name: ms / 1e3 for name, ms in one.items()}
+                batched = {name: ms / 1e3 for name, ms in batched.items()}
+                for name in fast:
                     print(model, corpus, name, f"{one[name]:.3f} s", f"{batched[name]:.3f} s", file=sys.stderr)
                 for name in engines:
                     cells = []
@@ -112,7 +115,8 @@ def main() -> None:
         "Tokenizer throughput: WordPiece, BPE, Unigram",
         f"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_tokenizer.py --runs {args.runs}",
         "npformer speed-up = that engine's time / npformer's time (> 1: npformer is faster); median of "
-        f"{args.runs} passes; the Rust tokenizers on one thread (RAYON_NUM_THREADS=1). Tokens counted "
+        f"{args.runs} passes, the engines taking turns pass by pass (the pure-Python tokenizer: 3 passes "
+        "of its own); the Rust tokenizers on one thread (RAYON_NUM_THREADS=1). Tokens counted "
         "with the special tokens.\n\n"
         + "\n".join(rows)
         + "\n\nMemory (tracemalloc, npformer):\n\n"

@@ -79,6 +79,22 @@ def median_ms(fn, runs: int, warmup: int = 2, warmup_s: float = 0.0) -> tuple[fl
     return statistics.median(times), times
 
 
+def interleaved_ms(fns: dict, runs: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time in ms of each of ``fns`` (name -> callable) over ``runs`` rounds, each round
+    calling every one once in turn (after ``warmup`` calls each): a slow phase of a shared machine
+    then lands on every engine alike instead of on whichever ran during it."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def peak_rss_bytes() -> int:
     """High-water mark of this process's resident set (VmHWM, bytes). Not ru_maxrss: Linux carries
     that across fork + exec, so a child would report its parent's peak when that was larger."""
