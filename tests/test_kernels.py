@@ -116,6 +116,47 @@ def test_attention(batch, seq, num_heads, d_head, backend):
     np.testing.assert_array_equal(without, context)
 
 
+@pytest.mark.parametrize("layout", ["fused", "strided"])
+def test_attention_on_views(layout):
+    """Queries, keys and values as column slices of one fused projection (rows further apart than
+    their width: the vector packing reads them in place) or with a non-unit column stride (the
+    element-wise packing): the same bits as on contiguous copies."""
+    rng = np.random.default_rng(1)
+    batch, seq, num_heads, d_head = 3, 35, 4, 32
+    hidden = num_heads * d_head
+    fused = rng.standard_normal((batch * seq, 3 * hidden * (2 if layout == "strided" else 1))).astype(np.float32)
+    step = 2 if layout == "strided" else 1
+    q, k, v = (fused[:, i * hidden * step : (i + 1) * hidden * step : step] for i in range(3))
+    mask = np.ones((batch, seq), np.int64)
+    mask[1, 20:] = 0
+    none = np.empty((0, 0, 0, 0), np.float32)
+    copies = [np.ascontiguousarray(a) for a in (q, k, v)]
+    np.testing.assert_array_equal(
+        kernels.attention(q, k, v, mask, num_heads, none), kernels.attention(*copies, mask, num_heads, none)
+    )
+
+
+def test_vector_packing_moves_values_exactly():
+    """pack.copy_vector scales one vector; pack.transpose_tile writes a tile's columns: against NumPy."""
+    from npformer.kernels.jit import njit
+    from npformer.kernels.llvm_ir import F32_LANES as L
+    from npformer.kernels.pack import copy_vector, transpose_tile
+
+    @njit
+    def run(dst, src, lds):
+        copy_vector(dst, 3, src, 5, np.float32(0.125))
+        transpose_tile(dst, 3 + L, src, 2 * lds + 1, lds)
+
+    rng = np.random.default_rng(2)
+    src = rng.standard_normal((L + 3, 2 * L + 1)).astype(np.float32)
+    dst = np.full(L * L + L + 8, -7.0, np.float32)
+    run(dst, src, src.shape[1])
+    flat = src.reshape(-1)
+    np.testing.assert_array_equal(dst[3 : 3 + L], flat[5 : 5 + L] * np.float32(0.125))
+    np.testing.assert_array_equal(dst[3 + L : 3 + L + L * L].reshape(L, L), src[2 : 2 + L, 1 : 1 + L].T)
+    assert (dst[:3] == -7).all() and (dst[3 + L + L * L :] == -7).all()
+
+
 CHILD = """
 import json, numpy as np
 from npformer import quantization

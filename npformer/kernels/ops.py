@@ -24,6 +24,7 @@ from numba.extending import intrinsic
 
 from npformer.kernels.jit import FASTMATH, njit
 from npformer.kernels.gemm_f32 import tile_rows
+from npformer.kernels.pack import copy_vector, transpose_tile
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, Args, const, counted_loop, round_up, vector_at
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
 from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
@@ -272,6 +273,31 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
         row[j] = F32(0.0)
 
 
+@njit(inline="always")
+def _pack_head(q, k, v, r0, c0, seq, d, scale, qh, kt, vp):  # noqa: PLR0913
+    # One (sequence, head) pair's operands for the packed micro-kernel: ``qh[i, t] = q[r0 + i, c0 +
+    # t] * scale``, keys transposed into blocks of L = F32_LANES keys ``kt[((i // L) * d + t) * L +
+    # i % L]`` and values into blocks of L dimensions ``vp[((t // L) * seq + i) * L + t % L]``.
+    # Whole vectors and L x L tiles where rows are unit-stride (pack.py), elements elsewhere.
+    L = F32_LANES
+    vectors = d // L if q.strides[1] == k.strides[1] == v.strides[1] == 4 else 0
+    ldq, ldk, ldv = q.strides[0] // 4, k.strides[0] // 4, v.strides[0] // 4
+    for i in range(seq):
+        for tb in range(vectors):
+            copy_vector(qh, i * d + tb * L, q, (r0 + i) * ldq + c0 + tb * L, scale)
+            copy_vector(vp, (tb * seq + i) * L, v, (r0 + i) * ldv + c0 + tb * L, F32(1.0))
+        for t in range(vectors * L, d):
+            qh[i, t] = q[r0 + i, c0 + t] * scale
+            vp[((t // L) * seq + i) * L + t % L] = v[r0 + i, c0 + t]
+    tiles = seq // L if vectors else 0
+    for jb in range(tiles):
+        for tb in range(vectors):
+            transpose_tile(kt, (jb * d + tb * L) * L, k, (r0 + jb * L) * ldk + c0 + tb * L, ldk)
+    for i in range(seq):
+        for t in range(0 if i >= tiles * L else vectors * L, d):
+            kt[((i // L) * d + t) * L + i % L] = k[r0 + i, c0 + t]
+
+
 @njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
@@ -303,11 +329,7 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
         qh = np.empty((seq, d), np.float32)
         kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES (L) keys, each [d][L]
         vp = np.zeros(d_p * seq, np.float32)  # blocks of L head dimensions, each [seq][L]
-        for i in range(seq):
-            for t in range(d):
-                qh[i, t] = q[r0 + i, c0 + t] * scale
-                kt[((i // F32_LANES) * d + t) * F32_LANES + i % F32_LANES] = k[r0 + i, c0 + t]
-                vp[((t // F32_LANES) * seq + i) * F32_LANES + t % F32_LANES] = v[r0 + i, c0 + t]
+        _pack_head(q, k, v, r0, c0, seq, d, scale, qh, kt, vp)
         scores = np.empty((seq, keys_p), np.float32)
         for jb in range(keys_p // F32_NR):
             tile_rows(qh, 0, d, kt, jb * F32_NR * d, F32_LANES * d, d, scores, jb * F32_NR, keys_p, zeros, 0, seq)
