@@ -11,16 +11,14 @@ byte-level BPE (GPT-2, RoBERTa), each built from its components as ``tokenizers`
   5. a post-processor (:mod:`.post_processor`) and :mod:`.encoding`: special tokens around one
      text or a pair, truncation with stride windows, padding; a decoder (:mod:`.decoders`) back.
 
-Offsets are character offsets into the original text. :meth:`Tokenizer.from_pretrained` reads
-``tokenizer.json`` (:mod:`.fast_json`), ``vocab.json`` + ``merges.txt`` or ``vocab.txt``. Where the
-slow ``BertTokenizer`` disagrees with the fast one we follow the fast one (see
-``tests/test_tokenizer.py::test_fast_and_slow_disagree``).
+:mod:`.split` runs steps 1-4 for one text. Offsets are character offsets into the original text.
+:meth:`Tokenizer.from_pretrained` reads ``tokenizer.json`` (:mod:`.fast_json`), ``vocab.json`` +
+``merges.txt`` or ``vocab.txt``. Where the slow ``BertTokenizer`` disagrees with the fast one we
+follow the fast one (see ``tests/test_tokenizer.py::test_fast_and_slow_disagree``).
 """
 
 from __future__ import annotations
 
-import sys
-from array import array
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,6 @@ from npformer.tokenizer.encoding import (
     Encoding,
     Pieces,
     as_pairs,
-    int32_array,
     pad,
     padding_strategy,
     truncate,
@@ -45,11 +42,10 @@ from npformer.tokenizer.encoding import (
 from npformer.tokenizer.normalizer import BertNormalizer
 from npformer.tokenizer.post_processor import BertProcessing
 from npformer.tokenizer.pre_tokenizer import BertPreTokenizer
-from npformer.tokenizer.unigram import Unigram
+from npformer.tokenizer.split import text_pieces
 from npformer.tokenizer.wordpiece import WordPiece
 
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-MATCH_CACHE = 200_000  # words whose pieces the fast loop remembers (keyed as matched, before any byte mapping)
 
 
 class Tokenizer:
@@ -162,7 +158,7 @@ class Tokenizer:
         self.post_processor, self.decoder = post_processor, decoder
         self.added_tokens = AddedTokens(added_tokens, normalizer)
         self.model_max_length = model_max_length
-        self._match_pieces: dict[str, list] = {}  # a word as the pre-tokenizer's regex matched it -> its pieces
+        self.match_cache: dict[str, list] = {}  # a word as the pre-tokenizer's regex matched it -> its pieces (split.py)
         self.truncation_side = check_side(truncation_side)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.model_input_names = tuple(model_input_names)
@@ -229,108 +225,7 @@ class Tokenizer:
         text plus 16 bytes per token (and 4 bytes per character when normalization changes lengths).
         Raises ``ValueError`` when ``text`` is not a str.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a str, got {type(text).__name__}")
-        ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
-        texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
-        matches = getattr(self.pre_tokenizer, "matches", None)  # a regex pre-tokenizer (BERT's, byte-level)
-        limit = max_tokens if max_tokens is not None else sys.maxsize
-        unknown_text = self._unknown_text
-        model, add_id, add_start, add_end, add_word = self.model, ids.append, starts.append, ends.append, words.append
-        word = 0
-        for seg_start, seg_end, added in self.added_tokens(text):
-            if max_tokens is not None and len(ids) >= max_tokens:
-                break
-            if added is not None:
-                if seg_end - seg_start != len(added.content):
-                    texts[len(ids)] = text[seg_start:seg_end]
-                ids.append(added.id)
-                starts.append(seg_start)
-                ends.append(seg_end)
-                words.append(word)
-                word += 1
-                continue
-            if seg_start == seg_end:
-                continue
-            normalized, align = (
-                self.normalizer(text[seg_start:seg_end]) if self.normalizer is not None else (text[seg_start:seg_end], None)
-            )
-            for run_start, run_end, late in self.added_tokens.in_normalized(normalized):
-                if late is not None:  # an added token found in the normalized text
-                    a, b = (run_start, run_end - 1) if align is None else (align[run_start], align[run_end - 1])
-                    if run_end - run_start != len(late.content):
-                        texts[len(ids)] = normalized[run_start:run_end]
-                    add_id(late.id)
-                    add_start(seg_start + a)
-                    add_end(seg_start + b + 1)
-                    add_word(word)
-                    word += 1
-                    continue
-                run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
-                at_start = seg_start == 0 and run_start == 0
-                plan = matches(run, at_start) if matches is not None and align is None else None
-                if plan is not None:  # the common case, in its own tight loop
-                    columns = (ids, starts, ends, words)
-                    word = self._add_matches(*plan, run, seg_start + run_start, word, columns, texts, limit)
-                    continue
-                words_of = self.pre_tokenizer(run, at_start) if self.pre_tokenizer is not None else [(0, run, None)]
-                for s0, piece, chars in words_of:
-                    for piece_id, s, e in model(piece):
-                        if piece_id == unknown_text:  # its token string is the text it stands for
-                            texts[len(ids)] = piece[s:e]
-                        add_id(piece_id)
-                        a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
-                        a, b = a + run_start, b + run_start
-                        if align is not None:
-                            a, b = align[a], align[b]
-                        add_start(seg_start + a)
-                        add_end(seg_start + b + 1)
-                        add_word(word)
-                    word += 1
-                    if len(ids) >= limit:
-                        break
-        n = min(len(ids), limit)
-        return Pieces(
-            int32_array(ids, n),
-            int32_array(starts, n),
-            int32_array(ends, n),
-            int32_array(words, n),
-            {k: v for k, v in texts.items() if k < n},
-        )
-
-    @property
-    def _unknown_text(self) -> int:
-        # Unigram's unknown pieces keep their text as token (tokenizers' Token value), others the
-        # vocabulary's: the id whose token string is the text, or -1
-        return self.model.unk_id if isinstance(self.model, Unigram) and self.model.unk_id is not None else -1
-
-    def _add_matches(self, pattern, table, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
-        """:meth:`pieces`' loop for a regex pre-tokenizer on text that normalization kept char for
-        char: the tokens of each match of ``pattern`` in ``run`` (which starts at ``base`` in the
-        original text; its characters mapped one for one by ``table``, when not None) appended to
-        ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held. Returns the
-        next word index."""
-        ids, model, cached = out[0], self.model, self._match_pieces.get
-        add_id, add_start, add_end, add_word = (column.append for column in out)
-        unknown_text = self._unknown_text
-        for m in pattern.finditer(run):
-            s0, match = base + m.start(), m.group()
-            pieces = cached(match)
-            if pieces is None:
-                pieces = model(match if table is None else match.translate(table))
-                if len(self._match_pieces) < MATCH_CACHE:
-                    self._match_pieces[match] = pieces
-            for piece_id, s, e in pieces:
-                if piece_id == unknown_text:  # its token string is the text it stands for
-                    texts[len(ids)] = (match if table is None else match.translate(table))[s:e]
-                add_id(piece_id)
-                add_start(s0 + s)
-                add_end(s0 + e)
-                add_word(word)
-            word += 1
-            if len(ids) >= limit:
-                break
-        return word
+        return text_pieces(self, text, max_tokens)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> Encoding:
         """One text as an :class:`Encoding` (ids, tokens, offsets, word ids), without truncation;

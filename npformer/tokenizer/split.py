@@ -1,0 +1,128 @@
+"""From text to tokens, steps 1-4 of :mod:`npformer.tokenizer` for one text: added tokens, the
+normalizer, the pre-tokenizer and the model, giving each token's id, character offsets into the
+original text and word index as compact arrays (:class:`~npformer.tokenizer.encoding.Pieces`).
+
+Text that normalization keeps char for char and that a regex pre-tokenizer splits (BERT's, and
+byte-level BPE's on ASCII text) takes a tight loop over the regex's matches, which remembers each
+matched word's pieces (``Tokenizer.match_cache``); everything else takes the general loop, which
+follows the normalizer's alignment and each word's character positions.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+
+from npformer.tokenizer.encoding import Pieces, int32_array
+from npformer.tokenizer.unigram import Unigram
+
+MATCH_CACHE = 200_000  # words whose pieces the fast loop remembers (keyed as matched, before any byte mapping)
+
+
+def text_pieces(tok, text: str, max_tokens: int | None = None) -> Pieces:
+    """The tokens of ``text`` by the components of ``tok`` (a :class:`~npformer.tokenizer.Tokenizer`),
+    without the post-processor's special tokens; see :meth:`Tokenizer.pieces`. Raises
+    ``ValueError`` when ``text`` is not a str."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    ids, starts, ends, words = array("i"), array("i"), array("i"), array("i")
+    texts: dict[int, str] = {}  # tokens whose string is not the vocabulary's (an added token with its spaces)
+    matches = getattr(tok.pre_tokenizer, "matches", None)  # a regex pre-tokenizer (BERT's, byte-level)
+    limit = max_tokens if max_tokens is not None else sys.maxsize
+    unknown_text = unknown_text_id(tok.model)
+    model, add_id, add_start, add_end, add_word = tok.model, ids.append, starts.append, ends.append, words.append
+    word = 0
+    for seg_start, seg_end, added in tok.added_tokens(text):
+        if max_tokens is not None and len(ids) >= max_tokens:
+            break
+        if added is not None:
+            if seg_end - seg_start != len(added.content):
+                texts[len(ids)] = text[seg_start:seg_end]
+            ids.append(added.id)
+            starts.append(seg_start)
+            ends.append(seg_end)
+            words.append(word)
+            word += 1
+            continue
+        if seg_start == seg_end:
+            continue
+        normalized, align = (
+            tok.normalizer(text[seg_start:seg_end]) if tok.normalizer is not None else (text[seg_start:seg_end], None)
+        )
+        for run_start, run_end, late in tok.added_tokens.in_normalized(normalized):
+            if late is not None:  # an added token found in the normalized text
+                a, b = (run_start, run_end - 1) if align is None else (align[run_start], align[run_end - 1])
+                if run_end - run_start != len(late.content):
+                    texts[len(ids)] = normalized[run_start:run_end]
+                add_id(late.id)
+                add_start(seg_start + a)
+                add_end(seg_start + b + 1)
+                add_word(word)
+                word += 1
+                continue
+            run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
+            at_start = seg_start == 0 and run_start == 0
+            plan = matches(run, at_start) if matches is not None and align is None else None
+            if plan is not None:  # the common case, in its own tight loop
+                columns = (ids, starts, ends, words)
+                word = _add_matches(tok, *plan, run, seg_start + run_start, word, columns, texts, limit)
+                continue
+            words_of = tok.pre_tokenizer(run, at_start) if tok.pre_tokenizer is not None else [(0, run, None)]
+            for s0, piece, chars in words_of:
+                for piece_id, s, e in model(piece):
+                    if piece_id == unknown_text:  # its token string is the text it stands for
+                        texts[len(ids)] = piece[s:e]
+                    add_id(piece_id)
+                    a, b = (s0 + s, s0 + e - 1) if chars is None else (chars[s], chars[e - 1])
+                    a, b = a + run_start, b + run_start
+                    if align is not None:
+                        a, b = align[a], align[b]
+                    add_start(seg_start + a)
+                    add_end(seg_start + b + 1)
+                    add_word(word)
+                word += 1
+                if len(ids) >= limit:
+                    break
+    n = min(len(ids), limit)
+    return Pieces(
+        int32_array(ids, n),
+        int32_array(starts, n),
+        int32_array(ends, n),
+        int32_array(words, n),
+        {k: v for k, v in texts.items() if k < n},
+    )
+
+
+def unknown_text_id(model) -> int:
+    """The id whose token string is the text it stands for, or -1: Unigram's unknown pieces keep
+    their text (tokenizers' Token value); other models' tokens are the vocabulary's strings."""
+    return model.unk_id if isinstance(model, Unigram) and model.unk_id is not None else -1
+
+
+def _add_matches(tok, pattern, table, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
+    """:func:`text_pieces`' loop for a regex pre-tokenizer on text that normalization kept char for
+    char: the tokens of each match of ``pattern`` in ``run`` (which starts at ``base`` in the
+    original text; its characters mapped one for one by ``table``, when not None) appended to
+    ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held. Returns the
+    next word index."""
+    ids, model, cached = out[0], tok.model, tok.match_cache.get
+    add_id, add_start, add_end, add_word = (column.append for column in out)
+    unknown_text = unknown_text_id(tok.model)
+    for m in pattern.finditer(run):
+        s0, match = base + m.start(), m.group()
+        pieces = cached(match)
+        if pieces is None:
+            pieces = model(match if table is None else match.translate(table))
+            if len(tok.match_cache) < MATCH_CACHE:
+                tok.match_cache[match] = pieces
+        for piece_id, s, e in pieces:
+            if piece_id == unknown_text:  # its token string is the text it stands for
+                texts[len(ids)] = (match if table is None else match.translate(table))[s:e]
+            add_id(piece_id)
+            add_start(s0 + s)
+            add_end(s0 + e)
+            add_word(word)
+        word += 1
+        if len(ids) >= limit:
+            break
+    return word
