@@ -33,7 +33,7 @@ def text_pieces(tok, text: str, max_tokens: int | None = None) -> Pieces:
     model, add_id, add_start, add_end, add_word = tok.model, ids.append, starts.append, ends.append, words.append
     word = 0
     for seg_start, seg_end, added in tok.added_tokens(text):
-        if max_tokens is not None and len(ids) >= max_tokens:
+        if len(ids) >= limit:
             break
         if added is not None:
             if seg_end - seg_start != len(added.content):
