@@ -426,6 +426,39 @@ def test_a_sentencepiece_model_of_another_kind_is_refused(tmp_path):
         Tokenizer.from_pretrained(tmp_path)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@given(
+    text=st.lists(
+        st.one_of(
+            st.text(st.characters(max_codepoint=127), max_size=6),
+            st.sampled_from([" ", "  ", "\u2581", "x\u2581y", " \u00e9t\u00e9", "\u2581 a"]),
+        ),
+        max_size=10,
+    ).map("".join),
+    max_length=st.integers(3, 12),
+)
+def test_hypothesis_words_split_at_spaces(converted, text, max_length):
+    """Text that normalization keeps char for char takes the fast loop with a Metaspace pre-tokenizer
+    (its words by one regex, the replacement put before the first word, the match cache): ids,
+    offsets, words and truncated windows as the fast tokenizer's, for each conversion."""
+    ours, ref = converted
+    assert_same(ours, ref, text, **KEYS)
+    assert_same(ours, ref, [text, "x" + text], truncation=True, max_length=max_length, padding=True, **KEYS)
+    assert_same(ours, ref, [(text, text + " z")], **KEYS)
+
+
+def test_metaspace_words_take_the_fast_loop(tmp_path):
+    """XLM-R's Metaspace splits by one regex, and the prepended replacement joins the first word: the
+    match cache holds each word as the pre-tokenizer sees it, the first with a space before it."""
+    unigram_tokenizer(tmp_path, "XLMRobertaTokenizerFast")
+    ours = Tokenizer.from_pretrained(tmp_path)
+    assert isinstance(ours.pre_tokenizer, P.Metaspace)
+    ours.match_cache.clear()
+    encoding = ours.encode("Hello brave world")
+    assert {" Hello", " brave", " world"} <= set(ours.match_cache)
+    assert encoding.offsets[0][0] == 0 and encoding.offsets[-1][1] == len("Hello brave world")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
 def test_hypothesis_unicode(converted, text):

@@ -90,13 +90,13 @@ class ByteLevel:
         self.add_prefix_space, self.use_regex, self.trim_offsets = add_prefix_space, use_regex, trim_offsets
         self._pattern = gpt2_pattern() if use_regex else None
 
-    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, dict] | None:
-        """``(pattern, table)`` when the words of ``text`` are the matches of ``pattern`` with their
+    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, dict, str] | None:
+        """``(pattern, table, "")`` when the words of ``text`` are the matches of ``pattern`` with their
         characters mapped by ``str.translate(table)``, one for one (ASCII text, no space added);
         else None. The tokenizer's fast loop reads these; :meth:`__call__` gives the same words."""
         if self._pattern is None or not text.isascii() or self.add_prefix_space and text and not text.startswith(" "):
             return None
-        return gpt2_pattern(ascii_only=True), _ASCII
+        return gpt2_pattern(ascii_only=True), _ASCII, ""
 
     def __call__(self, text: str, at_start: bool = True):
         prefixed = self.add_prefix_space and text and not text.startswith(" ")

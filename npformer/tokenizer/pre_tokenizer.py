@@ -65,10 +65,10 @@ class BertPreTokenizer:
         self.pattern = word_pattern(tokenize_chinese_chars)
         self.ascii_pattern = word_pattern(tokenize_chinese_chars, ascii_only=True)
 
-    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, None]:
-        """``(pattern, None)``: the words of ``text`` are the matches of ``pattern``, characters
+    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, None, str]:
+        """``(pattern, None, "")``: the words of ``text`` are the matches of ``pattern``, characters
         unchanged (the short ASCII regex when ``text`` is ASCII). The tokenizer's fast loop reads it."""
-        return (self.ascii_pattern if text.isascii() else self.pattern), None
+        return (self.ascii_pattern if text.isascii() else self.pattern), None, ""
 
     def __call__(self, text: str, at_start: bool = True):
         return ((m.start(), m.group(), None) for m in self.matches(text)[0].finditer(text))
@@ -208,6 +208,20 @@ class Metaspace:
             raise ValueError(f"Metaspace replacement must be one character, got {replacement!r}")
         self.replacement, self.prepend_scheme, self.split = replacement, prepend_scheme, split
         self._pattern = re.compile(re.escape(replacement))
+        r = re.escape(replacement)
+        self._words = re.compile(f"[ {r}][^ {r}]*|[^ {r}]+")  # each space or replacement begins a word
+        self._table = str.maketrans(" ", replacement)
+
+    def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, dict, str] | None:
+        """With ``split``, ``(pattern, table, prefix)``: the words of ``text`` are the matches of
+        ``pattern`` with their characters mapped by ``str.translate(table)`` (a space becomes the
+        replacement), the first one after ``prefix`` (a space, which stands on its first char,
+        when the replacement is prepended); without ``split``, None. The tokenizer's fast loop reads
+        these; :meth:`__call__` gives the same words."""
+        if not self.split:
+            return None
+        prepend = self.prepend_scheme == "always" or self.prepend_scheme == "first" and at_start
+        return self._words, self._table, " " if prepend and text and text[0] not in (" ", self.replacement) else ""
 
     def __call__(self, text: str, at_start: bool = True):
         if not text:

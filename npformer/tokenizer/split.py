@@ -2,8 +2,8 @@
 normalizer, the pre-tokenizer and the model, giving each token's id, character offsets into the
 original text and word index as compact arrays (:class:`~npformer.tokenizer.encoding.Pieces`).
 
-Text that normalization keeps char for char and that a regex pre-tokenizer splits (BERT's, and
-byte-level BPE's on ASCII text) takes a tight loop over the regex's matches, which remembers each
+Text that normalization keeps char for char and that a regex pre-tokenizer splits (BERT's,
+byte-level BPE's on ASCII text, SentencePiece's Metaspace) takes a tight loop over the regex's matches, which remembers each
 matched word's pieces (``Tokenizer.match_cache``); everything else takes the general loop, which
 follows the normalizer's alignment and each word's character positions.
 """
@@ -99,17 +99,21 @@ def unknown_text_id(model) -> int:
     return model.unk_id if isinstance(model, Unigram) and model.unk_id is not None else -1
 
 
-def _add_matches(tok, pattern, table, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
+def _add_matches(tok, pattern, table, prefix: str, run: str, base: int, word: int, out: tuple, texts: dict, limit: int) -> int:  # noqa: PLR0913
     """:func:`text_pieces`' loop for a regex pre-tokenizer on text that normalization kept char for
     char: the tokens of each match of ``pattern`` in ``run`` (which starts at ``base`` in the
-    original text; its characters mapped one for one by ``table``, when not None) appended to
-    ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held. Returns the
-    next word index."""
+    original text; its characters mapped one for one by ``table``, when not None; ``prefix``, when
+    not empty, put before the first match, its characters standing on the match's first char)
+    appended to ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held.
+    Returns the next word index."""
     ids, model, cached = out[0], tok.model, tok.match_cache.get
     add_id, add_start, add_end, add_word = (column.append for column in out)
     unknown_text = unknown_text_id(tok.model)
     for m in pattern.finditer(run):
         s0, match = base + m.start(), m.group()
+        low = -1  # with a prefix: the first offset the word's tokens may have
+        if prefix:  # as the pre-tokenizer's words: the prefix and the match are one word
+            low, s0, match, prefix = s0, s0 - len(prefix), prefix + match, ""
         pieces = cached(match)
         if pieces is None:
             pieces = model(match if table is None else match.translate(table))
@@ -119,8 +123,12 @@ def _add_matches(tok, pattern, table, run: str, base: int, word: int, out: tuple
             if piece_id == unknown_text:  # its token string is the text it stands for
                 texts[len(ids)] = (match if table is None else match.translate(table))[s:e]
             add_id(piece_id)
-            add_start(s0 + s)
-            add_end(s0 + e)
+            if low < 0:
+                add_start(s0 + s)
+                add_end(s0 + e)
+            else:
+                add_start(max(s0 + s, low))
+                add_end(max(s0 + e, low + 1))
             add_word(word)
         word += 1
         if len(ids) >= limit:
