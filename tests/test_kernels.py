@@ -136,6 +136,71 @@ def test_attention_on_views(layout):
     )
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+@pytest.mark.parametrize("rows, n", [(1, 5), (9, 66), (33, 1536)])
+def test_activation_and_quantization_in_one_pass(act, rows, n):
+    """activations.bias_activation_quantize_ gives the bits of the activation kernel followed by each
+    int8 path's row quantizer (VNNI's shifted uint8, AVX2's int16, the portable int8), padding included."""
+    from npformer.kernels import activations, gemm_int8
+    from npformer.kernels.layout import round_up
+
+    rng = np.random.default_rng(rows * n)
+    x = (3 * rng.standard_normal((rows, n))).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    if act == "relu":
+        x[-1] = -np.abs(x[-1]) - np.abs(bias)  # a row that is all zeros after ReLU: step 1
+    done = kernels.bias_activation_(x.copy(), bias, act)
+    form = activations.FORMS[numpy_ops.ACTIVATIONS[act]]
+    paths = {  # name: (the separate quantizer's result, an empty buffer of its layout, shift)
+        "vnni": (gemm_int8.quantize_rows_u8(done, round_up(n, 4)), np.uint8, round_up(rows, 8), round_up(n, 4), 128),
+        "avx2": (gemm_int8.quantize_rows_i16(done, round_up(n, 2)), np.int16, round_up(rows, 4), round_up(n, 2), 0),
+        "portable": (gemm_int8.quantize_rows(done), np.int8, rows, n, 0),
+    }
+    for name, ((values, scales), dtype, rows_p, k_p, shift) in paths.items():
+        y = x.copy()
+        got = activations.bias_activation_quantize_(
+            y, bias, form, np.full((rows_p, k_p), 99, dtype), np.ones(rows_p, np.float32), shift
+        )
+        np.testing.assert_array_equal(y, done, err_msg=f"{name}: activation")
+        np.testing.assert_array_equal(got[0], values, err_msg=f"{name}: values")
+        np.testing.assert_array_equal(got[1], scales, err_msg=f"{name}: scales")
+
+
+def test_products_read_one_quantization():
+    """ops.prepared quantizes activations once for an int8 weight and every product reading it gives
+    the bits of quantizing per product; a float weight reads the float activations it came from;
+    ops.bias_activation_for_ hands the next product the same bits as the two steps."""
+    from npformer.kernels.gemm_f32 import PackedMatrix
+    from npformer.kernels.linear import QuantizedRows, QuantizedTensor
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 96)).astype(np.float32)
+    weights = [QuantizedTensor.from_float(rng.standard_normal((m, 96)).astype(np.float32)) for m in (96, 40)]
+    bias = rng.standard_normal(96).astype(np.float32)
+    ready = kernels.prepared(x, weights[0])
+    assert isinstance(ready, QuantizedRows) and ready.shape == x.shape
+    for w in weights:
+        np.testing.assert_array_equal(kernels.linear(ready, w, bias[: w.shape[0]]), kernels.linear(x, w, bias[: w.shape[0]]))
+    dense = rng.standard_normal((24, 96)).astype(np.float32)
+    for w in (dense, PackedMatrix(dense)):
+        assert kernels.prepared(x, w) is x
+        np.testing.assert_array_equal(kernels.linear(ready, w), kernels.linear(x, w))
+    with pytest.raises(ValueError, match="cannot multiply"):
+        kernels.linear(ready, QuantizedTensor.from_float(dense[:, :48]))
+    inner = rng.standard_normal((37, 96)).astype(np.float32)
+    for act in ("gelu", "relu"):
+        fused_in = inner.copy()
+        out = kernels.linear(kernels.bias_activation_for_(fused_in, bias, act, weights[1]), weights[1])
+        two_steps = kernels.bias_activation_(inner.copy(), bias, act)
+        np.testing.assert_array_equal(fused_in, two_steps)
+        np.testing.assert_array_equal(out, kernels.linear(two_steps, weights[1]))
+    strided = np.repeat(inner, 2, axis=1)[:, ::2]  # not contiguous: the two kernels one after the other
+    two_steps = kernels.bias_activation_(np.repeat(inner, 2, axis=1)[:, ::2], bias, "gelu")
+    out = kernels.linear(kernels.bias_activation_for_(strided, bias, "gelu", weights[1]), weights[1])
+    np.testing.assert_array_equal(strided, two_steps)
+    np.testing.assert_array_equal(out, kernels.linear(two_steps, weights[1]))
+
+
 def test_vector_packing_moves_values_exactly():
     """pack.copy_vector scales one vector; pack.transpose_tile writes a tile's columns: against NumPy."""
     from npformer.kernels.jit import njit

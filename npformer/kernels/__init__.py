@@ -9,8 +9,9 @@
 - :mod:`gemm_int8`: row quantization and the int8 GEMMs (AVX-512 VNNI, AVX2, portable).
 - :mod:`jit`: ``njit`` with the kernel cache in ``$NPFORMER_CACHE/numba`` (never in the package).
 - :mod:`ops`: layer norm, activations, attention with its masked softmax (Numba, ``backend="numba"``).
+- :mod:`activations`: GELU and ReLU, alone or with the next int8 GEMM's row quantization in one pass.
 
-The four Numba modules are imported on first use (PEP 562): ``from npformer import kernels`` costs
+The Numba modules are imported on first use (PEP 562): ``from npformer import kernels`` costs
 nothing, and ``kernels.ops`` (or ``gemm_f32``...) imports Numba, about 0.3 s, when a model first needs
 it. This is the package's one deferred import, so that a one-off call on the NumPy backend never
 loads Numba; every other npformer import is at the top of its module.
@@ -18,7 +19,7 @@ loads Numba; every other npformer import is at the top of its module.
 
 import importlib
 
-NUMBA_MODULES = ("jit", "llvm_ir", "gemm_f32", "gemm_int8", "ops")
+NUMBA_MODULES = ("jit", "llvm_ir", "gemm_f32", "gemm_int8", "activations", "ops")
 
 
 def __getattr__(name: str):

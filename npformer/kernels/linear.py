@@ -142,34 +142,88 @@ class QuantizedTensor:
         return self.values[ids].astype(np.float32) * self.scales[ids][..., None]
 
 
+class QuantizedRows:
+    """Activations quantized for the Numba backend's int8 GEMM, so that several products read one
+    quantization (Q, K and V of a block; the feed-forward output quantized by its activation).
+
+    ``values`` is the int8 path's buffer (:func:`quantize_activations`), ``scales`` one float32 step
+    per (padded) row, ``rows`` and ``width`` the shape of ``source``, the float32 ``(rows, width)``
+    activations they were made from (what a product with a non-int8 weight reads).
+    """
+
+    __slots__ = ("values", "scales", "source")
+
+    def __init__(self, values: np.ndarray, scales: np.ndarray, source: np.ndarray):
+        self.values, self.scales, self.source = values, scales, source
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.source.shape
+
+
+def activation_buffers(rows: int, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Empty buffers for ``(rows, width)`` activations quantized for this CPU's int8 GEMM:
+    ``(values, scales, shift)``: uint8 shifted by 128 in ``(rows rounded up to 8, width rounded up
+    to 4)`` for VNNI, int16 in ``(rows rounded up to 4, width rounded up to 2)`` for AVX2, int8
+    ``(rows, width)`` for the portable kernel; ``scales`` start at 1 (what padding rows keep)."""
+    if kernels.llvm_ir.HAS_AVX2_INT8:
+        rows_p = round_up(rows, kernels.llvm_ir.AVX2_MR)
+        return np.empty((rows_p, round_up(width, 2)), np.int16), np.ones(rows_p, F32), 0
+    if not kernels.llvm_ir.HAS_VNNI:
+        return np.empty((rows, width), np.int8), np.ones(rows, F32), 0
+    rows_p = round_up(rows, kernels.llvm_ir.MR)
+    return np.empty((rows_p, round_up(width, VNNI_K)), np.uint8), np.ones(rows_p, F32), 128
+
+
+def quantize_activations(x: np.ndarray) -> QuantizedRows:
+    """``x (rows, in) float32`` quantized per row for this CPU's int8 GEMM (:func:`activation_buffers`'
+    layouts): ``scale = max|x_row| / 127``, ``q = round(x / scale)``, by the kernels of
+    :mod:`npformer.kernels.gemm_int8`."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    g, k = kernels.gemm_int8, x.shape[1]
+    if kernels.llvm_ir.HAS_AVX2_INT8:
+        q, scales = g.quantize_rows_i16(x, round_up(k, 2))
+    elif not kernels.llvm_ir.HAS_VNNI:
+        q, scales = g.quantize_rows(x)
+    else:
+        q, scales = g.quantize_rows_u8(x, round_up(k, VNNI_K))
+    return QuantizedRows(q, scales, x)
+
+
+def prepared(x: np.ndarray, weight) -> np.ndarray | QuantizedRows:
+    """``x (rows, in) float32`` as :func:`linear` with ``weight`` reads it: quantized once
+    (:func:`quantize_activations`) when ``weight`` is a :class:`QuantizedTensor`, else ``x`` itself.
+    Hand the result to every product of the same activations (the Numba backend's ``ops.prepared``)."""
+    return quantize_activations(x) if isinstance(weight, QuantizedTensor) else x
+
+
 def int8_gemm(
-    x: np.ndarray, weight: QuantizedTensor, bias: np.ndarray | None = None, scratch: np.ndarray | None = None
+    x: np.ndarray | QuantizedRows, weight: QuantizedTensor, bias: np.ndarray | None = None, scratch: np.ndarray | None = None
 ) -> np.ndarray:
     """``x (rows, in) float32`` -> ``x @ W.T + bias`` as ``(rows, out) float32`` on the Numba backend's
-    int8 GEMM of this CPU: activations quantized per row (u8 for VNNI, int16 for AVX2), exact int32
-    sums, the bias ``(out,)`` added as the sums are dequantized. Every path gives the same bits. With
-    ``scratch`` (a 1-D float32 buffer, see :func:`npformer.kernels.gemm_f32.output_buffer`) the result
-    is a view into it."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n = weight.shape[0]
+    int8 GEMM of this CPU: activations quantized per row (u8 for VNNI, int16 for AVX2; ``x`` may come
+    quantized already, a :class:`QuantizedRows`), exact int32 sums, the bias ``(out,)`` added as the
+    sums are dequantized. Every path gives the same bits. With ``scratch`` (a 1-D float32 buffer, see
+    :func:`npformer.kernels.gemm_f32.output_buffer`) the result is a view into it. Raises
+    ``ValueError`` when ``x``'s width is not the weight's ``in``."""
+    if not isinstance(x, QuantizedRows):
+        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
+        x = quantize_activations(x)
+    elif x.shape[1] != weight.shape[1]:
+        raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
+    rows, n = x.shape[0], weight.shape[0]
     g, f32 = kernels.gemm_int8, kernels.gemm_f32
     if kernels.llvm_ir.HAS_AVX2_INT8:
         packed, scales, n_p, k_p = weight.avx2_operands()
-        xq, xs = g.quantize_rows_i16(x, k_p)
-        out = g.int8_matmul_avx2(
-            xq, xs, packed, scales, f32.padded_vector(bias, n_p), f32.output_buffer(scratch, xq.shape[0], n_p)
-        )
-        return out[: x.shape[0], :n]
+        out = f32.output_buffer(scratch, x.values.shape[0], n_p)
+        return g.int8_matmul_avx2(x.values, x.scales, packed, scales, f32.padded_vector(bias, n_p), out)[:rows, :n]
     if not kernels.llvm_ir.HAS_VNNI:
-        xq, xs = g.quantize_rows(x)
         b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-        return g.int8_matmul(xq, xs, weight.values, weight.scales, b)
+        return g.int8_matmul(x.values, x.scales, weight.values, weight.scales, b)
     packed, sums, scales, n_p, k_p = weight.vnni_operands()
-    xu, xs = g.quantize_rows_u8(x, k_p)
-    out = g.int8_matmul_vnni(
-        xu, xs, packed, sums, scales, f32.padded_vector(bias, n_p), f32.output_buffer(scratch, xu.shape[0], n_p), k_p
-    )
-    return out[: x.shape[0], :n]
+    out = f32.output_buffer(scratch, x.values.shape[0], n_p)
+    return g.int8_matmul_vnni(x.values, x.scales, packed, sums, scales, f32.padded_vector(bias, n_p), out, k_p)[:rows, :n]
 
 
 def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
@@ -183,6 +237,8 @@ def linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.nd
     residual + layer norm). ``scratch`` (packed and int8 weights) is a reusable 1-D float32 buffer the
     result may be written to. Raises ``ValueError`` when ``x``'s width is not the weight's ``in``.
     """
+    if isinstance(x, QuantizedRows) and not isinstance(weight, QuantizedTensor):
+        x = x.source  # quantized for an int8 weight beside this one
     if isinstance(weight, np.ndarray):
         if x.ndim != 2 or x.shape[1] != weight.shape[1]:
             raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")

@@ -91,6 +91,16 @@ def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.nda
     return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
 
 
+def prepared(x: np.ndarray, weight) -> np.ndarray:
+    """``x`` as :func:`linear` reads it: unchanged (:func:`int8_linear` quantizes its input itself)."""
+    return x
+
+
+def bias_activation_for_(x: np.ndarray, bias: np.ndarray, hidden_act: str, weight) -> np.ndarray:
+    """In place ``x = act(x + bias)``, returned as :func:`prepared` returns it for ``weight`` (``x``)."""
+    return bias_activation_(x, bias, hidden_act)
+
+
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     """Layer norm over the last axis: ``x (rows, n) float32`` -> new ``(rows, n) float32``.
     reference: torch.nn.LayerNorm (biased variance, eps inside the square root); the statistics in

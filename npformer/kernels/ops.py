@@ -1,5 +1,5 @@
-"""Numba kernels: layer norm, GELU, attention with its masked softmax, fused bias/residual ops, and
-the linear layer (:func:`npformer.kernels.linear.linear`).
+"""Numba kernels: layer norm, attention with its masked softmax, fused bias/residual ops, the
+activations (:mod:`npformer.kernels.activations`) and the linear layer (:func:`npformer.kernels.linear.linear`).
 
 Every kernel works on float32 arrays, in parallel over rows or (sequence, head) pairs (``prange``),
 and is compiled with npformer's on-disk cache (:mod:`npformer.kernels.jit`) so a new process loads
@@ -19,111 +19,18 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import int32, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
 
 from npformer.kernels.jit import FASTMATH, njit
+from npformer.kernels.activations import _exp, bias_activation_, bias_activation_for_, bias_gelu_, bias_relu_  # noqa: F401
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.pack import copy_vector, transpose_tile
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, Args, const, counted_loop, round_up, vector_at
-from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
 from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
-from npformer.kernels.linear import linear  # noqa: F401 (ops.linear: the switch between the GEMMs)
+from npformer.kernels.linear import linear, prepared  # noqa: F401 (ops.linear: the switch between the GEMMs)
 
 F32 = np.float32
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _erf(x):
-    # Rational approximation of erf on [-4, 4] (|error| < 2e-7, outside it erf = +-1 in float32),
-    # the float32 ``erf`` of Eigen / TensorFlow (``generic_fast_erf_float``), coefficients in
-    # numpy_ops.ERF_P / ERF_Q. Vectorizes, unlike libm.
-    x = min(max(x, F32(-4.0)), F32(4.0))
-    x2 = x * x
-    p = ERF_P[0]
-    for c in ERF_P[1:]:
-        p = x2 * p + c
-    q = ERF_Q[0]
-    for c in ERF_Q[1:]:
-        q = x2 * q + c
-    return x * p / q
-
-
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """Reinterpret an int32 as the float32 with those bits (C's memcpy / numpy's view)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _exp(x):
-    # float32 exp (Cephes expf): x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
-    # 2^n built in the exponent bits. Relative error < 2e-7; vectorizes, unlike libm's expf.
-    x = min(max(x, F32(-87.0)), F32(88.0))
-    n = np.rint(x * F32(1.4426950408889634))
-    r = x - n * F32(0.693359375) - n * F32(-2.12194440e-4)
-    p = F32(1.9875691500e-4) * r + F32(1.3981999507e-3)
-    p = p * r + F32(8.3334519073e-3)
-    p = p * r + F32(4.1665795894e-2)
-    p = p * r + F32(1.6666665459e-1)
-    p = p * r + F32(5.0000001201e-1)
-    p = p * r * r + r + F32(1.0)
-    return p * _float_from_bits(int32((int32(n) + int32(127)) << int32(23)))
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _gelu_erf(x):
-    # reference: torch.nn.functional.gelu(x) (approximate="none"): 0.5 x (1 + erf(x / sqrt 2))
-    return F32(0.5) * x * (F32(1.0) + _erf(x * INV_SQRT2))
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _gelu_tanh(x):
-    # reference: transformers NewGELUActivation / gelu(approximate="tanh"):
-    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x*x*x, never x**3.
-    inner = SQRT_2_OVER_PI * (x + F32(0.044715) * x * x * x)
-    e = _exp(F32(2.0) * min(max(inner, F32(-10.0)), F32(10.0)))  # tanh(u) = (e^2u - 1) / (e^2u + 1)
-    return F32(0.5) * x * (F32(1.0) + (e - F32(1.0)) / (e + F32(1.0)))
-
-
-@njit(parallel=True, fastmath=FASTMATH, nogil=True)
-def bias_gelu_(x, bias, tanh_form):
-    """In place: ``x = gelu(x + bias)``. ``x (rows, n) float32``, ``bias (n,) float32``.
-
-    ``tanh_form`` selects the tanh approximation (``gelu_new``, ``gelu_pytorch_tanh``) instead of
-    the exact erf form (``gelu``). Tested against torch's GELU in ``tests/test_kernels.py::test_gelu``.
-    """
-    rows, n = x.shape
-    for i in prange(rows):
-        if tanh_form:
-            for j in range(n):
-                x[i, j] = _gelu_tanh(x[i, j] + bias[j])
-        else:
-            for j in range(n):
-                x[i, j] = _gelu_erf(x[i, j] + bias[j])
-    return x
-
-
-@njit(parallel=True, fastmath=FASTMATH, nogil=True)
-def bias_relu_(x, bias):
-    """In place: ``x = max(x + bias, 0)``. ``x (rows, n) float32``, ``bias (n,) float32``."""
-    rows, n = x.shape
-    for i in prange(rows):
-        for j in range(n):
-            x[i, j] = max(x[i, j] + bias[j], F32(0.0))
-    return x
-
-
-def bias_activation_(x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
-    """In place: ``x = act(x + bias)`` for ``x (rows, n) float32``, ``bias (n,) float32``, with the
-    kernel :data:`ACTIVATIONS` names for ``hidden_act``. Raises ``KeyError`` for an unknown name."""
-    form = ACTIVATIONS[hidden_act]
-    return bias_relu_(x, bias) if form == "relu" else bias_gelu_(x, bias, form == "tanh")
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -18,8 +18,12 @@ class Ops(Protocol):
 
     def linear(self, x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
         """``x (rows, in)`` -> ``x @ W.T + bias`` ``(rows, out)``; ``weight`` a float32 ``(out, in)``
-        array, a ``PackedMatrix`` or a ``QuantizedTensor`` (:mod:`npformer.kernels.linear`); the
-        result may be a view into ``scratch``."""
+        array, a ``PackedMatrix`` or a ``QuantizedTensor`` (:mod:`npformer.kernels.linear`); ``x`` as
+        it is or as :meth:`prepared` made it; the result may be a view into ``scratch``."""
+
+    def prepared(self, x: np.ndarray, weight):
+        """``x (rows, in)`` as :meth:`linear` with ``weight`` reads it; hand it to every product of the
+        same activations (the Numba backend quantizes them once for an int8 weight)."""
 
     def attention(
         self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, num_heads: int, probs: np.ndarray, bias=None
@@ -57,6 +61,10 @@ class Ops(Protocol):
 
     def bias_activation_(self, x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
         """``act(x + bias)`` in place for a ``hidden_act`` of :data:`npformer.kernels.numpy_ops.ACTIVATIONS`."""
+
+    def bias_activation_for_(self, x: np.ndarray, bias: np.ndarray, hidden_act: str, weight):
+        """:meth:`bias_activation_`, the result as :meth:`prepared` gives it for ``weight`` (the next
+        Linear layer): the Numba backend quantizes each row for an int8 weight as it is finished."""
 
     def threads(self, n: int) -> ContextManager:
         """A context in which the kernels run on ``n`` threads."""

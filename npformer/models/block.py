@@ -114,7 +114,8 @@ def transformer_layer(
     batch, seq, hidden = x.shape
     x = x.reshape(batch * seq, hidden)
     probs = run.probs(config.num_attention_heads)
-    q, k, v = ops.linear(x, w.q_w, w.q_b), ops.linear(x, w.k_w, w.k_b), ops.linear(x, w.v_w, w.v_b)  # [B*S, H] each
+    xq = ops.prepared(x, w.q_w)  # quantized once for Q, K and V when they are int8
+    q, k, v = ops.linear(xq, w.q_w, w.q_b), ops.linear(xq, w.k_w, w.k_b), ops.linear(xq, w.v_w, w.v_b)  # [B*S, H] each
     run.keep("query", q), run.keep("key", k), run.keep("value", v)
     if position_bias is None:
         context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
@@ -127,9 +128,9 @@ def transformer_layer(
     x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
     run.keep("ln1", x)
     inner = ops.linear(x, w.ff1_w, scratch=run.scratch)  # [B*S, H] -> [B*S, intermediate]
-    ops.bias_activation_(inner, w.ff1_b, config.hidden_act)
+    ready = ops.bias_activation_for_(inner, w.ff1_b, config.hidden_act, w.ff2_w)  # (int8: quantized as it goes)
     run.keep("activation", inner)
-    out = ops.linear(inner, w.ff2_w)
+    out = ops.linear(ready, w.ff2_w)
     run.keep("output_dense", out, w.ff2_b)
     x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
     run.keep("ln2", x)
