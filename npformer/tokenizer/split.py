@@ -62,7 +62,8 @@ def text_pieces(tok, text: str, max_tokens: int | None = None) -> Pieces:
                 continue
             run = normalized if run_end - run_start == len(normalized) else normalized[run_start:run_end]
             at_start = seg_start == 0 and run_start == 0
-            plan = matches(run, at_start) if matches is not None and align is None else None
+            # the fast loop needs text kept char for char (a stripped trailing space keeps it so)
+            plan = matches(run, at_start) if matches is not None and _kept_char_for_char(align) else None
             if plan is not None:  # the common case, in its own tight loop
                 columns = (ids, starts, ends, words)
                 word = _add_matches(tok, *plan, run, seg_start + run_start, word, columns, texts, limit)
@@ -91,6 +92,17 @@ def text_pieces(tok, text: str, max_tokens: int | None = None) -> Pieces:
         int32_array(words, n),
         {k: v for k, v in texts.items() if k < n},
     )
+
+
+def _kept_char_for_char(align) -> bool:
+    """Whether a normalizer's ``align`` (None: one for one) maps each normalized char to the original
+    char at the same index (as a normalizer that only removed trailing characters gives)."""
+    if align is None:
+        return True
+    n = len(align)
+    if n == 0 or align[0] != 0 or align[-1] != n - 1:
+        return False
+    return align == (list(range(n)) if isinstance(align, list) else array(align.typecode, range(n)))
 
 
 def unknown_text_id(model) -> int:
