@@ -146,9 +146,9 @@ class QuantizedRows:
     """Activations quantized for the Numba backend's int8 GEMM, so that several products read one
     quantization (Q, K and V of a block; the feed-forward output quantized by its activation).
 
-    ``values`` is the int8 path's buffer (:func:`quantize_activations`), ``scales`` one float32 step
-    per (padded) row, ``rows`` and ``width`` the shape of ``source``, the float32 ``(rows, width)``
-    activations they were made from (what a product with a non-int8 weight reads).
+    ``values`` is the int8 path's buffer (:func:`activation_buffers`), ``scales`` one float32 step
+    per (padded) row, ``source`` the float32 ``(rows, width)`` activations they were made from (what
+    a product with a non-int8 weight reads; ``shape`` is its shape).
     """
 
     __slots__ = ("values", "scales", "source")
@@ -206,12 +206,10 @@ def int8_gemm(
     sums are dequantized. Every path gives the same bits. With ``scratch`` (a 1-D float32 buffer, see
     :func:`npformer.kernels.gemm_f32.output_buffer`) the result is a view into it. Raises
     ``ValueError`` when ``x``'s width is not the weight's ``in``."""
-    if not isinstance(x, QuantizedRows):
-        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-            raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
-        x = quantize_activations(x)
-    elif x.shape[1] != weight.shape[1]:
+    if len(x.shape) != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"cannot multiply activations of shape {x.shape} by a {weight.shape} weight")
+    if not isinstance(x, QuantizedRows):
+        x = quantize_activations(x)
     rows, n = x.shape[0], weight.shape[0]
     g, f32 = kernels.gemm_int8, kernels.gemm_f32
     if kernels.llvm_ir.HAS_AVX2_INT8:
