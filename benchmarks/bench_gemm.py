@@ -22,7 +22,9 @@ from common import append_results, median_ms, require_clean_blas_env
 from numba import njit
 
 from npformer.kernels import gemm_f32 as gemm
-from npformer.kernels.llvm_ir import LANES, MR, NR
+from npformer.kernels.llvm_ir import F32_LANES as LANES
+from npformer.kernels.llvm_ir import F32_MR as MR
+from npformer.kernels.llvm_ir import F32_NR as NR
 
 SHAPES = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (4096, 768, 3072), (4096, 3072, 768)]
 

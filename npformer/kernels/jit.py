@@ -35,11 +35,16 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 def cache_key() -> str:
     """The sub-directory name of this process's kernel cache: npformer, Python and Numba versions,
     the requested kernel family (``NPFORMER_ISA``, ``native`` when unset), the host CPU's name and
-    which copy of npformer this is (a hash of its directory: two checkouts on one machine would
-    otherwise share entries and recompile over each other)."""
+    a hash of which copy of npformer this is and of its kernels' source. The directory: two checkouts
+    on one machine would otherwise share entries and recompile over each other. The source: Numba
+    checks only the file that defines a cached function, so a kernel that inlines another module's
+    (attention inlines the GEMM's tile loop) would otherwise keep the old code after an edit there."""
     isa = requested_isa() or "native"
     python = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    where = hashlib.sha1(str(PACKAGE_DIR).encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(str(PACKAGE_DIR).encode("utf-8"))
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    where = digest.hexdigest()[:10]
     return f"npformer-{__version__}-{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}-{where}"
 
 

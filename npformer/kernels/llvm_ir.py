@@ -41,12 +41,13 @@ HAS_VNNI = HAS_AVX512 and "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM
 HAS_AVX2_INT8 = ISA == "avx2"  # int8 vpmaddwd GEMM on int16 pairs
 PACKED_F32 = ISA != "portable"  # the packed float32 FMA GEMM (else NumPy's BLAS)
 # The float32 micro-kernel's vectors: 16 lanes in zmm registers, 8 in ymm (AVX2); its tile is up to
-# F32_MR rows x two vectors (AVX2 has 16 vector registers: 4 x 2 accumulators, two weights, one broadcast).
+# F32_MR rows x two vectors: 14 x 2 accumulators, two weights and a broadcast fill 31 of AVX-512's 32
+# vector registers, 4 x 2 + 3 fill 11 of AVX2's 16 (8 rows would need 19).
 F32_LANES = 16 if HAS_AVX512 else 8
 F32_NR = 2 * F32_LANES
-F32_MR = 8 if HAS_AVX512 else 4
+F32_MR = 14 if HAS_AVX512 else 4
 AVX2_MR = 4  # int8 AVX2 tile: activation rows x 16 output channels (8 int32 accumulators)
-F32_ROW_TILE = 128  # float32 GEMM: activation rows kept in L2 while the cores split channel blocks
+F32_ROW_TILE = 168  # float32 GEMM: at most this many activation rows stay in L2 while the cores split channel blocks
 INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
 
 
