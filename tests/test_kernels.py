@@ -166,6 +166,67 @@ def test_activation_and_quantization_in_one_pass(act, rows, n):
         np.testing.assert_array_equal(got[1], scales, err_msg=f"{name}: scales")
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+@pytest.mark.parametrize("rows, n", [(1, 5), (9, 66), (33, 1152)])
+def test_gated_activation_in_one_pass(act, rows, n):
+    """activations.gated_activation_for_ (ModernBERT's GeGLU) gives the bits of the activation kernel
+    on the first half times the second half, for a float next weight; for an int8 one the bits of
+    quantizing that product per row on each int8 path (padding included), as ops.prepared would;
+    the NumPy backend agrees to float32 rounding (its tanh is NumPy's, its erf vectorized otherwise)."""
+    from npformer.kernels import activations, gemm_int8
+    from npformer.kernels.gemm_f32 import PackedMatrix
+    from npformer.kernels.layout import round_up
+    from npformer.kernels.linear import QuantizedRows, QuantizedTensor
+
+    rng = np.random.default_rng(rows + n)
+    x = (3 * rng.standard_normal((rows, 2 * n))).astype(np.float32)
+    expected = kernels.bias_activation_(x[:, :n].copy(), np.zeros(n, np.float32), act) * x[:, n:]
+    float_weight = PackedMatrix(rng.standard_normal((8, n)).astype(np.float32))
+    np.testing.assert_array_equal(kernels.gated_activation_for_(x, act, float_weight), expected)
+    # GELU's 1 + erf cancels for x < -3 (absolute error ~1e-6 in either backend), the gate (|g| < 15) scales it
+    np.testing.assert_allclose(numpy_ops.gated_activation_for_(x, act, float_weight), expected, rtol=1e-5, atol=2e-5)
+    ready = kernels.gated_activation_for_(x, act, QuantizedTensor.from_float(float_weight.dense()))
+    assert isinstance(ready, QuantizedRows)
+    np.testing.assert_array_equal(ready.source, expected)
+    form = activations.FORMS[numpy_ops.ACTIVATIONS[act]]
+    paths = {  # name: (the separate quantizer's result, an empty buffer of its layout, shift)
+        "vnni": (gemm_int8.quantize_rows_u8(expected, round_up(n, 4)), np.uint8, round_up(rows, 8), round_up(n, 4), 128),
+        "avx2": (gemm_int8.quantize_rows_i16(expected, round_up(n, 2)), np.int16, round_up(rows, 4), round_up(n, 2), 0),
+        "portable": (gemm_int8.quantize_rows(expected), np.int8, rows, n, 0),
+    }
+    for name, ((values, scales), dtype, rows_p, k_p, shift) in paths.items():
+        out = np.empty((rows, n), np.float32)
+        got = activations.gated_activation_quantize(
+            x, form, out, np.full((rows_p, k_p), 99, dtype), np.ones(rows_p, np.float32), shift
+        )
+        np.testing.assert_array_equal(out, expected, err_msg=f"{name}: activation")
+        np.testing.assert_array_equal(got[0], values, err_msg=f"{name}: values")
+        np.testing.assert_array_equal(got[1], scales, err_msg=f"{name}: scales")
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+def test_activation_bits_do_not_depend_on_memory_layout(act):
+    """The vectorized loop and the scalar one LLVM keeps beside it (strided rows, or an output that a
+    runtime check finds within a few vectors of the input) give the same bits: no reciprocal
+    estimate in one and a division in the other (jit.FASTMATH has no ``arcp``)."""
+    from npformer.kernels import activations
+
+    rows, n = 9, 66
+    rng = np.random.default_rng(3)
+    x = (3 * rng.standard_normal((rows, 2 * n))).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    contiguous = kernels.bias_activation_(np.ascontiguousarray(x[:, :n]), bias, act)
+    np.testing.assert_array_equal(kernels.bias_activation_(x.copy()[:, :n], bias, act), contiguous)
+    form = activations.FORMS[numpy_ops.ACTIVATIONS[act]]
+    apart = activations.gated_activation(x, form, np.empty((rows, n), np.float32))
+    for gap in (0, 1, 16, 100):  # the output right after the input in one buffer
+        buffer = np.empty(rows * 3 * n + gap, np.float32)
+        inside = buffer[: rows * 2 * n].reshape(rows, 2 * n)
+        inside[:] = x
+        out = buffer[rows * 2 * n + gap :].reshape(rows, n)
+        np.testing.assert_array_equal(activations.gated_activation(inside, form, out), apart, err_msg=f"gap {gap}")
+
+
 def test_products_read_one_quantization():
     """ops.prepared quantizes activations once for an int8 weight and every product reading it gives
     the bits of quantizing per product; a float weight reads the float activations it came from;

@@ -6,7 +6,8 @@ widest activations of the pass) is read by ``act(x + bias)`` and then again by t
 the second layer's GEMM. :func:`bias_activation_quantize_` does both while each row is in cache, by
 the same inline functions as the separate kernels (:func:`bias_gelu_`, :func:`bias_relu_`,
 :func:`npformer.kernels.gemm_int8.quantize_rows_u8` and its AVX2 / portable siblings), so the
-results are the same bits (``tests/test_kernels.py``).
+results are the same bits (``tests/test_kernels.py``). :func:`gated_activation_for_` does the same
+for a gated (GLU) feed-forward layer, ModernBERT's GeGLU.
 """
 
 from __future__ import annotations
@@ -159,3 +160,63 @@ def bias_activation_for_(x: np.ndarray, bias: np.ndarray, hidden_act: str, weigh
     values, scales, shift = activation_buffers(*x.shape)
     bias_activation_quantize_(x, np.ascontiguousarray(bias, dtype=F32), FORMS[form], values, scales, shift)
     return QuantizedRows(values, scales, x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gated_row(x, form, out):
+    # out[j] = act(x[j]) * x[n + j] for n = out.shape[0]: the two halves of a GLU layer's input
+    n = out.shape[0]
+    if form == 0:
+        for j in range(n):
+            out[j] = _gelu_erf(x[j]) * x[n + j]
+    elif form == 1:
+        for j in range(n):
+            out[j] = _gelu_tanh(x[j]) * x[n + j]
+    else:
+        for j in range(n):
+            out[j] = max(x[j], F32(0.0)) * x[n + j]
+
+
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
+def gated_activation(x, form, out):
+    """``out = act(x[:, :n]) * x[:, n:]`` (a GLU: GeGLU for the GELU forms, ReGLU for ReLU; Shazeer,
+    "GLU variants improve Transformer", 2020) for ``x (rows, 2n) float32``, ``out (rows, n) float32``
+    (both C-contiguous); ``form`` as in :data:`FORMS`. Returns ``out``."""
+    for i in prange(out.shape[0]):
+        _gated_row(x[i], form, out[i])
+    return out
+
+
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
+def gated_activation_quantize(x, form, out, q, scales, shift):
+    """:func:`gated_activation` with each finished row of ``out`` quantized for the next int8 GEMM,
+    as :func:`bias_activation_quantize_` does it (same ``q``, ``scales``, ``shift`` and padding).
+    Returns ``(q, scales)``."""
+    rows, n = out.shape
+    for i in prange(q.shape[0]):
+        start = 0
+        if i < rows:
+            _gated_row(x[i], form, out[i])
+            scales[i] = _quantize_row(out[i], q[i, :n], shift)
+            start = n
+        for j in range(start, q.shape[1]):
+            q[i, j] = shift
+    return q, scales
+
+
+def gated_activation_for_(x: np.ndarray, hidden_act: str, weight) -> np.ndarray | QuantizedRows:
+    """A GLU layer's activation: ``act(x[:, :n]) * x[:, n:]`` for ``x (rows, 2n) float32`` (ModernBERT's
+    ``Wi`` output: input half, then gate half, as Transformers' ``ModernBertMLP`` splits it) ->
+    ``(rows, n)``, returned as :func:`npformer.kernels.linear.prepared` returns it for ``weight``, the
+    next Linear layer; for an int8 weight each row is quantized as it is finished. One pass over ``x``,
+    the same bits as the activation then the product in NumPy. Raises ``KeyError`` for an activation
+    :data:`ACTIVATIONS` lacks."""
+    form = FORMS[ACTIVATIONS[hidden_act]]
+    rows, n = x.shape[0], x.shape[1] // 2
+    x = np.ascontiguousarray(x, dtype=F32)
+    out = np.empty((rows, n), F32)
+    if not isinstance(weight, QuantizedTensor):
+        return prepared(gated_activation(x, form, out), weight)
+    values, scales, shift = activation_buffers(rows, n)
+    gated_activation_quantize(x, form, out, values, scales, shift)
+    return QuantizedRows(values, scales, out)

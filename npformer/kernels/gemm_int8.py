@@ -88,12 +88,13 @@ def _vector_abs_max(typingctx, row, chunks):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _row_scale(row):
-    """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row)."""
+    """Symmetric int8 step of one row: ``max|row| / 127`` (1 for an all-zero or subnormal-tiny row),
+    as ``max|row|`` times the float32 reciprocal of 127 (the NumPy backend computes the same)."""
     chunks = row.shape[0] // F32_LANES
     amax = _vector_abs_max(row, chunks)
     for j in range(chunks * F32_LANES, row.shape[0]):
         amax = max(amax, abs(row[j]))
-    return amax / np.float32(127.0) if amax >= TINY_ROW else np.float32(1.0)
+    return amax * np.float32(1.0 / 127.0) if amax >= TINY_ROW else np.float32(1.0)
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -97,13 +97,17 @@ if CACHING and NpformerCacheLocator not in _LOCATORS._locator_classes:
     _LOCATORS._locator_classes.insert(0, NpformerCacheLocator)
 
 
-# Fast-math without ``reassoc``: no NaN or infinity, no signed zeros, reciprocals and fused
-# multiply-adds allowed, but every sum is added in the order the source writes. With reassociation
-# LLVM may vectorize a reduction one way when Numba compiles a kernel in the running process and
-# another in the object code it caches (seen on a prange loop that both exponentiates and sums:
-# the softmax), so a process that compiled the kernels and one that loaded them computed different
-# bits. Kernels that need a fast sum write its lanes out (``ops._lane_moment``, ``ops._sum8``).
-FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}  # a set: Numba takes no other collection
+# Fast-math without ``reassoc`` or ``arcp``: no NaN or infinity, no signed zeros, fused multiply-adds
+# allowed, but every sum is added in the order the source writes and every division is a division.
+# With reassociation LLVM may vectorize a reduction one way when Numba compiles a kernel in the
+# running process and another in the object code it caches (seen on a prange loop that both
+# exponentiates and sums: the softmax), so a process that compiled the kernels and one that loaded
+# them computed different bits. With ``arcp`` the vectorized loop divides by a reciprocal estimate
+# and the scalar loop LLVM keeps beside it (taken for strided arrays, or when a runtime check finds
+# the output within a few vectors of an input) by a true division: GELU's bits depended on
+# where its arrays lay in memory. Kernels that need a fast sum write its lanes out
+# (``ops._lane_moment``, ``ops._sum8``).
+FASTMATH = {"nnan", "ninf", "nsz", "contract", "afn"}  # a set: Numba takes no other collection
 
 
 def njit(*args, **options):

@@ -252,7 +252,7 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     float32`` -> ``(q (rows, n) float32 holding integers in [-127, 127], scales (rows,) float32)``,
     ``scale = max|x_row| / 127`` (1 for an all-zero or subnormal-tiny row), ``q = round(x / scale)``."""
     amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], F32)
-    # times the float32 reciprocal of 127, not divided by 127: what the Numba kernel's fastmath computes
+    # times the float32 reciprocal of 127, not divided by 127, as the Numba kernel writes it
     scales = np.where(amax >= TINY_ROW, amax * F32(1.0 / 127.0), F32(1.0)).astype(F32)
     return np.clip(np.rint(x * (F32(1.0) / scales)[:, None]), F32(-127.0), F32(127.0)), scales
 

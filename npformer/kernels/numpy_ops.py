@@ -101,6 +101,16 @@ def bias_activation_for_(x: np.ndarray, bias: np.ndarray, hidden_act: str, weigh
     return bias_activation_(x, bias, hidden_act)
 
 
+def gated_activation_for_(x: np.ndarray, hidden_act: str, weight) -> np.ndarray:
+    """A GLU layer's activation ``act(x[:, :n]) * x[:, n:]``: ``x (rows, 2n) float32`` -> new
+    ``(rows, n) float32``, as :func:`prepared` returns it for ``weight`` (unchanged). Raises
+    ``KeyError`` for an unknown ``hidden_act``."""
+    n = x.shape[1] // 2
+    gated = bias_activation_(np.array(x[:, :n], dtype=F32), F32(0.0), hidden_act)
+    gated *= x[:, n:]
+    return gated
+
+
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     """Layer norm over the last axis: ``x (rows, n) float32`` -> new ``(rows, n) float32``.
     reference: torch.nn.LayerNorm (biased variance, eps inside the square root); the statistics in

@@ -23,7 +23,14 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from npformer.kernels.jit import FASTMATH, njit
-from npformer.kernels.activations import _exp, bias_activation_, bias_activation_for_, bias_gelu_, bias_relu_  # noqa: F401
+from npformer.kernels.activations import (  # noqa: F401
+    _exp,
+    bias_activation_,
+    bias_activation_for_,
+    bias_gelu_,
+    bias_relu_,
+    gated_activation_for_,
+)
 from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.pack import copy_vector, transpose_tile
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, Args, const, counted_loop, round_up, vector_at

@@ -66,6 +66,10 @@ class Ops(Protocol):
         """:meth:`bias_activation_`, the result as :meth:`prepared` gives it for ``weight`` (the next
         Linear layer): the Numba backend quantizes each row for an int8 weight as it is finished."""
 
+    def gated_activation_for_(self, x: np.ndarray, hidden_act: str, weight):
+        """A GLU layer's ``act(x[:, :n]) * x[:, n:]`` for ``x (rows, 2n)``: a new ``(rows, n)`` result
+        as :meth:`prepared` gives it for ``weight`` (quantized as each row is finished, Numba, int8)."""
+
     def threads(self, n: int) -> ContextManager:
         """A context in which the kernels run on ``n`` threads."""
 

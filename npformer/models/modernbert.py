@@ -187,7 +187,7 @@ class ModernBertModel(Encoder):
             layer.local = i % c.global_attn_every_n_layers != 0
         self.final_g = weights.get("final_norm.weight", (h,))
         self.final_b = weights.get("final_norm.bias", (h,)) if c.norm_bias else zeros
-        self.no_bias = np.zeros(c.intermediate_size, np.float32)  # the GeGLU activation's
+        self.no_bias = np.zeros(c.intermediate_size, np.float32)  # a trace's copy of the GeGLU activation adds it
         self._tables: dict[tuple, np.ndarray] = {}
 
     @staticmethod
@@ -269,9 +269,8 @@ class ModernBertModel(Encoder):
         x = x + attended
         normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
         inner = ops.linear(normed, w.wi_w, w.wi_b)
-        gated = ops.bias_activation_(np.ascontiguousarray(inner[:, :inter]), self.no_bias, c.hidden_act)
-        activated = gated.copy() if keep else None
-        gated *= inner[:, inter:]
+        gated = ops.gated_activation_for_(inner, c.hidden_act, w.wo_w)
+        activated = ops.bias_activation_(np.array(inner[:, :inter]), self.no_bias, c.hidden_act) if keep else None
         mlp = ops.linear(gated, w.wo_w, w.wo_b)
         x = x + mlp
         attn_norm = h if w.attn_norm_g is not None else None
