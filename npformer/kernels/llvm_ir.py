@@ -46,9 +46,10 @@ PACKED_F32 = ISA != "portable"  # the packed float32 FMA GEMM (else NumPy's BLAS
 F32_LANES = 16 if HAS_AVX512 else 8
 F32_NR = 2 * F32_LANES
 F32_MR = 14 if HAS_AVX512 else 4
+VNNI_MR = 12  # int8 VNNI widest tile: activation rows x 32 channels (24 zmm accumulators; then 8 and 4 rows)
 AVX2_MR = 4  # int8 AVX2 tile: activation rows x 16 output channels (8 int32 accumulators)
 F32_ROW_TILE = 168  # float32 GEMM: at most this many activation rows stay in L2 while the cores split channel blocks
-INT8_ROW_TILE = 256  # int8 GEMM: the same, for 1-byte activations
+INT8_ROW_TILE = 240  # int8 GEMM: the same, for 1-byte activations (a multiple of 12, 8 and 4 rows)
 
 
 round_up = njit(inline="always")(layout.round_up)  # for the kernels (and from Python)
