@@ -262,6 +262,31 @@ def test_products_read_one_quantization():
     np.testing.assert_array_equal(out, kernels.linear(two_steps, weights[1]))
 
 
+def test_layer_norm_writes_the_next_products_input():
+    """ops.bias_residual_layer_norm_for_ (Add & Norm before the first feed-forward layer) gives the
+    layer norm's bits and, for an int8 weight, the quantization ops.prepared would make of them; a
+    float weight reads the normalized rows themselves; the NumPy backend agrees (1e-5)."""
+    from npformer.kernels.linear import QuantizedRows, QuantizedTensor
+
+    rng = np.random.default_rng(11)
+    x, residual = rng.standard_normal((2, 37, 96)).astype(np.float32)
+    bias, gamma, beta = rng.standard_normal((3, 96)).astype(np.float32)
+    weight = QuantizedTensor.from_float(rng.standard_normal((40, 96)).astype(np.float32))
+    two_steps = kernels.bias_residual_layer_norm_(x.copy(), bias, residual, gamma, beta, 1e-12)
+    normed, ready = kernels.bias_residual_layer_norm_for_(x.copy(), bias, residual, gamma, beta, 1e-12, weight)
+    np.testing.assert_array_equal(normed, two_steps)
+    assert isinstance(ready, QuantizedRows) and ready.source is normed
+    expected = kernels.prepared(two_steps, weight)
+    np.testing.assert_array_equal(ready.values, expected.values)
+    np.testing.assert_array_equal(ready.scales, expected.scales)
+    np.testing.assert_array_equal(kernels.linear(ready, weight), kernels.linear(two_steps, weight))
+    normed, ready = kernels.bias_residual_layer_norm_for_(x.copy(), bias, residual, gamma, beta, 1e-12, weight.dequantize())
+    assert ready is normed
+    reference, same = numpy_ops.bias_residual_layer_norm_for_(x.copy(), bias, residual, gamma, beta, 1e-12, weight)
+    assert same is reference
+    np.testing.assert_allclose(reference, two_steps, rtol=1e-5, atol=1e-5)
+
+
 def test_vector_packing_moves_values_exactly():
     """pack.copy_vector scales one vector; pack.transpose_tile writes a tile's columns: against NumPy."""
     from npformer.kernels.jit import njit

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import int32, prange, types
 from numba.extending import intrinsic
 
-from npformer.kernels.gemm_int8 import _quantize_row
+from npformer.kernels.gemm_int8 import quantize_into, zero_row
 from npformer.kernels.jit import FASTMATH, njit
 from npformer.kernels.linear import QuantizedRows, QuantizedTensor, activation_buffers, prepared
 from npformer.kernels.numpy_ops import ACTIVATIONS, ERF_P, ERF_Q, INV_SQRT2, SQRT_2_OVER_PI
@@ -129,7 +129,6 @@ def bias_activation_quantize_(x, bias, form, q, scales, shift):
     (a zero), padding rows keep the ``scales`` they came with. Returns ``(q, scales)``."""
     rows, n = x.shape
     for i in prange(q.shape[0]):
-        start = 0
         if i < rows:
             row = x[i]
             if form == 0:
@@ -141,10 +140,9 @@ def bias_activation_quantize_(x, bias, form, q, scales, shift):
             else:
                 for j in range(n):
                     row[j] = max(row[j] + bias[j], F32(0.0))
-            scales[i] = _quantize_row(row, q[i, :n], shift)
-            start = n
-        for j in range(start, q.shape[1]):
-            q[i, j] = shift
+            quantize_into(row, q, scales, i, shift)
+        else:
+            zero_row(q, i, shift)
     return q, scales
 
 
@@ -192,15 +190,12 @@ def gated_activation_quantize(x, form, out, q, scales, shift):
     """:func:`gated_activation` with each finished row of ``out`` quantized for the next int8 GEMM,
     as :func:`bias_activation_quantize_` does it (same ``q``, ``scales``, ``shift`` and padding).
     Returns ``(q, scales)``."""
-    rows, n = out.shape
     for i in prange(q.shape[0]):
-        start = 0
-        if i < rows:
+        if i < out.shape[0]:
             _gated_row(x[i], form, out[i])
-            scales[i] = _quantize_row(out[i], q[i, :n], shift)
-            start = n
-        for j in range(start, q.shape[1]):
-            q[i, j] = shift
+            quantize_into(out[i], q, scales, i, shift)
+        else:
+            zero_row(q, i, shift)
     return q, scales
 
 

@@ -113,6 +113,24 @@ def _quantize_row(row, out, shift):
     return scale
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def quantize_into(row, q, scales, i, shift):
+    """Row ``i`` of a padded activation buffer (the layouts of ``linear.activation_buffers``): ``row``
+    quantized into ``q[i, :n]`` plus ``shift`` (:func:`_quantize_row`), its step in ``scales[i]``, the
+    padding columns set to ``shift`` (a zero). The fused kernels end each row with it."""
+    n = row.shape[0]
+    scales[i] = _quantize_row(row, q[i, :n], shift)
+    for j in range(n, q.shape[1]):
+        q[i, j] = shift
+
+
+@njit(inline="always")
+def zero_row(q, i, shift):
+    """A padding row of an activation buffer: every column ``shift`` (a zero); its scale stays."""
+    for j in range(q.shape[1]):
+        q[i, j] = shift
+
+
 @njit(parallel=True, fastmath=FASTMATH, nogil=True)
 def quantize_rows(x):
     """Symmetric per-row int8: ``x (rows, n) float32`` -> ``(q (rows, n) int8, scales (rows,) float32)``.

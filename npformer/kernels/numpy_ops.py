@@ -130,6 +130,13 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
     return x
 
 
+def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
+    """:func:`bias_residual_layer_norm_` -> ``(x, x)``: the result for the residual and as
+    :func:`prepared` returns it for ``weight``."""
+    x = bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps)
+    return x, x
+
+
 def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + mask) V``, as :func:`npformer.kernels.ops.attention`: ``q, k, v (batch * seq, hidden) float32``,

@@ -35,7 +35,8 @@ from npformer.kernels.gemm_f32 import tile_rows
 from npformer.kernels.pack import copy_vector, transpose_tile
 from npformer.kernels.llvm_ir import F32_LANES, F32_NR, Args, const, counted_loop, round_up, vector_at
 from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
-from npformer.kernels.linear import linear, prepared  # noqa: F401 (ops.linear: the switch between the GEMMs)
+from npformer.kernels.gemm_int8 import quantize_into, zero_row
+from npformer.kernels.linear import QuantizedRows, QuantizedTensor, activation_buffers, linear, prepared  # noqa: F401
 
 F32 = np.float32
 
@@ -160,6 +161,36 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
             x[i, j] = x[i, j] + bias[j] + residual[i, j]
         _layer_norm_row(x[i], x[i], gamma, beta, eps)
     return x
+
+
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
+def bias_residual_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, q, scales, shift):
+    """:func:`bias_residual_layer_norm_`, and each finished row quantized for the next int8 GEMM
+    into ``q``, ``scales`` (padding included) as ``activations.bias_activation_quantize_`` does it.
+    Returns ``(q, scales)``."""
+    rows, n = x.shape
+    for i in prange(q.shape[0]):
+        if i < rows:
+            for j in range(n):
+                x[i, j] = x[i, j] + bias[j] + residual[i, j]
+            _layer_norm_row(x[i], x[i], gamma, beta, eps)
+            quantize_into(x[i], q, scales, i, shift)
+        else:
+            zero_row(q, i, shift)
+    return q, scales
+
+
+def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
+    """:func:`bias_residual_layer_norm_` (``x`` in place, all float32) -> ``(x, ready)``: ``x`` for the
+    residual and ``ready``, ``x`` as :func:`prepared` returns it for ``weight``, the next Linear
+    layer; for an int8 weight each row is quantized as soon as it is normalized (the same bits as
+    the two steps)."""
+    if not isinstance(weight, QuantizedTensor) or not x.flags.c_contiguous or not residual.flags.c_contiguous:
+        x = bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps)
+        return x, prepared(x, weight)
+    values, scales, shift = activation_buffers(*x.shape)
+    bias_residual_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, values, scales, shift)
+    return x, QuantizedRows(values, scales, x)
 
 
 @njit(inline="always", fastmath=FASTMATH)

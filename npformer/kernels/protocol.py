@@ -59,6 +59,12 @@ class Ops(Protocol):
     ) -> np.ndarray:
         """``LayerNorm(x + bias + residual)``, written into ``x`` and returned."""
 
+    def bias_residual_layer_norm_for_(
+        self, x: np.ndarray, bias: np.ndarray, residual: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, weight
+    ):
+        """:meth:`bias_residual_layer_norm_` -> ``(x, ready)``: ``x`` for the residual, ``ready`` as
+        :meth:`prepared` gives it for ``weight`` (the Numba backend quantizes each row as it is normalized)."""
+
     def bias_activation_(self, x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
         """``act(x + bias)`` in place for a ``hidden_act`` of :data:`npformer.kernels.numpy_ops.ACTIVATIONS`."""
 

@@ -125,9 +125,9 @@ def transformer_layer(
     run.keep("attention", context)
     attended = ops.linear(context, w.o_w)
     run.keep("attention_dense", attended, w.o_b)
-    x = ops.bias_residual_layer_norm_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps)
+    x, ready = ops.bias_residual_layer_norm_for_(attended, w.o_b, x, w.ln1_g, w.ln1_b, config.layer_norm_eps, w.ff1_w)
     run.keep("ln1", x)
-    inner = ops.linear(x, w.ff1_w, scratch=run.scratch)  # [B*S, H] -> [B*S, intermediate]
+    inner = ops.linear(ready, w.ff1_w, scratch=run.scratch)  # [B*S, H] -> [B*S, intermediate]
     ready = ops.bias_activation_for_(inner, w.ff1_b, config.hidden_act, w.ff2_w)  # (int8: quantized as it goes)
     run.keep("activation", inner)
     out = ops.linear(ready, w.ff2_w)
