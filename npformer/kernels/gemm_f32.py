@@ -8,7 +8,7 @@
     ``[k][16]`` (one 64-byte vector per step of the reduction), channels padded to 32;
   * the micro-kernel keeps a 14 x 32 tile of ``y`` in 28 zmm accumulators: per step of k it loads
     two weight vectors, broadcasts 14 activations and issues 28 fused multiply-adds (fewer loads
-    per FMA than an 8 x 32 tile: 0.84-0.89x its time at encoder shapes on a Xeon, same bits); the
+    per FMA than an 8 x 32 tile: 0.72-0.99x its time at encoder shapes on a Xeon, same bits); the
     bias is the accumulators' initial value, so it costs nothing;
   * the two cores split the 32-channel blocks (``prange``); a block's weights stream from L2 while
     a tile of at most 168 activation rows stays there.
