@@ -194,6 +194,26 @@ def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _masked_max8(x, mask, n, lowest):
+    # max(lowest, x[j] for j < n where mask[j] != 0), by eight running maxima as in _max8
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = lowest
+    end = n // 8 * 8
+    for j in range(0, end, 8):
+        m0 = max(m0, x[j] if mask[j] != 0 else lowest)
+        m1 = max(m1, x[j + 1] if mask[j + 1] != 0 else lowest)
+        m2 = max(m2, x[j + 2] if mask[j + 2] != 0 else lowest)
+        m3 = max(m3, x[j + 3] if mask[j + 3] != 0 else lowest)
+        m4 = max(m4, x[j + 4] if mask[j + 4] != 0 else lowest)
+        m5 = max(m5, x[j + 5] if mask[j + 5] != 0 else lowest)
+        m6 = max(m6, x[j + 6] if mask[j + 6] != 0 else lowest)
+        m7 = max(m7, x[j + 7] if mask[j + 7] != 0 else lowest)
+    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for j in range(end, n):
+        top = max(top, x[j] if mask[j] != 0 else lowest)
+    return top
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
     # In place softmax of one row of attention scores; keys with mask 0 get probability 0
     # (reference: Transformers adds the float32 minimum to masked scores before softmax, so a row
@@ -206,9 +226,7 @@ def _masked_softmax_row_(row, mask_row, n_valid, n_keys):
             row[j] = F32(1.0) / k_len
         return
     lowest = F32(-3.0e38)
-    m = lowest  # branch-free passes (selects) so that each one vectorizes
-    for j in range(n_keys):
-        m = max(m, row[j] if mask_row[j] != 0 else lowest)
+    m = _masked_max8(row, mask_row, n_keys, lowest)  # branch-free passes (selects) that vectorize
     for j in range(n_keys):
         row[j] = _exp(row[j] - m) if mask_row[j] != 0 else F32(0.0)
     inv = F32(1.0) / _sum8(row, 0, n_keys, F32(0.0))
@@ -302,32 +320,97 @@ QUERY_BLOCK = 32  # query rows sharing each block of keys and values while it si
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _max8(x, a, b, start):
+    # max(start, x[a:b]) by eight running maxima, combined pairwise: a maximum is exact in any order,
+    # and the compiler makes vectors of the eight lanes (a one-variable compare chain stays scalar).
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = start
+    end = a + (b - a) // 8 * 8
+    for j in range(a, end, 8):
+        m0 = max(m0, x[j])
+        m1 = max(m1, x[j + 1])
+        m2 = max(m2, x[j + 2])
+        m3 = max(m3, x[j + 3])
+        m4 = max(m4, x[j + 4])
+        m5 = max(m5, x[j + 5])
+        m6 = max(m6, x[j + 6])
+        m7 = max(m7, x[j + 7])
+    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for j in range(end, b):
+        top = max(top, x[j])
+    return top
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _online_softmax_(row, a, b, m, total, acc):
     # One query's step of the online softmax over a block of keys: ``row`` holds its scores, of
     # which ``a .. b`` are keys it attends to; they become exp(score - new max), the others 0. The
     # running sum and the value sum ``acc`` are rescaled to the new maximum. Returns (max, sum).
+    # Each pass is a loop from 0 over a view: an index that may start below 0 (``range(a, b)``)
+    # gets a wrap-around check per element, which keeps the loop from becoming vectors.
     if a >= b:
         for j in range(row.shape[0]):
             row[j] = F32(0.0)
         return m, total
-    top = m
-    for j in range(a, b):
-        top = max(top, row[j])
+    live, after = row[a:b], row[b:]
+    top = _max8(live, 0, live.shape[0], m)
     correction = _exp(m - top)
-    for j in range(row.shape[0]):
-        row[j] = _exp(row[j] - top) if a <= j < b else F32(0.0)
-    total = total * correction + _sum8(row, a, b, F32(0.0))
-    for t in range(acc.shape[0]):
-        acc[t] *= correction
+    for j in range(a):
+        row[j] = F32(0.0)
+    for j in range(live.shape[0]):
+        live[j] = _exp(live[j] - top)
+    for j in range(after.shape[0]):
+        after[j] = F32(0.0)
+    total = total * correction + _sum8(live, 0, live.shape[0], F32(0.0))
+    if correction != F32(1.0):  # x * 1 is x: the rescale is skipped when the maximum stays
+        for t in range(acc.shape[0]):
+            acc[t] *= correction
     return top, total
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _rotary_at(x, row, c0, t, d, cos, sin):
-    # element t of head (columns c0 ..) of row ``row`` after the rotary embedding: x cos + rotate_half(x) sin
+def _head_row_(dst, x, row, c0, d, cos, sin, scale):
+    # dst[:d] = scale * the head at columns c0 .. c0 + d of row ``row`` of x, after the rotary
+    # embedding when ``cos`` is given: x cos + rotate_half(x) sin (Transformers' apply_rotary_pos_emb).
+    # Loops from 0 over views, so that they become vectors.
+    src = x[row, c0 : c0 + d]
+    if cos is None:
+        for t in range(d):
+            dst[t] = scale * src[t]
+        return
     half = d // 2
-    other = -x[row, c0 + t + half] if t < half else x[row, c0 + t - half]
-    return x[row, c0 + t] * cos[row, t] + other * sin[row, t]
+    c, s, low, high = cos[row], sin[row], src[:half], src[half:]
+    for t in range(half):
+        dst[t] = scale * (low[t] * c[t] + -high[t] * s[t])
+    c, s, out = c[half:], s[half:], dst[half:d]
+    for t in range(d - half):
+        out[t] = scale * (high[t] * c[t] + low[t] * s[t])
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _pack_keys_values(k, v, start, n, c0, d, cos, sin, kt, vp, tile):  # noqa: PLR0913
+    # One (sequence, head) pair's keys (rotated when ``cos`` is given) transposed into blocks of
+    # L = F32_LANES keys, ``kt[((j // L) * d + t) * L + j % L]``, and its values into blocks of L
+    # head dimensions, ``vp[((t // L) * keys_p + j) * L + t % L]`` (``keys_p = vp.size // d_p``).
+    # Keys go through ``tile (L, d)``, L at a time, then whole L x L transposes (pack.py).
+    L = F32_LANES
+    keys_p = vp.shape[0] // round_up(d, F32_NR)
+    vectors = d // L if v.strides[1] == 4 else 0
+    ldv = v.strides[0] // 4
+    for j in range(n):
+        for tb in range(vectors):
+            copy_vector(vp, (tb * keys_p + j) * L, v, (start + j) * ldv + c0 + tb * L, F32(1.0))
+        for t in range(vectors * L, d):
+            vp[((t // L) * keys_p + j) * L + t % L] = v[start + j, c0 + t]
+    for j0 in range(0, n, L):
+        rows = min(L, n - j0)
+        for r in range(rows):
+            _head_row_(tile[r], k, start + j0 + r, c0, d, cos, sin, F32(1.0))
+        whole = d // L if rows == L else 0
+        for tb in range(whole):
+            transpose_tile(kt, (j0 * d + tb * L * L), tile, tb * L, d)
+        for r in range(rows):
+            for t in range(whole * L, d):
+                kt[((j0 // L) * d + t) * L + r] = tile[r, t]
 
 
 @njit(parallel=True, fastmath=FASTMATH, nogil=True)
@@ -356,17 +439,13 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
     context = np.empty((tokens, hidden), np.float32)
     zeros = np.zeros(max(block, d_p), np.float32)
     for pair in prange(n_seq * num_heads):
+        tile = np.empty((F32_LANES, d), np.float32)
         s, h = pair // num_heads, pair % num_heads
         start, n, c0 = offsets[s], offsets[s + 1] - offsets[s], h * d
         keys_p = round_up(n, block)
         kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES keys, each [d][L]
         vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
-        for j in range(n):
-            for t in range(d):
-                kt[((j // F32_LANES) * d + t) * F32_LANES + j % F32_LANES] = (
-                    k[start + j, c0 + t] if cos is None else _rotary_at(k, start + j, c0, t, d, cos, sin)
-                )
-                vp[((t // F32_LANES) * keys_p + j) * F32_LANES + t % F32_LANES] = v[start + j, c0 + t]
+        _pack_keys_values(k, v, start, n, c0, d, cos, sin, kt, vp, tile)
         qb = np.empty((QUERY_BLOCK, d), np.float32)
         acc = np.empty((QUERY_BLOCK, d_p), np.float32)
         part = np.empty((QUERY_BLOCK, d_p), np.float32)
@@ -377,10 +456,7 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
             rows = min(QUERY_BLOCK, n - i0)
             for r in range(rows):
                 m[r], total[r] = F32(-3.0e38), F32(0.0)
-                for t in range(d):
-                    qb[r, t] = scale * (
-                        q[start + i0 + r, c0 + t] if cos is None else _rotary_at(q, start + i0 + r, c0, t, d, cos, sin)
-                    )
+                _head_row_(qb[r], q, start + i0 + r, c0, d, cos, sin, scale)
                 for t in range(d_p):
                     acc[r, t] = F32(0.0)
             lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))
