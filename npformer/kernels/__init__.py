@@ -8,7 +8,9 @@
 - :mod:`gemm_f32`: the packed float32 GEMM (AVX-512 / AVX2 FMA micro-kernel) and ``PackedMatrix``.
 - :mod:`gemm_int8`: row quantization and the int8 GEMMs (AVX-512 VNNI, AVX2, portable).
 - :mod:`jit`: ``njit`` with the kernel cache in ``$NPFORMER_CACHE/numba`` (never in the package).
-- :mod:`ops`: layer norm, activations, attention with its masked softmax (Numba, ``backend="numba"``).
+- :mod:`ops`: the Numba backend's operations (``backend="numba"``): layer norm, fused Add & Norm, and
+  the activations and attention it re-exports.
+- :mod:`attention`: padded attention with its masked softmax, and the unpadded online-softmax one.
 - :mod:`activations`: GELU and ReLU, alone or with the next int8 GEMM's row quantization in one pass.
 
 The Numba modules are imported on first use (PEP 562): ``from npformer import kernels`` costs
@@ -19,7 +21,7 @@ loads Numba; every other npformer import is at the top of its module.
 
 import importlib
 
-NUMBA_MODULES = ("jit", "llvm_ir", "gemm_f32", "gemm_int8", "activations", "ops")
+NUMBA_MODULES = ("jit", "llvm_ir", "gemm_f32", "gemm_int8", "activations", "attention", "ops")
 
 
 def __getattr__(name: str):

@@ -106,7 +106,7 @@ if CACHING and NpformerCacheLocator not in _LOCATORS._locator_classes:
 # and the scalar loop LLVM keeps beside it (taken for strided arrays, or when a runtime check finds
 # the output within a few vectors of an input) by a true division: GELU's bits depended on
 # where its arrays lay in memory. Kernels that need a fast sum write its lanes out
-# (``ops._lane_moment``, ``ops._sum8``).
+# (``ops._lane_moment``, ``attention._sum8``).
 FASTMATH = {"nnan", "ninf", "nsz", "contract", "afn"}  # a set: Numba takes no other collection
 
 
