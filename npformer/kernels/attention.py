@@ -273,7 +273,9 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
     query ``i`` attends to the keys ``j`` of its sequence with ``|i - j| <= window`` (``window <
     0``: all of them). With ``cos``/``sin`` ``(tokens, head_dim)`` the rotary embedding (Su et al.
     2021) is applied to queries and keys as they are read. Returns the context ``(tokens, hidden)
-    float32``. ``block`` (keys per step) is a multiple of ``F32_NR``.
+    float32``. ``block`` (keys per step) is a multiple of ``F32_NR``; a sequence shorter than it takes
+    its keys in one step of its own length rounded up to ``F32_NR`` (the same bits: the keys beyond
+    are never weighed).
 
     Per (sequence, head) pair, in parallel: ``QUERY_BLOCK`` queries at a time against keys in blocks
     of ``block``, both products on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32` (K^T
@@ -294,14 +296,15 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
         tile = np.empty((F32_LANES, d), np.float32)
         s, h = pair // num_heads, pair % num_heads
         start, n, c0 = offsets[s], offsets[s + 1] - offsets[s], h * d
-        keys_p = round_up(n, block)
+        width = min(block, round_up(n, F32_NR))  # a short sequence's keys in one block of its own size
+        keys_p = round_up(n, width)
         kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES keys, each [d][L]
         vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
         _pack_keys_values(k, v, start, n, c0, d, cos, sin, kt, vp, tile)
         qb = np.empty((QUERY_BLOCK, d), np.float32)
         acc = np.empty((QUERY_BLOCK, d_p), np.float32)
         part = np.empty((QUERY_BLOCK, d_p), np.float32)
-        scores = np.empty((QUERY_BLOCK, block), np.float32)
+        scores = np.empty((QUERY_BLOCK, width), np.float32)
         m = np.empty(QUERY_BLOCK, np.float32)
         total = np.empty(QUERY_BLOCK, np.float32)
         for i0 in range(0, n, QUERY_BLOCK):
@@ -312,8 +315,8 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                 for t in range(d_p):
                     acc[r, t] = F32(0.0)
             lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))
-            for j0 in range((lo // block) * block, hi, block):
-                for jb in range(block // F32_NR):
+            for j0 in range((lo // width) * width, hi, width):
+                for jb in range(width // F32_NR):
                     tile_rows(
                         qb,
                         0,
@@ -324,24 +327,24 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                         d,
                         scores,
                         jb * F32_NR,
-                        block,
+                        width,
                         zeros,
                         0,
                         rows,
                     )
                 for r in range(rows):  # the online softmax: scores become this block's weights
                     i = i0 + r
-                    a, b = (j0, min(j0 + block, n)) if window < 0 else (max(j0, i - window), min(j0 + block, n, i + window + 1))
+                    a, b = (j0, min(j0 + width, n)) if window < 0 else (max(j0, i - window), min(j0 + width, n, i + window + 1))
                     m[r], total[r] = _online_softmax_(scores[r], a - j0, b - j0, m[r], total[r], acc[r])
                 for tb in range(d_p // F32_NR):  # this block's weights times its values
                     tile_rows(
                         scores,
                         0,
-                        block,
+                        width,
                         vp,
                         tb * F32_NR * keys_p + j0 * F32_LANES,
                         F32_LANES * keys_p,
-                        block,
+                        width,
                         part,
                         tb * F32_NR,
                         d_p,
