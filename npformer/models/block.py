@@ -71,7 +71,10 @@ class RunState:
     pass's ``(batch, seq)``; ``scratch`` a reusable float32 buffer for the feed-forward activations
     (the Numba GEMMs' ``scratch``) or None; ``record(name, array)``, when tracing, receives each
     intermediate under the Transformers module name ``names[key]`` (:func:`module_names`; see
-    :mod:`npformer.tracing`)."""
+    :mod:`npformer.tracing`). ``next_weight`` is the next block's query weight (set by the encoder
+    before each block, None after the last), so that a block's last layer norm can write the next
+    block's input as its Q/K/V products read it (int8: quantized); ``ready`` holds that hand-off,
+    ``(x, prepared x)``, until the next block takes it."""
 
     ops: Ops
     shape: tuple[int, int]
@@ -79,6 +82,14 @@ class RunState:
     record: Callable[[str, np.ndarray], None] | None = None
     names: dict[str, str] = field(default_factory=dict)
     scratch: np.ndarray | None = None
+    next_weight: object = None
+    ready: tuple | None = None
+
+    def take_ready(self, x: np.ndarray, weight) -> object:
+        """``x`` as ``weight``'s product reads it: what the previous block prepared for exactly this
+        ``x`` (the same array object it returned), else prepared now (:meth:`Ops.prepared`)."""
+        ready, self.ready = self.ready, None
+        return ready[1] if ready is not None and ready[0] is x else self.ops.prepared(x.reshape(-1, x.shape[-1]), weight)
 
     @property
     def tracing(self) -> bool:
@@ -112,9 +123,9 @@ def transformer_layer(
     None. The kernels, buffers and tracer come from ``run`` (:class:`RunState`)."""
     ops = run.ops
     batch, seq, hidden = x.shape
+    xq = run.take_ready(x, w.q_w)  # quantized once for Q, K and V when they are int8
     x = x.reshape(batch * seq, hidden)
     probs = run.probs(config.num_attention_heads)
-    xq = ops.prepared(x, w.q_w)  # quantized once for Q, K and V when they are int8
     q, k, v = ops.linear(xq, w.q_w, w.q_b), ops.linear(xq, w.k_w, w.k_b), ops.linear(xq, w.v_w, w.v_b)  # [B*S, H] each
     run.keep("query", q), run.keep("key", k), run.keep("value", v)
     if position_bias is None:
@@ -132,9 +143,15 @@ def transformer_layer(
     run.keep("activation", inner)
     out = ops.linear(ready, w.ff2_w)
     run.keep("output_dense", out, w.ff2_b)
-    x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
+    if run.next_weight is None:
+        x = ops.bias_residual_layer_norm_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps)
+    else:  # (int8: the next block's Q/K/V input quantized as each row is normalized)
+        x, ready = ops.bias_residual_layer_norm_for_(out, w.ff2_b, x, w.ln2_g, w.ln2_b, config.layer_norm_eps, run.next_weight)
     run.keep("ln2", x)
-    return x.reshape(batch, seq, hidden), probs if run.output_attentions else None
+    x = x.reshape(batch, seq, hidden)
+    if run.next_weight is not None:
+        run.ready = (x, ready)
+    return x, probs if run.output_attentions else None
 
 
 def module_names(layer_keys: dict[str, str]) -> dict[str, str]:

@@ -224,9 +224,12 @@ class Encoder(Adaptable):
         with one_parallel_runtime(self.ops, blas):
             x = self.embed(input_ids, token_type_ids, record)  # [B, S, H]
             hidden_states, attentions = [x] if output_hidden_states else [], []  # on request only: 12 MB each at b=32
-            for i, call, ends_layer in self.schedule():
+            schedule = self.schedule()
+            for step, (i, call, ends_layer) in enumerate(schedule):
                 if record:
                     run.names = self.traced_names(i, call)
+                following = schedule[step + 1][0] if step + 1 < len(schedule) else None
+                run.next_weight = None if following is None else getattr(self.layers[following], "q_w", None)
                 x, probs = self.layer(x, self.layers[i], attention_mask, run)
                 if output_hidden_states and ends_layer:
                     hidden_states.append(x)
