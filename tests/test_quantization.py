@@ -121,6 +121,25 @@ def test_int8_encoder_close_to_float32(tmp_path, model_type):
     assert cos.min() >= 0.99 and rel <= 0.05
 
 
+@pytest.mark.parametrize("model_type", ["bert", "albert"])
+def test_each_block_takes_the_input_the_last_one_quantized(tmp_path, monkeypatch, model_type):
+    """The second Add & Norm of each block writes the next block's int8 Q/K/V input (ALBERT: the
+    same shared block again): every block but the first takes it, and the outputs are bit for bit
+    those of quantizing each block's input separately."""
+    from npformer.models.block import RunState
+
+    make_checkpoint(tmp_path, model_type, **{**TINY, "num_hidden_layers": 3})
+    model = AutoModel.from_pretrained(tmp_path, dtype="int8")
+    ids, mask, types = random_batch(np.random.default_rng(0), 500, 4, 40, type_vocab=2)
+    taken = []
+    take = RunState.take_ready
+    monkeypatch.setattr(RunState, "take_ready", lambda self, x, w: taken.append(self.ready is not None) or take(self, x, w))
+    fused = model(ids, mask, types).last_hidden_state
+    assert taken == [False, True, True]
+    monkeypatch.setattr(RunState, "take_ready", lambda self, x, w: self.ops.prepared(x.reshape(-1, x.shape[-1]), w))
+    assert np.array_equal(model(ids, mask, types).last_hidden_state, fused)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**31))
 def test_packed_layout_round_trip(n, k, seed):
