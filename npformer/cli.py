@@ -162,7 +162,7 @@ def _batch_parser(sub) -> None:
     p.add_argument("--keep-columns", default="", help="comma-separated input columns copied as input_<name>")
     p.add_argument("--delimiter", help="field separator of a CSV file")
     p.add_argument("--model", "-m")
-    p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
     p.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
     p.add_argument("--workers", type=_positive("--workers"), default=2, help="local cluster: worker processes")
@@ -208,7 +208,7 @@ def _explain_parser(sub) -> None:
     p.add_argument("text", help="the text (the question, for qa)")
     p.add_argument("--context", help="qa: the context")
     p.add_argument("--model", "-m", help="checkpoint directory or Hub id (default: the task's)")
-    p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--top-k", type=_positive("--top-k"), default=3, help="answers or candidates shown")
     p.add_argument("--output", "-o", help="the page (default: explain-TASK.html)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="a PEFT LoRA adapter directory merged into --model (or give the adapter "
             "as --model when its config names the base)",
         )
-        p.add_argument("--dtype", choices=["float32", "int8"], default="float32")
+        p.add_argument("--dtype", choices=DTYPES, default="float32")
         p.add_argument(
             "--backend",
             choices=BACKENDS,
@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=DTYPES,
         default="float32",
-        help="int8: quantize the converted float32 weights npformer's way (per-channel int8)",
+        help="int8: quantize the converted float32 weights npformer's way (per-channel int8); "
+        "bfloat16: round the Linear weights and word embeddings to bfloat16",
     )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
     _verbosity(p)
@@ -314,10 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     _verbosity(p)
     p.add_argument("model")
     p.add_argument("--revision", help="Hub branch, tag or commit of the model")
-    p = sub.add_parser("quantize", help="write an INT8 copy of a checkpoint")
+    p = sub.add_parser("quantize", help="write an INT8 (or bfloat16) copy of a checkpoint")
     _verbosity(p)
     p.add_argument("model")
     p.add_argument("out_dir")
+    p.add_argument(
+        "--dtype",
+        choices=["int8", "bfloat16"],
+        default="int8",
+        help="int8: per-channel int8 with float32 scales; bfloat16: Linear weights and word embeddings rounded to bfloat16",
+    )
     p.add_argument("--revision", help="Hub branch, tag or commit of the model")
     p.add_argument("--overwrite", action="store_true", help="replace the weights in OUT_DIR if there are some")
     return parser
@@ -390,7 +397,7 @@ def _run(args, output: JsonLines) -> int:
         print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
         return 0
     if args.command == "quantize":
-        out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision)
+        out = save_quantized(args.model, args.out_dir, overwrite=args.overwrite, revision=args.revision, dtype=args.dtype)
         print(json.dumps({"out_dir": str(out), "size_bytes": (out / "model.safetensors").stat().st_size}))
         return 0
     if args.command == "embed" and args.format == "npy" and not args.output:

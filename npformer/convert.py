@@ -1,7 +1,8 @@
-"""Writing checkpoints: an int8 copy of a float32 checkpoint (the format of :mod:`npformer.quantization`).
+"""Writing checkpoints: an int8 copy of a float32 checkpoint (the format of :mod:`npformer.quantization`)
+or a bfloat16 one (an ordinary safetensors checkpoint with BF16 Linear weights, as Transformers saves).
 
-:func:`save_quantized` quantizes with the same kernels the runtime uses, so loading the copy gives
-the model that ``dtype="int8"`` builds at load time.
+:func:`save_quantized` rounds with the same kernels the runtime uses, so loading the copy gives
+the model that ``dtype="int8"`` (or ``"bfloat16"``) builds at load time.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors import TensorSpec, serialize_file
 
 from npformer import kernels
+from npformer.kernels.bfloat16 import to_bfloat16
 from npformer.files import write_checkpoint
 from npformer.kernels.layout import pack_vnni
 from npformer.architectures import architecture
@@ -27,12 +29,19 @@ from npformer.version import __version__
 
 
 def save_quantized(
-    src: str | Path, out_dir: str | Path, *, revision: str | None = None, overwrite: bool = False, source_name: str | None = None
+    src: str | Path,
+    out_dir: str | Path,
+    *,
+    revision: str | None = None,
+    overwrite: bool = False,
+    source_name: str | None = None,
+    dtype: str = "int8",
 ) -> Path:
-    """Write an int8 copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
+    """Write an int8 (or ``dtype="bfloat16"``) copy of checkpoint ``src`` (directory or Hub id) to ``out_dir``.
 
-    Encoder Linear weights and word embeddings become int8 + per-row float32 scales; every other
-    tensor (biases, norms, position embeddings, task heads) is kept in float32. Config, tokenizer
+    Encoder Linear weights and word embeddings become int8 + per-row float32 scales, or bfloat16
+    (rounded to nearest even; stored ``BF16``, which Transformers loads too); every other tensor
+    (biases, norms, position embeddings, task heads) is kept in float32. Config, tokenizer
     and sentence-transformers files are copied. ``AutoModel.from_pretrained(out_dir)`` and the
     pipelines load the result directly. Returns ``out_dir``.
 
@@ -40,10 +49,12 @@ def save_quantized(
     names the source as ``source_name`` (default: ``src``); a ``converted_from`` in the source's
     metadata is carried over.
 
-    Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` if ``src``
-    is already quantized, ``out_dir`` is the source directory, or ``out_dir`` already holds
-    weights and ``overwrite`` is not set.
+    Raises ``FileNotFoundError``/``ValueError`` as loading does, and ``ValueError`` for a ``dtype``
+    other than int8 and bfloat16, if ``src`` is already quantized, ``out_dir`` is the source
+    directory, or ``out_dir`` already holds weights and ``overwrite`` is not set.
     """
+    if dtype not in ("int8", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r} for a copy; use 'int8' or 'bfloat16'")
     directory, config, weights = open_checkpoint(src, revision)
     if is_quantized(weights):
         raise ValueError(f"{directory} is already quantized ({SCHEME})")
@@ -57,32 +68,23 @@ def save_quantized(
         raise ValueError(f"{out_dir} already holds {existing[0]}; pass --overwrite (overwrite=True) to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = architecture(config.model_type)(config, weights)  # reads and validates every encoder tensor
-    *linears, embeddings = [weights.resolve(name) for name in encoder.quantized_names()]
-    tensors, packed_shapes = {}, {}
-    for key, arr in weights.tensors.items():
-        if key in linears or key == embeddings:
-            q, s = kernels.gemm_int8.quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
-            tensors[key + SCALE_SUFFIX] = s
-            if key in linears:
-                tensors[key] = pack_vnni(q)
-                packed_shapes[key] = list(q.shape)
-            else:
-                tensors[key] = q
-        else:
-            tensors[key] = np.ascontiguousarray(arr)
+    tensors, packed_shapes, bf16 = _converted_tensors(weights, encoder.quantized_names(), dtype)
     source_name = source_name or (str(src) if not Path(str(src)).exists() else str(directory))
     temp = out_dir / ".model.safetensors.tmp"
-    save_file(
-        tensors,
-        str(temp),
-        metadata={
-            "format": "np",
-            "quantization": SCHEME,
-            "layout": json.dumps({"packed": packed_shapes}),
-            "source": Path(source_name).name,
-            **{k: v for k, v in weights.metadata.items() if k == "converted_from"},
-        },
-    )
+    scheme = {"format": "np", "quantization": SCHEME, "layout": json.dumps({"packed": packed_shapes})}
+    metadata = {
+        **(scheme if dtype == "int8" else {"format": "pt"}),  # "pt": Transformers reads the bfloat16 copy
+        "source": Path(source_name).name,
+        **{k: v for k, v in weights.metadata.items() if k == "converted_from"},
+    }
+    arrays = {key: np.ascontiguousarray(arr) for key, arr in tensors.items()}
+    specs = {
+        key: TensorSpec(
+            dtype="bfloat16" if key in bf16 else arr.dtype.name, shape=arr.shape, data_ptr=arr.ctypes.data, data_len=arr.nbytes
+        )
+        for key, arr in arrays.items()
+    }
+    serialize_file(specs, str(temp), metadata=metadata)
     os.replace(temp, out_dir / "model.safetensors")
     for item in directory.iterdir():
         if item.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx") or item.name.startswith("."):
@@ -97,11 +99,34 @@ def save_quantized(
         else:
             shutil.copy2(item, target)
     sizes = {
-        "model.safetensors (int8)": (out_dir / "model.safetensors").stat().st_size,
+        f"model.safetensors ({dtype})": (out_dir / "model.safetensors").stat().st_size,
         "source weights (float32)": sum(f.stat().st_size for f in weights.files),
     }
-    (out_dir / "README.md").write_text(quantized_card(directory, source_name, __version__, sizes), encoding="utf-8")
+    (out_dir / "README.md").write_text(quantized_card(directory, source_name, __version__, sizes, dtype), encoding="utf-8")
     return out_dir
+
+
+def _converted_tensors(weights, names: list[str], dtype: str) -> tuple[dict, dict, set]:
+    """The tensors of a copy: ``names`` (the Linear weights, then the word embeddings) as int8 (Linear
+    weights packed) with ``_scale`` beside, or as bfloat16 bits; the rest as stored. Returns
+    ``(tensors, packed shapes by name, names stored bfloat16)``."""
+    *linears, embeddings = [weights.resolve(name) for name in names]
+    tensors, packed_shapes, bf16 = {}, {}, set()
+    for key, arr in weights.tensors.items():
+        if dtype == "bfloat16" and (key in linears or key == embeddings):
+            tensors[key] = to_bfloat16(arr)
+            bf16.add(key)
+        elif key in linears or key == embeddings:
+            q, s = kernels.gemm_int8.quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
+            tensors[key + SCALE_SUFFIX] = s
+            if key in linears:
+                tensors[key] = pack_vnni(q)
+                packed_shapes[key] = list(q.shape)
+            else:
+                tensors[key] = q
+        else:
+            tensors[key] = np.ascontiguousarray(arr)
+    return tensors, packed_shapes, bf16
 
 
 def copy_checkpoint(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -219,8 +244,8 @@ def _checked_conversion(write, src: Path, out_dir: Path, dtype: str, overwrite: 
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*out_dir.glob("*.safetensors"), out_dir / "model.safetensors.index.json"]:
             stale.unlink(missing_ok=True)  # --overwrite: no old shard index may outrank the new weights
-        if dtype == "int8":
-            return save_quantized(temp, out_dir, overwrite=True, source_name=str(src))
+        if dtype != "float32":
+            return save_quantized(temp, out_dir, overwrite=True, source_name=str(src), dtype=dtype)
         for item in temp.iterdir():
             if item.is_dir():
                 shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)

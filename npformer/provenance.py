@@ -87,10 +87,10 @@ def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder
     }
 
 
-def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str, int]) -> str:
-    """The ``README.md`` of an int8 copy: the source card's front matter (license, datasets... carry
-    over), what was quantized, from which source (path, or Hub id and commit), by which npformer,
-    the file sizes (bytes), then the source card's text."""
+def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str, int], dtype: str = "int8") -> str:
+    """The ``README.md`` of an int8 (or bfloat16) copy: the source card's front matter (license,
+    datasets... carry over), what was converted, from which source (path, or Hub id and commit), by
+    which npformer, the file sizes (bytes), then the source card's text."""
     card = source / "README.md"
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
     front, body = "", text
@@ -99,13 +99,18 @@ def quantized_card(source: Path, source_name: str, version: str, sizes: dict[str
         front, body = text[:end].rstrip() + "\n\n", text[end:].lstrip("\n")
     commit = hub_commit(source)
     origin = f"`{source_name}`" + (f" at commit `{commit}`" if commit else "")
+    what = {
+        "int8": "- quantized: every encoder Linear weight and the word embeddings, symmetric int8 per output "
+        "channel / row with float32 scales (`*_scale`); activations are quantized per token at run time",
+        "bfloat16": "- bfloat16: every encoder Linear weight and the word embeddings, rounded to nearest even "
+        '(load with `dtype="bfloat16"` to multiply in bfloat16; otherwise they are widened to float32)',
+    }[dtype]
     lines = [
-        f"# INT8 copy of {source_name}",
+        f"# {'INT8' if dtype == 'int8' else 'bfloat16'} copy of {source_name}",
         "",
         f"Written by npformer {version} (`npformer quantize`) from {origin}.",
         "",
-        "- quantized: every encoder Linear weight and the word embeddings, symmetric int8 per output "
-        "channel / row with float32 scales (`*_scale`); activations are quantized per token at run time",
+        what,
         "- kept in float32: biases, layer norms, position and token type embeddings, pooler, task head",
         *[f"- `{name}`: {size:,} bytes" for name, size in sizes.items()],
         "",

@@ -32,6 +32,7 @@ from numba.extending import intrinsic
 
 from npformer.kernels.jit import njit
 from npformer.kernels.llvm_ir import (
+    BFLOAT16,
     F32_LANES,
     F32_MR,
     F32_NR,
@@ -55,38 +56,43 @@ def _fma_kernel(mr):
     ``t < k``, where ``x`` starts at ``x_off`` with row stride ``ldx``, the packed weights of the two
     ``F32_LANES``-channel halves start at ``w_off`` and ``w_off + w_block``, ``out`` starts at
     ``o_off`` with row stride ``ldo`` and ``bias`` at ``j_off`` (all offsets and strides in elements).
+
+    With ``uint32`` ``x`` and weights (AVX512_BF16 only) each element is a pair of bfloat16 values
+    (:func:`npformer.kernels.bfloat16.to_bfloat16`, the lower one first) and a step is ``vdpbf16ps``:
+    ``acc += x_hi * w_hi + x_lo * w_lo``, products exact in float32 (Intel SDM, VDPBF16PS).
     """
 
     def kernel(typingctx, x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off):
         sig = types.none(x, x_off, ldx, w, w_off, w_block, k, out, o_off, ldo, bias, j_off)
+        pairs = x.dtype == types.uint32
 
         def codegen(context, builder, sig, args):
             f32 = ir.FloatType()
             f16 = ir.VectorType(f32, F32_LANES)
+            elem = ir.IntType(32) if pairs else f32
+            operand = ir.VectorType(elem, F32_LANES)
             a = Args(context, builder, sig, args, FMA_ARGS)
             x_off, ldx, w_off, w_block, k, o_off, ldo, j_off = a.ints(
                 "x_off", "ldx", "w_off", "w_block", "k", "o_off", "ldo", "j_off"
             )
-            x_p = builder.gep(a.ptr("x", f32), [x_off])
-            w_p = builder.gep(a.ptr("w", f32), [w_off])
+            x_p = builder.gep(a.ptr("x", elem), [x_off])
+            w_p = builder.gep(a.ptr("w", elem), [w_off])
             out_p = builder.gep(a.ptr("out", f32), [o_off])
             b_p = builder.gep(a.ptr("bias", f32), [j_off])
-            fmuladd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(f16, [f16] * 3), f"llvm.fmuladd.v{F32_LANES}f32"
-            )
+            product = _bf16_product(builder) if pairs else _fma_product(builder, f16)
             biases = [builder.load(vector_at(builder, b_p, const(F32_LANES * h), f16), align=4) for h in range(2)]
 
             def step(t, accs):
                 w_t = builder.mul(t, const(F32_LANES))
                 ws = [
-                    builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), f16), align=4)
+                    builder.load(vector_at(builder, w_p, builder.add(builder.mul(const(h), w_block), w_t), operand), align=4)
                     for h in range(2)
                 ]
                 new = []
                 for row in range(mr):
                     xa = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(row), ldx), t)]), align=4)
-                    xb = splat(builder, xa, f16)
-                    new += [builder.call(fmuladd, [xb, ws[h], accs[2 * row + h]]) for h in range(2)]
+                    xb = splat(builder, xa, operand)
+                    new += [product(accs[2 * row + h], xb, ws[h]) for h in range(2)]
                 return new
 
             results = counted_loop(builder, "fma", k, [biases[i % 2] for i in range(mr * 2)], step)
@@ -100,6 +106,22 @@ def _fma_kernel(mr):
 
     kernel.__name__ = kernel.__qualname__ = f"_fma_{mr}x{F32_NR}"
     return intrinsic(kernel)
+
+
+def _fma_product(builder, vec):
+    """``acc + x * w`` on float32 vectors: ``llvm.fmuladd`` (one rounding where the CPU has FMA)."""
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{F32_LANES}f32")
+    return lambda acc, x, w: builder.call(fmuladd, [x, w, acc])
+
+
+def _bf16_product(builder):
+    """``acc + x_hi * w_hi + x_lo * w_lo`` per lane of 16, ``x`` and ``w`` 16 pairs of bfloat16 each (as
+    ``<16 x i32>``): AVX512_BF16's ``vdpbf16ps``."""
+    f16, pairs = ir.VectorType(ir.FloatType(), 16), ir.VectorType(BFLOAT16, 32)
+    dot = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(f16, [f16, pairs, pairs]), "llvm.x86.avx512bf16.dpbf16ps.512"
+    )
+    return lambda acc, x, w: builder.call(dot, [acc, builder.bitcast(x, pairs), builder.bitcast(w, pairs)])
 
 
 _fma_wide = _fma_kernel(F32_MR)
@@ -136,7 +158,9 @@ def sgemm_packed(x, w_packed, bias, out):
     """``x (rows, k) float32`` C-contiguous times weights packed by :func:`pack_rows`, plus ``bias
     (n_padded,) float32`` -> written to ``out (rows, n_padded) float32`` (C-contiguous), which is
     returned. Parallel over 32-channel blocks. Reference: ``x @ W.T + b`` in float64, in
-    ``tests/test_gemm.py`` (rtol 1e-5; 1e-4 absolute at encoder shapes)."""
+    ``tests/test_gemm.py`` (rtol 1e-5; 1e-4 absolute at encoder shapes). With ``uint32`` ``x`` and
+    weights, ``k`` pairs of bfloat16 each (AVX512_BF16, see :func:`_fma_kernel`): reference in
+    ``tests/test_bfloat16.py``."""
     rows, k = x.shape
     n_padded = out.shape[1]
     w_block = F32_LANES * k  # elements of one F32_LANES-channel block
@@ -159,6 +183,25 @@ def sgemm_packed(x, w_packed, bias, out):
                 jb * F32_NR,
                 r1 - r0,
             )
+    return out
+
+
+@njit(parallel=True, nogil=True)
+def bfloat16_pairs(x):
+    """``x (rows, k) float32`` rounded to bfloat16 (nearest, ties to even, on the bits, as
+    :func:`npformer.kernels.bfloat16.to_bfloat16`) -> ``(rows, k rounded up to even) uint16``, a zero
+    after an odd ``k``: the activations of the bfloat16 GEMM (view it as ``uint32`` pairs)."""
+    rows, k = x.shape
+    out = np.empty((rows, k + k % 2), np.uint16)
+    half, one, shift = np.uint32(0x7FFF), np.uint32(1), np.uint32(16)
+    for i in prange(rows):
+        bits = x[i].view(np.uint32)
+        row = out[i]
+        for j in range(k):
+            u = bits[j]
+            row[j] = np.uint16((u + half + ((u >> shift) & one)) >> shift)
+        if k % 2:
+            row[k] = 0
     return out
 
 
@@ -189,12 +232,12 @@ def padded_vector(vector: np.ndarray | None, n_padded: int) -> np.ndarray:
 
 
 def pack_rows(w: np.ndarray) -> np.ndarray:
-    """Lay out ``(n, k) float32`` weights for :func:`sgemm_packed`: channels padded to a multiple of
-    ``F32_NR`` with zeros, blocks of ``F32_LANES`` channels (16, or 8 with AVX2) each stored
-    ``[k][F32_LANES]`` -> ``(n_padded * k,) float32``."""
+    """Lay out ``(n, k) float32`` weights (or ``uint32`` bfloat16 pairs) for :func:`sgemm_packed`:
+    channels padded to a multiple of ``F32_NR`` with zeros, blocks of ``F32_LANES`` channels (16, or
+    8 with AVX2) each stored ``[k][F32_LANES]`` -> ``(n_padded * k,)`` of ``w``'s dtype."""
     n, k = w.shape
     n_p = round_up(n, F32_NR)
-    padded = np.zeros((n_p, k), np.float32)
+    padded = np.zeros((n_p, k), w.dtype)
     padded[:n] = w
     return np.ascontiguousarray(padded.reshape(n_p // F32_LANES, F32_LANES, k).transpose(0, 2, 1)).reshape(-1)
 

@@ -1,10 +1,12 @@
 """The Linear layer, ``x @ W.T + b``: the int8 weight type and the one switch between the GEMMs.
 
-A Linear weight is held as one of three kinds, and each backend multiplies it here:
+A Linear weight is held as one of four kinds, and each backend multiplies it here:
 
 - a ``(out, in) float32`` array: NumPy's BLAS on both backends;
 - a :class:`npformer.kernels.gemm_f32.PackedMatrix` (Numba backend only): the packed float32
   micro-kernel;
+- a :class:`~npformer.kernels.bfloat16.BFloat16Tensor` (``dtype="bfloat16"``): ``vdpbf16ps`` or
+  its emulation (see :mod:`npformer.kernels.bfloat16`);
 - a :class:`QuantizedTensor`: on the Numba backend the int8 GEMM of the CPU's ISA, AVX-512 VNNI,
   AVX2 or portable (:func:`int8_gemm`); on the NumPy backend exact integer sums on BLAS
   (:func:`int8_linear`).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from npformer import kernels
+from npformer.kernels.bfloat16 import BFloat16Tensor
 from npformer.kernels.layout import LANES, NR, VNNI_K, pack_vnni, round_up, unpack_vnni
 
 F32 = np.float32
@@ -274,7 +277,10 @@ def int8_linear(x: np.ndarray, weight: QuantizedTensor, bias: np.ndarray | None 
 
 def numpy_linear(x: np.ndarray, weight, bias: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
     """``x @ weight.T + bias``: ``x (rows, in) float32`` -> ``(rows, out) float32``, all in NumPy: an
-    int8 :class:`QuantizedTensor` by :func:`int8_linear`, anything else as :func:`linear`."""
+    int8 :class:`QuantizedTensor` by :func:`int8_linear`, a
+    :class:`~npformer.kernels.bfloat16.BFloat16Tensor` by its emulation, anything else as :func:`linear`."""
     if isinstance(weight, QuantizedTensor):
         return int8_linear(x, weight, bias)
+    if isinstance(weight, BFloat16Tensor):
+        return weight.emulated(x, bias)
     return linear(x, weight, bias, scratch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import llvmlite.binding as llvm_binding
 import numba.core.config
 from llvmlite import ir
+from llvmlite.ir.types import _BaseFloatType
 
 from npformer.kernels.jit import njit
 from npformer.kernels import layout
@@ -38,6 +39,7 @@ if ISA == "avx2" and "+avx512f" in CPU_FEATURES:
     numba.core.config.CPU_NAME, numba.core.config.CPU_FEATURES = "haswell", ""
 HAS_AVX512 = ISA == "avx512"  # 512-bit kernels (zmm)
 HAS_VNNI = HAS_AVX512 and "+avx512vnni" in CPU_FEATURES  # int8 vpdpbusd GEMM
+HAS_BF16 = HAS_AVX512 and "+avx512bf16" in CPU_FEATURES  # bfloat16 vdpbf16ps GEMM (dtype="bfloat16")
 HAS_AVX2_INT8 = ISA == "avx2"  # int8 vpmaddwd GEMM on int16 pairs
 PACKED_F32 = ISA != "portable"  # the packed float32 FMA GEMM (else NumPy's BLAS)
 # The float32 micro-kernel's vectors: 16 lanes in zmm registers, 8 in ymm (AVX2); its tile is up to
@@ -51,6 +53,20 @@ AVX2_MR = 4  # int8 AVX2 tile: activation rows x 16 output channels (8 int32 acc
 F32_ROW_TILE = 168  # float32 GEMM: at most this many activation rows stay in L2 while the cores split channel blocks
 INT8_ROW_TILE = 240  # int8 GEMM: the same, for 1-byte activations (a multiple of 12, 8 and 4 rows)
 
+
+class BFloat16Type(_BaseFloatType):
+    """LLVM's ``bfloat`` (llvmlite's IR builder has no such type): the element of the vectors
+    AVX512_BF16's intrinsics take, e.g. ``<32 x bfloat>`` for ``vdpbf16ps``."""
+
+    null = "0.0"
+    intrinsic_name = "bf16"
+
+    def __str__(self):
+        return "bfloat"
+
+
+BFloat16Type._create_instance()
+BFLOAT16 = BFloat16Type()
 
 round_up = njit(inline="always")(layout.round_up)  # for the kernels (and from Python)
 

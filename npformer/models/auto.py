@@ -28,7 +28,7 @@ from npformer.tokenizer import Tokenizer
 from npformer.weights import FLOAT_DTYPES, Weights
 
 log = logging.getLogger("npformer")
-DTYPES = ("float32", "int8")
+DTYPES = ("float32", "int8", "bfloat16")
 BACKENDS = ("numba", "numpy")  # whose kernels run the forward pass (Encoder.ops)
 
 
@@ -48,7 +48,11 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
     """The encoder of ``config.model_type`` with its tensors from ``weights``.
 
     ``dtype="int8"`` quantizes every Linear weight per output channel (see
-    :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``.
+    :mod:`npformer.quantization`); a checkpoint saved quantized is loaded as int8 whatever ``dtype``
+    except ``"bfloat16"``, which it refuses. ``dtype="bfloat16"`` rounds the Linear weights and word
+    embeddings to bfloat16 (exact for a checkpoint stored in bfloat16) and multiplies by
+    ``vdpbf16ps`` where the CPU has AVX512_BF16, by an emulation elsewhere (see
+    :mod:`npformer.kernels.bfloat16`).
     ``backend="numba"`` runs the Numba kernels (:mod:`npformer.kernels.ops`), float32 Linear weights
     packed for the Numba GEMM (:mod:`npformer.kernels.gemm_f32`) where the CPU has AVX-512 or AVX2
     (``NPFORMER_ISA``), through NumPy's BLAS otherwise. ``backend="numpy"`` runs
@@ -70,9 +74,13 @@ def build_encoder(config: Config, weights: Weights, dtype: str = "float32", back
         raise ValueError(str(e.args[0])) from None
     encoder.check_unused(weights)
     encoder.backend = backend
+    if quantized and dtype == "bfloat16":
+        raise ValueError(f"{weights.directory} holds an int8 checkpoint; load its float original with dtype='bfloat16'")
     encoder.dtype = "int8" if quantized or dtype == "int8" else "float32"
     if dtype == "int8" and not quantized:
         encoder.quantize_(weights)
+    elif dtype == "bfloat16":
+        encoder.to_bfloat16_(weights)
     encoder.pack_linears_(weights, layers=encoder.dtype == "float32")  # the pooler stays float32 in int8 models
     log.info(
         "loaded a %s encoder (%d layers, %s) from %s in %.0f ms",
@@ -129,7 +137,8 @@ class AutoModel:
         Args:
             path_or_id: checkpoint directory, or a Hub id fetched with ``huggingface_hub``.
             revision: Hub branch, tag or commit to pin.
-            dtype: ``"float32"`` or ``"int8"`` (quantize at load; an adapter is merged in float32 first).
+            dtype: ``"float32"``, ``"int8"`` (quantize at load; an adapter is merged in float32 first) or
+                ``"bfloat16"`` (Linear weights rounded to bfloat16; see :func:`build_encoder`).
             adapter: a PEFT LoRA adapter directory merged into the weights as ``"default"`` (see
                 :mod:`npformer.adapters`); more can be added with ``load_adapter`` / ``set_adapter``.
             backend: ``"numba"`` (the default: the fast kernels) or ``"numpy"`` (no Numba: the fastest

@@ -29,6 +29,7 @@ from npformer.models.block import LayerWeights, RunState, module_names, transfor
 from npformer.models.embeddings import EMBEDDING_FIELDS, WORD_EMBEDDINGS, Embeddings
 from npformer.models.inputs import check_inputs
 from npformer.models.outputs import EncoderOutput
+from npformer.kernels.bfloat16 import BFloat16Tensor
 from npformer.quantization import QuantizedTensor
 from npformer.runtime import one_parallel_runtime
 from npformer.weights import Weights
@@ -40,8 +41,8 @@ def converted(current, value: np.ndarray, name: str):
     value = np.ascontiguousarray(value, dtype=np.float32)
     if tuple(value.shape) != tuple(current.shape):
         raise ValueError(f"tensor {name!r}: the new value has shape {tuple(value.shape)}, the model's {tuple(current.shape)}")
-    if isinstance(current, QuantizedTensor):
-        return QuantizedTensor.from_float(value)
+    if isinstance(current, (QuantizedTensor, BFloat16Tensor)):
+        return type(current).from_float(value)
     if isinstance(current, np.ndarray):
         return value
     return kernels.gemm_f32.PackedMatrix(value)
@@ -94,7 +95,7 @@ class Encoder(Adaptable):
     pooler_name: str | None = None  # the pooler's dense layer, if the architecture has one
     pooler_activation: str | None = None  # the pooler's tanh module, when it is not inside pooler_name's parent
     embedding_projection: str | None = None  # embedding_size -> hidden_size Linear layer, if any
-    dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor
+    dtype: str = "float32"  # "int8" once the Linear weights are QuantizedTensor, "bfloat16" BFloat16Tensor
     backend: str = "numba"  # whose kernels run the pass: "numba" or "numpy" (see ``ops``)
     layer_class: type = LayerWeights  # one block's weights (its ``LINEARS`` are the Linear layers)
     word_embeddings_name: str = WORD_EMBEDDINGS  # the token embedding table (int8 with the Linear layers)
@@ -323,6 +324,16 @@ class Encoder(Adaptable):
         channel / per row (:class:`QuantizedTensor`); returns the encoder. With ``weights`` (the
         checkpoint being loaded) each float original's pages are released once its int8 copy exists,
         so the model holds its weights once (int8), not twice."""
+        return self._convert_matrices_(QuantizedTensor.from_float, "int8", weights)
+
+    def to_bfloat16_(self, weights: Weights | None = None) -> "Encoder":
+        """In place: every Linear weight of the layers, and the word embeddings, rounded to bfloat16
+        (:class:`~npformer.kernels.bfloat16.BFloat16Tensor`); returns the encoder. Releases the float
+        originals as :meth:`quantize_` does."""
+        return self._convert_matrices_(BFloat16Tensor.from_float, "bfloat16", weights)
+
+    def _convert_matrices_(self, make, dtype: str, weights: Weights | None) -> "Encoder":
+        """Each float Linear weight of the layers and the word embeddings to ``make(float32 matrix)``."""
         for i, layer in enumerate(self.layers):
             names = self.layer_names(i)
             for name in self.layer_class.LINEARS:
@@ -330,14 +341,14 @@ class Encoder(Adaptable):
                 if isinstance(w, kernels.gemm_f32.PackedMatrix):
                     w = w.dense()
                 if isinstance(w, np.ndarray):
-                    setattr(layer, name, QuantizedTensor.from_float(w))
+                    setattr(layer, name, make(w))
                     if weights is not None:
                         weights.release(names[name])
         if isinstance(self.embeddings.word, np.ndarray):
-            self.embeddings.word = QuantizedTensor.from_float(self.embeddings.word)
+            self.embeddings.word = make(self.embeddings.word)
             if weights is not None:
                 weights.release(self.word_embeddings_name)
-        self.dtype = "int8"
+        self.dtype = dtype
         return self
 
     def quantized_names(self) -> list[str]:

@@ -243,7 +243,8 @@ def pipeline(
         model: checkpoint directory, Hub id or ``"builtin:sentiment"`` (default: the task's), or a
             model already loaded (``AutoModel`` / ``AutoModelFor*``), which then needs ``tokenizer``.
         tokenizer: a :class:`Tokenizer` or a directory holding one (default: the model's directory).
-        dtype: ``"float32"`` or ``"int8"`` (quantize at load; a quantized checkpoint stays int8).
+        dtype: ``"float32"``, ``"int8"`` (quantize at load; a quantized checkpoint stays int8) or
+            ``"bfloat16"`` (Linear weights in bfloat16; see :mod:`npformer.kernels.bfloat16`).
         batch_size: texts (or windows) per forward pass, sorted by length and padded per batch.
         revision: Hub branch, tag or commit.
         device: ``"cpu"`` (or ``-1``), as Transformers spells it; npformer runs on the CPU only.

@@ -151,7 +151,8 @@ class Pipeline:
         """Write the checkpoint this pipeline runs to ``save_directory`` (Transformers'
         ``pipe.save_pretrained``): ``npformer.pipeline(task, save_directory)`` loads the same model
         and tokenizer again. A model quantized at load (``dtype="int8"``) is written as npformer's
-        int8 checkpoint (:func:`~npformer.convert.save_quantized`, bit for bit the same weights);
+        int8 checkpoint, one loaded with ``dtype="bfloat16"`` as a bfloat16 one
+        (:func:`~npformer.convert.save_quantized`, bit for bit the same weights);
         otherwise the checkpoint's files are copied. Returns the directory.
 
         Raises ``ValueError`` for a pipeline built on a model loaded by the caller or running a
@@ -169,8 +170,8 @@ class Pipeline:
                 f"this pipeline runs LoRA adapter {encoder.active_adapter!r} merged at load; keep the "
                 f"adapter's directory and the base checkpoint ({self.checkpoint}) instead"
             )
-        if encoder.dtype == "int8" and not is_quantized(Weights(self.checkpoint)):
-            return save_quantized(self.checkpoint, save_directory, overwrite=overwrite)
+        if encoder.dtype == "bfloat16" or encoder.dtype == "int8" and not is_quantized(Weights(self.checkpoint)):
+            return save_quantized(self.checkpoint, save_directory, overwrite=overwrite, dtype=encoder.dtype)
         return copy_checkpoint(self.checkpoint, save_directory, overwrite=overwrite)
 
     @property
