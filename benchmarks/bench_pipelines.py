@@ -211,7 +211,7 @@ def engine_fn(engine: str, job: str, paths: dict[str, Path]):
         dtype = {"int8": "int8", "bf16": "bfloat16"}.get(engine.rsplit("-", 1)[1], "float32")
         if job == "sentiment":
             source = "builtin:sentiment" if dtype == "int8" else paths["fp32"]
-            pipe = npformer.pipeline("sentiment-analysis", model=source, batch_size=BATCH)
+            pipe = npformer.pipeline("sentiment-analysis", model=source, batch_size=BATCH, dtype=dtype)
         else:
             task = RANDOM[job][2] if job in RANDOM else "sentence-embeddings"
             pipe = npformer.pipeline(task, model=paths["fp32"], batch_size=BATCH, dtype=dtype)

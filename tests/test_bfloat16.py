@@ -17,7 +17,7 @@ from conftest import read_stsb
 from helpers import assert_close, fresh_asm, make_checkpoint, make_sentiment_checkpoint, random_batch
 from npformer import AutoModel, kernels
 from npformer.cli import main
-from npformer.convert import save_quantized
+from npformer.convert import convert, save_quantized
 from npformer.kernels.bfloat16 import BFloat16Tensor, round_to_bfloat16, to_bfloat16, widen
 from npformer.kernels.llvm_ir import HAS_BF16
 
@@ -152,6 +152,32 @@ def test_encoders_against_transformers_with_the_same_roundings(model_type, tmp_p
         assert 0 < worst <= 0.01
 
 
+def test_fill_mask_decodes_with_the_tied_bfloat16_embeddings(tmp_path):
+    """The masked-LM decoder is tied to the word embeddings, so in bfloat16 it multiplies by them
+    rounded, as Transformers does with the rounded table: logits as the NumPy backend's emulation
+    computes them (median difference at float32 rounding), the same best token at most positions."""
+    make_checkpoint(
+        tmp_path,
+        "bert",
+        "masked",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        vocab_size=300,
+    )
+    ids, mask, types = random_batch(np.random.default_rng(2), 300, 2, 12)
+    logits = {}
+    for backend in ("numba", "numpy"):
+        model = npformer.AutoModelForMaskedLM.from_pretrained(tmp_path, dtype="bfloat16", backend=backend)
+        assert model.decoder is model.encoder.embeddings.word and isinstance(model.decoder, BFloat16Tensor)
+        logits[backend] = model(ids, mask, types).logits
+    float32 = npformer.AutoModelForMaskedLM.from_pretrained(tmp_path)(ids, mask, types).logits
+    real = mask.astype(bool)
+    assert np.median(np.abs(logits["numba"] - logits["numpy"])[real]) <= 1e-5
+    assert (logits["numba"].argmax(-1) == float32.argmax(-1))[real].mean() >= 0.9
+
+
 def test_bfloat16_checkpoint(tmp_path, capsys):
     """``quantize --dtype bfloat16`` writes BF16 Linear weights and word embeddings that Transformers
     reads; loaded with ``dtype="bfloat16"`` they give the bits of rounding at load, and a pipeline
@@ -193,6 +219,13 @@ def test_bfloat16_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sentiment", "-m", str(out), "--dtype", "bfloat16", "nice"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in ("NEGATIVE", "POSITIVE")
+
+    theirs.save_pretrained(tmp_path / "bin", safe_serialization=False)  # widened to float32: a .bin to convert
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / "bin" / name).write_bytes((src / name).read_bytes())
+    converted = convert(tmp_path / "bin", tmp_path / "converted", dtype="bfloat16")
+    assert load_file(converted / "model.safetensors").keys() == copy.keys()
+    assert all(torch.equal(load_file(converted / "model.safetensors")[k], copy[k]) for k in copy)
 
     int8 = save_quantized(src, tmp_path / "int8")
     with pytest.raises(ValueError, match="int8 checkpoint; load its float original"):

@@ -12,8 +12,10 @@ to bfloat16 too, multiplies pairs exactly and sums in float32:
   exact in float32, so the two differ only in the order float32 sums are rounded. The emulation is
   the documented fallback: the same accuracy, float32's speed.
 
-Rounding is to nearest, ties to even, on the bits (as ``vcvtneps2bf16`` and PyTorch's
-``tensor.to(torch.bfloat16)`` round finite values). Nothing here imports Numba at module level.
+Rounding is to nearest, ties to even, on the bits, as PyTorch's ``tensor.to(torch.bfloat16)``
+rounds finite values (``tests/test_bfloat16.py``). ``vdpbf16ps`` reads subnormal bfloat16 inputs
+(below 1.2e-38 in magnitude) as zero, which the emulation does not: the one place the two paths
+differ by more than the order of sums. Nothing here imports Numba at module level.
 """
 
 from __future__ import annotations
