@@ -159,7 +159,7 @@ def test_fill_mask_decodes_with_the_tied_bfloat16_embeddings(tmp_path):
     make_checkpoint(
         tmp_path,
         "bert",
-        "masked",
+        "mlm",
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
