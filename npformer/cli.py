@@ -33,7 +33,7 @@ from pathlib import Path
 
 from npformer.commands import COMMANDS, ON_ERROR, Aborted, UserError, run_npy, run_task
 from npformer.retrieval_commands import KINDS  # noqa: F401 - registers search, rerank, sparse-embed, colbert
-from npformer.convert import convert, save_quantized
+from npformer.convert import COPY_DTYPES, convert, save_quantized
 from npformer.models.auto import BACKENDS, DTYPES, build_encoder, open_checkpoint
 from npformer.runtime import set_num_threads
 from npformer.output import JsonLines, OutputError
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument(
         "--dtype",
-        choices=["int8", "bfloat16"],
+        choices=COPY_DTYPES,
         default="int8",
         help="int8: per-channel int8 with float32 scales; bfloat16: Linear weights and word embeddings rounded to bfloat16",
     )

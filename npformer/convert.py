@@ -27,6 +27,8 @@ from npformer.quantization import SCALE_SUFFIX, SCHEME, is_quantized
 from npformer.torch_bin import read_torch_bin
 from npformer.version import __version__
 
+COPY_DTYPES = ("int8", "bfloat16")  # what save_quantized (npformer quantize --dtype) writes
+
 
 def save_quantized(
     src: str | Path,
@@ -53,8 +55,8 @@ def save_quantized(
     other than int8 and bfloat16, if ``src`` is already quantized, ``out_dir`` is the source
     directory, or ``out_dir`` already holds weights and ``overwrite`` is not set.
     """
-    if dtype not in ("int8", "bfloat16"):
-        raise ValueError(f"unknown dtype {dtype!r} for a copy; use 'int8' or 'bfloat16'")
+    if dtype not in COPY_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} for a copy; use one of {COPY_DTYPES}")
     directory, config, weights = open_checkpoint(src, revision)
     if is_quantized(weights):
         raise ValueError(f"{directory} is already quantized ({SCHEME})")
@@ -77,12 +79,11 @@ def save_quantized(
         "source": Path(source_name).name,
         **{k: v for k, v in weights.metadata.items() if k == "converted_from"},
     }
-    arrays = {key: np.ascontiguousarray(arr) for key, arr in tensors.items()}
-    specs = {
+    specs = {  # every array is C-contiguous (made so by _converted_tensors)
         key: TensorSpec(
             dtype="bfloat16" if key in bf16 else arr.dtype.name, shape=arr.shape, data_ptr=arr.ctypes.data, data_len=arr.nbytes
         )
-        for key, arr in arrays.items()
+        for key, arr in tensors.items()
     }
     serialize_file(specs, str(temp), metadata=metadata)
     os.replace(temp, out_dir / "model.safetensors")
@@ -111,21 +112,20 @@ def _converted_tensors(weights, names: list[str], dtype: str) -> tuple[dict, dic
     weights packed) with ``_scale`` beside, or as bfloat16 bits; the rest as stored. Returns
     ``(tensors, packed shapes by name, names stored bfloat16)``."""
     *linears, embeddings = [weights.resolve(name) for name in names]
+    linears = set(linears)
     tensors, packed_shapes, bf16 = {}, {}, set()
     for key, arr in weights.tensors.items():
-        if dtype == "bfloat16" and (key in linears or key == embeddings):
+        if key not in linears and key != embeddings:
+            tensors[key] = np.ascontiguousarray(arr)
+        elif dtype == "bfloat16":
             tensors[key] = to_bfloat16(arr)
             bf16.add(key)
-        elif key in linears or key == embeddings:
+        else:
             q, s = kernels.gemm_int8.quantize_rows(np.ascontiguousarray(arr, dtype=np.float32))
             tensors[key + SCALE_SUFFIX] = s
+            tensors[key] = pack_vnni(q) if key in linears else q
             if key in linears:
-                tensors[key] = pack_vnni(q)
                 packed_shapes[key] = list(q.shape)
-            else:
-                tensors[key] = q
-        else:
-            tensors[key] = np.ascontiguousarray(arr)
     return tensors, packed_shapes, bf16
 
 

@@ -3,9 +3,11 @@ real all-MiniLM-L6-v2 checkpoint, reference tokenizers, tiny random-init checkpo
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +62,20 @@ def read_stsb() -> tuple[list[str], list[str], list[float]]:
             s2.append(cols[i2])
             scores.append(float(cols[isc]))
     return s1, s2, scores
+
+
+@functools.cache
+def stsb_embeddings(directory: Path, dtype: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """A sentence-embeddings model's unit vectors for both sides of STS-B dev and their Spearman
+    correlation (x100) with the gold scores; computed once per (model, dtype) in a test session."""
+    from scipy.stats import spearmanr
+
+    import npformer
+
+    s1, s2, gold = read_stsb()
+    pipe = npformer.pipeline("sentence-embeddings", directory, dtype=dtype, batch_size=64)
+    a, b = pipe(s1), pipe(s2)
+    return a, b, spearmanr((a * b).sum(1), gold).statistic * 100
 
 
 @pytest.fixture(scope="session")

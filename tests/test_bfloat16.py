@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import npformer
-from conftest import read_stsb
+from conftest import stsb_embeddings
 from helpers import assert_close, fresh_asm, make_checkpoint, make_sentiment_checkpoint, random_batch
 from npformer import AutoModel, kernels
 from npformer.cli import main
@@ -235,15 +235,7 @@ def test_bfloat16_checkpoint(tmp_path, capsys):
 def test_minilm_bfloat16_embeddings(minilm_dir):
     """Real model: STS-B dev Spearman within 0.1 points of float32 (the issue's bound), mean
     cosine(float32, bfloat16) at least 0.999."""
-    from scipy.stats import spearmanr
-
-    s1, s2, gold = read_stsb()
-    results = {}
-    for dtype in ("float32", "bfloat16"):
-        pipe = npformer.pipeline("sentence-embeddings", minilm_dir, dtype=dtype, batch_size=64)
-        a, b = pipe(s1), pipe(s2)
-        results[dtype] = (a, b, spearmanr((a * b).sum(1), gold).statistic * 100)
-    (a32, b32, rho32), (a16, b16, rho16) = results["float32"], results["bfloat16"]
+    (a32, b32, rho32), (a16, b16, rho16) = stsb_embeddings(minilm_dir, "float32"), stsb_embeddings(minilm_dir, "bfloat16")
     cos = np.concatenate([(a32 * a16).sum(1), (b32 * b16).sum(1)])
     print(f"STS-B dev: mean cosine(f32, bf16) {cos.mean():.5f} (min {cos.min():.5f}), Spearman f32 {rho32:.3f}, bf16 {rho16:.3f}")
     assert cos.mean() >= 0.999

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import read_stsb
+from conftest import stsb_embeddings
 from helpers import fresh_asm, make_checkpoint, random_batch
 from npformer import AutoModel, QuantizedTensor, quantize
 from npformer.kernels import gemm_int8 as q
@@ -183,17 +183,7 @@ def test_quantized_checkpoint(tmp_path):
 
 def test_minilm_int8_embeddings(minilm_dir):
     """Real model: mean cosine(float32, int8) >= 0.99 on STS-B dev sentences; Spearman drop <= 0.5 points."""
-    from scipy.stats import spearmanr
-
-    import npformer
-
-    s1, s2, gold = read_stsb()
-    results = {}
-    for dtype in ("float32", "int8"):
-        pipe = npformer.pipeline("sentence-embeddings", minilm_dir, dtype=dtype, batch_size=64)
-        a, b = pipe(s1), pipe(s2)
-        results[dtype] = (a, b, spearmanr((a * b).sum(1), gold).statistic * 100)
-    (a32, b32, rho32), (a8, b8, rho8) = results["float32"], results["int8"]
+    (a32, b32, rho32), (a8, b8, rho8) = stsb_embeddings(minilm_dir, "float32"), stsb_embeddings(minilm_dir, "int8")
     cos = np.concatenate([(a32 * a8).sum(1), (b32 * b8).sum(1)])  # vectors are unit length
     print(f"STS-B dev: mean cosine(f32, int8) {cos.mean():.4f}, Spearman f32 {rho32:.2f}, int8 {rho8:.2f}")
     assert cos.mean() >= 0.99

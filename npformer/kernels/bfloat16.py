@@ -59,7 +59,8 @@ class BFloat16Tensor:
         self.shape = tuple(values.shape)
         self._values = values
         self._packed = None  # (uint32 pairs in gemm_f32.pack_rows' layout, n_padded), made on first product
-        self._emulated = None  # the widened weights for the float32 GEMM (no AVX512_BF16, or NumPy)
+        self._widened = None  # float32 values for the NumPy backend's emulation (BLAS)
+        self._emulated = None  # the Numba backend's float32 weight for the emulation (no AVX512_BF16)
 
     @classmethod
     def from_float(cls, w: np.ndarray) -> "BFloat16Tensor":
@@ -89,9 +90,9 @@ class BFloat16Tensor:
 
     def emulated(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         """``x @ W.T + bias`` in NumPy: ``x`` rounded to bfloat16, times the widened weights on BLAS."""
-        if self._emulated is None:
-            self._emulated = self.dense()
-        out = round_to_bfloat16(x) @ self._emulated.T
+        if self._widened is None:
+            self._widened = self.dense()
+        out = round_to_bfloat16(x) @ self._widened.T
         if bias is not None:
             out += bias
         return out
@@ -110,8 +111,7 @@ class BFloat16Tensor:
             if self._emulated is None:
                 dense = self.dense()
                 self._emulated = f32.PackedMatrix(dense) if kernels.llvm_ir.PACKED_F32 else dense
-            rounded = round_to_bfloat16(x)
-            return kernels.linear.linear(rounded, self._emulated, bias, scratch)
+            return kernels.linear.linear(round_to_bfloat16(x), self._emulated, bias, scratch)
         if self._packed is None:
             pairs = np.zeros((n, k + k % 2), np.uint16)
             pairs[:, :k] = self._values

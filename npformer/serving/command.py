@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import os
 
+from npformer.models.auto import DTYPES
+
 
 def add_parser(sub, positive, verbosity) -> None:
     """``npformer serve``'s flags, on the CLI's subparsers (``positive`` and ``verbosity`` are its helpers)."""
@@ -22,7 +24,7 @@ def add_parser(sub, positive, verbosity) -> None:
         metavar="NAME=PATH_OR_ID[@task]",
         help="a model to serve (repeat for several); default: the built-in sentiment model as 'sentiment'",
     )
-    p.add_argument("--dtype", choices=["float32", "int8", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--revision", help="Hub branch, tag or commit of the models")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8080)
