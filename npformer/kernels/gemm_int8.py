@@ -41,7 +41,6 @@ from npformer.kernels.linear import TINY_ROW  # the step rule for subnormal-tiny
 VNNI_ARGS = (
     "x",
     "x_off",
-    "ldx",
     "w",
     "w_off",
     "w_block",
@@ -200,22 +199,27 @@ def store_dequantized(builder, a: Args, accs, lanes: int, rows: int, corrections
 # (12 activation rows x 32 channels = 24 zmm accumulators, dequantization fused into the store;
 # 8- and 4-row ones for the rest of a tile) is written in LLVM IR below. Twelve rows load the two
 # weight vectors once per 24 vpdpbusd instead of 16: 0.92-0.99x the 8-row tile's time at encoder
-# shapes on a Xeon (same bits).
+# shapes on a Xeon (same bits). The kernel reads its rows from a panel (BLIS's packed A): for each
+# step of 4 k, the 4 bytes of each of its ``mr`` rows side by side, so one pointer advancing by
+# ``4 * mr`` bytes addresses every broadcast. Reading the rows in place (12 streams 4 bytes at a
+# time, their addresses kept in spilled registers) ran at 0.4-0.7x this speed on Zen 4, varying
+# from process to process; the panels are copied once per row tile and shared by all channel blocks.
 
 
 def _vnni_kernel(mr):
     """The ``mr x 32`` VNNI micro-kernel as a Numba intrinsic: ``out[i0+a, j0:j0+32] = (sum_k xu[i0+a, k]
     * W[j0:j0+32, k] - 128 * w_sums) * xs * w_scales + bias`` for ``a < mr``, as ``2 * mr`` zmm
-    accumulators over ``k_steps`` steps of 4 bytes (see the block comment)."""
+    accumulators over ``k_steps`` steps of 4 bytes, the rows read from the panel at ``x[x_off:]``
+    (see the block comment)."""
 
-    def kernel(typingctx, x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off):
-        sig = types.none(x, x_off, ldx, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off)
+    def kernel(typingctx, x, x_off, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off):
+        sig = types.none(x, x_off, w, w_off, w_block, k_steps, out, o_off, ldo, xs, i_off, w_sums, w_scales, bias, j_off)
 
         def codegen(context, builder, sig, args):
             i8, i32 = ir.IntType(8), ir.IntType(32)
             v16 = ir.VectorType(i32, LANES)
             a = Args(context, builder, sig, args, VNNI_ARGS)
-            x_off, ldx, w_off, w_block, k_steps, j_off = a.ints("x_off", "ldx", "w_off", "w_block", "k_steps", "j_off")
+            x_off, w_off, w_block, k_steps, j_off = a.ints("x_off", "w_off", "w_block", "k_steps", "j_off")
 
             at = partial(element_at, builder)
 
@@ -225,14 +229,14 @@ def _vnni_kernel(mr):
             )
 
             def step(t, accs):
-                w_step, x_step = builder.mul(t, const(LANES * VNNI_K)), builder.mul(t, const(VNNI_K))
+                w_step, x_step = builder.mul(t, const(LANES * VNNI_K)), builder.mul(t, const(mr * VNNI_K))
                 ws = [
                     builder.load(builder.bitcast(at(w_p, builder.mul(const(h), w_block), w_step), v16.as_pointer()), align=1)
                     for h in range(2)
                 ]
                 new = []
                 for row in range(mr):
-                    xv = builder.load(builder.bitcast(at(x_p, builder.mul(const(row), ldx), x_step), i32.as_pointer()), align=1)
+                    xv = builder.load(builder.bitcast(at(x_p, const(row * VNNI_K), x_step), i32.as_pointer()), align=4)
                     xb = splat(builder, xv, v16)
                     new += [builder.call(dpbusd, [accs[2 * row + h], xb, ws[h]]) for h in range(2)]
                 return new
@@ -275,70 +279,47 @@ def quantize_rows_u8(x, k_padded):
 
 
 @njit(inline="always")
-def _vnni_rows(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded, jb, i0, i1):
-    """Activation rows ``i0:i1`` (a multiple of 4 rows) times the ``jb``-th 32-channel block: 12-row
-    tiles, then one 8- and one 4-row tile for the rest (the same bits whichever tile computes a row)."""
+def _tile_height(rows_left):
+    """Rows of the next micro-kernel tile: 12 while they last, then 8, then 4 (``rows_left % 4 == 0``)."""
+    return VNNI_MR if rows_left >= VNNI_MR else (8 if rows_left >= 8 else 4)
+
+
+@njit(nogil=True)
+def _pack_panels(xu, r0, r1, panel):
+    """Rows ``r0:r1`` of ``xu`` laid out as the micro-kernels' panels (see the block comment), one
+    after another in ``panel`` from its start: the tile of rows ``i0:i0+mr`` at byte ``(i0 - r0) * k_p``,
+    its step ``t`` at ``4 * mr * t`` within, row ``a``'s 4 bytes at ``4 * a`` within that."""
+    k_steps = xu.shape[1] // VNNI_K
+    src, dst = xu.view(np.uint32), panel.view(np.uint32)
+    i0 = r0
+    while i0 < r1:
+        mr = _tile_height(r1 - i0)
+        base = (i0 - r0) * k_steps
+        for t in range(k_steps):
+            for a in range(mr):
+                dst[base + t * mr + a] = src[i0 + a, t]
+        i0 += mr
+
+
+# Called, not inlined, from the parallel loop: inlined into the parfor's body the same micro-kernels
+# ran at 0.5-0.8x this speed on Zen 4.
+@njit(nogil=True)
+def _vnni_rows(panel, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded, jb, r0, r1):
+    """Activation rows ``r0:r1`` (packed by :func:`_pack_panels`) times the ``jb``-th 32-channel
+    block, tile by tile (12, 8, 4 rows; the same bits whichever tile computes a row)."""
     n_padded = out.shape[1]
     k_steps, w_block, w_off, j_off = k_padded // VNNI_K, LANES * k_padded, jb * 2 * LANES * k_padded, jb * NR
-    while i1 - i0 >= VNNI_MR:
-        _vnni_wide(
-            xu,
-            i0 * k_padded,
-            k_padded,
-            w_packed,
-            w_off,
-            w_block,
-            k_steps,
-            out,
-            i0 * n_padded + j_off,
-            n_padded,
-            x_scales,
-            i0,
-            w_sums,
-            w_scales,
-            bias,
-            j_off,
-        )
-        i0 += VNNI_MR
-    if i1 - i0 >= 8:
-        _vnni_8x32(
-            xu,
-            i0 * k_padded,
-            k_padded,
-            w_packed,
-            w_off,
-            w_block,
-            k_steps,
-            out,
-            i0 * n_padded + j_off,
-            n_padded,
-            x_scales,
-            i0,
-            w_sums,
-            w_scales,
-            bias,
-            j_off,
-        )
-        i0 += 8
-    if i1 - i0 >= 4:
-        _vnni_4x32(
-            xu,
-            i0 * k_padded,
-            k_padded,
-            w_packed,
-            w_off,
-            w_block,
-            k_steps,
-            out,
-            i0 * n_padded + j_off,
-            n_padded,
-            x_scales,
-            i0,
-            w_sums,
-            w_scales,
-            bias,
-            j_off,
-        )
+    i0 = r0
+    while i0 < r1:
+        mr = _tile_height(r1 - i0)
+        args = (panel, (i0 - r0) * k_padded, w_packed, w_off, w_block, k_steps, out, i0 * n_padded + j_off)
+        if mr == VNNI_MR:
+            _vnni_wide(*args, n_padded, x_scales, i0, w_sums, w_scales, bias, j_off)
+        elif mr == 8:
+            _vnni_8x32(*args, n_padded, x_scales, i0, w_sums, w_scales, bias, j_off)
+        else:
+            _vnni_4x32(*args, n_padded, x_scales, i0, w_sums, w_scales, bias, j_off)
+        i0 += mr
 
 
 @njit(parallel=True, nogil=True)
@@ -347,16 +328,19 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
     ``rows_p % 8 == 0``), ``w_packed`` from :meth:`QuantizedTensor.packed`, ``bias (n_p,) float32``
     -> written to ``out (rows_p, n_p) float32`` (C-contiguous), which is returned.
 
-    Tiled for the caches: 240 activation rows at a time stay in L2 while the cores split the
-    32-channel blocks; a block's packed weights (``32 * k_p`` bytes) stay in L1 across those rows.
+    Tiled for the caches: 240 activation rows at a time, copied into the micro-kernels' panels
+    (:func:`_pack_panels`), stay in L2 while the cores split the 32-channel blocks; a block's packed
+    weights (``32 * k_p`` bytes) stay in L1 or L2 across those rows.
     Exact (integer sums, then one float32 rounding) against the int64 reference product in
     ``tests/test_quantization.py::test_int8_kernels_are_exact``.
     """
     rows_p, n_padded = out.shape
+    panel = np.empty(min(rows_p, INT8_ROW_TILE) * k_padded, np.uint8)
     for r0 in range(0, rows_p, INT8_ROW_TILE):
         r1 = min(rows_p, r0 + INT8_ROW_TILE)
+        _pack_panels(xu, r0, r1, panel)
         for jb in prange(n_padded // NR):
-            _vnni_rows(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded, jb, r0, r1)
+            _vnni_rows(panel, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded, jb, r0, r1)
     return out
 
 
