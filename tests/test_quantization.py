@@ -62,6 +62,22 @@ def test_int8_kernels_are_exact(rows, k, n_out, seed):
         assert np.array_equal(vnni[:rows, :n_out], avx2)
 
 
+@pytest.mark.parametrize("rows", [248, 488, 725])
+def test_vnni_row_tiles_and_panels(rows):
+    """Inputs longer than one row tile (the VNNI GEMM's 240 rows, split into equal tiles, each copied
+    into the micro-kernels' panels; any path's tiles): every row equals the exact product and has
+    the bits it has alone."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 200)).astype(np.float32)
+    w = QuantizedTensor.from_float(rng.standard_normal((70, 200)).astype(np.float32))
+    xq, xs = q.quantize_rows(x)
+    exact = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
+    whole = w.matmul(x)
+    np.testing.assert_allclose(whole, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max())
+    for part in (slice(0, 13), slice(236, 252), slice(rows - 9, rows)):
+        assert np.array_equal(w.matmul(x[part]), whole[part])
+
+
 def test_int8_kernel_is_vectorized():
     """The hot loop must use packed integer multiply-adds, not scalar arithmetic."""
     w = QuantizedTensor.from_float(np.ones((8, 128), np.float32))

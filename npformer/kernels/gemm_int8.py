@@ -336,8 +336,11 @@ def int8_matmul_vnni(xu, x_scales, w_packed, w_sums, w_scales, bias, out, k_padd
     """
     rows_p, n_padded = out.shape
     panel = np.empty(min(rows_p, INT8_ROW_TILE) * k_padded, np.uint8)
-    for r0 in range(0, rows_p, INT8_ROW_TILE):
-        r1 = min(rows_p, r0 + INT8_ROW_TILE)
+    # row tiles of equal size, in whole 8-row groups: no short last tile streams all the weights
+    # again for a few rows
+    groups, tiles = rows_p // MR, -(-rows_p // INT8_ROW_TILE)
+    for tile in range(tiles):
+        r0, r1 = tile * groups // tiles * MR, (tile + 1) * groups // tiles * MR
         _pack_panels(xu, r0, r1, panel)
         for jb in prange(n_padded // NR):
             _vnni_rows(panel, x_scales, w_packed, w_sums, w_scales, bias, out, k_padded, jb, r0, r1)
