@@ -71,7 +71,7 @@ def describe(directory: Path, config: Config, weights: Weights, encoder: Encoder
         "notes": NOTES,
         "size_bytes": int(sum(f.stat().st_size for f in files)),
         "dtype": "int8" if is_quantized(weights) else "float32",
-        "stored_dtypes": sorted({str(t.dtype) for t in weights.tensors.values()}),
+        "stored_dtypes": weights.stored_dtypes(),
         "id2label": {str(k): v for k, v in config.id2label.items()},
         "task": task.name,
         "output": task.output,

@@ -186,6 +186,11 @@ class Weights:
         file, dtype = self._stored[key]
         return key, dtype, file
 
+    def stored_dtypes(self) -> list[str]:
+        """The dtypes the checkpoint's tensors are stored as, sorted, by NumPy's names (``bfloat16``
+        for BF16, which NumPy lacks): what the file holds, not the float32 that ``get`` returns."""
+        return sorted({"bfloat16" if dtype == "BF16" else np.dtype(_DTYPES[dtype]).name for _, dtype in self._stored.values()})
+
     def raw(self, key: str) -> np.ndarray:
         """The tensor stored under ``key`` as it is in the file (any dtype, unchecked; float16 /
         bfloat16 as float32), for a caller that owns its format (e.g. int8 tensors)."""

@@ -196,6 +196,8 @@ def test_bfloat16_checkpoint(tmp_path, capsys):
     assert stored["bert.embeddings.word_embeddings.weight"] == "BF16"
     assert stored["bert.encoder.layer.1.output.dense.bias"] == "F32" and stored["classifier.weight"] == "F32"
     assert "bfloat16 copy" in (out / "README.md").read_text()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["stored_dtypes"] == ["bfloat16", "float32"]  # what the file holds
 
     ids, mask, types = random_batch(np.random.default_rng(1), 30522, 2, 9)
     at_load = AutoModel.from_pretrained(src, dtype="bfloat16")(ids, mask, types).last_hidden_state
