@@ -263,13 +263,15 @@ class Encoder(Adaptable):
             and isinstance(getattr(self.layers[0], self.layer_class.LINEARS[0]), np.ndarray)
         )
 
-    def scratch(self, rows: int) -> np.ndarray:
-        """This thread's reusable buffer for ``(rows, intermediate_size)`` feed-forward activations
-        (rows and channels padded as the GEMMs write them); grown on demand, never shared between
-        threads, so one model can serve several threads."""
+    def scratch(self, rows: int, width: int | None = None) -> np.ndarray:
+        """This thread's reusable buffer for ``(rows, width)`` float32 activations (``width``:
+        ``intermediate_size`` unless given; rows and channels padded as the GEMMs write them), for
+        a product whose result dies within its block; grown on demand, never shared between
+        threads, so one model can serve several threads. Reusing it spares the page faults of a
+        fresh multi-megabyte array per product."""
         local = self.__dict__.setdefault("_scratch", threading.local())
         ir = kernels.llvm_ir
-        size = ir.round_up(rows, ir.MR) * ir.round_up(self.config.intermediate_size, ir.NR)
+        size = ir.round_up(rows, ir.MR) * ir.round_up(width or self.config.intermediate_size, ir.NR)
         buffer = getattr(local, "buffer", None)
         if buffer is None or buffer.size < size:
             local.buffer = buffer = np.empty(size, np.float32)

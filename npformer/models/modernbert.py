@@ -253,22 +253,24 @@ class ModernBertModel(Encoder):
             self._keep(run, *parts[:2], *rotated, probs, window, *parts[2:], x)
         return x.reshape(batch, seq, hidden), probs if run.output_attentions else None
 
-    def block(self, x, w, attend, positions, width, keep: bool = False):  # noqa: PLR0913
+    def block(self, x, w, attend, positions, width, keep: bool = False, scratch: np.ndarray | None = None):  # noqa: PLR0913
         """The block on ``x (rows, hidden)`` float32, each row at ``positions`` (< ``width``);
         ``attend(q, k, v, cos, sin)`` is the attention, which applies the rotary embedding (``cos``,
         ``sin``: ``(rows, head_dim)``); ``q, k, v`` are views of the fused projection. Returns ``(x,
         intermediates)``: those :meth:`_keep` hands a trace (the activation's copy only with
-        ``keep``)."""
+        ``keep``). With ``scratch`` (:meth:`Encoder.scratch` of ``(rows, max(3 hidden, 2
+        intermediate))``) the fused projection and then ``Wi``'s output are written there, the
+        first dead once attention has read it; the intermediates returned are then not kept."""
         ops, c = self.ops, self.config
         hidden, inter = c.hidden_size, c.intermediate_size
         h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
-        qkv = ops.linear(h, w.qkv_w, w.qkv_b)  # [rows, 3H]
+        qkv = ops.linear(h, w.qkv_w, w.qkv_b, scratch=scratch)  # [rows, 3H]
         cos, sin = self.rotary(width, w.local)
         context = attend(qkv[:, :hidden], qkv[:, hidden : 2 * hidden], qkv[:, 2 * hidden :], cos[positions], sin[positions])
         attended = ops.linear(context, w.o_w, w.o_b)
         x = x + attended
         normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
-        inner = ops.linear(normed, w.wi_w, w.wi_b)
+        inner = ops.linear(normed, w.wi_w, w.wi_b, scratch=scratch)
         gated = ops.gated_activation_for_(inner, c.hidden_act, w.wo_w)
         activated = ops.bias_activation_(np.array(inner[:, :inter]), self.no_bias, c.hidden_act) if keep else None
         mlp = ops.linear(gated, w.wo_w, w.wo_b)
@@ -292,13 +294,14 @@ class ModernBertModel(Encoder):
         c = self.config
         x = self.embeddings(input_ids.reshape(1, -1)[:, rows], None, c.layer_norm_eps, self.ops.layer_norm)[0]
         states = [x] if output_hidden_states else []
+        scratch = None if self.blas_linears else self.scratch(len(rows), max(3 * c.hidden_size, 2 * c.intermediate_size))
         for w in self.layers:
             window = c.local_attention // 2 if w.local else -1
 
             def attend(q, k, v, cos, sin):
                 return self.ops.varlen_attention(q, k, v, offsets, c.num_attention_heads, window, KEY_BLOCK, cos, sin)
 
-            x = self.block(x, w, attend, positions, seq)[0]
+            x = self.block(x, w, attend, positions, seq, scratch=scratch)[0]
             states.append(x) if output_hidden_states else None
         x = self.ops.layer_norm(x, self.final_g, self.final_b, c.layer_norm_eps)
 
