@@ -31,6 +31,11 @@ def test_round_trip_error_is_at_most_half_a_step(w):
     assert np.all(err <= bound)
 
 
+def exact_product(xq: np.ndarray, xs: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """The int64 product of quantized activations ``xq`` (steps ``xs``) and ``w``, dequantized in float64."""
+    return (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 130), st.integers(1, 70), st.integers(0, 2**31))
 def test_int8_kernels_are_exact(rows, k, n_out, seed):
@@ -41,7 +46,7 @@ def test_int8_kernels_are_exact(rows, k, n_out, seed):
     w = QuantizedTensor.from_float(rng.standard_normal((n_out, k)).astype(np.float32))
     xq, xs = q.quantize_rows(x)
     bias = rng.standard_normal(n_out).astype(np.float32)
-    exact = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
+    exact = exact_product(xq, xs, w)
     tol = dict(rtol=1e-6, atol=1e-6 * np.abs(exact).max(initial=1) + 1e-6)
     np.testing.assert_allclose(q.int8_matmul(xq, xs, w.values, w.scales, bias), exact + bias, **tol)
     np.testing.assert_allclose(w.matmul(x), exact, **tol)
@@ -71,7 +76,7 @@ def test_vnni_row_tiles_and_panels(rows):
     x = rng.standard_normal((rows, 200)).astype(np.float32)
     w = QuantizedTensor.from_float(rng.standard_normal((70, 200)).astype(np.float32))
     xq, xs = q.quantize_rows(x)
-    exact = (xq.astype(np.int64) @ w.values.astype(np.int64).T).astype(np.float64) * xs[:, None] * w.scales[None, :]
+    exact = exact_product(xq, xs, w)
     whole = w.matmul(x)
     np.testing.assert_allclose(whole, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max())
     for part in (slice(0, 13), slice(236, 252), slice(rows - 9, rows)):
