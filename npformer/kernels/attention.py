@@ -273,16 +273,17 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
     query ``i`` attends to the keys ``j`` of its sequence with ``|i - j| <= window`` (``window <
     0``: all of them). With ``cos``/``sin`` ``(tokens, head_dim)`` the rotary embedding (Su et al.
     2021) is applied to queries and keys as they are read. Returns the context ``(tokens, hidden)
-    float32``. ``block`` (keys per step) is a multiple of ``F32_NR``; a sequence shorter than it takes
-    its keys in one step of its own length rounded up to ``F32_NR`` (the same bits: the keys beyond
-    are never weighed).
+    float32``. ``block`` (at most this many keys per step) is a multiple of ``F32_NR``.
 
-    Per (sequence, head) pair, in parallel: ``QUERY_BLOCK`` queries at a time against keys in blocks
-    of ``block``, both products on the packed micro-kernel of :mod:`npformer.kernels.gemm_f32` (K^T
-    and V packed once per pair, as :func:`attention` packs them), each query row kept as a running
-    maximum, sum and weighted value sum (the online softmax of FlashAttention, Dao et al. 2022): the
-    scores held are ``QUERY_BLOCK x block``, and a local layer visits only the blocks its band
-    reaches. Reference: the plain softmax of :func:`attention` (tested to 1e-5 up to 8,192 tokens)
+    Per (sequence, head) pair, in parallel: ``QUERY_BLOCK`` queries at a time against the keys any of
+    them attends to (from the first, rounded down to ``F32_NR``, to one past the last, rounded up), in
+    steps of at most ``block`` keys; both products on the packed micro-kernel of
+    :mod:`npformer.kernels.gemm_f32` (K^T and V packed once per pair, as :func:`attention` packs
+    them), each query row kept as a running maximum, sum and weighted value sum (the online softmax
+    of FlashAttention, Dao et al. 2022). The scores held are ``QUERY_BLOCK x block``; a local layer
+    whose band fits in ``block`` keys takes it in one step, and computes no scores outside it beyond
+    the rounding. The steps depend only on the sequence's length, so a text gives the same bits
+    alone or in any batch. Reference: the plain softmax of :func:`attention` (tested to 1e-5 up to 8,192 tokens)
     and Transformers' ModernBERT eager attention with its sliding-window mask.
     """
     tokens, hidden = q.shape
@@ -291,20 +292,20 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
     n_seq = offsets.shape[0] - 1
     scale = F32(1.0 / math.sqrt(d))
     context = np.empty((tokens, hidden), np.float32)
-    zeros = np.zeros(max(block, d_p), np.float32)
+    zeros = np.zeros(d_p, np.float32)
     for pair in prange(n_seq * num_heads):
         tile = np.empty((F32_LANES, d), np.float32)
         s, h = pair // num_heads, pair % num_heads
         start, n, c0 = offsets[s], offsets[s + 1] - offsets[s], h * d
-        width = min(block, round_up(n, F32_NR))  # a short sequence's keys in one block of its own size
-        keys_p = round_up(n, width)
+        keys_p = round_up(n, F32_NR)
         kt = np.zeros(keys_p * d, np.float32)  # blocks of F32_LANES keys, each [d][L]
         vp = np.zeros(d_p * keys_p, np.float32)  # blocks of F32_LANES head dimensions, each [keys_p][L]
         _pack_keys_values(k, v, start, n, c0, d, cos, sin, kt, vp, tile)
         qb = np.empty((QUERY_BLOCK, d), np.float32)
         acc = np.empty((QUERY_BLOCK, d_p), np.float32)
         part = np.empty((QUERY_BLOCK, d_p), np.float32)
-        scores = np.empty((QUERY_BLOCK, width), np.float32)
+        ld = min(block, keys_p)  # the scores' row stride: the widest step
+        scores = np.empty((QUERY_BLOCK, ld), np.float32)
         m = np.empty(QUERY_BLOCK, np.float32)
         total = np.empty(QUERY_BLOCK, np.float32)
         for i0 in range(0, n, QUERY_BLOCK):
@@ -315,7 +316,9 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                 for t in range(d_p):
                     acc[r, t] = F32(0.0)
             lo, hi = (0, n) if window < 0 else (max(0, i0 - window), min(n, i0 + rows + window))
-            for j0 in range((lo // width) * width, hi, width):
+            first, last = lo // F32_NR * F32_NR, round_up(hi, F32_NR)
+            for j0 in range(first, last, block):
+                width = min(block, last - j0)
                 for jb in range(width // F32_NR):
                     tile_rows(
                         qb,
@@ -327,7 +330,7 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                         d,
                         scores,
                         jb * F32_NR,
-                        width,
+                        ld,
                         zeros,
                         0,
                         rows,
@@ -335,12 +338,12 @@ def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=N
                 for r in range(rows):  # the online softmax: scores become this block's weights
                     i = i0 + r
                     a, b = (j0, min(j0 + width, n)) if window < 0 else (max(j0, i - window), min(j0 + width, n, i + window + 1))
-                    m[r], total[r] = _online_softmax_(scores[r], a - j0, b - j0, m[r], total[r], acc[r])
+                    m[r], total[r] = _online_softmax_(scores[r, :width], a - j0, b - j0, m[r], total[r], acc[r])
                 for tb in range(d_p // F32_NR):  # this block's weights times its values
                     tile_rows(
                         scores,
                         0,
-                        width,
+                        ld,
                         vp,
                         tb * F32_NR * keys_p + j0 * F32_LANES,
                         F32_LANES * keys_p,

@@ -179,14 +179,18 @@ def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> n
     return (t * cos[:, None, :] + turned * sin[:, None, :]).reshape(rows, hidden)
 
 
+NUMPY_QUERY_ROWS = 128  # queries per step of the NumPy unpadded attention: (heads, 128, keys) scores held
+
+
 def varlen_attention(q, k, v, offsets, num_heads, window, block, cos=None, sin=None):  # noqa: PLR0913
     """:func:`npformer.kernels.ops.varlen_attention` in NumPy: sequences packed without padding
     (rows ``offsets[s] .. offsets[s + 1]``), keys within ``window`` of each query (``< 0``: all),
     the rotary embedding applied first when ``cos``/``sin`` are given, ``block`` queries at a time
-    against the keys they can reach, so memory holds ``(heads, block, keys)`` scores, never
-    ``(seq, seq)``. Returns the context ``(tokens, hidden) float32``."""
+    (at most ``NUMPY_QUERY_ROWS``) against the keys they can reach, so memory holds ``(heads,
+    block, keys)`` scores, never ``(seq, seq)``. Returns the context ``(tokens, hidden) float32``."""
     tokens, hidden = q.shape
     d = hidden // num_heads
+    block = min(block, NUMPY_QUERY_ROWS)
     if cos is not None:
         q, k = rotary(q, cos, sin, num_heads), rotary(k, cos, sin, num_heads)
     context = np.empty((tokens, hidden), np.float32)

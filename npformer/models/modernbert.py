@@ -43,7 +43,7 @@ from npformer.runtime import one_parallel_runtime
 TOKEN_EMBEDDINGS = "embeddings.tok_embeddings.weight"
 TABLE_CACHE = 8  # sequence lengths whose rotary and window tables are kept
 LOWEST = np.finfo(np.float32).min  # what Transformers puts on the scores of keys out of the window
-KEY_BLOCK = 128  # keys per step of the unpadded pass's online softmax
+KEY_BLOCK = 512  # at most this many keys per step of the unpadded pass's online softmax
 
 
 @dataclass
