@@ -287,6 +287,37 @@ def test_layer_norm_writes_the_next_products_input():
     np.testing.assert_allclose(reference, two_steps, rtol=1e-5, atol=1e-5)
 
 
+def test_pre_ln_add_and_norm_writes_the_next_products_input():
+    """ops.residual_layer_norm_for_ (a pre-LN block's Add & Norm, ModernBERT's) adds the residual in
+    place with NumPy's bits, then gives ops.layer_norm's bits and, for an int8 weight, the
+    quantization ops.prepared would make of them; without a residual it leaves x as it is; strided
+    rows and float weights take the separate steps; the NumPy backend agrees (1e-5)."""
+    from npformer.kernels.linear import QuantizedRows, QuantizedTensor
+
+    rng = np.random.default_rng(12)
+    x, residual = rng.standard_normal((2, 45, 96)).astype(np.float32)
+    gamma, beta = rng.standard_normal((2, 96)).astype(np.float32)
+    weight = QuantizedTensor.from_float(rng.standard_normal((40, 96)).astype(np.float32))
+    for res in (residual, None):
+        summed = x + res if res is not None else x.copy()
+        expected = kernels.layer_norm(summed, gamma, beta, 1e-5)
+        quantized = kernels.prepared(expected, weight)
+        for rows in (x.copy(), np.repeat(x, 2, axis=1)[:, ::2]):  # contiguous, then strided
+            out, ready = kernels.residual_layer_norm_for_(rows, res, gamma, beta, 1e-5, weight)
+            assert out is rows
+            np.testing.assert_array_equal(out, summed)
+            assert isinstance(ready, QuantizedRows)
+            np.testing.assert_array_equal(ready.source, expected)
+            np.testing.assert_array_equal(ready.values, quantized.values)
+            np.testing.assert_array_equal(ready.scales, quantized.scales)
+        out, ready = kernels.residual_layer_norm_for_(x.copy(), res, gamma, beta, 1e-5, weight.dequantize())
+        np.testing.assert_array_equal(out, summed)
+        np.testing.assert_array_equal(ready, expected)
+        out, reference = numpy_ops.residual_layer_norm_for_(x.copy(), res, gamma, beta, 1e-5, weight)
+        np.testing.assert_array_equal(out, summed)
+        np.testing.assert_allclose(reference, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_vector_packing_moves_values_exactly():
     """pack.copy_vector scales one vector; pack.transpose_tile writes a tile's columns: against NumPy."""
     from npformer.kernels.jit import njit

@@ -137,6 +137,14 @@ def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
     return x, x
 
 
+def residual_layer_norm_for_(x, residual, gamma, beta, eps, weight):
+    """In place ``x += residual`` (skipped when ``residual`` is None) -> ``(x, LayerNorm(x))``, the
+    second a new array (:func:`prepared` leaves it as it is); a pre-LN block's "Add & Norm"."""
+    if residual is not None:
+        np.add(x, residual, out=x)
+    return x, layer_norm(x, gamma, beta, eps)
+
+
 def attention(q, k, v, mask, num_heads, probs, bias=None):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), ``softmax(Q K^T / sqrt(d_head)
     + mask) V``, as :func:`npformer.kernels.ops.attention`: ``q, k, v (batch * seq, hidden) float32``,

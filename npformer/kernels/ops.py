@@ -170,6 +170,41 @@ def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
     return x, QuantizedRows(values, scales, x)
 
 
+@njit(parallel=True, fastmath=FASTMATH, nogil=True)
+def residual_layer_norm_quantize_(x, residual, gamma, beta, eps, out, q, scales, shift):
+    """In place ``x += residual`` (none when ``residual`` is None), ``out = LayerNorm(x)``, and each
+    row of ``out`` quantized for the next int8 GEMM into ``q``, ``scales`` (padding included) as
+    :func:`bias_residual_layer_norm_quantize_` does it. Returns ``(q, scales)``."""
+    rows, n = x.shape
+    for i in prange(q.shape[0]):
+        if i < rows:
+            if residual is not None:
+                for j in range(n):
+                    x[i, j] = x[i, j] + residual[i, j]
+            _layer_norm_row(x[i], out[i], gamma, beta, eps)
+            quantize_into(out[i], q, scales, i, shift)
+        else:
+            zero_row(q, i, shift)
+    return q, scales
+
+
+def residual_layer_norm_for_(x, residual, gamma, beta, eps, weight):
+    """A pre-LN block's "Add & Norm": in place ``x += residual`` (skipped when ``residual`` is None),
+    then ``(x, ready)``: ``x`` for the residual stream and ``ready``, ``LayerNorm(x)`` (a new array)
+    as :func:`prepared` returns it for ``weight``, the next Linear layer; for an int8 weight each
+    row is quantized as soon as it is normalized (the same bits as the separate steps). All float32,
+    ``(rows, n)`` / ``(n,)``; reference: torch.nn.LayerNorm after the residual sum, as Transformers'
+    ModernBertEncoderLayer computes ``mlp_norm(hidden_states + attn_out)``."""
+    if not isinstance(weight, QuantizedTensor) or not x.flags.c_contiguous:
+        if residual is not None:
+            np.add(x, residual, out=x)
+        return x, prepared(layer_norm(x, gamma, beta, eps), weight)
+    values, scales, shift = activation_buffers(*x.shape)
+    out = np.empty(x.shape, np.float32)
+    residual_layer_norm_quantize_(x, residual, gamma, beta, eps, out, values, scales, shift)
+    return x, QuantizedRows(values, scales, out)
+
+
 @contextlib.contextmanager
 def threads(n: int):
     """Context for a forward pass: Numba's parallel kernels on ``n`` threads (``numba.set_num_threads``

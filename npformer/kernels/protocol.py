@@ -65,6 +65,13 @@ class Ops(Protocol):
         """:meth:`bias_residual_layer_norm_` -> ``(x, ready)``: ``x`` for the residual, ``ready`` as
         :meth:`prepared` gives it for ``weight`` (the Numba backend quantizes each row as it is normalized)."""
 
+    def residual_layer_norm_for_(
+        self, x: np.ndarray, residual: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray, eps: float, weight
+    ):
+        """A pre-LN "Add & Norm": ``x += residual`` in place (unless None) -> ``(x, ready)``,
+        ``ready`` being ``LayerNorm(x)`` as :meth:`prepared` gives it for ``weight`` (the Numba
+        backend quantizes each row for an int8 weight as it is normalized)."""
+
     def bias_activation_(self, x: np.ndarray, bias: np.ndarray, hidden_act: str) -> np.ndarray:
         """``act(x + bias)`` in place for a ``hidden_act`` of :data:`npformer.kernels.numpy_ops.ACTIVATIONS`."""
 

@@ -263,20 +263,22 @@ class ModernBertModel(Encoder):
         first dead once attention has read it; the intermediates returned are then not kept."""
         ops, c = self.ops, self.config
         hidden, inter = c.hidden_size, c.intermediate_size
-        h = x if w.attn_norm_g is None else ops.layer_norm(x, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps)
+        h = x  # the norms' outputs come as the next product reads them (int8: quantized as normalized)
+        if w.attn_norm_g is not None:
+            h = ops.residual_layer_norm_for_(x, None, w.attn_norm_g, w.attn_norm_b, c.layer_norm_eps, w.qkv_w)[1]
         qkv = ops.linear(h, w.qkv_w, w.qkv_b, scratch=scratch)  # [rows, 3H]
         cos, sin = self.rotary(width, w.local)
         context = attend(qkv[:, :hidden], qkv[:, hidden : 2 * hidden], qkv[:, 2 * hidden :], cos[positions], sin[positions])
         attended = ops.linear(context, w.o_w, w.o_b)
-        x = x + attended
-        normed = ops.layer_norm(x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps)
+        summed = attended.copy() if keep else attended  # x + attended, in place unless traced
+        x, normed = ops.residual_layer_norm_for_(summed, x, w.mlp_norm_g, w.mlp_norm_b, c.layer_norm_eps, w.wi_w)
         inner = ops.linear(normed, w.wi_w, w.wi_b, scratch=scratch)
         gated = ops.gated_activation_for_(inner, c.hidden_act, w.wo_w)
         activated = ops.bias_activation_(np.array(inner[:, :inter]), self.no_bias, c.hidden_act) if keep else None
         mlp = ops.linear(gated, w.wo_w, w.wo_b)
-        x = x + mlp
-        attn_norm = h if w.attn_norm_g is not None else None
-        return x, (attn_norm, qkv, attended, normed, inner, activated, mlp)
+        x = x + mlp if keep else np.add(mlp, x, out=mlp)
+        attn_norm = getattr(h, "source", h) if w.attn_norm_g is not None else None
+        return x, (attn_norm, qkv, attended, getattr(normed, "source", normed), inner, activated, mlp)
 
     def unpadded(self, input_ids: np.ndarray, attention_mask: np.ndarray, output_hidden_states: bool):
         """The pass over the real tokens only (ModernBERT's unpadding): ``(last_hidden_state,
