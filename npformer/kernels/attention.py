@@ -161,14 +161,14 @@ def attention(q, k, v, mask, num_heads, probs, bias=None):
             _masked_softmax_row_(scores[i, :seq], mask[b], n_valid, n_keys)
             if keep_probs:
                 probs[b, h, i] = scores[i, :seq]
-        if d == d_p:  # whole column blocks: the products write the head's columns of the context
-            for jb in range(d_p // F32_NR):
-                o_off = r0 * hidden + c0 + jb * F32_NR
-                tile_rows(scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, context, o_off, hidden, zeros, 0, seq)
-        else:
-            ctx = np.empty((seq, d_p), np.float32)
-            for jb in range(d_p // F32_NR):
-                tile_rows(scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, ctx, jb * F32_NR, d_p, zeros, 0, seq)
+        direct = d == d_p  # whole column blocks: the products write the head's columns of the context
+        ctx = context if direct else np.empty((seq, d_p), np.float32)
+        o_off, ldo = (r0 * hidden + c0, hidden) if direct else (0, d_p)
+        for jb in range(d_p // F32_NR):
+            tile_rows(
+                scores, 0, keys_p, vp, jb * F32_NR * seq, F32_LANES * seq, seq, ctx, o_off + jb * F32_NR, ldo, zeros, 0, seq
+            )
+        if not direct:
             context[r0 : r0 + seq, c0 : c0 + d] = ctx[:, :d]
     return context
 

@@ -141,17 +141,22 @@ def bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps):
 
 
 @njit(parallel=True, fastmath=FASTMATH, nogil=True)
-def bias_residual_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, q, scales, shift):
-    """:func:`bias_residual_layer_norm_`, and each finished row quantized for the next int8 GEMM
-    into ``q``, ``scales`` (padding included) as ``activations.bias_activation_quantize_`` does it.
-    Returns ``(q, scales)``."""
+def add_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, out, q, scales, shift):  # noqa: PLR0913
+    """The "Add & Norm" steps with the next int8 GEMM's quantization: in place ``x = x + bias +
+    residual`` (each term skipped when None), ``out = LayerNorm(x)`` (``out`` may be ``x``), and
+    each row of ``out`` quantized into ``q``, ``scales`` (padding included) as
+    ``activations.bias_activation_quantize_`` does it. Returns ``(q, scales)``."""
     rows, n = x.shape
     for i in prange(q.shape[0]):
         if i < rows:
-            for j in range(n):
-                x[i, j] = x[i, j] + bias[j] + residual[i, j]
-            _layer_norm_row(x[i], x[i], gamma, beta, eps)
-            quantize_into(x[i], q, scales, i, shift)
+            if bias is not None:
+                for j in range(n):
+                    x[i, j] = x[i, j] + bias[j]
+            if residual is not None:
+                for j in range(n):
+                    x[i, j] = x[i, j] + residual[i, j]
+            _layer_norm_row(x[i], out[i], gamma, beta, eps)
+            quantize_into(out[i], q, scales, i, shift)
         else:
             zero_row(q, i, shift)
     return q, scales
@@ -166,26 +171,8 @@ def bias_residual_layer_norm_for_(x, bias, residual, gamma, beta, eps, weight):
         x = bias_residual_layer_norm_(x, bias, residual, gamma, beta, eps)
         return x, prepared(x, weight)
     values, scales, shift = activation_buffers(*x.shape)
-    bias_residual_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, values, scales, shift)
+    add_layer_norm_quantize_(x, bias, residual, gamma, beta, eps, x, values, scales, shift)
     return x, QuantizedRows(values, scales, x)
-
-
-@njit(parallel=True, fastmath=FASTMATH, nogil=True)
-def residual_layer_norm_quantize_(x, residual, gamma, beta, eps, out, q, scales, shift):
-    """In place ``x += residual`` (none when ``residual`` is None), ``out = LayerNorm(x)``, and each
-    row of ``out`` quantized for the next int8 GEMM into ``q``, ``scales`` (padding included) as
-    :func:`bias_residual_layer_norm_quantize_` does it. Returns ``(q, scales)``."""
-    rows, n = x.shape
-    for i in prange(q.shape[0]):
-        if i < rows:
-            if residual is not None:
-                for j in range(n):
-                    x[i, j] = x[i, j] + residual[i, j]
-            _layer_norm_row(x[i], out[i], gamma, beta, eps)
-            quantize_into(out[i], q, scales, i, shift)
-        else:
-            zero_row(q, i, shift)
-    return q, scales
 
 
 def residual_layer_norm_for_(x, residual, gamma, beta, eps, weight):
@@ -201,7 +188,7 @@ def residual_layer_norm_for_(x, residual, gamma, beta, eps, weight):
         return x, prepared(layer_norm(x, gamma, beta, eps), weight)
     values, scales, shift = activation_buffers(*x.shape)
     out = np.empty(x.shape, np.float32)
-    residual_layer_norm_quantize_(x, residual, gamma, beta, eps, out, values, scales, shift)
+    add_layer_norm_quantize_(x, None, residual, gamma, beta, eps, out, values, scales, shift)
     return x, QuantizedRows(values, scales, out)
 
 
