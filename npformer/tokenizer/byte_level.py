@@ -143,9 +143,14 @@ def is_space_char(ch: str) -> bool:
     return ch == "Ġ" or ch in WHITESPACE
 
 
+_NO_SPACES = (0, 0)
+
+
 def _space_counts(token: str) -> tuple[int, int]:
-    """How many spaces (``Ġ`` or whitespace) ``token`` starts and ends with."""
-    return len(token) - len(token.lstrip(_TRIM_CHARS)), len(token) - len(token.rstrip(_TRIM_CHARS))
+    """How many spaces (``Ġ`` or whitespace) ``token`` starts and ends with (:data:`_NO_SPACES`
+    itself when none)."""
+    counted = len(token) - len(token.lstrip(_TRIM_CHARS)), len(token) - len(token.rstrip(_TRIM_CHARS))
+    return _NO_SPACES if counted == _NO_SPACES else counted
 
 
 _SPACE_COUNTS: dict[str, tuple[int, int]] = {}  # token -> _space_counts(token), for the first TRIM_CACHE tokens seen
@@ -157,21 +162,25 @@ def trim_offsets(tokens: list[str], offsets: list[tuple[int, int]], add_prefix_s
     ``byte_level::process_offsets``): the first token keeps the one space ``add_prefix_space`` put
     before it."""
     out, counts = [], _SPACE_COUNTS
-    for i, token in enumerate(tokens):
-        start, end = offsets[i]
+    keep = out.append
+    for token, offset in zip(tokens, offsets):
         counted = counts.get(token)
         if counted is None:
             counted = _space_counts(token)
             if len(counts) < TRIM_CACHE:
                 counts[token] = counted
+        if counted is _NO_SPACES:
+            keep(offset)
+            continue
+        start, end = offset
         leading, trailing = counted
-        if leading == 1 and add_prefix_space and (i == 0 or start == 0):
+        if leading == 1 and add_prefix_space and (not out or start == 0):
             leading = 0
         if leading:
             start = min(start + leading, end)
         if trailing and end >= trailing:
             end = max(end - trailing, start)
-        out.append((start, end))
+        keep((start, end))
     return out
 
 

@@ -46,17 +46,18 @@ class Encoding:
 
 @dataclass
 class Pieces:
-    """The WordPiece tokens of one text, without special tokens, kept compact for long texts.
+    """The tokens of one text, without special tokens, kept compact for long texts.
 
-    ``ids``, ``starts``, ``ends`` (character offsets into the text) and ``word_ids`` are
-    ``(n_tokens,) int32`` arrays: 16 bytes per token, where Python lists of ints and offset
-    tuples cost about 300. Windows of it become list-based :class:`Encoding` objects.
+    ``ids``, ``starts``, ``ends`` (character offsets into the text) and ``word_ids`` are ``array("i")``
+    columns of ``n_tokens`` int32 each (the buffers the tokenizer appended them to, read by NumPy
+    through the buffer protocol): 16 bytes per token, where Python lists of ints and offset tuples
+    cost about 300. Windows of it become list-based :class:`Encoding` objects.
     """
 
-    ids: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-    word_ids: np.ndarray
+    ids: array
+    starts: array
+    ends: array
+    word_ids: array
     texts: dict[int, str] = field(default_factory=dict)  # position -> token string, where not the vocabulary's
 
     def __len__(self) -> int:
@@ -64,13 +65,15 @@ class Pieces:
 
     def window(self, start: int, stop: int, ids_to_tokens: dict[int, str], sequence_id: int) -> Encoding:
         """Tokens ``start:stop`` as an :class:`Encoding` whose ``sequence_ids`` are ``sequence_id``."""
-        ids = self.ids[start:stop].tolist()
-        offsets = list(zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist()))
-        tokens = [ids_to_tokens[i] for i in ids]
+        ids, starts, ends, word_ids = self.ids, self.starts, self.ends, self.word_ids
+        if start != 0 or stop != len(ids):
+            ids, starts, ends, word_ids = ids[start:stop], starts[start:stop], ends[start:stop], word_ids[start:stop]
+        ids, starts, ends, word_ids = ids.tolist(), starts.tolist(), ends.tolist(), word_ids.tolist()
+        tokens = list(map(ids_to_tokens.__getitem__, ids))
         for k, text in self.texts.items():
             if start <= k < stop:
                 tokens[k - start] = text
-        return Encoding(ids, tokens, offsets, self.word_ids[start:stop].tolist(), [sequence_id] * len(ids))
+        return Encoding(ids, tokens, list(zip(starts, ends)), word_ids, [sequence_id] * len(ids))
 
 
 def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Encoding:
@@ -91,10 +94,6 @@ def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Enco
         special_tokens_mask=enc.special_tokens_mask + [1] * n,
         attention_mask=enc.attention_mask + [0] * n,
     )
-
-
-def int32_array(values: array, n: int) -> np.ndarray:
-    return np.frombuffer(values, dtype=np.int32)[:n].copy() if n else np.zeros(0, np.int32)
 
 
 class BatchEncoding(dict):

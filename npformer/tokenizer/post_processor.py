@@ -20,15 +20,16 @@ from npformer.tokenizer.encoding import Encoding
 Item = tuple
 
 
-def _apply(template: list[Item], a: Encoding, b: Encoding | None) -> Encoding:
-    """The encoding ``template`` spells with sequences ``a`` and ``b``."""
+def _apply(template: list[Item], a: Encoding, b: Encoding | None, trim: bool | None = None) -> Encoding:
+    """The encoding ``template`` spells with sequences ``a`` and ``b``; with ``trim`` not None, their
+    offsets trimmed (:func:`~npformer.tokenizer.byte_level.trim_offsets` with ``add_prefix_space=trim``)."""
     ids, tokens, offsets, word_ids, seq_ids, type_ids, special = [], [], [], [], [], [], []
     for piece, type_id in template:
         if piece in ("A", "B"):
             enc = a if piece == "A" else b
             ids += enc.ids
             tokens += enc.tokens
-            offsets += enc.offsets
+            offsets += enc.offsets if trim is None else trim_offsets(enc.tokens, enc.offsets, trim)
             word_ids += enc.word_ids
             seq_ids += [0 if piece == "A" else 1] * len(enc)
             type_ids += [type_id] * len(enc)
@@ -81,14 +82,10 @@ class RobertaProcessing:
         return 4 if is_pair else 2
 
     def process(self, a: Encoding, b: Encoding | None) -> Encoding:
-        if self.trim_offsets:
-            a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, self.add_prefix_space))
-            if b is not None:
-                b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, self.add_prefix_space))
-        cls, sep = self.cls, self.sep
+        cls, sep, trim = self.cls, self.sep, self.add_prefix_space if self.trim_offsets else None
         if b is None:
-            return _apply([(cls, 0), ("A", 0), (sep, 0)], a, None)
-        return _apply([(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)], a, b)
+            return _apply([(cls, 0), ("A", 0), (sep, 0)], a, None, trim)
+        return _apply([(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)], a, b, trim)
 
 
 @dataclass(frozen=True)
@@ -102,11 +99,8 @@ class ByteLevelProcessing:
         return 0
 
     def process(self, a: Encoding, b: Encoding | None) -> Encoding:
-        if self.trim_offsets:
-            a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, self.add_prefix_space))
-            if b is not None:
-                b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, self.add_prefix_space))
-        return _apply([("A", 0)] + ([("B", 1)] if b is not None else []), a, b)
+        trim = self.add_prefix_space if self.trim_offsets else None
+        return _apply([("A", 0)] + ([("B", 1)] if b is not None else []), a, b, trim)
 
 
 @dataclass(frozen=True)

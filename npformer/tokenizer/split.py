@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from array import array
 
-from npformer.tokenizer.encoding import Pieces, int32_array
+from npformer.tokenizer.encoding import Pieces
 from npformer.tokenizer.unigram import Unigram
 
 MATCH_CACHE = 200_000  # words whose pieces the fast loop remembers (keyed as matched, before any byte mapping)
@@ -84,14 +84,16 @@ def text_pieces(tok, text: str, max_tokens: int | None = None) -> Pieces:
                 word += 1
                 if len(ids) >= limit:
                     break
-    n = min(len(ids), limit)
-    return Pieces(
-        int32_array(ids, n),
-        int32_array(starts, n),
-        int32_array(ends, n),
-        int32_array(words, n),
-        {k: v for k, v in texts.items() if k < n},
-    )
+    return _cut(Pieces(ids, starts, ends, words, texts), limit)
+
+
+def _cut(pieces: Pieces, limit: int) -> Pieces:
+    """``pieces`` without the tokens past ``limit`` (the last word's pieces may reach beyond it)."""
+    if len(pieces) > limit:
+        for column in (pieces.ids, pieces.starts, pieces.ends, pieces.word_ids):
+            del column[limit:]
+        pieces.texts = {k: v for k, v in pieces.texts.items() if k < limit}
+    return pieces
 
 
 def _kept_char_for_char(align) -> bool:
