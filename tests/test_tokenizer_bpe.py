@@ -72,6 +72,24 @@ def test_sst2_wikitext_and_added_tokens(gpt2):
         assert_same(ours, ref, texts[:64], padding=True, **KEYS)
 
 
+def test_offsets_read_as_the_reference_encodings_list(gpt2):
+    """``Encoding.offsets`` keeps two int columns and trims the byte-level spaces only when first
+    read; read any way (iterated, indexed, sliced, compared, as an array, concatenated) it is the
+    Rust encoding's list of ``(start, end)`` tuples, for single texts and pairs."""
+    _, ours, ref = gpt2
+    texts = ["Hello  world, it's   fine", "  leading and trailing  ", "naïve café 😀"]
+    got = ours(texts, texts[::-1], padding=True)
+    want = ref(texts, texts[::-1], padding=True)
+    for i in range(len(texts)):
+        offsets, expected = got.encodings[i].offsets, want.encodings[i].offsets[: len(got.encodings[i])]
+        assert list(offsets) == expected and offsets == expected and expected == offsets
+        assert [offsets[k] for k in range(len(offsets))] == expected
+        assert offsets[2:-1] == expected[2:-1] and offsets[-1] == expected[-1]
+        np.testing.assert_array_equal(np.asarray(offsets), np.array(expected).reshape(-1, 2))
+        assert offsets + [(0, 0)] == expected + [(0, 0)] and [(0, 0)] + offsets == [(0, 0)] + expected
+        assert repr(offsets) == repr(expected) and offsets != expected[:-1]
+
+
 def test_pairs_truncation_and_windows(gpt2):
     files, _, ref = gpt2
     for question, context in read_squad()[:40]:

@@ -158,7 +158,7 @@ class Tokenizer:
         self.post_processor, self.decoder = post_processor, decoder
         self.added_tokens = AddedTokens(added_tokens, normalizer)
         self.model_max_length = model_max_length
-        self.match_cache: dict[str, list] = {}  # a word as the pre-tokenizer's regex matched it -> its pieces (split.py)
+        self.match_cache: dict[str, tuple] = {}  # a word as the pre-tokenizer's regex matched it -> its pieces (split.py)
         self.truncation_side = check_side(truncation_side)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.model_input_names = tuple(model_input_names)

@@ -51,18 +51,19 @@ class BPE:
                 if part not in vocab:
                     raise ValueError(f"merge {rank} ({left!r} {right!r}): {part!r} is not in the vocabulary")
             self.ranks.setdefault((left, right), rank)
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
     @property
     def continuing_subword_prefix(self) -> str:
         """The prefix of a word's non-first pieces (``""`` for byte-level BPE), tokenizers' name."""
         return self.prefix
 
-    def __call__(self, word: str) -> list[tuple[int, int, int]]:
+    def __call__(self, word: str) -> tuple[tuple[int, int, int], ...]:
         cached = self._cache.get(word)
         if cached is not None:
             return cached
         pieces = self._tokenize(word)
+        pieces = tuple(pieces)  # of tuples of ints, which the garbage collector stops tracking
         if len(self._cache) < CACHE_WORDS:
             self._cache[word] = pieces
         return pieces

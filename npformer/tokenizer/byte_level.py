@@ -157,31 +157,28 @@ _SPACE_COUNTS: dict[str, tuple[int, int]] = {}  # token -> _space_counts(token),
 TRIM_CACHE = 100_000
 
 
-def trim_offsets(tokens: list[str], offsets: list[tuple[int, int]], add_prefix_space: bool) -> list[tuple[int, int]]:
+def trim_offsets(tokens: list[str], add_prefix_space: bool, at: int, starts, ends) -> None:
     """Offsets without the spaces a token starts or ends with (``tokenizers``'
-    ``byte_level::process_offsets``): the first token keeps the one space ``add_prefix_space`` put
-    before it."""
-    out, counts = [], _SPACE_COUNTS
-    keep = out.append
-    for token, offset in zip(tokens, offsets):
+    ``byte_level::process_offsets``), in place: ``starts[at + i]``, ``ends[at + i]`` are the
+    character offsets of ``tokens[i]`` (int arrays or lists). The first token keeps the one space
+    ``add_prefix_space`` put before it."""
+    counts = _SPACE_COUNTS
+    for i, token in enumerate(tokens):
         counted = counts.get(token)
         if counted is None:
             counted = _space_counts(token)
             if len(counts) < TRIM_CACHE:
                 counts[token] = counted
         if counted is _NO_SPACES:
-            keep(offset)
             continue
-        start, end = offset
         leading, trailing = counted
-        if leading == 1 and add_prefix_space and (not out or start == 0):
+        start, end = starts[at + i], ends[at + i]
+        if leading == 1 and add_prefix_space and (i == 0 or start == 0):
             leading = 0
         if leading:
-            start = min(start + leading, end)
+            start = starts[at + i] = min(start + leading, end)
         if trailing and end >= trailing:
-            end = max(end - trailing, start)
-        keep((start, end))
-    return out
+            ends[at + i] = max(end - trailing, start)
 
 
 def decode_bytes(tokens: list[str]) -> str:

@@ -17,12 +17,89 @@ PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_SIDES = ("right", "left")
 
 
+class Offsets:
+    """The ``(start, end)`` character offsets of an encoding's tokens: a read-only sequence of
+    tuples, as ``tokenizers.Encoding.offsets`` is a list of them, kept as two ``array("i")``
+    columns, so that no tuple per token is made (nor tracked by the garbage collector) until one
+    is read. ``pending`` holds edits still to make, in order, when the offsets are first read:
+    callables ``edit(starts, ends)`` changing the two arrays in place (the byte-level
+    post-processor's trimming, which a classification never reads). Compares equal to any sequence
+    of the same pairs; ``+`` concatenates (with a list of pairs too); NumPy reads it as ``(n, 2)``.
+    """
+
+    __slots__ = ("_starts", "_ends", "_pending")
+
+    def __init__(self, starts: array, ends: array, pending: tuple = ()):
+        self._starts, self._ends, self._pending = starts, ends, pending
+
+    @classmethod
+    def of(cls, values) -> "Offsets":
+        """``values`` itself when an :class:`Offsets`, else one made of its ``(start, end)`` pairs."""
+        if isinstance(values, Offsets):
+            return values
+        values = list(values)
+        return cls(array("i", [a for a, _ in values]), array("i", [b for _, b in values]))
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, ()
+        for edit in pending:
+            edit(self._starts, self._ends)
+
+    @property
+    def starts(self) -> array:
+        """Each token's start, ``(n,)`` int32 (``array("i")``; do not change it)."""
+        if self._pending:
+            self._settle()
+        return self._starts
+
+    @property
+    def ends(self) -> array:
+        """Each token's end (one past its last character), as :attr:`starts`."""
+        if self._pending:
+            self._settle()
+        return self._ends
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, i):
+        starts, ends = self.starts, self.ends
+        return Offsets(starts[i], ends[i]) if isinstance(i, slice) else (starts[i], ends[i])
+
+    def __iter__(self):
+        return zip(self.starts, self.ends)
+
+    def __eq__(self, other) -> bool:
+        try:
+            return list(self) == list(other)
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __add__(self, other) -> "Offsets":
+        other = Offsets.of(other)
+        return Offsets(self.starts + other.starts, self.ends + other.ends)
+
+    def __radd__(self, other) -> "Offsets":
+        return Offsets.of(other) + self
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty((len(self), 2), np.int64)
+        out[:, 0], out[:, 1] = self.starts, self.ends
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 @dataclass
 class Encoding:
     """One encoded sequence (or one overflow window), as ``tokenizers.Encoding``.
 
     All lists have the same length ``seq_len``. ``offsets`` are ``(start, end)`` character offsets
-    into the original text of the sequence each token came from, ``(0, 0)`` for special tokens.
+    into the original text of the sequence each token came from, ``(0, 0)`` for special tokens (an
+    :class:`Offsets`, read as a list of tuples, or a list).
     ``word_ids`` index the pre-tokenized words of that sequence (None for special tokens);
     ``sequence_ids`` are 0 (first text), 1 (second text) or None (special tokens).
     ``truncated`` is True when tokens of the input(s) are not in this window (truncation cut them
@@ -31,7 +108,7 @@ class Encoding:
 
     ids: list[int]
     tokens: list[str]
-    offsets: list[tuple[int, int]]
+    offsets: Offsets | list[tuple[int, int]]
     word_ids: list[int | None]
     sequence_ids: list[int | None]
     type_ids: list[int] = field(default_factory=list)
@@ -68,12 +145,12 @@ class Pieces:
         ids, starts, ends, word_ids = self.ids, self.starts, self.ends, self.word_ids
         if start != 0 or stop != len(ids):
             ids, starts, ends, word_ids = ids[start:stop], starts[start:stop], ends[start:stop], word_ids[start:stop]
-        ids, starts, ends, word_ids = ids.tolist(), starts.tolist(), ends.tolist(), word_ids.tolist()
+        ids, word_ids = ids.tolist(), word_ids.tolist()
         tokens = list(map(ids_to_tokens.__getitem__, ids))
         for k, text in self.texts.items():
             if start <= k < stop:
                 tokens[k - start] = text
-        return Encoding(ids, tokens, list(zip(starts, ends)), word_ids, [sequence_id] * len(ids))
+        return Encoding(ids, tokens, Offsets(starts, ends), word_ids, [sequence_id] * len(ids))
 
 
 def pad_encoding(enc: Encoding, width: int, pad_id: int, pad_token: str) -> Encoding:

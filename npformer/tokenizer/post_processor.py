@@ -11,10 +11,12 @@ Reference: tokenizers ``processors/bert.rs``, ``roberta.rs``, ``template.rs``, `
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, replace
+from functools import partial
 
 from npformer.tokenizer.byte_level import trim_offsets
-from npformer.tokenizer.encoding import Encoding
+from npformer.tokenizer.encoding import Encoding, Offsets
 
 # A template item: ("A" | "B", type_id) for a sequence, or ((token, id), type_id) for a special token
 Item = tuple
@@ -22,14 +24,20 @@ Item = tuple
 
 def _apply(template: list[Item], a: Encoding, b: Encoding | None, trim: bool | None = None) -> Encoding:
     """The encoding ``template`` spells with sequences ``a`` and ``b``; with ``trim`` not None, their
-    offsets trimmed (:func:`~npformer.tokenizer.byte_level.trim_offsets` with ``add_prefix_space=trim``)."""
-    ids, tokens, offsets, word_ids, seq_ids, type_ids, special = [], [], [], [], [], [], []
+    offsets trimmed (:func:`~npformer.tokenizer.byte_level.trim_offsets` with ``add_prefix_space=trim``)
+    when first read."""
+    ids, tokens, word_ids, seq_ids, type_ids, special = [], [], [], [], [], []
+    starts, ends, edits = array("i"), array("i"), []
     for piece, type_id in template:
         if piece in ("A", "B"):
             enc = a if piece == "A" else b
+            if trim is not None:
+                edits.append(partial(trim_offsets, enc.tokens, trim, len(ids)))
+            offsets = Offsets.of(enc.offsets)
+            starts += offsets.starts
+            ends += offsets.ends
             ids += enc.ids
             tokens += enc.tokens
-            offsets += enc.offsets if trim is None else trim_offsets(enc.tokens, enc.offsets, trim)
             word_ids += enc.word_ids
             seq_ids += [0 if piece == "A" else 1] * len(enc)
             type_ids += [type_id] * len(enc)
@@ -38,11 +46,13 @@ def _apply(template: list[Item], a: Encoding, b: Encoding | None, trim: bool | N
             token, token_id = piece
             ids.append(token_id)
             tokens.append(token)
-            offsets.append((0, 0))
+            starts.append(0)
+            ends.append(0)
             word_ids.append(None)
             seq_ids.append(None)
             type_ids.append(type_id)
             special.append(1)
+    offsets = Offsets(starts, ends, tuple(edits))
     return Encoding(ids, tokens, offsets, word_ids, seq_ids, type_ids, special, [1] * len(ids))
 
 
@@ -115,9 +125,15 @@ class SequenceProcessing:
     def process(self, a: Encoding, b: Encoding | None) -> Encoding:
         for p in self.processors[:-1]:
             if isinstance(p, ByteLevelProcessing) and p.trim_offsets:
-                a = replace(a, offsets=trim_offsets(a.tokens, a.offsets, p.add_prefix_space))
-                if b is not None:
-                    b = replace(b, offsets=trim_offsets(b.tokens, b.offsets, p.add_prefix_space))
+                a, b = _trimmed(a, p.add_prefix_space), None if b is None else _trimmed(b, p.add_prefix_space)
             elif not isinstance(p, ByteLevelProcessing):
                 raise ValueError(f"a Sequence post-processor takes a template only last, got {type(p).__name__}")
         return self.processors[-1].process(a, b)
+
+
+def _trimmed(enc: Encoding, add_prefix_space: bool) -> Encoding:
+    """``enc`` with its offsets trimmed as :func:`~npformer.tokenizer.byte_level.trim_offsets` does."""
+    offsets = Offsets.of(enc.offsets)
+    starts, ends = array("i", offsets.starts), array("i", offsets.ends)
+    trim_offsets(enc.tokens, add_prefix_space, 0, starts, ends)
+    return replace(enc, offsets=Offsets(starts, ends))

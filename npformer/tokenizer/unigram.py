@@ -41,13 +41,14 @@ class Unigram:
         self.unk_score = min(self.scores, default=0.0) - UNK_PENALTY
         self.max_piece = max((len(p) for p in self.ids), default=1)
         self.unk_token = vocab[unk_id][0] if unk_id is not None else None
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
-    def __call__(self, word: str) -> list[tuple[int, int, int]]:
+    def __call__(self, word: str) -> tuple[tuple[int, int, int], ...]:
         cached = self._cache.get(word)
         if cached is not None:
             return cached
         pieces = self._ids(word, self._best_path(word))
+        pieces = tuple(pieces)  # of tuples of ints, which the garbage collector stops tracking
         if len(self._cache) < CACHE_WORDS:
             self._cache[word] = pieces
         return pieces

@@ -25,9 +25,9 @@ class WordPiece:
         self.vocab = vocab
         self.unk_token_id = unk_token_id
         self.max_input_chars_per_word = max_input_chars_per_word
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
-    def __call__(self, word: str) -> list[tuple[int, int, int]]:
+    def __call__(self, word: str) -> tuple[tuple[int, int, int], ...]:
         cached = self._cache.get(word)
         if cached is not None:
             return cached
@@ -47,6 +47,7 @@ class WordPiece:
                     pieces = [(self.unk_token_id, 0, len(word))]
                     break
                 start = end
+        pieces = tuple(pieces)  # of tuples of ints, which the garbage collector stops tracking
         if len(self._cache) < CACHE_WORDS:
             self._cache[word] = pieces
         return pieces
