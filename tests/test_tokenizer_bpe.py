@@ -90,6 +90,27 @@ def test_offsets_read_as_the_reference_encodings_list(gpt2):
         assert repr(offsets) == repr(expected) and offsets != expected[:-1]
 
 
+def test_offsets_edits_run_on_copies():
+    """A pending edit runs once, on copies: the arrays an :class:`Offsets` was made from (a text's
+    pieces, shared) keep their values, and every later read sees the edited ones."""
+    from array import array
+
+    from npformer.tokenizer.encoding import Offsets
+
+    starts, ends = array("i", [0, 4, 9]), array("i", [3, 8, 12])
+    calls = []
+
+    def shift(s, e):
+        calls.append(1)
+        for k in range(len(s)):
+            s[k] += 1
+
+    offsets = Offsets(starts, ends, (shift,))
+    assert len(offsets) == 3 and list(offsets) == [(1, 3), (5, 8), (10, 12)]
+    assert offsets[1] == (5, 8) and np.asarray(offsets).tolist() == [[1, 3], [5, 8], [10, 12]]
+    assert list(starts) == [0, 4, 9] and list(ends) == [3, 8, 12] and calls == [1]
+
+
 def test_pairs_truncation_and_windows(gpt2):
     files, _, ref = gpt2
     for question, context in read_squad()[:40]:

@@ -22,15 +22,17 @@ class Offsets:
     tuples, as ``tokenizers.Encoding.offsets`` is a list of them, kept as two ``array("i")``
     columns, so that no tuple per token is made (nor tracked by the garbage collector) until one
     is read. ``pending`` holds edits still to make, in order, when the offsets are first read:
-    callables ``edit(starts, ends)`` changing the two arrays in place (the byte-level
-    post-processor's trimming, which a classification never reads). Compares equal to any sequence
-    of the same pairs; ``+`` concatenates (with a list of pairs too); NumPy reads it as ``(n, 2)``.
+    callables ``edit(starts, ends)`` changing two arrays in place (the byte-level post-processor's
+    trimming, which a classification never reads); they run on copies, which then replace the
+    columns in one assignment, so threads reading at once all see the same values. Compares equal
+    to any sequence of the same pairs; ``+`` concatenates (with a list of pairs too); NumPy reads it
+    as ``(n, 2)``.
     """
 
-    __slots__ = ("_starts", "_ends", "_pending")
+    __slots__ = ("_state",)
 
     def __init__(self, starts: array, ends: array, pending: tuple = ()):
-        self._starts, self._ends, self._pending = starts, ends, pending
+        self._state = (starts, ends, pending)
 
     @classmethod
     def of(cls, values) -> "Offsets":
@@ -40,34 +42,34 @@ class Offsets:
         values = list(values)
         return cls(array("i", [a for a, _ in values]), array("i", [b for _, b in values]))
 
-    def _settle(self) -> None:
-        pending, self._pending = self._pending, ()
-        for edit in pending:
-            edit(self._starts, self._ends)
+    def _columns(self) -> tuple[array, array]:
+        starts, ends, pending = self._state
+        if pending:
+            starts, ends = array("i", starts), array("i", ends)
+            for edit in pending:
+                edit(starts, ends)
+            self._state = (starts, ends, ())
+        return starts, ends
 
     @property
     def starts(self) -> array:
         """Each token's start, ``(n,)`` int32 (``array("i")``; do not change it)."""
-        if self._pending:
-            self._settle()
-        return self._starts
+        return self._columns()[0]
 
     @property
     def ends(self) -> array:
         """Each token's end (one past its last character), as :attr:`starts`."""
-        if self._pending:
-            self._settle()
-        return self._ends
+        return self._columns()[1]
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._state[0])
 
     def __getitem__(self, i):
-        starts, ends = self.starts, self.ends
+        starts, ends = self._columns()
         return Offsets(starts[i], ends[i]) if isinstance(i, slice) else (starts[i], ends[i])
 
     def __iter__(self):
-        return zip(self.starts, self.ends)
+        return zip(*self._columns())
 
     def __eq__(self, other) -> bool:
         try:
@@ -78,15 +80,15 @@ class Offsets:
     __hash__ = None
 
     def __add__(self, other) -> "Offsets":
-        other = Offsets.of(other)
-        return Offsets(self.starts + other.starts, self.ends + other.ends)
+        (starts, ends), (more_starts, more_ends) = self._columns(), Offsets.of(other)._columns()
+        return Offsets(starts + more_starts, ends + more_ends)
 
     def __radd__(self, other) -> "Offsets":
         return Offsets.of(other) + self
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.empty((len(self), 2), np.int64)
-        out[:, 0], out[:, 1] = self.starts, self.ends
+        out[:, 0], out[:, 1] = self._columns()
         return out if dtype is None else out.astype(dtype)
 
     def __repr__(self) -> str:
