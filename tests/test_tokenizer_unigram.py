@@ -156,6 +156,21 @@ def test_unigram_byte_fallback_and_unknown_runs(tmp_path):
             assert ours.decode(ref.ids) == tok.decode(ref.ids), text
 
 
+def test_unigram_after_a_byte_level_split(tmp_path):
+    """A Unigram model behind the byte-level pre-tokenizer: a non-ASCII character is spelled by
+    several byte characters, a piece may hold part of them, and an unknown piece's token is its
+    byte characters (tokenizers' token value): ids, tokens and offsets as tokenizers gives them."""
+    pieces = [("<unk>", 0.0), ("a", -2.0), ("b", -2.0), ("ab", -2.5), ("Ġ", -3.0), ("Ġab", -3.5), ("Ã", -4.0)]
+    tok = tokenizers.Tokenizer(tokenizers.models.Unigram(pieces, 0, False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = Tokenizer.from_pretrained(tmp_path)
+    for text in ["ab abé ßa", "é é ab", "日本 ab", "aé", "ab ab"]:
+        for _ in range(2):  # the second time from the tokenizer's word cache
+            ref, enc = tok.encode(text), ours.encode(text)
+            assert (enc.ids, enc.tokens, list(enc.offsets)) == (ref.ids, ref.tokens, ref.offsets), text
+
+
 def test_normalizers_against_tokenizers():
     """Each normalizer's output equals tokenizers' ``normalize_str`` on random multilingual text."""
     charsmap = converted_charsmap()

@@ -92,11 +92,13 @@ class ByteLevel:
 
     def matches(self, text: str, at_start: bool = True) -> tuple[re.Pattern, dict, str] | None:
         """``(pattern, table, "")`` when the words of ``text`` are the matches of ``pattern`` with their
-        characters mapped by ``str.translate(table)``, one for one (ASCII text, no space added);
-        else None. The tokenizer's fast loop reads these; :meth:`__call__` gives the same words."""
-        if self._pattern is None or not text.isascii() or self.add_prefix_space and text and not text.startswith(" "):
+        characters mapped by ``str.translate(table)``, each to the byte characters of its UTF-8
+        encoding (one for one in ASCII text, where the pattern is the faster ASCII one), when no
+        space is added; else None. The tokenizer's fast loop reads these; :meth:`__call__` gives the
+        same words."""
+        if self._pattern is None or self.add_prefix_space and text and not text.startswith(" "):
             return None
-        return gpt2_pattern(ascii_only=True), _ASCII, ""
+        return (gpt2_pattern(ascii_only=True), _ASCII, "") if text.isascii() else (self._pattern, _UTF8, "")
 
     def __call__(self, text: str, at_start: bool = True):
         prefixed = self.add_prefix_space and text and not text.startswith(" ")
@@ -132,6 +134,18 @@ class _Whole:
 
 
 _ASCII = {b: BYTE_CHARS[b] for b in range(128)}
+
+
+class _ByteChars(dict):
+    """A ``str.translate`` table from each character to the byte characters of its UTF-8 encoding,
+    an entry made the first time a character is looked up."""
+
+    def __missing__(self, code: int) -> str:
+        chars = self[code] = "".join(_BYTE_TABLE[b] for b in chr(code).encode("utf-8"))
+        return chars
+
+
+_UTF8 = _ByteChars(_ASCII)
 
 
 _TRIM_CHARS = "Ġ" + "".join(sorted(WHITESPACE))  # what process_offsets trims off a token's ends

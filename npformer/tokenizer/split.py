@@ -120,7 +120,7 @@ def _add_matches(tok, pattern, table, prefix: str, run: str, base: int, word: in
     not empty, put before the first match, its characters standing on the match's first char)
     appended to ``out`` (ids, starts, ends, word ids), stopping once ``limit`` tokens are held.
     Returns the next word index."""
-    ids, model, cached = out[0], tok.model, tok.match_cache.get
+    ids, cached = out[0], tok.match_cache.get
     add_id, add_start, add_end, add_word = (column.append for column in out)
     unknown_text = unknown_text_id(tok.model)
     for m in pattern.finditer(run):
@@ -128,14 +128,13 @@ def _add_matches(tok, pattern, table, prefix: str, run: str, base: int, word: in
         low = -1  # with a prefix: the first offset the word's tokens may have
         if prefix:  # as the pre-tokenizer's words: the prefix and the match are one word
             low, s0, match, prefix = s0, s0 - len(prefix), prefix + match, ""
-        pieces = cached(match)
+        pieces, spelled = cached(match), None
         if pieces is None:
-            pieces = model(match if table is None else match.translate(table))
-            if len(tok.match_cache) < MATCH_CACHE:
-                tok.match_cache[match] = pieces
+            pieces, spelled = _match_pieces(tok, match, table, unknown_text)
         for piece_id, s, e in pieces:
             if piece_id == unknown_text:  # its token string is the text it stands for
-                texts[len(ids)] = (match if table is None else match.translate(table))[s:e]
+                spelling = match if table is None else match.translate(table)
+                texts[len(ids)] = next(spelled) if spelled is not None else spelling[s:e]
             add_id(piece_id)
             if low < 0:
                 add_start(s0 + s)
@@ -148,3 +147,22 @@ def _add_matches(tok, pattern, table, prefix: str, run: str, base: int, word: in
         if len(ids) >= limit:
             break
     return word
+
+
+def _match_pieces(tok, match: str, table, unknown_text: int) -> tuple[tuple, object]:
+    """The model's pieces of one regex ``match`` as ``((id, start, end), ...)`` with offsets in the
+    match's characters, and an iterator over the token strings of its unknown pieces (in the word's
+    spelling) or None. The word is the match with its characters mapped by ``table``; where a
+    character is spelled by several (byte-level UTF-8), each piece spans the characters its first
+    and last spelled ones stand for. Remembered in ``tok.match_cache`` unless an unknown piece's
+    string has to come from the spelled word."""
+    word = match if table is None else match.translate(table)
+    pieces, spelled = tok.model(word), None
+    if len(word) != len(match):
+        owner = [k for k, ch in enumerate(match) for _ in range(len(ch.translate(table)))]
+        if any(piece_id == unknown_text for piece_id, _, _ in pieces):
+            spelled = iter([word[s:e] for piece_id, s, e in pieces if piece_id == unknown_text])
+        pieces = tuple((piece_id, owner[s], owner[e - 1] + 1) for piece_id, s, e in pieces)
+    if spelled is None and len(tok.match_cache) < MATCH_CACHE:
+        tok.match_cache[match] = pieces
+    return pieces, spelled
