@@ -32,7 +32,7 @@ def _apply(template: list[Item], a: Encoding, b: Encoding | None, trim: bool | N
         if piece in ("A", "B"):
             enc = a if piece == "A" else b
             if trim is not None:
-                edits.append(partial(trim_offsets, enc.tokens, trim, len(ids)))
+                edits.append(_trim(enc.tokens, trim, len(ids)))
             offsets = Offsets.of(enc.offsets)
             starts += offsets.starts
             ends += offsets.ends
@@ -132,8 +132,12 @@ class SequenceProcessing:
 
 
 def _trimmed(enc: Encoding, add_prefix_space: bool) -> Encoding:
-    """``enc`` with its offsets trimmed as :func:`~npformer.tokenizer.byte_level.trim_offsets` does."""
+    """``enc`` with its offsets trimmed as :func:`~npformer.tokenizer.byte_level.trim_offsets` does
+    (when first read, as :func:`_apply` trims them)."""
     offsets = Offsets.of(enc.offsets)
-    starts, ends = array("i", offsets.starts), array("i", offsets.ends)
-    trim_offsets(enc.tokens, add_prefix_space, 0, starts, ends)
-    return replace(enc, offsets=Offsets(starts, ends))
+    return replace(enc, offsets=Offsets(offsets.starts, offsets.ends, (_trim(enc.tokens, add_prefix_space, 0),)))
+
+
+def _trim(tokens: list[str], add_prefix_space: bool, at: int):
+    """The pending edit of an :class:`Offsets` that trims ``tokens``' offsets, from position ``at``."""
+    return partial(trim_offsets, tokens, add_prefix_space, at)

@@ -133,8 +133,7 @@ def _add_matches(tok, pattern, table, prefix: str, run: str, base: int, word: in
             pieces, spelled = _match_pieces(tok, match, table, unknown_text)
         for piece_id, s, e in pieces:
             if piece_id == unknown_text:  # its token string is the text it stands for
-                spelling = match if table is None else match.translate(table)
-                texts[len(ids)] = next(spelled) if spelled is not None else spelling[s:e]
+                texts[len(ids)] = next(spelled) if spelled is not None else _spelling(match, table)[s:e]
             add_id(piece_id)
             if low < 0:
                 add_start(s0 + s)
@@ -156,7 +155,7 @@ def _match_pieces(tok, match: str, table, unknown_text: int) -> tuple[tuple, obj
     character is spelled by several (byte-level UTF-8), each piece spans the characters its first
     and last spelled ones stand for. Remembered in ``tok.match_cache`` unless an unknown piece's
     string has to come from the spelled word."""
-    word = match if table is None else match.translate(table)
+    word = _spelling(match, table)
     pieces, spelled = tok.model(word), None
     if len(word) != len(match):
         owner = [k for k, ch in enumerate(match) for _ in range(len(ch.translate(table)))]
@@ -166,3 +165,8 @@ def _match_pieces(tok, match: str, table, unknown_text: int) -> tuple[tuple, obj
     if spelled is None and len(tok.match_cache) < MATCH_CACHE:
         tok.match_cache[match] = pieces
     return pieces, spelled
+
+
+def _spelling(match: str, table) -> str:
+    """The word the model reads for a regex ``match``: its characters mapped by ``table`` (or as they are)."""
+    return match if table is None else match.translate(table)
