@@ -161,6 +161,55 @@ def test_each_block_takes_the_input_the_last_one_quantized(tmp_path, monkeypatch
     assert np.array_equal(model(ids, mask, types).last_hidden_state, fused)
 
 
+def test_stacked_products_are_the_separate_ones():
+    """``ops.linears`` runs int8 weights of whole 32-channel blocks as one stacked product: bit for bit
+    the separate products, the weights' values unchanged and held once (views into the stack), a
+    replaced weight stacked anew; widths that are not whole blocks run one by one."""
+    from npformer.kernels.linear import linears, stacked
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((53, 200)).astype(np.float32)
+    ws = [QuantizedTensor.from_float(rng.standard_normal((n, 200)).astype(np.float32)) for n in (64, 32, 96)]
+    bs = [rng.standard_normal(64).astype(np.float32), None, rng.standard_normal(96).astype(np.float32)]
+    values = [w.values.copy() for w in ws]
+    separate = [w.matmul(x, b) for w, b in zip(ws, bs)]
+    together = linears(x, tuple(ws), tuple(bs))
+    assert [a.shape for a in together] == [(53, 64), (53, 32), (53, 96)]
+    assert all(np.array_equal(a, b) for a, b in zip(together, separate))
+    stack = stacked(tuple(ws))
+    assert stack is stacked(tuple(ws)) and stack.shape == (192, 200)
+    assert all(np.shares_memory(w.packed, stack.packed) for w in ws)
+    assert all(np.array_equal(w.values, v) for w, v in zip(ws, values))
+    assert all(np.array_equal(w.matmul(x, b), s) for w, b, s in zip(ws, bs, separate))
+    ws[1] = QuantizedTensor.from_float(rng.standard_normal((32, 200)).astype(np.float32))
+    assert stacked(tuple(ws)) is not stack
+    assert np.array_equal(linears(x, tuple(ws), tuple(bs))[1], ws[1].matmul(x))
+    odd = [QuantizedTensor.from_float(rng.standard_normal((n, 200)).astype(np.float32)) for n in (70, 70)]
+    assert stacked(tuple(odd)) is None
+    assert np.array_equal(linears(x, tuple(odd), (None, None))[0], odd[0].matmul(x))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_stacked_query_key_value_give_the_same_model_outputs(tmp_path, monkeypatch, model_type):
+    """An int8 block's query, key and value products stacked into one give the outputs, bit for bit,
+    of the three products run separately."""
+    from npformer.kernels import ops
+    from npformer.kernels.linear import stacked
+
+    make_checkpoint(tmp_path, model_type, **TINY)
+    model = AutoModel.from_pretrained(tmp_path, dtype="int8")
+    ids, mask, types = random_batch(np.random.default_rng(1), 500, 3, 30, type_vocab=2)
+    calls = []
+    stack = ops.linears
+    monkeypatch.setattr(ops, "linears", lambda x, ws, bs: calls.append(len(ws)) or stack(x, ws, bs))
+    together = model(ids, mask, types).last_hidden_state
+    assert calls and set(calls) == {3}
+    layer = model.layers[0]
+    assert stacked((layer.q_w, layer.k_w, layer.v_w)) is not None
+    monkeypatch.setattr(ops, "linears", lambda x, ws, bs: tuple(ops.linear(x, w, b) for w, b in zip(ws, bs)))
+    assert np.array_equal(model(ids, mask, types).last_hidden_state, together)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**31))
 def test_packed_layout_round_trip(n, k, seed):

@@ -19,6 +19,7 @@ import numpy as np
 
 from npformer.kernels.linear import K_EXACT, TINY_ROW, int8_linear, quantize_rows  # noqa: F401 (the NumPy backend's int8)
 from npformer.kernels.linear import numpy_linear as linear  # noqa: F401 (ops.linear on this backend)
+from npformer.kernels.linear import numpy_linears as linears  # noqa: F401
 
 F32 = np.float32
 INV_SQRT2 = F32(0.7071067811865476)  # GELU's constants, both backends

@@ -35,7 +35,7 @@ from npformer.kernels.attention import attention, varlen_attention  # noqa: F401
 from npformer.kernels.llvm_ir import Args, const, counted_loop, vector_at
 from npformer.kernels.numpy_ops import rotary  # noqa: F401 (one NumPy rotary for both backends)
 from npformer.kernels.gemm_int8 import quantize_into, zero_row
-from npformer.kernels.linear import QuantizedRows, QuantizedTensor, activation_buffers, linear, prepared  # noqa: F401
+from npformer.kernels.linear import QuantizedRows, QuantizedTensor, activation_buffers, linear, linears, prepared  # noqa: F401
 
 F32 = np.float32
 

@@ -21,6 +21,10 @@ class Ops(Protocol):
         array, a ``PackedMatrix`` or a ``QuantizedTensor`` (:mod:`npformer.kernels.linear`); ``x`` as
         it is or as :meth:`prepared` made it; the result may be a view into ``scratch``."""
 
+    def linears(self, x: np.ndarray, weights: tuple, biases: tuple) -> tuple[np.ndarray, ...]:
+        """:meth:`linear` of the same ``x`` by each of ``weights`` with its bias of ``biases``; the
+        results may be column views of one array (the Numba backend stacks int8 weights)."""
+
     def prepared(self, x: np.ndarray, weight):
         """``x (rows, in)`` as :meth:`linear` with ``weight`` reads it; hand it to every product of the
         same activations (the Numba backend quantizes them once for an int8 weight)."""

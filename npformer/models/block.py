@@ -126,7 +126,7 @@ def transformer_layer(
     xq = run.take_ready(x, w.q_w)  # quantized once for Q, K and V when they are int8
     x = x.reshape(batch * seq, hidden)
     probs = run.probs(config.num_attention_heads)
-    q, k, v = ops.linear(xq, w.q_w, w.q_b), ops.linear(xq, w.k_w, w.k_b), ops.linear(xq, w.v_w, w.v_b)  # [B*S, H] each
+    q, k, v = ops.linears(xq, (w.q_w, w.k_w, w.v_w), (w.q_b, w.k_b, w.v_b))  # [B*S, H] each
     run.keep("query", q), run.keep("key", k), run.keep("value", v)
     if position_bias is None:
         context = ops.attention(q, k, v, mask, config.num_attention_heads, probs)  # [B*S, H]
