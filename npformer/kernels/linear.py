@@ -281,8 +281,9 @@ def stacked(weights: tuple) -> QuantizedTensor | None:
     first = weights[0]
     if not isinstance(first, QuantizedTensor) or len(weights) < 2:
         return None
-    if first._stacked is not None and all(a is b for a, b in zip(first._stacked[0], weights, strict=True)):
-        return first._stacked[1]
+    known = first._stacked
+    if known is not None and len(known[0]) == len(weights) and all(a is b for a, b in zip(known[0], weights)):
+        return known[1]
     k = first.shape[1]
     if any(not isinstance(w, QuantizedTensor) or w.shape[1] != k or w.shape[0] % NR for w in weights):
         return None
