@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -48,11 +49,11 @@ def test_kernels_are_cached_outside_the_package_and_user_code_is_untouched(tmp_p
     key_dir = Path(lines[1])
     assert key_dir.parent == tmp_path / "cache" / "numba"
     # another clone, or an edited kernel module (one kernel inlines another's code): another key
-    digest = hashlib.sha1(str(PACKAGE).encode("utf-8"))
+    digest = hashlib.sha1()
     for source in sorted((PACKAGE / "kernels").glob("*.py")):
         digest.update(source.read_bytes())
-    checkout = digest.hexdigest()[:10]
-    for part in (npformer.__version__, f"py{sys.version_info[0]}{sys.version_info[1]}", "numba-", checkout):
+    copy = hashlib.sha1(str(PACKAGE).encode("utf-8")).hexdigest()[:8]
+    for part in (npformer.__version__, f"py{sys.version_info[0]}{sys.version_info[1]}", "numba-", copy, digest.hexdigest()[:10]):
         assert part in key_dir.name
     assert any(p.name.startswith("ops.layer_norm") for p in kernel_files(key_dir))
     assert set(kernel_files(PACKAGE)) == before  # nothing new written inside the package
@@ -75,3 +76,30 @@ def test_an_unwritable_cache_warns_once_and_still_computes(tmp_path):
     assert result.stdout.split()[0] == "0.0"
     assert result.stderr.count("cannot write the kernel cache") == 1, result.stderr
     assert set(kernel_files(PACKAGE)) == before  # no fallback to the package's __pycache__
+
+
+def test_a_new_kernel_source_removes_this_copys_older_cache_directories(tmp_path):
+    """The first process of a new version or kernel source deletes the directories the same copy of
+    npformer made for older ones; another copy's, Python's, Numba's or kernel family's stay."""
+    first = run(tmp_path, tmp_path / "cache")
+    assert first.returncode == 0, first.stderr
+    key_dir = Path(first.stdout.split()[1])
+    prefix = f"npformer-{npformer.__version__}-"
+    family = key_dir.name[len(prefix) : -11]  # the name without its version and its source hash
+    rest = family.split("-numba-", 1)[1]
+    isa, other_isa = ("-native-", "-avx2-") if "-native-" in family else ("-avx2-", "-native-")
+    older = [f"npformer-0.0.1-{family}-{'a' * 10}", f"{prefix}{family}-{'b' * 10}"]
+    others = [
+        f"{prefix}{family[:-8]}{'c' * 8}-{'d' * 10}",  # another copy of npformer
+        f"{prefix}{family.replace(isa, other_isa)}-{'e' * 10}",  # another kernel family
+        f"{prefix}py10-numba-{rest}-{'f' * 10}",  # another Python
+        "unrelated",
+    ]
+    for name in older + others:
+        (key_dir.parent / name / "npformer").mkdir(parents=True)
+    second = run(tmp_path, tmp_path / "cache")  # its key exists: nothing removed
+    assert second.returncode == 0 and all((key_dir.parent / name).is_dir() for name in older + others)
+    shutil.rmtree(key_dir)  # as after an upgrade or an edit: this key is new
+    third = run(tmp_path, tmp_path / "cache")
+    assert third.returncode == 0, third.stderr
+    assert sorted(p.name for p in key_dir.parent.iterdir()) == sorted([key_dir.name, *others])

@@ -6,7 +6,9 @@ and the leftover ``npformer/`` folder then shadows a later (editable) install as
 package. Here every npformer kernel is cached under ``$NPFORMER_CACHE/numba/<key>/`` instead, where
 ``<key>`` names the npformer version, Python, Numba, the kernel family (``NPFORMER_ISA`` and the
 CPU) and the copy of npformer (its directory), so that none of them ever loads another's entry.
-Numba's own index also checks the source file's hash and the CPU's name and features.
+Numba's own index also checks the source file's hash and the CPU's name and features. The first
+process of a new npformer version or kernel source removes the directories the same copy of npformer
+left for its older ones (same Python, Numba, kernel family and CPU), which it can never load again.
 
 The locator claims only files inside the ``npformer`` package: the user's own ``cache=True`` functions
 keep Numba's default locations, and no process-wide setting (``NUMBA_CACHE_DIR``) is touched. If the
@@ -16,6 +18,8 @@ directory cannot be created or written, the kernels are compiled without caching
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 import sys
 import tempfile
 import warnings
@@ -34,18 +38,35 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 def cache_key() -> str:
     """The sub-directory name of this process's kernel cache: npformer, Python and Numba versions,
-    the requested kernel family (``NPFORMER_ISA``, ``native`` when unset), the host CPU's name and
-    a hash of which copy of npformer this is and of its kernels' source. The directory: two checkouts
+    the requested kernel family (``NPFORMER_ISA``, ``native`` when unset), the host CPU's name, a
+    hash of which copy of npformer this is, and a hash of its kernels' source. The copy: two checkouts
     on one machine would otherwise share entries and recompile over each other. The source: Numba
     checks only the file that defines a cached function, so a kernel that inlines another module's
     (attention inlines the GEMM's tile loop) would otherwise keep the old code after an edit there."""
+    source = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        source.update(path.read_bytes())
+    return f"npformer-{__version__}-{_family()}-{source.hexdigest()[:10]}"
+
+
+def _family() -> str:
+    """What a cache directory shares with those this copy of npformer made for its older versions
+    and kernel sources: Python and Numba versions, kernel family, CPU and the copy's directory."""
     isa = requested_isa() or "native"
     python = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    digest = hashlib.sha1(str(PACKAGE_DIR).encode("utf-8"))
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.read_bytes())
-    where = digest.hexdigest()[:10]
-    return f"npformer-{__version__}-{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}-{where}"
+    copy = hashlib.sha1(str(PACKAGE_DIR).encode("utf-8")).hexdigest()[:8]
+    return f"{python}-numba-{numba.__version__}-{isa}-{llvm_binding.get_host_cpu_name()}-{copy}"
+
+
+def _remove_older(directory: Path) -> None:
+    """Delete the sibling cache directories of ``directory`` that this copy of npformer made for
+    another version or kernel source (:func:`_family`); others' (another checkout, Python, Numba,
+    ``NPFORMER_ISA`` or CPU) stay. A process still running the old code compiles again if it needs
+    a kernel it had not loaded yet."""
+    stale = re.compile(rf"npformer-[^/]+-{re.escape(_family())}-[0-9a-f]{{10}}")
+    for sibling in directory.parent.iterdir():
+        if sibling != directory and sibling.is_dir() and stale.fullmatch(sibling.name):
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def kernel_cache_dir() -> Path:
@@ -77,8 +98,11 @@ class NpformerCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
 
 def _usable(directory: Path) -> bool:
     try:
+        new = not directory.is_dir()
         directory.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=directory).close()
+        if new:
+            _remove_older(directory)
         return True
     except OSError as error:
         warnings.warn(
