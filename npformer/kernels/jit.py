@@ -17,6 +17,7 @@ directory cannot be created or written, the kernels are compiled without caching
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shutil
@@ -43,10 +44,16 @@ def cache_key() -> str:
     on one machine would otherwise share entries and recompile over each other. The source: Numba
     checks only the file that defines a cached function, so a kernel that inlines another module's
     (attention inlines the GEMM's tile loop) would otherwise keep the old code after an edit there."""
+    return f"npformer-{__version__}-{_family()}-{_source_hash()}"
+
+
+@functools.cache
+def _source_hash() -> str:
+    """A hash of the kernel modules' source, read once per process (every cached kernel asks for its key)."""
     source = hashlib.sha1()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         source.update(path.read_bytes())
-    return f"npformer-{__version__}-{_family()}-{source.hexdigest()[:10]}"
+    return source.hexdigest()[:10]
 
 
 def _family() -> str:
